@@ -1,0 +1,58 @@
+# The README's two commands: `make demo` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Ruff reads no setup.cfg: pass its [tool:ruff] keys as --config overrides.
+RUFF_CONFIG = $(shell $(PY) -c "import configparser as c; p = c.ConfigParser(); \
+	p.read('setup.cfg'); print(' '.join(\"--config '%s = %s'\" % kv for kv in p['tool:ruff'].items()))")
+LINTED := scalekit tests examples benchmarks scripts
+
+.PHONY: demo test bench lint format sysdeps venv clean
+
+demo: $(INSTALLED)
+	@echo "scalekit demo on http://127.0.0.1:8000/ (stop with Ctrl-C)"
+	$(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
+
+test: $(INSTALLED) sysdeps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(INSTALLED) sysdeps
+	@set -e; for script in benchmarks/*.py; do \
+		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
+		echo "== $$script"; $(PY) "$$script"; done
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check $(RUFF_CONFIG) $(LINTED)
+	$(VENV)/bin/ruff format --check $(RUFF_CONFIG) $(LINTED)
+
+format: $(INSTALLED)
+	-$(VENV)/bin/ruff check --fix $(RUFF_CONFIG) $(LINTED)
+	$(VENV)/bin/ruff format $(RUFF_CONFIG) $(LINTED)
+
+venv: $(INSTALLED)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,test]'
+	touch $@
+
+# The servers the tests start privately: redis-server, memcached, PostgreSQL.
+sysdeps:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v memcached >/dev/null || missing="$$missing memcached"; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

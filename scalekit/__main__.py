@@ -1,0 +1,7 @@
+"""``python -m scalekit`` runs the command-line interface."""
+
+import sys
+
+from scalekit.cli import main
+
+sys.exit(main())

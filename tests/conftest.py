@@ -1,0 +1,64 @@
+"""Session-wide real servers: one redis-server, two memcached, one PostgreSQL cluster.
+
+Each starts on first use on a free loopback port in its own temporary folder, and is stopped
+and removed at the end of the run, also when tests fail (pytest runs the code after
+``yield`` whatever the tests did). A server that cannot start fails the tests that need it
+with the tail of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TypeVar
+
+import pytest
+
+from tests.servers import MemcachedServer, PostgresServer, RedisServer, Server, ServerStartError
+
+_S = TypeVar("_S", bound=Server)
+
+
+def _running(stack: contextlib.ExitStack, server: _S) -> _S:
+    """Start ``server`` (stopped when ``stack`` closes) or fail loudly with its log tail."""
+    try:
+        return stack.enter_context(server.running())
+    except ServerStartError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, RedisServer())
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    """``redis://127.0.0.1:<port>/0`` of the private redis-server."""
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def memcached_servers() -> Iterator[tuple[MemcachedServer, MemcachedServer]]:
+    """Two memcached instances, for multi-node tests."""
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, MemcachedServer()), _running(stack, MemcachedServer())
+
+
+@pytest.fixture(scope="session")
+def memcache_url(memcached_servers: tuple[MemcachedServer, MemcachedServer]) -> str:
+    """``memcache://127.0.0.1:<p1>,127.0.0.1:<p2>`` naming both memcached instances."""
+    return "memcache://" + ",".join(server.address for server in memcached_servers)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, PostgresServer())
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """``postgres://postgres@127.0.0.1:<port>/scalekit_test`` of the private cluster."""
+    return postgres_server.url

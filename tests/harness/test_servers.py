@@ -1,0 +1,87 @@
+"""Each fixture's server really answers (a real round trip), and a broken start is loud."""
+
+import os
+import socket
+
+import psycopg2
+import pytest
+import redis
+from pydal import DAL, Field
+from pymemcache.client.base import Client
+
+from scalekit import urls
+from tests.servers import RedisServer, ServerStartError
+
+
+def test_redis_round_trip_over_tcp_and_unix_socket(redis_server, redis_url):
+    settings = urls.parse(redis_url)
+    tcp = redis.Redis(host=settings.host, port=settings.port, db=settings.db)
+    tcp.set("harness:key", b"value")
+    unix = urls.parse(redis_server.unix_url)
+    over_socket = redis.Redis(unix_socket_path=unix.unix_socket, db=unix.db)
+    assert over_socket.get("harness:key") == b"value"
+    assert tcp.info("server")["tcp_port"] == settings.port
+    tcp.delete("harness:key")
+
+
+def test_two_memcached_instances_are_separate_servers(memcache_url):
+    settings = urls.parse(memcache_url)
+    assert len(settings.servers) == 2
+    first, second = (Client(address, connect_timeout=2, timeout=2) for address in settings.servers)
+    first.set("harness-key", b"on-first")
+    second.set("harness-key", b"on-second")
+    assert first.get("harness-key") == b"on-first"
+    assert second.get("harness-key") == b"on-second"
+    first.delete("harness-key")
+    assert first.get("harness-key") is None and second.get("harness-key") == b"on-second"
+
+
+def test_postgres_round_trip_with_psycopg2(postgres_url):
+    settings = urls.parse(postgres_url)
+    connection = psycopg2.connect(
+        host=settings.host, port=settings.port, user=settings.user, dbname=settings.database
+    )
+    with connection, connection.cursor() as cursor:
+        cursor.execute("CREATE TEMP TABLE harness (n integer)")
+        cursor.execute("INSERT INTO harness VALUES (41), (1)")
+        cursor.execute("SELECT sum(n), current_database() FROM harness")
+        assert cursor.fetchone() == (42, "scalekit_test")
+    connection.close()
+
+
+def test_postgres_through_pydal_with_the_parsed_uri(postgres_url, tmp_path):
+    db = DAL(urls.parse(postgres_url).dal_uri, folder=str(tmp_path), pool_size=0)
+    try:
+        db.define_table("harness_pydal", Field("name"))
+        db.harness_pydal.insert(name="scalekit")
+        db.commit()
+        assert db(db.harness_pydal).select().first().name == "scalekit"
+        db.harness_pydal.drop()
+        db.commit()
+    finally:
+        db.close()
+
+
+class _RedisWithBadOption(RedisServer):
+    def command(self):
+        return [*super().command(), "--no-such-directive", "yes"]
+
+
+def test_a_server_that_cannot_start_fails_loudly_with_its_log_and_cleans_up():
+    server = _RedisWithBadOption()
+    with pytest.raises(ServerStartError) as caught:
+        server.start()
+    message = str(caught.value)
+    assert "redis did not start" in message
+    assert "last lines of its log" in message
+    assert "no-such-directive" in message  # redis-server's own complaint
+    assert not os.path.exists(server.workdir)
+
+
+def test_stop_ends_the_process_frees_the_port_and_removes_files():
+    server = RedisServer().start()
+    port, workdir = server.port, server.workdir
+    server.stop()
+    assert not os.path.exists(workdir)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0

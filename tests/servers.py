@@ -1,0 +1,283 @@
+"""Private redis-server, memcached and PostgreSQL processes for the tests.
+
+Each server runs from a fresh temporary folder on a free loopback port. ``start()`` returns
+once the server answers a real request, or raises :class:`ServerStartError` carrying the tail
+of the server's log; ``stop()`` ends the process and removes its folder.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import TypeVar
+
+START_TIMEOUT = 30.0
+PORT_ATTEMPTS = 3
+_S = TypeVar("_S", bound="Server")
+
+
+class ServerStartError(RuntimeError):
+    """A test server did not start; the message ends with its log tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def find_binary(name: str) -> str:
+    """The path of a server program, also PostgreSQL's, which Debian keeps off PATH."""
+    postgres_bins = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
+    found = shutil.which(name) or max(postgres_bins, key=_version_key, default=None)
+    if not found:
+        raise ServerStartError(f"{name} is not installed; `make test` installs it with apt-get")
+    return found
+
+
+def _version_key(path: str) -> int:
+    version = path.split("/")[4]
+    return int(version) if version.isdigit() else 0
+
+
+class Server(abc.ABC):
+    """One server process in its own temporary folder."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.workdir = ""
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.workdir, f"{self.name}.log")
+
+    def log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.log_path, errors="replace") as log:
+                return "".join(log.readlines()[-lines:])
+        except OSError:
+            return "(no log written)"
+
+    def start(self: _S) -> _S:
+        """Start on a free port (retrying if another process takes it) and wait for answers."""
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            self.workdir = tempfile.mkdtemp(prefix=f"scalekit-{self.name}-")
+            self.port = free_port()
+            try:
+                self._launch()
+                self._wait_until_answering()
+                return self
+            except ServerStartError as exc:
+                tail = self.log_tail()
+                self.stop()
+                if attempt == PORT_ATTEMPTS or "in use" not in tail:
+                    raise ServerStartError(
+                        f"{self.name} did not start on 127.0.0.1:{self.port}: {exc}\n"
+                        f"--- last lines of its log ---\n{tail}"
+                    ) from None
+        raise AssertionError("unreachable")
+
+    def stop(self) -> None:
+        """Stop the process (politely, then by force) and remove the folder."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def running(self: _S) -> Iterator[_S]:
+        """Start, yield, and stop even when the body raises."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise ServerStartError(f"it exited with code {self.process.returncode}")
+            try:
+                if self.answers():
+                    return
+            except Exception as exc:  # not up yet: connection refused, loading, ...
+                last_error = exc
+            time.sleep(0.05)
+        raise ServerStartError(f"no answer within {START_TIMEOUT:.0f}s (last: {last_error!r})")
+
+    @abc.abstractmethod
+    def _launch(self) -> None:
+        """Start the server process in ``self.workdir``, listening on ``self.port``."""
+
+    @abc.abstractmethod
+    def answers(self) -> bool:
+        """Make one real round trip; true when the server answered."""
+
+
+class _ForegroundServer(Server):
+    """A server that runs in the foreground as our child process."""
+
+    @abc.abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the server."""
+
+    def _launch(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+
+
+class RedisServer(_ForegroundServer):
+    """redis-server without persistence, on TCP and on a unix socket."""
+
+    name = "redis"
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.workdir, "redis.sock")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket_path}?db=0"
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("redis-server"),
+            "--bind", "127.0.0.1", "--port", str(self.port),
+            "--unixsocket", self.socket_path, "--unixsocketperm", "700",
+            "--dir", self.workdir, "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1) as client:
+            return client.ping()
+
+
+class MemcachedServer(_ForegroundServer):
+    """memcached on TCP only (no UDP), 64 MB of memory."""
+
+    name = "memcached"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        return [
+            find_binary("memcached"),
+            "-l", "127.0.0.1", "-p", str(self.port), "-U", "0", "-m", "64", *user,
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        from pymemcache.client.base import Client
+
+        client = Client(("127.0.0.1", self.port), connect_timeout=1, timeout=1)
+        try:
+            return bool(client.version())
+        finally:
+            client.close()
+
+
+class PostgresServer(Server):
+    """A PostgreSQL cluster made by initdb, started by pg_ctl, with one database created.
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to ``nobody``.
+    Durability settings are off: the data is thrown away after the tests.
+    """
+
+    name = "postgres"
+    database = "scalekit_test"
+    superuser = "postgres"
+
+    @property
+    def datadir(self) -> str:
+        return os.path.join(self.workdir, "data")
+
+    @property
+    def url(self) -> str:
+        return f"postgres://{self.superuser}@127.0.0.1:{self.port}/{self.database}"
+
+    def _run_as_owner(self, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+        owner = {}
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            owner = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        with open(self.log_path, "ab") as log:
+            done = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, **owner
+            )
+        if check and done.returncode != 0:
+            raise ServerStartError(f"{os.path.basename(command[0])} exited with {done.returncode}")
+        return done
+
+    def _launch(self) -> None:
+        open(self.log_path, "ab").close()
+        if os.geteuid() == 0:  # pg_ctl, run as nobody, writes the log itself
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.workdir, self.log_path):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        self._run_as_owner(
+            find_binary("initdb"), "-D", self.datadir, "-U", self.superuser,
+            "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        settings = (
+            f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        )
+        self._run_as_owner(
+            find_binary("pg_ctl"), "-D", self.datadir, "-l", self.log_path, "-o", settings,
+            "-w", "-t", str(int(START_TIMEOUT)), "start",
+        )  # fmt: skip
+
+    def answers(self) -> bool:
+        import psycopg2
+
+        admin = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.superuser, dbname="postgres",
+            connect_timeout=2,
+        )  # fmt: skip
+        admin.autocommit = True
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+                if cursor.fetchone() is None:
+                    cursor.execute(f'CREATE DATABASE "{self.database}"')
+        finally:
+            admin.close()
+        return True
+
+    def stop(self) -> None:
+        if self.workdir and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
+            self._run_as_owner(
+                find_binary("pg_ctl"), "-D", self.datadir, "-m", "fast", "-w", "stop", check=False
+            )
+        super().stop()
