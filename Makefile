@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Ruff reads no setup.cfg: pass its [tool:ruff] keys as --config overrides.
 RUFF_CONFIG = $(shell $(PY) -c "import configparser as c; p = c.ConfigParser(); \
 	p.read('setup.cfg'); print(' '.join(\"--config '%s = %s'\" % kv for kv in p['tool:ruff'].items()))")
-LINTED := scalekit tests examples benchmarks scripts
+LINTED := $(wildcard scalekit tests examples benchmarks scripts)
 
 .PHONY: demo test bench lint format sysdeps venv clean
 
