@@ -1,0 +1,263 @@
+"""Loading and saving sessions: laziness, conflict-safe saves, locking, failure policy.
+
+The engine holds a request's settings (store, secrets, cookie, timeouts) and does every
+store call a session makes; :mod:`scalekit.sessions.middleware` only wires it into WSGI.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from scalekit.errors import ConfigError, ConflictError, CorruptData, SerializationError
+from scalekit.errors import StoreUnavailable
+from scalekit.sessions.cookies import SessionCookie, new_session_id
+from scalekit.sessions.serializers import PayloadCodec
+from scalekit.sessions.session import Session
+from scalekit.sessions.stores import SessionStore, open_store
+from scalekit.sessions.stores.base import check_ttl, now
+
+log = logging.getLogger("scalekit.sessions")
+
+FAIL_CLOSED, FAIL_OPEN = "fail_closed", "fail_open"
+StoreFailure = (StoreUnavailable, ConflictError)
+
+
+class SessionEngine:
+    """Everything a session needs between the cookie and the store.
+
+    ``store`` is a :class:`SessionStore` or a URL for :func:`open_store`. ``secret`` is a
+    string or a list (the first signs, all verify). See the README for every option.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | str,
+        secret: str | bytes | Sequence[str | bytes],
+        *,
+        app: str = "app",
+        cookie_name: str | None = None,
+        cookie_path: str = "/",
+        cookie_domain: str | None = None,
+        cookie_max_age: int | None = None,
+        secure: bool | str = "auto",
+        httponly: bool = True,
+        samesite: str | None = "Lax",
+        idle_timeout: int | None = 24 * 3600,
+        absolute_timeout: int | None = None,
+        touch_fraction: float = 0.1,
+        max_size: int = 64 * 1024,
+        serializer: str = "json",
+        lock: bool = False,
+        lock_timeout: float = 10.0,
+        lock_ttl: float = 30.0,
+        on_store_error: str = FAIL_CLOSED,
+        retry_after: int = 5,
+        conflict_retries: int = 5,
+    ):
+        if on_store_error not in (FAIL_CLOSED, FAIL_OPEN):
+            raise ConfigError(f"on_store_error={on_store_error!r}: use 'fail_closed' or 'fail_open'")
+        if not 0 <= touch_fraction <= 1:
+            raise ConfigError(f"touch_fraction={touch_fraction!r} must be between 0 and 1")
+        self.store = open_store(store, app=app) if isinstance(store, str) else store
+        self.ttl = check_ttl(idle_timeout)
+        self.absolute_timeout = absolute_timeout
+        self.touch_after = None if self.ttl is None else self.ttl * touch_fraction
+        self.max_size = max_size
+        self.lock, self.lock_timeout, self.lock_ttl = lock, lock_timeout, lock_ttl
+        self.on_store_error, self.retry_after = on_store_error, retry_after
+        self.conflict_retries = conflict_retries
+        self.codec = PayloadCodec(secret, serializer)
+        self.cookie = SessionCookie(
+            cookie_name or f"session_id_{app}",
+            secret,
+            path=cookie_path,
+            domain=cookie_domain,
+            max_age=cookie_max_age,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+
+    # -- a request's life ------------------------------------------------------------------
+    def begin(self, environ: dict) -> Session:
+        """A lazy session for this request: reads the cookie, does no store I/O."""
+        return Session(self, self.cookie.read(environ), environ.get("wsgi.url_scheme") == "https")
+
+    def load(self, session: Session) -> None:
+        """Fill ``session`` from the store (first use of its data)."""
+        sid, current = session._sid, now()
+        session._loaded(None, None, current, {})
+        if sid is None:
+            return
+        try:
+            if self.lock:
+                self._acquire(session, sid)
+            record = self.store.load(sid)
+            if record is not None:
+                body, created, data = self.codec.open(sid, record.data)
+        except StoreFailure as exc:
+            self._failed(session, exc, "load")
+            return
+        except CorruptData as exc:
+            log.warning("session store %s: %s; starting a new session", self.store, exc)
+            record = None
+        expired = record is not None and (
+            (self.ttl is not None and record.touched_at + self.ttl < current)
+            or (self.absolute_timeout is not None and created + self.absolute_timeout < current)
+        )
+        if record is None or expired:
+            object.__setattr__(session, "_sid", None)  # never reuse an id the client chose
+            return
+        session._loaded(record, body, created, data)
+
+    def finish(self, session: Session) -> list[tuple[str, str]]:
+        """Save or touch the session as needed; the headers (Set-Cookie) to send."""
+        if session._data is None or session._forgotten or session._degraded:
+            return []
+        try:
+            return self._finish(session)
+        except StoreFailure as exc:
+            self._failed(session, exc, "save")
+            return []
+
+    def release(self, session: Session) -> None:
+        """Release the session's lock, if it holds one (always called, also on errors)."""
+        if session._lock is None:
+            return
+        sid, token = session._lock
+        object.__setattr__(session, "_lock", None)
+        try:
+            self.store.unlock(sid, token)
+        except StoreUnavailable as exc:
+            log.warning("session lock of %s... not released (it expires by itself): %s",
+                        sid[:6], exc)  # fmt: skip
+
+    # -- saving ----------------------------------------------------------------------------
+    def _finish(self, session: Session) -> list[tuple[str, str]]:
+        data, record, old_sid = session._data, session._record, session._sid
+        if session._renew:
+            return self._save_renewed(session)
+        if not data:
+            if record is None:
+                return []  # never store an empty new session, nor send a cookie for it
+            self.store.delete(old_sid)
+            object.__setattr__(session, "_sid", None)
+            return [self.cookie.delete_header(https=session._https)]
+        body = self.codec.body(session._created, data)
+        if record is None:
+            return self._create(session, body)
+        if body == session._body:
+            if self.touch_after is not None and now() - record.touched_at >= self.touch_after:
+                self.store.touch(old_sid, self.ttl)
+                return self._cookie_refresh(session)
+            return self._cookie_refresh(session, touched=False)
+        self._save_merging(session, body)
+        return self._cookie_refresh(session)
+
+    def _create(self, session: Session, body: bytes) -> list[tuple[str, str]]:
+        while True:
+            sid = new_session_id()
+            if self.store.save(sid, self._seal(sid, body), self.ttl, None):
+                object.__setattr__(session, "_sid", sid)
+                return [self._set_cookie(session)]
+
+    def _save_renewed(self, session: Session) -> list[tuple[str, str]]:
+        old_sid = session._sid if session._record is not None else None
+        headers = []
+        if session._data:
+            headers = self._create(session, self.codec.body(now(), session._data))
+        elif old_sid is not None:
+            headers = [self.cookie.delete_header(https=session._https)]
+        if old_sid is not None:
+            self.store.delete(old_sid)  # only now that the new record is stored
+        return headers
+
+    def _save_merging(self, session: Session, body: bytes) -> None:
+        """Compare-and-set; on conflict re-apply only this request's changed keys."""
+        sid, record, changes = session._sid, session._record, None
+        for _ in range(self.conflict_retries):
+            if self.store.save(sid, self._seal(sid, body), self.ttl, record.version):
+                return
+            record = self.store.load(sid)
+            if record is None:
+                log.info("session %s... was deleted by a concurrent request; "
+                         "this request's changes are dropped", sid[:6])  # fmt: skip
+                return
+            try:
+                _, created, stored = self.codec.open(sid, record.data)
+            except CorruptData as exc:
+                log.warning("session store %s: %s; this request's changes are dropped",
+                            self.store, exc)  # fmt: skip
+                return
+            if changes is None:
+                changes = self._changes(session)
+            for key, (deleted, value) in changes.items():
+                if deleted:
+                    stored.pop(key, None)
+                else:
+                    stored[key] = value
+            body = self.codec.body(created, stored)
+        raise ConflictError(
+            f"session {sid[:6]}...: {self.conflict_retries} concurrent saves won in a row; "
+            "this request's changes were not saved"
+        )
+
+    def _changes(self, session: Session) -> dict[str, tuple[bool, Any]]:
+        """The keys this request set or deleted: ``{key: (deleted, value)}``."""
+        original = self.codec.serializer.loads(session._body)["d"]
+        before = self.codec.key_bodies(original)
+        after = self.codec.key_bodies(session._data)
+        changes = {key: (True, None) for key in before if key not in after}
+        for key, serialized in after.items():
+            if before.get(key) != serialized:
+                changes[key] = (False, session._data[key])
+        return changes
+
+    def _seal(self, sid: str, body: bytes) -> bytes:
+        payload = self.codec.seal(sid, body)
+        if len(payload) > self.max_size:
+            raise SerializationError(
+                f"session {sid[:6]}... is {len(payload):,} bytes, over the {self.max_size:,}-byte"
+                " limit (max_size); it was not saved and the stored session is unchanged"
+            )
+        return payload
+
+    # -- cookies, locks, failures ----------------------------------------------------------
+    def _set_cookie(self, session: Session) -> tuple[str, str]:
+        return self.cookie.set_header(
+            session._sid, https=session._https, force_secure=session._secure
+        )
+
+    def _cookie_refresh(self, session: Session, touched: bool = True) -> list[tuple[str, str]]:
+        """Re-send the cookie when its Max-Age should restart or it must become Secure."""
+        if session._secure or (touched and self.cookie.max_age is not None):
+            return [self._set_cookie(session)]
+        return []
+
+    def _acquire(self, session: Session, sid: str) -> None:
+        token = secrets.token_urlsafe(16)
+        deadline, delay = time.monotonic() + self.lock_timeout, 0.005
+        while not self.store.try_lock(sid, token, self.lock_ttl):
+            if time.monotonic() >= deadline:
+                raise ConflictError(
+                    f"session {sid[:6]}... stayed locked by another request for "
+                    f"{self.lock_timeout:g}s (lock_timeout)"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        object.__setattr__(session, "_lock", (sid, token))
+
+    def _failed(self, session: Session, exc: Exception, action: str) -> None:
+        """Apply the store failure policy: raise (fail_closed) or degrade (fail_open)."""
+        if self.on_store_error == FAIL_CLOSED:
+            log.error("session %s failed, answering 503 (fail_closed): %s", action, exc)
+            object.__setattr__(session, "_failure", exc)
+            raise exc
+        log.error("session %s failed, going on with an empty unsaved session (fail_open): %s",
+                  action, exc)  # fmt: skip
+        object.__setattr__(session, "_degraded", True)
+        session._loaded(None, None, now(), {})

@@ -1,0 +1,169 @@
+"""How session data becomes the signed bytes a store keeps, and back.
+
+A payload is ``format byte + HMAC-SHA256 (32 bytes) + body``. The signature covers the
+format, the session id and the body, so a payload altered in the store, or copied from
+another session, is rejected instead of loaded. The body is JSON by default; values JSON
+lacks (datetime, date, time, Decimal, bytes, set, tuple, UUID) round-trip as one-key
+objects tagged with a key that starts with a space. Pickle is used only when the
+application opts in, and is then only ever read after the signature checks.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import decimal
+import json
+import pickle
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from scalekit.errors import CorruptData, ConfigError, SerializationError
+from scalekit.signing import SIGNATURE_SIZE, Signer
+
+_ALLOWED = (
+    "str, int, float, bool, None, list, dict with str keys, datetime, date, time, Decimal, "
+    "bytes, set, tuple, UUID"
+)
+
+
+def _to_tagged(value: Any, path: str) -> Any:
+    """Turn ``value`` into plain JSON types, tagging what JSON cannot hold."""
+    if value is None or isinstance(value, (str, int, float)):  # bool is an int
+        return value
+    if isinstance(value, dict):
+        plain = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise SerializationError(
+                    f"session key {path!r} has a non-string dict key {key!r}; "
+                    "JSON sessions need string keys"
+                )
+            plain[key] = _to_tagged(item, f"{path}.{key}")
+        if len(plain) == 1 and next(iter(plain)).startswith(" "):
+            return {" dict": plain}  # a user dict that looks like a tag
+        return plain
+    if isinstance(value, list):
+        return [_to_tagged(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, tuple):
+        return {" tuple": [_to_tagged(item, f"{path}[{i}]") for i, item in enumerate(value)]}
+    if isinstance(value, datetime.datetime):
+        return {" datetime": value.isoformat()}
+    if isinstance(value, datetime.date):
+        return {" date": value.isoformat()}
+    if isinstance(value, datetime.time):
+        return {" time": value.isoformat()}
+    if isinstance(value, decimal.Decimal):
+        return {" decimal": str(value)}
+    if isinstance(value, (bytes, bytearray)):
+        return {" bytes": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, (set, frozenset)):
+        items = [_to_tagged(item, f"{path}{{}}") for item in value]
+        items.sort(key=lambda item: json.dumps(item, sort_keys=True))
+        return {" set": items}
+    if isinstance(value, uuid.UUID):
+        return {" uuid": str(value)}
+    raise SerializationError(
+        f"session key {path!r} holds a {type(value).__name__}, which JSON sessions cannot "
+        f"store; use {_ALLOWED}, or open the session layer with serializer='pickle'"
+    )
+
+
+_UNTAG = {
+    " dict": lambda v: v,
+    " tuple": tuple,
+    " datetime": datetime.datetime.fromisoformat,
+    " date": datetime.date.fromisoformat,
+    " time": datetime.time.fromisoformat,
+    " decimal": decimal.Decimal,
+    " bytes": base64.b64decode,
+    " set": set,
+    " uuid": uuid.UUID,
+}
+
+
+def _from_tagged(obj: dict) -> Any:
+    if len(obj) == 1:
+        tag, value = next(iter(obj.items()))
+        untag = _UNTAG.get(tag)
+        if untag is not None:
+            return untag(value)
+    return obj
+
+
+class JSONSerializer:
+    """Deterministic JSON (sorted keys) with tagged extra types: the safe default."""
+
+    format = b"J"
+
+    def dumps(self, data: dict[str, Any]) -> bytes:
+        tagged = {key: _to_tagged(value, key) for key, value in data.items()}
+        return json.dumps(
+            tagged, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+
+    def loads(self, body: bytes) -> dict[str, Any]:
+        return json.loads(body, object_hook=_from_tagged)
+
+
+class PickleSerializer:
+    """Pickle, for apps that keep arbitrary objects in sessions (opt-in, always signed)."""
+
+    format = b"P"
+
+    def dumps(self, data: dict[str, Any]) -> bytes:
+        try:
+            return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise SerializationError(f"session data cannot be pickled: {exc}") from None
+
+    def loads(self, body: bytes) -> dict[str, Any]:
+        return pickle.loads(body)  # only after the HMAC has verified
+
+
+SERIALIZERS = {"json": JSONSerializer, "pickle": PickleSerializer}
+
+
+class PayloadCodec:
+    """Encode ``{"c": created, "d": data}`` for session ``sid`` into signed bytes and back."""
+
+    def __init__(self, secret: str | bytes | Sequence[str | bytes], serializer: str = "json"):
+        if serializer not in SERIALIZERS:
+            raise ConfigError(f"serializer {serializer!r} must be one of {', '.join(SERIALIZERS)}")
+        self.serializer = SERIALIZERS[serializer]()
+        self._signer = Signer(secret, "session payload")
+
+    def body(self, created: float, data: dict[str, Any]) -> bytes:
+        """The serialized, unsigned body; equal bodies mean equal sessions."""
+        return self.serializer.dumps({"c": created, "d": data})
+
+    def seal(self, sid: str, body: bytes) -> bytes:
+        """Sign ``body`` for session ``sid``: the bytes a store keeps."""
+        header = self.serializer.format
+        return header + self._signer.sign(header + sid.encode() + b"\0" + body) + body
+
+    def open(self, sid: str, payload: bytes) -> tuple[bytes, float, dict[str, Any]]:
+        """Verify and decode a stored payload: ``(body, created, data)``.
+
+        Raises :class:`CorruptData` if the signature is wrong (altered, another session's,
+        another secret) or if the body was written with a serializer this app does not use.
+        """
+        header, signature = payload[:1], payload[1 : 1 + SIGNATURE_SIZE]
+        body = payload[1 + SIGNATURE_SIZE :]
+        if header != self.serializer.format:
+            raise CorruptData(
+                f"session {sid[:6]}...: stored with serializer {header!r}, "
+                f"this app reads {self.serializer.format!r}; ignored"
+            )
+        if not self._signer.verify(header + sid.encode() + b"\0" + body, signature):
+            raise CorruptData(f"session {sid[:6]}...: bad signature (altered or foreign data)")
+        try:
+            envelope = self.serializer.loads(body)
+            return body, float(envelope["c"]), dict(envelope["d"])
+        except Exception as exc:
+            raise CorruptData(f"session {sid[:6]}...: undecodable body ({exc})") from None
+
+    def key_bodies(self, data: dict[str, Any]) -> dict[str, bytes]:
+        """Each key's serialized value, to tell which keys a request changed."""
+        return {key: self.serializer.dumps({key: value}) for key, value in data.items()}

@@ -1,0 +1,62 @@
+"""Session stores, opened by URL: ``open_store("redis://cache:6379/0", app="shop")``.
+
+=====================  ==========================================================
+URL                    store
+=====================  ==========================================================
+``file:///var/s``      :class:`FileStore`: one file per session, sharded folders
+``sqlite://x.sqlite``  :class:`DatabaseStore`: web2py's ``web2py_session_<app>`` table
+``postgres://...``     :class:`DatabaseStore` (also ``mysql://``)
+``memcache://h1,h2``   :class:`MemcacheStore`: consistent hashing over the nodes
+``redis://h/0``        :class:`RedisStore` (also ``rediss://``, ``unix://``)
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from scalekit import urls
+from scalekit.sessions.stores.base import ANY, Record, SessionStore
+
+__all__ = [
+    "ANY",
+    "DatabaseStore",
+    "FileStore",
+    "MemcacheStore",
+    "Record",
+    "RedisStore",
+    "SessionStore",
+    "open_store",
+]
+
+# kind of URL -> (module, class); imported on first use so unused drivers are never loaded
+_STORES = {
+    "file": ("scalekit.sessions.stores.file", "FileStore"),
+    "sqlite": ("scalekit.sessions.stores.database", "DatabaseStore"),
+    "database": ("scalekit.sessions.stores.database", "DatabaseStore"),
+    "memcache": ("scalekit.sessions.stores.memcache", "MemcacheStore"),
+    "redis": ("scalekit.sessions.stores.redis", "RedisStore"),
+}
+
+
+def _store_class(kind: str) -> type[SessionStore]:
+    module, name = _STORES[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def open_store(url: str, app: str = "app", **options: Any) -> SessionStore:
+    """Open the session store a URL names; ``options`` go to the store's constructor.
+
+    Options may also be given in the URL's query (``redis://h/0?socket_timeout=0.5``);
+    an unknown option raises :class:`scalekit.errors.ConfigError`.
+    """
+    settings = urls.parse(url, kinds=_STORES)
+    return _store_class(settings.kind).from_url(settings, app=app, **options)
+
+
+def __getattr__(name: str) -> Any:
+    classes = {cls: kind for kind, (_, cls) in _STORES.items()}
+    if name in classes:
+        return _store_class(classes[name])
+    raise AttributeError(name)

@@ -1,0 +1,165 @@
+"""The session store protocol every backend implements, and what they share.
+
+A store keeps, per session id, one opaque payload (bytes already serialized and signed by
+the session layer), a version for compare-and-set, and the time it was last saved or
+touched. It never interprets the payload. Stores are thread-safe and fork-safe: clients
+are created lazily in the process (and, where the client needs it, the thread) that uses
+them.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import time
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any
+
+from scalekit.errors import ConfigError
+from scalekit.urls import BackendURL
+
+log = logging.getLogger("scalekit.sessions")
+
+#: ``save(..., expected=ANY)`` writes whatever is stored (py4web's ``set``, admin tools).
+ANY: Any = type("AnyVersion", (), {"__repr__": lambda self: "ANY"})()
+
+#: What a session id may look like: URL-safe base64 characters, 16 to 128 of them. Every
+#: store refuses other ids, so no cookie can name a path, a key pattern or a SQL fragment.
+SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}\Z")
+
+#: The longest TTL a store accepts (memcached's limit for relative TTLs: 30 days).
+MAX_TTL = 30 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Record:
+    """What ``load`` returns: the payload, its version, and when it was last saved/touched."""
+
+    data: bytes
+    version: Any
+    touched_at: float
+
+
+def check_session_id(sid: str) -> str:
+    """Return ``sid`` if it is a well-formed session id, else raise ``ValueError``."""
+    if not isinstance(sid, str) or not SESSION_ID.match(sid):
+        raise ValueError(f"malformed session id {sid!r:.40}")
+    return sid
+
+
+def check_app_name(app: str) -> str:
+    """App names become key prefixes, file and table names: keep them to ``[A-Za-z0-9_]``."""
+    if not isinstance(app, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", app):
+        raise ConfigError(f"app name {app!r} must be 1-64 letters, digits or underscores")
+    return app
+
+
+class SessionStore(abc.ABC):
+    """One backend for session records. Subclasses implement the abstract methods.
+
+    ``ttl`` is in seconds; ``None`` means "no expiry" (the record stays until deleted or
+    removed by ``sessions2trash``). Backend failures raise
+    :class:`scalekit.errors.StoreUnavailable` naming the (masked) URL.
+    """
+
+    #: A short name for logs and errors: "redis", "file", ...
+    kind = "store"
+
+    def __init__(self, app: str = "app"):
+        self.app = check_app_name(app)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> SessionStore:
+        """Open the store from parsed URL settings; keyword options override URL options."""
+
+    # -- the protocol -------------------------------------------------------------------
+    @abc.abstractmethod
+    def load(self, sid: str) -> Record | None:
+        """The record of ``sid``, or ``None`` if there is none or it has expired."""
+
+    @abc.abstractmethod
+    def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
+        """Store ``data`` if the stored version is still ``expected``; ``False`` on conflict.
+
+        ``expected=None`` creates: it succeeds only if ``sid`` has no (live) record.
+        ``expected=ANY`` writes unconditionally. A successful save also counts as a touch.
+        """
+
+    @abc.abstractmethod
+    def touch(self, sid: str, ttl: int | None) -> None:
+        """Refresh the record's expiry and ``touched_at`` without rewriting its payload."""
+
+    @abc.abstractmethod
+    def delete(self, sid: str) -> None:
+        """Remove the record of ``sid`` (no error if it is already gone)."""
+
+    @abc.abstractmethod
+    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+        """Take the lock of ``sid`` for ``ttl`` seconds if nobody holds it; true if taken."""
+
+    @abc.abstractmethod
+    def unlock(self, sid: str, token: str) -> None:
+        """Release the lock of ``sid`` if ``token`` still holds it (never someone else's)."""
+
+    def close(self) -> None:
+        """Release clients and connections of this process (they reopen on next use)."""
+
+    # -- py4web's session storage API --------------------------------------------------
+    def get(self, key: str) -> str | None:
+        """py4web: the stored value of ``key`` (a str), or ``None``."""
+        record = self.load(check_session_id(key))
+        return None if record is None else record.data.decode("utf-8")
+
+    def set(self, key: str, value: str, expiration: int | None = None) -> None:
+        """py4web: store ``value`` under ``key`` for ``expiration`` seconds."""
+        self.save(check_session_id(key), value.encode("utf-8"), expiration, ANY)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} app={self.app!r}>"
+
+
+def check_ttl(ttl: int | None) -> int | None:
+    """Validate a TTL in seconds: ``None`` (no expiry) or 1 to :data:`MAX_TTL`."""
+    if ttl is None:
+        return None
+    if not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise ConfigError(f"session TTL {ttl!r} must be between 1 second and 30 days")
+    return int(ttl) or 1
+
+
+def now() -> float:
+    """The current Unix time; stores use this one clock so tests can reason about it."""
+    return time.time()
+
+
+def as_bool(text: str) -> bool:
+    """Read a URL option as a boolean: 1/true/yes/on or 0/false/no/off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def merge_options(
+    settings: BackendURL, spec: dict[str, Callable[[str], Any]], given: dict[str, Any]
+) -> dict[str, Any]:
+    """URL query options converted by ``spec``, overridden by keyword options ``given``.
+
+    Raises :class:`ConfigError` for an option, in the URL or as a keyword, not in ``spec``.
+    """
+    settings.check_options(spec)
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        raise ConfigError(
+            f"{settings.masked}: unknown store option {', '.join(unknown)}; "
+            f"takes {', '.join(sorted(spec))}"
+        )
+    merged = {name: settings.option(name, convert=convert) for name, convert in spec.items()
+              if name in settings.options}  # fmt: skip
+    merged.update(given)
+    return merged

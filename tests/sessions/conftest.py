@@ -1,0 +1,68 @@
+"""Fixtures for the session tests: one store per backend, each on its real server."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from scalekit.sessions.stores import open_store
+from tests.servers import free_port
+
+#: Every backend the conformance suite runs on.
+STORE_KINDS = ["file", "sqlite", "postgres", "memcache", "memcache2", "redis"]
+
+
+@pytest.fixture
+def app_name() -> str:
+    """A fresh app name per test, so tests sharing a server never see each other's data."""
+    return "t" + uuid.uuid4().hex[:12]
+
+
+def store_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
+    """The URL of a working store of ``kind``, starting its server if needed."""
+    if kind == "file":
+        return f"file://{tmp_path}/sessions"
+    if kind == "sqlite":
+        return f"sqlite://{tmp_path}/sessions.sqlite"
+    if kind == "postgres":
+        return request.getfixturevalue("postgres_url")
+    if kind == "memcache":
+        return "memcache://" + request.getfixturevalue("memcached_servers")[0].address
+    if kind == "memcache2":
+        return request.getfixturevalue("memcache_url")
+    if kind == "redis":
+        return request.getfixturevalue("redis_url")
+    raise AssertionError(kind)
+
+
+def down_url_for(kind: str, tmp_path) -> str:
+    """A URL of ``kind`` whose server is not there (a free port, an unusable path)."""
+    port = free_port()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    return {
+        "file": f"file://{blocker}/sessions",
+        "sqlite": f"sqlite://{blocker}/sessions.sqlite",
+        "postgres": f"postgres://postgres@127.0.0.1:{port}/scalekit_test",
+        "memcache": f"memcache://127.0.0.1:{port}",
+        "memcache2": f"memcache://127.0.0.1:{port},127.0.0.1:{free_port()}",
+        "redis": f"redis://127.0.0.1:{port}/0",
+    }[kind]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_kind(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def store_url(store_kind, request, tmp_path) -> str:
+    return store_url_for(store_kind, request, tmp_path)
+
+
+@pytest.fixture
+def store(store_url, app_name):
+    opened = open_store(store_url, app=app_name)
+    yield opened
+    opened.close()
