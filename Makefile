@@ -19,6 +19,7 @@ test: $(INSTALLED) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(INSTALLED) sysdeps
+	$(PY) -m pip install --quiet -e '.[all,bench]'
 	@set -e; for script in benchmarks/*.py; do \
 		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$script"; $(PY) "$$script"; done

@@ -30,7 +30,9 @@ class SessionEngine:
     """Everything a session needs between the cookie and the store.
 
     ``store`` is a :class:`SessionStore` or a URL for :func:`open_store`. ``secret`` is a
-    string or a list (the first signs, all verify). See the README for every option.
+    string or a list (the first signs, all verify). ``app_name`` names the cookie
+    (``session_id_<app_name>``) and, with a URL, the store's app; it defaults to the
+    store's. See the README for every option.
     """
 
     def __init__(
@@ -38,7 +40,7 @@ class SessionEngine:
         store: SessionStore | str,
         secret: str | bytes | Sequence[str | bytes],
         *,
-        app: str = "app",
+        app_name: str | None = None,
         cookie_name: str | None = None,
         cookie_path: str = "/",
         cookie_domain: str | None = None,
@@ -62,7 +64,9 @@ class SessionEngine:
             raise ConfigError(f"on_store_error={on_store_error!r}: use 'fail_closed' or 'fail_open'")
         if not 0 <= touch_fraction <= 1:
             raise ConfigError(f"touch_fraction={touch_fraction!r} must be between 0 and 1")
-        self.store = open_store(store, app=app) if isinstance(store, str) else store
+        if isinstance(store, str):
+            store = open_store(store, app=app_name or "app")
+        self.store = store
         self.ttl = check_ttl(idle_timeout)
         self.absolute_timeout = absolute_timeout
         self.touch_after = None if self.ttl is None else self.ttl * touch_fraction
@@ -72,7 +76,7 @@ class SessionEngine:
         self.conflict_retries = conflict_retries
         self.codec = PayloadCodec(secret, serializer)
         self.cookie = SessionCookie(
-            cookie_name or f"session_id_{app}",
+            cookie_name or f"session_id_{app_name or store.app}",
             secret,
             path=cookie_path,
             domain=cookie_domain,
@@ -116,8 +120,10 @@ class SessionEngine:
 
     def finish(self, session: Session) -> list[tuple[str, str]]:
         """Save or touch the session as needed; the headers (Set-Cookie) to send."""
-        if session._data is None or session._forgotten or session._degraded:
+        if session._forgotten or session._degraded:
             return []
+        if session._data is None:  # never used: only secure() may need the cookie again
+            return [self._set_cookie(session)] if session._secure and session._sid else []
         try:
             return self._finish(session)
         except StoreFailure as exc:
@@ -208,7 +214,7 @@ class SessionEngine:
 
     def _changes(self, session: Session) -> dict[str, tuple[bool, Any]]:
         """The keys this request set or deleted: ``{key: (deleted, value)}``."""
-        original = self.codec.serializer.loads(session._body)["d"]
+        _, original = self.codec.serializer.loads(session._body)
         before = self.codec.key_bodies(original)
         after = self.codec.key_bodies(session._data)
         changes = {key: (True, None) for key in before if key not in after}

@@ -42,7 +42,7 @@ def _to_tagged(value: Any, path: str) -> Any:
                 )
             plain[key] = _to_tagged(item, f"{path}.{key}")
         if len(plain) == 1 and next(iter(plain)).startswith(" "):
-            return {" dict": plain}  # a user dict that looks like a tag
+            return {" dict": list(plain.items())}  # a user dict that looks like a tag
         return plain
     if isinstance(value, list):
         return [_to_tagged(item, f"{path}[{i}]") for i, item in enumerate(value)]
@@ -71,7 +71,7 @@ def _to_tagged(value: Any, path: str) -> Any:
 
 
 _UNTAG = {
-    " dict": lambda v: v,
+    " dict": dict,
     " tuple": tuple,
     " datetime": datetime.datetime.fromisoformat,
     " date": datetime.date.fromisoformat,
@@ -97,14 +97,15 @@ class JSONSerializer:
 
     format = b"J"
 
-    def dumps(self, data: dict[str, Any]) -> bytes:
+    def dumps(self, created: float, data: dict[str, Any]) -> bytes:
         tagged = {key: _to_tagged(value, key) for key, value in data.items()}
         return json.dumps(
-            tagged, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            {"c": created, "d": tagged}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")
 
-    def loads(self, body: bytes) -> dict[str, Any]:
-        return json.loads(body, object_hook=_from_tagged)
+    def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
+        envelope = json.loads(body, object_hook=_from_tagged)
+        return float(envelope["c"]), dict(envelope["d"])
 
 
 class PickleSerializer:
@@ -112,21 +113,22 @@ class PickleSerializer:
 
     format = b"P"
 
-    def dumps(self, data: dict[str, Any]) -> bytes:
+    def dumps(self, created: float, data: dict[str, Any]) -> bytes:
         try:
-            return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+            return pickle.dumps((created, data), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:
             raise SerializationError(f"session data cannot be pickled: {exc}") from None
 
-    def loads(self, body: bytes) -> dict[str, Any]:
-        return pickle.loads(body)  # only after the HMAC has verified
+    def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
+        created, data = pickle.loads(body)  # only ever after the HMAC has verified
+        return float(created), dict(data)
 
 
 SERIALIZERS = {"json": JSONSerializer, "pickle": PickleSerializer}
 
 
 class PayloadCodec:
-    """Encode ``{"c": created, "d": data}`` for session ``sid`` into signed bytes and back."""
+    """Encode a session's creation time and data into signed bytes, and back."""
 
     def __init__(self, secret: str | bytes | Sequence[str | bytes], serializer: str = "json"):
         if serializer not in SERIALIZERS:
@@ -136,7 +138,7 @@ class PayloadCodec:
 
     def body(self, created: float, data: dict[str, Any]) -> bytes:
         """The serialized, unsigned body; equal bodies mean equal sessions."""
-        return self.serializer.dumps({"c": created, "d": data})
+        return self.serializer.dumps(created, data)
 
     def seal(self, sid: str, body: bytes) -> bytes:
         """Sign ``body`` for session ``sid``: the bytes a store keeps."""
@@ -159,11 +161,10 @@ class PayloadCodec:
         if not self._signer.verify(header + sid.encode() + b"\0" + body, signature):
             raise CorruptData(f"session {sid[:6]}...: bad signature (altered or foreign data)")
         try:
-            envelope = self.serializer.loads(body)
-            return body, float(envelope["c"]), dict(envelope["d"])
+            return (body, *self.serializer.loads(body))
         except Exception as exc:
             raise CorruptData(f"session {sid[:6]}...: undecodable body ({exc})") from None
 
     def key_bodies(self, data: dict[str, Any]) -> dict[str, bytes]:
         """Each key's serialized value, to tell which keys a request changed."""
-        return {key: self.serializer.dumps({key: value}) for key, value in data.items()}
+        return {key: self.serializer.dumps(0, {key: value}) for key, value in data.items()}

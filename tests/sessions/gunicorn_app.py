@@ -1,0 +1,21 @@
+"""The WSGI app the gunicorn test runs with ``--preload``: the store is opened and used in
+the master process before workers fork, as a model file would do it."""
+
+import json
+import os
+
+from scalekit import sessions
+
+store = sessions.open_store(os.environ["SCALEKIT_TEST_STORE"], app=os.environ["SCALEKIT_TEST_APP"])
+store.load("PreloadCheckPreloadCheck")  # the master connects before forking
+
+
+def count(environ, start_response):
+    session = sessions.current()
+    session.n = (session.n or 0) + 1
+    body = json.dumps({"n": session.n, "pid": os.getpid()}).encode()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [body]
+
+
+application = sessions.SessionMiddleware(count, store, "gunicorn-test-secret")
