@@ -38,11 +38,11 @@ class Signer:
 
     def sign(self, message: bytes) -> bytes:
         """The 32-byte signature of ``message`` with the newest secret."""
-        return hmac.new(self._keys[0], message, hashlib.sha256).digest()
+        return hmac.digest(self._keys[0], message, "sha256")
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True if any of the secrets signed ``message`` with ``signature``."""
-        return any(
-            hmac.compare_digest(hmac.new(key, message, hashlib.sha256).digest(), signature)
-            for key in self._keys
-        )
+        for key in self._keys:
+            if hmac.compare_digest(hmac.digest(key, message, "sha256"), signature):
+                return True
+        return False

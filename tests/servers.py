@@ -249,6 +249,10 @@ class PostgresServer(Server):
             find_binary("initdb"), "-D", self.datadir, "-U", self.superuser,
             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
+        self.start_cluster()
+
+    def start_cluster(self) -> None:
+        """``pg_ctl start`` on the existing cluster, waiting until it accepts connections."""
         settings = (
             f"-p {self.port} -k {self.workdir} -c listen_addresses=127.0.0.1 "
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
@@ -257,6 +261,12 @@ class PostgresServer(Server):
             find_binary("pg_ctl"), "-D", self.datadir, "-l", self.log_path, "-o", settings,
             "-w", "-t", str(int(START_TIMEOUT)), "start",
         )  # fmt: skip
+
+    def stop_cluster(self, check: bool = True) -> None:
+        """``pg_ctl stop -m fast``: the data stays on disk for ``start_cluster``."""
+        self._run_as_owner(
+            find_binary("pg_ctl"), "-D", self.datadir, "-m", "fast", "-w", "stop", check=check
+        )
 
     def answers(self) -> bool:
         import psycopg2
@@ -277,7 +287,5 @@ class PostgresServer(Server):
 
     def stop(self) -> None:
         if self.workdir and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
-            self._run_as_owner(
-                find_binary("pg_ctl"), "-D", self.datadir, "-m", "fast", "-w", "stop", check=False
-            )
+            self.stop_cluster(check=False)
         super().stop()

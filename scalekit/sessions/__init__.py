@@ -1,9 +1,9 @@
 """Sessions that any server behind the load balancer can read.
 
-    from scalekit import sessions
-    store = sessions.open_store("redis://cache:6379/0", app="shop")
-    application = sessions.SessionMiddleware(application, store, secret=SECRETS)
-    # in a view: session = sessions.current(); session.user_id = 42
+from scalekit import sessions
+store = sessions.open_store("redis://cache:6379/0", app="shop")
+application = sessions.SessionMiddleware(application, store, secret=SECRETS)
+# in a view: session = sessions.current(); session.user_id = 42
 """
 
 from scalekit.sessions.engine import SessionEngine

@@ -12,8 +12,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from scalekit.errors import ConfigError, ConflictError, CorruptData, SerializationError
-from scalekit.errors import StoreUnavailable
+from scalekit.errors import (
+    ConfigError,
+    ConflictError,
+    CorruptData,
+    SerializationError,
+    StoreUnavailable,
+)
 from scalekit.sessions.cookies import SessionCookie, new_session_id
 from scalekit.sessions.serializers import PayloadCodec
 from scalekit.sessions.session import Session
@@ -61,7 +66,9 @@ class SessionEngine:
         conflict_retries: int = 5,
     ):
         if on_store_error not in (FAIL_CLOSED, FAIL_OPEN):
-            raise ConfigError(f"on_store_error={on_store_error!r}: use 'fail_closed' or 'fail_open'")
+            raise ConfigError(
+                f"on_store_error={on_store_error!r}: use 'fail_closed' or 'fail_open'"
+            )
         if not 0 <= touch_fraction <= 1:
             raise ConfigError(f"touch_fraction={touch_fraction!r} must be between 0 and 1")
         if isinstance(store, str):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from scalekit.sessions.cookies import make_private
-from scalekit.sessions.engine import StoreFailure, SessionEngine
+from scalekit.sessions.engine import SessionEngine, StoreFailure
 from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore
 

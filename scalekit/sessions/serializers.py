@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from scalekit.errors import CorruptData, ConfigError, SerializationError
+from scalekit.errors import ConfigError, CorruptData, SerializationError
 from scalekit.signing import SIGNATURE_SIZE, Signer
 
 _ALLOWED = (
@@ -28,9 +28,12 @@ _ALLOWED = (
 )
 
 
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
 def _to_tagged(value: Any, path: str) -> Any:
     """Turn ``value`` into plain JSON types, tagging what JSON cannot hold."""
-    if value is None or isinstance(value, (str, int, float)):  # bool is an int
+    if type(value) in _SCALARS or isinstance(value, (str, int, float)):
         return value
     if isinstance(value, dict):
         plain = {}
@@ -104,7 +107,10 @@ class JSONSerializer:
         ).encode("utf-8")
 
     def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
-        envelope = json.loads(body, object_hook=_from_tagged)
+        # A tag is an object whose key starts with a space; without one, skip the hook.
+        envelope = (
+            json.loads(body, object_hook=_from_tagged) if b'{" ' in body else json.loads(body)
+        )
         return float(envelope["c"]), dict(envelope["d"])
 
 

@@ -35,13 +35,20 @@ class Session(MutableMapping):
     )
 
     def __init__(self, engine: SessionEngine, sid: str | None, https: bool):
-        object.__setattr__(self, "_engine", engine)
-        object.__setattr__(self, "_sid", sid)
-        object.__setattr__(self, "_https", https)
-        for name in ("_body", "_created", "_data", "_failure", "_lock", "_record", "_renew"):
-            object.__setattr__(self, name, None)
-        for name in ("_degraded", "_forgotten", "_secure"):
-            object.__setattr__(self, name, False)
+        setattr_ = object.__setattr__
+        setattr_(self, "_engine", engine)
+        setattr_(self, "_sid", sid)
+        setattr_(self, "_https", https)
+        setattr_(self, "_data", None)
+        setattr_(self, "_record", None)
+        setattr_(self, "_body", None)
+        setattr_(self, "_created", None)
+        setattr_(self, "_failure", None)
+        setattr_(self, "_lock", None)
+        setattr_(self, "_renew", False)
+        setattr_(self, "_degraded", False)
+        setattr_(self, "_forgotten", False)
+        setattr_(self, "_secure", False)
 
     # -- loading ---------------------------------------------------------------------------
     @property

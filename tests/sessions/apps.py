@@ -14,7 +14,9 @@ def route(actions):
         session = sessions.current()
         assert environ[sessions.ENVIRON_KEY] is session
         result = actions[environ["PATH_INFO"]](session, environ)
-        body = (result if isinstance(result, str) else json.dumps(result, default=str, sort_keys=True)).encode()
+        body = (
+            result if isinstance(result, str) else json.dumps(result, default=str, sort_keys=True)
+        ).encode()
         start_response("200 OK", [("Content-Type", "text/plain"),
                                   ("Content-Length", str(len(body)))])  # fmt: skip
         return [body]

@@ -87,7 +87,7 @@ def test_locking_mode_serializes_requests_of_one_session(store):
 
 
 def test_without_locking_the_same_key_is_last_writer_wins(store):
-    app, spans = counter_app(store, 0.3)
+    app, _ = counter_app(store, 0.3)
     client = Client(app)
     client.get("/seed")
     overlapping(app, client.cookies, ["/inc", "/inc"])

@@ -44,7 +44,9 @@ def commands(redis_client) -> dict[str, int]:
     script per server)."""
     stats = redis_client.info("commandstats")
     counts = {
-        name.removeprefix("cmdstat_"): v["calls"] - v.get("failed_calls", 0) - v.get("rejected_calls", 0)
+        name.removeprefix("cmdstat_"): v["calls"]
+        - v.get("failed_calls", 0)
+        - v.get("rejected_calls", 0)
         for name, v in stats.items()
     }
     return {name: n for name, n in counts.items() if n and name not in NOT_SENT}
@@ -218,8 +220,8 @@ def test_session_secure_method_marks_the_cookie_secure(store):
 
 
 def test_cookie_attributes_are_configurable(store):
-    client, _ = make(store, ACTIONS, cookie_name="sid", cookie_path="/app",
-                     cookie_domain="example.com", cookie_max_age=600, samesite="Strict")  # fmt: skip
+    client, _ = make(store, ACTIONS, cookie_name="sid", cookie_path="/app", samesite="Strict",
+                     cookie_domain="example.com", cookie_max_age=600)  # fmt: skip
     set_cookie = client.get("/set").header("Set-Cookie")
     for attribute in ("sid=", "Path=/app", "Domain=example.com", "Max-Age=600",
                       "SameSite=Strict"):  # fmt: skip
@@ -299,7 +301,9 @@ def test_bad_cookies_are_ignored_without_touching_the_store(store, redis_client,
     client.get("/set")
     name, good = f"session_id_{store.app}", cookie_of(client, store)
     if kind == "other secret":
-        other = sessions.SessionMiddleware(route(ACTIONS), store, "another-secret", app_name=store.app)
+        other = sessions.SessionMiddleware(
+            route(ACTIONS), store, "another-secret", app_name=store.app
+        )
         other_client = Client(other)
         other_client.get("/set")
         bad = other_client.cookies[name]

@@ -13,8 +13,8 @@ import abc
 import logging
 import re
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from scalekit.errors import ConfigError
@@ -104,7 +104,7 @@ class SessionStore(abc.ABC):
     def unlock(self, sid: str, token: str) -> None:
         """Release the lock of ``sid`` if ``token`` still holds it (never someone else's)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (optional: stores without clients keep it empty)
         """Release clients and connections of this process (they reopen on next use)."""
 
     # -- py4web's session storage API --------------------------------------------------

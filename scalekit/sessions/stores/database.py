@@ -1,0 +1,643 @@
+"""DatabaseStore: sessions in web2py's ``web2py_session_<app>`` table, through pydal.
+
+Two tables per app (names override with ``table=``; locks then go to ``<table>_lock``)::
+
+    web2py_session_<app>          web2py's columns, plus what conflict safety needs
+        locked             boolean   web2py's; written False
+        client_ip          string    web2py's; left NULL (the store API has no client)
+        created_datetime   datetime  when the record was created (UTC)
+        modified_datetime  datetime  last save or touch (UTC): Record.touched_at
+        unique_key         string    the session id; UNIQUE index
+        session_data       blob      the payload
+        version            integer   compare-and-set counter; NULL (web2py rows) counts as 0
+        expires_datetime   datetime  when the record expires (UTC); NULL never
+
+    scalekit_session_lock_<app>   session locks: session_id (UNIQUE), token, expires_at
+
+Datetimes are naive UTC with whole seconds (pydal's precision): expiry is rounded up, so a
+record lives at least its TTL, and at most two seconds longer.
+
+An existing web2py session table is upgraded in place: the store reads the live table's
+columns, and pydal's migration adds the missing ones (``.table`` files are only a cache of
+what the store checks, so a lost or stale ``folder`` is harmless).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import re
+import stat
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from pydal import DAL, Field
+from pydal._globals import THREAD_LOCAL
+from pydal.connection import ConnectionPool
+from pydal.objects import Query, Table
+
+from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.sessions.stores.base import (
+    ANY,
+    Record,
+    SessionStore,
+    as_bool,
+    check_session_id,
+    check_ttl,
+    merge_options,
+    now,
+)
+from scalekit.sessions.stores.file import _check_lock, _check_payload, _os_problem
+from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, mask, parse
+
+log = logging.getLogger("scalekit.sessions")
+
+_ENGINES = ("sqlite", "postgres", "mysql")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names; MySQL allows 64
+_MIGRATE_ATTEMPTS = 3
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
+
+_schema_lock = threading.Lock()
+#: (pydal URI hash, session table, lock table) whose schema this process has checked.
+_ready: set[tuple[str, str, str]] = set()
+#: URIs of the stores' pydal connection pools, emptied in forked children (see below).
+_pooled_uris: set[str] = set()
+_inherited_pools: list[Any] = []
+_UTC = timezone.utc
+
+
+def _session_fields() -> list[Field]:
+    return [
+        Field("locked", "boolean", default=False),
+        Field("client_ip", length=64),
+        Field("created_datetime", "datetime"),
+        Field("modified_datetime", "datetime"),
+        Field("unique_key", length=128),
+        Field("session_data", "blob"),
+        Field("version", "integer"),
+        Field("expires_datetime", "datetime"),
+    ]
+
+
+def _lock_fields() -> list[Field]:
+    return [
+        Field("session_id", length=128),
+        Field("token", length=128),
+        Field("expires_at", "double"),
+    ]
+
+
+#: (column, unique) of each index the store creates, named ``<table>_<column>``.
+_SESSION_INDEXES = (("unique_key", True), ("modified_datetime", False), ("expires_datetime", False))
+_LOCK_INDEXES = (("session_id", True),)
+
+
+def _forget_pools_in_child() -> None:
+    """A forked child must not take the parent's pooled connections: hide them (kept
+    referenced, never closed, so the parent's sessions on the server stay intact)."""
+    for uri in _pooled_uris:
+        inherited = ConnectionPool.POOLS.pop(uri, None)
+        if inherited:
+            _inherited_pools.append(inherited)
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
+def _identifier(name: str) -> str:
+    """A table or index name, shortened with a hash when longer than databases allow."""
+    if len(name) <= _MAX_IDENTIFIER:
+        return name
+    return f"{name[:54]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def _utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, _UTC).replace(tzinfo=None)
+
+
+def _unix(value: datetime) -> float:
+    return value.replace(tzinfo=_UTC).timestamp()
+
+
+def _expiry(ttl: int | None, at: float) -> datetime | None:
+    return None if ttl is None else _utc(math.ceil(at + ttl))
+
+
+def _live(sessions: Table, at: float) -> Query:
+    expires = sessions.expires_datetime
+    return (expires == None) | (expires > _utc(at))  # noqa: E711 (pydal: IS NULL)
+
+
+def _private_folder() -> str:
+    """``<tmp>/scalekit-pydal-<uid>``, created 0700; refused if someone else could write
+    it, since pydal unpickles the ``.table`` files it keeps there."""
+    folder = os.path.join(tempfile.gettempdir(), f"scalekit-pydal-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ConfigError(
+            f"{folder} is not a private folder of user {os.getuid()}: remove it, or give "
+            "the session store a folder=... for its pydal .table files"
+        )
+    return folder
+
+
+@dataclass
+class _Opened:
+    """The store's own DAL in one thread of one process, and its two tables."""
+
+    pid: int
+    generation: int
+    db: DAL
+    sessions: Table
+    locks: Table
+
+
+class DatabaseStore(SessionStore):
+    """Sessions in a SQL database (SQLite, PostgreSQL, MySQL) through pydal.
+
+    Two ways to use it:
+
+    * **By URL** (``open_store("postgres://u:p@h/db")`` or ``DatabaseStore(url)``): the store
+      owns its DAL, one per thread and per process, opened on first use (never shared with
+      a forked child), and commits every operation.
+    * **On the app's DAL** (``DatabaseStore(db=db, app="shop", commit=False)``): the store
+      runs in the app's transaction and never commits or rolls it back, so the session
+      write commits or rolls back with the app's own changes. Locks then live in that
+      transaction too: on PostgreSQL and MySQL a second request taking the same lock
+      waits for the first transaction to end. With ``commit=True`` (the default) the
+      store commits (or, on error, rolls back) the app's DAL after each operation.
+      The constructor defines the tables on ``db`` and, the first time in a process with
+      ``migrate``, creates or upgrades them, which commits like any pydal migration:
+      create the store where the app defines its tables.
+
+    Options (keywords, or URL query for the store's own DAL): ``table`` (session table
+    name), ``migrate`` (create/upgrade tables and indexes, default true; false expects
+    them to exist), and for the own DAL ``folder`` (where pydal keeps its ``.table`` files
+    and ``sql.log``: default ``<tmp>/scalekit-pydal-<uid>``, private to the user; SQLite
+    keeps ``.table`` files beside the database file, and a relative SQLite path is relative
+    to ``folder``, else to the current directory), ``pool_size`` (pydal connection pool,
+    default 0) and ``connect_timeout`` (seconds, default 5; for SQLite how long to wait
+    for a locked database). pydal still sleeps 1 s after a failed connection attempt.
+    """
+
+    kind = "database"
+
+    def __init__(
+        self,
+        url: str | BackendURL | None = None,
+        app: str = "app",
+        *,
+        db: DAL | None = None,
+        commit: bool = True,
+        table: str | None = None,
+        migrate: bool = True,
+        folder: str | None = None,
+        pool_size: int | None = None,
+        connect_timeout: float | None = None,
+    ):
+        super().__init__(app)
+        if (url is None) == (db is None):
+            raise ConfigError("DatabaseStore takes a database URL or db=<a pydal DAL>, one")
+        if table is not None and (
+            not isinstance(table, str)
+            or not _IDENTIFIER.match(table)
+            or len(table) > _MAX_IDENTIFIER
+        ):
+            raise ConfigError(f"table={table!r} must be a letter then letters, digits or _")
+        self.table = table or _identifier(f"web2py_session_{self.app}")
+        self.lock_table = _identifier(
+            f"{table}_lock" if table else f"scalekit_session_lock_{self.app}"
+        )
+        self.migrate = bool(migrate)
+        self.commit = bool(commit)
+        self._local = threading.local()
+        self._generation = 0
+        self._password: str | None = None
+        if db is not None:
+            if folder is not None or pool_size is not None or connect_timeout is not None:
+                raise ConfigError(
+                    "folder, pool_size and connect_timeout set up the store's own DAL; "
+                    "with db= the app's DAL is used as it is"
+                )
+            self.masked = mask(str(db._uri))
+            self._db: DAL | None = db
+            self._check_engine(db)
+            self._app_tables = self._guard(db, lambda: self._define(db))
+            return
+        self._db = None
+        settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
+        self.masked = settings.masked
+        self._dal_options = self._own_dal_options(settings, folder, pool_size, connect_timeout)
+
+    @classmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DatabaseStore:
+        """Open ``sqlite://``, ``postgres://`` or ``mysql://`` URLs; see the class options."""
+        spec: dict[str, Callable[[str], Any]] = {
+            "table": str,
+            "migrate": as_bool,
+            "folder": str,
+            "pool_size": int,
+            "connect_timeout": float,
+        }
+        return cls(settings, app=app, **merge_options(settings, spec, options))
+
+    def __repr__(self) -> str:
+        return f"<DatabaseStore {self.masked} table={self.table}>"
+
+    # -- the protocol -------------------------------------------------------------------
+    def load(self, sid: str) -> Record | None:
+        check_session_id(sid)
+        with self._transaction() as (db, sessions, _):
+            query = (sessions.unique_key == sid) & _live(sessions, now())
+            row = (
+                db(query)
+                .select(
+                    sessions.session_data,
+                    sessions.version,
+                    sessions.modified_datetime,
+                    sessions.created_datetime,
+                    limitby=(0, 1),
+                )
+                .first()
+            )
+        if row is None:
+            return None
+        data = row.session_data or b""
+        if isinstance(data, str):  # pydal hands back blobs that are valid UTF-8 as str
+            data = data.encode("utf-8")
+        touched = row.modified_datetime or row.created_datetime
+        return Record(bytes(data), row.version or 0, _unix(touched) if touched else 0.0)
+
+    def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
+        check_session_id(sid)
+        ttl, data, at = check_ttl(ttl), _check_payload(data), now()
+        if (
+            expected is not None
+            and expected is not ANY
+            and (isinstance(expected, bool) or not isinstance(expected, int))
+        ):
+            return False  # not a version this store handed out: it cannot match
+        values = {
+            "session_data": data,
+            "modified_datetime": _utc(at),
+            "expires_datetime": _expiry(ttl, at),
+            "locked": False,
+        }
+        with self._transaction() as (db, sessions, _):
+            key = sessions.unique_key == sid
+            bump = sessions.version.coalesce_zero() + 1
+            if expected is None:  # create, or replace a record that has expired
+                expired = (sessions.expires_datetime != None) & (  # noqa: E711
+                    sessions.expires_datetime <= _utc(at)
+                )
+                created = {"created_datetime": _utc(at), **values}
+                if db(key & expired).update(version=bump, **created):
+                    return True
+                return self._insert(db, sessions, unique_key=sid, version=1, **created)
+            if expected is ANY:
+                for _attempt in range(5):  # each round loses only to a concurrent writer
+                    if db(key).update(version=bump, **values):
+                        return True
+                    created = {"created_datetime": _utc(at), **values}
+                    if self._insert(db, sessions, unique_key=sid, version=1, **created):
+                        return True
+                raise StoreUnavailable(
+                    f"session database {self.masked}: concurrent writers kept replacing a "
+                    "session this save had to overwrite; try again"
+                )
+            same = sessions.version == expected
+            if expected == 0:  # web2py's rows have no version
+                same |= sessions.version == None  # noqa: E711
+            query = key & _live(sessions, at) & same
+            return db(query).update(version=expected + 1, **values) == 1
+
+    def touch(self, sid: str, ttl: int | None) -> None:
+        check_session_id(sid)
+        ttl, at = check_ttl(ttl), now()
+        with self._transaction() as (db, sessions, _):
+            query = (sessions.unique_key == sid) & _live(sessions, at)
+            db(query).update(modified_datetime=_utc(at), expires_datetime=_expiry(ttl, at))
+
+    def delete(self, sid: str) -> None:
+        check_session_id(sid)
+        with self._transaction() as (db, sessions, _):
+            db(sessions.unique_key == sid).delete()
+
+    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+        """Insert the lock row, or take it over if its holder's time ran out."""
+        check_session_id(sid)
+        ttl, at = _check_lock(token, ttl), now()
+        with self._transaction() as (db, _, locks):
+            if self._insert(db, locks, session_id=sid, token=token, expires_at=at + ttl):
+                return True
+            expired = (locks.session_id == sid) & (locks.expires_at <= at)
+            return db(expired).update(token=token, expires_at=at + ttl) == 1
+
+    def unlock(self, sid: str, token: str) -> None:
+        check_session_id(sid)
+        with self._transaction() as (db, _, locks):
+            db((locks.session_id == sid) & (locks.token == token)).delete()
+
+    def close(self) -> None:
+        """Close this thread's connection; other threads reopen theirs on next use.
+
+        On the app's DAL this does nothing: the connection belongs to the app.
+        """
+        if self._db is not None:
+            return
+        self._generation += 1
+        opened: _Opened | None = getattr(self._local, "opened", None)
+        self._local.opened = None
+        if opened is not None and opened.pid == os.getpid():
+            self._close_dal(opened.db)
+
+    # -- connections --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[tuple[DAL, Table, Table]]:
+        """The DAL and tables to use; commits after the block if the store commits, and
+        turns driver errors into :class:`StoreUnavailable`."""
+        db, sessions, locks = self._tables()
+        try:
+            yield db, sessions, locks
+            if self.commit:
+                db.commit()
+        except db._adapter.driver.Error as exc:
+            if self.commit:
+                self._rollback(db)
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            if self.commit:
+                self._rollback(db)
+            raise
+
+    def _tables(self) -> tuple[DAL, Table, Table]:
+        if self._db is not None:
+            return (self._db, *self._app_tables)
+        opened: _Opened | None = getattr(self._local, "opened", None)
+        pid = os.getpid()
+        if opened is not None:
+            if opened.pid == pid and opened.generation == self._generation:
+                return opened.db, opened.sessions, opened.locks
+            if opened.pid == pid:  # close() was called: drop the old DAL
+                self._close_dal(opened.db)
+            # else: a DAL from the parent process: forget it, never touch its connection
+            self._local.opened = None
+        generation = self._generation
+        db = self._connect()
+        try:
+            sessions, locks = self._guard(db, lambda: self._define(db))
+        except BaseException:
+            self._close_dal(db)
+            raise
+        self._local.opened = _Opened(pid, generation, db, sessions, locks)
+        return db, sessions, locks
+
+    def _own_dal_options(
+        self,
+        settings: BackendURL,
+        folder: str | None,
+        pool_size: int | None,
+        timeout: float | None,
+    ) -> dict[str, Any]:
+        """The arguments of ``pydal.DAL`` for the store's own connections."""
+        timeout = 5.0 if timeout is None else float(timeout)
+        if not timeout > 0:
+            raise ConfigError(f"{settings.masked}: connect_timeout must be positive")
+        if pool_size is not None and pool_size < 0:
+            raise ConfigError(f"{settings.masked}: pool_size must be 0 or more")
+        options: dict[str, Any] = {
+            "pool_size": pool_size or 0,
+            "folder": folder,
+            "decode_credentials": True,
+        }
+        if isinstance(settings, SQLiteURL):
+            if settings.memory:
+                raise ConfigError(
+                    f"{settings.masked}: an in-memory SQLite database lives in one "
+                    "connection; give a file, e.g. sqlite://sessions.sqlite"
+                )
+            base = os.path.abspath(folder or os.getcwd())
+            path = os.path.join(base, settings.path)  # an absolute path stays as it is
+            options.update(
+                uri=f"sqlite://{path}",
+                folder=folder or os.path.dirname(path),
+                driver_args={"timeout": timeout},
+            )
+        elif isinstance(settings, DatabaseURL):
+            self._password = settings.password
+            # libpq takes whole seconds (and treats 1 as 2); pymysql takes a float
+            seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
+            options.update(uri=settings.dal_uri, driver_args={"connect_timeout": seconds})
+            if settings.password is None:  # pydal decodes credentials only with a password
+                user = settings.user or ""
+                if any(char in user for char in ":@/%"):
+                    raise ConfigError(
+                        f"{settings.masked}: pydal reads a user name with : @ / or % only "
+                        "when a password follows it; add one, e.g. user:password@host"
+                    )
+                scheme, _, rest = settings.dal_uri.partition("://")
+                options.update(
+                    uri=f"{scheme}://{user}@{rest.partition('@')[2]}", decode_credentials=False
+                )
+            if options["pool_size"]:
+                _pooled_uris.add(options["uri"])
+        else:
+            raise ConfigError(f"{settings.masked}: a DatabaseStore needs a database URL")
+        return options
+
+    def _connect(self) -> DAL:
+        """A new DAL for this thread: one attempt, short timeout, errors as
+        :class:`StoreUnavailable`."""
+        options = dict(self._dal_options)
+        previous = getattr(THREAD_LOCAL, "_pydal_folder_", None)
+        try:
+            if options["uri"].startswith("sqlite:"):
+                os.makedirs(options["folder"], exist_ok=True)
+            else:
+                options["folder"] = options["folder"] or _private_folder()
+                os.makedirs(options["folder"], mode=0o700, exist_ok=True)
+            return DAL(
+                options.pop("uri"),
+                migrate=False,
+                attempts=1,
+                check_reserved=None,
+                lazy_tables=False,
+                **options,
+            )
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"session database {self.masked}: cannot create a folder: {_os_problem(exc)}; "
+                f"give a folder that user {os.getuid()} can write"
+            ) from exc
+        except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
+            fix = "check that the server is running and the URL's host, port, user and database"
+            raise self._unavailable(exc, fix) from None
+        finally:  # DAL(folder=) sets the thread's default folder: restore it
+            if previous is None:
+                vars(THREAD_LOCAL).pop("_pydal_folder_", None)
+            else:
+                THREAD_LOCAL._pydal_folder_ = previous
+
+    def _guard(self, db: DAL, step: Callable[[], Any]) -> Any:
+        """Run a step outside ``_transaction``, with driver errors as StoreUnavailable."""
+        try:
+            return step()
+        except db._adapter.driver.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: BaseException, fix: str = "") -> StoreUnavailable:
+        text = str(exc)
+        raised = _RAISED.findall(text)  # pydal's connect error quotes the driver's traceback
+        lines = raised[-1:] or [line.strip() for line in text.splitlines() if line.strip()]
+        reason = lines[0] if lines else type(exc).__name__
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        fix = fix or (
+            f"check that the database is reachable and that table {self.table} is usable "
+            "(migrate=true creates and upgrades it)"
+        )
+        return StoreUnavailable(f"session database {self.masked}: {reason}; {fix}")
+
+    def _rollback(self, db: DAL) -> None:
+        try:
+            db.rollback()
+        except Exception:  # the connection is gone: reopen on next use
+            if self._db is None:
+                self._local.opened = None
+                self._close_dal(db)
+
+    @staticmethod
+    def _close_dal(db: DAL) -> None:
+        """Close without committing (each operation committed already), also when the
+        connection is dead, and unregister the DAL from pydal's thread-local list."""
+        with contextlib.suppress(Exception):
+            db._adapter.close(action=None)
+        with contextlib.suppress(Exception):
+            db.close()
+
+    @staticmethod
+    def _check_engine(db: DAL) -> None:
+        engine = db._adapter.dbengine
+        if engine not in _ENGINES:
+            raise ConfigError(
+                f"DatabaseStore runs on {', '.join(_ENGINES)}; the app's DAL is {engine}"
+            )
+
+    # -- schema -------------------------------------------------------------------------
+    def _define(self, db: DAL) -> tuple[Table, Table]:
+        """Define both tables on ``db``; the first time in this process (with ``migrate``),
+        also create or upgrade them and their indexes."""
+        key = (db._uri_hash, self.table, self.lock_table)
+        if str(db._uri).startswith("sqlite:memory"):  # each such DAL is a new database
+            key = (f"{key[0]}-{id(db)}", *key[1:])
+        if self.migrate and key not in _ready:
+            with _schema_lock:
+                if key not in _ready:
+                    tables = self._migrate(db)
+                    _ready.add(key)
+                    return tables
+        sessions = _define_table(db, self.table, _session_fields(), migrate=False)
+        return sessions, _define_table(db, self.lock_table, _lock_fields(), migrate=False)
+
+    def _migrate(self, db: DAL) -> tuple[Table, Table]:
+        """Create or upgrade both tables; retried when another process does it too."""
+        for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
+            try:
+                sessions = _migrate_table(db, self.table, _session_fields, _SESSION_INDEXES)
+                locks = _migrate_table(db, self.lock_table, _lock_fields, _LOCK_INDEXES)
+                db.commit()
+                return sessions, locks
+            except Exception as exc:
+                with contextlib.suppress(Exception):
+                    db.rollback()
+                if attempt == _MIGRATE_ATTEMPTS or not isinstance(exc, db._adapter.driver.Error):
+                    raise
+                log.info("session tables of %s: retrying setup after %s", self.masked, exc)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _insert(db: DAL, table: Table, **values: Any) -> bool:
+        """INSERT that does nothing when the unique key exists; true if a row was added."""
+        adapter = db._adapter
+        columns = ", ".join(table[name]._rname for name in values)
+        literals = ", ".join(
+            adapter.expand(value, table[name].type) for name, value in values.items()
+        )
+        row = f"{table._rname} ({columns}) VALUES ({literals})"
+        if adapter.dbengine == "mysql":
+            adapter.execute(f"INSERT IGNORE INTO {row};")
+        else:
+            adapter.execute(f"INSERT INTO {row} ON CONFLICT DO NOTHING;")
+        return adapter.cursor.rowcount == 1
+
+
+def _columns(db: DAL, name: str) -> set[str] | None:
+    """The lower-cased column names of table ``name`` as it is in the database, or None."""
+    adapter = db._adapter
+    literal = adapter.adapt(name)
+    if adapter.dbengine == "sqlite":
+        rows = db.executesql(f"PRAGMA table_info({literal});")
+        names = {str(row[1]) for row in rows}
+    else:
+        schema = "current_schema()" if adapter.dbengine == "postgres" else "DATABASE()"
+        rows = db.executesql(
+            "SELECT column_name FROM information_schema.columns WHERE "
+            f"table_schema = {schema} AND lower(table_name) = lower({literal});"
+        )
+        names = {str(row[0]) for row in rows}
+    return {column.lower() for column in names} or None
+
+
+def _define_table(db: DAL, name: str, fields: list[Field], **options: Any) -> Table:
+    """Define (or redefine) a table now, also on a DAL with ``lazy_tables``."""
+    db.define_table(name, *fields, redefine=True, **options)
+    return db[name]
+
+
+def _migrate_table(
+    db: DAL, name: str, fields: Callable[[], list[Field]], indexes: tuple[tuple[str, bool], ...]
+) -> Table:
+    """Make table ``name`` match ``fields`` with pydal's migrations, guided by the live
+    table rather than by pydal's ``.table`` file alone, then create its indexes."""
+    columns = _columns(db, name)
+    if columns is None:
+        table = _define_table(db, name, fields(), migrate=True)
+        if _columns(db, name) is None and table._dbt:  # a stale .table file: pydal skipped it
+            os.remove(table._dbt)
+            table = _define_table(db, name, fields(), migrate=True)
+    else:
+        missing = [field.name for field in fields() if field.name.lower() not in columns]
+        if missing:  # record what exists, so that pydal's migration adds just the rest
+            present = [field for field in fields() if field.name.lower() in columns]
+            _define_table(db, name, present, migrate=True, fake_migrate=True)
+            log.info("session table %s: adding columns %s", name, ", ".join(missing))
+        table = _define_table(db, name, fields(), migrate=True, fake_migrate=not missing)
+    for column, unique in indexes:
+        _create_index(db, table, _identifier(f"{name}_{column}"), column, unique)
+    return table
+
+
+def _create_index(db: DAL, table: Table, index: str, column: str, unique: bool) -> None:
+    """CREATE INDEX IF NOT EXISTS (pydal's create_index commits and has no IF NOT EXISTS)."""
+    adapter = db._adapter
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    target = f"{adapter.dialect.quote(index)} ON {table._rname} ({table[column]._rname})"
+    if adapter.dbengine != "mysql":
+        db.executesql(f"CREATE {kind} IF NOT EXISTS {target};")
+        return
+    found = db.executesql(
+        "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() "
+        f"AND table_name = {adapter.adapt(table._tablename)} "
+        f"AND index_name = {adapter.adapt(index)};"
+    )
+    if not found:
+        db.executesql(f"CREATE {kind} {target};")

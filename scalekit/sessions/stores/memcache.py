@@ -1,0 +1,464 @@
+"""Memcached session store: consistent hashing over the nodes, one round trip per load.
+
+Layout, for app ``shop`` and session ``S``; all three keys live on the same node, the one
+rendezvous hashing (pymemcache's ``RendezvousHash``, HashClient's default, over the same
+``host:port`` node names) picks for the record key, so one request talks to one node:
+
+* ``scalekit:s:shop:S`` — the record: a 16-byte header (magic ``SKs1``, saved-at time as a
+  double, TTL as uint32, 0 for none) followed by the opaque payload. Its memcached CAS
+  unique is the record's version: ``save`` is ``add`` (create), ``set`` (any) or ``cas``.
+* ``scalekit:t:shop:S`` — the last touch: magic ``SKt1`` and the touched-at time.
+  ``touched_at`` is the later of the two times, so a save needs no write here.
+* ``scalekit:l:shop:S`` — the lock: the holder's token, taken with ``add`` and a TTL.
+
+TTLs: memcached's clock ticks in whole seconds, so an item given N seconds expires after
+N-1 to N of them. Every exptime sent is the TTL (rounded up, at least 1 s) plus one second:
+records and locks live at least their TTL and at most a second longer, and a lock never
+lapses while its holder still counts on it. TTLs are relative (at most 30 days: memcached
+reads more as a Unix time).
+
+Why a touch key: ``touch`` must refresh the expiry and ``touched_at`` without rewriting the
+payload and without changing the version (a writer that loaded before the touch still wins
+its ``cas``). Memcached's ``touch`` (and ``gat``) keep the CAS unique but cannot change the
+stored bytes, so the time has to live elsewhere; rewriting the record would copy the payload
+and change the CAS. The touch key costs no extra round trip: ``load`` fetches both keys with
+one ``gets`` (both are on one node), and ``touch`` sends ``set`` of the touch key with
+``noreply`` then ``touch`` of the record on the same connection and waits once.
+
+Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lock`` one each; ``unlock``
+two (``gets`` the lock, then ``cas`` it with a negative exptime, which expires it at once:
+a compare-and-delete that never removes a lock someone else took meanwhile).
+
+Failures: connect and socket timeouts (1 s by default) bound the cost of a dead node. A node
+that fails is skipped (calls for its sessions raise :class:`StoreUnavailable` at once) for
+``retry_timeout`` seconds, then tried again; after ``retry_attempts`` failed retries it
+leaves the ring for ``dead_timeout`` seconds and its sessions go to the other nodes (as
+pymemcache's HashClient does). The last live node never leaves the ring: with one server,
+calls fail fast and the server is retried every ``retry_timeout`` seconds. HashClient itself
+is not used because it answers "missing" or "not stored" for a node in its retry window
+(a live session would read as gone), does not count an unexpectedly closed connection as a
+failure, and updates its failure bookkeeping from several threads without a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import select
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.client.rendezvous import RendezvousHash
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+
+from scalekit.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.sessions.stores.base import (
+    ANY,
+    MAX_TTL,
+    Record,
+    SessionStore,
+    check_session_id,
+    check_ttl,
+    merge_options,
+    now,
+)
+from scalekit.urls import BackendURL, MemcacheURL
+
+log = logging.getLogger("scalekit.sessions")
+
+_T = TypeVar("_T")
+
+_RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
+_RECORD_MAGIC = b"SKs1"
+_TOUCH = struct.Struct("!4sd")  # magic, touched_at
+_TOUCH_MAGIC = b"SKt1"
+
+#: The largest stored value (header + payload) by default: memcached's default item size
+#: (``-I 1m``) less room for the item header and the longest key. Bigger saves raise
+#: :class:`SerializationError` before any I/O, because a ``set`` that the server refuses as
+#: too large also drops the value stored before it.
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 512
+
+# URL query options and their converters; keyword options override them.
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "connect_timeout": float,
+    "timeout": float,
+    "retry_attempts": int,
+    "retry_timeout": float,
+    "dead_timeout": float,
+    "max_pool_size": int,
+    "max_value_size": int,
+}
+
+# Errors that say the node (or the connection to it) is broken, not the request.
+_NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
+
+
+class MemcacheStore(SessionStore):
+    """Sessions in one or more memcached servers (``memcache://h1:11211,h2:11211``).
+
+    Thread-safe (a connection pool per node) and fork-safe (clients are created lazily in
+    the process that uses them). Records expire natively; TTLs are relative, at most 30 days.
+    ``url`` names the store in errors and logs (``from_url`` passes the masked URL).
+    """
+
+    kind = "memcache"
+
+    def __init__(
+        self,
+        servers: Iterable[tuple[str, int]],
+        app: str = "app",
+        *,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        retry_attempts: int = 2,
+        retry_timeout: float = 1.0,
+        dead_timeout: float = 60.0,
+        max_pool_size: int | None = None,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        url: str | None = None,
+    ):
+        super().__init__(app)
+        self.servers = tuple((str(host), int(port)) for host, port in servers)
+        self.url = url or "memcache://" + ",".join(_node_name(s) for s in self.servers)
+        if not self.servers:
+            raise ConfigError(f"{self.url}: no memcached server given")
+        self.connect_timeout = self._seconds("connect_timeout", connect_timeout, positive=True)
+        self.timeout = self._seconds("timeout", timeout, positive=True)
+        self.retry_timeout = self._seconds("retry_timeout", retry_timeout)
+        self.dead_timeout = self._seconds("dead_timeout", dead_timeout)
+        self.retry_attempts = self._count("retry_attempts", retry_attempts, minimum=0)
+        self.max_pool_size = None if max_pool_size is None else self._count(
+            "max_pool_size", max_pool_size, minimum=1
+        )  # fmt: skip
+        self.max_value_size = self._count(
+            "max_value_size", max_value_size, minimum=_RECORD.size + 1
+        )
+        self._prefix = b"scalekit:%s:" + self.app.encode("ascii") + b":"
+        self._cluster: _Cluster | None = None
+
+    @classmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheStore:
+        """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
+        if not isinstance(settings, MemcacheURL):
+            raise ConfigError(f"{settings.masked}: a memcache store needs a memcache:// URL")
+        merged = merge_options(settings, _OPTIONS, options)
+        return cls(settings.servers, app, url=settings.masked, **merged)
+
+    # -- the protocol -------------------------------------------------------------------
+    def load(self, sid: str) -> Record | None:
+        record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
+        found = self._run(
+            "load a session", record_key, lambda conn: conn.gets_many([record_key, touch_key])
+        )
+        if record_key not in found:
+            return None
+        value, cas = found[record_key]
+        if len(value) < _RECORD.size or value[:4] != _RECORD_MAGIC:
+            log.warning(
+                "session store %s: session %s has a corrupt record (%d bytes, no scalekit "
+                "header); treating it as missing",
+                self.url, _short(sid), len(value),
+            )  # fmt: skip
+            return None
+        _, saved_at, _ttl = _RECORD.unpack_from(value)
+        touched_at = saved_at
+        if touch_key in found:
+            stamp = found[touch_key][0]
+            if len(stamp) == _TOUCH.size and stamp[:4] == _TOUCH_MAGIC:
+                touched_at = max(saved_at, _TOUCH.unpack(stamp)[1])
+            else:
+                log.warning(
+                    "session store %s: session %s has a corrupt touch time; using its save time",
+                    self.url, _short(sid),
+                )  # fmt: skip
+        return Record(data=value[_RECORD.size :], version=int(cas), touched_at=touched_at)
+
+    def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
+        key = self._key(b"s", sid)
+        ttl = check_ttl(ttl)
+        expire = _exptime(ttl)
+        value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + bytes(data)
+        if len(value) > self.max_value_size:
+            raise SerializationError(
+                f"session store {self.url}: a session of {len(data):,} bytes is over the "
+                f"{self.max_value_size - _RECORD.size:,}-byte limit of memcached items; store "
+                "less in the session (or start memcached with a bigger -I and raise "
+                "max_value_size)"
+            )
+        if expected is ANY:
+            written = self._run(
+                "save a session", key, lambda conn: conn.set(key, value, expire, noreply=False)
+            )
+        elif expected is None:
+            written = self._run(
+                "create a session", key, lambda conn: conn.add(key, value, expire, noreply=False)
+            )
+        else:
+            cas = _cas_unique(expected)
+            written = self._run(
+                "save a session",
+                key,
+                lambda conn: conn.cas(key, value, cas, expire, noreply=False),
+            )
+        return written is True
+
+    def touch(self, sid: str, ttl: int | None) -> None:
+        record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
+        expire = _exptime(check_ttl(ttl))
+        stamp = _TOUCH.pack(_TOUCH_MAGIC, now())
+
+        def command(conn: Client) -> None:
+            # The set is answered by nothing; the touch's reply, read after it on the same
+            # connection, proves the server has processed both.
+            conn.set(touch_key, stamp, expire, noreply=True)
+            if not conn.touch(record_key, expire, noreply=False):
+                conn.delete(touch_key, noreply=True)  # no record: leave no touch time behind
+
+        self._run("touch a session", record_key, command)
+
+    def delete(self, sid: str) -> None:
+        record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
+
+        def command(conn: Client) -> None:
+            conn.delete(touch_key, noreply=True)
+            conn.delete(record_key, noreply=False)
+
+        self._run("delete a session", record_key, command)
+
+    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+        record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
+        value, expire = _token(token), _exptime(_lock_ttl(ttl))
+        taken = self._run(
+            "lock a session", record_key, lambda conn: conn.add(lock_key, value, expire, False)
+        )
+        return taken is True
+
+    def unlock(self, sid: str, token: str) -> None:
+        record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
+        value = _token(token)
+
+        def command(conn: Client) -> None:
+            held_by, cas = conn.gets(lock_key)
+            if held_by == value and cas is not None:
+                # Expire it only if nobody re-took it since the gets (compare-and-delete).
+                conn.cas(lock_key, b"", cas, expire=-1, noreply=False)
+
+        self._run("unlock a session", record_key, command)
+
+    def close(self) -> None:
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None and cluster.pid == os.getpid():
+            cluster.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} app={self.app!r}>"
+
+    # -- helpers ------------------------------------------------------------------------
+    def _key(self, kind: bytes, sid: str) -> bytes:
+        return self._prefix % kind + check_session_id(sid).encode("ascii")
+
+    def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
+        cluster = self._cluster
+        if cluster is None or cluster.pid != os.getpid():  # first use, or a forked child
+            cluster = self._cluster = _Cluster(self)
+        return cluster.run(action, key, command)
+
+    def _seconds(self, name: str, value: Any, positive: bool = False) -> float:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+        if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
+            least = "more than 0" if positive else "0 or more"
+            raise ConfigError(f"{self.url}: option {name}={value!r} must be {least} seconds")
+        return float(number)
+
+    def _count(self, name: str, value: Any, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{self.url}: option {name}={value!r} must be a whole number "
+                              f">= {minimum}")  # fmt: skip
+        return value
+
+
+class _Node:
+    """One memcached server: its connection pool and how it has been failing."""
+
+    def __init__(self, server: tuple[str, int], store: MemcacheStore):
+        self.name = _node_name(server)
+        self.client = PooledClient(
+            server,
+            connect_timeout=store.connect_timeout,
+            timeout=store.timeout,
+            no_delay=True,
+            max_pool_size=store.max_pool_size,
+            default_noreply=False,
+        )
+        self.pool = self.client.client_pool  # one connection per call, or per command sequence
+        self.failures = 0  # consecutive failed calls
+        self.failed_at = 0.0  # time.monotonic() of the last failure
+        self.dead_until = 0.0  # out of the ring until then (time.monotonic())
+
+
+class _Cluster:
+    """This process's nodes, the ring that places keys on them, and their health."""
+
+    def __init__(self, store: MemcacheStore):
+        self.pid = os.getpid()
+        self.url = store.url
+        self.retry_attempts = store.retry_attempts
+        self.retry_timeout = store.retry_timeout
+        self.dead_timeout = store.dead_timeout
+        self.max_pool_size = store.max_pool_size
+        self.nodes = {node.name: node for node in (_Node(s, store) for s in store.servers)}
+        self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
+        self._live: tuple[str, ...] = tuple(self.nodes)
+        self._hasher = RendezvousHash(list(self._live))  # replaced, never changed in place
+        self._next_revival = math.inf
+
+    def run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
+        """Run ``command`` on a pooled connection to the node of ``key``; map failures."""
+        if time.monotonic() >= self._next_revival:
+            self._revive()
+        node = self.nodes[self._hasher.get_node(key)]
+        if node.failures:
+            wait = node.failed_at + self.retry_timeout - time.monotonic()
+            if wait > 0:
+                raise self._unavailable(
+                    action, node, f"failed {node.failures} time(s); next try in {wait:.1f} s"
+                )
+        try:
+            conn = node.pool.get()
+        except RuntimeError:  # every pooled connection is in use
+            raise self._unavailable(
+                action, node, f"all {self.max_pool_size} connections are in use; raise "
+                "max_pool_size"
+            ) from None  # fmt: skip
+        try:
+            if conn.sock is not None and _readable(conn.sock):
+                conn.close()  # closed by the server (a restart) or unread bytes: reconnect
+            result = command(conn)
+        except BaseException as exc:
+            node.pool.destroy(conn)  # its stream may be mid-reply: never reuse it
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: not the store's failure
+            if isinstance(exc, _NODE_FAILURES):
+                self._failed(node)
+            elif isinstance(exc, MemcacheError) and "too large" in str(exc):
+                raise SerializationError(
+                    f"session store {self.url} failed to {action}: memcached "
+                    f"{node.name} refused the value as too large ({exc})"
+                ) from None
+            # anything else is an answer pymemcache could not use (an error, not memcached)
+            raise self._unavailable(action, node, _describe(exc)) from None
+        node.pool.release(conn)
+        if node.failures:
+            self._recovered(node)
+        return result
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.pool.clear()
+
+    def _unavailable(self, action: str, node: _Node, problem: str) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"session store {self.url} failed to {action}: memcached {node.name}: {problem}; "
+            "check that it is running and reachable"
+        )
+
+    def _failed(self, node: _Node) -> None:
+        with self._lock:
+            node.failures += 1
+            node.failed_at = time.monotonic()
+            if node.failures == 1:
+                log.warning("session store %s: memcached %s failed", self.url, node.name)
+            if node.failures > self.retry_attempts and len(self._live) > 1 and (
+                node.name in self._live
+            ):  # fmt: skip
+                node.dead_until = node.failed_at + self.dead_timeout
+                self._next_revival = min(self._next_revival, node.dead_until)
+                self._set_live(name for name in self._live if name != node.name)
+                log.warning(
+                    "session store %s: memcached %s is down; its sessions go to the other "
+                    "nodes for %.0f s",
+                    self.url, node.name, self.dead_timeout,
+                )  # fmt: skip
+
+    def _recovered(self, node: _Node) -> None:
+        with self._lock:
+            if node.failures:
+                node.failures = 0
+                log.warning("session store %s: memcached %s answers again", self.url, node.name)
+
+    def _revive(self) -> None:
+        with self._lock:
+            current = time.monotonic()
+            back = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
+            for node in back:
+                node.failures, node.dead_until = 0, 0.0
+                log.warning(
+                    "session store %s: memcached %s is back in the ring", self.url, node.name
+                )
+            if back:
+                self._set_live([*self._live, *(node.name for node in back)])
+            waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]
+            self._next_revival = min(waiting, default=math.inf)
+
+    def _set_live(self, names: Iterable[str]) -> None:
+        live = set(names)
+        self._live = tuple(name for name in self.nodes if name in live)  # configured order
+        self._hasher = RendezvousHash(list(self._live))
+
+
+def _node_name(server: tuple[str, int]) -> str:
+    """``host:port``, as HashClient names nodes (so both place a key on the same node)."""
+    host, port = server
+    return f"{host}:{port}"
+
+
+def _readable(sock: Any) -> bool:
+    """True if an idle pooled connection has something to read: EOF, a reset, stray bytes."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out (raise connect_timeout/timeout if it is only slow)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _short(sid: str) -> str:
+    """A session id shortened for logs: enough to correlate, too little to hijack."""
+    return sid[:6] + "…"
+
+
+def _cas_unique(version: Any) -> int:
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 0:
+        return version
+    raise ValueError(f"expected version {version!r:.40} is not one this store's load returned")
+
+
+def _token(token: str) -> bytes:
+    if not isinstance(token, str) or not token:
+        raise ValueError("a lock token must be a non-empty string")
+    return token.encode("utf-8")
+
+
+def _lock_ttl(ttl: float) -> int:
+    """A lock TTL in whole seconds: rounded up, so at least 1; at most 30 days."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise ConfigError(f"lock TTL {ttl!r} must be more than 0 seconds and at most 30 days")
+    return math.ceil(ttl)
+
+
+def _exptime(ttl: int | None) -> int:
+    """Memcached's exptime for a TTL checked by ``check_ttl``: it lives at least ``ttl`` s.
+
+    One second more than the TTL, because memcached's whole-second clock may expire an item
+    given N seconds after only N-1; capped at 30 days, above which memcached reads a date.
+    """
+    return 0 if ttl is None else min(ttl + 1, MAX_TTL)
