@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import re
 import time
 from collections.abc import Callable
@@ -163,3 +164,33 @@ def merge_options(
               if name in settings.options}  # fmt: skip
     merged.update(given)
     return merged
+
+
+def check_payload(data: Any) -> bytes:
+    """The payload as ``bytes``: stores keep bytes the session layer already serialized."""
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if not isinstance(data, bytes):
+        raise TypeError(f"a session payload must be bytes, not {type(data).__name__}")
+    return data
+
+
+def check_lock(token: Any, ttl: Any) -> float:
+    """Validate a lock owner token (a one-line str of 1-128 characters) and its TTL."""
+    if not isinstance(token, str) or not 0 < len(token) <= 128 or not token.isprintable():
+        raise ValueError(f"a lock token must be 1-128 printable characters, got {token!r:.40}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        raise ValueError(f"a lock TTL must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What an ``OSError`` on a path means, naming the file that is in the way if any."""
+    path = exc.filename
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) and path:
+        parts = os.path.abspath(os.fspath(path)).split(os.sep)
+        for end in range(2, len(parts) + 1):
+            prefix = os.sep.join(parts[:end])
+            if os.path.lexists(prefix) and not os.path.isdir(prefix):
+                return f"{prefix} is a file, not a folder"
+    return f"{path}: {exc.strerror or exc}" if path else str(exc)

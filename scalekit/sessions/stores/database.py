@@ -49,12 +49,14 @@ from scalekit.sessions.stores.base import (
     Record,
     SessionStore,
     as_bool,
+    check_lock,
+    check_payload,
     check_session_id,
     check_ttl,
+    describe_os_error,
     merge_options,
     now,
 )
-from scalekit.sessions.stores.file import _check_lock, _check_payload, _os_problem
 from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, mask, parse
 
 log = logging.getLogger("scalekit.sessions")
@@ -279,7 +281,7 @@ class DatabaseStore(SessionStore):
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         check_session_id(sid)
-        ttl, data, at = check_ttl(ttl), _check_payload(data), now()
+        ttl, data, at = check_ttl(ttl), check_payload(data), now()
         if (
             expected is not None
             and expected is not ANY
@@ -335,7 +337,7 @@ class DatabaseStore(SessionStore):
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         """Insert the lock row, or take it over if its holder's time ran out."""
         check_session_id(sid)
-        ttl, at = _check_lock(token, ttl), now()
+        ttl, at = check_lock(token, ttl), now()
         with self._transaction() as (db, _, locks):
             if self._insert(db, locks, session_id=sid, token=token, expires_at=at + ttl):
                 return True
@@ -475,8 +477,8 @@ class DatabaseStore(SessionStore):
             )
         except OSError as exc:
             raise StoreUnavailable(
-                f"session database {self.masked}: cannot create a folder: {_os_problem(exc)}; "
-                f"give a folder that user {os.getuid()} can write"
+                f"session database {self.masked}: cannot create a folder: "
+                f"{describe_os_error(exc)}; give a folder that user {os.getuid()} can write"
             ) from exc
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             fix = "check that the server is running and the URL's host, port, user and database"

@@ -33,8 +33,11 @@ from scalekit.sessions.stores.base import (
     Record,
     SessionStore,
     as_bool,
+    check_lock,
+    check_payload,
     check_session_id,
     check_ttl,
+    describe_os_error,
     merge_options,
     now,
 )
@@ -66,37 +69,6 @@ def _reset_thread_locks() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_thread_locks)
-
-
-# -- helpers shared by the stores of this package (database.py imports them) --------------
-def _check_payload(data: Any) -> bytes:
-    """The payload as ``bytes``: stores keep bytes the session layer already serialized."""
-    if isinstance(data, (bytearray, memoryview)):
-        return bytes(data)
-    if not isinstance(data, bytes):
-        raise TypeError(f"a session payload must be bytes, not {type(data).__name__}")
-    return data
-
-
-def _check_lock(token: Any, ttl: Any) -> float:
-    """Validate a lock owner token (a one-line str of 1-128 characters) and its TTL."""
-    if not isinstance(token, str) or not 0 < len(token) <= 128 or not token.isprintable():
-        raise ValueError(f"a lock token must be 1-128 printable characters, got {token!r:.40}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ValueError(f"a lock TTL must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
-
-
-def _os_problem(exc: OSError) -> str:
-    """What an ``OSError`` on a path means, naming the file that is in the way if any."""
-    path = exc.filename
-    if isinstance(exc, (NotADirectoryError, FileExistsError)) and path:
-        parts = os.path.abspath(os.fspath(path)).split(os.sep)
-        for end in range(2, len(parts) + 1):
-            prefix = os.sep.join(parts[:end])
-            if os.path.lexists(prefix) and not os.path.isdir(prefix):
-                return f"{prefix} is a file, not a folder"
-    return f"{path}: {exc.strerror or exc}" if path else str(exc)
 
 
 @dataclass(frozen=True)
@@ -198,7 +170,7 @@ class FileStore(SessionStore):
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         shard, path = self._paths(sid)
-        ttl, data = check_ttl(ttl), _check_payload(data)
+        ttl, data = check_ttl(ttl), check_payload(data)
         with self._mutex(shard, create=True):
             current = self._read(path, whole=expected is not ANY)
             live = current is not None and not current.expired(now())
@@ -243,7 +215,7 @@ class FileStore(SessionStore):
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         """Take ``<sid>.lock`` if it is absent or expired (under the shard mutex)."""
         shard, path = self._paths(sid)
-        ttl = _check_lock(token, ttl)
+        ttl = check_lock(token, ttl)
         lock_path = path + _LOCK_SUFFIX
         with self._mutex(shard, create=True):
             holder = self._read_lock(lock_path)
@@ -270,7 +242,7 @@ class FileStore(SessionStore):
 
     def _unavailable(self, action: str, exc: OSError) -> StoreUnavailable:
         return StoreUnavailable(
-            f"session folder {self.root}: cannot {action}: {_os_problem(exc)}; "
+            f"session folder {self.root}: cannot {action}: {describe_os_error(exc)}; "
             f"make {self.root} a folder that user {os.getuid()} can write"
         )
 
