@@ -237,20 +237,16 @@ def request_overhead(redis_url: str, plan: Plan) -> ScalekitApp:
         f"   stored payload: scalekit {len(payload)} bytes (signed JSON), the floor "
         f"{len(payload)} bytes, Flask-Session {client.strlen(fs_key)} bytes (msgpack)"
     )
-    rows = [
+    m = {name: median(values) for name, values in t.items()}
+    for label, values, detail in [
         ("floor: redis-py GET + SET EX", t["floor"], ""),
-        (
-            "scalekit: SessionMiddleware(app) - app",
-            sk,
-            f"= {median(t['scalekit']):.1f} - {median(t['app']):.1f}",
-        ),
+        ("scalekit: SessionMiddleware(app) - app", sk, f"= {m['scalekit']:.1f} - {m['app']:.1f}"),
         (
             "Flask-Session: Flask+Session - Flask",
             fs,
-            f"= {median(t['flask-session']):.1f} - {median(t['flask']):.1f}",
+            f"= {m['flask-session']:.1f} - {m['flask']:.1f}",
         ),
-    ]
-    for label, values, detail in rows:
+    ]:
         print(f"   {label:<42}{median(values):8.1f}   {detail}")
     ratio = per_round(lambda s, f: s / f, sk, t["floor"])
     slower = per_round(lambda f, s: f / s, fs, sk)
@@ -343,11 +339,8 @@ class Population:
 
 def fill_redis(url: str, population: Population, app: str) -> None:
     client = redis.Redis.from_url(url)
-    fill, prefix, now_ms = (
-        client.register_script(_FILL),
-        f"scalekit:s:{app}:",
-        time.time_ns() // 10**6,
-    )
+    fill, prefix = client.register_script(_FILL), f"scalekit:s:{app}:"
+    now_ms = time.time_ns() // 10**6
     rows = population.rows()
     while batch := list(itertools.islice(rows, 2000)):
         keys = [prefix + "index", *(prefix + sid for sid, _ in batch)]
@@ -413,36 +406,42 @@ def lookup_scaling(redis_server: RedisServer, stack: contextlib.ExitStack, plan:
     )
     print(f"   {'store':<18}{plan.few:>10,}{plan.many:>12,}{'ratio':>10}")
     populations = {size: Population(size) for size in (plan.few, plan.many)}
-    stores, samples, filled = {}, {}, []
+    notes = [redis_lookups(redis_server, populations, plan)]
+    notes.append(postgres_lookups(stack, populations, plan))
+    print(f"   filled: {', '.join(note for note in notes if note)}")
+
+
+def redis_lookups(server: RedisServer, populations: dict, plan: Plan) -> str:
+    stores, samples, seconds = {}, {}, {}
     for db, (size, population) in enumerate(populations.items(), start=1):
-        url = f"redis://127.0.0.1:{redis_server.port}/{db}"  # one database per population
-        seconds = timed(fill_redis, url, population, "bench")
+        url = f"redis://127.0.0.1:{server.port}/{db}"  # one database per population
+        seconds[size] = timed(fill_redis, url, population, "bench")
         stores[size] = sessions.open_store(url, app="bench")
         samples[size] = population.sample(stores[size])
-    filled.append(f"Redis {plan.many:,} in {seconds:.1f} s (Lua, 2,000 sessions a call)")
-    server_version = redis.Redis.from_url(redis_server.url).info("server")["redis_version"]
+    server_version = redis.Redis.from_url(server.url).info("server")["redis_version"]
     compare_lookups(f"redis {server_version}", stores, samples, plan)
+    return f"Redis {plan.many:,} in {seconds[plan.many]:.1f} s (Lua, 2,000 sessions a call)"
 
+
+def postgres_lookups(stack: contextlib.ExitStack, populations: dict, plan: Plan) -> str | None:
     if importlib.util.find_spec("scalekit.sessions.stores.database") is None:
         print("   postgres          not run: scalekit/sessions/stores/database.py does not exist")
-        return
-    postgres = stack.enter_context(running(PostgresServer()))
+        return None
+    server = stack.enter_context(running(PostgresServer()))
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="scalekit-bench-pydal-"))
-    stores, samples = {}, {}
+    stores, samples, seconds = {}, {}, {}
     try:
         for size, population in populations.items():
-            stores[size] = store = sessions.open_store(postgres.url, app=f"s{size}", folder=folder)
-            seconds = timed(fill_postgres, postgres, store, population)
+            stores[size] = store = sessions.open_store(server.url, app=f"s{size}", folder=folder)
+            seconds[size] = timed(fill_postgres, server, store, population)
             samples[size] = population.sample(store)
     except StoreUnavailable as exc:
         print(f"   postgres          not run: {exc}")
-        return
-    filled.append(f"PostgreSQL in {seconds:.1f} s (COPY, VACUUM ANALYZE)")
-    with contextlib.closing(psycopg2.connect(postgres.url)) as connection:
+        return None
+    with contextlib.closing(psycopg2.connect(server.url)) as connection:
         number = connection.server_version  # 150018 for 15.18
-    server_version = f"{number // 10000}.{number % 10000}"
-    compare_lookups(f"postgres {server_version}", stores, samples, plan)
-    print(f"   filled: {', '.join(filled)}")
+    compare_lookups(f"postgres {number // 10000}.{number % 10000}", stores, samples, plan)
+    return f"PostgreSQL in {seconds[plan.many]:.1f} s (COPY, VACUUM ANALYZE)"
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -470,7 +469,9 @@ def main() -> None:
             f"sessions overhead ({'quick' if plan is QUICK else 'full'} run): private servers "
             f"on 127.0.0.1, Python {sys.version.split()[0]}, redis-py {redis.__version__} "
             f"(hiredis {redis.utils.HIREDIS_AVAILABLE}), Flask {version('flask')}, "
-            f"Flask-Session {version('flask-session')}, {os.cpu_count()} CPUs"
+            f"Flask-Session {version('flask-session')}, {os.cpu_count()} CPUs\n"
+            "figures: medians over rounds in which the cases take turns; "
+            "ratios: medians of the per-round ratios"
         )
         scalekit = request_overhead(redis_server.url, plan)
         round_trips(redis_server.url, scalekit)
@@ -478,4 +479,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C: the servers are already stopped and removed
+        sys.exit(130)

@@ -100,30 +100,30 @@ class SessionEngine:
 
     def load(self, session: Session) -> None:
         """Fill ``session`` from the store (first use of its data)."""
-        sid, current = session._sid, now()
-        session._loaded(None, None, current, {})
-        if sid is None:
-            return
-        try:
-            if self.lock:
-                self._acquire(session, sid)
-            record = self.store.load(sid)
-            if record is not None:
-                body, created, data = self.codec.open(sid, record.data)
-        except StoreFailure as exc:
-            self._failed(session, exc, "load")
-            return
-        except CorruptData as exc:
-            log.warning("session store %s: %s; starting a new session", self.store, exc)
-            record = None
-        expired = record is not None and (
-            (self.ttl is not None and record.touched_at + self.ttl < current)
-            or (self.absolute_timeout is not None and created + self.absolute_timeout < current)
-        )
-        if record is None or expired:
+        sid = session._sid
+        if sid is not None:
+            try:
+                if self.lock:
+                    self._acquire(session, sid)
+                record = self.store.load(sid)
+                if record is not None:
+                    body, created, data = self.codec.open(sid, record.data)
+                    if not self._expired(record.touched_at, created):
+                        session._loaded(record, body, created, data)
+                        return
+            except StoreFailure as exc:
+                self._failed(session, exc, "load")
+                return
+            except CorruptData as exc:
+                log.warning("session store %s: %s; starting a new session", self.store, exc)
             object.__setattr__(session, "_sid", None)  # never reuse an id the client chose
-            return
-        session._loaded(record, body, created, data)
+        session._loaded(None, None, now(), {})
+
+    def _expired(self, touched_at: float, created: float) -> bool:
+        current = now()
+        return (self.ttl is not None and touched_at + self.ttl < current) or (
+            self.absolute_timeout is not None and created + self.absolute_timeout < current
+        )
 
     def finish(self, session: Session) -> list[tuple[str, str]]:
         """Save or touch the session as needed; the headers (Set-Cookie) to send."""

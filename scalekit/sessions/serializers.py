@@ -31,26 +31,30 @@ _ALLOWED = (
 _SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
-def _to_tagged(value: Any, path: str) -> Any:
+class _NotJSON(Exception):
+    """Raised inside the walk; ``path`` grows as it unwinds, so only errors pay for it."""
+
+    def __init__(self, problem: str, path: str = ""):
+        self.problem, self.path = problem, path
+
+    def under(self, step: str) -> _NotJSON:
+        self.path = step + self.path
+        return self
+
+
+def _to_tagged(value: Any) -> Any:
     """Turn ``value`` into plain JSON types, tagging what JSON cannot hold."""
-    if type(value) in _SCALARS or isinstance(value, (str, int, float)):
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-    if isinstance(value, dict):
-        plain = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise SerializationError(
-                    f"session key {path!r} has a non-string dict key {key!r}; "
-                    "JSON sessions need string keys"
-                )
-            plain[key] = _to_tagged(item, f"{path}.{key}")
-        if len(plain) == 1 and next(iter(plain)).startswith(" "):
-            return {" dict": list(plain.items())}  # a user dict that looks like a tag
-        return plain
-    if isinstance(value, list):
-        return [_to_tagged(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if kind is dict or isinstance(value, dict):
+        return _dict_to_tagged(value)
+    if kind is list or isinstance(value, list):
+        return _items_to_tagged(value)
     if isinstance(value, tuple):
-        return {" tuple": [_to_tagged(item, f"{path}[{i}]") for i, item in enumerate(value)]}
+        return {" tuple": _items_to_tagged(value)}
+    if isinstance(value, (str, int, float)):  # subclasses: str enums, IntEnum...
+        return value
     if isinstance(value, datetime.datetime):
         return {" datetime": value.isoformat()}
     if isinstance(value, datetime.date):
@@ -62,15 +66,36 @@ def _to_tagged(value: Any, path: str) -> Any:
     if isinstance(value, (bytes, bytearray)):
         return {" bytes": base64.b64encode(value).decode("ascii")}
     if isinstance(value, (set, frozenset)):
-        items = [_to_tagged(item, f"{path}{{}}") for item in value]
+        items = _items_to_tagged(value)
         items.sort(key=lambda item: json.dumps(item, sort_keys=True))
         return {" set": items}
     if isinstance(value, uuid.UUID):
         return {" uuid": str(value)}
-    raise SerializationError(
-        f"session key {path!r} holds a {type(value).__name__}, which JSON sessions cannot "
-        f"store; use {_ALLOWED}, or open the session layer with serializer='pickle'"
-    )
+    raise _NotJSON(f"holds a {type(value).__name__}, which JSON sessions cannot store")
+
+
+def _dict_to_tagged(value: dict) -> dict:
+    plain = {}
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _NotJSON(f"has a non-string dict key {key!r}; JSON sessions need string keys")
+        try:
+            plain[key] = item if type(item) in _SCALARS else _to_tagged(item)
+        except _NotJSON as exc:
+            raise exc.under(f".{key}") from None
+    if len(plain) == 1 and next(iter(plain)).startswith(" "):
+        return {" dict": list(plain.items())}  # a user dict that looks like a tag
+    return plain
+
+
+def _items_to_tagged(items) -> list:
+    tagged = []
+    for index, item in enumerate(items):
+        try:
+            tagged.append(item if type(item) in _SCALARS else _to_tagged(item))
+        except _NotJSON as exc:
+            raise exc.under(f"[{index}]") from None
+    return tagged
 
 
 _UNTAG = {
@@ -101,7 +126,13 @@ class JSONSerializer:
     format = b"J"
 
     def dumps(self, created: float, data: dict[str, Any]) -> bytes:
-        tagged = {key: _to_tagged(value, key) for key, value in data.items()}
+        try:
+            tagged = _dict_to_tagged(data)
+        except _NotJSON as exc:
+            raise SerializationError(
+                f"session key {exc.path[1:]!r} {exc.problem}; use {_ALLOWED}, "
+                "or open the session layer with serializer='pickle'"
+            ) from None
         return json.dumps(
             {"c": created, "d": tagged}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
         ).encode("utf-8")

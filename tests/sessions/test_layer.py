@@ -356,6 +356,15 @@ def test_an_unserializable_value_names_its_key_and_keeps_the_stored_session(stor
     assert client.get("/read").text == '{"n": 1, "user": "ann"}'
 
 
+def test_the_error_names_the_path_of_a_nested_bad_value(store):
+    bad = {"cart": {"items": ["book", "pen", object()]}}
+    client, _ = make(store, {"/bad": set_values(**bad), "/keys": set_values(ok={1: "x"})})
+    with pytest.raises(SerializationError, match=r"session key 'cart.items\[2\]' holds a object"):
+        client.get("/bad")
+    with pytest.raises(SerializationError, match=r"session key 'ok' has a non-string dict key 1"):
+        client.get("/keys")
+
+
 def test_a_session_over_the_size_limit_is_not_saved_and_the_old_one_stays(store):
     client, _ = make(store, {**ACTIONS, "/big": set_values(blob="x" * 70_000)})
     client.get("/set")

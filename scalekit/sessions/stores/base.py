@@ -15,8 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from scalekit.errors import ConfigError
 from scalekit.urls import BackendURL
@@ -34,8 +33,7 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}\Z")
 MAX_TTL = 30 * 24 * 3600
 
 
-@dataclass(frozen=True)
-class Record:
+class Record(NamedTuple):
     """What ``load`` returns: the payload, its version, and when it was last saved/touched."""
 
     data: bytes

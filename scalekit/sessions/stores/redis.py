@@ -4,8 +4,8 @@ Layout, for app ``shop`` and session ``S``:
 
 * ``scalekit:s:shop:S`` — a hash: ``d`` the payload, ``v`` a random version token, ``t`` the
   time of the last save or touch (ms). Expires natively after the session's TTL.
-* ``scalekit:s:shop:index`` — a sorted set of session ids scored by expiry time (ms), so
-  ``sessions2trash`` finds expired sessions without ``KEYS``.
+* ``scalekit:s:shop:index`` — a sorted set of session ids scored by their expiry time (ms)
+  when created or last touched, so ``sessions2trash`` finds candidates without ``KEYS``.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
 ``load`` is one ``HGETALL``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
@@ -14,10 +14,9 @@ Lua script call each, atomic on the server.
 
 from __future__ import annotations
 
-import contextlib
+import hashlib
 import os
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import redis
 
@@ -35,20 +34,24 @@ from scalekit.urls import RedisURL
 
 # KEYS: session, index. ARGV: expected ('' create only, '*' any, else version), payload,
 # ttl ms ('' for none), now ms, new version, session id. Returns 1 if written, 0 on conflict.
+# Only a new session enters the index: a save keeps its key's TTL fresh, and sessions2trash
+# re-checks an indexed session's real TTL before it trusts the score.
 _SAVE = """
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '' then
-  if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+  if current then return 0 end
 elseif ARGV[1] ~= '*' and current ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'd', ARGV[2], 'v', ARGV[5], 't', ARGV[4])
 if ARGV[3] == '' then
   redis.call('PERSIST', KEYS[1])
-  redis.call('ZADD', KEYS[2], '+inf', ARGV[6])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[6])
+end
+if not current then
+  redis.call('ZADD', KEYS[2], ARGV[3] == '' and '+inf' or tonumber(ARGV[4]) + tonumber(ARGV[3]),
+             ARGV[6])
 end
 return 1
 """
@@ -82,11 +85,8 @@ _OPTIONS = {
 }
 
 
-class _Connection(NamedTuple):
-    client: redis.Redis
-    save: Any
-    touch: Any
-    unlock: Any
+_SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK}
+_SHA1 = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 
 
 class RedisStore(SessionStore):
@@ -134,41 +134,45 @@ class RedisStore(SessionStore):
                     ssl_ca_certs=ssl_ca_certs,
                     ssl_cert_reqs=ssl_cert_reqs,
                 )
-        self._connection: _Connection | None = None
-        self._connection_pid = 0
+        self._client: redis.Redis | None = None
+        self._client_pid = 0
 
     @classmethod
     def from_url(cls, settings: RedisURL, app: str = "app", **options: Any) -> RedisStore:
         return cls(settings, app, **merge_options(settings, _OPTIONS, options))
 
     @property
-    def redis(self) -> _Connection:
-        """This process's client and scripts (a new connection pool after a fork)."""
-        if self._connection is None or self._connection_pid != os.getpid():
-            client = redis.Redis(connection_pool=redis.ConnectionPool(**self._pool_options))
-            self._connection = _Connection(
-                client,
-                client.register_script(_SAVE),
-                client.register_script(_TOUCH),
-                client.register_script(_UNLOCK),
-            )
-            self._connection_pid = os.getpid()
-        return self._connection
+    def client(self) -> redis.Redis:
+        """This process's client (a new connection pool after a fork)."""
+        if self._client_pid != os.getpid():
+            self._client = redis.Redis(connection_pool=redis.ConnectionPool(**self._pool_options))
+            self._client_pid = os.getpid()
+        return self._client
 
-    @contextlib.contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
+    def _unavailable(self, action: str, exc: redis.RedisError) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"session store {self.settings.masked} failed to {action}: "
+            f"{type(exc).__name__}: {exc}; check that Redis is running and reachable"
+        )
+
+    def _script(self, action: str, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one of our Lua scripts by its SHA1, loading it first where it is missing."""
+        client = self.client
         try:
-            yield
+            try:
+                return client.evalsha(_SHA1[name], len(keys), *keys, *args)
+            except redis.exceptions.NoScriptError:
+                client.script_load(_SCRIPTS[name])
+                return client.evalsha(_SHA1[name], len(keys), *keys, *args)
         except redis.RedisError as exc:
-            raise StoreUnavailable(
-                f"session store {self.settings.masked} failed to {action}: "
-                f"{type(exc).__name__}: {exc}; check that Redis is running and reachable"
-            ) from None
+            raise self._unavailable(action, exc) from None
 
     def load(self, sid: str) -> Record | None:
         key = self._prefix + check_session_id(sid)
-        with self._errors("load a session"):
-            fields = self.redis.client.hgetall(key)
+        try:
+            fields = self.client.hgetall(key)
+        except redis.RedisError as exc:
+            raise self._unavailable("load a session", exc) from None
         if b"d" not in fields:
             return None
         return Record(fields[b"d"], fields[b"v"], int(fields[b"t"]) / 1000)
@@ -181,42 +185,39 @@ class RedisStore(SessionStore):
             expected_arg = "*"
         else:
             expected_arg = expected
-        ttl_ms = _ttl_ms(ttl)
-        version = os.urandom(9).hex()
-        with self._errors("save a session"):
-            written = self.redis.save(
-                keys=[key, self._index],
-                args=[expected_arg, data, ttl_ms, _now_ms(), version, sid],
-            )
-        return written == 1
+        args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
+        return self._script("save a session", "save", [key, self._index], args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         key = self._prefix + check_session_id(sid)
-        with self._errors("touch a session"):
-            self.redis.touch(keys=[key, self._index], args=[_ttl_ms(ttl), _now_ms(), sid])
+        args = [_ttl_ms(ttl), _now_ms(), sid]
+        self._script("touch a session", "touch", [key, self._index], args)
 
     def delete(self, sid: str) -> None:
         key = self._prefix + check_session_id(sid)
-        with self._errors("delete a session"):
-            pipe = self.redis.client.pipeline(transaction=False)
-            pipe.delete(key)
-            pipe.zrem(self._index, sid)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.delete(key)
+        pipe.zrem(self._index, sid)
+        try:
             pipe.execute()
+        except redis.RedisError as exc:
+            raise self._unavailable("delete a session", exc) from None
 
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
-        with self._errors("lock a session"):
-            return bool(self.redis.client.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
+        try:
+            return bool(self.client.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
+        except redis.RedisError as exc:
+            raise self._unavailable("lock a session", exc) from None
 
     def unlock(self, sid: str, token: str) -> None:
         key = self._prefix + "lock:" + check_session_id(sid)
-        with self._errors("unlock a session"):
-            self.redis.unlock(keys=[key], args=[token])
+        self._script("unlock a session", "unlock", [key], [token])
 
     def close(self) -> None:
-        if self._connection is not None and self._connection_pid == os.getpid():
-            self._connection.client.connection_pool.disconnect()
-        self._connection = None
+        if self._client is not None and self._client_pid == os.getpid():
+            self._client.connection_pool.disconnect()
+        self._client, self._client_pid = None, 0
 
 
 def _ttl_ms(ttl: int | None) -> int | str:
