@@ -15,6 +15,7 @@ import os
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from scalekit.errors import ConfigError
@@ -31,6 +32,19 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}\Z")
 
 #: The longest TTL a store accepts (memcached's limit for relative TTLs: 30 days).
 MAX_TTL = 30 * 24 * 3600
+
+
+@dataclass
+class CleanupStats:
+    """What one cleanup pass did: sessions examined and deleted (or, dry, that would be)."""
+
+    examined: int = 0
+    deleted: int = 0
+    note: str = ""
+
+
+#: Called after each cleanup batch with the running totals (``sessions2trash -v``).
+Progress = Callable[[CleanupStats], None]
 
 
 class Record(NamedTuple):
@@ -102,6 +116,25 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     def unlock(self, sid: str, token: str) -> None:
         """Release the lock of ``sid`` if ``token`` still holds it (never someone else's)."""
+
+    def cleanup(
+        self,
+        cutoff: float,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        batch: int = 1000,
+        progress: Progress | None = None,
+    ) -> CleanupStats:
+        """Delete expired sessions in batches (the work of ``sessions2trash``).
+
+        A session is expired when its stored expiry has passed or, when it has none or
+        ``force`` is set, when it was last saved or touched before ``cutoff`` (a Unix time).
+        The test is repeated in the same atomic step that deletes, so a session saved or
+        touched meanwhile is never deleted. Leftovers (expired locks, stale temp files) go
+        too. ``dry_run`` only counts; ``progress`` is called after each batch.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no cleanup yet")
 
     def close(self) -> None:  # noqa: B027 (optional: stores without clients keep it empty)
         """Release clients and connections of this process (they reopen on next use)."""

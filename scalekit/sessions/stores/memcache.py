@@ -67,6 +67,8 @@ from scalekit.errors import ConfigError, SerializationError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
     MAX_TTL,
+    CleanupStats,
+    Progress,
     Record,
     SessionStore,
     check_lock,
@@ -268,6 +270,18 @@ class MemcacheStore(SessionStore):
                 conn.cas(lock_key, b"", cas, expire=-1, noreply=False)
 
         self._run("unlock a session", record_key, command)
+
+    def cleanup(
+        self,
+        cutoff: float,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        batch: int = 1000,
+        progress: Progress | None = None,
+    ) -> CleanupStats:
+        """Nothing to do: memcached drops expired entries (and locks) by itself."""
+        return CleanupStats(note="memcached expires sessions by itself; nothing to clean up")
 
     def close(self) -> None:
         cluster, self._cluster = self._cluster, None

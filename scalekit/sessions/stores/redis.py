@@ -4,8 +4,8 @@ Layout, for app ``shop`` and session ``S``:
 
 * ``scalekit:s:shop:S`` — a hash: ``d`` the payload, ``v`` a random version token, ``t`` the
   time of the last save or touch (ms). Expires natively after the session's TTL.
-* ``scalekit:s:shop:index`` — a sorted set of session ids scored by their expiry time (ms)
-  when created or last touched, so ``sessions2trash`` finds candidates without ``KEYS``.
+* ``scalekit:s:shop:index`` — a sorted set of session ids scored by their creation or last
+  touch time (ms), so ``sessions2trash`` finds candidates without ``KEYS``.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
 ``load`` is one ``HGETALL``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
@@ -23,6 +23,8 @@ import redis
 from scalekit.errors import StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
+    CleanupStats,
+    Progress,
     Record,
     SessionStore,
     check_session_id,
@@ -34,8 +36,8 @@ from scalekit.urls import RedisURL
 
 # KEYS: session, index. ARGV: expected ('' create only, '*' any, else version), payload,
 # ttl ms ('' for none), now ms, new version, session id. Returns 1 if written, 0 on conflict.
-# Only a new session enters the index: a save keeps its key's TTL fresh, and sessions2trash
-# re-checks an indexed session's real TTL before it trusts the score.
+# A new session enters the index scored by its creation time; later saves leave the score
+# alone (cleanup re-checks ``t`` and re-scores), touches move it to the touch time.
 _SAVE = """
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '' then
@@ -49,10 +51,7 @@ if ARGV[3] == '' then
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-if not current then
-  redis.call('ZADD', KEYS[2], ARGV[3] == '' and '+inf' or tonumber(ARGV[4]) + tonumber(ARGV[3]),
-             ARGV[6])
-end
+if not current then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6]) end
 return 1
 """
 
@@ -62,11 +61,10 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 't', ARGV[2])
 if ARGV[1] == '' then
   redis.call('PERSIST', KEYS[1])
-  redis.call('ZADD', KEYS[2], '+inf', ARGV[3])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[1]), ARGV[3])
 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -74,6 +72,41 @@ return 1
 _UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+# One cleanup batch, atomic. KEYS: index. ARGV: key prefix, cutoff ms, force, dry run ('1' or
+# '0'), offset, batch size. Takes index entries scored at or before the cutoff; for each:
+# the hash is gone (expired natively) -> drop the entry; used after the cutoff -> re-score
+# it to its last use; expired by the -x rule (forced, or no TTL) -> delete; else keep.
+# Returns {examined, deleted, index entries dropped, kept in range}.
+_CLEANUP = """
+local sids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', ARGV[5], ARGV[6])
+local cutoff, dry = tonumber(ARGV[2]), ARGV[4] == '1'
+local doomed, gone, kept = {}, {}, 0
+for _, sid in ipairs(sids) do
+  local key = ARGV[1] .. sid
+  local used = redis.call('HGET', key, 't')
+  if not used then
+    gone[#gone + 1] = sid
+  elseif tonumber(used) > cutoff then
+    if dry then kept = kept + 1 else redis.call('ZADD', KEYS[1], used, sid) end
+  elseif ARGV[3] == '1' or redis.call('PTTL', key) == -1 then
+    doomed[#doomed + 1] = sid
+  else
+    kept = kept + 1
+  end
+end
+if dry then return {#sids, #doomed, #gone, #sids} end
+for first = 1, #doomed, 1000 do
+  local keys = {}
+  for i = first, math.min(first + 999, #doomed) do keys[#keys + 1] = ARGV[1] .. doomed[i] end
+  redis.call('DEL', unpack(keys))
+  redis.call('ZREM', KEYS[1], unpack(doomed, first, math.min(first + 999, #doomed)))
+end
+for first = 1, #gone, 1000 do
+  redis.call('ZREM', KEYS[1], unpack(gone, first, math.min(first + 999, #gone)))
+end
+return {#sids, #doomed, #gone, kept}
 """
 
 _OPTIONS = {
@@ -85,7 +118,7 @@ _OPTIONS = {
 }
 
 
-_SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK}
+_SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK, "cleanup": _CLEANUP}
 _SHA1 = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 
 
@@ -213,6 +246,35 @@ class RedisStore(SessionStore):
     def unlock(self, sid: str, token: str) -> None:
         key = self._prefix + "lock:" + check_session_id(sid)
         self._script("unlock a session", "unlock", [key], [token])
+
+    def cleanup(
+        self,
+        cutoff: float,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        batch: int = 1000,
+        progress: Progress | None = None,
+    ) -> CleanupStats:
+        """Walk the index from the oldest entry; each batch is one atomic script call.
+
+        Sessions with a TTL need no help: Redis deletes them itself and this only drops
+        their index entries. Sessions without a TTL, or all with ``force``, go once unused
+        since ``cutoff``.
+        """
+        stats, offset = CleanupStats(), 0
+        args = [self._prefix, int(cutoff * 1000), int(force), int(dry_run)]
+        while True:
+            examined, deleted, dropped, kept = self._script(
+                "clean up sessions", "cleanup", [self._index], [*args, offset, batch]
+            )
+            stats.examined += examined
+            stats.deleted += deleted + dropped
+            offset += kept
+            if progress is not None and examined:
+                progress(stats)
+            if examined < batch:
+                return stats
 
     def close(self) -> None:
         if self._client is not None and self._client_pid == os.getpid():

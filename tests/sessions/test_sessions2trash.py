@@ -1,0 +1,242 @@
+"""sessions2trash on every store: what goes, what stays, the CLI, and outages."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import redis
+
+from scalekit.errors import StoreUnavailable
+from scalekit.sessions import open_store
+from tests.servers import RedisServer, free_port
+from tests.sessions.conftest import store_url_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CLI = [sys.executable, "-m", "scalekit", "sessions2trash"]
+CLEANABLE = ["file", "sqlite", "postgres", "redis"]
+
+
+def sid(n: int) -> str:
+    return f"Session{n:017d}"
+
+
+def run_cli(*args, env=None, timeout=120):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT,
+                          env=env or dict(os.environ), timeout=timeout)  # fmt: skip
+
+
+@pytest.fixture(params=CLEANABLE)
+def filled(request, tmp_path, app_name):
+    """A store with 5 sessions whose TTL has passed, 5 live ones and 2 without expiry."""
+    url = store_url_for(request.param, request, tmp_path)
+    store = open_store(url, app=app_name)
+    for n in range(5):
+        store.save(sid(n), b"expired", 1, None)
+    time.sleep(2.2)
+    for n in range(5, 10):
+        store.save(sid(n), b"live", 3600, None)
+    for n in range(10, 12):
+        store.save(sid(n), b"no expiry", None, None)
+    yield url, store
+    store.close()
+
+
+def remaining(store) -> list[int]:
+    return [n for n in range(12) if store.load(sid(n)) is not None]
+
+
+def test_only_expired_sessions_go(filled, app_name):
+    url, store = filled
+    done = run_cli("--store", url, "--app", app_name, "-o", "-v")
+    assert done.returncode == 0, done.stderr
+    assert remaining(store) == list(range(5, 12))  # -x 3600: no-expiry ones are recent
+    summary = done.stdout.strip().splitlines()[-1]
+    assert summary.startswith("sessions2trash: ") and f"(app {app_name})" in summary
+    assert "sessions/s" in summary
+
+
+def test_quiet_without_verbose(filled, app_name):
+    url, _ = filled
+    done = run_cli("--store", url, "--app", app_name, "-o")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_dry_run_deletes_nothing_and_counts(filled, app_name):
+    url, store = filled
+    done = run_cli("--store", url, "--app", app_name, "-o", "-v", "--dry-run", "-f", "-x", "0")
+    assert done.returncode == 0, done.stderr
+    assert "would delete 12" in done.stdout
+    # file and database stores still hold the expired records; Redis already expired them
+    assert remaining(store) == list(range(5, 12))
+
+
+def test_force_with_zero_expiration_empties_the_store(filled, app_name):
+    url, store = filled
+    done = run_cli("--store", url, "--app", app_name, "-o", "-f", "-x", "0")
+    assert done.returncode == 0, done.stderr
+    assert remaining(store) == []
+
+
+def test_force_uses_the_expiration_not_the_stored_expiry(filled, app_name):
+    url, store = filled
+    time.sleep(1.1)
+    store.touch(sid(6), 3600)  # used just now: stays even with -f -x 1
+    done = run_cli("--store", url, "--app", app_name, "-o", "-f", "-x", "1")
+    assert done.returncode == 0, done.stderr
+    assert remaining(store) == [6]
+
+
+def test_the_environment_names_the_store(filled, app_name):
+    url, store = filled
+    env = dict(os.environ, SCALEKIT_SESSION_STORE=url, SCALEKIT_APP=app_name)
+    assert run_cli("-o", "-f", "-x", "0", env=env).returncode == 0
+    assert remaining(store) == []
+
+
+def test_the_cron_script_wrapper(filled, app_name):
+    url, store = filled
+    done = subprocess.run([sys.executable, "scripts/sessions2trash.py", "--store", url,
+                           "--app", app_name, "-o", "-f", "-x", "0"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert remaining(store) == []
+
+
+def test_memcache_says_it_needs_no_cleanup(memcache_url):
+    done = run_cli("--store", memcache_url, "-o")
+    assert done.returncode == 0
+    assert "memcached expires sessions by itself" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        ([], 2, "give the store's URL with --store"),
+        (["--store", "ftp://nowhere"], 1, "unknown scheme 'ftp'"),
+        (["--store", "redis://:hunter2@127.0.0.1:{port}/0"], 1, "failed to clean up sessions"),
+        (["--store", "redis://127.0.0.1/0", "-x", "-5"], 2, "is negative"),
+        (["--store", "redis://127.0.0.1/0", "--batch", "many"], 2, "invalid int value"),
+    ],
+)
+def test_bad_usage_and_unreachable_stores_exit_with_a_clear_message(args, code, message):
+    env = {k: v for k, v in os.environ.items() if k != "SCALEKIT_SESSION_STORE"}
+    args = [a.format(port=free_port()) for a in args]
+    done = run_cli(*args, "-o", env=env)
+    assert done.returncode == code
+    assert message in done.stderr
+    assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+# -- Redis specifics: the index, touches during the run, outages --------------------------
+@pytest.fixture
+def private_redis():
+    with RedisServer().running() as server:
+        yield server
+
+
+def fill_redis(url, app, count, used_ms, ttl=None):
+    """``count`` sessions last used at ``used_ms``, without TTL unless given."""
+    store = open_store(url, app=app)
+    client = redis.Redis.from_url(url)
+    for n in range(count):
+        store.save(sid(n), b"x", ttl, None)
+    pipe = client.pipeline(transaction=False)
+    for n in range(count):
+        pipe.hset(f"scalekit:s:{app}:{sid(n)}", "t", used_ms)
+        pipe.zadd(f"scalekit:s:{app}:index", {sid(n): used_ms})
+    pipe.execute()
+    return store, client
+
+
+def test_redis_a_session_touched_during_the_run_stays(private_redis, app_name):
+    old = int((time.time() - 7200) * 1000)
+    store, client = fill_redis(private_redis.url, app_name, 50, old)
+    touched = []
+
+    def touch_the_last(stats):
+        if not touched:
+            store.touch(sid(49), None)  # a request uses it while the cleanup runs
+            touched.append(stats.examined)
+
+    stats = store.cleanup(time.time() - 3600, batch=10, progress=touch_the_last)
+    assert touched == [10] and stats.deleted == 49
+    assert [n for n in range(50) if store.load(sid(n))] == [49]
+    assert client.zrange(f"scalekit:s:{app_name}:index", 0, -1) == [sid(49).encode()]
+
+
+def test_redis_natively_expired_sessions_leave_the_index(private_redis, app_name):
+    store = open_store(private_redis.url, app=app_name)
+    for n in range(20):
+        store.save(sid(n), b"x", 1, None)
+    store.save(sid(99), b"live", 3600, None)
+    time.sleep(2.2)
+    client = redis.Redis.from_url(private_redis.url)
+    assert client.zcard(f"scalekit:s:{app_name}:index") == 21
+    stats = store.cleanup(time.time())  # -x 0 without -f: the live one keeps its TTL
+    assert client.zrange(f"scalekit:s:{app_name}:index", 0, -1) == [sid(99).encode()]
+    assert (stats.examined, stats.deleted) == (21, 20)
+    assert store.load(sid(99)).data == b"live"
+
+
+def test_redis_saved_sessions_with_stale_index_scores_are_rescored_not_deleted(
+    private_redis, app_name
+):
+    old = int((time.time() - 7200) * 1000)
+    store, client = fill_redis(private_redis.url, app_name, 3, old)
+    for n in range(3):  # saved just now: hash t is fresh, the index score is still old
+        record = store.load(sid(n))
+        client.hset(f"scalekit:s:{app_name}:{sid(n)}", "t", int(time.time() * 1000))
+        assert record is not None
+    assert store.cleanup(time.time() - 3600).deleted == 0
+    scores = client.zrange(f"scalekit:s:{app_name}:index", 0, -1, withscores=True)
+    assert all(score > old for _, score in scores) and len(scores) == 3
+
+
+def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(
+    private_redis, app_name
+):
+    old = int((time.time() - 7200) * 1000)
+    store, client = fill_redis(private_redis.url, app_name, 300, old)
+    for n in range(300, 310):
+        store.save(sid(n), b"live", 3600, None)
+
+    def stop_after_two_batches(stats):
+        if stats.examined == 100:
+            os.kill(private_redis.process.pid, signal.SIGSTOP)
+
+    try:
+        with pytest.raises(StoreUnavailable, match="failed to clean up sessions"):
+            store.cleanup(time.time() - 3600, batch=50, progress=stop_after_two_batches)
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    assert all(store.load(sid(n)) for n in range(300, 310))
+    store.cleanup(time.time() - 3600)
+    assert [n for n in range(310) if store.load(sid(n))] == list(range(300, 310))
+
+
+def test_the_loop_survives_an_outage_and_cleans_on_the_next_pass(private_redis, app_name):
+    loop = subprocess.Popen(
+        [*CLI, "--store", private_redis.url, "--app", app_name, "-s", "0.3", "-f", "-x", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(1)
+        os.kill(private_redis.process.pid, signal.SIGSTOP)
+        time.sleep(2.5)
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+        old = int((time.time() - 7200) * 1000)
+        store, _ = fill_redis(private_redis.url, app_name, 20, old)
+        deadline = time.monotonic() + 10
+        while any(store.load(sid(n)) for n in range(20)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert loop.poll() is None  # still running
+        assert not any(store.load(sid(n)) for n in range(20))
+    finally:
+        loop.send_signal(signal.SIGINT)
+        _, stderr = loop.communicate(timeout=10)
+    assert "retrying in 0.3 s" in stderr and "failed to clean up sessions" in stderr
