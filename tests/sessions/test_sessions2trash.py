@@ -201,7 +201,7 @@ def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(
     private_redis, app_name
 ):
     old = int((time.time() - 7200) * 1000)
-    store, client = fill_redis(private_redis.url, app_name, 300, old)
+    store, _ = fill_redis(private_redis.url, app_name, 300, old)
     for n in range(300, 310):
         store.save(sid(n), b"live", 3600, None)
 
