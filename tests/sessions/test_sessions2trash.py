@@ -197,9 +197,7 @@ def test_redis_saved_sessions_with_stale_index_scores_are_rescored_not_deleted(
     assert all(score > old for _, score in scores) and len(scores) == 3
 
 
-def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(
-    private_redis, app_name
-):
+def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(private_redis, app_name):
     old = int((time.time() - 7200) * 1000)
     store, _ = fill_redis(private_redis.url, app_name, 300, old)
     for n in range(300, 310):
