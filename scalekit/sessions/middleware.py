@@ -50,15 +50,19 @@ class SessionMiddleware:
         environ[ENVIRON_KEY] = session
         token = _current.set(session)
         failed: list[BaseException] = []
+        saved: list[list[tuple[str, str]]] = []  # the cookie headers, once saved
 
         def session_start_response(status, headers, exc_info=None):
-            try:
-                extra = engine.finish(session)
-            except StoreFailure as exc:
-                failed.append(exc)
-                return start_response(*self._unavailable(), exc_info)
-            if extra:
-                headers = make_private([*headers, *extra])
+            if failed:  # an error page replacing ours after a failed save
+                return start_response(status, headers, exc_info)
+            if not saved:  # save once, even if the app starts its response again
+                try:
+                    saved.append(engine.finish(session))
+                except StoreFailure as exc:
+                    failed.append(exc)
+                    return start_response(*self._unavailable(), exc_info)
+            if saved[0]:
+                headers = make_private([*headers, *saved[0]])
             return start_response(status, headers, exc_info)
 
         def done():

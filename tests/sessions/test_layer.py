@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import logging
+import sys
 import time
 import uuid
 
@@ -459,3 +460,22 @@ def test_store_by_url_and_bad_options(redis_url, app_name):
         sessions.SessionMiddleware(route(ACTIONS), redis_url, SECRET, on_store_error="ignore")
     with pytest.raises(ConfigError, match="samesite"):
         sessions.SessionMiddleware(route(ACTIONS), redis_url, SECRET, samesite="lax")
+
+
+def test_an_app_that_restarts_its_response_saves_once(store, redis_client):
+    def error_page(environ, start_response):
+        sessions.current().user = "x"
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        try:
+            raise ValueError("rendering failed")
+        except ValueError:
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain")],
+                           sys.exc_info())  # fmt: skip
+        return [b"error page"]
+
+    app = sessions.SessionMiddleware(error_page, store, SECRET, app_name=store.app)
+    store.load("WarmUpTheConnectionPool")
+    reset(redis_client)
+    response = Client(app).get("/")
+    assert response.status == 500 and response.header("Set-Cookie")
+    assert commands(redis_client) == {"evalsha": 1}
