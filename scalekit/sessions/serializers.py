@@ -2,122 +2,21 @@
 
 A payload is ``format byte + HMAC-SHA256 (32 bytes) + body``. The signature covers the
 format, the session id and the body, so a payload altered in the store, or copied from
-another session, is rejected instead of loaded. The body is JSON by default; values JSON
-lacks (datetime, date, time, Decimal, bytes, set, tuple, UUID) round-trip as one-key
-objects tagged with a key that starts with a space. Pickle is used only when the
+another session, is rejected instead of loaded. The body is JSON by default, with
+:mod:`scalekit.tagged_json` carrying the types JSON lacks. Pickle is used only when the
 application opts in, and is then only ever read after the signature checks.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime
-import decimal
 import json
 import pickle
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from scalekit import tagged_json
 from scalekit.errors import ConfigError, CorruptData, SerializationError
 from scalekit.signing import SIGNATURE_SIZE, Signer
-
-_ALLOWED = (
-    "str, int, float, bool, None, list, dict with str keys, datetime, date, time, Decimal, "
-    "bytes, set, tuple, UUID"
-)
-
-
-_SCALARS = frozenset((str, int, float, bool, type(None)))
-
-
-class _NotJSON(Exception):
-    """Raised inside the walk; ``path`` grows as it unwinds, so only errors pay for it."""
-
-    def __init__(self, problem: str, path: str = ""):
-        self.problem, self.path = problem, path
-
-    def under(self, step: str) -> _NotJSON:
-        self.path = step + self.path
-        return self
-
-
-def _to_tagged(value: Any) -> Any:
-    """Turn ``value`` into plain JSON types, tagging what JSON cannot hold."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is dict or isinstance(value, dict):
-        return _dict_to_tagged(value)
-    if kind is list or isinstance(value, list):
-        return _items_to_tagged(value)
-    if isinstance(value, tuple):
-        return {" tuple": _items_to_tagged(value)}
-    if isinstance(value, (str, int, float)):  # subclasses: str enums, IntEnum...
-        return value
-    if isinstance(value, datetime.datetime):
-        return {" datetime": value.isoformat()}
-    if isinstance(value, datetime.date):
-        return {" date": value.isoformat()}
-    if isinstance(value, datetime.time):
-        return {" time": value.isoformat()}
-    if isinstance(value, decimal.Decimal):
-        return {" decimal": str(value)}
-    if isinstance(value, (bytes, bytearray)):
-        return {" bytes": base64.b64encode(value).decode("ascii")}
-    if isinstance(value, (set, frozenset)):
-        items = _items_to_tagged(value)
-        items.sort(key=lambda item: json.dumps(item, sort_keys=True))
-        return {" set": items}
-    if isinstance(value, uuid.UUID):
-        return {" uuid": str(value)}
-    raise _NotJSON(f"holds a {type(value).__name__}, which JSON sessions cannot store")
-
-
-def _dict_to_tagged(value: dict) -> dict:
-    plain = {}
-    for key, item in value.items():
-        if type(key) is not str:
-            raise _NotJSON(f"has a non-string dict key {key!r}; JSON sessions need string keys")
-        try:
-            plain[key] = item if type(item) in _SCALARS else _to_tagged(item)
-        except _NotJSON as exc:
-            raise exc.under(f".{key}") from None
-    if len(plain) == 1 and next(iter(plain)).startswith(" "):
-        return {" dict": list(plain.items())}  # a user dict that looks like a tag
-    return plain
-
-
-def _items_to_tagged(items) -> list:
-    tagged = []
-    for index, item in enumerate(items):
-        try:
-            tagged.append(item if type(item) in _SCALARS else _to_tagged(item))
-        except _NotJSON as exc:
-            raise exc.under(f"[{index}]") from None
-    return tagged
-
-
-_UNTAG = {
-    " dict": dict,
-    " tuple": tuple,
-    " datetime": datetime.datetime.fromisoformat,
-    " date": datetime.date.fromisoformat,
-    " time": datetime.time.fromisoformat,
-    " decimal": decimal.Decimal,
-    " bytes": base64.b64decode,
-    " set": set,
-    " uuid": uuid.UUID,
-}
-
-
-def _from_tagged(obj: dict) -> Any:
-    if len(obj) == 1:
-        tag, value = next(iter(obj.items()))
-        untag = _UNTAG.get(tag)
-        if untag is not None:
-            return untag(value)
-    return obj
 
 
 class JSONSerializer:
@@ -127,10 +26,10 @@ class JSONSerializer:
 
     def dumps(self, created: float, data: dict[str, Any]) -> bytes:
         try:
-            tagged = _dict_to_tagged(data)
-        except _NotJSON as exc:
+            tagged = tagged_json.to_tagged(data)
+        except tagged_json.NotJSON as exc:
             raise SerializationError(
-                f"session key {exc.path[1:]!r} {exc.problem}; use {_ALLOWED}, "
+                f"session key {exc.path[1:]!r} {exc.problem}; use {tagged_json.ALLOWED}, "
                 "or open the session layer with serializer='pickle'"
             ) from None
         return json.dumps(
@@ -138,10 +37,7 @@ class JSONSerializer:
         ).encode("utf-8")
 
     def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
-        # A tag is an object whose key starts with a space; without one, skip the hook.
-        envelope = (
-            json.loads(body, object_hook=_from_tagged) if b'{" ' in body else json.loads(body)
-        )
+        envelope = tagged_json.loads(body)
         return float(envelope["c"]), dict(envelope["d"])
 
 
