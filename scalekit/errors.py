@@ -27,3 +27,7 @@ class SerializationError(ScalekitError, TypeError):
 
 class ConflictError(ScalekitError):
     """A concurrent writer changed a record between our read and our write."""
+
+
+class CacheUnavailable(StoreUnavailable):
+    """A cache backend cannot be reached and the cache runs with ``on_error="fail_closed"``."""

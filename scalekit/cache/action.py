@@ -1,0 +1,176 @@
+"""``cache.action``: cache whole WSGI responses, web2py's ``@cache.action`` for WSGI apps.
+
+Rules (what is cached, what never is):
+
+* only ``GET`` and ``HEAD`` (each keyed separately), by script name + path + query string
+  plus the request headers named in ``vary`` (Accept-Language and Accept-Encoding by
+  default, so a compressed or translated page is never served to the wrong client);
+* never when the request carries a session: a ``Cookie`` header naming a session cookie
+  (a name starting with one of ``session_cookies``, by default scalekit's and web2py's
+  ``session_id_``) or an ``environ["scalekit.session"]`` with an id. Such requests go to
+  the app untouched, headers included;
+* never a response that sets a cookie (``Set-Cookie``), that says ``Cache-Control:
+  private``/``no-store``/``no-cache`` or ``Vary: *``, whose status is not in
+  ``valid_statuses`` (200), or whose request put data into a new session;
+* a cached response (and the one that filled the cache) gets ``Cache-Control: public``
+  (or ``private`` with ``public=False``), ``max-age`` = the seconds left, and ``Expires``.
+
+As in web2py, ``cache_model=None`` caches nothing on the server: responses only get the
+client-side headers. Give a model (``cache.ram``, ``"redis"``...) to cache them server-side.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any
+
+from scalekit.cache.model import CacheModel
+
+if TYPE_CHECKING:
+    from scalekit.cache.facade import Cache
+
+_SESSION_ENVIRON = "scalekit.session"
+_DROPPED = frozenset(("cache-control", "expires"))
+_NO_STORE = ("private", "no-store", "no-cache")
+_MAX_KEY = 500
+
+
+def cache_action(
+    cache: Cache,
+    time_expire: float | None = 300,
+    cache_model: CacheModel | str | None = None,
+    *,
+    public: bool = True,
+    prefix: str | None = None,
+    vary: Iterable[str] = ("HTTP_ACCEPT_LANGUAGE", "HTTP_ACCEPT_ENCODING"),
+    session_cookies: Iterable[str] = ("session_id_",),
+    valid_statuses: Iterable[int] = (200,),
+) -> Callable[[Callable], Callable]:
+    """A decorator for a WSGI application (or one view written as one); see the module."""
+    vary = tuple(vary)
+    session_cookies = tuple(session_cookies)
+    statuses = frozenset(valid_statuses)
+    scope = "public" if public else "private"
+
+    def decorate(app: Callable) -> Callable:
+        key_prefix = prefix or f"action:{app.__module__}.{getattr(app, '__qualname__', app)}"
+
+        @functools.wraps(app)
+        def cached_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+            method = environ.get("REQUEST_METHOD", "GET").upper()
+            if method not in ("GET", "HEAD") or _carries_session(environ, session_cookies):
+                return app(environ, start_response)
+            model = None if cache_model is None else cache.resolve(cache_model)
+            key = _key(key_prefix, method, environ, vary)
+            if model is not None:
+                hit = model.get(key, time_expire=time_expire)
+                if hit is not None:
+                    age = time.time() - hit["stored_at"]
+                    headers = _with_expiry(hit["headers"], scope, time_expire, age)
+                    start_response(hit["status"], headers)
+                    return [hit["body"]]
+            status, headers, body = _run(app, environ)
+            if _cacheable(status, headers, environ, statuses):
+                stored_at = time.time()
+                if model is not None:
+                    response = {"status": status, "headers": headers, "body": body,
+                                "stored_at": stored_at}  # fmt: skip
+                    model.set(key, response, time_expire)
+                headers = _with_expiry(headers, scope, time_expire, 0.0)
+            start_response(status, headers)
+            return [body]
+
+        return cached_app
+
+    return decorate
+
+
+def _carries_session(environ: dict, session_cookies: tuple[str, ...]) -> bool:
+    session = environ.get(_SESSION_ENVIRON)
+    if session is not None and getattr(session, "session_id", None) is not None:
+        return True
+    cookie_header = environ.get("HTTP_COOKIE", "")
+    if not cookie_header or not session_cookies:
+        return False
+    for part in cookie_header.split(";"):
+        name = part.split("=", 1)[0].strip()
+        if name.startswith(session_cookies):
+            return True
+    return False
+
+
+def _key(prefix: str, method: str, environ: dict, vary: tuple[str, ...]) -> str:
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    query = environ.get("QUERY_STRING", "")
+    parts = "|".join(environ.get(name, "") for name in vary)
+    key = f"{prefix}:{method}:{path}?{query}|{parts}"
+    if len(key) > _MAX_KEY:
+        key = f"{prefix}:#{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()}"
+    return key
+
+
+def _run(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
+    """Call ``app`` and collect its whole response (``write()`` calls included)."""
+    captured: dict[str, Any] = {}
+    chunks: list[bytes] = []
+
+    def capture(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
+        if exc_info is not None and captured:
+            # the app replaces a response it had started: drop what it wrote so far
+            chunks.clear()
+        captured["status"], captured["headers"] = status, list(headers)
+        return chunks.append
+
+    result = app(environ, capture)
+    try:
+        for chunk in result:
+            chunks.append(chunk)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+    if "status" not in captured:
+        raise RuntimeError(f"{app!r} returned without calling start_response")
+    return captured["status"], captured["headers"], b"".join(chunks)
+
+
+def _cacheable(status: str, headers: list, environ: dict, statuses: frozenset[int]) -> bool:
+    try:
+        code = int(status.split(" ", 1)[0])
+    except ValueError:
+        return False
+    if code not in statuses:
+        return False
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "set-cookie":
+            return False
+        if lower == "cache-control" and any(word in value.lower() for word in _NO_STORE):
+            return False
+        if lower == "vary" and value.strip() == "*":
+            return False
+    session = environ.get(_SESSION_ENVIRON)
+    if session is not None:
+        try:
+            if len(session):  # the view put data into a new session: it depends on it
+                return False
+        except Exception:
+            return False
+    return True
+
+
+def _with_expiry(headers: list, scope: str, time_expire: float | None, age: float) -> list:
+    """``headers`` with Cache-Control and Expires for the seconds the response has left."""
+    kept = [(name, value) for name, value in headers if name.lower() not in _DROPPED]
+    if time_expire is None:
+        kept.append(("Cache-Control", scope))
+        return kept
+    left = max(math.ceil(time_expire - age), 0)
+    kept.append(("Cache-Control", f"{scope}, max-age={left}"))
+    kept.append(("Expires", formatdate(time.time() + left, usegmt=True)))
+    return kept

@@ -1,0 +1,53 @@
+"""Cache backends, opened by URL: ``open_backend("file:///var/cache/shop", app="shop")``.
+
+=====================  ==========================================================
+URL                    backend
+=====================  ==========================================================
+``ram://``             :class:`RamBackend`: this process's memory, LRU-bounded
+``file:///var/cache``  :class:`DiskBackend`: one file per key, sharded folders
+=====================  ==========================================================
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from scalekit import urls
+from scalekit.cache.backends.base import CacheBackend, Entry
+from scalekit.cache.backends.ram import parse_ram_url
+from scalekit.errors import ConfigError
+
+__all__ = ["CacheBackend", "DiskBackend", "Entry", "RamBackend", "open_backend"]
+
+# kind of URL -> (module, class); imported on first use so unused drivers are never loaded
+_BACKENDS = {
+    "ram": ("scalekit.cache.backends.ram", "RamBackend"),
+    "file": ("scalekit.cache.backends.disk", "DiskBackend"),
+}
+
+
+def _backend_class(kind: str) -> type[CacheBackend]:
+    module, name = _BACKENDS[kind]
+    return getattr(importlib.import_module(module), name)
+
+
+def open_backend(url: str, app: str = "app", **options: Any) -> CacheBackend:
+    """Open the cache backend a URL names; ``options`` go to the backend's constructor.
+
+    Options may also be given in the URL's query (``ram://?max_entries=1000``); an unknown
+    option raises :class:`scalekit.errors.ConfigError`.
+    """
+    if not isinstance(url, str):
+        raise ConfigError(f"a cache backend is a URL or a CacheBackend, not {url!r:.60}")
+    if url.strip().lower().startswith("ram:"):
+        return _backend_class("ram").from_url(parse_ram_url(url.strip()), app=app, **options)
+    settings = urls.parse(url, kinds=set(_BACKENDS) - {"ram"})
+    return _backend_class(settings.kind).from_url(settings, app=app, **options)
+
+
+def __getattr__(name: str) -> Any:
+    classes = {cls: kind for kind, (_, cls) in _BACKENDS.items()}
+    if name in classes:
+        return _backend_class(classes[name])
+    raise AttributeError(name)

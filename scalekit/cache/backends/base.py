@@ -1,0 +1,194 @@
+"""The cache backend protocol every backend implements, and the helpers they share.
+
+A backend stores, per key, one value and the time it was stored (an :class:`Entry`). It
+knows nothing of web2py's ``time_expire``: the :class:`~scalekit.cache.CacheModel` checks
+that at read time against ``Entry.stored_at``. The backend's own ``ttl`` only bounds how
+long a value is kept at all. Keys are the application's keys; each backend namespaces them
+per app (a folder, a key prefix, a private dict), so ``clear`` never touches another app.
+
+Backends are thread-safe and fork-safe: clients, file handles and locks are created lazily
+in the process that uses them (gunicorn forks workers after the app module is imported).
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import re
+import weakref
+from typing import Any, NamedTuple
+
+from scalekit.errors import ConfigError
+from scalekit.sessions.stores.base import as_bool, check_app_name, merge_options
+from scalekit.urls import BackendURL
+
+__all__ = [
+    "MAX_TTL",
+    "CacheBackend",
+    "Entry",
+    "as_bool",
+    "check_key",
+    "check_lease",
+    "check_ttl",
+    "merge_options",
+    "reset_after_fork",
+]
+
+#: The longest storage TTL accepted (memcached's limit for relative TTLs: 30 days).
+MAX_TTL = 30 * 24 * 3600
+
+
+class Entry(NamedTuple):
+    """What ``get`` returns: the value and the Unix time it was stored (or last incremented)."""
+
+    value: Any
+    stored_at: float
+
+
+def check_key(key: Any) -> str:
+    """Return ``key`` if it is a usable cache key: a non-empty str of at most 1024 chars."""
+    if type(key) is not str or not 0 < len(key) <= 1024:
+        raise ValueError(f"a cache key must be a str of 1-1024 characters, got {key!r:.60}")
+    return key
+
+
+def check_ttl(ttl: Any) -> float | None:
+    """Validate a storage TTL in seconds: ``None`` (keep until evicted) or 0 < ttl <= 30 days."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"a cache TTL must be between 0 and 30 days (seconds), got {ttl!r}")
+    return float(ttl)
+
+
+def check_lease(token: Any, ttl: Any) -> float:
+    """Validate a lease owner token (1-64 printable characters) and its TTL in seconds."""
+    if not isinstance(token, str) or not 0 < len(token) <= 64 or not token.isprintable():
+        raise ValueError(f"a lease token must be 1-64 printable characters, got {token!r:.40}")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
+        raise ValueError(f"a lease TTL must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+_fork_resets: weakref.WeakSet = weakref.WeakSet()
+
+
+def reset_after_fork(obj: Any) -> None:
+    """Call ``obj._after_fork()`` in every forked child while ``obj`` is alive.
+
+    A child inherits locks that a parent thread may have held, and clients or file handles
+    that it must not share: ``_after_fork`` replaces them.
+    """
+    _fork_resets.add(obj)
+
+
+def _run_fork_resets() -> None:
+    for obj in list(_fork_resets):
+        obj._after_fork()
+
+
+os.register_at_fork(after_in_child=_run_fork_resets)
+
+
+class CacheBackend(abc.ABC):
+    """One storage for cache entries. Subclasses implement the abstract methods.
+
+    Failures to reach the storage raise :class:`scalekit.errors.CacheUnavailable` (a
+    :class:`~scalekit.errors.StoreUnavailable`) naming the backend; a value the backend
+    cannot store raises :class:`~scalekit.errors.SerializationError` naming the key.
+    """
+
+    #: A short name for logs, errors and stats: "ram", "disk", "memcache", "redis".
+    kind = "backend"
+    #: True when other processes or servers see the same entries; the model then turns
+    #: single-flight (leases) on by default.
+    shared = False
+
+    def __init__(self, app: str = "app"):
+        self.app = check_app_name(app)
+
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> CacheBackend:
+        """Open the backend from parsed URL settings; keyword options override URL options."""
+
+    # -- values -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key: str) -> Entry | None:
+        """The entry of ``key``, or ``None`` if there is none or its storage TTL has passed.
+
+        A counter (see :meth:`incr`) reads as an ``int``.
+        """
+
+    @abc.abstractmethod
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        """Store ``value`` under ``key`` for ``ttl`` seconds (``None``: until evicted)."""
+
+    @abc.abstractmethod
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        """Store ``value`` only if ``key`` has no live entry; true if it was stored."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; true if there was an entry."""
+
+    @abc.abstractmethod
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Atomically add ``delta`` to the int under ``key`` and return the new value.
+
+        A missing key starts at 0 and is kept with no TTL; an existing entry keeps its TTL.
+        An entry that is not an int raises ``ValueError`` naming the key.
+        """
+
+    @abc.abstractmethod
+    def clear(self, pattern: re.Pattern[str] | None = None) -> int:
+        """Remove this app's entries whose key ``pattern.match``-es (all if ``None``).
+
+        Returns how many were removed. Never touches another app's entries.
+        """
+
+    # -- leases (single-flight) ---------------------------------------------------------
+    @abc.abstractmethod
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        """Take the lease of ``key`` for ``ttl`` seconds if nobody holds a live one.
+
+        Leases live apart from values (``clear`` and ``delete`` leave them); a lease whose
+        holder died expires after ``ttl``.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, key: str, token: str) -> bool:
+        """Release the lease of ``key`` if ``token`` still holds it; true if released."""
+
+    # -- the rest -----------------------------------------------------------------------
+    def server_stats(self) -> dict[str, Any]:
+        """Figures the storage itself keeps (entries, memory, server hit counts...)."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027 (optional: backends without clients keep it empty)
+        """Release clients and handles of this process (they reopen on next use)."""
+
+    def _after_fork(self) -> None:  # noqa: B027 (optional)
+        """Replace locks, clients and handles inherited from the parent process."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} app={self.app!r}>"
+
+
+def positive_int_or_none(text: str) -> int | None:
+    """Read a URL option that is a positive int, or 0/none meaning "no bound"."""
+    if text.strip().lower() in ("0", "none", ""):
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a positive number")
+    return value
+
+
+def check_bound(name: str, value: Any) -> int | None:
+    """Validate a size bound option: a positive int or ``None`` for no bound."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"cache option {name}={value!r} must be a positive int or None")
+    return value

@@ -1,0 +1,46 @@
+"""The ram backend: LRU bound, no pickling, URL options."""
+
+from __future__ import annotations
+
+import pytest
+
+from scalekit.cache import Cache, RamBackend, open_backend
+from scalekit.errors import ConfigError
+
+
+def test_lru_bound_evicts_the_least_recently_used():
+    cache = Cache("shop", ram=RamBackend("shop", max_entries=3))
+    for key in "abc":
+        cache.ram.set(key, key, 60)
+    assert cache.ram.get("a") == "a"  # a is now the most recent
+    cache.ram.set("d", "d", 60)
+    assert cache.ram.get("b") is None
+    assert [cache.ram.get(k) for k in "acd"] == ["a", "c", "d"]
+    assert cache.ram.stats()["server"] == {"entries": 3, "max_entries": 3}
+
+
+def test_values_are_the_objects_themselves():
+    cache = Cache("shop")
+    value = {"f": lambda: 1}  # not picklable, not JSON: ram does not care
+    assert cache.ram("k", lambda: value, 60) is value
+    assert cache.ram.get("k") is value
+
+
+def test_ram_urls():
+    assert open_backend("ram://?max_entries=5").max_entries == 5
+    assert open_backend("ram://?max_entries=0").max_entries is None
+    assert open_backend("ram://").max_entries == 10_000
+    with pytest.raises(ConfigError, match="unknown option"):
+        open_backend("ram://?size=5")
+    with pytest.raises(ConfigError, match="no host or path"):
+        open_backend("ram://somewhere")
+    with pytest.raises(ConfigError, match="max_entries"):
+        RamBackend(max_entries=-1)
+
+
+def test_two_apps_in_one_process_do_not_share():
+    one, two = Cache("one"), Cache("two")
+    one.ram.set("k", 1, 60)
+    assert two.ram.get("k") is None
+    assert two.ram.clear() == 0
+    assert one.ram.get("k") == 1
