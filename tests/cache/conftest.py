@@ -2,7 +2,8 @@
 
 To run the conformance suite on another backend, add its kind to ``CACHE_KINDS`` (and to
 ``SHARED_KINDS`` if other processes see its entries and values are serialized) and a
-branch to ``backend_url_for`` that returns the URL of a real server (e.g. ``request.getfixturevalue("redis_url")``).
+branch to ``backend_url_for`` that returns the URL of a real server (e.g.
+``request.getfixturevalue("redis_url")``).
 """
 
 from __future__ import annotations
