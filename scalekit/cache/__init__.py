@@ -7,6 +7,9 @@ cache.ram = cache.disk = cache.redis          # every server shares one cache
 value = cache.ram("front-page", build_page, time_expire=60)
 """
 
+from typing import Any
+
+from scalekit.cache import backends
 from scalekit.cache.backends import CacheBackend, DiskBackend, Entry, RamBackend, open_backend
 from scalekit.cache.facade import Cache
 from scalekit.cache.model import DEFAULT, CacheModel
@@ -20,6 +23,14 @@ __all__ = [
     "CacheUnavailable",
     "DiskBackend",
     "Entry",
+    "MemcacheBackend",
     "RamBackend",
+    "RedisBackend",
     "open_backend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("MemcacheBackend", "RedisBackend"):  # imported on first use: their drivers
+        return getattr(backends, name)
+    raise AttributeError(name)

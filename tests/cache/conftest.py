@@ -16,9 +16,9 @@ import pytest
 from scalekit.cache import Cache, CacheModel
 
 #: Every backend the conformance suite runs on.
-CACHE_KINDS = ["ram", "disk"]
+CACHE_KINDS = ["ram", "disk", "memcache", "redis"]
 #: Backends whose entries other processes see: process tests run on these only.
-SHARED_KINDS = {"disk"}
+SHARED_KINDS = {"disk", "memcache", "redis"}
 
 
 def backend_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
@@ -27,6 +27,10 @@ def backend_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
         return "ram://"
     if kind == "disk":
         return f"file://{tmp_path}/cache"
+    if kind == "redis":
+        return request.getfixturevalue("redis_url")
+    if kind == "memcache":
+        return request.getfixturevalue("memcache_url")
     raise AssertionError(kind)
 
 

@@ -5,6 +5,9 @@ URL                    backend
 =====================  ==========================================================
 ``ram://``             :class:`RamBackend`: this process's memory, LRU-bounded
 ``file:///var/cache``  :class:`DiskBackend`: one file per key, sharded folders
+``memcache://h1,h2``   :class:`MemcacheBackend`: memcached nodes, rendezvous hashing
+``redis://h:6379/0``   :class:`RedisBackend`: Redis, native TTLs (also ``rediss://``,
+                       ``unix://``)
 =====================  ==========================================================
 """
 
@@ -18,12 +21,22 @@ from scalekit.cache.backends.base import CacheBackend, Entry
 from scalekit.cache.backends.ram import parse_ram_url
 from scalekit.errors import ConfigError
 
-__all__ = ["CacheBackend", "DiskBackend", "Entry", "RamBackend", "open_backend"]
+__all__ = [
+    "CacheBackend",
+    "DiskBackend",
+    "Entry",
+    "MemcacheBackend",
+    "RamBackend",
+    "RedisBackend",
+    "open_backend",
+]
 
 # kind of URL -> (module, class); imported on first use so unused drivers are never loaded
 _BACKENDS = {
     "ram": ("scalekit.cache.backends.ram", "RamBackend"),
     "file": ("scalekit.cache.backends.disk", "DiskBackend"),
+    "memcache": ("scalekit.cache.backends.memcache", "MemcacheBackend"),
+    "redis": ("scalekit.cache.backends.redis", "RedisBackend"),
 }
 
 

@@ -5,28 +5,23 @@
     SKC1 <format> <stored_at> <expires_at or -> <key length> <value length> <crc32>\n
     <key, UTF-8><value>
 
-``format`` is ``i`` (an int, as decimal ASCII: counters), ``j`` (tagged JSON, see
-:mod:`scalekit.tagged_json`) or ``p`` (pickle, read only when the backend opts in). The
+``format`` is ``i`` (an int, as decimal ASCII: counters), ``j`` (tagged JSON) or ``p``
+(pickle, read only when the backend opts in): see :mod:`._codec`, shared by every backend. The
 key is kept so ``clear(regex)`` can match it; the lengths and the CRC32 (of key and value)
 tell a truncated or damaged file from a good one.
 """
 
 from __future__ import annotations
 
-import pickle
 import zlib
 from dataclasses import dataclass
-from typing import Any
 
-from scalekit import tagged_json
-from scalekit.errors import SerializationError
+from scalekit.cache.backends._codec import Corrupt, dump, load
+
+__all__ = ["Corrupt", "Header", "build", "dump", "load", "read_key", "split"]
 
 MAGIC = b"SKC1"
 HEADER_MAX = 200
-
-
-class Corrupt(Exception):
-    """A cache file that cannot be read as one; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -104,46 +99,6 @@ def read_key(head: bytes) -> str:
 
 def encode_key(key: str) -> bytes:
     return key.encode("utf-8", "surrogatepass")
-
-
-def dump(key: str, value: Any, serializer: str) -> tuple[str, bytes]:
-    """The format letter and bytes of ``value``; :class:`SerializationError` names ``key``."""
-    if type(value) is int:
-        return "i", str(value).encode("ascii")
-    if serializer == "pickle":
-        try:
-            return "p", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise SerializationError(
-                f"cache key {key!r}: the value cannot be pickled: {exc}"
-            ) from None
-    try:
-        return "j", tagged_json.dumps(value)
-    except tagged_json.NotJSON as exc:
-        where = f"at {exc.path} " if exc.path else ""
-        raise SerializationError(
-            f"cache key {key!r}: the value {where}{exc.problem}; store {tagged_json.ALLOWED}, "
-            f"or open the disk cache with serializer='pickle'"
-        ) from None
-    except ValueError as exc:  # circular references, NaN in strict mode
-        raise SerializationError(f"cache key {key!r}: the value cannot be JSON: {exc}") from None
-
-
-def load(fmt: str, data: bytes, serializer: str) -> Any:
-    """The value stored as ``fmt``; :class:`Corrupt` if it cannot be decoded (or is a pickle
-    and the backend did not opt in to unpickling)."""
-    try:
-        if fmt == "i":
-            return int(data)
-        if fmt == "j":
-            return tagged_json.loads(data)
-        if serializer != "pickle":
-            raise Corrupt("a pickled value, and this cache does not unpickle (serializer='json')")
-        return pickle.loads(data)
-    except Corrupt:
-        raise
-    except Exception as exc:
-        raise Corrupt(f"the value cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
 def build(key: str, fmt: str, data: bytes, stored_at: float, expires_at: float | None) -> bytes:

@@ -1,4 +1,4 @@
-"""The memcached nodes of a session store: connection pools, placement, node health.
+"""The memcached nodes of a session store or cache: connection pools, placement, node health.
 
 Placement: rendezvous (highest random weight) hashing, HashClient's default scheme, scores
 each ``host:port`` with the key and takes the best, so adding or removing a node moves only
@@ -27,15 +27,12 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
 from scalekit.errors import SerializationError, StoreUnavailable
-
-if TYPE_CHECKING:
-    from scalekit.sessions.stores.memcache import MemcacheStore
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -45,10 +42,23 @@ _T = TypeVar("_T")
 _NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
 
 
+class Settings(Protocol):
+    """What a :class:`Cluster` reads from the store or cache backend it serves."""
+
+    url: str
+    servers: tuple[tuple[str, int], ...]
+    connect_timeout: float
+    timeout: float
+    retry_attempts: int
+    retry_timeout: float
+    dead_timeout: float
+    max_pool_size: int | None
+
+
 class _Node:
     """One memcached server: its connection pool and how it has been failing."""
 
-    def __init__(self, server: tuple[str, int], store: MemcacheStore):
+    def __init__(self, server: tuple[str, int], store: Settings, serde: Any = None):
         self.name = node_name(server)
         # The pool of pymemcache's PooledClient; calls take a connection from it themselves,
         # so a command sequence (touch, unlock) runs on one connection.
@@ -59,6 +69,7 @@ class _Node:
             no_delay=True,
             max_pool_size=store.max_pool_size,
             default_noreply=False,
+            serde=serde,
         ).client_pool
         self.failures = 0  # consecutive failed calls
         self.failed_at = 0.0  # time.monotonic() of the last failure
@@ -66,16 +77,29 @@ class _Node:
 
 
 class Cluster:
-    """This process's nodes, the ring that places keys on them, and their health."""
+    """This process's nodes, the ring that places keys on them, and their health.
 
-    def __init__(self, store: MemcacheStore):
+    ``error`` is the exception class raised when a node cannot answer, ``label`` names the
+    user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer.
+    """
+
+    def __init__(
+        self,
+        store: Settings,
+        *,
+        error: type[StoreUnavailable] = StoreUnavailable,
+        label: str = "session store",
+        logger: logging.Logger = log,
+        serde: Any = None,
+    ):
         self.pid = os.getpid()
+        self.error, self.label, self.log = error, label, logger
         self.url = store.url
         self.retry_attempts = store.retry_attempts
         self.retry_timeout = store.retry_timeout
         self.dead_timeout = store.dead_timeout
         self.max_pool_size = store.max_pool_size
-        self.nodes = {node.name: node for node in (_Node(s, store) for s in store.servers)}
+        self.nodes = {node.name: node for node in (_Node(s, store, serde) for s in store.servers)}
         self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
         self._live: tuple[str, ...] = tuple(self.nodes)
         self._ring = _Ring(self._live)  # replaced, never changed in place
@@ -85,7 +109,14 @@ class Cluster:
         """Run ``command`` on a pooled connection to the node of ``key``; map failures."""
         if time.monotonic() >= self._next_revival:
             self._revive()
-        node = self.nodes[self._ring.node_for(key)]
+        return self._run_on(self.nodes[self._ring.node_for(key)], action, command)
+
+    def run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
+        """Run ``command`` on every configured node, dead or alive (a node that fails
+        raises, so a caller never mistakes part of the nodes for all of them)."""
+        return [self._run_on(node, action, command) for node in self.nodes.values()]
+
+    def _run_on(self, node: _Node, action: str, command: Callable[[Client], _T]) -> _T:
         if node.failures:
             wait = node.failed_at + self.retry_timeout - time.monotonic()
             if wait > 0:
@@ -111,7 +142,7 @@ class Cluster:
                 self._failed(node)
             elif isinstance(exc, MemcacheError) and "too large" in str(exc):
                 raise SerializationError(
-                    f"session store {self.url} failed to {action}: memcached "
+                    f"{self.label} {self.url} failed to {action}: memcached "
                     f"{node.name} refused the value as too large ({exc})"
                 ) from None
             # anything else is an answer pymemcache could not use (an error, not memcached)
@@ -126,8 +157,8 @@ class Cluster:
             node.pool.clear()
 
     def _unavailable(self, action: str, node: _Node, problem: str) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"session store {self.url} failed to {action}: memcached {node.name}: {problem}; "
+        return self.error(
+            f"{self.label} {self.url} failed to {action}: memcached {node.name}: {problem}; "
             "check that it is running and reachable"
         )
 
@@ -136,24 +167,24 @@ class Cluster:
             node.failures += 1
             node.failed_at = time.monotonic()
             if node.failures == 1:
-                log.warning("session store %s: memcached %s failed", self.url, node.name)
+                self.log.warning("%s %s: memcached %s failed", self.label, self.url, node.name)
             if node.failures > self.retry_attempts and len(self._live) > 1 and (
                 node.name in self._live
             ):  # fmt: skip
                 node.dead_until = node.failed_at + self.dead_timeout
                 self._next_revival = min(self._next_revival, node.dead_until)
                 self._set_live(name for name in self._live if name != node.name)
-                log.warning(
-                    "session store %s: memcached %s is down; its sessions go to the other "
-                    "nodes for %g s",
-                    self.url, node.name, self.dead_timeout,
+                self.log.warning(
+                    "%s %s: memcached %s is down; its keys go to the other nodes for %g s",
+                    self.label, self.url, node.name, self.dead_timeout,
                 )  # fmt: skip
 
     def _recovered(self, node: _Node) -> None:
         with self._lock:
             if node.failures:
                 node.failures = 0
-                log.info("session store %s: memcached %s answers again", self.url, node.name)
+                self.log.info("%s %s: memcached %s answers again", self.label, self.url,
+                              node.name)  # fmt: skip
 
     def _revive(self) -> None:
         with self._lock:
@@ -161,7 +192,8 @@ class Cluster:
             back = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
             for node in back:
                 node.failures, node.dead_until = 0, 0.0
-                log.info("session store %s: memcached %s is back in the ring", self.url, node.name)
+                self.log.info("%s %s: memcached %s is back in the ring", self.label, self.url,
+                              node.name)  # fmt: skip
             if back:
                 self._set_live([*self._live, *(node.name for node in back)])
             waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]

@@ -14,12 +14,12 @@ Lua script call each, atomic on the server.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any
 
 import redis
 
+from scalekit._redis import REDIS_OPTIONS, LazyRedis
 from scalekit.errors import StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
@@ -109,17 +109,7 @@ end
 return {#sids, #doomed, #gone, kept}
 """
 
-_OPTIONS = {
-    "socket_timeout": float,
-    "socket_connect_timeout": float,
-    "max_connections": int,
-    "ssl_ca_certs": str,
-    "ssl_cert_reqs": str,
-}
-
-
 _SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK, "cleanup": _CLEANUP}
-_SHA1 = {name: hashlib.sha1(source.encode()).hexdigest() for name, source in _SCRIPTS.items()}
 
 
 class RedisStore(SessionStore):
@@ -147,40 +137,23 @@ class RedisStore(SessionStore):
         self.settings = settings
         self._prefix = f"scalekit:s:{self.app}:"
         self._index = self._prefix + "index"
-        self._pool_options: dict[str, Any] = {
-            "db": settings.db,
-            "username": settings.username,
-            "password": settings.password,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": socket_connect_timeout,
-            "max_connections": max_connections,
-        }
-        if settings.unix_socket:
-            self._pool_options.update(
-                connection_class=redis.UnixDomainSocketConnection, path=settings.unix_socket
-            )
-        else:
-            self._pool_options.update(host=settings.host, port=settings.port)
-            if settings.ssl:
-                self._pool_options.update(
-                    connection_class=redis.SSLConnection,
-                    ssl_ca_certs=ssl_ca_certs,
-                    ssl_cert_reqs=ssl_cert_reqs,
-                )
-        self._client: redis.Redis | None = None
-        self._client_pid = 0
+        self._redis = LazyRedis(
+            settings,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_connect_timeout,
+            max_connections=max_connections,
+            ssl_ca_certs=ssl_ca_certs,
+            ssl_cert_reqs=ssl_cert_reqs,
+        )
 
     @classmethod
     def from_url(cls, settings: RedisURL, app: str = "app", **options: Any) -> RedisStore:
-        return cls(settings, app, **merge_options(settings, _OPTIONS, options))
+        return cls(settings, app, **merge_options(settings, REDIS_OPTIONS, options))
 
     @property
     def client(self) -> redis.Redis:
         """This process's client (a new connection pool after a fork)."""
-        if self._client_pid != os.getpid():
-            self._client = redis.Redis(connection_pool=redis.ConnectionPool(**self._pool_options))
-            self._client_pid = os.getpid()
-        return self._client
+        return self._redis.client
 
     def _unavailable(self, action: str, exc: redis.RedisError) -> StoreUnavailable:
         return StoreUnavailable(
@@ -190,13 +163,8 @@ class RedisStore(SessionStore):
 
     def _script(self, action: str, name: str, keys: list[str], args: list[Any]) -> Any:
         """Run one of our Lua scripts by its SHA1, loading it first where it is missing."""
-        client = self.client
         try:
-            try:
-                return client.evalsha(_SHA1[name], len(keys), *keys, *args)
-            except redis.exceptions.NoScriptError:
-                client.script_load(_SCRIPTS[name])
-                return client.evalsha(_SHA1[name], len(keys), *keys, *args)
+            return self._redis.script(_SCRIPTS[name], keys, args)
         except redis.RedisError as exc:
             raise self._unavailable(action, exc) from None
 
@@ -277,9 +245,7 @@ class RedisStore(SessionStore):
                 return stats
 
     def close(self) -> None:
-        if self._client is not None and self._client_pid == os.getpid():
-            self._client.connection_pool.disconnect()
-        self._client, self._client_pid = None, 0
+        self._redis.close()
 
 
 def _ttl_ms(ttl: int | None) -> int | str:

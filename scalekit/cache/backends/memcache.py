@@ -1,0 +1,411 @@
+"""MemcacheBackend: entries on one or more memcached nodes (``memcache://m1:11211,m2:11211``).
+
+Placement, pooling and node failures are the session store's
+(:mod:`scalekit.sessions.stores._memcache_cluster`): rendezvous hashing over the nodes and a
+pool per node, a dead node skipped for ``retry_timeout`` then out of the ring for
+``dead_timeout``. pymemcache's HashClient is not used: for a node in its retry window it
+answers "missing"/"not stored" instead of failing, so the failure policy could never apply.
+
+Keys, for app ``shop``: ``scalekit:c:shop:v:<key>`` when the key is printable ASCII without
+spaces and the name fits memcached's 250 bytes, else ``scalekit:c:shop:h:<sha256 of key>``;
+leases ``scalekit:c:shop:l:<v:key or h:sha256>``.
+
+Values: an entry is the disk backend's record (:mod:`._diskfile`: header with the store and
+expiry times, the key, the value in :mod:`._codec`'s format), memcached flags 0. Expiry is
+checked from the header, so TTLs are exact although memcached's clock ticks in seconds: the
+exptime sent is the TTL rounded up plus one second (relative, at most 30 days). A counter
+made by ``incr`` on a missing key is a bare number, ``value + 2**63`` (memcached counts
+unsigned 64-bit ints), its flags the second it was created, so ``incr``/``decr`` run
+natively and atomically; a missing one is created with ``add`` (a lost race just retries).
+Counters under a hashed name, and ints stored by ``set``, count with ``gets``/``cas``.
+
+``clear`` lists keys with ``lru_crawler metadump hash`` on every node (memcached 1.6, LRU
+crawler on by default) and deletes this app's matches, reading the key of hashed names from
+their records: correct, but it walks every key of every node, so keep it for deploys and
+admin tasks. A node that is down makes it fail (nothing is half-reported as cleared).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from pymemcache.client.base import Client
+from pymemcache.exceptions import MemcacheClientError
+
+from scalekit.cache.backends import _codec
+from scalekit.cache.backends import _diskfile as record
+from scalekit.cache.backends._metadump import dump_keys
+from scalekit.cache.backends.base import (
+    MAX_TTL,
+    CacheBackend,
+    Entry,
+    check_key,
+    check_lease,
+    check_ttl,
+    merge_options,
+)
+from scalekit.errors import CacheUnavailable, ConfigError, SerializationError
+from scalekit.sessions.stores._memcache_cluster import Cluster, node_name
+from scalekit.urls import BackendURL, MemcacheURL
+
+log = logging.getLogger("scalekit.cache")
+
+_T = TypeVar("_T")
+_OFFSET = 1 << 63  # a counter n is stored as n + 2**63: memcached counts unsigned
+_PLAIN = re.compile(rb"[!-~]+")  # printable ASCII, no space: usable as is in a key
+_MAX_NAME = 248  # memcached's 250 bytes, less the lease's extra "l:"
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 512
+
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "connect_timeout": float,
+    "timeout": float,
+    "retry_attempts": int,
+    "retry_timeout": float,
+    "dead_timeout": float,
+    "max_pool_size": int,
+    "max_value_size": int,
+    "serializer": str,
+}
+
+
+class _Serde:
+    """Hands pymemcache's replies back as ``(bytes, flags)``: flags tell counters apart."""
+
+    def serialize(self, key: bytes, value: bytes) -> tuple[bytes, int]:
+        return value, 0
+
+    def deserialize(self, key: bytes, value: bytes, flags: int) -> tuple[bytes, int]:
+        return value, flags
+
+
+class MemcacheBackend(CacheBackend):
+    """Entries on memcached nodes; thread-safe, fork-safe (pools open lazily per process).
+
+    ``url`` names the backend in errors and logs (``from_url`` passes the masked URL).
+    """
+
+    kind = "memcache"
+    shared = True
+
+    def __init__(
+        self,
+        servers: Iterable[tuple[str, int]],
+        app: str = "app",
+        *,
+        connect_timeout: float = 1.0,
+        timeout: float = 1.0,
+        retry_attempts: int = 2,
+        retry_timeout: float = 1.0,
+        dead_timeout: float = 60.0,
+        max_pool_size: int | None = None,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        serializer: str = "json",
+        url: str | None = None,
+    ):
+        super().__init__(app)
+        self.servers = tuple((str(host), int(port)) for host, port in servers)
+        self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
+        if not self.servers:
+            raise ConfigError(f"{self.url}: no memcached server given")
+        self.connect_timeout = _seconds(self.url, "connect_timeout", connect_timeout, True)
+        self.timeout = _seconds(self.url, "timeout", timeout, True)
+        self.retry_timeout = _seconds(self.url, "retry_timeout", retry_timeout)
+        self.dead_timeout = _seconds(self.url, "dead_timeout", dead_timeout)
+        self.retry_attempts = _count(self.url, "retry_attempts", retry_attempts, 0)
+        self.max_pool_size = (
+            None if max_pool_size is None else _count(self.url, "max_pool_size", max_pool_size, 1)
+        )
+        self.max_value_size = _count(self.url, "max_value_size", max_value_size, 64)
+        self.serializer = _codec.check_serializer(serializer, self.url)
+        self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
+        self._cluster: Cluster | None = None
+
+    @classmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheBackend:
+        """Open ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
+        if not isinstance(settings, MemcacheURL):
+            raise ConfigError(f"{settings.masked}: a memcache cache needs a memcache:// URL")
+        merged = merge_options(settings, _OPTIONS, options)
+        return cls(settings.servers, app, url=settings.masked, **merged)
+
+    def __repr__(self) -> str:
+        return f"<MemcacheBackend {self.url} app={self.app!r}>"
+
+    def close(self) -> None:
+        cluster, self._cluster = self._cluster, None
+        if cluster is not None and cluster.pid == os.getpid():
+            cluster.close()
+
+    # -- values -------------------------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        name, _ = self._name(key)
+        found = self._run("read", name, lambda conn: conn.get(name))
+        if found is None:
+            return None
+        value, flags = found
+        if flags:
+            return Entry(_counter(key, value), float(flags))
+        entry = self._record(key, value)
+        if entry is None or not entry[0].live(time.time()):
+            return None
+        header, data = entry
+        try:
+            return Entry(_codec.load(header.fmt, data, self.serializer), header.stored_at)
+        except _codec.Corrupt as exc:
+            log.warning("memcache cache %s: entry %r: %s; treated as a miss", self.url, key, exc)
+            return None
+
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        name, _ = self._name(key)
+        blob, expire = self._blob(key, value, ttl)
+        self._run("write", name, lambda conn: conn.set(name, blob, expire, noreply=False))
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        name, _ = self._name(key)
+        blob, expire = self._blob(key, value, ttl)
+
+        def command(conn: Client) -> bool:
+            for _ in range(5):
+                if conn.add(name, blob, expire, noreply=False):
+                    return True
+                found, cas = conn.gets(name)
+                if found is None:
+                    continue  # gone since the add: try again
+                if found[1] or self._live(key, found[0]):
+                    return False
+                if conn.cas(name, blob, cas, expire, noreply=False):  # replace an expired one
+                    return True
+            return False
+
+        return self._run("write", name, command)
+
+    def delete(self, key: str) -> bool:
+        name, _ = self._name(key)
+        return bool(self._run("delete", name, lambda conn: conn.delete(name, noreply=False)))
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        name, hashed = self._name(key)
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+        if not -_OFFSET < delta < _OFFSET:
+            raise ValueError(f"increment of {key!r}: the delta must fit in 64 bits")
+
+        def command(conn: Client) -> int | None:
+            for _ in range(5):
+                if not hashed:
+                    try:
+                        count = conn.incr(name, delta) if delta >= 0 else conn.decr(name, -delta)
+                    except MemcacheClientError:  # not a bare counter: a record
+                        count = None
+                    else:
+                        if count is not None:
+                            return int(count) - _OFFSET
+                        start = str(_OFFSET).encode("ascii")
+                        conn.add(name, start, 0, noreply=False, flags=int(time.time()))
+                        continue  # count on it (or on the one a racing worker added)
+                result = self._incr_record(conn, key, name, delta)
+                if result is not False:
+                    return result
+            raise CacheUnavailable(f"memcache cache {self.url}: increment of {key!r} kept "
+                                   "racing with other writers; try again")  # fmt: skip
+
+        result = self._run("increment", name, command)
+        if result is None:
+            raise ValueError(f"cannot increment cache key {key!r}: it holds no 64-bit int")
+        return result
+
+    def _incr_record(self, conn: Client, key: str, name: bytes, delta: int) -> int | bool | None:
+        """Add ``delta`` to a record with ``gets``/``cas``: the new value, ``None`` if it
+        holds no int, ``False`` if another writer won the race (or it is a bare counter)."""
+        found, cas = conn.gets(name)
+        stamp = time.time()
+        current, expires_at = 0, None
+        if found is not None:
+            if found[1]:
+                return False  # a bare counter now: count on it natively
+            entry = self._record(key, found[0])
+            if entry is not None and entry[0].live(stamp):
+                header, data = entry
+                if header.fmt != "i":
+                    return None
+                current, expires_at = int(data), header.expires_at
+        value = current + delta
+        blob = record.build(key, "i", str(value).encode("ascii"), stamp, expires_at)
+        expire = 0 if expires_at is None else _exptime(max(expires_at - stamp, 0.001))
+        if found is None:
+            stored = conn.add(name, blob, expire, noreply=False)
+        else:
+            stored = conn.cas(name, blob, cas, expire, noreply=False)
+        return value if stored else False
+
+    def clear(self, pattern: re.Pattern[str] | None = None) -> int:
+        """Delete this app's matching entries on every node (see the module docstring)."""
+        plain, hashed = self._prefix + b"v:", self._prefix + b"h:"
+
+        def command(conn: Client) -> int:
+            keys = dump_keys(conn.server, self.connect_timeout, self.timeout)
+            names = [name for name in keys if name.startswith((plain, hashed))]
+            if pattern is not None:
+                names = self._matching(conn, names, pattern)
+            return sum(bool(conn.delete(name, noreply=False)) for name in names)
+
+        return sum(self._cluster_for().run_on_each("clear", command))
+
+    def _matching(self, conn: Client, names: list[bytes], pattern: re.Pattern) -> list[bytes]:
+        """The names among ``names`` (on ``conn``'s node) whose key ``pattern`` matches."""
+        start = len(self._prefix) + 2
+        keys = {n: n[start:].decode("ascii") for n in names if n[start - 2 : start] == b"v:"}
+        hashed = [name for name in names if name not in keys]
+        for begin in range(0, len(hashed), 100):
+            found = conn.get_many(hashed[begin : begin + 100])
+            for name, (value, flags) in found.items():
+                try:
+                    if not flags:
+                        keys[name] = record.split(value)[1]
+                except record.Corrupt:
+                    continue  # cannot tell its key: left alone
+        return [name for name, key in keys.items() if pattern.match(key)]
+
+    # -- leases -------------------------------------------------------------------------
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        ttl = check_lease(token, ttl)
+        name = self._lease_name(key)
+        stamp = time.time()
+        blob, expire = f"{token} {stamp + ttl!r}".encode(), _exptime(ttl)
+
+        def command(conn: Client) -> bool:
+            for _ in range(5):
+                if conn.add(name, blob, expire, noreply=False):
+                    return True
+                found, cas = conn.gets(name)
+                if found is None:
+                    continue
+                if _lease(found[0])[1] > stamp:
+                    return False
+                if conn.cas(name, blob, cas, expire, noreply=False):  # take over an expired one
+                    return True
+            return False
+
+        return self._run("take a lease", name, command)
+
+    def release_lease(self, key: str, token: str) -> bool:
+        name = self._lease_name(key)
+
+        def command(conn: Client) -> bool:
+            found, cas = conn.gets(name)
+            if found is None or _lease(found[0])[0] != token:
+                return False
+            # expire it only if nobody re-took it since the gets (compare-and-delete)
+            return conn.cas(name, b"", cas, expire=-1, noreply=False) is True
+
+        return self._run("release a lease", name, command)
+
+    def server_stats(self) -> dict[str, Any]:
+        """Each node's item count, memory and hit counts, by ``host:port``."""
+        fields = ("curr_items", "bytes", "limit_maxbytes", "get_hits", "get_misses",
+                  "evictions", "curr_connections", "uptime", "version")  # fmt: skip
+        stats = self._cluster_for().run_on_each(
+            "read stats", lambda conn: (conn.server, conn.stats())
+        )
+        return {
+            node_name(server): {
+                name: (value.decode() if isinstance(value, bytes) else value)
+                for name, value in ((f, found.get(f.encode())) for f in fields)
+            }
+            for server, found in stats
+        }
+
+    # -- helpers ------------------------------------------------------------------------
+    def _name(self, key: str) -> tuple[bytes, bool]:
+        """The memcached key of ``key``'s entry, and whether ``key`` had to be hashed."""
+        raw = check_key(key).encode("utf-8", "surrogatepass")
+        if _PLAIN.fullmatch(raw) and len(self._prefix) + 2 + len(raw) <= _MAX_NAME:
+            return self._prefix + b"v:" + raw, False
+        return self._prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode("ascii"), True
+
+    def _lease_name(self, key: str) -> bytes:
+        name, _ = self._name(key)
+        return self._prefix + b"l:" + name[len(self._prefix) :]
+
+    def _blob(self, key: str, value: Any, ttl: float | None) -> tuple[bytes, int]:
+        """The record of ``value`` and its memcached exptime; too large raises, naming key."""
+        ttl = check_ttl(ttl)
+        fmt, data = _codec.dump(key, value, self.serializer)
+        stamp = time.time()
+        blob = record.build(key, fmt, data, stamp, None if ttl is None else stamp + ttl)
+        if len(blob) > self.max_value_size:
+            raise SerializationError(
+                f"cache key {key!r}: the value takes {len(blob):,} bytes, over the "
+                f"{self.max_value_size:,}-byte limit of memcached items (start memcached "
+                "with a bigger -I and raise max_value_size, or store less)"
+            )
+        return blob, 0 if ttl is None else _exptime(ttl)
+
+    def _record(self, key: str, value: bytes) -> tuple[record.Header, bytes] | None:
+        """Header and value bytes of a record for ``key``; ``None`` (logged) if damaged."""
+        try:
+            header, stored_key, data = record.split(value)
+        except record.Corrupt as exc:
+            log.warning("memcache cache %s: entry %r is corrupt (%s); treated as a miss",
+                        self.url, key, exc)  # fmt: skip
+            return None
+        return (header, data) if stored_key == key else None  # else: a SHA-256 collision
+
+    def _live(self, key: str, value: bytes) -> bool:
+        entry = self._record(key, value)
+        return entry is not None and entry[0].live(time.time())
+
+    def _cluster_for(self) -> Cluster:
+        cluster = self._cluster
+        if cluster is None or cluster.pid != os.getpid():  # first use, or a forked child
+            cluster = self._cluster = Cluster(
+                self, error=CacheUnavailable, label="cache", logger=log, serde=_Serde()
+            )
+        return cluster
+
+    def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
+        return self._cluster_for().run(action, key, command)
+
+
+def _counter(key: str, value: bytes) -> int:
+    try:
+        return int(value) - _OFFSET
+    except ValueError:
+        raise CacheUnavailable(f"cache key {key!r}: memcached holds a damaged counter") from None
+
+
+def _lease(value: bytes) -> tuple[str, float]:
+    """(token, expiry) of a lease value; a damaged one reads as expired."""
+    try:
+        token, expires = value.decode("utf-8").rsplit(" ", 1)
+        return token, float(expires)
+    except (UnicodeDecodeError, ValueError):
+        return "", 0.0
+
+
+def _exptime(ttl: float) -> int:
+    """Memcached's exptime for a positive TTL: rounded up plus one second (its clock ticks
+    in seconds), at most 30 days (more reads as a Unix time)."""
+    return min(math.ceil(ttl) + 1, MAX_TTL)
+
+
+def _seconds(url: str, name: str, value: Any, positive: bool = False) -> float:
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+    if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
+        least = "more than 0" if positive else "0 or more"
+        raise ConfigError(f"{url}: cache option {name}={value!r} must be {least} seconds")
+    return float(number)
+
+
+def _count(url: str, name: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{url}: cache option {name}={value!r} must be a whole number "
+                          f">= {minimum}")  # fmt: skip
+    return value

@@ -1,0 +1,261 @@
+"""RedisBackend: entries in Redis with native TTLs, shared by every process and server.
+
+Layout, for app ``shop`` (app names are ``[A-Za-z0-9_]``, so no app's prefix is a prefix of
+another's and none holds a glob character):
+
+* ``scalekit:c:shop:v:<key>`` — an entry: a hash with ``f`` (format letter, see
+  :mod:`._codec`), ``v`` (the value's bytes), ``t`` (the time it was stored).
+* ``scalekit:c:shop:h:<sha256 of key>`` — the same for a key longer than 200 bytes, with the
+  key itself in field ``k`` (so ``clear(regex)`` can match it); keys stay bounded.
+* ``scalekit:c:shop:l:<key or h:sha256>`` — a single-flight lease: the owner's token, PX TTL.
+
+A hash rather than a string with a header, so a counter's value is a plain number that
+``HINCRBY`` counts on atomically while its store time sits next to it. ``set``/``add`` are one
+Lua script call (replace the hash, set its TTL, ``add`` only if absent), ``get`` one
+``HGETALL``, ``incr`` one script (``HINCRBY``, keeping the TTL). ``clear`` walks this app's
+keys with ``SCAN MATCH ... COUNT 1000`` and removes matches with ``UNLINK``: never ``KEYS``
+(blocks the server), never ``FLUSHDB`` (other apps' keys, sessions). Leases are
+``SET NX PX`` and a compare-and-delete script, apart from values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from time import time
+from typing import Any
+
+import redis
+
+from scalekit._redis import REDIS_OPTIONS, LazyRedis
+from scalekit.cache.backends import _codec
+from scalekit.cache.backends.base import (
+    CacheBackend,
+    Entry,
+    check_key,
+    check_lease,
+    check_ttl,
+    merge_options,
+)
+from scalekit.errors import CacheUnavailable, ConfigError
+from scalekit.urls import BackendURL, RedisURL
+
+log = logging.getLogger("scalekit.cache")
+
+#: Keys longer than this (UTF-8 bytes) are stored under their SHA-256.
+MAX_PLAIN_KEY = 200
+
+# KEYS: entry. ARGV: only if absent ('1'/'0'), format, value, stored_at, ttl ms or '', key
+# ('' unless hashed). Returns 1 if stored.
+_SET = """
+if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'f', ARGV[2], 'v', ARGV[3], 't', ARGV[4])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'k', ARGV[6]) end
+if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+return 1
+"""
+
+# KEYS: entry. ARGV: delta, stored_at, key ('' unless hashed). A missing entry starts at 0
+# with no TTL (HINCRBY creates it); an existing one keeps its TTL. Returns the new value.
+_INCR = """
+local f = redis.call('HGET', KEYS[1], 'f')
+if f and f ~= 'i' then return redis.error_reply('SKNOTINT the entry holds no int') end
+local n = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
+redis.call('HSET', KEYS[1], 'f', 'i', 't', ARGV[2])
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'k', ARGV[3]) end
+return n
+"""
+
+# KEYS: lease. ARGV: token. Deletes the lease only if the token still holds it.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# INFO fields reported by server_stats.
+_STATS = (
+    "redis_version", "uptime_in_seconds", "connected_clients", "used_memory",
+    "used_memory_human", "maxmemory", "maxmemory_policy", "keyspace_hits",
+    "keyspace_misses", "evicted_keys", "expired_keys", "total_commands_processed",
+)  # fmt: skip
+
+
+class RedisBackend(CacheBackend):
+    """Entries in one Redis database (``redis://``, ``rediss://`` for TLS, ``unix://``).
+
+    The client and its connection pool are created lazily in the process that uses them
+    (gunicorn workers); socket timeouts (1 s by default) bound what a down server costs.
+    """
+
+    kind = "redis"
+    shared = True
+
+    def __init__(
+        self,
+        settings: RedisURL,
+        app: str = "app",
+        *,
+        serializer: str = "json",
+        **client_options: Any,
+    ):
+        super().__init__(app)
+        if not isinstance(settings, RedisURL):
+            raise ConfigError(f"{settings!s}: a Redis cache needs a redis:// URL")
+        unknown = sorted(set(client_options) - set(REDIS_OPTIONS))
+        if unknown:
+            raise ConfigError(f"{settings.masked}: unknown cache option {', '.join(unknown)}")
+        self.settings = settings
+        self.serializer = _codec.check_serializer(serializer, settings.masked)
+        self._redis = LazyRedis(settings, **client_options)
+        self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
+
+    @classmethod
+    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> RedisBackend:
+        """Open ``redis://host:6379/0?socket_timeout=0.5&serializer=pickle``."""
+        if not isinstance(settings, RedisURL):
+            raise ConfigError(f"{settings.masked}: a Redis cache needs a redis:// URL")
+        spec = {**REDIS_OPTIONS, "serializer": str}
+        return cls(settings, app=app, **merge_options(settings, spec, options))
+
+    def __repr__(self) -> str:
+        return f"<RedisBackend {self.settings.masked} app={self.app!r}>"
+
+    def close(self) -> None:
+        self._redis.close()
+
+    # a forked child never uses the parent's pool: LazyRedis checks the pid on every use
+
+    # -- values -------------------------------------------------------------------------
+    def get(self, key: str) -> Entry | None:
+        name, hashed = self._name(key)
+        fields = self._call("read", lambda client: client.hgetall(name))
+        if not fields:
+            return None
+        try:
+            if hashed is not None and fields.get(b"k") != hashed:
+                return None  # a SHA-256 collision: not this key's entry
+            value = _codec.load(fields[b"f"].decode("ascii"), fields[b"v"], self.serializer)
+            return Entry(value, float(fields[b"t"]))
+        except (_codec.Corrupt, KeyError, ValueError, UnicodeDecodeError) as exc:
+            log.warning("redis cache %s: entry %r cannot be read (%s); treated as a miss",
+                        self.settings.masked, key, exc)  # fmt: skip
+            return None
+
+    def set(self, key: str, value: Any, ttl: float | None) -> None:
+        self._store(key, value, ttl, only_if_absent=False)
+
+    def add(self, key: str, value: Any, ttl: float | None) -> bool:
+        return self._store(key, value, ttl, only_if_absent=True)
+
+    def delete(self, key: str) -> bool:
+        name, _ = self._name(key)
+        return self._call("delete", lambda client: client.delete(name)) > 0
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        name, hashed = self._name(key)
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+        args = [delta, repr(time()), hashed or b""]
+        try:
+            return int(self._redis.script(_INCR, [name], args))
+        except redis.ResponseError as exc:
+            if "SKNOTINT" in str(exc) or "not an integer" in str(exc) or "overflow" in str(exc):
+                raise ValueError(
+                    f"cannot increment cache key {key!r}: it holds no 64-bit int"
+                ) from None
+            raise self._unavailable("increment", exc) from None
+        except redis.RedisError as exc:
+            raise self._unavailable("increment", exc) from None
+
+    def clear(self, pattern: re.Pattern[str] | None = None) -> int:
+        match = self._prefix + b"[vh]:*"
+        removed, batch = 0, []
+        try:
+            client = self._redis.client
+            for name in client.scan_iter(match=match, count=1000):
+                batch.append(name)
+                if len(batch) >= 1000:
+                    removed += self._remove(client, batch, pattern)
+                    batch = []
+            if batch:
+                removed += self._remove(client, batch, pattern)
+        except redis.RedisError as exc:
+            raise self._unavailable("clear", exc) from None
+        return removed
+
+    def _remove(self, client: redis.Redis, names: list[bytes], pattern: re.Pattern | None) -> int:
+        """UNLINK the entries among ``names`` whose key matches ``pattern``; how many."""
+        if pattern is not None:
+            start = len(self._prefix) + 2
+            hashed = [name for name in names if name[start - 2 : start] == b"h:"]
+            pipe = client.pipeline(transaction=False)
+            for name in hashed:
+                pipe.hget(name, "k")
+            original = dict(zip(hashed, pipe.execute(), strict=True))
+            doomed = []
+            for name in names:
+                raw = original.get(name, name[start:])
+                if raw is None:
+                    continue  # gone meanwhile
+                if pattern.match(raw.decode("utf-8", "surrogatepass")):
+                    doomed.append(name)
+            names = doomed
+        return client.unlink(*names) if names else 0
+
+    # -- leases -------------------------------------------------------------------------
+    def try_lease(self, key: str, token: str, ttl: float) -> bool:
+        ttl = check_lease(token, ttl)
+        name = self._lease_name(key)
+        px = max(1, int(ttl * 1000))
+        return bool(self._call("lease", lambda c: c.set(name, token, nx=True, px=px)))
+
+    def release_lease(self, key: str, token: str) -> bool:
+        name = self._lease_name(key)
+        try:
+            return self._redis.script(_RELEASE, [name], [token]) == 1
+        except redis.RedisError as exc:
+            raise self._unavailable("release a lease", exc) from None
+
+    def server_stats(self) -> dict[str, Any]:
+        """Selected ``INFO`` fields, and this database's key count."""
+        info = self._call("read stats", lambda client: client.info())
+        stats = {name: info[name] for name in _STATS if name in info}
+        stats["db_keys"] = info.get(f"db{self.settings.db}", {}).get("keys", 0)
+        return stats
+
+    # -- helpers ------------------------------------------------------------------------
+    def _name(self, key: str) -> tuple[bytes, bytes | None]:
+        """The Redis key of ``key``'s entry, and the key's bytes if they had to be hashed."""
+        raw = check_key(key).encode("utf-8", "surrogatepass")
+        if len(raw) <= MAX_PLAIN_KEY:
+            return self._prefix + b"v:" + raw, None
+        return self._prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode("ascii"), raw
+
+    def _lease_name(self, key: str) -> bytes:
+        name, _ = self._name(key)
+        return self._prefix + b"l:" + name[len(self._prefix) :]
+
+    def _store(self, key: str, value: Any, ttl: float | None, only_if_absent: bool) -> bool:
+        name, hashed = self._name(key)
+        ttl = check_ttl(ttl)
+        fmt, data = _codec.dump(key, value, self.serializer)
+        ttl_ms = "" if ttl is None else max(1, int(ttl * 1000))
+        args = [int(only_if_absent), fmt, data, repr(time()), ttl_ms, hashed or b""]
+        try:
+            return self._redis.script(_SET, [name], args) == 1
+        except redis.RedisError as exc:
+            raise self._unavailable("write", exc) from None
+
+    def _call(self, action: str, command: Any) -> Any:
+        try:
+            return command(self._redis.client)
+        except redis.RedisError as exc:
+            raise self._unavailable(action, exc) from None
+
+    def _unavailable(self, action: str, exc: Exception) -> CacheUnavailable:
+        return CacheUnavailable(
+            f"redis cache {self.settings.masked}: cannot {action}: {type(exc).__name__}: "
+            f"{exc}; check that Redis is running and reachable"
+        )
