@@ -97,14 +97,12 @@ class CacheModel:
             time_expire = self.time_expire
         if time_expire is None or time_expire > 0:
             try:
-                entry = self.backend.get(key)
+                fresh, entry = self.backend.lookup(key, time_expire)
             except StoreUnavailable as exc:
                 return self._down(exc, "read", key, f)
-            if entry is not None and (
-                time_expire is None or entry.stored_at + time_expire >= time()
-            ):
+            if fresh:
                 self.hits += 1
-                return entry.value
+                return entry[0]
         elif time_expire == 0:
             entry = None  # a forced refresh: nothing stored before this call will do
         else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import os
 import re
+import time
 import weakref
 from typing import Any, NamedTuple
 
@@ -119,6 +120,15 @@ class CacheBackend(abc.ABC):
 
         A counter (see :meth:`incr`) reads as an ``int``.
         """
+
+    def lookup(self, key: str, time_expire: float | None) -> tuple[bool, Entry | None]:
+        """``(fresh, entry)``: the entry of ``key`` and whether it is younger than
+        ``time_expire`` (``None``: any age). One call, so a backend can do it in one step."""
+        entry = self.get(key)
+        fresh = entry is not None and (
+            time_expire is None or entry.stored_at + time_expire >= time.time()
+        )
+        return fresh, entry
 
     @abc.abstractmethod
     def set(self, key: str, value: Any, ttl: float | None) -> None:

@@ -83,6 +83,18 @@ class RamBackend(CacheBackend):
             self._data.move_to_end(key)
             return item[0]
 
+    def lookup(self, key: str, time_expire: float | None) -> tuple[bool, Entry | None]:
+        with self._lock:  # the whole hit in one step: the hot path of cache.ram
+            item = self._data.get(key)
+            if item is None:
+                return False, None
+            now, (entry, expires) = time(), item
+            if expires is not None and expires <= now:
+                del self._data[key]
+                return False, None
+            self._data.move_to_end(key)
+            return time_expire is None or entry[1] + time_expire >= now, entry
+
     def set(self, key: str, value: Any, ttl: float | None) -> None:
         check_key(key)
         ttl = check_ttl(ttl)
