@@ -117,6 +117,7 @@ class SessionStore(abc.ABC):
     def unlock(self, sid: str, token: str) -> None:
         """Release the lock of ``sid`` if ``token`` still holds it (never someone else's)."""
 
+    @abc.abstractmethod
     def cleanup(
         self,
         cutoff: float,
@@ -134,7 +135,6 @@ class SessionStore(abc.ABC):
         touched meanwhile is never deleted. Leftovers (expired locks, stale temp files) go
         too. ``dry_run`` only counts; ``progress`` is called after each batch.
         """
-        raise NotImplementedError(f"{type(self).__name__} has no cleanup yet")
 
     def close(self) -> None:  # noqa: B027 (optional: stores without clients keep it empty)
         """Release clients and connections of this process (they reopen on next use)."""

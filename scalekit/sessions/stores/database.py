@@ -14,8 +14,9 @@ Two tables per app (names override with ``table=``; locks then go to ``<table>_l
 
     scalekit_session_lock_<app>   session locks: session_id (UNIQUE), token, expires_at
 
-Datetimes are naive UTC with whole seconds (pydal's precision): expiry is rounded up, so a
-record lives at least its TTL, and at most two seconds longer.
+Datetimes are naive UTC. ``created_datetime`` and ``modified_datetime`` keep microseconds;
+``expires_datetime`` has whole seconds (pydal's precision) and is rounded up, so a record
+lives at least its TTL, and at most two seconds longer.
 
 An existing web2py session table is upgraded in place: the store reads the live table's
 columns, and pydal's migration adds the missing ones (``.table`` files are only a cache of
@@ -25,7 +26,7 @@ what the store checks, so a lost or stale ``folder`` is harmless).
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import dataclasses
 import logging
 import math
 import os
@@ -33,19 +34,24 @@ import re
 import stat
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from pydal import DAL, Field
+from pydal import DAL
 from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
 from pydal.objects import Query, Table
 
 from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.sessions.stores import _sql_cleanup
+from scalekit.sessions.stores import _sql_schema as schema
 from scalekit.sessions.stores.base import (
     ANY,
+    CleanupStats,
+    Progress,
     Record,
     SessionStore,
     as_bool,
@@ -62,8 +68,6 @@ from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, mask, parse
 log = logging.getLogger("scalekit.sessions")
 
 _ENGINES = ("sqlite", "postgres", "mysql")
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-_MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names; MySQL allows 64
 _MIGRATE_ATTEMPTS = 3
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 
@@ -76,32 +80,6 @@ _inherited_pools: list[Any] = []
 _UTC = timezone.utc
 
 
-def _session_fields() -> list[Field]:
-    return [
-        Field("locked", "boolean", default=False),
-        Field("client_ip", length=64),
-        Field("created_datetime", "datetime"),
-        Field("modified_datetime", "datetime"),
-        Field("unique_key", length=128),
-        Field("session_data", "blob"),
-        Field("version", "integer"),
-        Field("expires_datetime", "datetime"),
-    ]
-
-
-def _lock_fields() -> list[Field]:
-    return [
-        Field("session_id", length=128),
-        Field("token", length=128),
-        Field("expires_at", "double"),
-    ]
-
-
-#: (column, unique) of each index the store creates, named ``<table>_<column>``.
-_SESSION_INDEXES = (("unique_key", True), ("modified_datetime", False), ("expires_datetime", False))
-_LOCK_INDEXES = (("session_id", True),)
-
-
 def _forget_pools_in_child() -> None:
     """A forked child must not take the parent's pooled connections: hide them (kept
     referenced, never closed, so the parent's sessions on the server stay intact)."""
@@ -112,13 +90,6 @@ def _forget_pools_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pools_in_child)
-
-
-def _identifier(name: str) -> str:
-    """A table or index name, shortened with a hash when longer than databases allow."""
-    if len(name) <= _MAX_IDENTIFIER:
-        return name
-    return f"{name[:54]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _utc(timestamp: float) -> datetime:
@@ -211,12 +182,12 @@ class DatabaseStore(SessionStore):
             raise ConfigError("DatabaseStore takes a database URL or db=<a pydal DAL>, one")
         if table is not None and (
             not isinstance(table, str)
-            or not _IDENTIFIER.match(table)
-            or len(table) > _MAX_IDENTIFIER
+            or not schema.IDENTIFIER.match(table)
+            or len(table) > schema.MAX_IDENTIFIER
         ):
             raise ConfigError(f"table={table!r} must be a letter then letters, digits or _")
-        self.table = table or _identifier(f"web2py_session_{self.app}")
-        self.lock_table = _identifier(
+        self.table = table or schema.identifier(f"web2py_session_{self.app}")
+        self.lock_table = schema.identifier(
             f"{table}_lock" if table else f"scalekit_session_lock_{self.app}"
         )
         self.migrate = bool(migrate)
@@ -290,7 +261,7 @@ class DatabaseStore(SessionStore):
             return False  # not a version this store handed out: it cannot match
         values = {
             "session_data": data,
-            "modified_datetime": _utc(at),
+            "modified_datetime": schema.utc_text(at),
             "expires_datetime": _expiry(ttl, at),
             "locked": False,
         }
@@ -301,7 +272,7 @@ class DatabaseStore(SessionStore):
                 expired = (sessions.expires_datetime != None) & (  # noqa: E711
                     sessions.expires_datetime <= _utc(at)
                 )
-                created = {"created_datetime": _utc(at), **values}
+                created = {"created_datetime": schema.utc_text(at), **values}
                 if db(key & expired).update(version=bump, **created):
                     return True
                 return self._insert(db, sessions, unique_key=sid, version=1, **created)
@@ -309,7 +280,7 @@ class DatabaseStore(SessionStore):
                 for _attempt in range(5):  # each round loses only to a concurrent writer
                     if db(key).update(version=bump, **values):
                         return True
-                    created = {"created_datetime": _utc(at), **values}
+                    created = {"created_datetime": schema.utc_text(at), **values}
                     if self._insert(db, sessions, unique_key=sid, version=1, **created):
                         return True
                 raise StoreUnavailable(
@@ -327,7 +298,11 @@ class DatabaseStore(SessionStore):
         ttl, at = check_ttl(ttl), now()
         with self._transaction() as (db, sessions, _):
             query = (sessions.unique_key == sid) & _live(sessions, at)
-            db(query).update(modified_datetime=_utc(at), expires_datetime=_expiry(ttl, at))
+            db(query).update(
+                modified_datetime=schema.utc_text(at),
+                expires_datetime=_expiry(ttl, at),
+                version=sessions.version.coalesce_zero(),  # marks a web2py row as UTC now
+            )
 
     def delete(self, sid: str) -> None:
         check_session_id(sid)
@@ -348,6 +323,77 @@ class DatabaseStore(SessionStore):
         check_session_id(sid)
         with self._transaction() as (db, _, locks):
             db((locks.session_id == sid) & (locks.token == token)).delete()
+
+    def cleanup(
+        self,
+        cutoff: float,
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        batch: int = 1000,
+        progress: Progress | None = None,
+    ) -> CleanupStats:
+        """Delete expired session rows, then expired lock rows, in short transactions.
+
+        Each rule of ``_sql_cleanup`` is deleted through its index, at least ``batch`` rows
+        per transaction: sizes grow while a transaction holds its locks under ~30 ms, so a
+        larger ``batch`` buys speed with longer waits for the app's writes. SQLite has one
+        writer at a time: each transaction takes the write lock first, and a 25 ms pause
+        after it lets the app's writes in. Every transaction commits, also on the app's
+        DAL with ``commit=False`` (and so commits the app's pending work: cleanup is meant
+        for the cron script, which opens the store by URL).
+
+        ``examined`` counts the rows picked, ``deleted`` those deleted (fewer on PostgreSQL
+        if a row changed meanwhile); progress is reported after each transaction that
+        found rows. web2py's rows (NULL ``version``) hold local time, and the -x rule compares
+        them with the cutoff in this process's local time (run it with ``TZ`` set to the
+        zone web2py ran in). A failure rolls back the transaction under way only and
+        raises :class:`StoreUnavailable`: what is left waits for the next run.
+        """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
+        at, stats, locks_gone = now(), CleanupStats(), 0
+        db, sessions, locks = self._tables()
+        session_rules = _sql_cleanup.session_rules(sessions, at, cutoff, force)
+        lock_rules = _sql_cleanup.lock_rules(locks, at)
+        sqlite = db._adapter.dbengine == "sqlite"
+        size = least = min(batch, _sql_cleanup.MAX_ROWS)
+        try:
+            if dry_run:  # one read-only count per table
+                stats.examined = stats.deleted = _sql_cleanup.count(db, session_rules)
+                locks_gone = _sql_cleanup.count(db, lock_rules)
+                db.commit()
+                if stats.examined and progress is not None:
+                    progress(dataclasses.replace(stats))
+            for rule in [] if dry_run else session_rules + lock_rules:
+                while True:
+                    if sqlite:  # take the write lock before timing
+                        _sql_cleanup.begin_sqlite(db)
+                    started = time.monotonic()
+                    picked, gone = _sql_cleanup.delete(db, rule, size)
+                    db.commit()
+                    if rule.kind == "lock":
+                        locks_gone += gone
+                    elif picked:
+                        stats.examined += picked
+                        stats.deleted += gone
+                        if progress is not None:
+                            progress(dataclasses.replace(stats))
+                    if picked < size:
+                        break
+                    size = _sql_cleanup.next_size(size, time.monotonic() - started, least)
+                    if sqlite:
+                        time.sleep(_sql_cleanup.SQLITE_PAUSE)
+        except db._adapter.driver.Error as exc:
+            self._rollback(db)
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            self._rollback(db)
+            raise
+        if locks_gone:
+            verb = "would remove" if dry_run else "removed"
+            stats.note = f"{verb} {locks_gone} expired lock row(s)"
+        return stats
 
     def close(self) -> None:
         """Close this thread's connection; other threads reopen theirs on next use.
@@ -547,15 +593,24 @@ class DatabaseStore(SessionStore):
                     tables = self._migrate(db)
                     _ready.add(key)
                     return tables
-        sessions = _define_table(db, self.table, _session_fields(), migrate=False)
-        return sessions, _define_table(db, self.lock_table, _lock_fields(), migrate=False)
+        sessions = schema.define_table(db, self.table, schema.session_fields(), migrate=False)
+        locks = schema.define_table(db, self.lock_table, schema.lock_fields(), migrate=False)
+        return sessions, locks
 
     def _migrate(self, db: DAL) -> tuple[Table, Table]:
         """Create or upgrade both tables; retried when another process does it too."""
         for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
             try:
-                sessions = _migrate_table(db, self.table, _session_fields, _SESSION_INDEXES)
-                locks = _migrate_table(db, self.lock_table, _lock_fields, _LOCK_INDEXES)
+                sessions = schema.migrate_table(
+                    db,
+                    self.table,
+                    schema.session_fields,
+                    schema.SESSION_INDEXES,
+                    schema.OBSOLETE_SESSION_INDEXES,
+                )
+                locks = schema.migrate_table(
+                    db, self.lock_table, schema.lock_fields, schema.LOCK_INDEXES
+                )
                 db.commit()
                 return sessions, locks
             except Exception as exc:
@@ -580,66 +635,3 @@ class DatabaseStore(SessionStore):
         else:
             adapter.execute(f"INSERT INTO {row} ON CONFLICT DO NOTHING;")
         return adapter.cursor.rowcount == 1
-
-
-def _columns(db: DAL, name: str) -> set[str] | None:
-    """The lower-cased column names of table ``name`` as it is in the database, or None."""
-    adapter = db._adapter
-    literal = adapter.adapt(name)
-    if adapter.dbengine == "sqlite":
-        rows = db.executesql(f"PRAGMA table_info({literal});")
-        names = {str(row[1]) for row in rows}
-    else:
-        schema = "current_schema()" if adapter.dbengine == "postgres" else "DATABASE()"
-        rows = db.executesql(
-            "SELECT column_name FROM information_schema.columns WHERE "
-            f"table_schema = {schema} AND lower(table_name) = lower({literal});"
-        )
-        names = {str(row[0]) for row in rows}
-    return {column.lower() for column in names} or None
-
-
-def _define_table(db: DAL, name: str, fields: list[Field], **options: Any) -> Table:
-    """Define (or redefine) a table now, also on a DAL with ``lazy_tables``."""
-    db.define_table(name, *fields, redefine=True, **options)
-    return db[name]
-
-
-def _migrate_table(
-    db: DAL, name: str, fields: Callable[[], list[Field]], indexes: tuple[tuple[str, bool], ...]
-) -> Table:
-    """Make table ``name`` match ``fields`` with pydal's migrations, guided by the live
-    table rather than by pydal's ``.table`` file alone, then create its indexes."""
-    columns = _columns(db, name)
-    if columns is None:
-        table = _define_table(db, name, fields(), migrate=True)
-        if _columns(db, name) is None and table._dbt:  # a stale .table file: pydal skipped it
-            os.remove(table._dbt)
-            table = _define_table(db, name, fields(), migrate=True)
-    else:
-        missing = [field.name for field in fields() if field.name.lower() not in columns]
-        if missing:  # record what exists, so that pydal's migration adds just the rest
-            present = [field for field in fields() if field.name.lower() in columns]
-            _define_table(db, name, present, migrate=True, fake_migrate=True)
-            log.info("session table %s: adding columns %s", name, ", ".join(missing))
-        table = _define_table(db, name, fields(), migrate=True, fake_migrate=not missing)
-    for column, unique in indexes:
-        _create_index(db, table, _identifier(f"{name}_{column}"), column, unique)
-    return table
-
-
-def _create_index(db: DAL, table: Table, index: str, column: str, unique: bool) -> None:
-    """CREATE INDEX IF NOT EXISTS (pydal's create_index commits and has no IF NOT EXISTS)."""
-    adapter = db._adapter
-    kind = "UNIQUE INDEX" if unique else "INDEX"
-    target = f"{adapter.dialect.quote(index)} ON {table._rname} ({table[column]._rname})"
-    if adapter.dbengine != "mysql":
-        db.executesql(f"CREATE {kind} IF NOT EXISTS {target};")
-        return
-    found = db.executesql(
-        "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() "
-        f"AND table_name = {adapter.adapt(table._tablename)} "
-        f"AND index_name = {adapter.adapt(index)};"
-    )
-    if not found:
-        db.executesql(f"CREATE {kind} {target};")

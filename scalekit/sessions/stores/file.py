@@ -20,14 +20,10 @@ under that shard's mutex; only ``load`` reads without it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import errno
 import fcntl
 import logging
 import os
-import re
 import secrets
-import stat
 import threading
 import zlib
 from collections.abc import Iterator
@@ -37,7 +33,6 @@ from typing import Any
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
-    SESSION_ID,
     CleanupStats,
     Progress,
     Record,
@@ -61,13 +56,6 @@ _MUTEX = ".mutex"
 _LOCK_SUFFIX = ".lock"
 _TMP_INFIX = ".tmp-"
 _STRIPES = 64
-#: A temp file this old is what a crashed write left behind (a write takes milliseconds).
-_STALE_TEMP = 600.0
-_SHARD = re.compile(r"[A-Za-z0-9_-]{2}\Z")
-# Directories are opened relative to their parent's descriptor and never through a link.
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: a FIFO planted in a shard cannot make the cleanup hang on open.
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _new_stripes() -> list[threading.Lock]:
@@ -278,9 +266,11 @@ class FileStore(SessionStore):
         symbolic link; files that vanish meanwhile are skipped. Live locks stay, also with
         ``force``. A symbolic link as the app folder is refused (:class:`ConfigError`).
         """
+        from scalekit.sessions.stores._file_cleanup import Sweep  # it uses this module
+
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
-        sweep = _Sweep(self, cutoff, force, dry_run, batch, progress)
+        sweep = Sweep(self, cutoff, force, dry_run, batch, progress)
         sweep.run()
         return sweep.stats
 
@@ -385,246 +375,3 @@ class FileStore(SessionStore):
             pass
         except OSError as exc:
             raise self._unavailable("remove", exc) from exc
-
-
-@dataclass(frozen=True)
-class _Candidate:
-    """A file the unlocked pre-check judged deletable, as it was then."""
-
-    name: str
-    kind: str  # "session", "lock" or "temp"
-    identity: tuple[int, int, int]  # inode, mtime (ns), size: unchanged means same verdict
-
-
-def _identity(info: os.stat_result) -> tuple[int, int, int]:
-    return info.st_ino, info.st_mtime_ns, info.st_size
-
-
-def _kind(name: str, shard: str) -> str | None:
-    """What a shard entry is by its name: "session", "lock", "temp", or None (not ours)."""
-    if name[:2] != shard:
-        return None
-    sid, dot, rest = name.partition(".")
-    if not SESSION_ID.match(sid):
-        return None
-    if not dot:
-        return "session"
-    if name == sid + _LOCK_SUFFIX:
-        return "lock"
-    if rest.startswith(_TMP_INFIX[1:]):
-        return "temp"
-    return None
-
-
-class _Sweep:
-    """One cleanup pass over a FileStore's shards (see :meth:`FileStore.cleanup`)."""
-
-    def __init__(
-        self,
-        store: FileStore,
-        cutoff: float,
-        force: bool,
-        dry_run: bool,
-        batch: int,
-        progress: Progress | None,
-    ):
-        self.store, self.cutoff, self.force, self.dry_run = store, cutoff, force, dry_run
-        self.batch, self.progress = batch, progress
-        self.at = now()
-        self.stats = CleanupStats()
-        self.reported = 0  # stats.examined when progress was last called
-        self.locks = self.temps = 0  # leftovers removed (or, dry, that would be)
-
-    def run(self) -> None:
-        store = self.store
-        try:
-            top = os.open(store.folder, _DIR_FLAGS)
-        except FileNotFoundError:
-            return  # no session was ever saved
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise ConfigError(
-                    f"session folder {store.folder} is a symbolic link, which sessions2trash "
-                    f"does not follow: give the store the real folder's parent as its root"
-                ) from None
-            raise store._unavailable("open", exc) from exc
-        try:
-            with os.scandir(top) as entries:
-                shards = sorted(
-                    entry.name
-                    for entry in entries
-                    if _SHARD.match(entry.name) and entry.is_dir(follow_symlinks=False)
-                )
-            for name in shards:
-                self._shard(top, name)
-        except OSError as exc:
-            raise store._unavailable("clean up", exc) from exc
-        finally:
-            os.close(top)
-        if self.stats.examined != self.reported:
-            self._report()
-        if self.locks or self.temps:
-            verb = "would remove" if self.dry_run else "removed"
-            self.stats.note = (
-                f"{verb} {self.locks} expired lock file(s) and {self.temps} stale temp file(s)"
-            )
-
-    def _report(self) -> None:
-        self.reported = self.stats.examined
-        if self.progress is not None:
-            self.progress(dataclasses.replace(self.stats))
-
-    def _shard(self, top: int, name: str) -> None:
-        """Pre-check every file of one shard, settling candidates batch by batch."""
-        try:
-            folder = os.open(name, _DIR_FLAGS, dir_fd=top)
-        except (FileNotFoundError, NotADirectoryError):
-            return  # removed, or replaced by a file, since the listing
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return  # replaced by a symbolic link: never followed
-            raise
-        try:
-            candidates: list[_Candidate] = []
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    kind = _kind(entry.name, name)
-                    if kind is None or not entry.is_file(follow_symlinks=False):
-                        continue
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if kind == "session":
-                        self.stats.examined += 1
-                    if self._doomed(folder, entry.name, kind, info):
-                        candidates.append(_Candidate(entry.name, kind, _identity(info)))
-                    if kind == "session" and self.stats.examined % self.batch == 0:
-                        self._settle(folder, name, candidates)
-                        candidates = []
-                        self._report()
-            self._settle(folder, name, candidates)
-        finally:
-            os.close(folder)
-
-    def _doomed(self, folder: int, name: str, kind: str, info: os.stat_result) -> bool:
-        """Whether a file is to go, judged from ``info`` and, if needed, its content."""
-        if kind == "temp":
-            return info.st_mtime < self.at - _STALE_TEMP
-        if kind == "lock":
-            expires = self._lock_expiry(folder, name)
-            return expires is not None and expires <= self.at
-        if self.force and info.st_mtime < self.cutoff:
-            return True  # no need to read the header
-        found = self._header(folder, name)
-        if found is None:
-            return False
-        info, ttl = found
-        return self._expired(info.st_mtime, ttl)
-
-    def _expired(self, mtime: float, ttl: int | None) -> bool:
-        if ttl is not None and mtime + ttl <= self.at:
-            return True
-        return (ttl is None or self.force) and mtime < self.cutoff
-
-    def _settle(self, folder: int, shard: str, candidates: list[_Candidate]) -> None:
-        """Re-check the candidates under the shard mutex and unlink those still doomed."""
-        if not candidates:
-            return
-        if self.dry_run:
-            for candidate in candidates:
-                self._count(candidate.kind)
-            return
-        try:
-            fd = os.open(_MUTEX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                         dir_fd=folder)  # fmt: skip
-        except FileNotFoundError:
-            return  # the shard was removed meanwhile: so were its files
-        except OSError as exc:
-            if exc.errno != errno.ELOOP:
-                raise
-            log.warning("%s: a symbolic link as .mutex; shard left alone", self._path(shard))
-            return
-        try:
-            with _holding(self._path(shard), fd):
-                for candidate in candidates:
-                    if self._still_doomed(folder, candidate):
-                        try:
-                            os.unlink(candidate.name, dir_fd=folder)
-                        except FileNotFoundError:
-                            continue
-                        self._count(candidate.kind)
-        finally:
-            os.close(fd)
-
-    def _still_doomed(self, folder: int, candidate: _Candidate) -> bool:
-        """The pre-check again, now that nothing can change the file: an unchanged file
-        keeps its verdict (time only moves on), a changed one is judged anew."""
-        name = candidate.name
-        try:
-            info = os.stat(name, dir_fd=folder, follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISREG(info.st_mode):
-            return False
-        if candidate.kind == "lock":  # small, and re-taken in place by try_lock: re-read
-            return self._doomed(folder, name, "lock", info)
-        if _identity(info) == candidate.identity:
-            return True
-        return self._doomed(folder, name, candidate.kind, info)
-
-    def _count(self, kind: str) -> None:
-        if kind == "session":
-            self.stats.deleted += 1
-        elif kind == "lock":
-            self.locks += 1
-        else:
-            self.temps += 1
-
-    def _path(self, shard: str) -> str:
-        """The shard's path, spelled as ``FileStore._paths`` does (it keys the thread lock)."""
-        return os.path.join(self.store.folder, shard)
-
-    def _open(self, folder: int, name: str) -> int | None:
-        """``name`` opened for reading, never through a link; None if it is gone."""
-        try:
-            return os.open(name, _READ_FLAGS, dir_fd=folder)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return None  # replaced by a symbolic link: not ours to read
-            raise
-
-    def _header(self, folder: int, name: str) -> tuple[os.stat_result, int | None] | None:
-        """The file's status and TTL from its header line (None for a damaged header: the
-        -x rule then applies), or None if the file is gone or not a regular file."""
-        fd = self._open(folder, name)
-        if fd is None:
-            return None
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                return None
-            raw = os.read(fd, _HEADER_MAX + 1)
-        finally:
-            os.close(fd)
-        line, newline, _ = raw.partition(b"\n")
-        try:
-            return info, _parse_header(line).ttl if newline else None
-        except _Corrupt:
-            return info, None
-
-    def _lock_expiry(self, folder: int, name: str) -> float | None:
-        """When a lock file's hold ends (-inf if damaged: it counts as expired), or None."""
-        fd = self._open(folder, name)
-        if fd is None:
-            return None
-        try:
-            raw = os.read(fd, 1024)
-        finally:
-            os.close(fd)
-        try:
-            return float(raw.decode("utf-8").split("\n")[1])
-        except (UnicodeDecodeError, ValueError, IndexError):
-            return float("-inf")

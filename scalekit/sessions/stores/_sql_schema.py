@@ -1,0 +1,161 @@
+"""The DatabaseStore's tables and indexes: their pydal fields, and creating or upgrading
+them (also web2py's own ``web2py_session_<app>`` table) from what the live database has."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from pydal import DAL, Field
+from pydal.objects import Table
+
+log = logging.getLogger("scalekit.sessions")
+
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names; MySQL allows 64
+
+
+def session_fields() -> list[Field]:
+    return [
+        Field("locked", "boolean", default=False),
+        Field("client_ip", length=64),
+        Field("created_datetime", "datetime"),
+        Field("modified_datetime", "datetime"),
+        Field("unique_key", length=128),
+        Field("session_data", "blob"),
+        Field("version", "integer"),
+        Field("expires_datetime", "datetime"),
+    ]
+
+
+def lock_fields() -> list[Field]:
+    return [
+        Field("session_id", length=128),
+        Field("token", length=128),
+        Field("expires_at", "double"),
+    ]
+
+
+#: An index: its name suffix (``<table>_<suffix>``), its columns, and whether it is unique.
+Index = tuple[str, tuple[str, ...], bool]
+
+#: The session table's indexes. ``expires_modified`` serves both cleanup rules as a range:
+#: ``expires_datetime <= now``, and ``expires_datetime IS NULL AND modified_datetime <
+#: cutoff``; ``modified_datetime`` serves the forced rule, whatever the expiry.
+SESSION_INDEXES: tuple[Index, ...] = (
+    ("unique_key", ("unique_key",), True),
+    ("modified_datetime", ("modified_datetime",), False),
+    ("expires_modified", ("expires_datetime", "modified_datetime"), False),
+)
+#: Indexes earlier versions made, dropped on upgrade (``expires_modified`` replaces it).
+OBSOLETE_SESSION_INDEXES = ("expires_datetime",)
+LOCK_INDEXES: tuple[Index, ...] = (("session_id", ("session_id",), True),)
+
+
+def utc_text(timestamp: float) -> str:
+    """A Unix time as the store writes ``created_datetime`` and ``modified_datetime``: naive
+    UTC text with microseconds (pydal would cut a datetime to whole seconds, too coarse
+    for sessions2trash to tell a touch just after its cutoff from one just before)."""
+    return f"{datetime.fromtimestamp(timestamp, timezone.utc):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def local_text(timestamp: float) -> str:
+    """A Unix time as naive local-time text with microseconds (web2py's rows hold local
+    time, in whole seconds, which compare with this as they should)."""
+    return f"{datetime.fromtimestamp(timestamp):%Y-%m-%d %H:%M:%S.%f}"
+
+
+def identifier(name: str) -> str:
+    """A table or index name, shortened with a hash when longer than databases allow."""
+    if len(name) <= MAX_IDENTIFIER:
+        return name
+    return f"{name[:54]}_{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+
+
+def columns(db: DAL, name: str) -> set[str] | None:
+    """The lower-cased column names of table ``name`` as it is in the database, or None."""
+    adapter = db._adapter
+    literal = adapter.adapt(name)
+    if adapter.dbengine == "sqlite":
+        rows = db.executesql(f"PRAGMA table_info({literal});")
+        names = {str(row[1]) for row in rows}
+    else:
+        schema = "current_schema()" if adapter.dbengine == "postgres" else "DATABASE()"
+        rows = db.executesql(
+            "SELECT column_name FROM information_schema.columns WHERE "
+            f"table_schema = {schema} AND lower(table_name) = lower({literal});"
+        )
+        names = {str(row[0]) for row in rows}
+    return {column.lower() for column in names} or None
+
+
+def define_table(db: DAL, name: str, fields: list[Field], **options: object) -> Table:
+    """Define (or redefine) a table now, also on a DAL with ``lazy_tables``."""
+    db.define_table(name, *fields, redefine=True, **options)
+    return db[name]
+
+
+def migrate_table(
+    db: DAL,
+    name: str,
+    fields: Callable[[], list[Field]],
+    indexes: tuple[Index, ...],
+    obsolete: tuple[str, ...] = (),
+) -> Table:
+    """Make table ``name`` match ``fields`` with pydal's migrations, guided by the live
+    table rather than by pydal's ``.table`` file alone, then create its indexes."""
+    found = columns(db, name)
+    if found is None:
+        table = define_table(db, name, fields(), migrate=True)
+        if columns(db, name) is None and table._dbt:  # a stale .table file: pydal skipped it
+            os.remove(table._dbt)
+            table = define_table(db, name, fields(), migrate=True)
+    else:
+        missing = [field.name for field in fields() if field.name.lower() not in found]
+        if missing:  # record what exists, so that pydal's migration adds just the rest
+            present = [field for field in fields() if field.name.lower() in found]
+            define_table(db, name, present, migrate=True, fake_migrate=True)
+            log.info("session table %s: adding columns %s", name, ", ".join(missing))
+        table = define_table(db, name, fields(), migrate=True, fake_migrate=not missing)
+    for suffix, on, unique in indexes:
+        create_index(db, table, identifier(f"{name}_{suffix}"), on, unique)
+    for suffix in obsolete:
+        drop_index(db, table, identifier(f"{name}_{suffix}"))
+    return table
+
+
+def create_index(db: DAL, table: Table, index: str, on: tuple[str, ...], unique: bool) -> None:
+    """CREATE INDEX IF NOT EXISTS (pydal's create_index commits and has no IF NOT EXISTS)."""
+    adapter = db._adapter
+    kind = "UNIQUE INDEX" if unique else "INDEX"
+    names = ", ".join(table[column]._rname for column in on)
+    target = f"{adapter.dialect.quote(index)} ON {table._rname} ({names})"
+    if adapter.dbengine != "mysql":
+        db.executesql(f"CREATE {kind} IF NOT EXISTS {target};")
+    elif not _mysql_index_exists(db, table, index):
+        db.executesql(f"CREATE {kind} {target};")
+
+
+def drop_index(db: DAL, table: Table, index: str) -> None:
+    """DROP INDEX IF EXISTS, on each engine's terms."""
+    adapter = db._adapter
+    quoted = adapter.dialect.quote(index)
+    if adapter.dbengine != "mysql":
+        db.executesql(f"DROP INDEX IF EXISTS {quoted};")
+    elif _mysql_index_exists(db, table, index):
+        db.executesql(f"DROP INDEX {quoted} ON {table._rname};")
+
+
+def _mysql_index_exists(db: DAL, table: Table, index: str) -> bool:
+    adapter = db._adapter
+    return bool(
+        db.executesql(
+            "SELECT 1 FROM information_schema.statistics WHERE table_schema = DATABASE() "
+            f"AND table_name = {adapter.adapt(table._tablename)} "
+            f"AND index_name = {adapter.adapt(index)};"
+        )
+    )
