@@ -179,7 +179,8 @@ def _write(open_session: OpenSession, stop, ready, send) -> None:
             try:
                 call()
             except FAILURES as exc:
-                errors, error = errors + 1, error or f"{type(exc).__name__}: {exc}"
+                why = exc if str(exc) else exc.__context__  # Django's UpdateError says nothing
+                errors, error = errors + 1, error or f"{type(exc).__name__}: {why}"
             calls.append((start, time.perf_counter() - start))
         ready.set()
     close()

@@ -6,13 +6,17 @@ stays ("delete conditionally, never select-then-delete"). Per engine::
 
     sqlite    DELETE FROM t NOT INDEXED WHERE id IN (SELECT id FROM t WHERE <rule>
               ORDER BY <index> LIMIT n) AND <rule>
-    postgres  WITH picked AS (SELECT id FROM t WHERE <rule> ORDER BY <index> LIMIT n
-              FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM t WHERE id IN (SELECT id FROM
-              picked) AND <rule> RETURNING 1) SELECT count(*) of both
+    postgres  WITH picked AS (SELECT ctid FROM t WHERE <rule> ORDER BY <index> LIMIT n
+              FOR UPDATE SKIP LOCKED), gone AS (DELETE FROM t WHERE ctid = ANY(ARRAY(
+              SELECT ctid FROM picked)) AND <rule> RETURNING 1) SELECT count(*) of both
     mysql     DELETE FROM t WHERE <rule> ORDER BY <index> LIMIT n
 
-PostgreSQL re-evaluates ``<rule>`` on the newest version of a row changed meanwhile, and
-skips rows another transaction is writing right now instead of waiting for it.
+SQLite runs the statement under its one write lock (NOT INDEXED makes it look the picked
+rows up by rowid instead of walking the rule's index range again). PostgreSQL locks the
+picked rows, skipping any that another transaction is writing right now instead of waiting
+for it, re-evaluates ``<rule>`` on the newest version of a row changed meanwhile, and
+deletes the locked rows by their physical address (a locked row cannot move): a lookup
+through the primary key costs three times as much in a table that is mostly dead rows.
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ def session_rules(sessions: Table, at: float, cutoff: float, force: bool) -> lis
     web2pys = (version == None) & (modified < local_text(cutoff))  # noqa: E711
     unknown = modified == None  # noqa: E711 (no time at all: nothing to keep it by)
     rules = [Rule(sessions, expires <= utc(at), (expires,), "session")]
-    if force:  # any expiry: by the (expires, modified) index's second column is no range
+    if force:  # whatever the expiry: the modified_datetime index finds them
         return rules + [Rule(sessions, q, (modified,), "session") for q in (ours, web2pys, unknown)]
     no_expiry = expires == None  # noqa: E711
     order = (expires, modified)  # the index (expires_datetime, modified_datetime)
@@ -124,6 +128,7 @@ def delete(db: DAL, rule: Rule, rows: int) -> tuple[int, int]:
 
 
 def count(db: DAL, rules: list[Rule]) -> int:
+    """Run :func:`count_sql`."""
     db._adapter.execute(count_sql(db, rules))
     return int(db._adapter.cursor.fetchone()[0])
 

@@ -43,7 +43,7 @@ from typing import Any
 from pydal import DAL
 from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
-from pydal.objects import Query, Table
+from pydal.objects import Expression, Query, Table
 
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import _sql_cleanup
@@ -102,6 +102,13 @@ def _unix(value: datetime) -> float:
 
 def _expiry(ttl: int | None, at: float) -> datetime | None:
     return None if ttl is None else _utc(math.ceil(at + ttl))
+
+
+def _moment(db: DAL, at: float) -> Expression:
+    """``at`` as a SQL literal of naive UTC with microseconds (pydal writes a datetime in
+    whole seconds: too coarse for sessions2trash to tell a touch just after its cutoff
+    from one just before)."""
+    return Expression(db, db._adapter.adapt(schema.utc_text(at)), type="datetime")
 
 
 def _live(sessions: Table, at: float) -> Query:
@@ -259,20 +266,20 @@ class DatabaseStore(SessionStore):
             and (isinstance(expected, bool) or not isinstance(expected, int))
         ):
             return False  # not a version this store handed out: it cannot match
-        values = {
-            "session_data": data,
-            "modified_datetime": schema.utc_text(at),
-            "expires_datetime": _expiry(ttl, at),
-            "locked": False,
-        }
         with self._transaction() as (db, sessions, _):
+            values = {
+                "session_data": data,
+                "modified_datetime": _moment(db, at),
+                "expires_datetime": _expiry(ttl, at),
+                "locked": False,
+            }
             key = sessions.unique_key == sid
             bump = sessions.version.coalesce_zero() + 1
             if expected is None:  # create, or replace a record that has expired
                 expired = (sessions.expires_datetime != None) & (  # noqa: E711
                     sessions.expires_datetime <= _utc(at)
                 )
-                created = {"created_datetime": schema.utc_text(at), **values}
+                created = {"created_datetime": _moment(db, at), **values}
                 if db(key & expired).update(version=bump, **created):
                     return True
                 return self._insert(db, sessions, unique_key=sid, version=1, **created)
@@ -280,7 +287,7 @@ class DatabaseStore(SessionStore):
                 for _attempt in range(5):  # each round loses only to a concurrent writer
                     if db(key).update(version=bump, **values):
                         return True
-                    created = {"created_datetime": schema.utc_text(at), **values}
+                    created = {"created_datetime": _moment(db, at), **values}
                     if self._insert(db, sessions, unique_key=sid, version=1, **created):
                         return True
                 raise StoreUnavailable(
@@ -299,7 +306,7 @@ class DatabaseStore(SessionStore):
         with self._transaction() as (db, sessions, _):
             query = (sessions.unique_key == sid) & _live(sessions, at)
             db(query).update(
-                modified_datetime=schema.utc_text(at),
+                modified_datetime=_moment(db, at),
                 expires_datetime=_expiry(ttl, at),
                 version=sessions.version.coalesce_zero(),  # marks a web2py row as UTC now
             )
