@@ -490,7 +490,7 @@ class PostgresBulk:
     name, alias, where = "postgres", "postgres", "the same database"
 
     def __init__(self, server: PostgresServer):
-        self.server, self.url = server, server.url
+        self.url = server.url
         with contextlib.closing(self.connect()) as connection:
             number = connection.server_version
         self.version = f"PostgreSQL {number // 10000}.{number % 10000}"
