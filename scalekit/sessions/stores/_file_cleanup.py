@@ -40,7 +40,7 @@ log = logging.getLogger("scalekit.sessions")
 #: A temp file this old is what a crashed write left behind (a write takes milliseconds).
 _STALE_TEMP = 600.0
 #: Threads settling shards at once, and candidates unlinked per hold of a shard's mutex.
-_SETTLERS = 8
+_SETTLERS = 4
 _PER_HOLD = 64
 _SHARD = re.compile(r"[A-Za-z0-9_-]{2}\Z")
 # Directories are opened relative to their parent's descriptor and never through a link.
