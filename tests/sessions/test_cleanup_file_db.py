@@ -284,15 +284,9 @@ def rows(db_url, app_name) -> Iterator[DatabaseStore]:
     store.close()
 
 
-def stamp(seconds_from_now: float, local: bool = False) -> str:
-    """A datetime literal: naive UTC as the store writes, or naive local time as web2py."""
-    at = time.time() + seconds_from_now
-    moment = (
-        datetime.datetime.fromtimestamp(at)
-        if local
-        else datetime.datetime.fromtimestamp(at, datetime.timezone.utc).replace(tzinfo=None)
-    )
-    return f"'{moment:%Y-%m-%d %H:%M:%S}'"
+def stamp(seconds_from_now: float) -> str:
+    """A SQL literal of the time ``seconds_from_now``, in naive UTC as the store writes."""
+    return time.strftime("'%Y-%m-%d %H:%M:%S'", time.gmtime(time.time() + seconds_from_now))
 
 
 def set_times(url: str, store: DatabaseStore, sid: str, modified: str, expires: str) -> None:

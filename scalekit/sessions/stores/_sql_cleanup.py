@@ -21,9 +21,10 @@ through the primary key costs three times as much in a table that is mostly dead
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from pydal import DAL
 from pydal.objects import Field, Query, Table
@@ -35,7 +36,7 @@ TARGET_SECONDS = 0.03
 #: SQLite has one writer at a time, and a waiting writer polls (after 1, 2, 5, 10, 15, 20,
 #: then 25 ms): a pause this long between transactions lets it in within ~60 ms.
 SQLITE_PAUSE = 0.025
-MAX_ROWS = 50_000
+MIN_ROWS, MAX_ROWS = 50, 50_000
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class Rule:
 
 
 def utc(timestamp: float) -> datetime:
-    """A Unix time as a naive UTC datetime (pydal writes it in whole seconds, rounded down,
-    as the store's ``expires_datetime`` is compared in ``load`` too)."""
-    return datetime.fromtimestamp(timestamp, timezone.utc).replace(tzinfo=None)
+    """A Unix time as a naive UTC datetime in whole seconds, rounded down (as pydal writes
+    it, and as ``load`` compares ``expires_datetime`` too)."""
+    return datetime(*time.gmtime(math.floor(timestamp))[:6])
 
 
 def session_rules(sessions: Table, at: float, cutoff: float, force: bool) -> list[Rule]:
@@ -158,8 +159,8 @@ def begin_sqlite(db: DAL) -> None:
         db.executesql(f"PRAGMA busy_timeout = {busy_ms};")
 
 
-def next_size(rows: int, seconds: float, least: int) -> int:
+def next_size(rows: int, seconds: float) -> int:
     """The size of the next transaction: toward ``TARGET_SECONDS`` at the rate of the last
-    one, at most doubling or halving, never below ``least`` nor above ``MAX_ROWS``."""
+    one, at most doubling or halving, within ``MIN_ROWS`` and ``MAX_ROWS``."""
     goal = rows * TARGET_SECONDS / max(seconds, 1e-4)
-    return int(max(min(max(goal, rows / 2), rows * 2, MAX_ROWS), least))
+    return int(min(max(goal, rows / 2, MIN_ROWS), rows * 2, MAX_ROWS))

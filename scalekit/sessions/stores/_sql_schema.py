@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
+import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 
 from pydal import DAL, Field
 from pydal.objects import Table
@@ -60,13 +61,19 @@ def utc_text(timestamp: float) -> str:
     """A Unix time as the store writes ``created_datetime`` and ``modified_datetime``: naive
     UTC text with microseconds (pydal would cut a datetime to whole seconds, too coarse
     for sessions2trash to tell a touch just after its cutoff from one just before)."""
-    return f"{datetime.fromtimestamp(timestamp, timezone.utc):%Y-%m-%d %H:%M:%S.%f}"
+    return _text(timestamp, time.gmtime)
 
 
 def local_text(timestamp: float) -> str:
     """A Unix time as naive local-time text with microseconds (web2py's rows hold local
     time, in whole seconds, which compare with this as they should)."""
-    return f"{datetime.fromtimestamp(timestamp):%Y-%m-%d %H:%M:%S.%f}"
+    return _text(timestamp, time.localtime)
+
+
+def _text(timestamp: float, convert: Callable[[float], time.struct_time]) -> str:
+    seconds = math.floor(timestamp)
+    micro = min(int((timestamp - seconds) * 1e6), 999_999)
+    return time.strftime("%Y-%m-%d %H:%M:%S", convert(seconds)) + f".{micro:06d}"
 
 
 def identifier(name: str) -> str:

@@ -342,20 +342,20 @@ class DatabaseStore(SessionStore):
     ) -> CleanupStats:
         """Delete expired session rows, then expired lock rows, in short transactions.
 
-        Each rule of ``_sql_cleanup`` is deleted through its index, at least ``batch`` rows
-        per transaction: sizes grow while a transaction holds its locks under ~30 ms, so a
-        larger ``batch`` buys speed with longer waits for the app's writes. SQLite has one
-        writer at a time: each transaction takes the write lock first, and a 25 ms pause
-        after it lets the app's writes in. Every transaction commits, also on the app's
-        DAL with ``commit=False`` (and so commits the app's pending work: cleanup is meant
-        for the cron script, which opens the store by URL).
+        Each rule of ``_sql_cleanup`` is deleted through its index, ``batch`` rows in the
+        first transaction; the next ones grow or shrink so that each holds its locks
+        about 30 ms. SQLite has one writer at a time: each transaction takes the write
+        lock first, and a 25 ms pause after it lets the app's writes in. Every transaction
+        commits, also on the app's DAL with ``commit=False`` (and so commits the app's
+        pending work: cleanup is meant for the cron script, which opens the store by URL).
+        ``dry_run`` counts with one read-only query per table.
 
         ``examined`` counts the rows picked, ``deleted`` those deleted (fewer on PostgreSQL
         if a row changed meanwhile); progress is reported after each transaction that
-        found rows. web2py's rows (NULL ``version``) hold local time, and the -x rule compares
-        them with the cutoff in this process's local time (run it with ``TZ`` set to the
-        zone web2py ran in). A failure rolls back the transaction under way only and
-        raises :class:`StoreUnavailable`: what is left waits for the next run.
+        found rows. web2py's rows (NULL ``version``) hold local time, and the -x rule
+        compares them with the cutoff in this process's local time (run it with ``TZ``
+        set to the zone web2py ran in). A failure rolls back the transaction under way
+        only and raises :class:`StoreUnavailable`: what is left waits for the next run.
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
@@ -364,7 +364,7 @@ class DatabaseStore(SessionStore):
         session_rules = _sql_cleanup.session_rules(sessions, at, cutoff, force)
         lock_rules = _sql_cleanup.lock_rules(locks, at)
         sqlite = db._adapter.dbengine == "sqlite"
-        size = least = min(batch, _sql_cleanup.MAX_ROWS)
+        size = min(batch, _sql_cleanup.MAX_ROWS)
         try:
             if dry_run:  # one read-only count per table
                 stats.examined = stats.deleted = _sql_cleanup.count(db, session_rules)
@@ -379,6 +379,7 @@ class DatabaseStore(SessionStore):
                     started = time.monotonic()
                     picked, gone = _sql_cleanup.delete(db, rule, size)
                     db.commit()
+                    elapsed = time.monotonic() - started
                     if rule.kind == "lock":
                         locks_gone += gone
                     elif picked:
@@ -388,7 +389,7 @@ class DatabaseStore(SessionStore):
                             progress(dataclasses.replace(stats))
                     if picked < size:
                         break
-                    size = _sql_cleanup.next_size(size, time.monotonic() - started, least)
+                    size = _sql_cleanup.next_size(size, elapsed)
                     if sqlite:
                         time.sleep(_sql_cleanup.SQLITE_PAUSE)
         except db._adapter.driver.Error as exc:

@@ -260,11 +260,13 @@ class FileStore(SessionStore):
         """Walk this app's shards and delete expired session files, expired lock files and
         temp files older than 10 minutes; ``examined`` counts session files.
 
-        Each file is first judged without the mutex from its time and header line; the
-        candidates of a shard are then re-checked and unlinked under one hold of the shard
-        mutex. The walk opens each folder relative to its parent and never follows a
-        symbolic link; files that vanish meanwhile are skipped. Live locks stay, also with
-        ``force``. A symbolic link as the app folder is refused (:class:`ConfigError`).
+        Each file is first judged without the mutex, from its time and header line; the
+        candidates of a shard are then checked again and unlinked under the shard mutex
+        (which save, touch, delete and lock take too), by a few threads at once. Progress
+        is reported each time another ``batch`` session files have been examined (a shard
+        is examined whole). No symbolic link is followed, and files that vanish meanwhile
+        are skipped. Live locks stay, also with ``force``. An app folder that is a
+        symbolic link is refused (:class:`ConfigError`). See ``_file_cleanup``.
         """
         from scalekit.sessions.stores._file_cleanup import Sweep  # it uses this module
 
