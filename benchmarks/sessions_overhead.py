@@ -288,8 +288,8 @@ def commands_of(url: str, request: Callable[[], object]):
 def round_trips(redis_url: str, scalekit: ScalekitApp) -> None:
     cases = [  # label, request, the top-level commands expected (None: no claim)
         ("new session, view writes", environ(), None),
-        ("read-and-write", environ(cookie=scalekit.cookie), {"hgetall": 1, "evalsha": 1}),
-        ("read-only", environ("/read", scalekit.cookie), {"hgetall": 1}),
+        ("read-and-write", environ(cookie=scalekit.cookie), {"hmget": 1, "evalsha": 1}),
+        ("read-only", environ("/read", scalekit.cookie), {"hmget": 1}),
         ("session untouched", environ("/untouched", scalekit.cookie), {}),
     ]
     print("\n2. Redis commands per request (INFO commandstats, after a warm-up)")

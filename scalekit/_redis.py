@@ -3,17 +3,28 @@
 Used by the Redis session store and the Redis cache backend, so both read the same URL
 options, connect the same way (TCP, TLS with ``rediss://``, unix sockets) and run their Lua
 scripts the same way (``EVALSHA``, loading the script when the server answers NOSCRIPT).
+
+Per-request commands take a lean path, :meth:`LazyRedis.call`: redis-py's connections and
+reply parser (hiredis when installed) without its client layers. On a 2-CPU VM that cuts a
+loopback command from about 180 µs to 125 µs; the rest is the network round trip.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
+from collections import deque
 from typing import Any
 
 import redis
 
 from scalekit.urls import RedisURL
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # the hiredis extra is not installed: redis-py packs in Python
+    _hiredis_pack = None
 
 __all__ = ["REDIS_OPTIONS", "LazyRedis"]
 
@@ -68,6 +79,10 @@ class LazyRedis:
         self._client: redis.Redis | None = None
         self._client_pid = 0
         self._sha1: dict[str, str] = {}
+        self._max_connections = max_connections
+        self._idle: deque[redis.Connection] = deque()
+        self._slots: threading.BoundedSemaphore | None = None
+        self._idle_pid = 0
 
     @property
     def client(self) -> redis.Redis:
@@ -77,6 +92,71 @@ class LazyRedis:
             self._client_pid = os.getpid()
         return self._client
 
+    def call(self, *args: Any) -> Any:
+        """Run one command and return its raw reply (no redis-py response callbacks).
+
+        Connections wait in a per-process LIFO, taken and given back without a lock. A
+        reply error leaves its connection clean for reuse; any other failure closes it.
+        When a reused connection turns out dead (the server restarted or dropped idle
+        clients), every idle connection goes and the command runs once more on a new one.
+        With ``max_connections``, a caller waits up to the connect timeout for a free one.
+
+        Raises ``redis.RedisError``: callers turn it into their own error.
+        """
+        if self._idle_pid != os.getpid():
+            self._reset_idle()
+        slots = self._slots
+        if slots is not None and not slots.acquire(timeout=self._wait_for_slot):
+            raise redis.ConnectionError(
+                f"all {self._max_connections} connections to {self.settings.masked} are busy"
+            )
+        try:
+            try:
+                connection = self._idle.pop()
+            except IndexError:
+                return self._run(self._new_connection(), args)
+            try:
+                return self._run(connection, args)
+            except redis.ConnectionError:
+                self._drop_idle()
+                return self._run(self._new_connection(), args)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _run(self, connection: redis.Connection, args: tuple) -> Any:
+        try:
+            if _hiredis_pack is None:
+                connection.send_command(*args)
+            else:  # 1.4 µs instead of 4.5 for a session save
+                connection.send_packed_command([_hiredis_pack(args)])
+            reply = connection.read_response()
+        except redis.ResponseError:
+            self._idle.append(connection)
+            raise
+        except BaseException:
+            connection.disconnect()
+            raise
+        self._idle.append(connection)
+        return reply
+
+    def _new_connection(self) -> redis.Connection:
+        options = dict(self.pool_options)
+        options.pop("max_connections")
+        connection_class = options.pop("connection_class", redis.Connection)
+        return connection_class(protocol=2, **options)
+
+    @property
+    def _wait_for_slot(self) -> float:
+        return self.pool_options["socket_connect_timeout"] or 1.0
+
+    def _reset_idle(self) -> None:
+        """A new process (or the first use): no connection of the parent is ever reused."""
+        self._idle = deque()
+        if self._max_connections:
+            self._slots = threading.BoundedSemaphore(self._max_connections)
+        self._idle_pid = os.getpid()
+
     def script(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """Run the Lua ``source`` by its SHA1, loading it first where the server lacks it.
 
@@ -85,15 +165,24 @@ class LazyRedis:
         sha = self._sha1.get(source)
         if sha is None:
             sha = self._sha1[source] = hashlib.sha1(source.encode()).hexdigest()
-        client = self.client
         try:
-            return client.evalsha(sha, len(keys), *keys, *args)
+            return self.call("EVALSHA", sha, len(keys), *keys, *args)
         except redis.exceptions.NoScriptError:
-            client.script_load(source)
-            return client.evalsha(sha, len(keys), *keys, *args)
+            self.call("SCRIPT", "LOAD", source)
+            return self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     def close(self) -> None:
-        """Disconnect this process's pool (a new one opens on next use)."""
+        """Disconnect this process's connections (new ones open on next use)."""
         if self._client is not None and self._client_pid == os.getpid():
             self._client.connection_pool.disconnect()
         self._client, self._client_pid = None, 0
+        if self._idle_pid == os.getpid():
+            self._drop_idle()
+        self._idle_pid = 0
+
+    def _drop_idle(self) -> None:
+        while True:
+            try:
+                self._idle.pop().disconnect()
+            except IndexError:
+                return

@@ -118,15 +118,22 @@ def to_tagged(value: Any) -> Any:
     return value if type(value) in _SCALARS else _to_tagged(value)
 
 
+#: Compact, sorted, deterministic: equal values give equal bytes.
+ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_PLAIN = json.JSONDecoder()
+_TAGGED = json.JSONDecoder(object_hook=from_tagged)
+
+
 def dumps(value: Any) -> bytes:
     """Deterministic UTF-8 JSON for ``value`` (see :func:`to_tagged` for errors)."""
-    return json.dumps(
-        to_tagged(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    return ENCODER.encode(to_tagged(value)).encode("utf-8")
 
 
 def loads(body: bytes | str) -> Any:
-    """Decode what :func:`dumps` wrote (tags become their types again)."""
+    """Decode what :func:`dumps` wrote (tags become their types again).
+
+    Raises ``ValueError`` (``UnicodeDecodeError``, ``json.JSONDecodeError``) on bad input.
+    """
+    text = body.decode("utf-8") if isinstance(body, bytes) else body
     # A tag is an object whose key starts with a space; without one, skip the slower hook.
-    marker = b'{" ' if isinstance(body, bytes) else '{" '
-    return json.loads(body, object_hook=from_tagged) if marker in body else json.loads(body)
+    return _TAGGED.decode(text) if '{" ' in text else _PLAIN.decode(text)

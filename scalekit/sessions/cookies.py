@@ -16,6 +16,7 @@ log = logging.getLogger("scalekit.sessions")
 ID_BYTES = 18  # 144 random bits, 24 URL-safe characters
 _VALUE = re.compile(r"([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})\Z")
 _MAX_VALUE = 200  # anything longer is not ours: ignored before any parsing
+_VERIFIED_MAX = 4096  # cookie values remembered as verified, per process
 _SAMESITE = ("Lax", "Strict", "None")
 
 
@@ -51,6 +52,9 @@ class SessionCookie:
         self.name, self.path, self.domain, self.max_age = name, path, domain, max_age
         self.secure, self.httponly, self.samesite = secure, httponly, samesite
         self._signer = Signer(secret, "session cookie")
+        # Values that verified, with their ids: a returning client costs no HMAC. Emptied
+        # when full; under the GIL a racing reader only misses and verifies again.
+        self._verified: dict[str, str] = {}
 
     def value(self, sid: str) -> str:
         """The cookie value for ``sid``: ``id.signature``."""
@@ -66,9 +70,16 @@ class SessionCookie:
             name, eq, value = part.strip().partition("=")
             if name != self.name or not eq:
                 continue
-            sid = self._verify(value.strip().strip('"'))
-            if sid is not None:
-                return sid
+            value = value.strip().strip('"')
+            sid = self._verified.get(value)
+            if sid is None:
+                sid = self._verify(value)
+                if sid is None:
+                    continue
+                if len(self._verified) >= _VERIFIED_MAX:
+                    self._verified.clear()
+                self._verified[value] = sid
+            return sid
         return None
 
     def _verify(self, value: str) -> str | None:

@@ -84,6 +84,9 @@ class SessionMiddleware:
             _close(result)
             done()
             return [self._unavailable_body]
+        if type(result) is list and saved:  # a finished body: nothing left to run or close
+            done()
+            return result
         return _Response(result, done, failed, self._unavailable_body)
 
     _unavailable_body = (

@@ -9,7 +9,6 @@ application opts in, and is then only ever read after the signature checks.
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Sequence
 from typing import Any
@@ -32,9 +31,7 @@ class JSONSerializer:
                 f"session key {exc.path[1:]!r} {exc.problem}; use {tagged_json.ALLOWED}, "
                 "or open the session layer with serializer='pickle'"
             ) from None
-        return json.dumps(
-            {"c": created, "d": tagged}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        return tagged_json.ENCODER.encode({"c": created, "d": tagged}).encode("utf-8")
 
     def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
         envelope = tagged_json.loads(body)

@@ -112,7 +112,7 @@ def test_a_read_only_request_is_one_round_trip_and_no_write(store, redis_client)
     reset(redis_client)
     response = client.get("/read")
     assert response.text == '{"n": 1, "user": "ann"}'
-    assert commands(redis_client) == {"hgetall": 1}
+    assert commands(redis_client) == {"hmget": 1}
     assert response.header("Set-Cookie") is None and response.header("Cache-Control") is None
 
 
@@ -121,7 +121,7 @@ def test_a_change_is_one_load_and_one_save(store, redis_client):
     client.get("/set")
     reset(redis_client)
     client.get("/bump")
-    assert commands(redis_client) == {"hgetall": 1, "evalsha": 1}
+    assert commands(redis_client) == {"hmget": 1, "evalsha": 1}
     assert client.get("/read").text == '{"n": 2, "user": "ann"}'
 
 
@@ -254,14 +254,14 @@ def test_touch_is_throttled_and_never_rewrites_data(store, redis_client):
     client.get("/set")
     reset(redis_client)
     client.get("/read")
-    assert commands(redis_client) == {"hgetall": 1}  # touched < 1 s ago: no touch
+    assert commands(redis_client) == {"hmget": 1}  # touched < 1 s ago: no touch
     time.sleep(1.1)
     reset(redis_client)
     client.get("/read")
-    assert commands(redis_client) == {"hgetall": 1, "evalsha": 1}  # the touch script
+    assert commands(redis_client) == {"hmget": 1, "evalsha": 1}  # the touch script
     reset(redis_client)
     client.get("/read")
-    assert commands(redis_client) == {"hgetall": 1}
+    assert commands(redis_client) == {"hmget": 1}
     sid = cookie_of(client, store).split(".")[0]
     assert 9000 < redis_client.pttl(f"scalekit:s:{store.app}:{sid}") <= 10000
 

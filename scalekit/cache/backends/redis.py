@@ -12,7 +12,7 @@ another's and none holds a glob character):
 A hash rather than a string with a header, so a counter's value is a plain number that
 ``HINCRBY`` counts on atomically while its store time sits next to it. ``set``/``add`` are one
 Lua script call (replace the hash, set its TTL, ``add`` only if absent), ``get`` one
-``HGETALL``, ``incr`` one script (``HINCRBY``, keeping the TTL). ``clear`` walks this app's
+``HMGET``, ``incr`` one script (``HINCRBY``, keeping the TTL). ``clear`` walks this app's
 keys with ``SCAN MATCH ... COUNT 1000`` and removes matches with ``UNLINK``: never ``KEYS``
 (blocks the server), never ``FLUSHDB`` (other apps' keys, sessions). Leases are
 ``SET NX PX`` and a compare-and-delete script, apart from values.
@@ -130,15 +130,18 @@ class RedisBackend(CacheBackend):
     # -- values -------------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
         name, hashed = self._name(key)
-        fields = self._call("read", lambda client: client.hgetall(name))
-        if not fields:
+        fields = ("f", "v", "t") if hashed is None else ("f", "v", "t", "k")
+        fmt, data, stored_at, *original = self._call("read", "HMGET", name, *fields)
+        if fmt is None and data is None and stored_at is None:
             return None
         try:
-            if hashed is not None and fields.get(b"k") != hashed:
+            if original and original[0] != hashed:
                 return None  # a SHA-256 collision: not this key's entry
-            value = _codec.load(fields[b"f"].decode("ascii"), fields[b"v"], self.serializer)
-            return Entry(value, float(fields[b"t"]))
-        except (_codec.Corrupt, KeyError, ValueError, UnicodeDecodeError) as exc:
+            if fmt is None or data is None or stored_at is None:
+                raise _codec.Corrupt("a field of the entry is missing")
+            value = _codec.load(fmt.decode("ascii"), data, self.serializer)
+            return Entry(value, float(stored_at))
+        except (_codec.Corrupt, ValueError, UnicodeDecodeError) as exc:
             log.warning("redis cache %s: entry %r cannot be read (%s); treated as a miss",
                         self.settings.masked, key, exc)  # fmt: skip
             return None
@@ -151,7 +154,7 @@ class RedisBackend(CacheBackend):
 
     def delete(self, key: str) -> bool:
         name, _ = self._name(key)
-        return self._call("delete", lambda client: client.delete(name)) > 0
+        return self._call("delete", "DEL", name) > 0
 
     def incr(self, key: str, delta: int = 1) -> int:
         name, hashed = self._name(key)
@@ -209,7 +212,7 @@ class RedisBackend(CacheBackend):
         ttl = check_lease(token, ttl)
         name = self._lease_name(key)
         px = max(1, int(ttl * 1000))
-        return bool(self._call("lease", lambda c: c.set(name, token, nx=True, px=px)))
+        return self._call("lease", "SET", name, token, "NX", "PX", px) is not None
 
     def release_lease(self, key: str, token: str) -> bool:
         name = self._lease_name(key)
@@ -220,7 +223,10 @@ class RedisBackend(CacheBackend):
 
     def server_stats(self) -> dict[str, Any]:
         """Selected ``INFO`` fields, and this database's key count."""
-        info = self._call("read stats", lambda client: client.info())
+        try:
+            info = self._redis.client.info()
+        except redis.RedisError as exc:
+            raise self._unavailable("read stats", exc) from None
         stats = {name: info[name] for name in _STATS if name in info}
         stats["db_keys"] = info.get(f"db{self.settings.db}", {}).get("keys", 0)
         return stats
@@ -248,9 +254,9 @@ class RedisBackend(CacheBackend):
         except redis.RedisError as exc:
             raise self._unavailable("write", exc) from None
 
-    def _call(self, action: str, command: Any) -> Any:
+    def _call(self, action: str, *command: Any) -> Any:
         try:
-            return command(self._redis.client)
+            return self._redis.call(*command)
         except redis.RedisError as exc:
             raise self._unavailable(action, exc) from None
 

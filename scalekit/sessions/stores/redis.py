@@ -8,7 +8,7 @@ Layout, for app ``shop`` and session ``S``:
   touch time (ms), so ``sessions2trash`` finds candidates without ``KEYS``.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
-``load`` is one ``HGETALL``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
+``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
 Lua script call each, atomic on the server.
 """
 
@@ -171,12 +171,12 @@ class RedisStore(SessionStore):
     def load(self, sid: str) -> Record | None:
         key = self._prefix + check_session_id(sid)
         try:
-            fields = self.client.hgetall(key)
+            data, version, saved_ms = self._redis.call("HMGET", key, "d", "v", "t")
         except redis.RedisError as exc:
             raise self._unavailable("load a session", exc) from None
-        if b"d" not in fields:
+        if data is None:
             return None
-        return Record(fields[b"d"], fields[b"v"], int(fields[b"t"]) / 1000)
+        return Record(data, version, int(saved_ms) / 1000)
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         key = self._prefix + check_session_id(sid)
@@ -207,7 +207,9 @@ class RedisStore(SessionStore):
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
         try:
-            return bool(self.client.set(key, token, nx=True, px=max(1, int(ttl * 1000))))
+            return (
+                self._redis.call("SET", key, token, "NX", "PX", max(1, int(ttl * 1000))) is not None
+            )
         except redis.RedisError as exc:
             raise self._unavailable("lock a session", exc) from None
 

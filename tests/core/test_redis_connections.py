@@ -1,0 +1,130 @@
+"""The shared Redis client's lean path (``LazyRedis.call``) on real servers: connections are
+reused, never after a failure that could leave a stale reply, replaced when found dead,
+bounded by ``max_connections``, and never shared with a forked child."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from scalekit._redis import LazyRedis
+from scalekit.urls import parse
+from tests.servers import RedisServer
+
+
+def lazy(url: str, **options) -> LazyRedis:
+    return LazyRedis(parse(url), **options)
+
+
+@pytest.fixture
+def client(redis_url):
+    client = lazy(redis_url)
+    yield client
+    client.close()
+
+
+def test_one_idle_connection_serves_consecutive_commands(client):
+    first = client.call("CLIENT", "ID")
+    assert client.call("SET", "lean:k", b"v") == b"OK"
+    assert client.call("GET", "lean:k") == b"v"
+    assert client.call("CLIENT", "ID") == first
+
+
+def test_a_reply_error_raises_and_keeps_the_connection(client):
+    first = client.call("CLIENT", "ID")
+    client.call("SET", "lean:text", b"not a number")
+    with pytest.raises(redis.ResponseError, match="not an integer"):
+        client.call("INCR", "lean:text")
+    assert client.call("CLIENT", "ID") == first
+
+
+def test_a_connection_killed_while_idle_is_replaced_without_an_error(client, redis_url):
+    first = client.call("CLIENT", "ID")
+    redis.Redis.from_url(redis_url).client_kill_filter(_id=first)
+    assert client.call("PING") == b"PONG"
+    assert client.call("CLIENT", "ID") != first
+
+
+def test_a_timed_out_connection_is_closed_so_its_late_reply_is_never_read():
+    with RedisServer().running() as server:
+        client = lazy(server.url, socket_timeout=0.3)
+        client.call("SET", "answer", b"42")
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(redis.TimeoutError):
+                client.call("SET", "late", b"written after the timeout")
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        # The late "OK" for SET went to a closed socket, not to the next command.
+        assert client.call("GET", "answer") == b"42"
+        assert client.call("GET", "late") == b"written after the timeout"
+        client.close()
+
+
+def test_a_down_server_raises_a_connection_error_quickly():
+    with RedisServer().running() as server:
+        url = server.url
+    client = lazy(url, socket_connect_timeout=0.5)
+    started = time.monotonic()
+    with pytest.raises(redis.ConnectionError):
+        client.call("PING")
+    assert time.monotonic() - started < 2
+
+
+def test_max_connections_makes_callers_wait_for_a_free_connection(redis_url):
+    client = lazy(redis_url, max_connections=1, socket_timeout=5, socket_connect_timeout=3)
+    blocked = threading.Thread(target=client.call, args=("BLPOP", "lean:empty", 0.5))
+    blocked.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    assert client.call("PING") == b"PONG"  # waited for BLPOP to give the connection back
+    blocked.join()
+    assert time.monotonic() - started >= 0.2
+    client.close()
+
+
+def test_max_connections_gives_up_after_the_connect_timeout(redis_url):
+    client = lazy(redis_url, max_connections=1, socket_timeout=5, socket_connect_timeout=0.2)
+    blocked = threading.Thread(target=client.call, args=("BLPOP", "lean:empty", 1))
+    blocked.start()
+    time.sleep(0.1)
+    with pytest.raises(redis.ConnectionError, match="all 1 connections .* are busy"):
+        client.call("PING")
+    blocked.join()
+    assert client.call("PING") == b"PONG"
+    client.close()
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(client):
+    parent = client.call("CLIENT", "ID")
+    reading, writing = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its connection id, then exit without cleanup
+        try:
+            os.write(writing, str(client.call("CLIENT", "ID")).encode())
+        finally:
+            os._exit(0)
+    os.close(writing)
+    child = int(os.read(reading, 100))
+    os.waitpid(pid, 0)
+    os.close(reading)
+    assert child != parent
+    assert client.call("CLIENT", "ID") == parent
+
+
+def test_a_script_flushed_from_the_server_is_loaded_again(client):
+    source = "return ARGV[1] .. '!'"
+    assert client.script(source, [], ["hi"]) == b"hi!"
+    client.call("SCRIPT", "FLUSH")
+    assert client.script(source, [], ["again"]) == b"again!"
+
+
+def test_commands_work_without_hiredis(client, monkeypatch):
+    monkeypatch.setattr("scalekit._redis._hiredis_pack", None)  # redis-py packs in Python
+    assert client.call("SET", "lean:plain", b"\x00bytes", "EX", 60) == b"OK"
+    assert client.call("GET", "lean:plain") == b"\x00bytes"
