@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import threading
+
 import pytest
 
 from scalekit.cache import Cache, RamBackend, open_backend
@@ -44,3 +48,47 @@ def test_two_apps_in_one_process_do_not_share():
     assert two.ram.get("k") is None
     assert two.ram.clear() == 0
     assert one.ram.get("k") == 1
+
+
+def test_lock_free_reads_stay_consistent_under_concurrent_writes_and_evictions():
+    """Hits take no lock: readers racing writers, deletes, LRU evictions and clears must
+    never raise nor return another key's value."""
+    backend = RamBackend(max_entries=50)
+    errors, stop = [], threading.Event()
+    keys = [f"k{n}" for n in range(200)]
+
+    def reader():
+        try:
+            while not stop.is_set():
+                for key in keys:
+                    fresh, entry = backend.lookup(key, 60)
+                    if entry is not None and entry.value != key.upper():
+                        errors.append(f"{key} read {entry.value!r}")
+        except Exception as exc:  # noqa: BLE001 - any error is the failure reported
+            errors.append(repr(exc))
+
+    def writer(n):
+        try:
+            while not stop.is_set():
+                for key in keys[n::3]:
+                    backend.set(key, key.upper(), 0.001 if n == 2 else 60)
+                backend.delete(keys[n])
+                backend.clear(re.compile(r"k1\d\d$"))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(repr(exc))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        threads += [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        stop.wait(1.5)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(backend._data) <= 50

@@ -71,29 +71,27 @@ class RamBackend(CacheBackend):
         self._lock = threading.Lock()
 
     # -- values -------------------------------------------------------------------------
+    # Reads take no lock: each dict operation is atomic, the stored tuples are immutable,
+    # and a key another thread removed meanwhile only skips the LRU bump. Writes lock.
     def get(self, key: str) -> Entry | None:
-        with self._lock:
-            item = self._data.get(key)
-            if item is None:
-                return None
-            expires = item[1]
-            if expires is not None and expires <= time():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return item[0]
+        return self.lookup(key, None)[1]
 
     def lookup(self, key: str, time_expire: float | None) -> tuple[bool, Entry | None]:
-        with self._lock:  # the whole hit in one step: the hot path of cache.ram
-            item = self._data.get(key)
-            if item is None:
-                return False, None
-            now, (entry, expires) = time(), item
-            if expires is not None and expires <= now:
-                del self._data[key]
-                return False, None
-            self._data.move_to_end(key)
-            return time_expire is None or entry[1] + time_expire >= now, entry
+        now, data = time(), self._data
+        item = data.get(key)
+        if item is None:
+            return False, None
+        entry, expires = item
+        if expires is not None and expires <= now:
+            with self._lock:
+                if data.get(key) is item:  # not replaced meanwhile
+                    del data[key]
+            return False, None
+        try:
+            data.move_to_end(key)
+        except KeyError:
+            pass
+        return time_expire is None or entry[1] + time_expire >= now, entry
 
     def set(self, key: str, value: Any, ttl: float | None) -> None:
         check_key(key)
@@ -160,7 +158,7 @@ class RamBackend(CacheBackend):
                 count = len(self._data)
                 self._data.clear()
                 return count
-            doomed = [key for key in self._data if pattern.match(key)]
+            doomed = [key for key in list(self._data) if pattern.match(key)]
             for key in doomed:
                 del self._data[key]
             return len(doomed)
