@@ -87,7 +87,7 @@ class RamBackend(CacheBackend):
                 if data.get(key) is item:  # not replaced meanwhile
                     del data[key]
             return False, None
-        try:
+        try:  # noqa: SIM105 - suppress() would cost a hit 30% more
             data.move_to_end(key)
         except KeyError:
             pass
