@@ -61,7 +61,7 @@ def test_lock_free_reads_stay_consistent_under_concurrent_writes_and_evictions()
         try:
             while not stop.is_set():
                 for key in keys:
-                    fresh, entry = backend.lookup(key, 60)
+                    _, entry = backend.lookup(key, 60)
                     if entry is not None and entry.value != key.upper():
                         errors.append(f"{key} read {entry.value!r}")
         except Exception as exc:
