@@ -159,11 +159,23 @@ def session_view(environ, start_response):
     return bare_app(environ, start_response)
 
 
+class NoSessions(flask.sessions.SessionInterface):
+    """Flask without sessions: its default cookie session would spend time checking the
+    Flask-Session cookie, a cost of sessions that belongs to Flask-Session's side."""
+
+    def open_session(self, app, request):
+        return None  # Flask then hands the view a null session
+
+    def save_session(self, app, session, response):
+        pass
+
+
 def flask_app(client: redis.Redis | None) -> flask.Flask:
     """Flask with Flask-Session on ``client`` (the view does what ``/`` does above), or
-    plain Flask with a view that does not touch the session."""
+    Flask without sessions and a view that does not touch one."""
     app = flask.Flask(f"bench_{'session' if client else 'plain'}")
     if client is None:
+        app.session_interface = NoSessions()
         app.add_url_rule("/", "index", lambda: "ok")
         return app
     app.config.update(SESSION_TYPE="redis", SESSION_REDIS=client)
