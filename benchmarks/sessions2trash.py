@@ -339,17 +339,21 @@ def check(timing: Timing, population: Population, left: set[str], extra: str = "
 
 
 # -- Redis ---------------------------------------------------------------------------------
-# KEYS: the index, then the sessions. ARGV: payload, old t (ms), now (ms), TTL (ms), then per
-# session its id and 1 if live. The index scores a session by its creation or last touch.
-# An expired session was saved with ttl=None (no key TTL) and last used 2 hours ago; a live
-# one was saved just now with a TTL.
+# KEYS: the due index, then the sessions. ARGV: payload, old t (ms), now (ms), TTL (ms), then
+# per session its id and 1 if live. The index scores a session by its expiry if it has a
+# TTL, else by its last use. An expired session was saved with ttl=None (no key TTL) and
+# last used 2 hours ago; a live one was saved just now with a TTL.
 _FILL = """
 for i = 2, #KEYS do
   local sid, live = ARGV[2 * i + 1], ARGV[2 * i + 2] == '1'
   local used = live and ARGV[3] or ARGV[2]
   redis.call('HSET', KEYS[i], 'd', ARGV[1], 'v', '0', 't', used)
-  if live then redis.call('PEXPIRE', KEYS[i], ARGV[4]) end
-  redis.call('ZADD', KEYS[1], used, sid)
+  if live then
+    redis.call('PEXPIRE', KEYS[i], ARGV[4])
+    redis.call('ZADD', KEYS[1], tonumber(used) + tonumber(ARGV[4]), sid)
+  else
+    redis.call('ZADD', KEYS[1], used, sid)
+  end
 end
 """
 
@@ -358,7 +362,7 @@ def fill_redis(client: redis.Redis, population: Population) -> None:
     fill, now_ms = client.register_script(_FILL), time.time_ns() // 10**6
     rows = iter(population.sessions)
     while batch := list(itertools.islice(rows, 2000)):
-        keys = [PREFIX + "index", *(PREFIX + sid for sid, _ in batch)]
+        keys = [PREFIX + "due", *(PREFIX + sid for sid, _ in batch)]
         pairs = itertools.chain.from_iterable((sid, int(live)) for sid, live in batch)
         fill(keys=keys, args=[PAYLOAD, now_ms - 2 * AGE * 1000, now_ms, TTL * 1000, *pairs])
 
@@ -366,7 +370,7 @@ def fill_redis(client: redis.Redis, population: Population) -> None:
 def delete_indexed(client: redis.Redis, cutoff: float) -> int:
     """The floor: take index entries up to the cutoff, DEL their keys and ZREM them, 1,000
     a round trip, checking nothing."""
-    index, last, deleted = PREFIX + "index", int(cutoff * 1000), 0
+    index, last, deleted = PREFIX + "due", int(cutoff * 1000), 0
     while sids := client.zrange(index, "-inf", last, byscore=True, offset=0, num=1000):
         pipe = client.pipeline(transaction=False)
         pipe.delete(*(PREFIX + sid.decode() for sid in sids))
@@ -398,8 +402,8 @@ def redis_case(server: RedisServer, plan: Plan, options: dict) -> Row | None:
         store_session(server.url, population.live[0]),
     )
     left = {key.decode()[len(PREFIX) :] for key in client.scan_iter(PREFIX + "*", count=10_000)}
-    left = {sid for sid in left if sid != "index" and not sid.startswith("lock:")}
-    index = client.zcard(PREFIX + "index")
+    left = {sid for sid in left if sid != "due" and not sid.startswith("lock:")}
+    index = client.zcard(PREFIX + "due")
     fill_redis(client, Population(plan.redis))  # the same again, for the floor
     floor = timed(
         "floor",

@@ -355,7 +355,7 @@ def fill_redis(url: str, population: Population, app: str) -> None:
     now_ms = time.time_ns() // 10**6
     rows = population.rows()
     while batch := list(itertools.islice(rows, 2000)):
-        keys = [prefix + "index", *(prefix + sid for sid, _ in batch)]
+        keys = [prefix + "due", *(prefix + sid for sid, _ in batch)]
         payloads_and_ids = itertools.chain.from_iterable((p, sid) for sid, p in batch)
         fill(keys=keys, args=[now_ms, TTL * 1000, *payloads_and_ids])
     client.close()

@@ -13,6 +13,7 @@ import redis
 
 from scalekit.errors import StoreUnavailable
 from scalekit.sessions import open_store
+from scalekit.sessions.stores.base import ANY
 from tests.servers import RedisServer, free_port
 from tests.sessions.conftest import store_url_for
 
@@ -148,7 +149,8 @@ def fill_redis(url, app, count, used_ms, ttl=None):
     pipe = client.pipeline(transaction=False)
     for n in range(count):
         pipe.hset(f"scalekit:s:{app}:{sid(n)}", "t", used_ms)
-        pipe.zadd(f"scalekit:s:{app}:index", {sid(n): used_ms})
+        due = used_ms if ttl is None else used_ms + ttl * 1000  # the store's index score
+        pipe.zadd(f"scalekit:s:{app}:due", {sid(n): due})
     pipe.execute()
     return store, client
 
@@ -166,7 +168,7 @@ def test_redis_a_session_touched_during_the_run_stays(private_redis, app_name):
     stats = store.cleanup(time.time() - 3600, batch=10, progress=touch_the_last)
     assert touched == [10] and stats.deleted == 49
     assert [n for n in range(50) if store.load(sid(n))] == [49]
-    assert client.zrange(f"scalekit:s:{app_name}:index", 0, -1) == [sid(49).encode()]
+    assert client.zrange(f"scalekit:s:{app_name}:due", 0, -1) == [sid(49).encode()]
 
 
 def test_redis_natively_expired_sessions_leave_the_index(private_redis, app_name):
@@ -176,25 +178,38 @@ def test_redis_natively_expired_sessions_leave_the_index(private_redis, app_name
     store.save(sid(99), b"live", 3600, None)
     time.sleep(2.2)
     client = redis.Redis.from_url(private_redis.url)
-    assert client.zcard(f"scalekit:s:{app_name}:index") == 21
+    assert client.zcard(f"scalekit:s:{app_name}:due") == 21
     stats = store.cleanup(time.time())  # -x 0 without -f: the live one keeps its TTL
-    assert client.zrange(f"scalekit:s:{app_name}:index", 0, -1) == [sid(99).encode()]
-    assert (stats.examined, stats.deleted) == (21, 20)
+    assert client.zrange(f"scalekit:s:{app_name}:due", 0, -1) == [sid(99).encode()]
+    assert (stats.examined, stats.deleted) == (20, 20)  # the live one is not even looked at
     assert store.load(sid(99)).data == b"live"
 
 
-def test_redis_saved_sessions_with_stale_index_scores_are_rescored_not_deleted(
-    private_redis, app_name
-):
+def test_redis_a_session_saved_during_the_run_stays(private_redis, app_name):
     old = int((time.time() - 7200) * 1000)
-    store, client = fill_redis(private_redis.url, app_name, 3, old)
-    for n in range(3):  # saved just now: hash t is fresh, the index score is still old
-        record = store.load(sid(n))
-        client.hset(f"scalekit:s:{app_name}:{sid(n)}", "t", int(time.time() * 1000))
-        assert record is not None
-    assert store.cleanup(time.time() - 3600).deleted == 0
-    scores = client.zrange(f"scalekit:s:{app_name}:index", 0, -1, withscores=True)
-    assert all(score > old for _, score in scores) and len(scores) == 3
+    store, client = fill_redis(private_redis.url, app_name, 50, old)
+
+    def save_the_last(stats):
+        if stats.examined == 10:
+            assert store.save(sid(49), b"saved meanwhile", None, ANY)
+
+    stats = store.cleanup(time.time() - 3600, batch=10, progress=save_the_last)
+    assert stats.deleted == 49
+    assert store.load(sid(49)).data == b"saved meanwhile"
+
+
+def test_redis_force_takes_sessions_whose_ttl_still_runs_only_if_unused(private_redis, app_name):
+    old = int((time.time() - 7200) * 1000)
+    store, client = fill_redis(private_redis.url, app_name, 5, old, ttl=86400)
+    for n in range(5, 8):
+        store.save(sid(n), b"used now", 86400, None)
+    assert store.cleanup(time.time() - 3600).deleted == 0  # their stored expiry holds
+    dry = store.cleanup(time.time() - 3600, force=True, dry_run=True)
+    assert dry.deleted == 5 and client.zcard(f"scalekit:s:{app_name}:due") == 8
+    assert store.cleanup(time.time() - 3600, force=True).deleted == 5
+    assert [n for n in range(8) if store.load(sid(n))] == [5, 6, 7]
+    assert store.cleanup(time.time() + 1, force=True).deleted == 3  # -x 0 -f: all go
+    assert client.zcard(f"scalekit:s:{app_name}:due") == 0
 
 
 def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(private_redis, app_name):

@@ -4,8 +4,10 @@ Layout, for app ``shop`` and session ``S``:
 
 * ``scalekit:s:shop:S`` — a hash: ``d`` the payload, ``v`` a random version token, ``t`` the
   time of the last save or touch (ms). Expires natively after the session's TTL.
-* ``scalekit:s:shop:index`` — a sorted set of session ids scored by their creation or last
-  touch time (ms), so ``sessions2trash`` finds candidates without ``KEYS``.
+* ``scalekit:s:shop:due`` — a sorted set of session ids scored by when each is due for
+  cleanup (ms): its expiry time if it has a TTL, else its last save or touch. Every save
+  and touch sets the score, so ``sessions2trash`` takes what is due from the low end in
+  atomic batches, without ``KEYS`` and without looking at each session.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
 ``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
@@ -34,10 +36,8 @@ from scalekit.sessions.stores.base import (
 )
 from scalekit.urls import RedisURL
 
-# KEYS: session, index. ARGV: expected ('' create only, '*' any, else version), payload,
+# KEYS: session, due index. ARGV: expected ('' create only, '*' any, else version), payload,
 # ttl ms ('' for none), now ms, new version, session id. Returns 1 if written, 0 on conflict.
-# A new session enters the index scored by its creation time; later saves leave the score
-# alone (cleanup re-checks ``t`` and re-scores), touches move it to the touch time.
 _SAVE = """
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '' then
@@ -48,23 +48,25 @@ end
 redis.call('HSET', KEYS[1], 'd', ARGV[2], 'v', ARGV[5], 't', ARGV[4])
 if ARGV[3] == '' then
   redis.call('PERSIST', KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[6])
 end
-if not current then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6]) end
 return 1
 """
 
-# KEYS: session, index. ARGV: ttl ms ('' for none), now ms, session id.
+# KEYS: session, due index. ARGV: ttl ms ('' for none), now ms, session id.
 _TOUCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 't', ARGV[2])
 if ARGV[1] == '' then
   redis.call('PERSIST', KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 else
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[1]), ARGV[3])
 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 1
 """
 
@@ -74,39 +76,47 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# One cleanup batch, atomic. KEYS: index. ARGV: key prefix, cutoff ms, force, dry run ('1' or
-# '0'), offset, batch size. Takes index entries scored at or before the cutoff; for each:
-# the hash is gone (expired natively) -> drop the entry; used after the cutoff -> re-score
-# it to its last use; expired by the -x rule (forced, or no TTL) -> delete; else keep.
-# Returns {examined, deleted, index entries dropped, kept in range}.
+# One cleanup batch, atomic. KEYS: due index. ARGV: key prefix, cutoff ms, phase, dry run
+# ('1' or '0'), offset, batch size. Phase "due": the entries scored at or before the cutoff,
+# whose sessions are all gone or expired by the -x rule (the score is an expiry time, or a
+# last use for a session without TTL): delete them unlooked-at. Phase "forced" (-f): the
+# entries after the cutoff, sessions with a TTL still running; delete those unused since
+# the cutoff (field t). Returns {examined, sessions deleted, entries of gone sessions
+# dropped, entries left in place}.
 _CLEANUP = """
-local sids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[2], 'BYSCORE', 'LIMIT', ARGV[5], ARGV[6])
-local cutoff, dry = tonumber(ARGV[2]), ARGV[4] == '1'
-local doomed, gone, kept = {}, {}, 0
-for _, sid in ipairs(sids) do
-  local key = ARGV[1] .. sid
-  local used = redis.call('HGET', key, 't')
-  if not used then
-    gone[#gone + 1] = sid
-  elseif tonumber(used) > cutoff then
-    if dry then kept = kept + 1 else redis.call('ZADD', KEYS[1], used, sid) end
-  elseif ARGV[3] == '1' or redis.call('PTTL', key) == -1 then
-    doomed[#doomed + 1] = sid
-  else
-    kept = kept + 1
+local cutoff, forced, dry = ARGV[2], ARGV[3] == 'forced', ARGV[4] == '1'
+local low, high = '-inf', cutoff
+if forced then low, high = '(' .. cutoff, '+inf' end
+local sids = redis.call('ZRANGE', KEYS[1], low, high, 'BYSCORE', 'LIMIT', ARGV[5], ARGV[6])
+local doomed, gone = sids, {}
+if forced then
+  doomed = {}
+  for _, sid in ipairs(sids) do
+    local used = redis.call('HGET', ARGV[1] .. sid, 't')
+    if not used then
+      gone[#gone + 1] = sid
+    elseif tonumber(used) <= tonumber(cutoff) then
+      doomed[#doomed + 1] = sid
+    end
   end
 end
-if dry then return {#sids, #doomed, #gone, #sids} end
+local deleted = 0
 for first = 1, #doomed, 1000 do
-  local keys = {}
-  for i = first, math.min(first + 999, #doomed) do keys[#keys + 1] = ARGV[1] .. doomed[i] end
-  redis.call('DEL', unpack(keys))
-  redis.call('ZREM', KEYS[1], unpack(doomed, first, math.min(first + 999, #doomed)))
+  local last, keys = math.min(first + 999, #doomed), {}
+  for i = first, last do keys[#keys + 1] = ARGV[1] .. doomed[i] end
+  if dry then
+    deleted = deleted + redis.call('EXISTS', unpack(keys))
+  else
+    deleted = deleted + redis.call('DEL', unpack(keys))
+    redis.call('ZREM', KEYS[1], unpack(doomed, first, last))
+  end
 end
 for first = 1, #gone, 1000 do
-  redis.call('ZREM', KEYS[1], unpack(gone, first, math.min(first + 999, #gone)))
+  if not dry then redis.call('ZREM', KEYS[1], unpack(gone, first, math.min(first + 999, #gone))) end
 end
-return {#sids, #doomed, #gone, kept}
+local dropped = #doomed - deleted + #gone
+if dry then return {#sids, deleted, dropped, #sids} end
+return {#sids, deleted, dropped, #sids - #doomed - #gone}
 """
 
 _SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK, "cleanup": _CLEANUP}
@@ -136,7 +146,7 @@ class RedisStore(SessionStore):
         super().__init__(app)
         self.settings = settings
         self._prefix = f"scalekit:s:{self.app}:"
-        self._index = self._prefix + "index"
+        self._due = self._prefix + "due"
         self._redis = LazyRedis(
             settings,
             socket_timeout=socket_timeout,
@@ -187,18 +197,18 @@ class RedisStore(SessionStore):
         else:
             expected_arg = expected
         args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
-        return self._script("save a session", "save", [key, self._index], args) == 1
+        return self._script("save a session", "save", [key, self._due], args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         key = self._prefix + check_session_id(sid)
         args = [_ttl_ms(ttl), _now_ms(), sid]
-        self._script("touch a session", "touch", [key, self._index], args)
+        self._script("touch a session", "touch", [key, self._due], args)
 
     def delete(self, sid: str) -> None:
         key = self._prefix + check_session_id(sid)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(key)
-        pipe.zrem(self._index, sid)
+        pipe.zrem(self._due, sid)
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -226,25 +236,27 @@ class RedisStore(SessionStore):
         batch: int = 1000,
         progress: Progress | None = None,
     ) -> CleanupStats:
-        """Walk the index from the oldest entry; each batch is one atomic script call.
+        """Take what is due from the low end of the index, each batch one atomic script.
 
         Sessions with a TTL need no help: Redis deletes them itself and this only drops
-        their index entries. Sessions without a TTL, or all with ``force``, go once unused
-        since ``cutoff``.
+        their index entries. Sessions without a TTL go once unused since ``cutoff``; with
+        ``force``, also those with a TTL still running, which costs a look at each one.
         """
-        stats, offset = CleanupStats(), 0
-        args = [self._prefix, int(cutoff * 1000), int(force), int(dry_run)]
-        while True:
-            examined, deleted, dropped, kept = self._script(
-                "clean up sessions", "cleanup", [self._index], [*args, offset, batch]
-            )
-            stats.examined += examined
-            stats.deleted += deleted + dropped
-            offset += kept
-            if progress is not None and examined:
-                progress(stats)
-            if examined < batch:
-                return stats
+        stats = CleanupStats()
+        for phase in ("due", "forced") if force else ("due",):
+            args, offset = [self._prefix, int(cutoff * 1000), phase, int(dry_run)], 0
+            while True:
+                examined, deleted, dropped, kept = self._script(
+                    "clean up sessions", "cleanup", [self._due], [*args, offset, batch]
+                )
+                stats.examined += examined
+                stats.deleted += deleted + dropped
+                offset += kept
+                if progress is not None and examined:
+                    progress(stats)
+                if examined < batch:
+                    break
+        return stats
 
     def close(self) -> None:
         self._redis.close()
