@@ -31,3 +31,8 @@ class ConflictError(ScalekitError):
 
 class CacheUnavailable(StoreUnavailable):
     """A cache backend cannot be reached and the cache runs with ``on_error="fail_closed"``."""
+
+
+class DatabaseUnavailable(StoreUnavailable):
+    """No database of a :class:`scalekit.db.ReplicaSet` can serve the request: for a write,
+    the primary; for a read, every replica and the primary."""

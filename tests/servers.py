@@ -240,16 +240,20 @@ class PostgresServer(Server):
         return done
 
     def _launch(self) -> None:
-        open(self.log_path, "ab").close()
-        if os.geteuid() == 0:  # pg_ctl, run as nobody, writes the log itself
-            nobody = pwd.getpwnam("nobody")
-            for path in (self.workdir, self.log_path):
-                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        self._own_workdir()
         self._run_as_owner(
             find_binary("initdb"), "-D", self.datadir, "-U", self.superuser,
             "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
         self.start_cluster()
+
+    def _own_workdir(self) -> None:
+        """Create the log file; as root, give both to ``nobody``, who runs the cluster."""
+        open(self.log_path, "ab").close()
+        if os.geteuid() == 0:  # pg_ctl, run as nobody, writes the log itself
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.workdir, self.log_path):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
 
     def start_cluster(self) -> None:
         """``pg_ctl start`` on the existing cluster, waiting until it accepts connections."""
@@ -289,3 +293,41 @@ class PostgresServer(Server):
         if self.workdir and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
             self.stop_cluster(check=False)
         super().stop()
+
+
+class PostgresReplica(PostgresServer):
+    """A hot standby of ``primary``: ``pg_basebackup -R`` into its own folder, streaming.
+
+    initdb's default pg_hba.conf already lets local connections replicate, and PostgreSQL's
+    defaults (wal_level=replica, max_wal_senders=10, hot_standby=on) make any
+    :class:`PostgresServer` a primary. The replica answers reads only; writes raise.
+    """
+
+    name = "postgres-replica"
+
+    def __init__(self, primary: PostgresServer) -> None:
+        super().__init__()
+        self.primary = primary
+
+    def _launch(self) -> None:
+        self._own_workdir()
+        self._run_as_owner(
+            find_binary("pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port),
+            "-U", self.superuser, "-D", self.datadir, "-R", "-X", "stream", "--no-sync",
+            "-c", "fast",
+        )  # fmt: skip
+        self.start_cluster()
+
+    def answers(self) -> bool:
+        import psycopg2
+
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=self.port, user=self.superuser, dbname=self.database,
+            connect_timeout=2,
+        )  # fmt: skip
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_is_in_recovery()")
+                return bool(cursor.fetchone()[0])
+        finally:
+            connection.close()

@@ -187,7 +187,7 @@ def test_redis_natively_expired_sessions_leave_the_index(private_redis, app_name
 
 def test_redis_a_session_saved_during_the_run_stays(private_redis, app_name):
     old = int((time.time() - 7200) * 1000)
-    store, client = fill_redis(private_redis.url, app_name, 50, old)
+    store, _ = fill_redis(private_redis.url, app_name, 50, old)
 
     def save_the_last(stats):
         if stats.examined == 10:
