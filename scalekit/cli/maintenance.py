@@ -1,0 +1,125 @@
+"""``scalekit maintenance on|off|status|schedule``: flip maintenance mode for every server.
+
+``scalekit maintenance on --mode read-only --for 30m --message "Database upgrade"``
+``scalekit maintenance schedule --at 2025-06-01T02:00 --for 1h`` (UTC)
+The flag URL comes from ``--flag`` or ``$SCALEKIT_MAINTENANCE_FLAG``; the app from ``--app``
+or ``$SCALEKIT_APP``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from scalekit.errors import ConfigError, CorruptData
+from scalekit.maintenance.flags import FLAG_VARIABLE, open_flag
+from scalekit.maintenance.state import MODES, State, format_time, parse_duration, parse_time
+
+NAME = "maintenance"
+HELP = "switch maintenance mode (down or read-only) on or off for every server, or schedule it"
+APP_VARIABLE = "SCALEKIT_APP"
+
+
+def _argument_type(convert, name):
+    def parse(text: str):
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def _retry_after(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} is not a whole number of seconds (0 or more)")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=("on", "off", "status", "schedule"),
+                        help="on: now; off: end it (also a scheduled one); status: show; "
+                        "schedule: a window from --at, lasting --for")  # fmt: skip
+    parser.add_argument(
+        "--flag", metavar="URL", default=os.environ.get(FLAG_VARIABLE),
+        help=f"redis://host:6379/0 (every server) or file:///path/to/flagfile "
+        f"(default: ${FLAG_VARIABLE})",
+    )  # fmt: skip
+    parser.add_argument(
+        "--app", default=os.environ.get(APP_VARIABLE, "app"),
+        help=f"the app, part of the Redis key (default: ${APP_VARIABLE} or 'app')",
+    )  # fmt: skip
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="down: every request gets 503; read-only: only writes do "
+                        "(default down)")  # fmt: skip
+    parser.add_argument("--message", default="", help="shown to users on the maintenance page")
+    parser.add_argument("--retry-after", type=_argument_type(_retry_after, "seconds"),
+                        metavar="SECONDS", help="the Retry-After header (default: the time "
+                        "left in the window, else 300)")  # fmt: skip
+    parser.add_argument(
+        "--at", type=_argument_type(parse_time, "time"), metavar="TIME",
+        help="schedule: the start, in UTC: 2025-06-01T02:00, or +30m from now",
+    )  # fmt: skip
+    parser.add_argument("--for", dest="duration", type=_argument_type(parse_duration, "duration"),
+                        metavar="DURATION", help="how long: 90s, 30m, 2h, 1h30m "
+                        "(default: until `off`)")  # fmt: skip
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs")
+
+
+def _usage(message: str) -> int:
+    print(f"{NAME}: {message}", file=sys.stderr)
+    return 2
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.flag:
+        return _usage(
+            f"give the flag's URL with --flag or ${FLAG_VARIABLE}, e.g. "
+            "--flag redis://localhost:6379/0 or --flag file:///srv/app/MAINTENANCE"
+        )
+    changing = args.mode is not None or args.message or args.retry_after is not None
+    if args.action in ("off", "status") and (changing or args.at is not None or args.duration):
+        return _usage(f"`{args.action}` takes only --flag and --app")
+    if args.action == "on" and args.at is not None:
+        return _usage("`on` starts now: to start later use `schedule --at TIME`")
+    if args.action == "schedule" and args.at is None:
+        return _usage("`schedule` needs --at TIME (UTC, e.g. 2025-06-01T02:00, or +30m)")
+    try:
+        flag = open_flag(args.flag, args.app)
+    except ConfigError as exc:
+        return _usage(str(exc))
+    try:
+        return _act(flag, args)
+    finally:
+        flag.close()
+
+
+def _act(flag, args: argparse.Namespace) -> int:
+    now = time.time()
+    if args.action == "status":
+        state = flag.read()
+        print(f"{NAME} ({flag.where}): {state.describe(now) if state else 'off'}")
+        return 0
+    if args.action == "off":
+        try:
+            before = flag.read()
+        except CorruptData:  # replaced anyway
+            before = None
+        flag.clear()
+        print(f"{NAME} ({flag.where}): off" + (f" (was {before.describe(now)})" if before else ""))
+        return 0
+    start = args.at if args.action == "schedule" else None
+    begin = start if start is not None else now
+    end = begin + args.duration if args.duration else None
+    if end is not None and end <= now:
+        return _usage(f"that window ended already ({format_time(end)}); pick a later --at")
+    try:
+        state = State(args.mode or "down", args.message, start, end, args.retry_after)
+    except ConfigError as exc:
+        return _usage(str(exc))
+    flag.write(state)
+    print(f"{NAME} ({flag.where}): {state.describe(now)}")
+    return 0

@@ -1,0 +1,283 @@
+"""Where the maintenance flag lives, and the cheap per-process reader of it.
+
+* ``file:///srv/app/MAINTENANCE``: a JSON file on each server (or a shared disk), written
+  atomically. A file named ``DISABLED`` (web2py's convention), or a ``file://`` URL naming an
+  app *folder* (its ``DISABLED`` file is used), means "down" whatever it holds, unless it
+  holds a JSON flag.
+* ``redis://host:6379/0``: one key, ``scalekit:m:<app>``, shared by every server; one command
+  flips them all.
+
+:class:`Maintenance` reads the flag at most once per ``cache_seconds`` (default 1) per
+process. Between reads, asking costs one monotonic-clock compare. If the flag cannot be read
+(Redis down, a corrupt file) the last known state holds, and the error is logged at most once
+a minute.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import Any
+
+import redis
+
+from scalekit import urls
+from scalekit._redis import REDIS_OPTIONS, LazyRedis
+from scalekit.errors import ConfigError, CorruptData, StoreUnavailable
+from scalekit.maintenance.state import DOWN, State
+
+__all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "open_flag"]
+
+#: The environment variable the CLI and :func:`writes_enabled_for` read the flag URL from.
+FLAG_VARIABLE = "SCALEKIT_MAINTENANCE_FLAG"
+WEB2PY_NAME = "DISABLED"
+LOG_EVERY = 60.0  # seconds between two log lines about the same unreadable flag
+
+log = logging.getLogger("scalekit.maintenance")
+
+
+class Flag(abc.ABC):
+    """Storage of one maintenance flag: ``read`` / ``write`` / ``clear``."""
+
+    where: str  # for messages: the file or the masked URL and key
+
+    @abc.abstractmethod
+    def read(self) -> State | None:
+        """The stored state, ``None`` when maintenance is off.
+
+        Raises :class:`StoreUnavailable` or :class:`CorruptData`."""
+
+    @abc.abstractmethod
+    def write(self, state: State) -> None:
+        """Store ``state`` (replacing any other)."""
+
+    @abc.abstractmethod
+    def clear(self) -> None:
+        """Switch maintenance off (no error if it was off)."""
+
+    def close(self) -> None:  # noqa: B027 - optional: only flags with connections close
+        """Release connections, if any."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.where}>"
+
+
+class FileFlag(Flag):
+    """A flag file; a ``DISABLED`` file (web2py) means "down" even when empty."""
+
+    def __init__(self, path: str):
+        path = os.path.abspath(path)
+        if os.path.isdir(path):  # an app folder: web2py's DISABLED file in it
+            path = os.path.join(path, WEB2PY_NAME)
+        self.path = self.where = path
+        self.web2py = os.path.basename(path) == WEB2PY_NAME
+
+    def read(self) -> State | None:
+        try:
+            with open(self.path, "rb") as file:
+                raw = file.read(65536)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read the maintenance flag {self.path}: {exc}") from exc
+        if self.web2py and not raw.lstrip().startswith(b"{"):
+            return State(DOWN, raw.decode("utf-8", "replace").strip()[:1000])
+        return State.from_json(raw, self.path)
+
+    def write(self, state: State) -> None:
+        folder, name = os.path.split(self.path)
+        tmp = os.path.join(folder, f".{name}.tmp-{secrets.token_hex(6)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                with os.fdopen(fd, "wb") as file:
+                    file.write(state.to_json() + b"\n")
+                    file.flush()
+                    os.fsync(file.fileno())
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot write the maintenance flag {self.path}: {exc}") from exc
+
+    def clear(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot remove the maintenance flag {self.path}: {exc}"
+            ) from exc
+
+
+class RedisFlag(Flag):
+    """The key ``scalekit:m:<app>`` on a Redis server, holding the state as JSON.
+
+    A window with an end expires from Redis a minute after it closes. Short timeouts by
+    default (0.25 s), so a down server costs a request little; URL options override them.
+    """
+
+    def __init__(self, settings: urls.RedisURL, app: str = "app", **client_options: Any):
+        options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **client_options}
+        self._redis = LazyRedis(settings, **options)
+        self.key = f"scalekit:m:{app}"
+        self.where = f"{settings.masked} key {self.key}"
+
+    def read(self) -> State | None:
+        try:
+            raw = self._redis.call("GET", self.key)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"cannot read the maintenance flag at {self.where}: {exc}"
+            ) from exc
+        return None if raw is None else State.from_json(raw, self.where)
+
+    def write(self, state: State) -> None:
+        args: list[Any] = ["SET", self.key, state.to_json()]
+        if state.end is not None:
+            args += ["PXAT", int((state.end + 60) * 1000)]
+        self._command(*args)
+
+    def clear(self) -> None:
+        self._command("DEL", self.key)
+
+    def _command(self, *args: Any) -> None:
+        try:
+            self._redis.call(*args)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(
+                f"cannot change the maintenance flag at {self.where}: {exc}"
+            ) from exc
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def open_flag(url: str, app: str = "app", **options: Any) -> Flag:
+    """The flag at ``url``: ``file:///path`` or ``redis://``/``rediss://``/``unix://``."""
+    settings = urls.parse(url, kinds={"file", "redis"})
+    if isinstance(settings, urls.FileURL):
+        settings.check_options(())
+        if options:
+            raise ConfigError(f"{settings.masked}: a file flag takes no options")
+        return FileFlag(settings.path)
+    settings.check_options(REDIS_OPTIONS)
+    merged = {
+        name: settings.option(name, convert=convert)
+        for name, convert in REDIS_OPTIONS.items()
+        if name in settings.options
+    }
+    merged.update(options)
+    if not app or any(c.isspace() for c in app):
+        raise ConfigError(f"app name {app!r} cannot be empty or contain spaces")
+    return RedisFlag(settings, app, **merged)
+
+
+class Maintenance:
+    """The maintenance state of one flag as this process sees it, read at most once per
+    ``cache_seconds``.
+
+    :meth:`current` is what a request asks: the state if maintenance is on *now*, else
+    ``None``. Between reads it costs a clock compare; a scheduled window opens and closes on
+    time because the cache also expires at the window's start and end. When the flag cannot
+    be read, the last known state holds (also across a window edge: its times are known)
+    and the next try comes after ``retry_seconds``.
+    """
+
+    def __init__(
+        self,
+        flag: Flag | str,
+        app: str = "app",
+        *,
+        cache_seconds: float = 1.0,
+        retry_seconds: float = 5.0,
+    ):
+        self.flag = open_flag(flag, app) if isinstance(flag, str) else flag
+        if cache_seconds < 0 or retry_seconds < 0:
+            raise ConfigError("cache_seconds and retry_seconds cannot be negative")
+        self.cache_seconds, self.retry_seconds = cache_seconds, retry_seconds
+        self.state: State | None = None  # the last state read from the flag
+        self.error: Exception | None = None  # the last read's error, if it failed
+        self._active: State | None = None  # what current() answers until _deadline
+        self._deadline = -1.0  # monotonic time
+        self._next_read = -1.0  # monotonic time
+        self._lock = threading.Lock()
+        self._last_log = -LOG_EVERY
+        self._suppressed = 0
+
+    def __repr__(self) -> str:
+        return f"<Maintenance {self.flag.where}>"
+
+    def current(self) -> State | None:
+        """The state if maintenance is on right now, else ``None`` (cached; never raises)."""
+        if time.monotonic() < self._deadline:
+            return self._active
+        return self.refresh()
+
+    def refresh(self, force: bool = False) -> State | None:
+        """Read the flag if the cache is stale (or ``force``); return :meth:`current`'s answer.
+
+        One thread reads at a time; the others wait for its answer (at most the Redis
+        timeout, once per ``retry_seconds`` while Redis is down) rather than use a stale one.
+        """
+        with self._lock:
+            mono, now = time.monotonic(), time.time()
+            if force or mono >= self._next_read:
+                self._read()
+                pause = self.retry_seconds if self.error is not None else self.cache_seconds
+                self._next_read = time.monotonic() + pause
+                mono, now = time.monotonic(), time.time()
+            state = self.state
+            active = state if state is not None and state.active(now) else None
+            deadline = self._next_read
+            change = state.next_change(now) if state is not None else None
+            if change is not None:
+                deadline = min(deadline, mono + (change - now))
+            self._active, self._deadline = active, deadline
+            return active
+
+    def _read(self) -> None:
+        try:
+            state = self.flag.read()
+        except (StoreUnavailable, CorruptData) as exc:
+            self._failed(exc)
+            return
+        if self.error is not None:
+            log.warning("maintenance flag %s readable again: %s", self.flag.where,
+                        state.describe() if state else "off")  # fmt: skip
+        self.state, self.error = state, None
+
+    def _failed(self, exc: Exception) -> None:
+        self.error = exc
+        mono = time.monotonic()
+        if mono - self._last_log < LOG_EVERY:
+            self._suppressed += 1
+            return
+        held = self.state.describe() if self.state is not None else "off"
+        more = (
+            f" ({self._suppressed} more failures since the last message)"
+            if self._suppressed
+            else ""
+        )
+        log.error("%s; keeping the last known state (%s)%s", exc, held, more)
+        self._last_log, self._suppressed = mono, 0
+
+    def writes_enabled_for(self, seconds: float = 0.0) -> bool:
+        """False if maintenance is on, or a window starts within ``seconds``: a long job
+        (an import, a batch) should not start now."""
+        self.current()
+        state, now = self.state, time.time()
+        if state is None or state.over(now):
+            return True
+        return not (state.start is None or state.start <= now + seconds)
+
+    def close(self) -> None:
+        self.flag.close()

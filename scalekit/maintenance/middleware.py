@@ -1,0 +1,229 @@
+"""WSGI glue: ``MaintenanceMiddleware`` for a whole app, ``maintenance_check`` for one view.
+
+``down``: every request (but exempt static paths and operators) gets a 503 with Retry-After
+and the maintenance page, as HTML or JSON by ``Accept``. ``read-only``: GET, HEAD and
+OPTIONS pass; other methods get a 503, or an HTML form post a 303 to the page.
+With maintenance off a request costs one clock compare on top of the app.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from scalekit.errors import ConfigError
+from scalekit.maintenance.bypass import Bypass
+from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
+from scalekit.maintenance.state import DOWN, State, format_time
+
+__all__ = ["ENVIRON_KEY", "MaintenanceMiddleware", "maintenance_check", "shared"]
+
+ENVIRON_KEY = "scalekit.maintenance"  # the active State, for apps that show a banner
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_monotonic = time.monotonic
+
+DEFAULT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Maintenance</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 4em auto; padding: 0 1em">
+<h1>Down for maintenance</h1>
+<p>{{message}}</p>
+<p>Please try again in {{retry_after}} seconds.</p>
+</body></html>
+"""
+
+_shared: dict[tuple, Maintenance] = {}
+_shared_lock = threading.Lock()
+_default: list[Maintenance] = []  # the flag writes_enabled_for() asks when given none
+
+
+def shared(flag: Flag | Maintenance | str | None, app: str = "app", **options: Any) -> Maintenance:
+    """One :class:`Maintenance` per flag URL and app in a process, so the middleware, every
+    decorated view and :func:`writes_enabled_for` share one cached read."""
+    if isinstance(flag, Maintenance):
+        return flag
+    if flag is None:
+        flag = os.environ.get(FLAG_VARIABLE)
+        if not flag:
+            raise ConfigError(
+                f"no maintenance flag given: pass flag='redis://host:6379/0' (or "
+                f"'file:///path/to/flagfile'), or set ${FLAG_VARIABLE}"
+            )
+    if not isinstance(flag, str):
+        return Maintenance(flag, app, **options)
+    key = (flag, app, tuple(sorted(options.items())))
+    with _shared_lock:
+        found = _shared.get(key)
+        if found is None:
+            found = _shared[key] = Maintenance(flag, app, **options)
+        return found
+
+
+class MaintenanceMiddleware:
+    """Answer for ``app`` while the maintenance flag is on (see the module docstring).
+
+    ``flag``: a URL (``redis://...``, ``file:///...``), a :class:`Flag` or a
+    :class:`Maintenance`; ``None`` reads ``$SCALEKIT_MAINTENANCE_FLAG``.
+    ``page``: an HTML file to show (``{{message}}``, ``{{retry_after}}`` and ``{{end}}`` are
+    filled in), read once here. ``page_url``: where HTML form posts are redirected in
+    read-only mode; served by the middleware while maintenance is on (``None``: no redirect,
+    a 503). ``exempt``: path prefixes always passed to the app (static files).
+    ``retry_after``: seconds, when the flag says nothing and has no end.
+    ``allow``/``trusted_proxies``/``secret``: see :class:`~scalekit.maintenance.Bypass`.
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        flag: Flag | Maintenance | str | None = None,
+        *,
+        app_name: str = "app",
+        page: str | None = None,
+        page_url: str | None = "/maintenance",
+        exempt: Iterable[str] = ("/static/",),
+        retry_after: int = 300,
+        allow: Iterable[str] | str = (),
+        trusted_proxies: Iterable[str] | str = (),
+        secret: str | None = None,
+        bypass_header: str = "X-Maintenance-Bypass",
+        bypass_cookie: str = "scalekit_maintenance",
+        cache_seconds: float = 1.0,
+        retry_seconds: float = 5.0,
+    ):
+        self.app = app
+        self.maintenance = shared(
+            flag, app_name, cache_seconds=cache_seconds, retry_seconds=retry_seconds
+        )
+        _default[:] = [self.maintenance]
+        self.template = _read_page(page) if page else DEFAULT_PAGE
+        if page_url is not None and not page_url.startswith("/"):
+            raise ConfigError(f"page_url {page_url!r} must be a path starting with /")
+        self.page_url = page_url
+        self.exempt = tuple(exempt) if not isinstance(exempt, str) else (exempt,)
+        if retry_after < 0:
+            raise ConfigError("retry_after cannot be negative")
+        self.retry_after = int(retry_after)
+        self.bypass = Bypass(allow, trusted_proxies, secret, bypass_header, bypass_cookie)
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        maintenance = self.maintenance
+        if _monotonic() < maintenance._deadline:
+            state = maintenance._active
+        else:
+            state = maintenance.refresh()
+        if state is None:
+            return self.app(environ, start_response)
+        return self._during(state, environ, start_response)
+
+    # -- maintenance is on -------------------------------------------------------------
+    def _during(self, state: State, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        environ[ENVIRON_KEY] = state
+        if path == self.page_url and method in ("GET", "HEAD"):
+            status = "503 Service Unavailable" if state.mode == DOWN else "200 OK"
+            return self._page(state, status, environ, start_response)
+        if (self.exempt and path.startswith(self.exempt)) or (
+            self.bypass and self.bypass.allows(environ)
+        ):
+            return self.app(environ, start_response)
+        if state.mode != DOWN and method in SAFE_METHODS:
+            return self.app(environ, start_response)
+        if (
+            state.mode != DOWN
+            and self.page_url is not None
+            and environ.get("CONTENT_TYPE", "").lower().startswith(_FORM_TYPES)
+            and not _wants_json(environ)
+        ):
+            location = environ.get("SCRIPT_NAME", "").rstrip("/") + self.page_url
+            start_response("303 See Other", [
+                ("Location", location), ("Content-Length", "0"), ("Cache-Control", "no-store"),
+            ])  # fmt: skip
+            return [b""]
+        return self._page(state, "503 Service Unavailable", environ, start_response)
+
+    def retry_seconds(self, state: State) -> int:
+        """The Retry-After: the flag's, else the time left in its window, else the default."""
+        if state.retry_after is not None:
+            return state.retry_after
+        if state.end is not None:
+            return max(1, math.ceil(state.end - time.time()))
+        return self.retry_after
+
+    def _page(self, state: State, status: str, environ: dict, start_response: Callable):
+        retry = self.retry_seconds(state)
+        end = state.end and format_time(state.end)
+        if _wants_json(environ):
+            document = {"error": "maintenance", "mode": state.mode, "message": state.text,
+                        "retry_after": retry, "end": end}  # fmt: skip
+            body = json.dumps(document).encode()
+            content_type = "application/json"
+        else:
+            body = (
+                self.template.replace("{{message}}", html.escape(state.text))
+                .replace("{{retry_after}}", str(retry))
+                .replace("{{end}}", html.escape(end or ""))
+                .encode()
+            )
+            content_type = "text/html; charset=utf-8"
+        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                   ("Cache-Control", "no-store")]  # fmt: skip
+        if status.startswith("503"):
+            headers.append(("Retry-After", str(retry)))
+        start_response(status, headers)
+        return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+
+def maintenance_check(
+    flag: Flag | Maintenance | str | Callable | None = None, **options: Any
+) -> Callable:
+    """Decorate one WSGI view so maintenance applies to it, as ``MaintenanceMiddleware`` does.
+
+    ``@maintenance_check`` alone reads the flag URL from ``$SCALEKIT_MAINTENANCE_FLAG``.
+    """
+    if callable(flag) and not isinstance(flag, (Flag, Maintenance)):
+        return maintenance_check()(flag)
+
+    def decorate(view: Callable) -> Callable:
+        return functools.update_wrapper(MaintenanceMiddleware(view, flag, **options), view)
+
+    return decorate
+
+
+def _read_page(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the maintenance page {path}: {exc}") from None
+
+
+def _wants_json(environ: dict) -> bool:
+    """True when ``Accept`` ranks JSON above HTML (``Accept: application/json``)."""
+    accept = environ.get("HTTP_ACCEPT", "")
+    if "json" not in accept:
+        return False
+    best = {"json": 0.0, "html": 0.0}
+    for item in accept.lower().split(","):
+        kind, *params = item.split(";")
+        kind = kind.strip()
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        for name in best:
+            if kind.endswith(("/" + name, "+" + name)):
+                best[name] = max(best[name], q)
+    return best["json"] > best["html"]

@@ -1,0 +1,110 @@
+"""``scalekit maintenance on|off|status|schedule``: what operators type, what they see."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from scalekit.cli import main
+from scalekit.maintenance import MaintenanceMiddleware
+from tests.maintenance.conftest import call, hello
+
+CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "scalekit")
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def scalekit(*args, env=None):
+    return subprocess.run([CONSOLE_SCRIPT, "maintenance", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_on_status_off_through_redis_flip_a_running_site(redis_url, app_name, capsys):
+    site = MaintenanceMiddleware(hello, redis_url, app_name=app_name, cache_seconds=0)
+    flag = ["--flag", redis_url, "--app", app_name]
+    assert main(["maintenance", "status", *flag]) == 0
+    assert capsys.readouterr().out.strip().endswith(": off")
+    code = main(["maintenance", "on", *flag, "--mode", "read-only", "--message", "DB upgrade",
+                 "--retry-after", "90", "--for", "30m"])  # fmt: skip
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"scalekit:m:{app_name}" in out and "read-only on until" in out and "DB upgrade" in out
+    post = call(site, method="POST")
+    assert post.status == 503 and post.header("Retry-After") == "90"
+    assert main(["maintenance", "status", *flag]) == 0
+    assert "read-only on until" in capsys.readouterr().out
+    assert main(["maintenance", "off", *flag]) == 0
+    assert "off (was read-only" in capsys.readouterr().out
+    assert call(site, method="POST").status == 200
+
+
+def test_schedule_through_the_console_script_and_the_environment(tmp_path):
+    path = tmp_path / "MAINTENANCE"
+    env = {"SCALEKIT_MAINTENANCE_FLAG": f"file://{path}"}
+    before = time.time()
+    done = scalekit("schedule", "--at", "+1h", "--for", "1h30m", "--mode", "down", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "down scheduled from" in done.stdout
+    stored = json.loads(path.read_text())
+    assert stored["mode"] == "down"
+    assert before + 3600 <= stored["start"] <= time.time() + 3600
+    assert stored["end"] - stored["start"] == 5400
+    done = scalekit("schedule", "--at", "2030-01-02T03:04", env=env)
+    assert done.returncode == 0 and "scheduled from 2030-01-02 03:04:00 UTC" in done.stdout
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "maintenance.py"),
+                           "status"], capture_output=True, text=True, env={**os.environ, **env},
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "scheduled from 2030-01-02 03:04:00 UTC" in done.stdout
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["on"], "give the flag's URL with --flag or $SCALEKIT_MAINTENANCE_FLAG"),
+    (["sideways", "--flag", "file:///tmp/x"], "invalid choice: 'sideways'"),
+    (["on", "--flag", "file:///tmp/x", "--mode", "off"], "invalid choice: 'off'"),
+    (["on", "--flag", "file:///tmp/x", "--for", "soon"], "'soon' is not a duration"),
+    (["on", "--flag", "file:///tmp/x", "--retry-after", "-1"], "not a whole number"),
+    (["schedule", "--flag", "file:///tmp/x", "--at", "teatime"], "'teatime' is not a time"),
+    (["schedule", "--flag", "file:///tmp/x"], "`schedule` needs --at TIME"),
+    (["on", "--flag", "file:///tmp/x", "--at", "+1h"], "to start later use `schedule"),
+    (["off", "--flag", "file:///tmp/x", "--mode", "down"], "`off` takes only --flag and --app"),
+    (["schedule", "--flag", "file:///tmp/x", "--at", "2001-01-01", "--for", "1h"],
+     "that window ended already"),
+    (["on", "--flag", "memcache://localhost"], "this setting takes file or redis"),
+    (["on", "--flag", "redis://localhost/0?color=blue"], "unknown option color"),
+])  # fmt: skip
+def test_bad_input_exits_2_with_a_clear_message(args, message, monkeypatch, capsys):
+    monkeypatch.delenv("SCALEKIT_MAINTENANCE_FLAG", raising=False)
+    try:
+        code = main(["maintenance", *args])
+    except SystemExit as exc:  # argparse's own usage errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists("/tmp/x")
+
+
+def test_usage_errors_from_the_console_script_have_no_traceback():
+    done = scalekit("on", "--flag", "file:///tmp/x", "--for", "soon")
+    assert done.returncode == 2
+    assert "'soon' is not a duration" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_corrupt_flag_fails_status_with_exit_1(tmp_path, capsys):
+    path = tmp_path / "flag"
+    path.write_text("{oops")
+    assert main(["maintenance", "status", "--flag", f"file://{path}"]) == 1
+    assert "not a maintenance flag" in capsys.readouterr().err
+    assert main(["maintenance", "off", "--flag", f"file://{path}"]) == 0  # off repairs it
+    assert not path.exists()
+
+
+def test_an_unreachable_redis_fails_with_exit_1(capsys):
+    from tests.servers import free_port
+
+    code = main(["maintenance", "on", "--flag", f"redis://127.0.0.1:{free_port()}/0"])
+    assert code == 1
+    assert "cannot change the maintenance flag" in capsys.readouterr().err

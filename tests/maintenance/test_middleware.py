@@ -1,0 +1,163 @@
+"""What clients get in each mode, on a file flag and on a Redis flag."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from scalekit.errors import ConfigError
+from scalekit.maintenance import ENVIRON_KEY, MaintenanceMiddleware, State, maintenance_check
+from tests.maintenance.conftest import FORM, JSON, call, hello
+
+
+@pytest.fixture
+def site(flag_url, app_name):
+    return MaintenanceMiddleware(hello, flag_url, app_name=app_name, cache_seconds=0)
+
+
+def test_flag_off_passes_every_method(site, flag):
+    flag.clear()
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        response = call(site, "/shop/cart", method)
+        assert response.status == 200
+        assert response.text == f"app: {method} /shop/cart"
+
+
+def test_down_answers_503_with_retry_after_and_the_html_page(site, flag):
+    flag.write(State("down", "Moving to a new database", retry_after=120))
+    for method in ("GET", "POST", "OPTIONS"):
+        response = call(site, "/shop/cart", method)
+        assert response.status == 503
+        assert response.header("Retry-After") == "120"
+        assert response.header("Content-Type") == "text/html; charset=utf-8"
+        assert response.header("Cache-Control") == "no-store"
+        assert "Moving to a new database" in response.text
+        assert int(response.header("Content-Length")) == len(response.body)
+    head = call(site, "/", "HEAD")
+    assert head.status == 503 and head.body == b"" and head.header("Retry-After") == "120"
+
+
+def test_down_answers_json_to_clients_that_ask_for_it(site, flag):
+    flag.write(State("down", "Back soon", retry_after=60))
+    response = call(site, "/api/orders", headers=JSON)
+    assert response.status == 503
+    assert response.header("Content-Type") == "application/json"
+    assert json.loads(response.body) == {
+        "error": "maintenance", "mode": "down", "message": "Back soon", "retry_after": 60,
+        "end": None,
+    }  # fmt: skip
+    ranked = call(site, "/", headers={"Accept": "text/html;q=0.5, application/json"})
+    assert ranked.header("Content-Type") == "application/json"
+    browser = call(site, "/", headers={"Accept": "text/html,application/json;q=0.9"})
+    assert browser.header("Content-Type").startswith("text/html")
+
+
+def test_retry_after_is_the_time_left_in_the_window_else_the_default(site, flag):
+    flag.write(State("down", end=time.time() + 600))
+    assert 598 <= int(call(site).header("Retry-After")) <= 600
+    flag.write(State("down"))
+    assert call(site).header("Retry-After") == "300"
+
+
+def test_static_files_are_exempt_when_down(site, flag):
+    flag.write(State("down"))
+    assert call(site, "/static/css/site.css").status == 200
+    assert call(site, "/statics").status == 503
+
+
+def test_read_only_lets_safe_methods_through_and_refuses_writes(site, flag):
+    flag.write(State("read-only", "Read-only during the upgrade", retry_after=30))
+    for method in ("GET", "HEAD", "OPTIONS"):
+        assert call(site, "/product/7", method).status == 200
+    for method in ("POST", "PUT", "PATCH", "DELETE"):
+        response = call(site, "/api/product/7", method, headers=JSON)
+        assert response.status == 503
+        assert response.header("Retry-After") == "30"
+        assert json.loads(response.body)["mode"] == "read-only"
+
+
+def test_read_only_redirects_html_form_posts_to_the_page(site, flag):
+    flag.write(State("read-only", "No orders for ten minutes"))
+    response = call(site, "/cart/checkout", "POST", headers=FORM, body=b"qty=1")
+    assert response.status == 303
+    assert response.header("Location") == "/maintenance"
+    page = call(site, "/maintenance")
+    assert page.status == 200 and "No orders for ten minutes" in page.text
+    multipart = {"Content-Type": "multipart/form-data; boundary=x"}
+    assert call(site, "/upload", "POST", headers=multipart).status == 303
+    # a script posting a form but asking for JSON gets the 503, not a redirect
+    assert call(site, "/cart", "POST", headers={**FORM, **JSON}).status == 503
+
+
+def test_the_page_url_is_a_503_when_down_and_the_apps_when_off(site, flag):
+    flag.write(State("down", "Gone fishing"))
+    response = call(site, "/maintenance")
+    assert response.status == 503 and "Gone fishing" in response.text
+    flag.clear()
+    assert call(site, "/maintenance").text == "app: GET /maintenance"
+
+
+def test_the_app_sees_the_active_state_for_a_banner(flag_url, app_name, flag):
+    seen = []
+
+    def banner(environ, start_response):
+        seen.append(environ.get(ENVIRON_KEY))
+        return hello(environ, start_response)
+
+    site = MaintenanceMiddleware(banner, flag_url, app_name=app_name, cache_seconds=0)
+    flag.write(State("read-only", "Upgrade"))
+    call(site)
+    flag.clear()
+    call(site)
+    assert seen[0].mode == "read-only" and seen[0].message == "Upgrade" and seen[1] is None
+
+
+def test_a_custom_page_file_with_placeholders(tmp_path, flag_url, app_name, flag):
+    page = tmp_path / "503.html"
+    page.write_text("<h1>Closed</h1><p>{{message}}</p><p>{{retry_after}}</p>")
+    site = MaintenanceMiddleware(hello, flag_url, app_name=app_name, page=str(page),
+                                 cache_seconds=0)  # fmt: skip
+    flag.write(State("down", "<b>soon</b>", retry_after=9))
+    assert call(site).text == "<h1>Closed</h1><p>&lt;b&gt;soon&lt;/b&gt;</p><p>9</p>"
+    with pytest.raises(ConfigError, match=r"missing\.html"):
+        MaintenanceMiddleware(hello, flag_url, page=str(tmp_path / "missing.html"))
+
+
+def test_the_decorator_guards_one_view(flag_url, app_name, flag):
+    @maintenance_check(flag_url, app_name=app_name, cache_seconds=0)
+    def save(environ, start_response):
+        """Saves things."""
+        return hello(environ, start_response)
+
+    assert save.__doc__ == "Saves things."
+    flag.write(State("read-only"))
+    assert call(save, "/save", "GET").status == 200
+    assert call(save, "/save", "POST").status == 503
+    assert call(hello, "/other", "POST").status == 200  # undecorated views are untouched
+
+
+def test_the_bare_decorator_reads_the_flag_url_from_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", f"file://{tmp_path}/flag")
+
+    @maintenance_check
+    def view(environ, start_response):
+        return hello(environ, start_response)
+
+    (tmp_path / "flag").write_text('{"mode": "down"}')
+    assert call(view).status == 503
+
+
+def test_bad_settings_are_config_errors(flag_url, monkeypatch):
+    monkeypatch.delenv("SCALEKIT_MAINTENANCE_FLAG", raising=False)
+    with pytest.raises(ConfigError, match="SCALEKIT_MAINTENANCE_FLAG"):
+        MaintenanceMiddleware(hello)
+    with pytest.raises(ConfigError, match="file or redis"):
+        MaintenanceMiddleware(hello, "memcache://localhost:11211")
+    with pytest.raises(ConfigError, match="page_url"):
+        MaintenanceMiddleware(hello, flag_url, page_url="maintenance")
+    with pytest.raises(ConfigError, match="not an address"):
+        MaintenanceMiddleware(hello, flag_url, allow=["10.0.0.0/33"])
+    with pytest.raises(ConfigError, match="16 characters"):
+        MaintenanceMiddleware(hello, flag_url, secret="short")
