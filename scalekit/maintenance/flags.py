@@ -16,10 +16,8 @@ a minute.
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import os
-import secrets
 import threading
 import time
 from typing import Any
@@ -27,6 +25,7 @@ from typing import Any
 import redis
 
 from scalekit import urls
+from scalekit._files import replace_atomically
 from scalekit._redis import REDIS_OPTIONS, LazyRedis
 from scalekit.errors import ConfigError, CorruptData, StoreUnavailable
 from scalekit.maintenance.state import DOWN, State
@@ -91,19 +90,13 @@ class FileFlag(Flag):
 
     def write(self, state: State) -> None:
         folder, name = os.path.split(self.path)
-        tmp = os.path.join(folder, f".{name}.tmp-{secrets.token_hex(6)}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(state.to_json() + b"\n")
-                    file.flush()
-                    os.fsync(file.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_atomically(
+                self.path,
+                state.to_json() + b"\n",
+                tmp_prefix=os.path.join(folder, f".{name}.tmp-"),
+                mode=0o644,
+            )
         except OSError as exc:
             raise StoreUnavailable(f"cannot write the maintenance flag {self.path}: {exc}") from exc
 

@@ -24,12 +24,12 @@ import hashlib
 import logging
 import os
 import re
-import secrets
 import threading
 from collections.abc import Iterator
 from time import time
 from typing import Any
 
+from scalekit._files import replace_atomically
 from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import (
     CacheBackend,
@@ -333,24 +333,10 @@ class DiskBackend(CacheBackend):
 
     def _write(self, shard: str, path: str, content: bytes) -> None:
         """Replace ``path`` atomically: write a temp file in ``shard``, then ``os.replace``."""
-        tmp = f"{path}{_TMP}{secrets.token_hex(6)}"
         try:
-            try:
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            except FileNotFoundError:
-                os.makedirs(shard, mode=0o700, exist_ok=True)
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(content)
-                    if self.fsync:
-                        file.flush()
-                        os.fsync(file.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_atomically(
+                path, content, tmp_prefix=path + _TMP, sync=self.fsync, make_folder=True
+            )
         except OSError as exc:
             raise self._unavailable("write", exc) from exc
 

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from scalekit._files import replace_atomically
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
@@ -353,20 +354,10 @@ class FileStore(SessionStore):
 
     def _write(self, shard: str, sid: str, path: str, content: bytes, sync: bool) -> None:
         """Replace ``path`` atomically: write ``<sid>.tmp-<random>`` then ``os.replace``."""
-        tmp = os.path.join(shard, f"{sid}{_TMP_INFIX}{secrets.token_hex(6)}")
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as file:
-                    file.write(content)
-                    if sync:
-                        file.flush()
-                        os.fsync(file.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
+            replace_atomically(
+                path, content, tmp_prefix=os.path.join(shard, sid + _TMP_INFIX), sync=sync
+            )
         except OSError as exc:
             raise self._unavailable("write", exc) from exc
 

@@ -1,0 +1,43 @@
+"""Atomic file replacement, shared by every piece that keeps files (sessions, cache, tickets,
+maintenance flags): a reader sees the old content or the new, never part of either."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+
+
+def replace_atomically(
+    path: str,
+    content: bytes,
+    *,
+    tmp_prefix: str | None = None,
+    mode: int = 0o600,
+    sync: bool = True,
+    make_folder: bool = False,
+) -> None:
+    """Write ``content`` to ``<tmp_prefix><random>`` (default ``<path>.tmp-``), fsync it
+    if ``sync``, then ``os.replace`` it onto ``path``. On any failure the temp file is
+    removed and the ``OSError`` raised; ``make_folder`` creates a missing folder first."""
+    tmp = (tmp_prefix or f"{path}.tmp-") + secrets.token_hex(6)
+    try:
+        fd = os.open(tmp, _CREATE, mode)
+    except FileNotFoundError:
+        if not make_folder:
+            raise
+        os.makedirs(os.path.dirname(tmp), mode=0o700, exist_ok=True)
+        fd = os.open(tmp, _CREATE, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(content)
+            if sync:
+                file.flush()
+                os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
