@@ -1,0 +1,154 @@
+"""DBScope: the database connections of one request, opened on first use, ended together."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydal import DAL
+
+from scalekit.db.members import close
+from scalekit.db.replicas import ReplicaSet
+
+log = logging.getLogger("scalekit.db")
+
+ENVIRON_KEY = "scalekit.db"
+#: How the scope ends its transactions: by the request's outcome, or not at all.
+REQUEST, AUTOCOMMIT, MANUAL = "request", "autocommit", "manual"
+_current: contextvars.ContextVar[DBScope | None] = contextvars.ContextVar(
+    "scalekit_db", default=None
+)
+
+
+def current() -> DBScope:
+    """The database scope of the request this thread (or task) is serving."""
+    scope = _current.get()
+    if scope is None:
+        raise LookupError("no database scope here: run inside DBMiddleware or @with_db")
+    return scope
+
+
+class DBScope:
+    """What a view uses: ``scope.db`` (a replica for read-only requests, else the primary),
+    ``scope.reader`` and ``scope.writer`` to choose explicitly.
+
+    Once the writer is open, or while the client is pinned after a write, ``reader`` is
+    the primary too: reads inside a transaction that wrote see its writes. ``define`` is
+    called with each new DAL to define the app's tables.
+    """
+
+    def __init__(
+        self,
+        replicas: ReplicaSet,
+        read_only: bool,
+        pinned: Callable[[], bool] = lambda: False,
+        define: Callable[[DAL], Any] | None = None,
+        dal_options: dict[str, Any] | None = None,
+    ):
+        self.replicas, self.read_only = replicas, read_only
+        self.mode = REQUEST
+        self._pinned, self._define = pinned, define
+        self._dal_options = dal_options or {}
+        self._reader: DAL | None = None
+        self._writer: DAL | None = None
+
+    @property
+    def db(self) -> DAL:
+        """The request's DAL: ``reader`` if the request is read-only, else ``writer``."""
+        return self.reader if self.read_only else self.writer
+
+    @property
+    def reader(self) -> DAL:
+        """A DAL for reads: a replica, unless this request wrote or the client is pinned."""
+        if self._writer is not None:
+            return self._writer
+        if self._reader is None:
+            if self._pinned():
+                return self.writer
+            self._reader = self._open(read_only=True)
+        return self._reader
+
+    @property
+    def writer(self) -> DAL:
+        """A DAL on the primary; from now on ``reader`` answers with it too."""
+        if self._writer is None:
+            self._writer = self._open(read_only=False)
+        return self._writer
+
+    @property
+    def wrote(self) -> bool:
+        """True once this request opened the primary for writing."""
+        return self._writer is not None
+
+    def autocommit(self) -> None:
+        """Commit every statement as it runs (this request's connections, open or not)."""
+        self.mode = AUTOCOMMIT
+        for db in self._open_dals():
+            _set_autocommit(db, True)
+
+    def manual(self) -> None:
+        """The view commits itself; what it leaves uncommitted is rolled back at the end."""
+        self.mode = MANUAL
+
+    def finish(self, success: bool) -> None:
+        """Commit (``success`` in request mode) or roll back, and release the connections;
+        a failed commit is raised after everything is released (a failed rollback is only
+        logged: the connection is dropped, and the server discards the transaction)."""
+        dals, self._reader, self._writer = self._open_dals(), None, None
+        error: BaseException | None = None
+        for db in dals:
+            commit = success and self.mode == REQUEST and error is None
+            try:
+                if self.mode == AUTOCOMMIT:
+                    _set_autocommit(db, False)
+                if commit:
+                    db.commit()
+                close(db, None if commit else "rollback")
+            except Exception as exc:
+                log.warning("could not end a transaction: %s", exc)
+                _drop(db)
+                if commit:
+                    error = exc
+        if error is not None:
+            raise error
+
+    def _open_dals(self) -> list[DAL]:
+        """The open DALs, the writer first (its commit decides the request)."""
+        return [db for db in (self._writer, self._reader) if db is not None]
+
+    def _open(self, read_only: bool) -> DAL:
+        db = self.replicas.connect(read_only=read_only, **self._dal_options)
+        try:
+            if self.mode == AUTOCOMMIT:
+                _set_autocommit(db, True)
+            if self._define is not None:
+                self._define(db)
+        except BaseException:
+            _drop(db)
+            raise
+        return db
+
+
+def _set_autocommit(db: DAL, on: bool) -> None:
+    """Switch the DAL's connection in or out of autocommit (ending any open transaction:
+    the caller decides what that means)."""
+    adapter = db._adapter
+    connection = adapter.connection
+    if on:
+        db.commit()
+    if adapter.dbengine == "sqlite":
+        connection.isolation_level = None if on else ""
+    elif adapter.dbengine == "mysql":
+        connection.autocommit(on)
+    else:
+        connection.autocommit = on
+
+
+def _drop(db: DAL) -> None:
+    """Release a DAL whose connection may be broken: roll back if possible, else drop it."""
+    try:
+        close(db, "rollback")
+    except Exception:
+        log.debug("dropping a broken connection", exc_info=True)

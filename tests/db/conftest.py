@@ -1,0 +1,136 @@
+"""A PostgreSQL primary with two streaming replicas for the whole run, private replicas for
+tests that stop or pause one, and helpers that ask a DAL which server answered."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg2
+import pytest
+from pydal import DAL, Field
+
+from tests.conftest import _running
+from tests.servers import PostgresReplica, PostgresServer
+
+
+@dataclass
+class Cluster:
+    primary: PostgresServer
+    replicas: list[PostgresReplica]
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [replica.url for replica in self.replicas]
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory) -> str:
+    """pydal's folder for the run: the .table files of the primary's tables."""
+    return str(tmp_path_factory.mktemp("databases"))
+
+
+@pytest.fixture(scope="session")
+def cluster(folder: str) -> Iterator[Cluster]:
+    """A primary with table ``item`` and two replicas that have replayed it."""
+    with contextlib.ExitStack() as stack:
+        primary = _running(stack, PostgresServer())
+        db = DAL(primary.url, folder=folder, attempts=1)
+        define(db)
+        db.commit()
+        db.close()
+        replicas = [_running(stack, PostgresReplica(primary)) for _ in range(2)]
+        yield Cluster(primary, replicas)
+
+
+@pytest.fixture
+def private_replica(cluster: Cluster) -> Iterator[PostgresReplica]:
+    """A third replica of the shared primary, for a test to stop or pause."""
+    with contextlib.ExitStack() as stack:
+        replica = _running(stack, PostgresReplica(cluster.primary))
+        wait_replayed(cluster.primary, [replica])
+        yield replica
+
+
+def define(db: DAL) -> None:
+    """The test app's one table (created on the primary only: replicas never migrate)."""
+    db.define_table("item", Field("name"))
+
+
+def server_port(db: DAL) -> int:
+    """The port of the server this DAL talks to."""
+    return int(db.executesql("SELECT inet_server_port()")[0][0])
+
+
+def in_recovery(db: DAL) -> bool:
+    """True on a replica."""
+    return bool(db.executesql("SELECT pg_is_in_recovery()")[0][0])
+
+
+def sql(server: PostgresServer, query: str, *args) -> list[tuple]:
+    """Run one statement on ``server`` in autocommit; its rows (if any)."""
+    connection = psycopg2.connect(
+        host="127.0.0.1", port=server.port, user=server.superuser, dbname=server.database,
+        connect_timeout=2,
+    )  # fmt: skip
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(query, args)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        connection.close()
+
+
+def names(server: PostgresServer, prefix: str) -> set[str]:
+    """The names of the rows of ``item`` starting with ``prefix``."""
+    rows = sql(server, "SELECT name FROM item WHERE name LIKE %s", prefix + "%")
+    return {row[0] for row in rows}
+
+
+def wait_replayed(primary: PostgresServer, replicas: list[PostgresReplica]) -> None:
+    """Wait until every replica has replayed all the primary has written so far."""
+    (lsn,) = sql(primary, "SELECT pg_current_wal_lsn()::text")[0]
+    deadline = time.monotonic() + 10
+    for replica in replicas:
+        query = "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn"
+        while not sql(replica, query, lsn)[0][0]:
+            assert time.monotonic() < deadline, f"replica on {replica.port} is not catching up"
+            time.sleep(0.02)
+
+
+class BlackHole:
+    """A TCP listener on loopback that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/scalekit_test"
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.accepted.append(self.sock.accept()[0])
+
+    def close(self) -> None:
+        self.sock.close()
+        for connection in self.accepted:
+            connection.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    yield hole
+    hole.close()
