@@ -52,7 +52,7 @@ from scalekit.cache.backends.base import (
     merge_options,
 )
 from scalekit.errors import CacheUnavailable, ConfigError, SerializationError
-from scalekit.sessions.stores._memcache_cluster import Cluster, node_name
+from scalekit.sessions.stores._memcache_cluster import ClientSettings, Cluster, node_name
 from scalekit.urls import BackendURL, MemcacheURL
 
 log = logging.getLogger("scalekit.cache")
@@ -85,7 +85,7 @@ class _Serde:
         return value, flags
 
 
-class MemcacheBackend(CacheBackend):
+class MemcacheBackend(ClientSettings, CacheBackend):
     """Entries on memcached nodes; thread-safe, fork-safe (pools open lazily per process).
 
     ``url`` names the backend in errors and logs (``from_url`` passes the masked URL).
@@ -93,6 +93,7 @@ class MemcacheBackend(CacheBackend):
 
     kind = "memcache"
     shared = True
+    option_label = "cache option"
 
     def __init__(
         self,
@@ -110,19 +111,18 @@ class MemcacheBackend(CacheBackend):
         url: str | None = None,
     ):
         super().__init__(app)
-        self.servers = tuple((str(host), int(port)) for host, port in servers)
-        self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
-        if not self.servers:
-            raise ConfigError(f"{self.url}: no memcached server given")
-        self.connect_timeout = _seconds(self.url, "connect_timeout", connect_timeout, True)
-        self.timeout = _seconds(self.url, "timeout", timeout, True)
-        self.retry_timeout = _seconds(self.url, "retry_timeout", retry_timeout)
-        self.dead_timeout = _seconds(self.url, "dead_timeout", dead_timeout)
-        self.retry_attempts = _count(self.url, "retry_attempts", retry_attempts, 0)
-        self.max_pool_size = (
-            None if max_pool_size is None else _count(self.url, "max_pool_size", max_pool_size, 1)
+        self._configure_client(
+            servers,
+            url,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            retry_attempts=retry_attempts,
+            retry_timeout=retry_timeout,
+            dead_timeout=dead_timeout,
+            max_pool_size=max_pool_size,
+            max_value_size=max_value_size,
+            min_value_size=64,
         )
-        self.max_value_size = _count(self.url, "max_value_size", max_value_size, 64)
         self.serializer = _codec.check_serializer(serializer, self.url)
         self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
         self._cluster: Cluster | None = None
@@ -394,18 +394,3 @@ def _exptime(ttl: float) -> int:
     """Memcached's exptime for a positive TTL: rounded up plus one second (its clock ticks
     in seconds), at most 30 days (more reads as a Unix time)."""
     return min(math.ceil(ttl) + 1, MAX_TTL)
-
-
-def _seconds(url: str, name: str, value: Any, positive: bool = False) -> float:
-    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
-    if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
-        least = "more than 0" if positive else "0 or more"
-        raise ConfigError(f"{url}: cache option {name}={value!r} must be {least} seconds")
-    return float(number)
-
-
-def _count(url: str, name: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{url}: cache option {name}={value!r} must be a whole number "
-                          f">= {minimum}")  # fmt: skip
-    return value

@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
-from scalekit.errors import SerializationError, StoreUnavailable
+from scalekit.errors import ConfigError, SerializationError, StoreUnavailable
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -53,6 +53,57 @@ class Settings(Protocol):
     retry_timeout: float
     dead_timeout: float
     max_pool_size: int | None
+
+
+class ClientSettings:
+    """The client options a memcache session store and cache backend share, checked once
+    (the :class:`Settings` their :class:`Cluster` reads); ``option_label`` names them in
+    errors ("option", "cache option")."""
+
+    option_label = "option"
+
+    def _configure_client(
+        self,
+        servers: Iterable[tuple[str, int]],
+        url: str | None,
+        *,
+        connect_timeout: float,
+        timeout: float,
+        retry_attempts: int,
+        retry_timeout: float,
+        dead_timeout: float,
+        max_pool_size: int | None,
+        max_value_size: int,
+        min_value_size: int,
+    ) -> None:
+        self.servers = tuple((str(host), int(port)) for host, port in servers)
+        self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
+        if not self.servers:
+            raise ConfigError(f"{self.url}: no memcached server given")
+        self.connect_timeout = self._seconds("connect_timeout", connect_timeout, positive=True)
+        self.timeout = self._seconds("timeout", timeout, positive=True)
+        self.retry_timeout = self._seconds("retry_timeout", retry_timeout)
+        self.dead_timeout = self._seconds("dead_timeout", dead_timeout)
+        self.retry_attempts = self._count("retry_attempts", retry_attempts, minimum=0)
+        self.max_pool_size = None if max_pool_size is None else self._count(
+            "max_pool_size", max_pool_size, minimum=1
+        )  # fmt: skip
+        self.max_value_size = self._count("max_value_size", max_value_size, min_value_size)
+
+    def _seconds(self, name: str, value: Any, positive: bool = False) -> float:
+        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+        if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
+            least = "more than 0" if positive else "0 or more"
+            raise ConfigError(
+                f"{self.url}: {self.option_label} {name}={value!r} must be {least} seconds"
+            )
+        return float(number)
+
+    def _count(self, name: str, value: Any, minimum: int) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{self.url}: {self.option_label} {name}={value!r} must be a "
+                              f"whole number >= {minimum}")  # fmt: skip
+        return value
 
 
 class _Node:

@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 from pymemcache.client.base import Client
 
 from scalekit.errors import ConfigError, SerializationError
-from scalekit.sessions.stores._memcache_cluster import Cluster, node_name
+from scalekit.sessions.stores._memcache_cluster import ClientSettings, Cluster, node_name
 from scalekit.sessions.stores.base import (
     ANY,
     MAX_TTL,
@@ -89,7 +89,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 
 
-class MemcacheStore(SessionStore):
+class MemcacheStore(ClientSettings, SessionStore):
     """Sessions in one or more memcached servers (``memcache://h1:11211,h2:11211``).
 
     Thread-safe (a connection pool per node) and fork-safe (clients are created lazily in
@@ -114,20 +114,17 @@ class MemcacheStore(SessionStore):
         url: str | None = None,
     ):
         super().__init__(app)
-        self.servers = tuple((str(host), int(port)) for host, port in servers)
-        self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
-        if not self.servers:
-            raise ConfigError(f"{self.url}: no memcached server given")
-        self.connect_timeout = self._seconds("connect_timeout", connect_timeout, positive=True)
-        self.timeout = self._seconds("timeout", timeout, positive=True)
-        self.retry_timeout = self._seconds("retry_timeout", retry_timeout)
-        self.dead_timeout = self._seconds("dead_timeout", dead_timeout)
-        self.retry_attempts = self._count("retry_attempts", retry_attempts, minimum=0)
-        self.max_pool_size = None if max_pool_size is None else self._count(
-            "max_pool_size", max_pool_size, minimum=1
-        )  # fmt: skip
-        self.max_value_size = self._count(
-            "max_value_size", max_value_size, minimum=_RECORD.size + 1
+        self._configure_client(
+            servers,
+            url,
+            connect_timeout=connect_timeout,
+            timeout=timeout,
+            retry_attempts=retry_attempts,
+            retry_timeout=retry_timeout,
+            dead_timeout=dead_timeout,
+            max_pool_size=max_pool_size,
+            max_value_size=max_value_size,
+            min_value_size=_RECORD.size + 1,
         )
         self._prefix = b"scalekit:%s:" + self.app.encode("ascii") + b":"
         self._cluster: Cluster | None = None
@@ -279,19 +276,6 @@ class MemcacheStore(SessionStore):
         if cluster is None or cluster.pid != os.getpid():  # first use, or a forked child
             cluster = self._cluster = Cluster(self)
         return cluster.run(action, key, command)
-
-    def _seconds(self, name: str, value: Any, positive: bool = False) -> float:
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
-        if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
-            least = "more than 0" if positive else "0 or more"
-            raise ConfigError(f"{self.url}: option {name}={value!r} must be {least} seconds")
-        return float(number)
-
-    def _count(self, name: str, value: Any, minimum: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{self.url}: option {name}={value!r} must be a whole number "
-                              f">= {minimum}")  # fmt: skip
-        return value
 
 
 def _short(sid: str) -> str:
