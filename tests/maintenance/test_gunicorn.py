@@ -5,46 +5,23 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from scalekit.maintenance import State
-from tests.servers import free_port
+from tests.gunicorn import gunicorn
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 WORKERS, CACHE = 3, 0.5
 
 
 @pytest.fixture
 def served(flag_url, app_name):
-    port = free_port()
-    env = dict(os.environ, SCALEKIT_MAINTENANCE_FLAG=flag_url, SCALEKIT_TEST_APP=app_name,
-               SCALEKIT_TEST_CACHE=str(CACHE))  # fmt: skip
-    process = subprocess.Popen(
-        [GUNICORN, "--preload", "--workers", str(WORKERS), "--threads", "2", "--bind",
-         f"127.0.0.1:{port}", "tests.maintenance.gunicorn_app:application"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(process.stdout.read().decode()[-3000:], pytrace=False)
-                time.sleep(0.1)
+    env = {"SCALEKIT_MAINTENANCE_FLAG": flag_url, "SCALEKIT_TEST_APP": app_name,
+           "SCALEKIT_TEST_CACHE": str(CACHE)}  # fmt: skip
+    with gunicorn("tests.maintenance.gunicorn_app:application", env, workers=WORKERS) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def request(port, method="GET"):

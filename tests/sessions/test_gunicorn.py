@@ -5,45 +5,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import subprocess
-import sys
 import threading
-import time
 
 import pytest
 
-from tests.servers import free_port
+from tests.gunicorn import gunicorn
 from tests.sessions.conftest import store_url_for
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 
 @pytest.fixture(params=["file", "sqlite", "postgres", "memcache2", "redis"])
 def served(request, tmp_path, app_name):
-    port = free_port()
-    env = dict(os.environ, SCALEKIT_TEST_STORE=store_url_for(request.param, request, tmp_path),
-               SCALEKIT_TEST_APP=app_name)  # fmt: skip
-    process = subprocess.Popen(
-        [GUNICORN, "--preload", "--workers", "3", "--threads", "2", "--bind",
-         f"127.0.0.1:{port}", "tests.sessions.gunicorn_app:application"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(process.stdout.read().decode()[-3000:], pytrace=False)
-                time.sleep(0.1)
+    env = {"SCALEKIT_TEST_STORE": store_url_for(request.param, request, tmp_path),
+           "SCALEKIT_TEST_APP": app_name}  # fmt: skip
+    with gunicorn("tests.sessions.gunicorn_app:application", env) as port:
         yield port
-    finally:
-        process.terminate()
-        process.wait(20)
 
 
 def session_counts(port, requests):

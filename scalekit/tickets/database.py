@@ -1,0 +1,284 @@
+"""DatabaseStore: tickets in one SQL table through pydal (SQLite, PostgreSQL, MySQL).
+
+The table (``scalekit_ticket`` unless ``table=``) has web2py's ticket columns plus what
+lists and summaries need without reading the JSON::
+
+    ticket_id         string    the ticket's id; UNIQUE index (a re-run inserts nothing twice)
+    ticket_data       text      the whole ticket, JSON
+    created_datetime  datetime  when the error happened (naive UTC); indexed
+    app, hostname, error_type, location, summary   strings, from the ticket
+
+The store opens one DAL per thread and per process (never one inherited through fork).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from pydal import DAL, Field
+from pydal.objects import Table
+
+from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.sessions.stores import _sql_schema as schema
+from scalekit.sessions.stores.database import _private_folder
+from scalekit.tickets.stores import TicketStore
+from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
+from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, parse
+
+log = logging.getLogger("scalekit.tickets")
+
+INDEXES: tuple[schema.Index, ...] = (
+    ("ticket_id", ("ticket_id",), True),
+    ("created_datetime", ("created_datetime",), False),
+)
+_INSERT_COLUMNS = (
+    "ticket_id",
+    "ticket_data",
+    "created_datetime",
+    "app",
+    "hostname",
+    "error_type",
+    "location",
+    "summary",
+)
+_ROWS_PER_STATEMENT = 100  # 800 parameters: within every SQLite's limit
+_ENTRY_COLUMNS = (
+    "ticket_id",
+    "app",
+    "created_datetime",
+    "hostname",
+    "error_type",
+    "location",
+    "summary",
+)
+
+
+def ticket_fields() -> list[Field]:
+    return [
+        Field("ticket_id", length=64),
+        Field("ticket_data", "text"),
+        Field("created_datetime", "datetime"),
+        Field("app", length=64),
+        Field("hostname", length=255),
+        Field("error_type", length=255),
+        Field("location", length=512),
+        Field("summary", length=512),
+    ]
+
+
+class DatabaseStore(TicketStore):
+    """Tickets in a database table. Options (keywords or URL query): ``table``,
+    ``folder`` (pydal's ``.table`` files; default private to the user), ``connect_timeout``
+    (seconds, default 5)."""
+
+    def __init__(
+        self,
+        url: str | BackendURL,
+        *,
+        table: str | None = None,
+        folder: str | None = None,
+        connect_timeout: float | None = None,
+    ):
+        settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
+        settings.check_options(("table", "folder", "connect_timeout"))
+        self.masked = settings.masked
+        self.table = table or settings.option("table", "scalekit_ticket")
+        if not schema.IDENTIFIER.match(self.table) or len(self.table) > schema.MAX_IDENTIFIER:
+            raise ConfigError(
+                f"{self.masked}: table={self.table!r} must be a letter then letters, digits or _"
+            )
+        folder = folder or settings.option("folder")
+        timeout = connect_timeout or settings.option("connect_timeout", 5.0, float)
+        if isinstance(settings, SQLiteURL) and not settings.memory:
+            path = os.path.abspath(settings.path)
+            self._uri, self._folder = f"sqlite://{path}", folder or os.path.dirname(path)
+            self._driver_args: dict[str, Any] = {"timeout": timeout}
+        elif isinstance(settings, DatabaseURL):
+            self._uri, self._folder = settings.dal_uri, folder
+            seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
+            self._driver_args = {"connect_timeout": seconds}
+        else:
+            raise ConfigError(f"{self.masked}: tickets need a database file or server")
+        # pydal percent-decodes the user and password only when there is a password
+        self._password = getattr(settings, "password", None)
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"<DatabaseStore {self.masked} table={self.table}>"
+
+    # -- the protocol -------------------------------------------------------------------
+    def save(self, ticket: dict[str, Any]) -> None:
+        self.insert([(ticket, json.dumps(ticket, ensure_ascii=False, default=str))])
+
+    def load(self, ticket_id: str) -> dict[str, Any] | None:
+        if not ID_PATTERN.match(ticket_id):
+            return None
+        with self._transaction() as (db, table):
+            row = db(table.ticket_id == ticket_id).select(table.ticket_data).first()
+        return None if row is None else json.loads(row.ticket_data)
+
+    def entries(self, limit: int | None = None) -> list[Entry]:
+        with self._transaction() as (db, table):
+            rows = db(table).select(
+                *(table[name] for name in _ENTRY_COLUMNS),
+                orderby=~table.created_datetime | ~table.id,
+                limitby=(0, limit) if limit is not None else None,
+            )
+        return [
+            Entry(
+                row.ticket_id,
+                row.app,
+                _text(row.created_datetime),
+                row.hostname,
+                row.error_type,
+                row.location,
+                row.summary,
+            )
+            for row in rows
+        ]
+
+    def summary(self) -> list[Group]:
+        with self._transaction() as (db, table):
+            count, created = table.id.count(), table.created_datetime
+            first, last = created.min(), created.max()
+            rows = db(table).select(
+                table.error_type,
+                table.location,
+                count,
+                first,
+                last,
+                groupby=table.error_type | table.location,
+                orderby=~count | ~last,
+            )
+        return [
+            Group(
+                row[table.error_type],
+                row[table.location],
+                row[count],
+                _text(row[first]),
+                _text(row[last]),
+            )
+            for row in rows
+        ]
+
+    def insert(self, tickets: list[tuple[dict[str, Any], str]]) -> int:
+        """Insert ``(ticket, its JSON)`` pairs and commit; a ticket whose id is stored
+        already is skipped. Returns how many rows were added."""
+        added = 0
+        with self._transaction() as (db, table):
+            adapter = db._adapter
+            marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
+            columns = ", ".join(table[name]._rname for name in _INSERT_COLUMNS)
+            row = f"({', '.join([marker] * len(_INSERT_COLUMNS))})"
+            head = "INSERT IGNORE" if adapter.dbengine == "mysql" else "INSERT"
+            tail = "" if adapter.dbengine == "mysql" else " ON CONFLICT DO NOTHING"
+            for start in range(0, len(tickets), _ROWS_PER_STATEMENT):
+                chunk = tickets[start : start + _ROWS_PER_STATEMENT]
+                values = [value for ticket, raw in chunk for value in _row(ticket, raw)]
+                adapter.execute(
+                    f"{head} INTO {table._rname} ({columns}) VALUES "
+                    f"{', '.join([row] * len(chunk))}{tail};",
+                    values,
+                )
+                added += adapter.cursor.rowcount
+        return added
+
+    def close(self) -> None:
+        opened = getattr(self._local, "opened", None)
+        self._local.opened = None
+        if opened is not None and opened[0] == os.getpid():
+            _close_dal(opened[1])
+
+    # -- connections --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[tuple[DAL, Table]]:
+        """This thread's DAL and table; commits after the block, rolls back on error, and
+        turns driver errors into :class:`StoreUnavailable`."""
+        db, table = self._tables()
+        try:
+            yield db, table
+            db.commit()
+        except db._adapter.driver.Error as exc:
+            self.close()  # the connection may be gone: reconnect on next use
+            raise self._unavailable(exc) from exc
+        except BaseException:
+            with contextlib.suppress(Exception):
+                db.rollback()
+            raise
+
+    def _tables(self) -> tuple[DAL, Table]:
+        opened = getattr(self._local, "opened", None)
+        if opened is not None and opened[0] == os.getpid():
+            return opened[1], opened[2]
+        db = self._connect()
+        try:
+            table = schema.migrate_table(db, self.table, ticket_fields, INDEXES)
+            db.commit()
+        except db._adapter.driver.Error as exc:
+            _close_dal(db)
+            raise self._unavailable(exc) from exc
+        self._local.opened = (os.getpid(), db, table)
+        return db, table
+
+    def _connect(self) -> DAL:
+        folder = self._folder or _private_folder()
+        try:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            return DAL(
+                self._uri,
+                folder=folder,
+                migrate=False,
+                attempts=1,
+                check_reserved=None,
+                lazy_tables=False,
+                driver_args=self._driver_args,
+                decode_credentials=self._password is not None,
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"ticket database {self.masked}: {exc}") from exc
+        except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(exc).__name__
+        if self._password:
+            reason = reason.replace(self._password, "***")
+        return StoreUnavailable(
+            f"ticket database {self.masked}: {reason}; check that the server is running "
+            f"and table {self.table} is usable"
+        )
+
+
+def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:
+    """The values of ``_INSERT_COLUMNS`` for one ticket (:class:`CorruptData` if invalid)."""
+    item = entry(ticket)
+    return (
+        item.ticket_id,
+        raw,
+        item.created,
+        item.app[:64],
+        item.hostname[:255],
+        item.error_type[:255],
+        item.location[:512],
+        item.summary[:512],
+    )
+
+
+def _text(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+def _close_dal(db: DAL) -> None:
+    with contextlib.suppress(Exception):
+        db._adapter.close(action=None)
+    with contextlib.suppress(Exception):
+        db.close()

@@ -1,0 +1,135 @@
+"""FolderStore: one JSON file per ticket in a local folder (web2py's ``errors/``).
+
+Files are ``<folder>/<ticket id>.json``, written atomically (a hidden temporary file, then
+``os.replace``), so a reader never sees half a ticket. It works with no network at all:
+``tickets2db`` moves the files into a database later. Files that cannot be read as
+tickets are moved aside into ``<folder>/bad/``, never deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from scalekit._files import replace_atomically
+from scalekit.errors import CorruptData, StoreUnavailable
+from scalekit.tickets.stores import TicketStore
+from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry, summarize
+
+log = logging.getLogger("scalekit.tickets")
+
+SUFFIX = ".json"
+BAD = "bad"
+
+
+class FolderStore(TicketStore):
+    """Tickets as files in ``path`` (created 0700 on first write). ``fsync=True`` makes
+    each write durable before the error page is sent, at the cost of a disk flush."""
+
+    def __init__(self, path: str | os.PathLike[str] = "errors", *, fsync: bool = False):
+        self.folder = os.path.abspath(os.fspath(path))
+        self.fsync = fsync
+
+    def __repr__(self) -> str:
+        return f"<FolderStore {self.folder}>"
+
+    def save(self, ticket: dict[str, Any]) -> None:
+        data = json.dumps(ticket, ensure_ascii=False, default=str).encode("utf-8")
+        path = self.path_of(ticket["id"])
+        try:
+            replace_atomically(
+                path,
+                data,
+                tmp_prefix=os.path.join(self.folder, f".{ticket['id']}.tmp-"),
+                sync=self.fsync,
+                make_folder=True,
+            )
+        except OSError as exc:
+            raise StoreUnavailable(f"ticket folder {self.folder}: cannot write: {exc}") from exc
+
+    def load(self, ticket_id: str) -> dict[str, Any] | None:
+        if not ID_PATTERN.match(ticket_id):
+            return None
+        try:
+            return self.read(self.path_of(ticket_id))[0]
+        except FileNotFoundError:
+            return None
+
+    def entries(self, limit: int | None = None) -> list[Entry]:
+        found = []
+        for path in self.pending(newest_first=True):
+            try:
+                found.append(entry(self.read(path)[0]))
+            except (OSError, CorruptData) as exc:
+                log.warning("ticket file %s skipped: %s", path, exc)
+                continue
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def summary(self) -> list[Group]:
+        return summarize(self.entries())
+
+    # -- what tickets2db uses -----------------------------------------------------------
+    def path_of(self, ticket_id: str) -> str:
+        return os.path.join(self.folder, ticket_id + SUFFIX)
+
+    def pending(self, newest_first: bool = False) -> Iterator[str]:
+        """Paths of the ticket files (oldest first), skipping temporary files and ``bad/``."""
+        try:
+            scanned = list(os.scandir(self.folder))
+        except FileNotFoundError:
+            return iter(())
+        except OSError as exc:
+            raise StoreUnavailable(f"ticket folder {self.folder}: cannot list: {exc}") from exc
+        files = []
+        for item in scanned:
+            if item.name.endswith(SUFFIX) and not item.name.startswith("."):
+                with contextlib.suppress(FileNotFoundError):  # moved meanwhile
+                    files.append((item.stat(follow_symlinks=False).st_mtime, item.path))
+        files.sort(reverse=newest_first)
+        return (path for _, path in files)
+
+    def read(self, path: str) -> tuple[dict[str, Any], str]:
+        """The ticket in ``path`` and its JSON text; :class:`CorruptData` if the file is not
+        a valid UTF-8 ticket named for its id, ``OSError`` if it cannot be read (a symbolic
+        link is not followed)."""
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as file:
+            data = file.read()
+        try:
+            raw = data.decode("utf-8")
+            ticket = json.loads(raw)
+        except ValueError as exc:  # also UnicodeDecodeError
+            raise CorruptData(f"not UTF-8 JSON: {exc}") from None
+        if entry(ticket).ticket_id + SUFFIX != os.path.basename(path):
+            raise CorruptData("the ticket's id does not match the file name")
+        return ticket, raw
+
+    def quarantine(self, path: str, reason: object) -> None:
+        """Move ``path`` into ``bad/`` (never delete it), with a log line saying why."""
+        bad = os.path.join(self.folder, BAD)
+        target = os.path.join(bad, os.path.basename(path))
+        try:
+            os.makedirs(bad, mode=0o700, exist_ok=True)
+            if os.path.lexists(target):
+                target += f".{secrets.token_hex(4)}"
+            os.replace(path, target)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            log.error(
+                "ticket file %s is unusable (%s) and could not be moved: %s", path, reason, exc
+            )
+            return
+        log.warning("ticket file %s is unusable (%s): moved to %s", path, reason, target)
+
+    @staticmethod
+    def remove(path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

@@ -1,0 +1,182 @@
+"""WSGI glue: ``TicketMiddleware`` for a whole app, ``with_tickets`` for one view.
+
+An unhandled exception becomes a ticket in the store and a 500 page (HTML, or JSON when the
+client asks for it) that shows the ticket id and nothing else. Writing the ticket is
+best-effort: if the store fails, that failure and the original error are both logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+
+from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
+from scalekit.tickets.ticket import build, request_id, scrub_text, versions
+
+log = logging.getLogger("scalekit.tickets")
+
+ENVIRON_KEY = "scalekit.ticket"  # the id of the request's ticket, once written
+
+
+class TicketMiddleware:
+    """Catch what ``app`` raises (also while its body is iterated) and write a ticket.
+
+    ``store`` is a :class:`TicketStore` or its URL (default ``file://errors``). If the
+    response already started when the error came, the ticket is written, the error logged,
+    and the response ends where it was.
+    """
+
+    def __init__(
+        self, app: Callable, store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
+    ):
+        self.app = app
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.app_name = app_name
+        versions()  # read once now, not in the first failing request
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        try:
+            result = self.app(environ, start_response)
+        except Exception as exc:
+            return self._error_page(exc, environ, start_response)
+        if type(result) is list:  # a finished body: nothing left that can fail
+            return result
+        return _Guarded(self, result, environ, start_response)
+
+    def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
+        """Write the ticket of ``exc``; its id, or None (logged) if it could not be written."""
+        try:
+            ticket = build(exc, environ, app=self.app_name, request_id=request)
+            self.store.save(ticket)
+        except Exception:
+            log.error(
+                "%s %s failed, and no ticket could be written:",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                exc_info=exc,
+            )
+            log.exception("writing the ticket failed:")
+            return None
+        environ[ENVIRON_KEY] = ticket["id"]
+        return ticket["id"]
+
+    def _error_page(self, exc: Exception, environ: dict, start_response: Callable) -> list[bytes]:
+        request = request_id(environ)
+        ticket = self.capture(exc, environ, request)
+        if ticket is not None:
+            log.error(
+                "%s %s failed: %s: %s (ticket %s)",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                type(exc).__name__,
+                scrub_text(str(exc)),
+                ticket,
+            )
+        content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, request)
+        headers = [
+            ("Content-Type", content_type),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Request-ID", request),
+        ]
+        if ticket is not None:
+            headers.append(("X-Ticket-ID", ticket))
+        try:
+            start_response("500 Internal Server Error", headers, sys.exc_info())
+        except Exception:  # the headers went out already: nothing more can be said
+            log.error("the error page for ticket %s could not be sent: response started", ticket)
+            return []
+        return [body]
+
+
+class _Guarded:
+    """The app's body: an error while iterating it becomes the error page if nothing was
+    sent yet, else a ticket and a log line, and the body ends there."""
+
+    def __init__(
+        self,
+        middleware: TicketMiddleware,
+        result: Iterable[bytes],
+        environ: dict,
+        start_response: Callable,
+    ):
+        self.middleware, self.result = middleware, result
+        self.environ, self.start_response = environ, start_response
+
+    def __iter__(self) -> Iterator[bytes]:
+        sent = False
+        try:
+            for chunk in self.result:
+                sent = sent or bool(chunk)
+                yield chunk
+        except Exception as exc:
+            environ = self.environ
+            if not sent:
+                yield from self.middleware._error_page(exc, environ, self.start_response)
+                return
+            ticket = self.middleware.capture(exc, environ, request_id(environ))
+            log.error(
+                "%s %s failed after its response started (ticket %s): %s: %s; "
+                "the response ends here",
+                environ.get("REQUEST_METHOD"),
+                environ.get("PATH_INFO"),
+                ticket,
+                type(exc).__name__,
+                scrub_text(str(exc)),
+            )
+
+    def close(self) -> None:
+        close = getattr(self.result, "close", None)
+        if close is not None:
+            close()
+
+
+def wants_json(accept: str) -> bool:
+    """True if the Accept header prefers JSON over HTML."""
+    best: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        kind, *params = (item.strip() for item in part.split(";"))
+        quality = 1.0
+        for param in params:
+            if param.startswith("q="):
+                try:
+                    quality = float(param[2:])
+                except ValueError:
+                    quality = 0.0
+        best[kind] = max(quality, best.get(kind, 0.0))
+    json_q = max(best.get("application/json", 0.0), best.get("application/*", 0.0) / 2)
+    html_q = max(best.get("text/html", 0.0), best.get("*/*", 0.0) / 2)
+    return json_q > html_q
+
+
+def error_body(accept: str, ticket: str | None, request: str) -> tuple[str, bytes]:
+    """The 500 page's content type and bytes: the ticket id, no details of the error."""
+    if wants_json(accept):
+        data = {"error": "internal server error", "ticket": ticket, "request_id": request}
+        return "application/json", json.dumps(data).encode()
+    said = (
+        f"<p>The error was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
+        if ticket
+        else "<p>The error was logged.</p>"
+    )
+    page = (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
+        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
+        f"{said}<p>Request <code>{html.escape(request)}</code></p></body></html>"
+    )
+    return "text/html; charset=utf-8", page.encode()
+
+
+def with_tickets(
+    store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
+) -> Callable[[Callable], Callable]:
+    """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
+
+    def decorate(view: Callable) -> Callable:
+        return functools.update_wrapper(TicketMiddleware(view, store, app_name), view)
+
+    return decorate

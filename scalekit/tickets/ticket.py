@@ -1,0 +1,293 @@
+"""What a ticket holds: the request and the exception, secrets scrubbed, as a JSON-ready dict.
+
+``build(exc, environ, app=..., request_id=...)`` returns the ticket; ``entry(ticket)`` the
+few fields that lists and summaries show (and that a store indexes). Scrubbing: request
+headers and query parameters with secret-looking names (Cookie, Authorization, ``*token*``,
+``*key*``...), local variables with such names (also inside dicts), and the password of
+any ``scheme://user:password@host`` in a repr.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import linecache
+import os
+import re
+import reprlib
+import secrets
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from scalekit.errors import CorruptData
+
+SCHEMA_VERSION = 1
+MASK = "***"
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: A name that says its value is a secret (header, query parameter, local, dict key).
+SECRET_NAME = re.compile(
+    r"pass|pwd|secret|token|key|auth|cookie|credential|csrf|signature|private", re.IGNORECASE
+)
+_URL_PASSWORD = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]+@", re.IGNORECASE)
+_SECRET_PAIR = re.compile(
+    rf"(\b[\w.-]*(?:{SECRET_NAME.pattern})[\w.-]*=)[^&;\s'\"]+", re.IGNORECASE
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
+MAX_FRAMES = 40
+CONTEXT_LINES = 2  # lines of code shown before and after each frame's line
+MAX_LOCALS = 40
+
+
+def new_ticket_id() -> str:
+    """A random URL-safe id of 128 bits (22 characters), never starting with "-" (which a
+    command line would take for an option)."""
+    while (ticket_id := secrets.token_urlsafe(16)).startswith("-"):
+        pass
+    return ticket_id
+
+
+def utc_text(at: float) -> str:
+    """A Unix time as the ticket's ``created``: ISO 8601 UTC with microseconds."""
+    seconds = int(at)
+    micro = min(int((at - seconds) * 1e6), 999_999)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
+
+
+def request_id(environ: Mapping[str, Any]) -> str:
+    """The incoming ``X-Request-ID`` if it is a sane token, else a new random one."""
+    given = environ.get("HTTP_X_REQUEST_ID", "")
+    return given if _REQUEST_ID.match(given) else secrets.token_hex(16)
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@`` and the value of
+    every ``secret_looking_name=value`` replaced by ***."""
+    if "://" in text:
+        text = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
+    return _SECRET_PAIR.sub(rf"\g<1>{MASK}", text) if "=" in text else text
+
+
+class _Masked:
+    def __repr__(self) -> str:
+        return MASK
+
+
+_MASKED = _Masked()
+
+
+class _ScrubbingRepr(reprlib.Repr):
+    """``reprlib`` truncation, with dict values under secret-looking keys masked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel, self.maxdict, self.maxlist, self.maxtuple = 3, 20, 20, 20
+        self.maxset, self.maxfrozenset, self.maxstring, self.maxother = 20, 20, 200, 200
+        self.maxlong = 100
+
+    def repr_dict(self, x: dict, level: int) -> str:
+        shown = itertools.islice(x.items(), self.maxdict + 1)  # one more: repr adds "..."
+        masked = {
+            k: _MASKED if isinstance(k, str) and SECRET_NAME.search(k) else v for k, v in shown
+        }
+        if len(x) > self.maxdict:
+            return super().repr_dict(masked, level)[:-1] + ", ...}"
+        return super().repr_dict(masked, level)
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            return super().repr_instance(x, level)
+        except Exception as exc:  # a broken __repr__ must not spoil the ticket
+            return f"<{type(x).__name__} object: repr failed with {type(exc).__name__}>"
+
+
+_repr = _ScrubbingRepr()
+
+
+def safe_repr(name: str, value: Any) -> str:
+    """The truncated, scrubbed repr of a local variable called ``name``."""
+    if SECRET_NAME.search(name):
+        return MASK
+    try:
+        text = _repr.repr(value)
+    except Exception as exc:
+        text = f"<repr failed with {type(exc).__name__}>"
+    return scrub_text(text)
+
+
+def scrub_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request headers (``Title-Case`` names) with secret-looking values masked."""
+    headers = {}
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:].replace("_", "-").title()
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            name = key.replace("_", "-").title()
+        else:
+            continue
+        text = str(value)
+        secret = SECRET_NAME.search(name) or text.lower().startswith(("bearer ", "basic "))
+        headers[name] = MASK if secret else scrub_text(text)
+    return headers
+
+
+def scrub_query(query: str) -> str:
+    """The query string with the values of secret-looking parameters masked."""
+    if not query or not SECRET_NAME.search(query):
+        return query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    return urlencode([(k, MASK if SECRET_NAME.search(k) else v) for k, v in pairs], safe="*")
+
+
+@functools.cache
+def versions() -> dict[str, Any]:
+    """Python's version and every installed distribution's (read once per process)."""
+    packages = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            packages[name] = dist.version
+    return {"python": sys.version.split()[0], "packages": dict(sorted(packages.items()))}
+
+
+def _frames(tb: TracebackType | None) -> list[dict[str, Any]]:
+    """File, line, function, code context and scrubbed locals of the innermost frames."""
+    frames = []
+    for frame, line in list(traceback.walk_tb(tb))[-MAX_FRAMES:]:
+        code = frame.f_code
+        first = max(1, line - CONTEXT_LINES)
+        context = [
+            linecache.getline(code.co_filename, n).rstrip("\n")
+            for n in range(first, line + CONTEXT_LINES + 1)
+        ]
+        while context and not context[-1]:
+            context.pop()
+        names = itertools.islice(frame.f_locals.items(), MAX_LOCALS)
+        frames.append(
+            {
+                "file": code.co_filename,
+                "line": line,
+                "function": code.co_name,
+                "context": {"first_line": first, "lines": context},
+                "locals": {name: safe_repr(name, value) for name, value in names},
+            }
+        )
+    return frames
+
+
+def error_type(exc: BaseException) -> str:
+    """``ValueError`` for builtins, ``module.Name`` otherwise."""
+    kind = type(exc)
+    module = kind.__module__
+    return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+
+
+def build(
+    exc: BaseException, environ: Mapping[str, Any], *, app: str, request_id: str
+) -> dict[str, Any]:
+    """The ticket of ``exc`` raised while serving ``environ``."""
+    frames = _frames(exc.__traceback__)
+    last = frames[-1] if frames else None
+    location = f"{last['file']}:{last['line']} in {last['function']}" if last else "unknown"
+    message = scrub_text(_message(exc))
+    kind = error_type(exc)
+    return {
+        "schema": SCHEMA_VERSION,
+        "id": new_ticket_id(),
+        "app": app,
+        "created": utc_text(time.time()),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "request_id": request_id,
+        "request": {
+            "method": str(environ.get("REQUEST_METHOD", "")),
+            "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
+            "query": scrub_query(str(environ.get("QUERY_STRING", ""))),
+            "client": str(environ.get("REMOTE_ADDR", "")),
+            "headers": scrub_headers(environ),
+        },
+        "error": {
+            "type": kind,
+            "message": message,
+            "location": location,
+            "summary": f"{kind}: {message}"[:200],
+            "traceback": scrub_text("".join(traceback.format_exception(exc))),
+        },
+        "frames": frames,
+        "versions": versions(),
+    }
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:
+        return "<str() of the exception failed>"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a list of tickets shows of one ticket."""
+
+    ticket_id: str
+    app: str
+    created: str  # "YYYY-mm-dd HH:MM:SS" UTC
+    hostname: str
+    error_type: str
+    location: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class Group:
+    """Tickets of one exception type raised at one location."""
+
+    error_type: str
+    location: str
+    count: int
+    first_seen: str
+    last_seen: str
+
+
+def entry(ticket: Any) -> Entry:
+    """The list fields of a ticket; :class:`CorruptData` if it is not a valid ticket."""
+    try:
+        if not isinstance(ticket, dict) or ticket["schema"] != SCHEMA_VERSION:
+            raise ValueError("not a ticket of schema version 1")
+        error = ticket["error"]
+        fields = (
+            ticket["id"],
+            ticket["app"],
+            ticket["hostname"],
+            error["type"],
+            error["location"],
+            error["summary"],
+        )
+        if not all(isinstance(field, str) for field in fields) or not ID_PATTERN.match(fields[0]):
+            raise ValueError("a field has the wrong type or the id is malformed")
+        created = time.strptime(ticket["created"], TIME_FORMAT)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptData(f"not a valid ticket: {type(exc).__name__}: {exc}") from None
+    when = time.strftime("%Y-%m-%d %H:%M:%S", created)
+    return Entry(fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5])
+
+
+def summarize(entries: list[Entry]) -> list[Group]:
+    """Group entries by (error type, location), the most frequent first."""
+    groups: dict[tuple[str, str], list[Entry]] = {}
+    for item in entries:
+        groups.setdefault((item.error_type, item.location), []).append(item)
+    result = [
+        Group(kind, where, len(items), min(i.created for i in items), max(i.created for i in items))
+        for (kind, where), items in groups.items()
+    ]
+    result.sort(key=lambda group: group.last_seen, reverse=True)
+    return sorted(result, key=lambda group: group.count, reverse=True)

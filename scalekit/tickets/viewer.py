@@ -1,0 +1,208 @@
+"""TicketViewer: a small WSGI admin app to browse tickets in any store.
+
+Pages (relative to where it is mounted): ``/`` the newest tickets, ``/summary`` tickets
+grouped by exception type and location, ``/ticket/<id>`` one ticket. Access needs a
+client address in ``allowed`` (addresses or networks, matched against ``REMOTE_ADDR``
+only: behind a proxy on the same host every client looks local, so use a token there) or
+the ``token``, sent as ``Authorization: Bearer <token>`` or ``?token=<token>``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import ipaddress
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.tickets.stores import TicketStore, open_store
+from scalekit.tickets.ticket import Entry, Group
+
+_STYLE = (
+    "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
+    "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;"
+    "padding:4px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}"
+    "pre{background:#f7f7f7;padding:8px;overflow:auto}.hl{background:#ffe9a8}"
+    "nav a{margin-right:1em}code{font-size:13px}h2{margin-top:1.5em}"
+)
+_HEADERS = [
+    ("Content-Type", "text/html; charset=utf-8"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+]
+_e = html.escape
+
+
+class TicketViewer:
+    """Browse ``store`` (a :class:`TicketStore` or its URL); see the module docstring."""
+
+    def __init__(
+        self,
+        store: TicketStore | str,
+        *,
+        allowed: Iterable[str] = (),
+        token: str | None = None,
+        limit: int = 200,
+    ):
+        try:
+            self.allowed = tuple(ipaddress.ip_network(item, strict=False) for item in allowed)
+        except ValueError as exc:
+            raise ConfigError(f"TicketViewer allowed={list(allowed)!r}: {exc}") from None
+        if not self.allowed and not token:
+            raise ConfigError("TicketViewer needs allowed=[addresses] or a token=, or both")
+        self.store = open_store(store) if isinstance(store, str) else store
+        self.token, self.limit = token, limit
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        given = query.get("token", [""])[0]
+        if not self._permitted(environ, given):
+            return _respond(
+                start_response,
+                "403 Forbidden",
+                "Forbidden",
+                "<p>Access to the tickets is refused.</p>",
+            )
+        page = _Page(environ.get("SCRIPT_NAME", ""), given if self.token else "")
+        path = environ.get("PATH_INFO", "") or "/"
+        try:
+            if path == "/":
+                return _respond(
+                    start_response,
+                    "200 OK",
+                    "Tickets",
+                    page.entries(self.store.entries(self.limit)),
+                )
+            if path == "/summary":
+                return _respond(
+                    start_response, "200 OK", "Summary", page.summary(self.store.summary())
+                )
+            if path.startswith("/ticket/"):
+                ticket = self.store.load(path[len("/ticket/") :])
+                if ticket is not None:
+                    return _respond(
+                        start_response, "200 OK", f"Ticket {ticket['id']}", page.ticket(ticket)
+                    )
+        except StoreUnavailable as exc:
+            return _respond(
+                start_response,
+                "503 Service Unavailable",
+                "Store unavailable",
+                f"<p>{_e(str(exc))}</p>",
+            )
+        return _respond(
+            start_response,
+            "404 Not Found",
+            "Not found",
+            page.nav() + "<p>No such page or ticket.</p>",
+        )
+
+    def _permitted(self, environ: dict, given: str) -> bool:
+        if self.token:
+            header = environ.get("HTTP_AUTHORIZATION", "")
+            sent = header[7:] if header[:7].lower() == "bearer " else given
+            if sent and hmac.compare_digest(sent.encode(), self.token.encode()):
+                return True
+        try:
+            address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            return False
+        return any(address in network for network in self.allowed)
+
+
+class _Page:
+    """HTML fragments for one request: links keep the mount point and the ?token."""
+
+    def __init__(self, root: str, token: str):
+        self.root = root.rstrip("/")
+        self.suffix = f"?token={quote(token, safe='')}" if token else ""
+
+    def link(self, path: str, text: str) -> str:
+        return f'<a href="{_e(self.root + path + self.suffix)}">{_e(text)}</a>'
+
+    def nav(self) -> str:
+        return f"<nav>{self.link('/', 'Newest')}{self.link('/summary', 'Summary')}</nav>"
+
+    def entries(self, entries: list[Entry]) -> str:
+        rows = "".join(
+            f"<tr><td>{_e(item.created)}</td>"
+            f"<td>{self.link('/ticket/' + item.ticket_id, item.ticket_id)}</td>"
+            f"<td>{_e(item.app)}</td><td>{_e(item.hostname)}</td>"
+            f"<td>{_e(item.summary)}</td><td><code>{_e(item.location)}</code></td></tr>"
+            for item in entries
+        )
+        head = "<tr><th>UTC</th><th>ticket</th><th>app</th><th>host</th><th>error</th>"
+        return (
+            f"{self.nav()}<p>{len(entries)} newest ticket(s)</p><table>{head}"
+            f"<th>where</th></tr>{rows}</table>"
+        )
+
+    def summary(self, groups: list[Group]) -> str:
+        rows = "".join(
+            f"<tr><td>{group.count}</td><td>{_e(group.error_type)}</td>"
+            f"<td><code>{_e(group.location)}</code></td><td>{_e(group.first_seen)}</td>"
+            f"<td>{_e(group.last_seen)}</td></tr>"
+            for group in groups
+        )
+        head = "<tr><th>count</th><th>error</th><th>where</th><th>first seen</th>"
+        return f"{self.nav()}<table>{head}<th>last seen</th></tr>{rows}</table>"
+
+    def ticket(self, ticket: dict[str, Any]) -> str:
+        error, request = ticket.get("error", {}), ticket.get("request", {})
+        facts = {
+            "app": ticket.get("app"),
+            "time (UTC)": ticket.get("created"),
+            "host": ticket.get("hostname"),
+            "pid": ticket.get("pid"),
+            "request id": ticket.get("request_id"),
+            "request": f"{request.get('method')} {request.get('path')}"
+            + (f"?{request['query']}" if request.get("query") else ""),
+            "client": request.get("client"),
+            "where": error.get("location"),
+            "python": ticket.get("versions", {}).get("python"),
+        }
+        parts = [
+            self.nav(),
+            f"<h2>{_e(str(error.get('summary', '')))}</h2>",
+            _table(facts),
+            "<h2>Traceback</h2>",
+            f"<pre>{_e(str(error.get('traceback', '')))}</pre>",
+            "<h2>Frames</h2>",
+        ]
+        for frame in reversed(ticket.get("frames", [])):
+            parts.append(
+                f"<h3><code>{_e(str(frame.get('file')))}:{frame.get('line')} in "
+                f"{_e(str(frame.get('function')))}</code></h3>"
+            )
+            context = frame.get("context", {})
+            first = int(context.get("first_line", 0))
+            lines = [
+                f'<span class="{"hl" if first + n == frame.get("line") else ""}">'
+                f"{first + n:>5}  {_e(line)}</span>"
+                for n, line in enumerate(context.get("lines", []))
+            ]
+            parts.append(f"<pre>{chr(10).join(lines)}</pre>{_table(frame.get('locals', {}))}")
+        parts += ["<h2>Request headers</h2>", _table(request.get("headers", {}))]
+        return "".join(parts)
+
+
+def _table(values: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><th>{_e(str(k))}</th><td><code>{_e(str(v))}</code></td></tr>"
+        for k, v in values.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def _respond(start_response: Callable, status: str, title: str, body: str) -> list[bytes]:
+    page = (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
+        f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>"
+    )
+    data = page.encode("utf-8")
+    start_response(status, [*_HEADERS, ("Content-Length", str(len(data)))])
+    return [data]

@@ -1,0 +1,78 @@
+"""``scalekit tickets list|show|summary`` and the store methods behind them, over every store."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from scalekit.cli import main
+from scalekit.tickets.ticket import ID_PATTERN, new_ticket_id
+from tests.tickets.conftest import spread
+
+
+def stamp(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(at))
+
+
+def test_entries_are_newest_first_and_limited(any_store):
+    _, store = any_store
+    tickets = spread(store)
+    newest = [ticket["id"] for ticket in reversed(tickets)]
+    assert [entry.ticket_id for entry in store.entries()] == newest
+    [first, second] = store.entries(2)
+    assert [first.ticket_id, second.ticket_id] == newest[:2]
+    assert (first.app, first.error_type, first.summary) == (
+        "shop",
+        "ValueError",
+        "ValueError: bad <order> & more",
+    )
+    assert first.created == tickets[-1]["created"][:19].replace("T", " ")
+    assert store.load(tickets[0]["id"]) == tickets[0]
+    assert store.load("NoSuchTicketNoSuchTicket") is None and store.load("../etc") is None
+
+
+def test_summary_groups_by_type_and_location(any_store):
+    _, store = any_store
+    now = time.time()
+    tickets = spread(store, now)
+    [values, keys] = store.summary()
+    assert (values.error_type, values.count) == ("ValueError", 3)
+    assert (keys.error_type, keys.count) == ("KeyError", 2)
+    assert values.location == tickets[0]["error"]["location"]
+    assert keys.location.endswith("in raise_key_error")
+    assert (values.first_seen, values.last_seen) == (stamp(now - 5 * 3600), stamp(now - 3600))
+    assert (keys.first_seen, keys.last_seen) == (stamp(now - 4 * 3600), stamp(now - 2 * 3600))
+
+
+def test_the_cli_lists_shows_and_summarizes(any_store, capsys):
+    url, store = any_store
+    tickets = spread(store)
+    assert main(["tickets", "--store", url, "list", "-n", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("UTC") and lines[-1] == "3 ticket(s)"
+    assert [line.split()[2] for line in lines[1:4]] == [t["id"] for t in tickets[::-1][:3]]
+    assert main(["tickets", "--store", url, "show", tickets[1]["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert f"ticket {tickets[1]['id']}  app shop" in shown
+    assert "KeyError: 'missing'" in shown and "Traceback (most recent call last)" in shown
+    assert "in raise_key_error" in shown and "Cookie: ***" in shown and "sid=abc" not in shown
+    assert main(["tickets", "--store", url, "show", "--json", tickets[1]["id"]]) == 0
+    assert json.loads(capsys.readouterr().out) == tickets[1]
+    assert main(["tickets", "--store", url, "show", "NoSuchTicketNoSuchTicket"]) == 1
+    assert "no ticket" in capsys.readouterr().out
+    assert main(["tickets", "--store", url, "summary"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split()[0] == "3" and "ValueError at " in out[1]
+    assert out[2].split()[0] == "2" and "KeyError at " in out[2]
+    assert out[-1] == "5 ticket(s) in 2 group(s)"
+
+
+def test_a_bad_store_url_is_a_clear_error(capsys):
+    assert main(["tickets", "--store", "redis://localhost/0", "list"]) == 1
+    assert "this setting takes" in capsys.readouterr().err
+
+
+def test_ticket_ids_are_random_url_safe_and_never_look_like_an_option():
+    ids = {new_ticket_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(ID_PATTERN.match(i) and len(i) == 22 and not i.startswith("-") for i in ids)

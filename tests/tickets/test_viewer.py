@@ -1,0 +1,144 @@
+"""TicketViewer: refuses who is not allowed, renders the three pages (also in Chromium)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import pytest
+
+from scalekit.errors import ConfigError
+from scalekit.tickets import FolderStore, TicketViewer
+from tests.tickets.conftest import spread
+from tests.wsgi import Client
+
+TOKEN = "viewer-token-123"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def store(tmp_path) -> FolderStore:
+    return FolderStore(tmp_path / "errors")
+
+
+def request(app, path="/", remote="127.0.0.1", headers=None, query=""):
+    """``path?query`` from the client address ``remote``."""
+
+    def from_remote(environ, start_response):
+        environ["REMOTE_ADDR"], environ["QUERY_STRING"] = remote, query
+        return app(environ, start_response)
+
+    return Client(from_remote).request(path, headers=headers)
+
+
+def test_it_needs_an_address_or_a_token(store):
+    with pytest.raises(ConfigError, match="allowed"):
+        TicketViewer(store)
+    with pytest.raises(ConfigError, match="not-an-address"):
+        TicketViewer(store, allowed=["not-an-address"])
+
+
+@pytest.mark.parametrize(
+    ("remote", "headers", "query", "status"),
+    [
+        ("10.1.2.3", {}, "", 403),  # not an allowed address, no token
+        ("10.1.2.3", {"Authorization": "Bearer wrong"}, "", 403),
+        ("10.1.2.3", {}, "token=wrong", 403),
+        ("10.1.2.3", {"Authorization": f"Bearer {TOKEN}"}, "", 200),
+        ("10.1.2.3", {}, f"token={TOKEN}", 200),
+        ("192.168.5.9", {}, "", 200),  # in the allowed network
+        ("", {}, "", 403),
+    ],
+)
+def test_access_needs_an_allowed_address_or_the_token(store, remote, headers, query, status):
+    spread(store)
+    viewer = TicketViewer(store, allowed=["192.168.5.0/24"], token=TOKEN)
+    for path in ("/", "/summary"):
+        response = request(viewer, path, remote, headers, query)
+        assert response.status == status
+        assert ("ValueError" in response.text) == (status == 200)
+
+
+def test_without_a_token_only_allowed_addresses_get_in(store):
+    viewer = TicketViewer(store, allowed=["127.0.0.1"])
+    assert request(viewer, remote="127.0.0.2", query="token=").status == 403
+    assert request(viewer, remote="127.0.0.1").status == 200
+
+
+def test_the_pages_render_escaped_and_links_keep_the_token(store):
+    tickets = spread(store)
+    viewer = TicketViewer(store, token=TOKEN)
+    query = f"token={TOKEN}"
+    listing = request(viewer, "/", query=query)
+    assert listing.header("Content-Security-Policy").startswith("default-src 'none'")
+    for ticket in tickets:
+        assert f'href="/ticket/{ticket["id"]}?token={TOKEN}"' in listing.text
+    assert "bad &lt;order&gt; &amp; more" in listing.text and "<order>" not in listing.text
+    summary = request(viewer, "/summary", query=query).text
+    assert "<td>3</td><td>ValueError</td>" in summary and "<td>2</td><td>KeyError</td>" in summary
+    page = request(viewer, f"/ticket/{tickets[0]['id']}", query=query)
+    assert page.status == 200 and "Traceback (most recent call last)" in page.text
+    assert "raise_value_error" in page.text and "<th>Cookie</th><td><code>***</code>" in page.text
+    assert request(viewer, "/ticket/NoSuchTicketNoSuchTicket", query=query).status == 404
+    assert request(viewer, "/ticket/../../etc/passwd", query=query).status == 404
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def served_viewer(store) -> Iterator[tuple[str, list[dict]]]:
+    tickets = spread(store)
+    server = make_server("127.0.0.1", 0, TicketViewer(store, token=TOKEN), handler_class=_Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", tickets
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp_path / "chromium-profile"
+    return subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="chromium: `make test` installs it")
+def test_a_browser_renders_the_ticket_page(served_viewer, tmp_path):
+    base, tickets = served_viewer
+    shot = tmp_path / "ticket.png"
+    url = f"{base}/ticket/{tickets[-1]['id']}?token={TOKEN}"
+    done = chromium(tmp_path, f"--screenshot={shot}", "--window-size=1200,900", url)
+    assert shot.exists(), done.stderr[-2000:]
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (1200, 900)
+    dom = chromium(tmp_path, "--dump-dom", f"{base}/summary?token={TOKEN}").stdout
+    assert "<h1>Summary</h1>" in dom and "<td>3</td><td>ValueError</td>" in dom
+    refused = chromium(tmp_path, "--dump-dom", f"{base}/summary").stdout
+    assert "<h1>Forbidden</h1>" in refused and "ValueError" not in refused
