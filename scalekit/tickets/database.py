@@ -26,9 +26,8 @@ from typing import Any
 from pydal import DAL, Field
 from pydal.objects import Table
 
+from scalekit import _sql as schema
 from scalekit.errors import ConfigError, StoreUnavailable
-from scalekit.sessions.stores import _sql_schema as schema
-from scalekit.sessions.stores.database import _private_folder
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
 from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, parse
@@ -229,7 +228,7 @@ class DatabaseStore(TicketStore):
         return db, table
 
     def _connect(self) -> DAL:
-        folder = self._folder or _private_folder()
+        folder = self._folder or schema.private_folder()
         try:
             os.makedirs(folder, mode=0o700, exist_ok=True)
             return DAL(

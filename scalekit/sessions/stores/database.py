@@ -31,8 +31,6 @@ import logging
 import math
 import os
 import re
-import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,9 +43,9 @@ from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
 from pydal.objects import Expression, Query, Table
 
+from scalekit import _sql as schema
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import _sql_cleanup
-from scalekit.sessions.stores import _sql_schema as schema
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
@@ -114,20 +112,6 @@ def _moment(db: DAL, at: float) -> Expression:
 def _live(sessions: Table, at: float) -> Query:
     expires = sessions.expires_datetime
     return (expires == None) | (expires > _utc(at))  # noqa: E711 (pydal: IS NULL)
-
-
-def _private_folder() -> str:
-    """``<tmp>/scalekit-pydal-<uid>``, created 0700; refused if someone else could write
-    it, since pydal unpickles the ``.table`` files it keeps there."""
-    folder = os.path.join(tempfile.gettempdir(), f"scalekit-pydal-{os.getuid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    info = os.lstat(folder)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        raise ConfigError(
-            f"{folder} is not a private folder of user {os.getuid()}: remove it, or give "
-            "the session store a folder=... for its pydal .table files"
-        )
-    return folder
 
 
 @dataclass
@@ -519,7 +503,7 @@ class DatabaseStore(SessionStore):
             if options["uri"].startswith("sqlite:"):
                 os.makedirs(options["folder"], exist_ok=True)
             else:
-                options["folder"] = options["folder"] or _private_folder()
+                options["folder"] = options["folder"] or schema.private_folder()
                 os.makedirs(options["folder"], mode=0o700, exist_ok=True)
             return DAL(
                 options.pop("uri"),

@@ -1,5 +1,6 @@
-"""The DatabaseStore's tables and indexes: their pydal fields, and creating or upgrading
-them (also web2py's own ``web2py_session_<app>`` table) from what the live database has."""
+"""Tables the pieces keep through pydal (sessions, tickets): their fields, creating or
+upgrading them and their indexes (also web2py's own ``web2py_session_<app>`` table) from
+what the live database has, and the private folder for pydal's ``.table`` files."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import logging
 import math
 import os
 import re
+import stat
+import tempfile
 import time
 from collections.abc import Callable
 
 from pydal import DAL, Field
 from pydal.objects import Table
+
+from scalekit.errors import ConfigError
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -166,3 +171,17 @@ def _mysql_index_exists(db: DAL, table: Table, index: str) -> bool:
             f"AND index_name = {adapter.adapt(index)};"
         )
     )
+
+
+def private_folder() -> str:
+    """``<tmp>/scalekit-pydal-<uid>``, created 0700; refused if someone else could write
+    it, since pydal unpickles the ``.table`` files it keeps there."""
+    folder = os.path.join(tempfile.gettempdir(), f"scalekit-pydal-{os.getuid()}")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    info = os.lstat(folder)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        raise ConfigError(
+            f"{folder} is not a private folder of user {os.getuid()}: remove it, or pass "
+            "folder=... for its pydal .table files"
+        )
+    return folder
