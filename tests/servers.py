@@ -331,3 +331,95 @@ class PostgresReplica(PostgresServer):
                 return bool(cursor.fetchone()[0])
         finally:
             connection.close()
+
+
+class NginxServer(_ForegroundServer):
+    """nginx in the foreground (``daemon off``) serving ``site``, a ``server { }`` block.
+
+    ``site`` may name ``{port}``; logs, pid and temp folders live in the work folder. As
+    root the workers run as ``nobody``, so served files must be world-readable. The Debian
+    brotli_static module is loaded when installed.
+    """
+
+    name = "nginx"
+    brotli_module = "/usr/lib/nginx/modules/ngx_http_brotli_static_module.so"
+
+    def __init__(self, site: str) -> None:
+        super().__init__()
+        self.site = site
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.workdir, "nginx.conf")
+
+    def config(self) -> str:
+        """The whole nginx.conf around ``site``."""
+        load = f"load_module {self.brotli_module};" if os.path.exists(self.brotli_module) else ""
+        user = "user nobody nogroup;" if os.geteuid() == 0 else ""
+        temps = "\n".join(
+            f"    {kind}_temp_path {self.workdir}/{kind};"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        return (
+            f"{load}\n{user}\ndaemon off;\nworker_processes 1;\npid {self.workdir}/nginx.pid;\n"
+            f"error_log {self.log_path} info;\nevents {{ worker_connections 64; }}\n"
+            f"http {{\n    include /etc/nginx/mime.types;\n    access_log off;\n{temps}\n"
+            f"{self.site.replace('{port}', str(self.port))}\n}}\n"
+        )
+
+    def command(self) -> list[str]:
+        with open(self.config_path, "w") as conf:
+            conf.write(self.config())
+        return [find_binary("nginx"), "-c", self.config_path, "-p", self.workdir]
+
+    def answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+
+class ApacheServer(_ForegroundServer):
+    """Apache httpd (Debian's ``apache2``) in the foreground with ``site`` in its config.
+
+    ``site`` may name ``{port}``; the modules it needs are loaded from Debian's folder.
+    """
+
+    name = "apache"
+    modules = ("mpm_event", "authz_core", "alias", "dir", "mime", "rewrite", "headers", "env")
+
+    def __init__(self, site: str) -> None:
+        super().__init__()
+        self.site = site
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.workdir, "apache.conf")
+
+    def config(self) -> str:
+        """The whole httpd config around ``site``."""
+        load = "\n".join(
+            f"LoadModule {m}_module /usr/lib/apache2/modules/mod_{m}.so" for m in self.modules
+        )
+        user = "User nobody\nGroup nogroup\n" if os.geteuid() == 0 else ""
+        return (
+            f"ServerRoot {self.workdir}\nServerName 127.0.0.1\nListen 127.0.0.1:{self.port}\n"
+            f"{load}\n{user}PidFile {self.workdir}/apache.pid\nErrorLog {self.log_path}\n"
+            f"LogLevel warn\nTypesConfig /etc/mime.types\nDocumentRoot {self.workdir}\n"
+            f"{self.site.replace('{port}', str(self.port))}\n"
+        )
+
+    def command(self) -> list[str]:
+        with open(self.config_path, "w") as conf:
+            conf.write(self.config())
+        return [find_binary("apache2"), "-f", self.config_path, "-DFOREGROUND"]
+
+    def answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True

@@ -13,6 +13,7 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from scalekit import __version__
 from scalekit.errors import ScalekitError
@@ -53,6 +54,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    return _execute(args)
+
+
+def run_command(module: ModuleType, argv: Sequence[str] | None = None) -> int:
+    """Run one command module alone: a cron or deploy wrapper then imports no other
+    command's dependencies."""
+    parser = argparse.ArgumentParser(prog=f"scalekit {module.NAME}", description=module.HELP)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    args.command, args.run = module.NAME, module.run
+    return _execute(args)
+
+
+def _execute(args: argparse.Namespace) -> int:
     verbosity = getattr(args, "verbose", 0) or 0
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbosity, 2),

@@ -1,0 +1,256 @@
+"""``StaticFiles``: serve a folder of static files, with their ``.br`` / ``.gz`` variants.
+
+As an app, ``StaticFiles("static")`` serves the whole URL space; as middleware,
+``StaticFiles("static", app, prefix="/shop/static/")`` serves that prefix and passes every
+other request to ``app``. A request picks the best variant the client accepts; a variant
+older than its source is ignored (the source is sent), so a stale ``.gz`` never reaches a
+client.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+import re
+import stat
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from scalekit.static.http import (
+    Unsatisfiable,
+    choose_encoding,
+    etag_matches,
+    http_date,
+    parse_http_date,
+    parse_range,
+)
+
+ENCODINGS = {"br": ".br", "gzip": ".gz"}  # most preferred first
+ONE_YEAR = 365 * 24 * 3600
+#: web2py's version segment, ``/static/_1.2.3/...``: the URL changes with every release.
+VERSION_SEGMENT = re.compile(r"_\d+(?:\.\d+)*")
+#: Hashed file names (``app.3f2a9c1b.js``, ``main-5d41402a.css``) never change content.
+HASHED_NAME = r"[.-][0-9a-fA-F]{8,}\.\w+$"
+_TEXT_TYPES = {"application/javascript", "application/json", "image/svg+xml", "application/xml"}
+_BLOCK = 64 * 1024
+
+WSGIApp = Callable[[dict, Callable], Iterable[bytes]]
+
+
+@dataclass(frozen=True)
+class _File:
+    path: str  # the file sent: the source or a variant
+    size: int
+    mtime: int  # the source's mtime, whole seconds (Last-Modified)
+    etag: str
+    encoding: str | None
+    vary: bool  # variants exist: the response depends on Accept-Encoding
+    content_type: str
+
+
+class StaticFiles:
+    """A WSGI app (or middleware, with ``app``) serving the files under ``root``.
+
+    ``max_age`` is the ``Cache-Control`` max-age of ordinary URLs; versioned URLs (web2py's
+    ``_1.2.3`` segment, file names matching ``immutable`` — a regex, ``None`` to disable)
+    are cached for a year with ``immutable``. Hidden files (``.name``) are not served.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        app: WSGIApp | None = None,
+        *,
+        prefix: str = "/",
+        max_age: int = 3600,
+        immutable: str | None = HASHED_NAME,
+        encodings: Iterable[str] = tuple(ENCODINGS),
+    ) -> None:
+        self.root = os.path.realpath(root)
+        if not os.path.isdir(self.root):
+            raise NotADirectoryError(f"StaticFiles: {root} is not a folder")
+        self.app = app
+        self.prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
+        self.max_age = max_age
+        self.immutable = re.compile(immutable) if immutable else None
+        self.encodings = [e for e in ENCODINGS if e in set(encodings)]
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if not path.startswith(self.prefix):
+            if self.app is not None:
+                return self.app(environ, start_response)
+            return _error(start_response, "404 Not Found")
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _error(start_response, "405 Method Not Allowed", [("Allow", "GET, HEAD")])
+        found = self._resolve(path[len(self.prefix) :])
+        if found is None:
+            return _error(start_response, "404 Not Found")
+        source, st, versioned = found
+        return self._respond(environ, start_response, source, st, versioned)
+
+    def _resolve(self, url_path: str) -> tuple[str, os.stat_result, bool] | None:
+        """The real path and stat of a regular file under the root, or ``None`` (404)."""
+        try:  # PATH_INFO carries the URL's bytes as latin-1 (PEP 3333)
+            url_path = url_path.encode("latin-1").decode("utf-8")
+        except UnicodeError:
+            return None
+        parts = url_path.split("/")
+        if any(not _safe_segment(part) for part in parts):
+            return None
+        versioned = len(parts) > 1 and VERSION_SEGMENT.fullmatch(parts[0]) is not None
+        if versioned:
+            parts = parts[1:]
+        candidate = os.path.realpath(os.path.join(self.root, *parts))
+        if not candidate.startswith(self.root + os.sep):
+            return None  # a symlink that points out of the root
+        try:
+            st = os.stat(candidate)
+        except (OSError, ValueError):
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        versioned = versioned or bool(self.immutable and self.immutable.search(parts[-1]))
+        return candidate, st, versioned
+
+    def _select(self, source: str, st: os.stat_result, accept: str | None) -> _File:
+        """The representation to send: the best fresh variant the client accepts, or the
+        source. A variant must be a regular file (not a link) no older than its source."""
+        fresh: dict[str, os.stat_result] = {}
+        vary = False
+        for coding in self.encodings:
+            try:
+                variant = os.lstat(source + ENCODINGS[coding])
+            except OSError:
+                continue
+            if stat.S_ISREG(variant.st_mode):
+                vary = True
+                if variant.st_mtime_ns >= st.st_mtime_ns:
+                    fresh[coding] = variant
+        coding = choose_encoding(accept, list(fresh)) if fresh else None
+        chosen = fresh[coding] if coding else st
+        tag = f'"{st.st_mtime_ns:x}-{chosen.st_size:x}' + (f"-{coding}" if coding else "") + '"'
+        return _File(
+            path=source + ENCODINGS[coding] if coding else source,
+            size=chosen.st_size,
+            mtime=int(st.st_mtime),
+            etag=tag,
+            encoding=coding,
+            vary=vary,
+            content_type=_content_type(source),
+        )
+
+    def _respond(self, environ, start_response, source, st, versioned) -> Iterable[bytes]:
+        range_header = environ.get("HTTP_RANGE")
+        if range_header and not _if_range_holds(environ, st):
+            range_header = None
+        # A byte range applies to the identity representation: ask for no variant.
+        accept = None if range_header else environ.get("HTTP_ACCEPT_ENCODING")
+        file = self._select(source, st, accept)
+        headers = [
+            ("Cache-Control", self._cache_control(versioned)),
+            ("ETag", file.etag),
+            ("Last-Modified", http_date(file.mtime)),
+        ]
+        if file.vary:
+            headers.append(("Vary", "Accept-Encoding"))
+        if _not_modified(environ, file):
+            start_response("304 Not Modified", headers)
+            return []
+        status, first, length = "200 OK", 0, file.size
+        if range_header:  # the identity representation was selected above
+            try:
+                span = parse_range(range_header, file.size)
+            except Unsatisfiable:
+                headers.append(("Content-Range", f"bytes */{file.size}"))
+                return _error(start_response, "416 Range Not Satisfiable", headers)
+            if span is not None:
+                first, last = span
+                status, length = "206 Partial Content", last - first + 1
+                headers.append(("Content-Range", f"bytes {first}-{last}/{file.size}"))
+        headers.append(("Content-Type", file.content_type))
+        if file.encoding:
+            headers.append(("Content-Encoding", file.encoding))
+        else:
+            headers.append(("Accept-Ranges", "bytes"))
+        headers.append(("Content-Length", str(length)))
+        if environ.get("REQUEST_METHOD") == "HEAD":
+            start_response(status, headers)
+            return []
+        try:
+            handle = open(file.path, "rb")  # noqa: SIM115 (the server closes it)
+        except OSError:  # removed between the stat and the open
+            return _error(start_response, "404 Not Found")
+        start_response(status, headers)
+        if first == 0 and length == file.size and "wsgi.file_wrapper" in environ:
+            return environ["wsgi.file_wrapper"](handle, _BLOCK)
+        handle.seek(first)
+        return _FileSlice(handle, length)
+
+    def _cache_control(self, versioned: bool) -> str:
+        if versioned:
+            return f"public, max-age={ONE_YEAR}, immutable"
+        return f"public, max-age={self.max_age}"
+
+
+def _safe_segment(part: str) -> bool:
+    """A path segment that stays where it is: not empty (``//`` or an absolute path), not
+    hidden nor ``..`` (also percent-encoded), no backslash, NUL or other control byte."""
+    if not part or part.startswith(".") or part.lower().startswith("%2e"):
+        return False
+    return "\\" not in part and not any(ord(c) < 32 or c == "\x7f" for c in part)
+
+
+def _if_range_holds(environ: dict, st: os.stat_result) -> bool:
+    """``If-Range``: the range applies only if the file is the one the client has part of
+    (same Last-Modified date; an ETag names a representation, so we compare by date)."""
+    value = environ.get("HTTP_IF_RANGE")
+    if not value:
+        return True
+    if value.strip().startswith(('"', "W/")):
+        return value.strip() == f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    return parse_http_date(value) == int(st.st_mtime)
+
+
+def _not_modified(environ: dict, file: _File) -> bool:
+    """RFC 9110 §13.2.2: If-None-Match when present, else If-Modified-Since."""
+    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
+    if if_none_match is not None:
+        return etag_matches(if_none_match, file.etag)
+    since = parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE") or "")
+    return since is not None and file.mtime <= since
+
+
+def _content_type(path: str) -> str:
+    kind, _ = mimetypes.guess_type(path, strict=False)
+    kind = kind or "application/octet-stream"
+    if kind.startswith("text/") or kind in _TEXT_TYPES:
+        return kind + "; charset=utf-8"
+    return kind
+
+
+def _error(start_response: Callable, status: str, headers: list | None = None) -> list[bytes]:
+    body = status.encode()
+    text = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
+    start_response(status, [*(headers or []), *text])
+    return [body]
+
+
+class _FileSlice:
+    """``length`` bytes of an open file, in blocks; closes the file when done."""
+
+    def __init__(self, handle: Any, length: int) -> None:
+        self._handle = handle
+        self._left = length
+
+    def __iter__(self) -> Iterator[bytes]:
+        while self._left > 0:
+            block = self._handle.read(min(_BLOCK, self._left))
+            if not block:
+                break
+            self._left -= len(block)
+            yield block
+
+    def close(self) -> None:
+        self._handle.close()
