@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -43,7 +43,7 @@ from dogpile.cache import make_region
 from scalekit.cache import Cache, CacheModel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.servers import RedisServer, Server
+from tests.servers import RedisServer
 
 APP = "bench"
 KEY = "product:48213"
@@ -283,22 +283,13 @@ def redis_hits(model: CacheModel, url: str, plan: Plan, stack: contextlib.ExitSt
 
 
 # -- main ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running(server: Server) -> Iterator:
-    """The server, started; stopped and its folder removed on the way out, whatever happens."""
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer iterations")
     plan = QUICK if parser.parse_args().quick else FULL
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the server stops
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running(RedisServer()))
+        server = stack.enter_context(RedisServer().running())
         with redis.Redis.from_url(server.url) as admin:
             server_version = admin.info("server")["redis_version"]
         print(

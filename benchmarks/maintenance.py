@@ -26,7 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
@@ -34,7 +34,7 @@ import redis
 from scalekit.maintenance import MaintenanceMiddleware, open_flag
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.servers import RedisServer, Server
+from tests.servers import RedisServer
 
 TARGET_US = 5.0
 BODY = b"<html><body>Hello, world</body></html>"
@@ -104,21 +104,13 @@ def overhead(t: dict[str, list[float]], name: str) -> float:
     return statistics.median(x - y for x, y in zip(t[name], t["bare"], strict=True))
 
 
-@contextlib.contextmanager
-def running(server: Server) -> Iterator:
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer iterations")
     plan = QUICK if parser.parse_args().quick else FULL
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the server stops
     with contextlib.ExitStack() as stack:
-        server = stack.enter_context(running(RedisServer()))
+        server = stack.enter_context(RedisServer().running())
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="scalekit-bench-"))
         with redis.Redis.from_url(server.url) as admin:
             server_version = admin.info("server")["redis_version"]

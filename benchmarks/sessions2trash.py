@@ -56,7 +56,7 @@ from scalekit.sessions.cookies import new_session_id
 from scalekit.sessions.stores.base import SessionStore
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.servers import PostgresServer, RedisServer, Server
+from tests.servers import PostgresServer, RedisServer
 
 APP = "bench"
 PREFIX = f"scalekit:s:{APP}:"  # the RedisStore's keys of this app
@@ -674,15 +674,6 @@ def file_case(root: str, plan: Plan, options: dict) -> Row | None:
 
 
 # -- main ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running(server: Server) -> Iterator:
-    """The server, started; stopped and its folder removed on the way out, whatever happens."""
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def summary(rows: list[Row]) -> None:
     print(
         "\nSummary: one run each; ratio = the baseline's time / scalekit's; pause = the longest"
@@ -712,8 +703,8 @@ def main() -> None:
     options = {} if args.batch is None else {"batch": args.batch}
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the servers stop
     with contextlib.ExitStack() as stack:
-        redis_server = stack.enter_context(running(RedisServer()))
-        postgres_server = stack.enter_context(running(PostgresServer()))
+        redis_server = stack.enter_context(RedisServer().running())
+        postgres_server = stack.enter_context(PostgresServer().running())
         folder = stack.enter_context(
             tempfile.TemporaryDirectory(prefix="scalekit-bench-trash-", dir=args.tmp)
         )

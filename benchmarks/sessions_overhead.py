@@ -49,7 +49,7 @@ from scalekit.sessions.cookies import new_session_id
 from scalekit.sessions.serializers import PayloadCodec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.servers import PostgresServer, RedisServer, Server
+from tests.servers import PostgresServer, RedisServer
 
 SECRET = "benchmark secret, not for production"
 CODEC = PayloadCodec(SECRET)  # what SessionMiddleware(..., SECRET) signs and reads with
@@ -439,7 +439,7 @@ def postgres_lookups(stack: contextlib.ExitStack, populations: dict, plan: Plan)
     if importlib.util.find_spec("scalekit.sessions.stores.database") is None:
         print("   postgres          not run: scalekit/sessions/stores/database.py does not exist")
         return None
-    server = stack.enter_context(running(PostgresServer()))
+    server = stack.enter_context(PostgresServer().running())
     folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="scalekit-bench-pydal-"))
     stores, samples, seconds = {}, {}, {}
     try:
@@ -457,15 +457,6 @@ def postgres_lookups(stack: contextlib.ExitStack, populations: dict, plan: Plan)
 
 
 # -- main ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def running(server: Server) -> Iterator:
-    """The server, started; stopped and its folder removed on the way out, whatever happens."""
-    try:
-        yield server.start()
-    finally:
-        server.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -476,7 +467,7 @@ def main() -> None:
     plan = QUICK if parser.parse_args().quick else FULL
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: the servers stop
     with contextlib.ExitStack() as stack:
-        redis_server = stack.enter_context(running(RedisServer()))
+        redis_server = stack.enter_context(RedisServer().running())
         print(
             f"sessions overhead ({'quick' if plan is QUICK else 'full'} run): private servers "
             f"on 127.0.0.1, Python {sys.version.split()[0]}, redis-py {redis.__version__} "
