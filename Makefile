@@ -9,11 +9,20 @@ RUFF_CONFIG = $(shell $(PY) -c "import configparser as c; p = c.ConfigParser(); 
 	p.read('setup.cfg'); print(' '.join(\"--config '%s = %s'\" % kv for kv in p['tool:ruff'].items()))")
 LINTED := $(wildcard scalekit tests examples benchmarks scripts)
 
-.PHONY: demo test bench lint format sysdeps venv clean
+.PHONY: demo cluster cluster-stop test bench lint format sysdeps venv clean
 
+# The guestbook on embedded defaults (sqlite, disk cache, files under examples/app/data).
 demo: $(INSTALLED)
+	$(VENV)/bin/scalekit zip-static --brotli examples/app/static
 	@echo "scalekit demo on http://127.0.0.1:8000/ (stop with Ctrl-C)"
 	$(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
+
+# Three nodes behind haproxy with Redis, memcached, PostgreSQL + replica, on loopback.
+cluster: $(INSTALLED) sysdeps
+	$(PY) -m examples.cluster start
+
+cluster-stop: $(INSTALLED)
+	$(PY) -m examples.cluster stop
 
 test: $(INSTALLED) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -42,12 +51,19 @@ $(INSTALLED): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $@
 
-# The servers the tests start privately: redis-server, memcached, PostgreSQL.
+# The servers the tests start privately: redis-server, memcached, PostgreSQL, haproxy;
+# wrk for benchmarks/cluster.py.
 sysdeps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v memcached >/dev/null || missing="$$missing memcached"; \
+	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	[ -e /usr/lib/nginx/modules/ngx_http_brotli_static_module.so ] \
+		|| missing="$$missing libnginx-mod-http-brotli-static"; \
+	[ -x /usr/sbin/apache2 ] || missing="$$missing apache2"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \

@@ -1,6 +1,8 @@
-"""gunicorn settings for the demo: ``gunicorn -c examples/gunicorn.conf.py``.
+"""gunicorn settings for the demo and for each app server: ``gunicorn -c gunicorn.conf.py``.
 
-Environment: SCALEKIT_BIND (default 127.0.0.1:8000), SCALEKIT_WORKERS (default 2).
+Environment: SCALEKIT_BIND (default 127.0.0.1:8000), SCALEKIT_WORKERS (default 3),
+SCALEKIT_ACCESSLOG (default "-", stdout; empty: off), and the app's own variables
+(see examples/app/config.py).
 """
 
 import os
@@ -8,5 +10,30 @@ import os
 chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app")
 wsgi_app = "wsgi:application"
 bind = [os.environ.get("SCALEKIT_BIND", "127.0.0.1:8000")]
-workers = int(os.environ.get("SCALEKIT_WORKERS", "2"))
-accesslog = "-"
+workers = int(os.environ.get("SCALEKIT_WORKERS", "3"))
+accesslog = os.environ.get("SCALEKIT_ACCESSLOG", "-") or None
+# Import the app once in the master (migration, settings), then fork the workers.
+preload_app = True
+# Behind haproxy: a stopped node finishes its requests while haproxy's checks fail it.
+graceful_timeout = 10
+# X-Forwarded-For / -Proto are believed from the local proxy only (haproxy, nginx).
+forwarded_allow_ips = "127.0.0.1"
+# No control socket (gunicorn 24+): several nodes on one machine would share its path.
+control_socket_disable = True
+
+# Pooled clients after fork. scalekit's Redis and memcached clients are created lazily in
+# the process that uses them (a new pool whenever the pid changed), and scalekit's own pydal
+# pools (scalekit.db, database session stores) hide the master's connections from each child.
+# What is left is any pydal pool the application opened itself before the fork, e.g.
+# ``DAL(uri, pool_size=10)`` in a model imported by preload_app: two workers would share one
+# socket and mix their queries. The hook hands each worker empty pools.
+_inherited_pools = []  # the master's connections: referenced, never closed in a child (a
+# psycopg2 close sends Terminate over the socket the master still owns)
+
+
+def post_fork(server, worker):
+    """In a new worker: set aside every pydal connection pool inherited from the master."""
+    from pydal.connection import ConnectionPool
+
+    _inherited_pools.extend(ConnectionPool.POOLS.values())
+    ConnectionPool.POOLS.clear()

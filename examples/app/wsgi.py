@@ -1,26 +1,28 @@
-"""The demo application: for now one page that says which scalekit serves it."""
+"""The demo's WSGI entry point (``gunicorn -c examples/gunicorn.conf.py``): the guestbook in
+every scalekit piece, outermost first as in DESIGN.md: maintenance, tickets, session,
+database, then static files or the views."""
 
-import html
-import os
-import socket
+from __future__ import annotations
 
-import scalekit
+import config
+import models
+import views
 
+from scalekit import db, sessions, tickets
+from scalekit.maintenance import MaintenanceMiddleware
+from scalekit.static import StaticFiles
 
-def application(environ, start_response):
-    """Answer every path with a small HTML page naming the scalekit version and the server."""
-    if environ.get("PATH_INFO", "/") not in ("/", "/index.html"):
-        body = b"not found\n"
-        start_response("404 Not Found", [("Content-Type", "text/plain"),
-                                         ("Content-Length", str(len(body)))])  # fmt: skip
-        return [body]
-    served_by = html.escape(f"{socket.gethostname()} pid {os.getpid()}")
-    page = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>scalekit demo</title></head>"
-        f"<body><h1>scalekit demo</h1><p>Served by scalekit {scalekit.__version__}"
-        f" on {served_by}.</p></body></html>\n"
-    )
-    body = page.encode()
-    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"),
-                              ("Content-Length", str(len(body)))])  # fmt: skip
-    return [body]
+if config.MIGRATE:  # one machine: migrate at start (with preload_app, once, in the master)
+    models.migrate()
+
+application = StaticFiles(config.STATIC, views.application, prefix="/static/")
+application = db.DBMiddleware(application, models.replicas, define=models.define_tables)
+application = sessions.SessionMiddleware(
+    application, sessions.open_store(config.SESSION_STORE, app=config.APP),
+    secret=config.session_secrets(), app_name=config.APP,
+)  # fmt: skip
+application = tickets.TicketMiddleware(application, config.TICKETS, app_name=config.APP)
+application = MaintenanceMiddleware(
+    application, config.MAINTENANCE_FLAG, app_name=config.APP,
+    exempt=("/static/", "/healthz"), secret=config.MAINTENANCE_SECRET,
+)  # fmt: skip

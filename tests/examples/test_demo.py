@@ -1,25 +1,26 @@
-"""The demo that `make demo` runs: gunicorn with examples/gunicorn.conf.py serves a page."""
+"""The demo that `make demo` runs: gunicorn with examples/gunicorn.conf.py on embedded
+defaults (sqlite sessions and data, disk cache, local tickets folder)."""
 
 import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 import pytest
 
-import scalekit
+from tests.examples.browser import Browser, field
 from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 
-@pytest.fixture
-def demo_url():
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory):
     port = free_port()
-    env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="2")
+    env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="2",
+               SCALEKIT_DATA=str(tmp_path_factory.mktemp("demo-data")))  # fmt: skip
     process = subprocess.Popen(
         [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -29,7 +30,7 @@ def demo_url():
         deadline = time.monotonic() + 30
         while True:
             try:
-                urllib.request.urlopen(url + "/", timeout=2).close()
+                urllib.request.urlopen(url + "/healthz", timeout=2).close()
                 break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -42,15 +43,31 @@ def demo_url():
         process.wait(15)
 
 
-def test_demo_page_names_the_scalekit_version(demo_url):
-    with urllib.request.urlopen(demo_url + "/", timeout=5) as response:
-        body = response.read().decode()
-        assert response.status == 200
-        assert response.headers["Content-Type"] == "text/html; charset=utf-8"
-    assert f"Served by scalekit {scalekit.__version__}" in body
+def test_demo_signs_in_keeps_the_session_and_signs_the_guestbook(demo_url):
+    browser = Browser(demo_url)
+    status, headers, _ = browser.post("/sign-in", name="ann", password="secret")
+    assert (status, headers["Location"]) == (303, "/")
+    assert "session_id_guestbook" in browser.cookies
+    _, _, page = browser.get("/")
+    assert (field(page, "user"), field(page, "flash"), field(page, "views")) == (
+        "ann", "Signed in as ann.", "1",
+    )  # fmt: skip
+    assert browser.post("/entries", body="hello from the demo")[0] == 303
+    for views in (2, 3, 4):  # any worker: the session and the fragment are shared
+        _, _, page = browser.get("/")
+        assert field(page, "views") == str(views)
+        assert "hello from the demo" in page
+    status, _, page = Browser(demo_url).post("/sign-in", name="ann", password="wrong")
+    assert status == 303
+
+
+def test_demo_fails_with_a_ticket_and_serves_precompressed_static(demo_url):
+    status, headers, page = Browser(demo_url).get("/fail")
+    assert status == 500 and headers["X-Ticket-ID"] in page
+    status, headers, _ = Browser(demo_url).request("GET", "/static/style.css")
+    assert status == 200 and headers["Content-Type"].startswith("text/css")
+    assert Browser(demo_url).get("/healthz")[0] == 200
 
 
 def test_demo_unknown_path_is_404(demo_url):
-    with pytest.raises(urllib.error.HTTPError) as caught:
-        urllib.request.urlopen(demo_url + "/nope", timeout=5)
-    assert caught.value.code == 404
+    assert Browser(demo_url).get("/nope")[0] == 404

@@ -1,0 +1,54 @@
+"""The demo's settings: environment variables holding URLs, embedded defaults when unset.
+
+With none set, everything lives under ``$SCALEKIT_DATA`` (default ``examples/app/data``):
+sqlite sessions and data, a disk cache, a local tickets folder, a maintenance flag file.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STATIC = os.path.join(HERE, "static")
+DATA = os.path.abspath(os.environ.get("SCALEKIT_DATA") or os.path.join(HERE, "data"))
+APP = os.environ.get("SCALEKIT_APP") or "guestbook"
+NODE = os.environ.get("SCALEKIT_NODE") or socket.gethostname()
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+SESSION_STORE = _env("SCALEKIT_SESSION_STORE", f"sqlite://{DATA}/sessions.sqlite")
+CACHE = _env("SCALEKIT_CACHE", f"file://{DATA}/cache")
+MEMCACHE = os.environ.get("SCALEKIT_MEMCACHE") or None
+TICKETS = _env("SCALEKIT_TICKETS", f"file://{DATA}/errors")
+DB_PRIMARY = _env("SCALEKIT_DB_PRIMARY", f"sqlite://{DATA}/storage.sqlite")
+DB_REPLICAS = os.environ.get("SCALEKIT_DB_REPLICAS", "").replace(",", " ").split()
+MAINTENANCE_FLAG = _env("SCALEKIT_MAINTENANCE_FLAG", f"file://{DATA}/MAINTENANCE")
+MAINTENANCE_SECRET = os.environ.get("SCALEKIT_MAINTENANCE_SECRET") or None
+#: "0" on app servers of a cluster: the deploy step ``python models.py`` migrates once.
+MIGRATE = os.environ.get("SCALEKIT_MIGRATE", "1") != "0"
+
+
+def session_secrets() -> list[str]:
+    """``$SCALEKIT_SECRET`` (comma-separated, the first signs), else a key made once and kept
+    in ``DATA/secret``: every worker of this machine then signs with the same key."""
+    if os.environ.get("SCALEKIT_SECRET"):
+        return os.environ["SCALEKIT_SECRET"].split(",")
+    path = os.path.join(DATA, "secret")
+    os.makedirs(DATA, exist_ok=True)
+    if not os.path.exists(path):  # write aside, then link: no reader sees a partial key
+        temp = f"{path}.{os.getpid()}"
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as new:
+            new.write(secrets.token_urlsafe(32))
+        try:
+            os.link(temp, path)
+        except FileExistsError:  # another process was first: use its key
+            pass
+        finally:
+            os.unlink(temp)
+    with open(path) as kept:
+        return [kept.read().strip()]

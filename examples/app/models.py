@@ -1,0 +1,60 @@
+"""The demo's tables and the deploy step that creates them: ``python models.py``.
+
+Only the primary is migrated, once per deploy; app servers start with
+``SCALEKIT_MIGRATE=0`` and never alter the schema (replicas cannot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+import config
+from pydal import DAL, Field
+
+from scalekit import db
+
+replicas = db.ReplicaSet(
+    config.DB_PRIMARY, config.DB_REPLICAS, folder=os.path.join(config.DATA, "databases"),
+    pool_size=4, max_lag=5,
+)  # fmt: skip
+
+
+def define_tables(dal: DAL, migrate: bool = False) -> None:
+    """The users who signed in and their guestbook entries."""
+    dal.define_table(
+        "auth_user", Field("name", length=64, unique=True), Field("password_hash", length=128),
+        migrate=migrate,
+    )  # fmt: skip
+    dal.define_table(
+        "entry", Field("author", length=64), Field("body", "text"),
+        Field("created_on", "datetime"), migrate=migrate,
+    )  # fmt: skip
+
+
+def migrate() -> None:
+    """Create or alter the tables on the primary, then close the connection."""
+    os.makedirs(os.path.join(config.DATA, "databases"), exist_ok=True)
+    dal = replicas.connect(pool_size=0)
+    try:
+        define_tables(dal, migrate=True)
+        dal.commit()
+    finally:
+        dal.close()
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """``salt$digest`` in hex: PBKDF2-SHA256, 100 000 rounds."""
+    salt = salt or os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
+    return f"{salt.hex()}${digest.hex()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    salt, _, _ = stored.partition("$")
+    return hmac.compare_digest(hash_password(password, bytes.fromhex(salt)), stored)
+
+
+if __name__ == "__main__":
+    migrate()

@@ -1,0 +1,143 @@
+"""`make cluster` end to end: three gunicorn nodes behind haproxy on loopback, sharing
+Redis, memcached and PostgreSQL (primary + streaming replica), with the cron loops.
+
+The cluster starts once for the module; the test that kills a node runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from examples.cluster import BIN, Cluster
+from scalekit import tickets
+from tests.examples.browser import Browser, field
+
+NODES = {"node1", "node2", "node3"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cluster = Cluster(str(tmp_path_factory.mktemp("cluster") / "state"), cron_sleep=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def signed_in(cluster: Cluster) -> tuple[Browser, str]:
+    browser, name = Browser(cluster.url), f"user-{uuid.uuid4().hex[:8]}"
+    assert browser.post("/sign-in", name=name, password="pw")[0] == 303
+    return browser, name
+
+
+def test_requests_hop_across_nodes_while_session_flash_and_cache_hold(cluster):
+    browser, name = signed_in(cluster)
+    _, _, page = browser.get("/")
+    assert (field(page, "user"), field(page, "flash"), field(page, "views")) == (
+        name, f"Signed in as {name}.", "1",
+    )  # fmt: skip
+    hits, nodes = int(field(page, "hits")), set()
+    for views in range(2, 32):
+        status, headers, page = browser.get("/")
+        assert status == 200
+        nodes.add(headers["X-Node"])
+        assert (field(page, "user"), field(page, "views")) == (name, str(views))
+        assert field(page, "flash") is None  # shown once, on whichever node
+        assert int(field(page, "hits")) == hits + 1  # one counter for all nodes
+        hits += 1
+    assert nodes == NODES
+    message = f"hello {uuid.uuid4().hex}"
+    assert browser.post("/entries", body=message)[0] == 303
+    pages = [browser.get("/") for _ in range(3)]
+    assert {headers["X-Node"] for _, headers, _ in pages} == NODES
+    assert all(message in page for _, _, page in pages)  # the fragment, rebuilt once
+    assert [field(page, "flash") for _, _, page in pages] == ["Thank you for signing.", None, None]
+
+
+def test_maintenance_read_only_is_obeyed_by_every_node(cluster):
+    def maintenance(*args: str) -> None:
+        subprocess.run([os.path.join(BIN, "scalekit"), "maintenance", *args], check=True,
+                       env=cluster.env(), stdout=subprocess.DEVNULL)  # fmt: skip
+
+    maintenance("on", "--mode", "read-only", "--message", "database upgrade")
+    try:
+        time.sleep(1.2)  # each process re-reads the flag at most once a second
+        for index in range(3):
+            browser = Browser(cluster.node_url(index))
+            status, headers, _ = browser.post("/entries", body="refused")
+            assert (status, headers["Location"]) == (303, "/maintenance")
+            status, _, page = browser.get("/")
+            assert status == 200 and "database upgrade" in field(page, "banner")
+    finally:
+        maintenance("off")
+    time.sleep(1.2)
+    for index in range(3):
+        status, headers, _ = Browser(cluster.node_url(index)).post("/entries", body="x")
+        assert (status, headers["Location"]) == (303, "/")
+
+
+def test_a_failure_becomes_a_ticket_in_postgresql(cluster):
+    status, headers, page = Browser(cluster.url).get("/fail")
+    ticket = headers["X-Ticket-ID"]
+    assert status == 500 and ticket in page
+    store = tickets.open_store(cluster.env()["SCALEKIT_TICKET_DB"])
+    try:  # tickets2db runs every second for each node's errors folder
+        deadline, found = time.monotonic() + 15, None
+        while found is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = store.load(ticket)
+    finally:
+        store.close()
+    assert found is not None, "tickets2db did not move the ticket into PostgreSQL"
+    assert found["app"] == "guestbook"
+    assert "a failure on purpose, on node" in json.dumps(found)
+
+
+def test_killing_a_node_under_load_loses_no_session_update(cluster):
+    users = [signed_in(cluster)[0] for _ in range(4)]
+    seen: list[list[int]] = [[] for _ in users]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load(browser: Browser, views: list[int]) -> None:
+        while not stop.is_set():
+            try:
+                status, _, page = browser.get("/")
+            except OSError as exc:
+                failures.append(repr(exc))
+                continue
+            if status == 200:
+                views.append(int(field(page, "views")))
+            else:
+                failures.append(str(status))
+
+    threads = [threading.Thread(target=load, args=pair) for pair in zip(users, seen, strict=True)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.5)
+        cluster.kill_node(1)
+        time.sleep(3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    try:
+        total = len(failures) + sum(map(len, seen))
+        assert total > 200, "too little load to judge"
+        assert len(failures) <= total * 0.001, failures
+        for browser, views in zip(users, seen, strict=True):
+            assert views == sorted(set(views)), "a session went back in time"
+            _, headers, page = browser.get("/")
+            assert headers["X-Node"] != "node2"
+            assert int(field(page, "views")) > len(views)  # every counted view was kept
+    finally:
+        cluster.start_node(1)
