@@ -63,32 +63,33 @@ def test_schedule_through_the_console_script_and_the_environment(tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["on"], "give the flag's URL with --flag or $SCALEKIT_MAINTENANCE_FLAG"),
-    (["sideways", "--flag", "file:///tmp/x"], "invalid choice: 'sideways'"),
-    (["on", "--flag", "file:///tmp/x", "--mode", "off"], "invalid choice: 'off'"),
-    (["on", "--flag", "file:///tmp/x", "--for", "soon"], "'soon' is not a duration"),
-    (["on", "--flag", "file:///tmp/x", "--retry-after", "-1"], "not a whole number"),
-    (["schedule", "--flag", "file:///tmp/x", "--at", "teatime"], "'teatime' is not a time"),
-    (["schedule", "--flag", "file:///tmp/x"], "`schedule` needs --at TIME"),
-    (["on", "--flag", "file:///tmp/x", "--at", "+1h"], "to start later use `schedule"),
-    (["off", "--flag", "file:///tmp/x", "--mode", "down"], "`off` takes only --flag and --app"),
-    (["schedule", "--flag", "file:///tmp/x", "--at", "2001-01-01", "--for", "1h"],
+    (["sideways", "--flag", "FLAG"], "invalid choice: 'sideways'"),
+    (["on", "--flag", "FLAG", "--mode", "off"], "invalid choice: 'off'"),
+    (["on", "--flag", "FLAG", "--for", "soon"], "'soon' is not a duration"),
+    (["on", "--flag", "FLAG", "--retry-after", "-1"], "not a whole number"),
+    (["schedule", "--flag", "FLAG", "--at", "teatime"], "'teatime' is not a time"),
+    (["schedule", "--flag", "FLAG"], "`schedule` needs --at TIME"),
+    (["on", "--flag", "FLAG", "--at", "+1h"], "to start later use `schedule"),
+    (["off", "--flag", "FLAG", "--mode", "down"], "`off` takes only --flag and --app"),
+    (["schedule", "--flag", "FLAG", "--at", "2001-01-01", "--for", "1h"],
      "that window ended already"),
     (["on", "--flag", "memcache://localhost"], "this setting takes file or redis"),
     (["on", "--flag", "redis://localhost/0?color=blue"], "unknown option color"),
 ])  # fmt: skip
-def test_bad_input_exits_2_with_a_clear_message(args, message, monkeypatch, capsys):
+def test_bad_input_exits_2_with_a_clear_message(args, message, monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("SCALEKIT_MAINTENANCE_FLAG", raising=False)
+    flag = tmp_path / "MAINTENANCE"
     try:
-        code = main(["maintenance", *args])
+        code = main(["maintenance", *(f"file://{flag}" if a == "FLAG" else a for a in args)])
     except SystemExit as exc:  # argparse's own usage errors
         code = exc.code
     assert code == 2
     assert message in capsys.readouterr().err
-    assert not os.path.exists("/tmp/x")
+    assert not flag.exists()  # nothing was written
 
 
 def test_usage_errors_from_the_console_script_have_no_traceback():
-    done = scalekit("on", "--flag", "file:///tmp/x", "--for", "soon")
+    done = scalekit("on", "--flag", "FLAG", "--for", "soon")
     assert done.returncode == 2
     assert "'soon' is not a duration" in done.stderr and "Traceback" not in done.stderr
 
