@@ -60,6 +60,17 @@ _ENTRY_COLUMNS = (
 )
 
 
+def _prefer_lz4(db: DAL) -> None:
+    """On PostgreSQL 14+ built with lz4, store this connection's ticket JSON compressed with
+    lz4: several times faster to write than the default pglz, about as small."""
+    if db._adapter.dbengine != "postgres":
+        return
+    try:
+        db.executesql("SET default_toast_compression = 'lz4';")
+    except db._adapter.driver.Error:  # older server, or built without lz4: keep pglz
+        db.rollback()
+
+
 def ticket_fields() -> list[Field]:
     return [
         Field("ticket_id", length=64),
@@ -219,6 +230,7 @@ class DatabaseStore(TicketStore):
             return opened[1], opened[2]
         db = self._connect()
         try:
+            _prefer_lz4(db)
             table = schema.migrate_table(db, self.table, ticket_fields, INDEXES)
             db.commit()
         except db._adapter.driver.Error as exc:

@@ -189,3 +189,12 @@ def test_the_script_wrapper_runs_from_a_checkout(folder, postgres_url, table):
     )
     assert done.returncode == 0, done.stderr
     assert "moved 3" in done.stdout and len(rows(postgres_url, table)) == 3
+
+
+def test_postgresql_keeps_ticket_json_compressed_with_lz4(folder, postgres_url, table):
+    tickets = fill(folder, 3)  # each several KB: stored out of line, compressed
+    collect(folder, DatabaseStore(f"{postgres_url}?table={table}"))
+    dsn = postgres_url.split("?")[0].replace("postgres://", "postgresql://")
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cursor:
+        cursor.execute(f"SELECT ticket_id, pg_column_compression(ticket_data) FROM {table}")
+        assert dict(cursor.fetchall()) == {ticket["id"]: "lz4" for ticket in tickets}
