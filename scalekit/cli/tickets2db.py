@@ -85,7 +85,8 @@ def move_once(
     if args.verbose or stats.quarantined:
         print(
             f"{NAME}: {folder.folder} -> {database.masked}: moved {stats.moved:,}, already "
-            f"stored {stats.duplicates:,}, moved to bad/ {stats.quarantined:,} in "
+            f"stored {stats.duplicates:,}, moved to bad/ {stats.quarantined:,}, stale temp "
+            f"files removed {stats.stale_temps:,} in "
             f"{time.monotonic() - started:.2f} s",
             flush=True,
         )

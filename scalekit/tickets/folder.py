@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +26,9 @@ log = logging.getLogger("scalekit.tickets")
 
 SUFFIX = ".json"
 BAD = "bad"
+TMP_INFIX = ".tmp-"  # in ``.<id>.tmp-<random>``, a ticket being written
+#: A temp file this old was left by a writer that crashed (a write takes milliseconds).
+STALE_TEMP = 600.0
 
 
 class FolderStore(TicketStore):
@@ -45,7 +49,7 @@ class FolderStore(TicketStore):
             replace_atomically(
                 path,
                 data,
-                tmp_prefix=os.path.join(self.folder, f".{ticket['id']}.tmp-"),
+                tmp_prefix=os.path.join(self.folder, f".{ticket['id']}{TMP_INFIX}"),
                 sync=self.fsync,
                 make_folder=True,
             )
@@ -94,6 +98,19 @@ class FolderStore(TicketStore):
                     files.append((item.stat(follow_symlinks=False).st_mtime, item.path))
         files.sort(reverse=newest_first)
         return (path for _, path in files)
+
+    def remove_stale_temps(self, older_than: float = STALE_TEMP) -> int:
+        """Delete the temp files writers that crashed left behind; how many went."""
+        removed, cutoff = 0, time.time() - older_than
+        with contextlib.suppress(FileNotFoundError), os.scandir(self.folder) as scanned:
+            for item in scanned:
+                if not (item.name.startswith(".") and TMP_INFIX in item.name):
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    if item.stat(follow_symlinks=False).st_mtime < cutoff:
+                        os.unlink(item.path)
+                        removed += 1
+        return removed
 
     def read(self, path: str) -> tuple[dict[str, Any], str]:
         """The ticket in ``path`` and its JSON text; :class:`CorruptData` if the file is not

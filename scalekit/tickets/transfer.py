@@ -3,7 +3,8 @@
 Files go in batches; each batch is one INSERT (a ticket id stored already is skipped) and
 one commit, and only then are its files deleted. A crash anywhere leaves every ticket in a
 file, in the database, or both; the next run finishes the job without duplicates. A file
-that is not a valid ticket is moved into ``bad/`` and the run goes on.
+that is not a valid ticket is moved into ``bad/`` and the run goes on; the temp file of a
+writer that crashed (older than ten minutes) is deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class CollectStats:
     moved: int = 0  # rows added, files deleted
     duplicates: int = 0  # stored already (a re-run after a crash): files deleted
     quarantined: int = 0  # moved into bad/
+    stale_temps: int = 0  # temp files of crashed writers, deleted
 
 
 def collect(
@@ -48,7 +50,7 @@ def collect(
     A helper thread reads and checks the next batch while this one is inserted (the
     database driver lets go of the GIL while it waits for the server), and a few threads
     delete a committed batch's files together."""
-    stats = CollectStats()
+    stats = CollectStats(stale_temps=folder.remove_stale_temps())
     batches: queue.Queue[_Batch | None] = queue.Queue(maxsize=2)
     stop, failure = threading.Event(), []
     reader = threading.Thread(

@@ -198,3 +198,16 @@ def test_postgresql_keeps_ticket_json_compressed_with_lz4(folder, postgres_url, 
     with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cursor:
         cursor.execute(f"SELECT ticket_id, pg_column_compression(ticket_data) FROM {table}")
         assert dict(cursor.fetchall()) == {ticket["id"]: "lz4" for ticket in tickets}
+
+
+def test_temp_files_of_crashed_writers_go_and_fresh_ones_stay(folder, postgres_url, table):
+    fill(folder, 1)
+    stale = os.path.join(folder.folder, ".abc.tmp-1234")
+    fresh = os.path.join(folder.folder, ".def.tmp-5678")
+    for path in (stale, fresh):
+        with open(path, "w") as file:
+            file.write('{"half": ')
+    os.utime(stale, (os.path.getatime(stale), os.path.getmtime(stale) - 3600))
+    stats = collect(folder, DatabaseStore(f"{postgres_url}?table={table}"))
+    assert (stats.moved, stats.stale_temps) == (1, 1)
+    assert sorted(os.listdir(folder.folder)) == [".def.tmp-5678"]
