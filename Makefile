@@ -73,4 +73,5 @@ sysdeps:
 	fi
 
 clean:
+	-[ ! -e .cluster ] || [ ! -x $(PY) ] || $(PY) -m examples.cluster stop
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache examples/app/data .cluster
