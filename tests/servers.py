@@ -333,16 +333,11 @@ class PostgresReplica(PostgresServer):
             connection.close()
 
 
-class NginxServer(_ForegroundServer):
-    """nginx in the foreground (``daemon off``) serving ``site``, a ``server { }`` block.
+class _WebServer(_ForegroundServer):
+    """A web server run from a config file it writes in its work folder around ``site``
+    (which may name ``{port}``): subclasses give ``config_name``, ``config`` and ``argv``."""
 
-    ``site`` may name ``{port}``; logs, pid and temp folders live in the work folder. As
-    root the workers run as ``nobody``, so served files must be world-readable. The Debian
-    brotli_static module is loaded when installed.
-    """
-
-    name = "nginx"
-    brotli_module = "/usr/lib/nginx/modules/ngx_http_brotli_static_module.so"
+    config_name = ""
 
     def __init__(self, site: str) -> None:
         super().__init__()
@@ -354,7 +349,40 @@ class NginxServer(_ForegroundServer):
 
     @property
     def config_path(self) -> str:
-        return os.path.join(self.workdir, "nginx.conf")
+        return os.path.join(self.workdir, self.config_name)
+
+    def site_block(self) -> str:
+        return self.site.replace("{port}", str(self.port))
+
+    @abc.abstractmethod
+    def config(self) -> str:
+        """The whole config file."""
+
+    @abc.abstractmethod
+    def argv(self) -> list[str]:
+        """The command line that runs the server on ``config_path``."""
+
+    def command(self) -> list[str]:
+        with open(self.config_path, "w") as conf:
+            conf.write(self.config())
+        return self.argv()
+
+    def answers(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+            return True
+
+
+class NginxServer(_WebServer):
+    """nginx in the foreground (``daemon off``) serving ``site``, a ``server { }`` block.
+
+    Logs, pid and temp folders live in the work folder. As root the workers run as
+    ``nobody``, so served files must be world-readable. The Debian brotli_static module is
+    loaded when installed.
+    """
+
+    name = "nginx"
+    config_name = "nginx.conf"
+    brotli_module = "/usr/lib/nginx/modules/ngx_http_brotli_static_module.so"
 
     def config(self) -> str:
         """The whole nginx.conf around ``site``."""
@@ -368,39 +396,20 @@ class NginxServer(_ForegroundServer):
             f"{load}\n{user}\ndaemon off;\nworker_processes 1;\npid {self.workdir}/nginx.pid;\n"
             f"error_log {self.log_path} info;\nevents {{ worker_connections 64; }}\n"
             f"http {{\n    include /etc/nginx/mime.types;\n    access_log off;\n{temps}\n"
-            f"{self.site.replace('{port}', str(self.port))}\n}}\n"
+            f"{self.site_block()}\n}}\n"
         )
 
-    def command(self) -> list[str]:
-        with open(self.config_path, "w") as conf:
-            conf.write(self.config())
+    def argv(self) -> list[str]:
         return [find_binary("nginx"), "-c", self.config_path, "-p", self.workdir]
 
-    def answers(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return True
 
-
-class ApacheServer(_ForegroundServer):
-    """Apache httpd (Debian's ``apache2``) in the foreground with ``site`` in its config.
-
-    ``site`` may name ``{port}``; the modules it needs are loaded from Debian's folder.
-    """
+class ApacheServer(_WebServer):
+    """Apache httpd (Debian's ``apache2``) in the foreground with ``site`` in its config;
+    the modules it needs are loaded from Debian's folder."""
 
     name = "apache"
+    config_name = "apache.conf"
     modules = ("mpm_event", "authz_core", "alias", "dir", "mime", "rewrite", "headers", "env")
-
-    def __init__(self, site: str) -> None:
-        super().__init__()
-        self.site = site
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def config_path(self) -> str:
-        return os.path.join(self.workdir, "apache.conf")
 
     def config(self) -> str:
         """The whole httpd config around ``site``."""
@@ -412,14 +421,8 @@ class ApacheServer(_ForegroundServer):
             f"ServerRoot {self.workdir}\nServerName 127.0.0.1\nListen 127.0.0.1:{self.port}\n"
             f"{load}\n{user}PidFile {self.workdir}/apache.pid\nErrorLog {self.log_path}\n"
             f"LogLevel warn\nTypesConfig /etc/mime.types\nDocumentRoot {self.workdir}\n"
-            f"{self.site.replace('{port}', str(self.port))}\n"
+            f"{self.site_block()}\n"
         )
 
-    def command(self) -> list[str]:
-        with open(self.config_path, "w") as conf:
-            conf.write(self.config())
+    def argv(self) -> list[str]:
         return [find_binary("apache2"), "-f", self.config_path, "-DFOREGROUND"]
-
-    def answers(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-            return True
