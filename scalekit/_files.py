@@ -41,3 +41,15 @@ def replace_atomically(
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def describe_os_error(exc: OSError) -> str:
+    """What an ``OSError`` on a path means, naming the file that is in the way if any."""
+    path = exc.filename
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) and path:
+        parts = os.path.abspath(os.fspath(path)).split(os.sep)
+        for end in range(2, len(parts) + 1):
+            prefix = os.sep.join(parts[:end])
+            if os.path.lexists(prefix) and not os.path.isdir(prefix):
+                return f"{prefix} is a file, not a folder"
+    return f"{path}: {exc.strerror or exc}" if path else str(exc)

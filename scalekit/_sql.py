@@ -13,11 +13,15 @@ import stat
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 from pydal import DAL, Field
+from pydal._globals import THREAD_LOCAL
 from pydal.objects import Table
 
-from scalekit.errors import ConfigError
+from scalekit._files import describe_os_error
+from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -185,3 +189,83 @@ def private_folder() -> str:
             "folder=... for its pydal .table files"
         )
     return folder
+
+
+def dal_options(
+    settings: BackendURL,
+    *,
+    folder: str | None,
+    timeout: float | None,
+    pool_size: int | None = None,
+) -> dict[str, Any]:
+    """The ``pydal.DAL`` arguments (``uri`` included) for a piece's own connections to a
+    SQLite file or a database server: a short connect timeout (default 5 s; for SQLite how
+    long to wait for a locked file), credentials decoded as pydal expects them. A relative
+    SQLite path is relative to ``folder``, else to the current directory; SQLite keeps
+    pydal's ``.table`` files beside the database unless ``folder`` is given."""
+    timeout = 5.0 if timeout is None else float(timeout)
+    if not timeout > 0:
+        raise ConfigError(f"{settings.masked}: connect_timeout must be positive")
+    if pool_size is not None and pool_size < 0:
+        raise ConfigError(f"{settings.masked}: pool_size must be 0 or more")
+    options: dict[str, Any] = {"pool_size": pool_size or 0, "folder": folder}
+    if isinstance(settings, SQLiteURL):
+        if settings.memory:
+            raise ConfigError(
+                f"{settings.masked}: an in-memory SQLite database lives in one connection; "
+                "give a file, e.g. sqlite://storage.sqlite"
+            )
+        path = os.path.join(os.path.abspath(folder or os.getcwd()), settings.path)
+        options.update(
+            uri=f"sqlite://{path}",
+            folder=folder or os.path.dirname(path),
+            driver_args={"timeout": timeout},
+            decode_credentials=True,
+        )
+        return options
+    if not isinstance(settings, DatabaseURL):
+        raise ConfigError(f"{settings.masked}: a database URL is needed here")
+    # libpq takes whole seconds (and treats 1 as 2); pymysql takes a float
+    seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
+    options.update(
+        uri=settings.dal_uri, driver_args={"connect_timeout": seconds}, decode_credentials=True
+    )
+    if settings.password is None:  # pydal decodes credentials only with a password
+        user = settings.user or ""
+        if any(char in user for char in ":@/%"):
+            raise ConfigError(
+                f"{settings.masked}: pydal reads a user name with : @ / or % only when a "
+                "password follows it; add one, e.g. user:password@host"
+            )
+        scheme, _, rest = settings.dal_uri.partition("://")
+        options.update(uri=f"{scheme}://{user}@{rest.partition('@')[2]}", decode_credentials=False)
+    return options
+
+
+def open_dal(options: dict[str, Any], where: str) -> DAL:
+    """A new DAL from :func:`dal_options`: one attempt, no migration, the private folder
+    when none is set. Raises :class:`StoreUnavailable` (naming ``where``) for a folder it
+    cannot create; pydal's ``RuntimeError`` when the server cannot be reached. pydal's
+    ``DAL(folder=)`` changes the thread's default folder: it is restored."""
+    options = dict(options)
+    previous = getattr(THREAD_LOCAL, "_pydal_folder_", None)
+    try:
+        if options["uri"].startswith("sqlite:"):
+            os.makedirs(options["folder"], exist_ok=True)
+        else:
+            options["folder"] = options["folder"] or private_folder()
+            os.makedirs(options["folder"], mode=0o700, exist_ok=True)
+        return DAL(
+            options.pop("uri"), migrate=False, attempts=1, check_reserved=None,
+            lazy_tables=False, **options,
+        )  # fmt: skip
+    except OSError as exc:
+        raise StoreUnavailable(
+            f"{where}: cannot create a folder: {describe_os_error(exc)}; give a folder that "
+            f"user {os.getuid()} can write"
+        ) from exc
+    finally:
+        if previous is None:
+            vars(THREAD_LOCAL).pop("_pydal_folder_", None)
+        else:
+            THREAD_LOCAL._pydal_folder_ = previous

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import threading
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from scalekit import _sql as schema
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
-from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, parse
+from scalekit.urls import BackendURL, parse
 
 log = logging.getLogger("scalekit.tickets")
 
@@ -105,20 +104,12 @@ class DatabaseStore(TicketStore):
             raise ConfigError(
                 f"{self.masked}: table={self.table!r} must be a letter then letters, digits or _"
             )
-        folder = folder or settings.option("folder")
-        timeout = connect_timeout or settings.option("connect_timeout", 5.0, float)
-        if isinstance(settings, SQLiteURL) and not settings.memory:
-            path = os.path.abspath(settings.path)
-            self._uri, self._folder = f"sqlite://{path}", folder or os.path.dirname(path)
-            self._driver_args: dict[str, Any] = {"timeout": timeout}
-        elif isinstance(settings, DatabaseURL):
-            self._uri, self._folder = settings.dal_uri, folder
-            seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
-            self._driver_args = {"connect_timeout": seconds}
-        else:
-            raise ConfigError(f"{self.masked}: tickets need a database file or server")
-        # pydal percent-decodes the user and password only when there is a password
-        self._password = getattr(settings, "password", None)
+        self._dal_options = schema.dal_options(
+            settings,
+            folder=folder or settings.option("folder"),
+            timeout=connect_timeout or settings.option("connect_timeout", 5.0, float),
+        )
+        self._password = getattr(settings, "password", None)  # masked in error messages
         self._local = threading.local()
 
     def __repr__(self) -> str:
@@ -240,21 +231,8 @@ class DatabaseStore(TicketStore):
         return db, table
 
     def _connect(self) -> DAL:
-        folder = self._folder or schema.private_folder()
         try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            return DAL(
-                self._uri,
-                folder=folder,
-                migrate=False,
-                attempts=1,
-                check_reserved=None,
-                lazy_tables=False,
-                driver_args=self._driver_args,
-                decode_credentials=self._password is not None,
-            )
-        except OSError as exc:
-            raise StoreUnavailable(f"ticket database {self.masked}: {exc}") from exc
+            return schema.open_dal(self._dal_options, f"ticket database {self.masked}")
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             raise self._unavailable(exc) from None
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from time import time
 from typing import Any
 
-from scalekit._files import replace_atomically
+from scalekit._files import describe_os_error, replace_atomically
 from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import (
     CacheBackend,
@@ -42,7 +42,6 @@ from scalekit.cache.backends.base import (
     reset_after_fork,
 )
 from scalekit.errors import CacheUnavailable, ConfigError
-from scalekit.sessions.stores.base import describe_os_error
 from scalekit.urls import BackendURL, FileURL
 
 log = logging.getLogger("scalekit.cache")

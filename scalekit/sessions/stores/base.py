@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -213,15 +212,3 @@ def check_lock(token: Any, ttl: Any) -> float:
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
         raise ValueError(f"a lock TTL must be a positive number of seconds, got {ttl!r}")
     return float(ttl)
-
-
-def describe_os_error(exc: OSError) -> str:
-    """What an ``OSError`` on a path means, naming the file that is in the way if any."""
-    path = exc.filename
-    if isinstance(exc, (NotADirectoryError, FileExistsError)) and path:
-        parts = os.path.abspath(os.fspath(path)).split(os.sep)
-        for end in range(2, len(parts) + 1):
-            prefix = os.sep.join(parts[:end])
-            if os.path.lexists(prefix) and not os.path.isdir(prefix):
-                return f"{prefix} is a file, not a folder"
-    return f"{path}: {exc.strerror or exc}" if path else str(exc)

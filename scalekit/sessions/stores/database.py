@@ -39,7 +39,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pydal import DAL
-from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
 from pydal.objects import Expression, Query, Table
 
@@ -57,11 +56,10 @@ from scalekit.sessions.stores.base import (
     check_payload,
     check_session_id,
     check_ttl,
-    describe_os_error,
     merge_options,
     now,
 )
-from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL, mask, parse
+from scalekit.urls import BackendURL, SQLiteURL, mask, parse
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -200,7 +198,12 @@ class DatabaseStore(SessionStore):
         self._db = None
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
         self.masked = settings.masked
-        self._dal_options = self._own_dal_options(settings, folder, pool_size, connect_timeout)
+        self._dal_options = schema.dal_options(
+            settings, folder=folder, timeout=connect_timeout, pool_size=pool_size
+        )
+        self._password = getattr(settings, "password", None)
+        if self._dal_options["pool_size"] and not isinstance(settings, SQLiteURL):
+            _pooled_uris.add(self._dal_options["uri"])
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DatabaseStore:
@@ -441,91 +444,14 @@ class DatabaseStore(SessionStore):
         self._local.opened = _Opened(pid, generation, db, sessions, locks)
         return db, sessions, locks
 
-    def _own_dal_options(
-        self,
-        settings: BackendURL,
-        folder: str | None,
-        pool_size: int | None,
-        timeout: float | None,
-    ) -> dict[str, Any]:
-        """The arguments of ``pydal.DAL`` for the store's own connections."""
-        timeout = 5.0 if timeout is None else float(timeout)
-        if not timeout > 0:
-            raise ConfigError(f"{settings.masked}: connect_timeout must be positive")
-        if pool_size is not None and pool_size < 0:
-            raise ConfigError(f"{settings.masked}: pool_size must be 0 or more")
-        options: dict[str, Any] = {
-            "pool_size": pool_size or 0,
-            "folder": folder,
-            "decode_credentials": True,
-        }
-        if isinstance(settings, SQLiteURL):
-            if settings.memory:
-                raise ConfigError(
-                    f"{settings.masked}: an in-memory SQLite database lives in one "
-                    "connection; give a file, e.g. sqlite://sessions.sqlite"
-                )
-            base = os.path.abspath(folder or os.getcwd())
-            path = os.path.join(base, settings.path)  # an absolute path stays as it is
-            options.update(
-                uri=f"sqlite://{path}",
-                folder=folder or os.path.dirname(path),
-                driver_args={"timeout": timeout},
-            )
-        elif isinstance(settings, DatabaseURL):
-            self._password = settings.password
-            # libpq takes whole seconds (and treats 1 as 2); pymysql takes a float
-            seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
-            options.update(uri=settings.dal_uri, driver_args={"connect_timeout": seconds})
-            if settings.password is None:  # pydal decodes credentials only with a password
-                user = settings.user or ""
-                if any(char in user for char in ":@/%"):
-                    raise ConfigError(
-                        f"{settings.masked}: pydal reads a user name with : @ / or % only "
-                        "when a password follows it; add one, e.g. user:password@host"
-                    )
-                scheme, _, rest = settings.dal_uri.partition("://")
-                options.update(
-                    uri=f"{scheme}://{user}@{rest.partition('@')[2]}", decode_credentials=False
-                )
-            if options["pool_size"]:
-                _pooled_uris.add(options["uri"])
-        else:
-            raise ConfigError(f"{settings.masked}: a DatabaseStore needs a database URL")
-        return options
-
     def _connect(self) -> DAL:
         """A new DAL for this thread: one attempt, short timeout, errors as
         :class:`StoreUnavailable`."""
-        options = dict(self._dal_options)
-        previous = getattr(THREAD_LOCAL, "_pydal_folder_", None)
         try:
-            if options["uri"].startswith("sqlite:"):
-                os.makedirs(options["folder"], exist_ok=True)
-            else:
-                options["folder"] = options["folder"] or schema.private_folder()
-                os.makedirs(options["folder"], mode=0o700, exist_ok=True)
-            return DAL(
-                options.pop("uri"),
-                migrate=False,
-                attempts=1,
-                check_reserved=None,
-                lazy_tables=False,
-                **options,
-            )
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"session database {self.masked}: cannot create a folder: "
-                f"{describe_os_error(exc)}; give a folder that user {os.getuid()} can write"
-            ) from exc
+            return schema.open_dal(self._dal_options, f"session database {self.masked}")
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             fix = "check that the server is running and the URL's host, port, user and database"
             raise self._unavailable(exc, fix) from None
-        finally:  # DAL(folder=) sets the thread's default folder: restore it
-            if previous is None:
-                vars(THREAD_LOCAL).pop("_pydal_folder_", None)
-            else:
-                THREAD_LOCAL._pydal_folder_ = previous
 
     def _guard(self, db: DAL, step: Callable[[], Any]) -> Any:
         """Run a step outside ``_transaction``, with driver errors as StoreUnavailable."""

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit._files import replace_atomically
+from scalekit._files import describe_os_error, replace_atomically
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
@@ -43,7 +43,6 @@ from scalekit.sessions.stores.base import (
     check_payload,
     check_session_id,
     check_ttl,
-    describe_os_error,
     merge_options,
     now,
 )
