@@ -227,19 +227,24 @@ def dal_options(
         raise ConfigError(f"{settings.masked}: a database URL is needed here")
     # libpq takes whole seconds (and treats 1 as 2); pymysql takes a float
     seconds = math.ceil(timeout) if settings.dialect == "postgres" else timeout
-    options.update(
-        uri=settings.dal_uri, driver_args={"connect_timeout": seconds}, decode_credentials=True
-    )
-    if settings.password is None:  # pydal decodes credentials only with a password
-        user = settings.user or ""
-        if any(char in user for char in ":@/%"):
-            raise ConfigError(
-                f"{settings.masked}: pydal reads a user name with : @ / or % only when a "
-                "password follows it; add one, e.g. user:password@host"
-            )
-        scheme, _, rest = settings.dal_uri.partition("://")
-        options.update(uri=f"{scheme}://{user}@{rest.partition('@')[2]}", decode_credentials=False)
+    uri, decode = server_uri(settings)
+    options.update(uri=uri, driver_args={"connect_timeout": seconds}, decode_credentials=decode)
     return options
+
+
+def server_uri(settings: DatabaseURL) -> tuple[str, bool]:
+    """The pydal URI of a database server, and whether pydal must percent-decode its
+    credentials (pydal decodes them only when there is a password)."""
+    if settings.password is not None:
+        return settings.dal_uri, True
+    user = settings.user or ""
+    if any(char in user for char in ":@/%"):
+        raise ConfigError(
+            f"{settings.masked}: pydal reads a user name with : @ / or % only when a "
+            "password follows it; add one, e.g. user:password@host"
+        )
+    scheme, _, rest = settings.dal_uri.partition("://")
+    return f"{scheme}://{user}@{rest.partition('@')[2]}", False
 
 
 def open_dal(options: dict[str, Any], where: str) -> DAL:

@@ -11,6 +11,7 @@ from typing import Any
 from pydal import DAL
 from pydal.connection import ConnectionPool
 
+from scalekit._sql import server_uri
 from scalekit.errors import ConfigError
 from scalekit.urls import DatabaseURL, SQLiteURL, parse
 
@@ -59,7 +60,7 @@ class Member:
         if isinstance(settings, SQLiteURL):
             self.uri, self.driver_args = settings.dal_uri, {}
         elif isinstance(settings, DatabaseURL):
-            self.uri, self.decode_credentials = self._database_uri(settings)
+            self.uri, self.decode_credentials = server_uri(settings)
             # libpq takes whole seconds; pymysql takes a float
             seconds = math.ceil(self.timeout) if settings.dialect == "postgres" else self.timeout
             self.driver_args = {"connect_timeout": seconds}
@@ -68,20 +69,6 @@ class Member:
 
     def __repr__(self) -> str:
         return f"<Member {self.masked}>"
-
-    def _database_uri(self, settings: DatabaseURL) -> tuple[str, bool]:
-        """The pydal URI, and whether pydal must percent-decode its credentials (pydal
-        decodes only when there is a password)."""
-        if settings.password is not None:
-            return settings.dal_uri, True
-        user = settings.user or ""
-        if any(char in user for char in ":@/%"):
-            raise ConfigError(
-                f"{self.masked}: pydal reads a user name with : @ / or % only when a "
-                "password follows it; add one, e.g. user:password@host"
-            )
-        scheme, _, rest = settings.dal_uri.partition("://")
-        return f"{scheme}://{user}@{rest.partition('@')[2]}", False
 
     def probe(self) -> None:
         """Open and close one connection with the driver (raises on failure).
