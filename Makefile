@@ -4,9 +4,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Ruff reads no setup.cfg: pass its [tool:ruff] keys as --config overrides.
-RUFF_CONFIG = $(shell $(PY) -c "import configparser as c; p = c.ConfigParser(); \
-	p.read('setup.cfg'); print(' '.join(\"--config '%s = %s'\" % kv for kv in p['tool:ruff'].items()))")
 LINTED := $(wildcard scalekit tests examples benchmarks scripts)
 
 .PHONY: demo cluster cluster-stop test bench lint format sysdeps venv clean
@@ -34,12 +31,12 @@ bench: $(INSTALLED) sysdeps
 		echo "== $$script"; $(PY) "$$script"; done
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check $(RUFF_CONFIG) $(LINTED)
-	$(VENV)/bin/ruff format --check $(RUFF_CONFIG) $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 format: $(INSTALLED)
-	-$(VENV)/bin/ruff check --fix $(RUFF_CONFIG) $(LINTED)
-	$(VENV)/bin/ruff format $(RUFF_CONFIG) $(LINTED)
+	-$(VENV)/bin/ruff check --fix $(LINTED)
+	$(VENV)/bin/ruff format $(LINTED)
 
 venv: $(INSTALLED)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -124,7 +126,22 @@ def test_a_script_flushed_from_the_server_is_loaded_again(client):
     assert client.script(source, [], ["again"]) == b"again!"
 
 
-def test_commands_work_without_hiredis(client, monkeypatch):
-    monkeypatch.setattr("scalekit._redis._hiredis_pack", None)  # redis-py packs in Python
-    assert client.call("SET", "lean:plain", b"\x00bytes", "EX", 60) == b"OK"
-    assert client.call("GET", "lean:plain") == b"\x00bytes"
+def test_commands_work_without_hiredis(redis_url):
+    """A process where hiredis cannot be imported (the extra not installed): redis-py
+    packs and parses the commands in Python."""
+    program = f"""
+import sys
+sys.modules["hiredis"] = None  # as if the package were not installed: import fails
+from scalekit import _redis
+from scalekit.urls import parse
+assert _redis._hiredis_pack is None
+client = _redis.LazyRedis(parse({redis_url!r}))
+assert client.call("SET", "lean:plain", b"\\x00bytes", "EX", 60) == b"OK"
+assert client.call("GET", "lean:plain") == b"\\x00bytes"
+assert client.script("return ARGV[1]", [], ["python-packed"]) == b"python-packed"
+print("ok")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout == "ok\n", done.stderr
