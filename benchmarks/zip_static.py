@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = "/tmp/scalekit-bench-npm"
@@ -197,7 +197,7 @@ def main() -> None:
 def _installed(package: str) -> bool:
     try:
         version(package)
-    except Exception:
+    except PackageNotFoundError:
         return False
     return True
 

@@ -30,6 +30,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cache.model import CacheModel
+from scalekit.errors import ScalekitError
 
 if TYPE_CHECKING:
     from scalekit.cache.facade import Cache
@@ -128,8 +129,7 @@ def _run(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], byte
 
     result = app(environ, capture)
     try:
-        for chunk in result:
-            chunks.append(chunk)
+        chunks.extend(result)
     finally:
         close = getattr(result, "close", None)
         if close is not None:
@@ -159,7 +159,7 @@ def _cacheable(status: str, headers: list, environ: dict, statuses: frozenset[in
         try:
             if len(session):  # the view put data into a new session: it depends on it
                 return False
-        except Exception:
+        except ScalekitError:  # the session store failed: do not cache what we cannot judge
             return False
     return True
 

@@ -255,7 +255,7 @@ class _KeyLock:
         self.slot = slot
         slot[0].acquire()
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         model, slot = self.model, self.slot
         slot[0].release()
         with model._key_locks_guard:

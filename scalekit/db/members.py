@@ -65,7 +65,7 @@ class Member:
             seconds = math.ceil(self.timeout) if settings.dialect == "postgres" else self.timeout
             self.driver_args = {"connect_timeout": seconds}
         else:  # parse() was limited to these kinds
-            raise AssertionError(settings)
+            raise TypeError(f"{settings!r} is not a database URL")
 
     def __repr__(self) -> str:
         return f"<Member {self.masked}>"

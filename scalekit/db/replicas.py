@@ -167,7 +167,7 @@ class ReplicaSet:
             if verdict == PROBE:
                 member.probe()
             db = member.connect(options)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any driver or pydal failure marks the host
             health.failed(host, member.reason(exc))
             return None
         health.succeeded(host)

@@ -106,7 +106,7 @@ class DBScope:
                 if commit:
                     db.commit()
                 close(db, None if commit else "rollback")
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a broken connection is only dropped
                 log.warning("could not end a transaction: %s", exc)
                 _drop(db)
                 if commit:

@@ -223,7 +223,7 @@ def _wants_json(environ: dict) -> bool:
                     q = float(value)
                 except ValueError:
                     q = 0.0
-        for name in best:
+        for name, found in best.items():
             if kind.endswith(("/" + name, "+" + name)):
-                best[name] = max(best[name], q)
+                best[name] = max(found, q)
     return best["json"] > best["html"]

@@ -77,7 +77,7 @@ class State:
         try:
             data = json.loads(raw)
             if not isinstance(data, dict):
-                raise ValueError("not a JSON object")
+                raise TypeError("not a JSON object")
             unknown = set(data) - {"mode", "message", "start", "end", "retry_after"}
             if unknown:
                 raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
@@ -87,7 +87,7 @@ class State:
             if data.get("retry_after") is not None and type(data["retry_after"]) is not int:
                 raise ValueError("retry_after must be an integer")
             if not isinstance(data.get("message", ""), str):
-                raise ValueError("message must be a string")
+                raise TypeError("message must be a string")
             return cls(**data)
         except (ValueError, TypeError, ConfigError) as exc:  # JSONDecodeError is a ValueError
             raise CorruptData(

@@ -46,7 +46,7 @@ class PickleSerializer:
     def dumps(self, created: float, data: dict[str, Any]) -> bytes:
         try:
             return pickle.dumps((created, data), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all told here
             raise SerializationError(f"session data cannot be pickled: {exc}") from None
 
     def loads(self, body: bytes) -> tuple[float, dict[str, Any]]:
@@ -92,7 +92,7 @@ class PayloadCodec:
             raise CorruptData(f"session {sid[:6]}...: bad signature (altered or foreign data)")
         try:
             return (body, *self.serializer.loads(body))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever a stored body makes the decoder raise
             raise CorruptData(f"session {sid[:6]}...: undecodable body ({exc})") from None
 
     def key_bodies(self, data: dict[str, Any]) -> dict[str, bytes]:

@@ -41,7 +41,7 @@ class TicketMiddleware:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
             result = self.app(environ, start_response)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure of the app becomes a ticket
             return self._error_page(exc, environ, start_response)
         if type(result) is list:  # a finished body: nothing left that can fail
             return result
@@ -87,7 +87,7 @@ class TicketMiddleware:
             headers.append(("X-Ticket-ID", ticket))
         try:
             start_response("500 Internal Server Error", headers, sys.exc_info())
-        except Exception:  # the headers went out already: nothing more can be said
+        except Exception:  # noqa: BLE001 - the headers went out already: nothing more can be said
             log.error("the error page for ticket %s could not be sent: response started", ticket)
             return []
         return [body]
@@ -113,7 +113,7 @@ class _Guarded:
             for chunk in self.result:
                 sent = sent or bool(chunk)
                 yield chunk
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing body becomes a ticket too
             environ = self.environ
             if not sent:
                 yield from self.middleware._error_page(exc, environ, self.start_response)

@@ -105,7 +105,7 @@ class _ScrubbingRepr(reprlib.Repr):
     def repr_instance(self, x: Any, level: int) -> str:
         try:
             return super().repr_instance(x, level)
-        except Exception as exc:  # a broken __repr__ must not spoil the ticket
+        except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not spoil the ticket
             return f"<{type(x).__name__} object: repr failed with {type(exc).__name__}>"
 
 
@@ -118,7 +118,7 @@ def safe_repr(name: str, value: Any) -> str:
         return MASK
     try:
         text = _repr.repr(value)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not spoil the ticket
         text = f"<repr failed with {type(exc).__name__}>"
     return scrub_text(text)
 
@@ -229,7 +229,7 @@ def build(
 def _message(exc: BaseException) -> str:
     try:
         return str(exc)
-    except Exception:
+    except Exception:  # noqa: BLE001 - a broken __str__ must not spoil the ticket
         return "<str() of the exception failed>"
 
 

@@ -111,7 +111,7 @@ def _read(
                 pending, size = [], 0
         if pending:
             _put(batches, pending, stop)
-    except BaseException as exc:  # raised again by collect
+    except BaseException as exc:  # noqa: BLE001 - handed over and raised again by collect
         failure.append(exc)
     finally:
         _put(batches, None, stop)

@@ -13,7 +13,9 @@ CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "scalekit")
 
 
 def run(*args):
-    return subprocess.run([CONSOLE_SCRIPT, *args], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [CONSOLE_SCRIPT, *args], check=False, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_version_from_the_installed_console_script():
@@ -30,8 +32,13 @@ def test_help_lists_the_registered_commands():
 
 
 def test_python_dash_m_runs_the_same_cli():
-    done = subprocess.run([sys.executable, "-m", "scalekit", "--version"], capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "scalekit", "--version"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and scalekit.__version__ in done.stdout
 
 

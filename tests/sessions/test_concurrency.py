@@ -21,7 +21,7 @@ def overlapping(app, cookies, paths):
     def run(path):
         try:
             responses[path] = Client(app, cookies=dict(cookies)).get(path)
-        except Exception as exc:  # reported by the assertion below
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(path,)) for path in paths]

@@ -411,7 +411,7 @@ def test_each_thread_gets_its_own_connection(postgres_url, app_name):
                 seen.append(store.load(SID).data)
                 barrier.wait(10)  # all three connections are open now
                 barrier.wait(10)
-            except Exception as exc:  # reported below
+            except Exception as exc:  # noqa: BLE001 - reported below
                 errors.append(exc)
 
         threads = [threading.Thread(target=use) for _ in range(3)]

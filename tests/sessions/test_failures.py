@@ -32,7 +32,7 @@ class Outage:
         self.kind, self.tmp_path, self.server = kind, tmp_path, None
         self.options = {"dead_timeout": 1} if kind == "memcache" else {}
 
-    def __enter__(self) -> Outage:
+    def __enter__(self) -> Outage:  # noqa: PYI034 - typing.Self needs Python 3.11
         servers = {"redis": RedisServer, "memcache": MemcachedServer, "postgres": PostgresServer}
         if self.kind in servers:
             self.server = servers[self.kind]().start()

@@ -231,7 +231,7 @@ def test_a_folder_this_user_cannot_write_raises_store_unavailable(app_name):
                 os.setuid(pwd.getpwnam("nobody").pw_uid)
                 _check_read_only(folder, app_name)
                 code = 0
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - the forked child reports and exits
                 print(f"child failed: {exc!r}")
             finally:
                 os._exit(code)

@@ -42,7 +42,7 @@ def test_workers_forked_after_preload_share_no_connections(served):
     def browse(user):
         try:
             results[user] = session_counts(served, 20)
-        except Exception as exc:  # reported by the assertion below
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
     threads = [threading.Thread(target=browse, args=(user,)) for user in range(6)]

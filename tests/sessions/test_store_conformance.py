@@ -182,7 +182,7 @@ def test_concurrent_compare_and_set_loses_no_update(store):
                     record = store.load(SID)
                     if store.save(SID, str(int(record.data) + 1).encode(), 60, record.version):
                         break
-        except Exception as exc:  # surfaced below
+        except Exception as exc:  # noqa: BLE001 - surfaced below
             errors.append(exc)
 
     threads = [threading.Thread(target=increment, args=(15,)) for _ in range(4)]

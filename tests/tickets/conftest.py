@@ -32,7 +32,7 @@ def ticket_of(fail: Callable[[], None], at: float | None = None, app: str = "sho
     """The ticket of what ``fail`` raises, created at the Unix time ``at``."""
     try:
         fail()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the test's function raises
         ticket = build(exc, ENVIRON, app=app, request_id="req-1")
     else:
         raise AssertionError("did not raise")

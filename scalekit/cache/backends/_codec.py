@@ -35,7 +35,7 @@ def dump(key: str, value: Any, serializer: str) -> tuple[str, bytes]:
     if serializer == "pickle":
         try:
             return "p", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all told here
             raise SerializationError(
                 f"cache key {key!r}: the value cannot be pickled: {exc}"
             ) from None
@@ -64,5 +64,5 @@ def load(fmt: str, data: bytes, serializer: str) -> Any:
         return pickle.loads(data)
     except Corrupt:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever stored bytes make the decoder raise
         raise Corrupt(f"the value cannot be decoded ({type(exc).__name__}: {exc})") from None

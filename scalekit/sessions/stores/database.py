@@ -476,7 +476,7 @@ class DatabaseStore(SessionStore):
     def _rollback(self, db: DAL) -> None:
         try:
             db.rollback()
-        except Exception:  # the connection is gone: reopen on next use
+        except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
             if self._db is None:
                 self._local.opened = None
                 self._close_dal(db)
