@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from scalekit._http import prefers_json
 from scalekit.errors import ConfigError
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
@@ -141,7 +142,7 @@ class MaintenanceMiddleware:
             state.mode != DOWN
             and self.page_url is not None
             and environ.get("CONTENT_TYPE", "").lower().startswith(_FORM_TYPES)
-            and not _wants_json(environ)
+            and not prefers_json(environ.get("HTTP_ACCEPT", ""))
         ):
             location = environ.get("SCRIPT_NAME", "").rstrip("/") + self.page_url
             start_response("303 See Other", [
@@ -161,7 +162,7 @@ class MaintenanceMiddleware:
     def _page(self, state: State, status: str, environ: dict, start_response: Callable):
         retry = self.retry_seconds(state)
         end = state.end and format_time(state.end)
-        if _wants_json(environ):
+        if prefers_json(environ.get("HTTP_ACCEPT", "")):
             document = {"error": "maintenance", "mode": state.mode, "message": state.text,
                         "retry_after": retry, "end": end}  # fmt: skip
             body = json.dumps(document).encode()
@@ -204,26 +205,3 @@ def _read_page(path: str) -> str:
             return file.read()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read the maintenance page {path}: {exc}") from None
-
-
-def _wants_json(environ: dict) -> bool:
-    """True when ``Accept`` ranks JSON above HTML (``Accept: application/json``)."""
-    accept = environ.get("HTTP_ACCEPT", "")
-    if "json" not in accept:
-        return False
-    best = {"json": 0.0, "html": 0.0}
-    for item in accept.lower().split(","):
-        kind, *params = item.split(";")
-        kind = kind.strip()
-        q = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip() == "q":
-                try:
-                    q = float(value)
-                except ValueError:
-                    q = 0.0
-        for name, found in best.items():
-            if kind.endswith(("/" + name, "+" + name)):
-                best[name] = max(found, q)
-    return best["json"] > best["html"]

@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
+from scalekit._http import prefers_json
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, request_id, scrub_text, versions
 
@@ -135,27 +136,9 @@ class _Guarded:
             close()
 
 
-def wants_json(accept: str) -> bool:
-    """True if the Accept header prefers JSON over HTML."""
-    best: dict[str, float] = {}
-    for part in accept.lower().split(","):
-        kind, *params = (item.strip() for item in part.split(";"))
-        quality = 1.0
-        for param in params:
-            if param.startswith("q="):
-                try:
-                    quality = float(param[2:])
-                except ValueError:
-                    quality = 0.0
-        best[kind] = max(quality, best.get(kind, 0.0))
-    json_q = max(best.get("application/json", 0.0), best.get("application/*", 0.0) / 2)
-    html_q = max(best.get("text/html", 0.0), best.get("*/*", 0.0) / 2)
-    return json_q > html_q
-
-
 def error_body(accept: str, ticket: str | None, request: str) -> tuple[str, bytes]:
     """The 500 page's content type and bytes: the ticket id, no details of the error."""
-    if wants_json(accept):
+    if prefers_json(accept):
         data = {"error": "internal server error", "ticket": ticket, "request_id": request}
         return "application/json", json.dumps(data).encode()
     said = (

@@ -1,0 +1,35 @@
+"""HTTP helpers the pieces' error and maintenance pages share."""
+
+from __future__ import annotations
+
+
+def prefers_json(accept: str) -> bool:
+    """True if an ``Accept`` header ranks JSON above HTML.
+
+    JSON is ``application/json`` or any ``+json`` type, HTML is ``text/html``; the
+    wildcards ``application/*`` and ``*/*`` count at half their q-value, so an explicit type
+    wins over them. A malformed q-value counts as 0.
+    """
+    accept = accept.lower()
+    if "json" not in accept and "application/*" not in accept:
+        return False  # the common browser header: nothing more to parse
+    best = {"json": 0.0, "html": 0.0}
+    for item in accept.split(","):
+        kind, *params = (part.strip() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if kind.endswith(("/json", "+json")):
+            best["json"] = max(best["json"], q)
+        elif kind == "application/*":
+            best["json"] = max(best["json"], q / 2)
+        elif kind.endswith(("/html", "+html")):
+            best["html"] = max(best["html"], q)
+        elif kind == "*/*":
+            best["html"] = max(best["html"], q / 2)
+    return best["json"] > best["html"]
