@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import threading
+from collections.abc import Hashable
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -53,3 +55,20 @@ def describe_os_error(exc: OSError) -> str:
             if os.path.lexists(prefix) and not os.path.isdir(prefix):
                 return f"{prefix} is a file, not a folder"
     return f"{path}: {exc.strerror or exc}" if path else str(exc)
+
+
+class ThreadStripes:
+    """Thread locks striped by key, taken with a file lock that excludes processes but
+    not the threads of one process (POSIX record locks; flock on NFS). A forked child
+    starts with free ones: a parent's thread may have held one."""
+
+    def __init__(self, count: int = 64):
+        self._count = count
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._locks = [threading.Lock() for _ in range(self._count)]
+
+    def __getitem__(self, key: Hashable) -> threading.Lock:
+        return self._locks[hash(key) % self._count]

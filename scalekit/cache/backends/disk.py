@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from time import time
 from typing import Any
 
-from scalekit._files import describe_os_error, replace_atomically
+from scalekit._files import ThreadStripes, describe_os_error, replace_atomically
 from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import (
     CacheBackend,
@@ -50,23 +50,8 @@ _LOCKS = ".locks"
 _LEASE = ".lease"
 _TMP = ".tmp-"
 _NAME = re.compile(r"[0-9a-f]{40}\Z")
-_STRIPES = 64
-
-
-def _new_stripes() -> list[threading.Lock]:
-    return [threading.Lock() for _ in range(_STRIPES)]
-
-
 # POSIX record locks exclude processes, not threads of one process: threads take these too.
-_thread_locks = _new_stripes()
-
-
-def _reset_thread_locks() -> None:
-    global _thread_locks
-    _thread_locks = _new_stripes()
-
-
-os.register_at_fork(after_in_child=_reset_thread_locks)
+_thread_locks = ThreadStripes()
 
 
 class DiskBackend(CacheBackend):
@@ -286,7 +271,7 @@ class DiskBackend(CacheBackend):
         file drops all of the process's record locks on it.
         """
         offset = int(path[-40:][2:9], 16)
-        with _thread_locks[offset % _STRIPES]:
+        with _thread_locks[offset]:
             fd = self._lock_fd(shard)
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)

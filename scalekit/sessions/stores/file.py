@@ -24,13 +24,12 @@ import fcntl
 import logging
 import os
 import secrets
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit._files import describe_os_error, replace_atomically
+from scalekit._files import ThreadStripes, describe_os_error, replace_atomically
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
@@ -55,31 +54,15 @@ _HEADER_MAX = 256  # a header line is well under this: magic, 16-hex token, ttl,
 _MUTEX = ".mutex"
 _LOCK_SUFFIX = ".lock"
 _TMP_INFIX = ".tmp-"
-_STRIPES = 64
-
-
-def _new_stripes() -> list[threading.Lock]:
-    return [threading.Lock() for _ in range(_STRIPES)]
-
-
 # flock excludes threads only on local file systems (on NFS it becomes a POSIX lock, which
 # a process holds once for all its threads), so threads also take one of these first.
-_thread_locks = _new_stripes()
-
-
-def _reset_thread_locks() -> None:
-    """A forked child starts with free locks (a parent thread may have held one)."""
-    global _thread_locks
-    _thread_locks = _new_stripes()
-
-
-os.register_at_fork(after_in_child=_reset_thread_locks)
+_thread_locks = ThreadStripes()
 
 
 @contextlib.contextmanager
 def _holding(shard: str, fd: int) -> Iterator[None]:
     """Hold the shard's thread lock, then the flock on its open ``.mutex`` file ``fd``."""
-    with _thread_locks[hash(shard) % _STRIPES]:
+    with _thread_locks[shard]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
 
