@@ -34,15 +34,7 @@ def in_process(
 ) -> Any:
     """Compute ``f`` under ``key``'s thread lock unless another thread just stored it."""
     with model.key_lock(key):
-        try:
-            entry = model.backend.get(key)
-        except StoreUnavailable as exc:
-            return model._down(exc, "read", key, f)
-        if entry is not None and model.fresh(entry, time_expire, since):
-            return entry.value
-        value = f()
-        model.store(key, value, time_expire)
-        return value
+        return _recheck_then_compute(model, key, f, time_expire, since)
 
 
 def leased(
@@ -73,9 +65,7 @@ def leased(
                 "cache %s: waited %gs for the worker computing %r; computing it here",
                 backend.kind, model.wait_timeout, key,
             )  # fmt: skip
-            value = f()
-            model.store(key, value, time_expire)
-            return value
+            return _compute(model, key, f, time_expire)
         time.sleep(delay)
         delay = min(delay * 2, _MAX_DELAY)
         try:
@@ -95,19 +85,29 @@ def _compute_holding(
     token: str,
 ) -> Any:
     """With the lease held: recheck (a holder may have just stored), compute, store, release."""
-    backend = model.backend
     try:
-        try:
-            entry = backend.get(key)
-        except StoreUnavailable as exc:
-            return model._down(exc, "read", key, f)
-        if entry is not None and model.fresh(entry, time_expire, since):
-            return entry.value
-        value = f()
-        model.store(key, value, time_expire)
-        return value
+        return _recheck_then_compute(model, key, f, time_expire, since)
     finally:
         try:
-            backend.release_lease(key, token)
+            model.backend.release_lease(key, token)
         except StoreUnavailable as exc:
             model._note_error(exc, "release the lease of", key)
+
+
+def _recheck_then_compute(
+    model: CacheModel, key: str, f: Callable[[], Any], time_expire: float | None, since: float
+) -> Any:
+    """The value another worker stored since ``since``, else ``f()`` computed and stored."""
+    try:
+        entry = model.backend.get(key)
+    except StoreUnavailable as exc:
+        return model._down(exc, "read", key, f)
+    if entry is not None and model.fresh(entry, time_expire, since):
+        return entry.value
+    return _compute(model, key, f, time_expire)
+
+
+def _compute(model: CacheModel, key: str, f: Callable[[], Any], time_expire: float | None) -> Any:
+    value = f()
+    model.store(key, value, time_expire)
+    return value
