@@ -72,3 +72,14 @@ class ThreadStripes:
 
     def __getitem__(self, key: Hashable) -> threading.Lock:
         return self._locks[hash(key) % self._count]
+
+
+def lease_bytes(token: str, expires: float) -> bytes:
+    """A lease (lock) file's content: its holder's token and the Unix time it ends."""
+    return f"{token}\n{expires!r}\n".encode()
+
+
+def parse_lease(raw: bytes) -> tuple[str, float]:
+    """The (token, end) in a lease file's bytes; ``ValueError`` if they are damaged."""
+    token, expires = raw.decode("utf-8").split("\n")[:2]
+    return token, float(expires)

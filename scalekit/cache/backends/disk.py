@@ -29,7 +29,13 @@ from collections.abc import Iterator
 from time import time
 from typing import Any
 
-from scalekit._files import ThreadStripes, describe_os_error, replace_atomically
+from scalekit._files import (
+    ThreadStripes,
+    describe_os_error,
+    lease_bytes,
+    parse_lease,
+    replace_atomically,
+)
 from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import (
     CacheBackend,
@@ -187,7 +193,7 @@ class DiskBackend(CacheBackend):
             holder = self._read_lease(lease)
             if holder is not None and holder[1] > time():
                 return False
-            self._write(shard, lease, f"{token}\n{time() + ttl!r}\n".encode())
+            self._write(shard, lease, lease_bytes(token, time() + ttl))
             return True
 
     def release_lease(self, key: str, token: str) -> bool:
@@ -309,9 +315,8 @@ class DiskBackend(CacheBackend):
         except OSError as exc:
             raise self._unavailable("read", exc) from exc
         try:
-            token, expires = raw.decode("utf-8").split("\n")[:2]
-            return token, float(expires)
-        except (UnicodeDecodeError, ValueError):
+            return parse_lease(raw)
+        except ValueError:
             log.warning("corrupt disk cache lease %s: treated as expired", path)
             return None
 

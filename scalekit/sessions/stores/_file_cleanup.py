@@ -22,6 +22,7 @@ import stat
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
+from scalekit._files import parse_lease
 from scalekit.errors import ConfigError
 from scalekit.sessions.stores.base import SESSION_ID, CleanupStats, Progress, now
 from scalekit.sessions.stores.file import (
@@ -346,6 +347,6 @@ class Sweep:
         finally:
             os.close(fd)
         try:
-            return float(raw.decode("utf-8").split("\n")[1])
-        except (UnicodeDecodeError, ValueError, IndexError):
+            return parse_lease(raw)[1]
+        except ValueError:
             return float("-inf")

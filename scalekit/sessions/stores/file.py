@@ -29,7 +29,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit._files import ThreadStripes, describe_os_error, replace_atomically
+from scalekit._files import (
+    ThreadStripes,
+    describe_os_error,
+    lease_bytes,
+    parse_lease,
+    replace_atomically,
+)
 from scalekit.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores.base import (
     ANY,
@@ -219,8 +225,7 @@ class FileStore(SessionStore):
             holder = self._read_lock(lock_path)
             if holder is not None and holder[1] > now():
                 return False
-            content = f"{token}\n{now() + ttl!r}\n".encode()
-            self._write(shard, sid, lock_path, content, sync=False)
+            self._write(shard, sid, lock_path, lease_bytes(token, now() + ttl), sync=False)
             return True
 
     def unlock(self, sid: str, token: str) -> None:
@@ -328,9 +333,8 @@ class FileStore(SessionStore):
         except OSError as exc:
             raise self._unavailable("read", exc) from exc
         try:
-            token, expires = raw.decode("utf-8").split("\n")[:2]
-            return token, float(expires)
-        except (UnicodeDecodeError, ValueError):
+            return parse_lease(raw)
+        except ValueError:
             log.warning("corrupt session lock file %s: treated as expired", path)
             return None
 
