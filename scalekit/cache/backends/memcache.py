@@ -171,20 +171,9 @@ class MemcacheBackend(ClientSettings, CacheBackend):
         name, _ = self._name(key)
         blob, expire = self._blob(key, value, ttl)
 
-        def command(conn: Client) -> bool:
-            for _ in range(5):
-                if conn.add(name, blob, expire, noreply=False):
-                    return True
-                found, cas = conn.gets(name)
-                if found is None:
-                    continue  # gone since the add: try again
-                if found[1] or self._live(key, found[0]):
-                    return False
-                if conn.cas(name, blob, cas, expire, noreply=False):  # replace an expired one
-                    return True
-            return False
-
-        return self._run("write", name, command)
+        return self._add_unless_live(
+            "write", name, blob, expire, lambda found: found[1] or self._live(key, found[0])
+        )
 
     def delete(self, key: str) -> bool:
         name, _ = self._name(key)
@@ -280,20 +269,9 @@ class MemcacheBackend(ClientSettings, CacheBackend):
         stamp = time.time()
         blob, expire = f"{token} {stamp + ttl!r}".encode(), _exptime(ttl)
 
-        def command(conn: Client) -> bool:
-            for _ in range(5):
-                if conn.add(name, blob, expire, noreply=False):
-                    return True
-                found, cas = conn.gets(name)
-                if found is None:
-                    continue
-                if _lease(found[0])[1] > stamp:
-                    return False
-                if conn.cas(name, blob, cas, expire, noreply=False):  # take over an expired one
-                    return True
-            return False
-
-        return self._run("take a lease", name, command)
+        return self._add_unless_live(
+            "take a lease", name, blob, expire, lambda found: _lease(found[0])[1] > stamp
+        )
 
     def release_lease(self, key: str, token: str) -> bool:
         name = self._lease_name(key)
@@ -369,6 +347,32 @@ class MemcacheBackend(ClientSettings, CacheBackend):
                 self, error=CacheUnavailable, label="cache", logger=log, serde=_Serde()
             )
         return cluster
+
+    def _add_unless_live(
+        self,
+        action: str,
+        name: bytes,
+        blob: bytes,
+        expire: int,
+        live: Callable[[tuple[bytes, int]], bool],
+    ) -> bool:
+        """Store ``blob`` unless an item ``live`` says is still in force holds ``name``; an
+        expired one is replaced with a compare-and-set. True if stored."""
+
+        def command(conn: Client) -> bool:
+            for _ in range(5):
+                if conn.add(name, blob, expire, noreply=False):
+                    return True
+                found, cas = conn.gets(name)
+                if found is None:
+                    continue  # gone since the add: try again
+                if live(found):
+                    return False
+                if conn.cas(name, blob, cas, expire, noreply=False):
+                    return True
+            return False
+
+        return self._run(action, name, command)
 
     def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
         return self._cluster_for().run(action, key, command)
