@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -111,6 +112,34 @@ class Server(abc.ABC):
             yield self
         finally:
             self.stop()
+
+    def freeze(self) -> None:
+        """Stop the process (SIGSTOP) and wait until every thread of it has stopped (the
+        signal takes effect asynchronously): connections stay open, nothing answers."""
+        self.process.send_signal(signal.SIGSTOP)
+        deadline, tasks = time.monotonic() + 5, f"/proc/{self.process.pid}/task"
+        while time.monotonic() < deadline:
+            states = []
+            for task in os.listdir(tasks):
+                with open(f"{tasks}/{task}/stat") as stat:
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            if all(state in "tT" for state in states):
+                return
+            time.sleep(0.01)
+        raise ServerStartError(f"{self.name} did not stop on SIGSTOP: thread states {states}")
+
+    def thaw(self) -> None:
+        """Let a frozen process run again (SIGCONT)."""
+        self.process.send_signal(signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Frozen (see :meth:`freeze`) for the body, running again after it."""
+        self.freeze()
+        try:
+            yield
+        finally:
+            self.thaw()
 
     def _wait_until_answering(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

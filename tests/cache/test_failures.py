@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import time
 
 import pytest
@@ -40,11 +38,11 @@ class Outage:
 
     @contextlib.contextmanager
     def down(self):
-        os.kill(self.server.process.pid, signal.SIGSTOP)
+        self.server.freeze()
         try:
             yield
         finally:
-            os.kill(self.server.process.pid, signal.SIGCONT)
+            self.server.thaw()
             time.sleep(0.3)  # memcache: past retry_timeout, the node is tried again
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import time
 
 import pytest
@@ -35,9 +34,8 @@ def test_redis_unreachable_keeps_the_last_state_and_logs_once(private_redis, app
                                  cache_seconds=0, retry_seconds=0)  # fmt: skip
     flag.write(State("read-only", "Failover"))
     assert call(site, method="POST").status == 503
-    pid = private_redis.process.pid
     if how == "sigstop":
-        os.kill(pid, signal.SIGSTOP)
+        private_redis.freeze()
     else:
         private_redis.stop()
     try:
@@ -48,7 +46,7 @@ def test_redis_unreachable_keeps_the_last_state_and_logs_once(private_redis, app
         assert time.monotonic() - started < 6 * 0.25 + 1.5  # short timeouts
     finally:
         if how == "sigstop":
-            os.kill(pid, signal.SIGCONT)
+            private_redis.thaw()
     logged = errors(caplog)
     assert len(logged) == 1, logged  # rate-limited: the first failure only
     assert "cannot read the maintenance flag" in logged[0]

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import time
 
 import pytest
@@ -53,11 +51,11 @@ class Outage:
     @contextlib.contextmanager
     def down(self):
         if self.kind in ("redis", "memcache"):
-            os.kill(self.server.process.pid, signal.SIGSTOP)
+            self.server.freeze()
             try:
                 yield
             finally:
-                os.kill(self.server.process.pid, signal.SIGCONT)
+                self.server.thaw()
                 if self.kind == "memcache":  # a failed node is skipped for dead_timeout
                     time.sleep(self.options["dead_timeout"] + 0.2)
         elif self.kind == "postgres":

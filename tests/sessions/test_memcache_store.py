@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import secrets
-import signal
 import tempfile
 import time
 from collections.abc import Iterator
@@ -85,22 +83,6 @@ def extra_memcached() -> Iterator[MemcachedServer]:
     """A memcached of this test's own, which the test may stop."""
     with MemcachedServer().running() as server:
         yield server
-
-
-def freeze(server: MemcachedServer) -> None:
-    """Stop ``server``'s process (SIGSTOP): connections still open, nothing answers."""
-    server.process.send_signal(signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    tasks = f"/proc/{server.process.pid}/task"
-    while time.monotonic() < deadline:  # the signal takes effect asynchronously
-        states = []
-        for task in os.listdir(tasks):
-            with open(f"{tasks}/{task}/stat") as stat:
-                states.append(stat.read().rsplit(")", 1)[1].split()[0])
-        if all(state in "tT" for state in states):
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"memcached {server.address} did not stop: {states}")
 
 
 def timed(call) -> tuple[float, BaseException | None]:
@@ -209,7 +191,7 @@ def test_a_hung_node_costs_one_timeout_then_is_skipped(
     try:
         on_live = session_on(store, (live, hung), app_name, live)
         on_hung = session_on(store, (live, hung), app_name, hung)
-        freeze(hung)
+        hung.freeze()
         took, error = timed(lambda: store.load(on_hung))
         assert isinstance(error, StoreUnavailable) and 0.4 < took < 1.5
         assert "timed out" in str(error)
@@ -222,7 +204,7 @@ def test_a_hung_node_costs_one_timeout_then_is_skipped(
             assert isinstance(error, StoreUnavailable) and took < 0.1
         assert store.load(on_live).data == b"data of " + on_live.encode()
     finally:
-        hung.process.send_signal(signal.SIGCONT)
+        hung.thaw()
         store.close()
 
 

@@ -220,13 +220,13 @@ def test_redis_stopped_mid_run_reports_and_loses_nothing_that_should_stay(privat
 
     def stop_after_two_batches(stats):
         if stats.examined == 100:
-            os.kill(private_redis.process.pid, signal.SIGSTOP)
+            private_redis.freeze()
 
     try:
         with pytest.raises(StoreUnavailable, match="failed to clean up sessions"):
             store.cleanup(time.time() - 3600, batch=50, progress=stop_after_two_batches)
     finally:
-        os.kill(private_redis.process.pid, signal.SIGCONT)
+        private_redis.thaw()
     assert all(store.load(sid(n)) for n in range(300, 310))
     store.cleanup(time.time() - 3600)
     assert [n for n in range(310) if store.load(sid(n))] == list(range(300, 310))
@@ -239,9 +239,8 @@ def test_the_loop_survives_an_outage_and_cleans_on_the_next_pass(private_redis, 
     )  # fmt: skip
     try:
         time.sleep(1)
-        os.kill(private_redis.process.pid, signal.SIGSTOP)
-        time.sleep(2.5)
-        os.kill(private_redis.process.pid, signal.SIGCONT)
+        with private_redis.frozen():
+            time.sleep(2.5)
         old = int((time.time() - 7200) * 1000)
         store, _ = fill_redis(private_redis.url, app_name, 20, old)
         deadline = time.monotonic() + 10
