@@ -4,27 +4,34 @@ Used by the Redis session store and the Redis cache backend, so both read the sa
 options, connect the same way (TCP, TLS with ``rediss://``, unix sockets) and run their Lua
 scripts the same way (``EVALSHA``, loading the script when the server answers NOSCRIPT).
 
-Per-request commands take a lean path, :meth:`LazyRedis.call`: redis-py's connections and
-reply parser (hiredis when installed) without its client layers. On a 2-CPU VM that cuts a
-loopback command from about 180 µs to 125 µs; the rest is the network round trip.
+Per-request commands take a lean path, :meth:`LazyRedis.call`: redis-py opens each
+connection (AUTH, SELECT, TLS), then, over TCP and unix sockets with hiredis installed, the
+command is written and its reply read straight on a blocking socket whose timeouts are
+kernel socket options (``SO_RCVTIMEO``/``SO_SNDTIMEO``). A Python socket with a timeout
+polls before every send and receive; this path makes two system calls per command instead
+of four, and skips redis-py's client layers. On a 2-CPU VM a loopback command takes about
+33 µs this way, 80 µs through ``redis.Redis``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import socket
+import struct
 import threading
 from collections import deque
 from typing import Any
 
 import redis
+from redis._parsers import BaseParser
 
 from scalekit.urls import RedisURL
 
 try:
-    from hiredis import pack_command as _hiredis_pack
-except ImportError:  # the hiredis extra is not installed: redis-py packs in Python
-    _hiredis_pack = None
+    import hiredis
+except ImportError:  # the hiredis extra is not installed: redis-py does the I/O
+    hiredis = None
 
 __all__ = ["REDIS_OPTIONS", "LazyRedis"]
 
@@ -80,7 +87,7 @@ class LazyRedis:
         self._client_pid = 0
         self._sha1: dict[str, str] = {}
         self._max_connections = max_connections
-        self._idle: deque[redis.Connection] = deque()
+        self._idle: deque[_Link] = deque()
         self._slots: threading.BoundedSemaphore | None = None
         self._idle_pid = 0
 
@@ -124,27 +131,26 @@ class LazyRedis:
             if slots is not None:
                 slots.release()
 
-    def _run(self, connection: redis.Connection, args: tuple) -> Any:
+    def _run(self, link: _Link, args: tuple) -> Any:
         try:
-            if _hiredis_pack is None:
-                connection.send_command(*args)
-            else:  # 1.4 µs instead of 4.5 for a session save
-                connection.send_packed_command([_hiredis_pack(args)])
-            reply = connection.read_response()
+            reply = link.execute(args)
         except redis.ResponseError:
-            self._idle.append(connection)
+            self._idle.append(link)
             raise
         except BaseException:
-            connection.disconnect()
+            link.close()
             raise
-        self._idle.append(connection)
+        self._idle.append(link)
         return reply
 
-    def _new_connection(self) -> redis.Connection:
+    def _new_connection(self) -> _Link:
         options = dict(self.pool_options)
         options.pop("max_connections")
         connection_class = options.pop("connection_class", redis.Connection)
-        return connection_class(protocol=2, **options)
+        connection = connection_class(protocol=2, **options)
+        if hiredis is None or connection_class is redis.SSLConnection:
+            return _Link(connection)
+        return _SocketLink(connection, options["socket_timeout"], self.settings.masked)
 
     @property
     def _wait_for_slot(self) -> float:
@@ -183,6 +189,58 @@ class LazyRedis:
     def _drop_idle(self) -> None:
         while True:
             try:
-                self._idle.pop().disconnect()
+                self._idle.pop().close()
             except IndexError:
                 return
+
+
+class _Link:
+    """One lean-path connection, its I/O done by redis-py (TLS, or no hiredis)."""
+
+    def __init__(self, connection: redis.Connection):
+        self.connection = connection
+
+    def execute(self, args: tuple) -> Any:
+        self.connection.send_command(*args)
+        return self.connection.read_response()
+
+    def close(self) -> None:
+        self.connection.disconnect()
+
+
+class _SocketLink(_Link):
+    """A connection whose commands go straight over its blocking socket, read by hiredis."""
+
+    def __init__(self, connection: redis.Connection, timeout: float | None, server: str):
+        super().__init__(connection)
+        self.server = server
+        connection.connect()  # redis-py's handshake: AUTH, SELECT, CLIENT SETNAME...
+        self.sock = connection._sock
+        self.sock.settimeout(None)  # no poll() before each call: the kernel keeps the timeout
+        seconds = int(timeout or 0)
+        limit = struct.pack("ll", seconds, int(((timeout or 0) - seconds) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        self.reader = hiredis.Reader(
+            protocolError=redis.exceptions.InvalidResponse,
+            replyError=BaseParser.parse_error,
+        )
+
+    def execute(self, args: tuple) -> Any:
+        sock, reader = self.sock, self.reader
+        try:
+            sock.sendall(hiredis.pack_command(args))
+            reply = reader.gets()
+            while reply is False:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise redis.ConnectionError(f"Redis at {self.server} closed the connection")
+                reader.feed(chunk)
+                reply = reader.gets()
+        except BlockingIOError:  # EAGAIN: SO_RCVTIMEO or SO_SNDTIMEO ran out
+            raise redis.TimeoutError(f"timeout talking to Redis at {self.server}") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"Redis at {self.server}: {exc}") from None
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply

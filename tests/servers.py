@@ -210,6 +210,44 @@ class RedisServer(_ForegroundServer):
             return client.ping()
 
 
+class TlsRedisServer(RedisServer):
+    """redis-server answering TLS only, with a self-signed certificate for 127.0.0.1 made by
+    openssl in its folder (``ca_path``: the certificate clients trust)."""
+
+    name = "redis-tls"
+
+    @property
+    def ca_path(self) -> str:
+        return os.path.join(self.workdir, "cert.pem")
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.ca_path}"
+
+    def command(self) -> list[str]:
+        key = os.path.join(self.workdir, "key.pem")
+        subprocess.run(
+            [find_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+             "-keyout", key, "-out", self.ca_path, "-days", "1", "-subj", "/CN=127.0.0.1",
+             "-addext", "subjectAltName=IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return [
+            find_binary("redis-server"),
+            "--bind", "127.0.0.1", "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", self.ca_path, "--tls-key-file", key,
+            "--tls-ca-cert-file", self.ca_path, "--tls-auth-clients", "no",
+            "--dir", self.workdir, "--save", "", "--appendonly", "no",
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1, ssl=True,
+                         ssl_ca_certs=self.ca_path) as client:  # fmt: skip
+            return client.ping()
+
+
 class MemcachedServer(_ForegroundServer):
     """memcached on TCP only (no UDP), 64 MB of memory."""
 

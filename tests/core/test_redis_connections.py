@@ -13,9 +13,11 @@ import time
 import pytest
 import redis
 
+from scalekit import sessions
 from scalekit._redis import LazyRedis
+from scalekit.errors import StoreUnavailable
 from scalekit.urls import parse
-from tests.servers import RedisServer
+from tests.servers import RedisServer, TlsRedisServer
 
 
 def lazy(url: str, **options) -> LazyRedis:
@@ -55,12 +57,33 @@ def test_a_timed_out_connection_is_closed_so_its_late_reply_is_never_read():
     with RedisServer().running() as server:
         client = lazy(server.url, socket_timeout=0.3)
         client.call("SET", "answer", b"42")
-        with server.frozen(), pytest.raises(redis.TimeoutError):
+        with server.frozen(), pytest.raises(redis.TimeoutError, match="timeout"):
+            started = time.monotonic()
             client.call("SET", "late", b"written after the timeout")
+        assert time.monotonic() - started < 2  # socket_timeout=0.3 bounds the wait
         # The late "OK" for SET went to a closed socket, not to the next command.
         assert client.call("GET", "answer") == b"42"
         assert client.call("GET", "late") == b"written after the timeout"
         client.close()
+
+
+def test_a_reply_larger_than_one_read_arrives_whole(client):
+    value = os.urandom(3 * 1024 * 1024)
+    client.call("SET", "lean:big", value)
+    assert client.call("GET", "lean:big") == value
+    assert client.call("STRLEN", "lean:big") == len(value)
+
+
+def test_rediss_talks_tls_and_checks_the_certificate():
+    with TlsRedisServer().running() as server:
+        store = sessions.open_store(server.url, app="tls")
+        assert store.save("s" * 32, b"over TLS", 60, None)
+        assert store.load("s" * 32).data == b"over TLS"
+        assert store.client.ping()  # the pipeline client goes over TLS too
+        store.close()
+        untrusting = sessions.open_store(server.url.partition("?")[0], app="tls")
+        with pytest.raises(StoreUnavailable, match=r"(?i)certificate"):
+            untrusting.load("s" * 32)
 
 
 def test_a_down_server_raises_a_connection_error_quickly():
@@ -129,7 +152,7 @@ import sys
 sys.modules["hiredis"] = None  # as if the package were not installed: import fails
 from scalekit import _redis
 from scalekit.urls import parse
-assert _redis._hiredis_pack is None
+assert _redis.hiredis is None
 client = _redis.LazyRedis(parse({redis_url!r}))
 assert client.call("SET", "lean:plain", b"\\x00bytes", "EX", 60) == b"OK"
 assert client.call("GET", "lean:plain") == b"\\x00bytes"
