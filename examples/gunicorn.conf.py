@@ -18,6 +18,9 @@ preload_app = True
 graceful_timeout = 10
 # X-Forwarded-For / -Proto are believed from the local proxy only (haproxy, nginx).
 forwarded_allow_ips = "127.0.0.1"
+# Each worker's heartbeat touches a file per request: on a RAM file system, not the disk's
+# journal (gunicorn's own advice; /dev/shm is tmpfs on Linux).
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # No control socket (gunicorn 24+): several nodes on one machine would share its path.
 control_socket_disable = True
 
