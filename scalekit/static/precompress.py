@@ -14,12 +14,17 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
+from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from scalekit.static import manifest
 from scalekit.static.manifest import MANIFEST_NAME, TEMP_SUFFIX, Entry
 from scalekit.static.variants import SUFFIXES, Options, Result, Task, run_batch
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 MODES = ("write", "dry-run", "check")
 _BATCH_BYTES = 4 << 20  # small files travel to the workers in batches of about this much
@@ -89,7 +94,9 @@ def precompress(
         pool: list[ProcessPoolExecutor] = []
 
         def executor() -> ProcessPoolExecutor:
-            if not pool:
+            if not pool:  # imported here: a run with nothing to compress starts no pool
+                from concurrent.futures import ProcessPoolExecutor
+
                 pool.append(stack.enter_context(ProcessPoolExecutor(jobs)))
             return pool[0]
 
@@ -114,6 +121,7 @@ def _one_tree(
     before = len(entries), report.removed
     tasks: list[tuple[int, Task]] = []
     seen: set[str] = set()
+    key = options.key
     for folder, rel, name, st in _walk(root, clean and mode == "write"):
         path = os.path.join(folder, name)
         prior = entries.get(rel)
@@ -123,7 +131,7 @@ def _one_tree(
                 _drop(path, rel, prior, entries, mode, report)
             continue
         seen.add(rel)
-        if prior is not None and _fresh(path, prior, st, options.key):
+        if prior is not None and _fresh(path, prior, st, key):
             report.count_unchanged(prior.variants)
         else:
             tasks.append((st.st_size, Task(path, rel, prior)))
@@ -143,6 +151,9 @@ def _one_tree(
         manifest.save(root, entries)
 
 
+_NAME = attrgetter("name")
+
+
 def _walk(root: str, remove_temps: bool) -> Iterator[tuple[str, str, str, os.stat_result]]:
     """(folder, relative path, name, stat) of each source under ``root``, sorted. Files
     named ``*.gz`` / ``*.br`` (variants, or archives), the manifest and temp files are not
@@ -153,7 +164,7 @@ def _walk(root: str, remove_temps: bool) -> Iterator[tuple[str, str, str, os.sta
     while pending:
         folder, prefix = pending.pop()
         with os.scandir(folder) as scan:
-            items = sorted(scan, key=lambda item: item.name)
+            items = sorted(scan, key=_NAME)
         subfolders = []
         for item in items:
             name = item.name
