@@ -42,10 +42,7 @@ class Signer:
 
     def verify(self, message: bytes, signature: bytes) -> bool:
         """True if any of the secrets signed ``message`` with ``signature``."""
-        for key in self._keys:
-            if hmac.compare_digest(key.mac(message), signature):
-                return True
-        return False
+        return any(hmac.compare_digest(key.mac(message), signature) for key in self._keys)
 
 
 class _PaddedKey:
