@@ -29,6 +29,12 @@ log = logging.getLogger("scalekit.sessions")
 
 FAIL_CLOSED, FAIL_OPEN = "fail_closed", "fail_open"
 StoreFailure = (StoreUnavailable, ConflictError)
+_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
+
+
+def _all_immutable(data: dict) -> bool:
+    """No value can change in place: with no key set or deleted, the data is as loaded."""
+    return all(type(value) in _IMMUTABLE for value in data.values())
 
 
 class SessionEngine:
@@ -160,16 +166,17 @@ class SessionEngine:
             self.store.delete(old_sid)
             object.__setattr__(session, "_sid", None)
             return [self.cookie.delete_header(https=session._https)]
-        body = self.codec.body(session._created, data)
         if record is None:
-            return self._create(session, body)
-        if body == session._body:
-            if self.touch_after is not None and now() - record.touched_at >= self.touch_after:
-                self.store.touch(old_sid, self.ttl)
+            return self._create(session, self.codec.body(session._created, data))
+        if session._dirty or not _all_immutable(data):  # else nothing can have changed
+            body = self.codec.body(session._created, data)
+            if body != session._body:
+                self._save_merging(session, body)
                 return self._cookie_refresh(session)
-            return self._cookie_refresh(session, touched=False)
-        self._save_merging(session, body)
-        return self._cookie_refresh(session)
+        if self.touch_after is not None and now() - record.touched_at >= self.touch_after:
+            self.store.touch(old_sid, self.ttl)
+            return self._cookie_refresh(session)
+        return self._cookie_refresh(session, touched=False)
 
     def _create(self, session: Session, body: bytes) -> list[tuple[str, str]]:
         while True:

@@ -23,6 +23,7 @@ class Session(MutableMapping):
         "_created",
         "_data",
         "_degraded",
+        "_dirty",
         "_engine",
         "_failure",
         "_forgotten",
@@ -47,6 +48,7 @@ class Session(MutableMapping):
         setattr_(self, "_lock", None)
         setattr_(self, "_renew", False)
         setattr_(self, "_degraded", False)
+        setattr_(self, "_dirty", False)  # a key was set or deleted in this request
         setattr_(self, "_forgotten", False)
         setattr_(self, "_secure", False)
 
@@ -69,9 +71,11 @@ class Session(MutableMapping):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._items[key] = value
+        object.__setattr__(self, "_dirty", True)
 
     def __delitem__(self, key: str) -> None:
         del self._items[key]
+        object.__setattr__(self, "_dirty", True)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._items)
@@ -93,10 +97,11 @@ class Session(MutableMapping):
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_"):
             raise AttributeError(f"session attributes cannot start with '_': {name}")
-        self._items[name] = value
+        self[name] = value
 
     def __delattr__(self, name: str) -> None:
         self._items.pop(name, None)
+        object.__setattr__(self, "_dirty", True)
 
     def __repr__(self) -> str:
         state = "not loaded" if self._data is None else repr(self._data)
@@ -132,6 +137,7 @@ class Session(MutableMapping):
     def clear(self) -> None:
         """Remove all data; an emptied stored session is deleted and its cookie removed."""
         self._items.clear()
+        object.__setattr__(self, "_dirty", True)
 
     def secure(self) -> None:
         """Send this session's cookie with the Secure flag (HTTPS only) from now on."""

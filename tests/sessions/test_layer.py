@@ -479,3 +479,28 @@ def test_an_app_that_restarts_its_response_saves_once(store, redis_client):
     response = Client(app).get("/")
     assert response.status == 500 and response.header("Set-Cookie")
     assert commands(redis_client) == {"evalsha": 1}
+
+
+def test_each_kind_of_change_is_saved_and_a_missing_pop_writes_nothing(store, redis_client):
+    """Requests that set, delete or clear keys are saved; a request that only reads (a pop
+    of a key that is not there included) writes nothing."""
+    actions = {
+        **ACTIONS,
+        "/pop-missing": lambda s, e: s.pop("flash", "none"),
+        "/pop": lambda s, e: s.pop("user"),
+        "/attr": lambda s, e: setattr(s, "user", "bea") or "ok",
+        "/delattr": lambda s, e: delattr(s, "user") or "ok",
+        "/same": lambda s, e: s.update(n=1) or "ok",
+    }
+    client, _ = make(store, actions)
+    client.get("/set")
+    reset(redis_client)
+    assert client.get("/pop-missing").text == "none"
+    assert client.get("/same").text == "ok"  # set to the value it holds: bytes unchanged
+    assert commands(redis_client) == {"hmget": 2}
+    assert client.get("/pop").text == "ann"
+    assert client.get("/read").text == '{"n": 1}'
+    client.get("/attr")
+    assert client.get("/read").text == '{"n": 1, "user": "bea"}'
+    client.get("/delattr")
+    assert client.get("/read").text == '{"n": 1}'
