@@ -28,9 +28,20 @@ MAX_FORM = 16 * 1024
 
 
 def index(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """The front page; it counts the signed-in user's views (a session write per view)."""
     session = sessions.current()
     if session.user:
         session.views = (session.views or 0) + 1
+    return _page(environ, start_response, session)
+
+
+def entries_page(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    """The same page, not counted: it only reads the session (one store round trip, no
+    write), as most pages of a signed-in user do."""
+    return _page(environ, start_response, sessions.current())
+
+
+def _page(environ: dict, start_response: Callable, session: sessions.Session) -> Iterable[bytes]:
     state = environ.get("scalekit.maintenance")  # set while maintenance is on
     body = templates.page(
         node=config.NODE, version=__version__, hits=counter.increment("hits"),
@@ -94,6 +105,7 @@ def healthz(environ: dict, start_response: Callable) -> Iterable[bytes]:
 
 ROUTES = {
     ("GET", "/"): index,
+    ("GET", "/entries"): entries_page,
     ("POST", "/sign-in"): sign_in,
     ("POST", "/sign-out"): sign_out,
     ("POST", "/entries"): sign,

@@ -61,6 +61,23 @@ def test_demo_signs_in_keeps_the_session_and_signs_the_guestbook(demo_url):
     assert status == 303
 
 
+def test_demo_entries_page_reads_the_session_without_counting(demo_url):
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="bea", password="secret")
+    status, headers, page = browser.get("/entries")  # shows the flash, and pops it
+    assert status == 200 and "Set-Cookie" not in headers
+    assert (field(page, "user"), field(page, "flash"), field(page, "views")) == (
+        "bea", "Signed in as bea.", "0",
+    )  # fmt: skip
+    for _ in range(3):
+        status, headers, page = browser.get("/entries")
+        assert (field(page, "user"), field(page, "flash"), field(page, "views")) == (
+            "bea", None, "0",
+        )  # fmt: skip
+    assert field(browser.get("/")[2], "views") == "1"
+    assert field(browser.get("/entries")[2], "views") == "1"
+
+
 def test_demo_fails_with_a_ticket_and_serves_precompressed_static(demo_url):
     status, headers, page = Browser(demo_url).get("/fail")
     assert status == 500 and headers["X-Ticket-ID"] in page
