@@ -110,7 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per case")
     args = parser.parse_args()
-    rounds, seconds = (1, 3) if args.quick else (3, 8)
+    rounds, seconds = (1, 3) if args.quick else (5, 8)
     print(f"wrk -t2 -c12 against haproxy; {rounds} round(s) of {seconds} s per case")
     print(f"{'case':<44}{'req/s':>8}{'p99 ms':>9}{'errors':>8}{'ratio':>8}")
     ok = True
