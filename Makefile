@@ -48,7 +48,7 @@ $(INSTALLED): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $@
 
-# The servers the tests start privately: redis-server, memcached, PostgreSQL, haproxy;
+# The servers the tests start privately: redis-server, memcached, PostgreSQL, MariaDB, haproxy;
 # wrk for benchmarks/cluster.py.
 sysdeps:
 	@missing=""; \
@@ -63,6 +63,7 @@ sysdeps:
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
 		|| missing="$$missing postgresql"; \
+	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \

@@ -1,4 +1,5 @@
-"""Session-wide real servers: one redis-server, two memcached, one PostgreSQL cluster.
+"""Session-wide real servers: one redis-server, two memcached, one PostgreSQL cluster, one
+MariaDB server.
 
 Each starts on first use on a free loopback port in its own temporary folder, and is stopped
 and removed at the end of the run, also when tests fail (pytest runs the code after
@@ -14,7 +15,14 @@ from typing import TypeVar
 
 import pytest
 
-from tests.servers import MemcachedServer, PostgresServer, RedisServer, Server, ServerStartError
+from tests.servers import (
+    MariaDBServer,
+    MemcachedServer,
+    PostgresServer,
+    RedisServer,
+    Server,
+    ServerStartError,
+)
 
 _S = TypeVar("_S", bound=Server)
 
@@ -62,3 +70,15 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """``postgres://postgres@127.0.0.1:<port>/scalekit_test`` of the private cluster."""
     return postgres_server.url
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[MariaDBServer]:
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, MariaDBServer())
+
+
+@pytest.fixture(scope="session")
+def mysql_url(mysql_server: MariaDBServer) -> str:
+    """``mysql://scalekit:...@127.0.0.1:<port>/scalekit_test`` of the private MariaDB."""
+    return mysql_server.url

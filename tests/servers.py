@@ -1,4 +1,4 @@
-"""Private redis-server, memcached and PostgreSQL processes for the tests.
+"""Private redis-server, memcached, PostgreSQL and MariaDB processes for the tests.
 
 Each server runs from a fresh temporary folder on a free loopback port. ``start()`` returns
 once the server answers a real request, or raises :class:`ServerStartError` carrying the tail
@@ -40,7 +40,11 @@ def free_port() -> int:
 def find_binary(name: str) -> str:
     """The path of a server program, also PostgreSQL's, which Debian keeps off PATH."""
     postgres_bins = glob.glob(f"/usr/lib/postgresql/*/bin/{name}")
-    found = shutil.which(name) or max(postgres_bins, key=_version_key, default=None)
+    found = (
+        shutil.which(name)
+        or shutil.which(name, path="/usr/sbin:/sbin")  # mariadbd, when PATH lacks sbin
+        or max(postgres_bins, key=_version_key, default=None)
+    )
     if not found:
         raise ServerStartError(f"{name} is not installed; `make test` installs it with apt-get")
     return found
@@ -365,6 +369,71 @@ class PostgresServer(Server):
         if self.workdir and os.path.exists(os.path.join(self.datadir, "postmaster.pid")):
             self.stop_cluster(check=False)
         super().stop()
+
+
+class MariaDBServer(_ForegroundServer):
+    """A MariaDB (MySQL) server made by mariadb-install-db, with one database and one user
+    with a password, on TCP; durability off, the data is thrown away after the tests.
+
+    As root, the server and its folder belong to ``nobody``. Setup goes through the unix
+    socket as the passwordless root; the tests connect over TCP as ``user``.
+    """
+
+    name = "mariadb"
+    database = "scalekit_test"
+    user = "scalekit"
+    password = "maria-secret"
+
+    @property
+    def datadir(self) -> str:
+        return os.path.join(self.workdir, "data")
+
+    @property
+    def socket_path(self) -> str:
+        return os.path.join(self.workdir, "mariadb.sock")
+
+    @property
+    def url(self) -> str:
+        return f"mysql://{self.user}:{self.password}@127.0.0.1:{self.port}/{self.database}"
+
+    def _owner(self) -> list[str]:
+        return ["--user=nobody"] if os.geteuid() == 0 else []
+
+    def _launch(self) -> None:
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            os.chown(self.workdir, nobody.pw_uid, nobody.pw_gid)
+        with open(self.log_path, "ab") as log:
+            subprocess.run(
+                [find_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.datadir}",
+                 "--auth-root-authentication-method=normal", "--skip-test-db", *self._owner()],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir, check=True,
+            )  # fmt: skip
+        super()._launch()
+
+    def command(self) -> list[str]:
+        return [
+            find_binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
+            f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket_path}",
+            f"--pid-file={os.path.join(self.workdir, 'mariadb.pid')}", "--skip-log-bin",
+            "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=0",
+            "--innodb-buffer-pool-size=64M", *self._owner(),
+        ]  # fmt: skip
+
+    def answers(self) -> bool:
+        import pymysql
+
+        admin = pymysql.connect(unix_socket=self.socket_path, user="root", connect_timeout=2)
+        try:
+            with admin.cursor() as cursor:
+                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+                cursor.execute(f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' "
+                               f"IDENTIFIED BY '{self.password}'")  # fmt: skip
+                cursor.execute(f"GRANT ALL ON {self.database}.* TO '{self.user}'@'127.0.0.1'")
+            admin.commit()
+        finally:
+            admin.close()
+        return True
 
 
 class PostgresReplica(PostgresServer):

@@ -10,7 +10,7 @@ from scalekit.sessions.stores import open_store
 from tests.servers import free_port
 
 #: Every backend the conformance suite runs on.
-STORE_KINDS = ["file", "sqlite", "postgres", "memcache", "memcache2", "redis"]
+STORE_KINDS = ["file", "sqlite", "postgres", "mysql", "memcache", "memcache2", "redis"]
 
 
 @pytest.fixture
@@ -27,6 +27,8 @@ def store_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
         return f"sqlite://{tmp_path}/sessions.sqlite"
     if kind == "postgres":
         return request.getfixturevalue("postgres_url")
+    if kind == "mysql":
+        return request.getfixturevalue("mysql_url")
     if kind == "memcache":
         return "memcache://" + request.getfixturevalue("memcached_servers")[0].address
     if kind == "memcache2":
@@ -45,6 +47,7 @@ def down_url_for(kind: str, tmp_path) -> str:
         "file": f"file://{blocker}/sessions",
         "sqlite": f"sqlite://{blocker}/sessions.sqlite",
         "postgres": f"postgres://postgres@127.0.0.1:{port}/scalekit_test",
+        "mysql": f"mysql://scalekit:pw@127.0.0.1:{port}/scalekit_test",
         "memcache": f"memcache://127.0.0.1:{port}",
         "memcache2": f"memcache://127.0.0.1:{port},127.0.0.1:{free_port()}",
         "redis": f"redis://127.0.0.1:{port}/0",

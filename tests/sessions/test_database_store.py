@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 
 import psycopg2
+import pymysql
 import pytest
 from pydal import DAL, Field
 
@@ -27,12 +28,12 @@ SID = "AbCdEfGhIjKlMnOpQrStUvWx"
 WEB2PY_KEY = "0e5e3bb2-bf8f-4b5a-9d4e-2b1d3f0a9c7e"  # a web2py unique_key (a uuid4)
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "mysql"])
 def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         (tmp_path / "databases").mkdir()
         return f"sqlite://{tmp_path}/databases/storage.sqlite"
-    return request.getfixturevalue("postgres_url")
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture
@@ -48,6 +49,11 @@ def connection(url: str) -> Iterator:
     settings = urls.parse(url)
     if isinstance(settings, urls.SQLiteURL):
         conn = sqlite3.connect(settings.path)
+    elif settings.dialect == "mysql":
+        conn = pymysql.connect(
+            host=settings.host, port=settings.port, user=settings.user,
+            password=settings.password, database=settings.database,
+        )  # fmt: skip
     else:
         conn = psycopg2.connect(
             host=settings.host, port=settings.port, user=settings.user, dbname=settings.database
@@ -62,7 +68,7 @@ def query(url: str, sql: str) -> list[tuple]:
     with connection(url) as conn:
         cursor = conn.cursor()
         cursor.execute(sql)
-        rows = cursor.fetchall() if cursor.description else []
+        rows = [tuple(row) for row in cursor.fetchall()] if cursor.description else []
         conn.commit()
         return rows
 
@@ -75,8 +81,17 @@ def columns(url: str, table: str) -> set[str]:
 
 
 def indexes(url: str, table: str) -> dict[str, str]:
+    """Each index's definition, as SQL text (MySQL's are made up from SHOW INDEX rows:
+    ``UNIQUE (a)``, ``(a, b)``)."""
     if url.startswith("sqlite"):
         sql = f"SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'"
+    elif url.startswith("mysql"):
+        made: dict[str, tuple[bool, list[str]]] = {}
+        for row in query(url, f"SHOW INDEX FROM {table}"):  # rows in column order
+            _, non_unique, name, _, column = row[:5]
+            made.setdefault(name, (not non_unique, []))[1].append(column)
+        return {name: ("UNIQUE " if unique else "") + f"({', '.join(cols)})"
+                for name, (unique, cols) in made.items()}  # fmt: skip
     else:
         sql = f"SELECT indexname, indexdef FROM pg_indexes WHERE tablename = '{table}'"
     return {name: definition or "" for name, definition in query(url, sql)}
@@ -195,15 +210,15 @@ def test_upgrades_a_web2py_table_made_by_pydal(db_url, app_name, tmp_path):
 
 def test_upgrades_a_web2py_table_without_its_table_files(db_url, app_name):
     table = f"web2py_session_{app_name}"
-    serial, blob_type = (
-        ("INTEGER PRIMARY KEY AUTOINCREMENT", "BLOB")
-        if db_url.startswith("sqlite")
-        else ("SERIAL PRIMARY KEY", "BYTEA")
-    )
+    serial, when, blob_type = {  # the column types web2py's DAL gave the table
+        "sqlite": ("INTEGER PRIMARY KEY AUTOINCREMENT", "TIMESTAMP", "BLOB"),
+        "postgres": ("SERIAL PRIMARY KEY", "TIMESTAMP", "BYTEA"),
+        "mysql": ("INT AUTO_INCREMENT PRIMARY KEY", "DATETIME", "LONGBLOB"),
+    }[db_url.split(":")[0]]
     query(
         db_url,
         f"CREATE TABLE {table} (id {serial}, locked CHAR(1), client_ip VARCHAR(64), "
-        "created_datetime TIMESTAMP, modified_datetime TIMESTAMP, "
+        f"created_datetime {when}, modified_datetime {when}, "
         f"unique_key VARCHAR(64), session_data {blob_type})",
     )
     data = base64.b64encode(pickle.dumps({"user": 1})).decode()

@@ -19,7 +19,7 @@ from tests.sessions.conftest import store_url_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLI = [sys.executable, "-m", "scalekit", "sessions2trash"]
-CLEANABLE = ["file", "sqlite", "postgres", "redis"]
+CLEANABLE = ["file", "sqlite", "postgres", "mysql", "redis"]
 
 
 def sid(n: int) -> str:

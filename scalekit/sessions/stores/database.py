@@ -14,7 +14,8 @@ Two tables per app (names override with ``table=``; locks then go to ``<table>_l
 
     scalekit_session_lock_<app>   session locks: session_id (UNIQUE), token, expires_at
 
-Datetimes are naive UTC. ``created_datetime`` and ``modified_datetime`` keep microseconds;
+Datetimes are naive UTC. ``created_datetime`` and ``modified_datetime`` keep microseconds
+(on MySQL/MariaDB, whose ``DATETIME`` columns pydal makes without a fraction, whole seconds);
 ``expires_datetime`` has whole seconds (pydal's precision) and is rounded up, so a record
 lives at least its TTL, and at most two seconds longer.
 
