@@ -4,6 +4,7 @@ import os
 import socket
 
 import psycopg2
+import pymysql
 import pytest
 import redis
 from pydal import DAL, Field
@@ -85,3 +86,20 @@ def test_stop_ends_the_process_frees_the_port_and_removes_files():
     assert not os.path.exists(workdir)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_mariadb_round_trip_as_the_user_with_a_password(mysql_server, mysql_url):
+    settings = urls.parse(mysql_url)
+    assert settings.password == mysql_server.password and mysql_server.password not in repr(
+        settings
+    )
+    connection = pymysql.connect(
+        host=settings.host, port=settings.port, user=settings.user,
+        password=settings.password, database=settings.database,
+    )  # fmt: skip
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 41 + 1, DATABASE(), CURRENT_USER()")
+            assert cursor.fetchone() == (42, "scalekit_test", "scalekit@127.0.0.1")
+    finally:
+        connection.close()

@@ -47,7 +47,7 @@ def table() -> str:
     return f"t_{secrets.token_hex(6)}"
 
 
-@pytest.fixture(params=["folder", "sqlite", "postgres"])
+@pytest.fixture(params=["folder", "sqlite", "postgres", "mysql"])
 def any_store(request, tmp_path, table) -> Iterator:
     """Each ticket store kind; yields (url, store)."""
     if request.param == "folder":
@@ -55,7 +55,7 @@ def any_store(request, tmp_path, table) -> Iterator:
     elif request.param == "sqlite":
         url = f"sqlite://{tmp_path}/tickets.sqlite"
     else:
-        url = request.getfixturevalue("postgres_url") + f"?table={table}"
+        url = request.getfixturevalue(f"{request.param}_url") + f"?table={table}"
     store = open_store(url)
     yield url, store
     store.close()
