@@ -61,6 +61,8 @@ SESSION_INDEXES: tuple[Index, ...] = (
     ("modified_datetime", ("modified_datetime",), False),
     ("expires_modified", ("expires_datetime", "modified_datetime"), False),
 )
+#: The session table's datetimes that keep microseconds (sessions2trash compares them).
+SESSION_PRECISE = ("created_datetime", "modified_datetime")
 #: Indexes earlier versions made, dropped on upgrade (``expires_modified`` replaces it).
 OBSOLETE_SESSION_INDEXES = ("expires_datetime",)
 LOCK_INDEXES: tuple[Index, ...] = (("session_id", ("session_id",), True),)
@@ -121,9 +123,11 @@ def migrate_table(
     fields: Callable[[], list[Field]],
     indexes: tuple[Index, ...],
     obsolete: tuple[str, ...] = (),
+    precise: tuple[str, ...] = (),
 ) -> Table:
     """Make table ``name`` match ``fields`` with pydal's migrations, guided by the live
-    table rather than by pydal's ``.table`` file alone, then create its indexes."""
+    table rather than by pydal's ``.table`` file alone, then create its indexes.
+    ``precise`` names datetime columns that must keep microseconds."""
     found = columns(db, name)
     if found is None:
         table = define_table(db, name, fields(), migrate=True)
@@ -137,6 +141,8 @@ def migrate_table(
             define_table(db, name, present, migrate=True, fake_migrate=True)
             log.info("session table %s: adding columns %s", name, ", ".join(missing))
         table = define_table(db, name, fields(), migrate=True, fake_migrate=not missing)
+    if precise and db._adapter.dbengine == "mysql":
+        _mysql_microseconds(db, table, precise)
     for suffix, on, unique in indexes:
         create_index(db, table, identifier(f"{name}_{suffix}"), on, unique)
     for suffix in obsolete:
@@ -164,6 +170,21 @@ def drop_index(db: DAL, table: Table, index: str) -> None:
         db.executesql(f"DROP INDEX IF EXISTS {quoted};")
     elif _mysql_index_exists(db, table, index):
         db.executesql(f"DROP INDEX {quoted} ON {table._rname};")
+
+
+def _mysql_microseconds(db: DAL, table: Table, names: tuple[str, ...]) -> None:
+    """Make MySQL ``DATETIME`` columns ``DATETIME(6)``: pydal creates them without a
+    fraction, which keeps whole seconds (web2py's tables too, upgraded here)."""
+    rows = db.executesql(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+        f"AND table_name = {db._adapter.adapt(table._tablename)} "
+        "AND data_type = 'datetime' AND datetime_precision = 0;"
+    )
+    coarse = {str(row[0]).lower() for row in rows}
+    changes = [f"MODIFY {table[n]._rname} DATETIME(6)" for n in names if n.lower() in coarse]
+    if changes:
+        db.executesql(f"ALTER TABLE {table._rname} {', '.join(changes)};")
+        log.info("table %s: %s keep microseconds now", table._tablename, ", ".join(names))
 
 
 def _mysql_index_exists(db: DAL, table: Table, index: str) -> bool:

@@ -187,6 +187,31 @@ def _check_upgraded(url: str, app: str, **options) -> None:
     table = f"web2py_session_{app}"
     assert {"version", "expires_datetime"} <= columns(url, table)
     assert query(url, f"SELECT count(*) FROM {table}") == [(2,)]
+    if url.startswith("mysql"):
+        assert mysql_precision(url, table) == {"created_datetime": 6, "modified_datetime": 6}
+
+
+def mysql_precision(url: str, table: str) -> dict[str, int]:
+    """The fractional digits of each session datetime column of a MySQL table."""
+    rows = query(
+        url,
+        "SELECT column_name, datetime_precision FROM information_schema.columns WHERE "
+        f"table_schema = DATABASE() AND table_name = '{table}' "
+        "AND column_name IN ('created_datetime', 'modified_datetime')",
+    )
+    return {name.lower(): precision for name, precision in rows}
+
+
+def test_mysql_session_times_keep_microseconds(mysql_url, app_name):
+    with contextlib.closing(open_store(mysql_url, app=app_name)) as store:
+        for n in range(5):  # one save may fall on a whole second, not five in a row
+            store.save(f"{SID[:-1]}{n}", b"x", 60, None)
+    table = f"web2py_session_{app_name}"
+    assert mysql_precision(url=mysql_url, table=table) == {
+        "created_datetime": 6, "modified_datetime": 6,
+    }  # fmt: skip
+    stamps = [as_datetime(v) for (v,) in query(mysql_url, f"SELECT modified_datetime FROM {table}")]
+    assert len(stamps) == 5 and any(stamp.microsecond for stamp in stamps)
 
 
 def test_upgrades_a_web2py_table_made_by_pydal(db_url, app_name, tmp_path):

@@ -15,7 +15,7 @@ Two tables per app (names override with ``table=``; locks then go to ``<table>_l
     scalekit_session_lock_<app>   session locks: session_id (UNIQUE), token, expires_at
 
 Datetimes are naive UTC. ``created_datetime`` and ``modified_datetime`` keep microseconds
-(on MySQL/MariaDB, whose ``DATETIME`` columns pydal makes without a fraction, whole seconds);
+(on MySQL/MariaDB the store makes them ``DATETIME(6)``: pydal makes ``DATETIME``, whole seconds);
 ``expires_datetime`` has whole seconds (pydal's precision) and is rounded up, so a record
 lives at least its TTL, and at most two seconds longer.
 
@@ -526,6 +526,7 @@ class DatabaseStore(SessionStore):
                     schema.session_fields,
                     schema.SESSION_INDEXES,
                     schema.OBSOLETE_SESSION_INDEXES,
+                    schema.SESSION_PRECISE,
                 )
                 locks = schema.migrate_table(
                     db, self.lock_table, schema.lock_fields, schema.LOCK_INDEXES
