@@ -11,7 +11,8 @@ lazy session does no store I/O. For the worst case, the front page ``/`` changes
 saves the session on every request (the user's view counter): load + save, reported
 beside it. 48 users' sessions take turns. The cases take turns in each round; figures are
 medians over the rounds, p99 from wrk's latency distribution. Everything (wrk, haproxy,
-the nodes, the servers) shares this machine's cores.
+the nodes, the servers) shares this machine's cores. The cluster's Redis sessions use
+client-side caching (``?client_cache=true``), as ``make cluster`` configures them.
 Run: ``.venv/bin/python benchmarks/cluster.py [--quick]``
 """
 

@@ -99,7 +99,9 @@ class Cluster:
         memcache = f"memcache://{memcached.address}"
         self.state["env"] = {
             "SCALEKIT_APP": APP,
-            "SCALEKIT_SESSION_STORE": redis.url if self.sessions == "redis" else memcache,
+            "SCALEKIT_SESSION_STORE": (
+                f"{redis.url}?client_cache=true" if self.sessions == "redis" else memcache
+            ),
             "SCALEKIT_CACHE": redis.url,
             "SCALEKIT_MEMCACHE": memcache,
             "SCALEKIT_DB_PRIMARY": primary.url,

@@ -16,7 +16,9 @@ Lua script call each, atomic on the server.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -29,6 +31,7 @@ from scalekit.sessions.stores.base import (
     Progress,
     Record,
     SessionStore,
+    as_bool,
     check_session_id,
     check_ttl,
     merge_options,
@@ -142,8 +145,10 @@ class RedisStore(SessionStore):
         max_connections: int | None = None,
         ssl_ca_certs: str | None = None,
         ssl_cert_reqs: str = "required",
+        client_cache: bool = False,
     ):
         super().__init__(app)
+        self.client_cache = client_cache
         self.settings = settings
         self._prefix = f"scalekit:s:{self.app}:"
         self._due = self._prefix + "due"
@@ -158,7 +163,8 @@ class RedisStore(SessionStore):
 
     @classmethod
     def from_url(cls, settings: RedisURL, app: str = "app", **options: Any) -> RedisStore:
-        return cls(settings, app, **merge_options(settings, REDIS_OPTIONS, options))
+        spec = {**REDIS_OPTIONS, "client_cache": as_bool}
+        return cls(settings, app, **merge_options(settings, spec, options))
 
     @property
     def client(self) -> redis.Redis:
@@ -180,8 +186,12 @@ class RedisStore(SessionStore):
 
     def load(self, sid: str) -> Record | None:
         key = self._prefix + check_session_id(sid)
+        command = ("HMGET", key, "d", "v", "t")
         try:
-            data, version, saved_ms = self._redis.call("HMGET", key, "d", "v", "t")
+            if self.client_cache:
+                data, version, saved_ms = self._redis.cached(key, *command)
+            else:
+                data, version, saved_ms = self._redis.call(*command)
         except redis.RedisError as exc:
             raise self._unavailable("load a session", exc) from None
         if data is None:
@@ -197,22 +207,35 @@ class RedisStore(SessionStore):
         else:
             expected_arg = expected
         args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
-        return self._script("save a session", "save", [key, self._due], args) == 1
+        with self._writing(key):
+            return self._script("save a session", "save", [key, self._due], args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         key = self._prefix + check_session_id(sid)
         args = [_ttl_ms(ttl), _now_ms(), sid]
-        self._script("touch a session", "touch", [key, self._due], args)
+        with self._writing(key):
+            self._script("touch a session", "touch", [key, self._due], args)
 
     def delete(self, sid: str) -> None:
         key = self._prefix + check_session_id(sid)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(key)
         pipe.zrem(self._due, sid)
+        with self._writing(key):
+            try:
+                pipe.execute()
+            except redis.RedisError as exc:
+                raise self._unavailable("delete a session", exc) from None
+
+    @contextlib.contextmanager
+    def _writing(self, key: str) -> Iterator[None]:
+        """A write of ``key``: its cached read goes afterwards, whatever the outcome (Redis
+        says so too, a moment later, on the invalidation connection)."""
         try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise self._unavailable("delete a session", exc) from None
+            yield
+        finally:
+            if self.client_cache:
+                self._redis.forget(key)
 
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
