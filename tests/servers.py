@@ -50,6 +50,14 @@ def find_binary(name: str) -> str:
     return found
 
 
+def give_to_nobody(*paths: str) -> None:
+    """As root, make ``paths`` belong to ``nobody``, who runs the servers that refuse root."""
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for path in paths:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+
+
 def _version_key(path: str) -> int:
     version = path.split("/")[4]
     return int(version) if version.isdigit() else 0
@@ -326,10 +334,7 @@ class PostgresServer(Server):
     def _own_workdir(self) -> None:
         """Create the log file; as root, give both to ``nobody``, who runs the cluster."""
         open(self.log_path, "ab").close()
-        if os.geteuid() == 0:  # pg_ctl, run as nobody, writes the log itself
-            nobody = pwd.getpwnam("nobody")
-            for path in (self.workdir, self.log_path):
-                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        give_to_nobody(self.workdir, self.log_path)  # pg_ctl, run as nobody, writes the log
 
     def start_cluster(self) -> None:
         """``pg_ctl start`` on the existing cluster, waiting until it accepts connections."""
@@ -400,9 +405,7 @@ class MariaDBServer(_ForegroundServer):
         return ["--user=nobody"] if os.geteuid() == 0 else []
 
     def _launch(self) -> None:
-        if os.geteuid() == 0:
-            nobody = pwd.getpwnam("nobody")
-            os.chown(self.workdir, nobody.pw_uid, nobody.pw_gid)
+        give_to_nobody(self.workdir)
         with open(self.log_path, "ab") as log:
             subprocess.run(
                 [find_binary("mariadb-install-db"), "--no-defaults", f"--datadir={self.datadir}",
