@@ -7,9 +7,9 @@ same page without a session; the same measured with memcached sessions, on a sec
 cluster. The page is the guestbook's ``/entries`` (hit counter, cached entries, the user's
 name): signed in, its session is loaded (a round trip, or a client-cache hit) and not
 written, as on most pages of a signed-in user; without a session, the requests carry
-another cookie and the lazy session does no store I/O. For the worst case, the front page ``/`` changes and
-saves the session on every request (the user's view counter): load + save, reported
-beside it. 48 users' sessions take turns. The cases take turns in each round, each round
+another cookie and the lazy session does no store I/O. For the worst case, the front
+page ``/`` changes and saves the session on every request (the user's view counter):
+load + save, reported beside it. 48 users' sessions take turns. The cases take turns in each round, each round
 starting with the next one; figures are medians over the rounds, p99 from wrk's latency
 distribution; the per-round ratios of the signed-in page are printed too. Everything (wrk, haproxy,
 the nodes, the servers) shares this machine's cores. The cluster's Redis sessions use
