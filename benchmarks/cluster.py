@@ -9,11 +9,13 @@ name): signed in, its session is loaded (a round trip, or a client-cache hit) an
 written, as on most pages of a signed-in user; without a session, the requests carry
 another cookie and the lazy session does no store I/O. For the worst case, the front
 page ``/`` changes and saves the session on every request (the user's view counter):
-load + save, reported beside it. 48 users' sessions take turns. The cases take turns in each round, each round
-starting with the next one; figures are medians over the rounds, p99 from wrk's latency
-distribution; the per-round ratios of the signed-in page are printed too. Everything (wrk, haproxy,
-the nodes, the servers) shares this machine's cores. The cluster's Redis sessions use
-client-side caching (``?client_cache=true``), as ``make cluster`` configures them.
+load + save, reported beside it. 48 users' sessions take turns.
+
+The cases take turns in each round, each round starting with the next one; figures are
+medians over the rounds, p99 from wrk's latency distribution, and the per-round ratios
+of the signed-in page are printed too. Everything (wrk, haproxy, the nodes, the servers)
+shares this machine's cores. The cluster's Redis sessions use client-side caching
+(``?client_cache=true``), as ``make cluster`` configures them.
 Run: ``.venv/bin/python benchmarks/cluster.py [--quick]``
 """
 
