@@ -21,7 +21,8 @@ ALLOWED = (
 )
 
 
-_SCALARS = frozenset((str, int, float, bool, type(None)))
+#: The JSON types that are immutable: stored as they are.
+SCALARS = frozenset((str, int, float, bool, type(None)))
 
 
 class NotJSON(Exception):
@@ -38,7 +39,7 @@ class NotJSON(Exception):
 def _to_tagged(value: Any) -> Any:
     """Turn ``value`` into plain JSON types, tagging what JSON cannot hold."""
     kind = type(value)
-    if kind in _SCALARS:
+    if kind in SCALARS:
         return value
     if kind is dict or isinstance(value, dict):
         return _dict_to_tagged(value)
@@ -73,7 +74,7 @@ def _dict_to_tagged(value: dict) -> dict:
         if type(key) is not str:
             raise NotJSON(f"has a non-string dict key {key!r}; JSON sessions need string keys")
         try:
-            plain[key] = item if type(item) in _SCALARS else _to_tagged(item)
+            plain[key] = item if type(item) in SCALARS else _to_tagged(item)
         except NotJSON as exc:
             raise exc.under(f".{key}") from None
     if len(plain) == 1 and next(iter(plain)).startswith(" "):
@@ -85,7 +86,7 @@ def _items_to_tagged(items) -> list:
     tagged = []
     for index, item in enumerate(items):
         try:
-            tagged.append(item if type(item) in _SCALARS else _to_tagged(item))
+            tagged.append(item if type(item) in SCALARS else _to_tagged(item))
         except NotJSON as exc:
             raise exc.under(f"[{index}]") from None
     return tagged
@@ -115,7 +116,7 @@ def from_tagged(obj: dict) -> Any:
 
 def to_tagged(value: Any) -> Any:
     """``value`` as plain JSON types; raises :class:`NotJSON` naming the bad item's path."""
-    return value if type(value) in _SCALARS else _to_tagged(value)
+    return value if type(value) in SCALARS else _to_tagged(value)
 
 
 #: Compact, sorted, deterministic: equal values give equal bytes.

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from scalekit import tagged_json
 from scalekit.errors import (
     ConfigError,
     ConflictError,
@@ -29,12 +30,11 @@ log = logging.getLogger("scalekit.sessions")
 
 FAIL_CLOSED, FAIL_OPEN = "fail_closed", "fail_open"
 StoreFailure = (StoreUnavailable, ConflictError)
-_IMMUTABLE = frozenset((str, int, float, bool, type(None)))
 
 
 def _all_immutable(data: dict) -> bool:
     """No value can change in place: with no key set or deleted, the data is as loaded."""
-    return all(type(value) in _IMMUTABLE for value in data.values())
+    return all(type(value) in tagged_json.SCALARS for value in data.values())
 
 
 class SessionEngine:
