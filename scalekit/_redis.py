@@ -184,13 +184,14 @@ class LazyRedis:
             self._cache, self._cache_pid = _TrackedReads(self), os.getpid()
         return self._cache.read(key.encode(), args)
 
-    def forget(self, key: str) -> None:
-        """Drop ``key`` from this process's cache of reads (after writing it)."""
+    def forget(self, *keys: str) -> None:
+        """Drop ``keys`` from this process's cache of reads (after writing them)."""
         if self._cache_pid == os.getpid():
-            self._cache.forget(key.encode())
+            self._cache.forget([key.encode() for key in keys])
 
     def script(self, source: str, keys: list[Any], args: list[Any]) -> Any:
         """Run the Lua ``source`` by its SHA1, loading it first where the server lacks it.
+        A script may write its ``keys``: their cached reads (see :meth:`cached`) go.
 
         Raises ``redis.RedisError``: callers turn it into their own error.
         """
@@ -202,6 +203,8 @@ class LazyRedis:
         except redis.exceptions.NoScriptError:
             self.call("SCRIPT", "LOAD", source)
             return self.call("EVALSHA", sha, len(keys), *keys, *args)
+        finally:
+            self.forget(*keys)
 
     def close(self) -> None:
         """Disconnect this process's connections (new ones open on next use)."""
@@ -339,9 +342,10 @@ class _TrackedReads:
                 self._entries[key] = reply
         return reply
 
-    def forget(self, key: bytes) -> None:
+    def forget(self, keys: list[bytes]) -> None:
         with self._lock:
-            self._entries.pop(key, None)
+            for key in keys:
+                self._entries.pop(key, None)
             self._epoch += 1
 
     def close(self) -> None:

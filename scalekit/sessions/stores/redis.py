@@ -16,9 +16,7 @@ Lua script call each, atomic on the server.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import redis
@@ -207,35 +205,24 @@ class RedisStore(SessionStore):
         else:
             expected_arg = expected
         args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
-        with self._writing(key):
-            return self._script("save a session", "save", [key, self._due], args) == 1
+        return self._script("save a session", "save", [key, self._due], args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         key = self._prefix + check_session_id(sid)
         args = [_ttl_ms(ttl), _now_ms(), sid]
-        with self._writing(key):
-            self._script("touch a session", "touch", [key, self._due], args)
+        self._script("touch a session", "touch", [key, self._due], args)
 
     def delete(self, sid: str) -> None:
         key = self._prefix + check_session_id(sid)
         pipe = self.client.pipeline(transaction=False)
         pipe.delete(key)
         pipe.zrem(self._due, sid)
-        with self._writing(key):
-            try:
-                pipe.execute()
-            except redis.RedisError as exc:
-                raise self._unavailable("delete a session", exc) from None
-
-    @contextlib.contextmanager
-    def _writing(self, key: str) -> Iterator[None]:
-        """A write of ``key``: its cached read goes afterwards, whatever the outcome (Redis
-        says so too, a moment later, on the invalidation connection)."""
         try:
-            yield
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise self._unavailable("delete a session", exc) from None
         finally:
-            if self.client_cache:
-                self._redis.forget(key)
+            self._redis.forget(key)  # its cached read goes, whatever the outcome
 
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
