@@ -202,12 +202,13 @@ def brotli_floor(tree: str) -> Floor:
     ``tree`` (its variants and manifest excluded), measured file by file in worker processes."""
     from scalekit.static import Options
     from scalekit.static.manifest import MANIFEST_NAME
+    from scalekit.static.variants import SUFFIXES
 
     options, paths = Options(), []
     for folder, _, names in os.walk(tree):
         for name in names:
             path = os.path.join(folder, name)
-            if name.endswith((".gz", ".br")) or name.startswith(MANIFEST_NAME):
+            if name.endswith(SUFFIXES) or name.startswith(MANIFEST_NAME):
                 continue
             if options.eligible(name, os.path.getsize(path)):
                 paths.append(path)
