@@ -1,9 +1,11 @@
-"""Tables the pieces keep through pydal (sessions, tickets): their fields, creating or
-upgrading them and their indexes (also web2py's own ``web2py_session_<app>`` table) from
-what the live database has, and the private folder for pydal's ``.table`` files."""
+"""What the pieces that use pydal share (sessions, tickets, db): their tables' fields,
+creating or upgrading them and their indexes (also web2py's own ``web2py_session_<app>``
+table) from what the live database has, the private folder for pydal's ``.table`` files,
+opening and closing connections, fork-safe connection pools and one-line driver errors."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -11,12 +13,14 @@ import os
 import re
 import stat
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pydal import DAL, Field
 from pydal._globals import THREAD_LOCAL
+from pydal.connection import ConnectionPool
 from pydal.objects import Table
 
 from scalekit._files import describe_os_error
@@ -27,6 +31,47 @@ log = logging.getLogger("scalekit.sessions")
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names; MySQL allows 64
+_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
+
+#: URIs whose pydal connection pools scalekit fills; a forked child must not reuse them.
+_pooled_uris: set[str] = set()
+_inherited_pools: list[Any] = []
+
+
+def pool_per_process(uri: str) -> None:
+    """Give each forked child an empty pydal pool for ``uri``: the parent's connections are
+    hidden from it (kept referenced, never closed, so the parent's sessions on the server
+    stay intact)."""
+    _pooled_uris.add(uri)
+
+
+def _forget_pools_in_child() -> None:
+    for uri in _pooled_uris:
+        inherited = ConnectionPool.POOLS.pop(uri, None)
+        if inherited:
+            _inherited_pools.append(inherited)
+
+
+os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
+def close_quietly(db: DAL) -> None:
+    """Close without committing, also when the connection is dead, and unregister the DAL
+    from pydal's thread-local list."""
+    with contextlib.suppress(Exception):
+        db._adapter.close(action=None)
+    with contextlib.suppress(Exception):
+        db.close()
+
+
+def failure_reason(exc: BaseException, password: str | None) -> str:
+    """One line saying why pydal or its driver failed, without the password (pydal's
+    connect error quotes the driver's traceback: the last line it raised says why)."""
+    text = str(exc)
+    raised = _RAISED.findall(text)
+    lines = raised[-1:] or [line.strip() for line in text.splitlines() if line.strip()]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason.replace(password, "***") if password else reason
 
 
 def session_fields() -> list[Field]:
@@ -66,6 +111,65 @@ SESSION_PRECISE = ("created_datetime", "modified_datetime")
 #: Indexes earlier versions made, dropped on upgrade (``expires_modified`` replaces it).
 OBSOLETE_SESSION_INDEXES = ("expires_datetime",)
 LOCK_INDEXES: tuple[Index, ...] = (("session_id", ("session_id",), True),)
+
+_MIGRATE_ATTEMPTS = 3
+_schema_lock = threading.Lock()
+#: (pydal URI hash, session table, lock table) whose schema this process has checked.
+_ready_session_tables: set[tuple[str, str, str]] = set()
+
+
+def session_tables(
+    db: DAL, table: str, lock_table: str, *, migrate: bool, where: str
+) -> tuple[Table, Table]:
+    """Define a session table and its lock table on ``db``; the first time in this process
+    (with ``migrate``), also create or upgrade them and their indexes."""
+    key = (db._uri_hash, table, lock_table)
+    if str(db._uri).startswith("sqlite:memory"):  # each such DAL is a new database
+        key = (f"{key[0]}-{id(db)}", table, lock_table)
+    if migrate and key not in _ready_session_tables:
+        with _schema_lock:
+            if key not in _ready_session_tables:
+                tables = _migrate_session_tables(db, table, lock_table, where)
+                _ready_session_tables.add(key)
+                return tables
+    sessions = define_table(db, table, session_fields(), migrate=False)
+    locks = define_table(db, lock_table, lock_fields(), migrate=False)
+    return sessions, locks
+
+
+def _migrate_session_tables(
+    db: DAL, table: str, lock_table: str, where: str
+) -> tuple[Table, Table]:
+    """Create or upgrade both tables; retried when another process does it too."""
+    for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
+        try:
+            sessions = migrate_table(
+                db, table, session_fields, SESSION_INDEXES, OBSOLETE_SESSION_INDEXES,
+                SESSION_PRECISE,
+            )  # fmt: skip
+            locks = migrate_table(db, lock_table, lock_fields, LOCK_INDEXES)
+            db.commit()
+            return sessions, locks
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                db.rollback()
+            if attempt == _MIGRATE_ATTEMPTS or not isinstance(exc, db._adapter.driver.Error):
+                raise
+            log.info("session tables of %s: retrying setup after %s", where, exc)
+    raise AssertionError("unreachable")
+
+
+def insert_new(db: DAL, table: Table, **values: Any) -> bool:
+    """INSERT that does nothing when a unique key exists; true if a row was added."""
+    adapter = db._adapter
+    columns = ", ".join(table[name]._rname for name in values)
+    literals = ", ".join(adapter.expand(value, table[name].type) for name, value in values.items())
+    row = f"{table._rname} ({columns}) VALUES ({literals})"
+    if adapter.dbengine == "mysql":
+        adapter.execute(f"INSERT IGNORE INTO {row};")
+    else:
+        adapter.execute(f"INSERT INTO {row} ON CONFLICT DO NOTHING;")
+    return adapter.cursor.rowcount == 1
 
 
 def utc_text(timestamp: float) -> str:

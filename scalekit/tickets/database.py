@@ -196,7 +196,7 @@ class DatabaseStore(TicketStore):
         opened = getattr(self._local, "opened", None)
         self._local.opened = None
         if opened is not None and opened[0] == os.getpid():
-            _close_dal(opened[1])
+            schema.close_quietly(opened[1])
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -225,7 +225,7 @@ class DatabaseStore(TicketStore):
             table = schema.migrate_table(db, self.table, ticket_fields, INDEXES)
             db.commit()
         except db._adapter.driver.Error as exc:
-            _close_dal(db)
+            schema.close_quietly(db)
             raise self._unavailable(exc) from exc
         self._local.opened = (os.getpid(), db, table)
         return db, table
@@ -237,10 +237,7 @@ class DatabaseStore(TicketStore):
             raise self._unavailable(exc) from None
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        reason = lines[-1] if lines else type(exc).__name__
-        if self._password:
-            reason = reason.replace(self._password, "***")
+        reason = schema.failure_reason(exc, self._password)
         return StoreUnavailable(
             f"ticket database {self.masked}: {reason}; check that the server is running "
             f"and table {self.table} is usable"
@@ -264,10 +261,3 @@ def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:
 
 def _text(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def _close_dal(db: DAL) -> None:
-    with contextlib.suppress(Exception):
-        db._adapter.close(action=None)
-    with contextlib.suppress(Exception):
-        db.close()

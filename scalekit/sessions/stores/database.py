@@ -31,7 +31,6 @@ import dataclasses
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -40,7 +39,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pydal import DAL
-from pydal.connection import ConnectionPool
 from pydal.objects import Expression, Query, Table
 
 from scalekit import _sql as schema
@@ -65,28 +63,8 @@ from scalekit.urls import BackendURL, SQLiteURL, mask, parse
 log = logging.getLogger("scalekit.sessions")
 
 _ENGINES = ("sqlite", "postgres", "mysql")
-_MIGRATE_ATTEMPTS = 3
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 
-_schema_lock = threading.Lock()
-#: (pydal URI hash, session table, lock table) whose schema this process has checked.
-_ready: set[tuple[str, str, str]] = set()
-#: URIs of the stores' pydal connection pools, emptied in forked children (see below).
-_pooled_uris: set[str] = set()
-_inherited_pools: list[Any] = []
 _UTC = timezone.utc
-
-
-def _forget_pools_in_child() -> None:
-    """A forked child must not take the parent's pooled connections: hide them (kept
-    referenced, never closed, so the parent's sessions on the server stay intact)."""
-    for uri in _pooled_uris:
-        inherited = ConnectionPool.POOLS.pop(uri, None)
-        if inherited:
-            _inherited_pools.append(inherited)
-
-
-os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def _utc(timestamp: float) -> datetime:
@@ -194,7 +172,7 @@ class DatabaseStore(SessionStore):
             self.masked = mask(str(db._uri))
             self._db: DAL | None = db
             self._check_engine(db)
-            self._app_tables = self._guard(db, lambda: self._define(db))
+            self._app_tables = self._guard(db, lambda: self._define_tables(db))
             return
         self._db = None
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
@@ -204,7 +182,7 @@ class DatabaseStore(SessionStore):
         )
         self._password = getattr(settings, "password", None)
         if self._dal_options["pool_size"] and not isinstance(settings, SQLiteURL):
-            _pooled_uris.add(self._dal_options["uri"])
+            schema.pool_per_process(self._dal_options["uri"])
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DatabaseStore:
@@ -270,13 +248,13 @@ class DatabaseStore(SessionStore):
                 created = {"created_datetime": _moment(db, at), **values}
                 if db(key & expired).update(version=bump, **created):
                     return True
-                return self._insert(db, sessions, unique_key=sid, version=1, **created)
+                return schema.insert_new(db, sessions, unique_key=sid, version=1, **created)
             if expected is ANY:
                 for _attempt in range(5):  # each round loses only to a concurrent writer
                     if db(key).update(version=bump, **values):
                         return True
                     created = {"created_datetime": _moment(db, at), **values}
-                    if self._insert(db, sessions, unique_key=sid, version=1, **created):
+                    if schema.insert_new(db, sessions, unique_key=sid, version=1, **created):
                         return True
                 raise StoreUnavailable(
                     f"session database {self.masked}: concurrent writers kept replacing a "
@@ -309,7 +287,7 @@ class DatabaseStore(SessionStore):
         check_session_id(sid)
         ttl, at = check_lock(token, ttl), now()
         with self._transaction() as (db, _, locks):
-            if self._insert(db, locks, session_id=sid, token=token, expires_at=at + ttl):
+            if schema.insert_new(db, locks, session_id=sid, token=token, expires_at=at + ttl):
                 return True
             expired = (locks.session_id == sid) & (locks.expires_at <= at)
             return db(expired).update(token=token, expires_at=at + ttl) == 1
@@ -402,7 +380,7 @@ class DatabaseStore(SessionStore):
         opened: _Opened | None = getattr(self._local, "opened", None)
         self._local.opened = None
         if opened is not None and opened.pid == os.getpid():
-            self._close_dal(opened.db)
+            schema.close_quietly(opened.db)
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -432,15 +410,15 @@ class DatabaseStore(SessionStore):
             if opened.pid == pid and opened.generation == self._generation:
                 return opened.db, opened.sessions, opened.locks
             if opened.pid == pid:  # close() was called: drop the old DAL
-                self._close_dal(opened.db)
+                schema.close_quietly(opened.db)
             # else: a DAL from the parent process: forget it, never touch its connection
             self._local.opened = None
         generation = self._generation
         db = self._connect()
         try:
-            sessions, locks = self._guard(db, lambda: self._define(db))
+            sessions, locks = self._guard(db, lambda: self._define_tables(db))
         except BaseException:
-            self._close_dal(db)
+            schema.close_quietly(db)
             raise
         self._local.opened = _Opened(pid, generation, db, sessions, locks)
         return db, sessions, locks
@@ -462,12 +440,7 @@ class DatabaseStore(SessionStore):
             raise self._unavailable(exc) from exc
 
     def _unavailable(self, exc: BaseException, fix: str = "") -> StoreUnavailable:
-        text = str(exc)
-        raised = _RAISED.findall(text)  # pydal's connect error quotes the driver's traceback
-        lines = raised[-1:] or [line.strip() for line in text.splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-        if self._password:
-            reason = reason.replace(self._password, "***")
+        reason = schema.failure_reason(exc, self._password)
         fix = fix or (
             f"check that the database is reachable and that table {self.table} is usable "
             "(migrate=true creates and upgrades it)"
@@ -480,16 +453,7 @@ class DatabaseStore(SessionStore):
         except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
             if self._db is None:
                 self._local.opened = None
-                self._close_dal(db)
-
-    @staticmethod
-    def _close_dal(db: DAL) -> None:
-        """Close without committing (each operation committed already), also when the
-        connection is dead, and unregister the DAL from pydal's thread-local list."""
-        with contextlib.suppress(Exception):
-            db._adapter.close(action=None)
-        with contextlib.suppress(Exception):
-            db.close()
+                schema.close_quietly(db)
 
     @staticmethod
     def _check_engine(db: DAL) -> None:
@@ -499,59 +463,7 @@ class DatabaseStore(SessionStore):
                 f"DatabaseStore runs on {', '.join(_ENGINES)}; the app's DAL is {engine}"
             )
 
-    # -- schema -------------------------------------------------------------------------
-    def _define(self, db: DAL) -> tuple[Table, Table]:
-        """Define both tables on ``db``; the first time in this process (with ``migrate``),
-        also create or upgrade them and their indexes."""
-        key = (db._uri_hash, self.table, self.lock_table)
-        if str(db._uri).startswith("sqlite:memory"):  # each such DAL is a new database
-            key = (f"{key[0]}-{id(db)}", *key[1:])
-        if self.migrate and key not in _ready:
-            with _schema_lock:
-                if key not in _ready:
-                    tables = self._migrate(db)
-                    _ready.add(key)
-                    return tables
-        sessions = schema.define_table(db, self.table, schema.session_fields(), migrate=False)
-        locks = schema.define_table(db, self.lock_table, schema.lock_fields(), migrate=False)
-        return sessions, locks
-
-    def _migrate(self, db: DAL) -> tuple[Table, Table]:
-        """Create or upgrade both tables; retried when another process does it too."""
-        for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
-            try:
-                sessions = schema.migrate_table(
-                    db,
-                    self.table,
-                    schema.session_fields,
-                    schema.SESSION_INDEXES,
-                    schema.OBSOLETE_SESSION_INDEXES,
-                    schema.SESSION_PRECISE,
-                )
-                locks = schema.migrate_table(
-                    db, self.lock_table, schema.lock_fields, schema.LOCK_INDEXES
-                )
-                db.commit()
-                return sessions, locks
-            except Exception as exc:
-                with contextlib.suppress(Exception):
-                    db.rollback()
-                if attempt == _MIGRATE_ATTEMPTS or not isinstance(exc, db._adapter.driver.Error):
-                    raise
-                log.info("session tables of %s: retrying setup after %s", self.masked, exc)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _insert(db: DAL, table: Table, **values: Any) -> bool:
-        """INSERT that does nothing when the unique key exists; true if a row was added."""
-        adapter = db._adapter
-        columns = ", ".join(table[name]._rname for name in values)
-        literals = ", ".join(
-            adapter.expand(value, table[name].type) for name, value in values.items()
+    def _define_tables(self, db: DAL) -> tuple[Table, Table]:
+        return schema.session_tables(
+            db, self.table, self.lock_table, migrate=self.migrate, where=self.masked
         )
-        row = f"{table._rname} ({columns}) VALUES ({literals})"
-        if adapter.dbengine == "mysql":
-            adapter.execute(f"INSERT IGNORE INTO {row};")
-        else:
-            adapter.execute(f"INSERT INTO {row} ON CONFLICT DO NOTHING;")
-        return adapter.cursor.rowcount == 1
