@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import glob
+import itertools
 import os
 import pwd
 import shutil
@@ -418,25 +419,106 @@ class MariaDBServer(_ForegroundServer):
         return [
             find_binary("mariadbd"), "--no-defaults", f"--datadir={self.datadir}",
             f"--port={self.port}", "--bind-address=127.0.0.1", f"--socket={self.socket_path}",
-            f"--pid-file={os.path.join(self.workdir, 'mariadb.pid')}", "--skip-log-bin",
-            "--skip-name-resolve", "--innodb-flush-log-at-trx-commit=0",
-            "--innodb-buffer-pool-size=64M", *self._owner(),
+            f"--pid-file={os.path.join(self.workdir, 'mariadb.pid')}", "--skip-name-resolve",
+            "--innodb-flush-log-at-trx-commit=0", "--innodb-buffer-pool-size=64M",
+            *self.replication_options(), *self._owner(),
         ]  # fmt: skip
 
+    def replication_options(self) -> list[str]:
+        """A server that replicates neither way keeps no binary log."""
+        return ["--skip-log-bin"]
+
     def answers(self) -> bool:
+
+        with contextlib.closing(self.admin()) as admin, admin.cursor() as cursor:
+            cursor.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+            cursor.execute(f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' "
+                           f"IDENTIFIED BY '{self.password}'")  # fmt: skip
+            cursor.execute(f"GRANT ALL ON {self.database}.* TO '{self.user}'@'127.0.0.1'")
+            self.set_up(cursor)
+            admin.commit()
+        return True
+
+    def admin(self):
+        """A connection as the server's root user (the unix socket, no password)."""
         import pymysql
 
-        admin = pymysql.connect(unix_socket=self.socket_path, user="root", connect_timeout=2)
-        try:
-            with admin.cursor() as cursor:
-                cursor.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-                cursor.execute(f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' "
-                               f"IDENTIFIED BY '{self.password}'")  # fmt: skip
-                cursor.execute(f"GRANT ALL ON {self.database}.* TO '{self.user}'@'127.0.0.1'")
+        return pymysql.connect(unix_socket=self.socket_path, user="root", connect_timeout=2)
+
+    def set_up(self, cursor) -> None:
+        """What a primary or a replica adds to the database and the user every server has."""
+
+    def sql(self, query: str, *args) -> list[dict]:
+        """Run one statement as root; its rows as dicts (if any)."""
+        import pymysql
+
+        with contextlib.closing(self.admin()) as admin:
+            with admin.cursor(pymysql.cursors.DictCursor) as cursor:
+                cursor.execute(query, args or None)
+                rows = list(cursor.fetchall()) if cursor.description else []
             admin.commit()
-        finally:
-            admin.close()
-        return True
+        return rows
+
+
+class MariaDBPrimary(MariaDBServer):
+    """A MariaDB server that keeps a binary log (row format) for :class:`MariaDBReplica`."""
+
+    name = "mariadb-primary"
+    replicator = "replicator"
+    replicator_password = "replicate-secret"
+
+    def replication_options(self) -> list[str]:
+        return ["--log-bin=binlog", "--server-id=1", "--binlog-format=ROW"]
+
+    def set_up(self, cursor) -> None:
+        cursor.execute(f"CREATE USER IF NOT EXISTS '{self.replicator}'@'127.0.0.1' "
+                       f"IDENTIFIED BY '{self.replicator_password}'")  # fmt: skip
+        cursor.execute(f"GRANT REPLICATION SLAVE ON *.* TO '{self.replicator}'@'127.0.0.1'")
+
+    def position(self) -> str:
+        """The GTID position of everything written so far."""
+        return self.sql("SELECT @@gtid_binlog_pos AS pos")[0]["pos"]
+
+
+class MariaDBReplica(MariaDBServer):
+    """A read-only replica of ``primary`` that replays its binary log from the start (GTID).
+
+    The replica's user may read the replication status (``SLAVE MONITOR``), as
+    ``ReplicaSet(max_lag=...)`` needs; ``monitor=False`` leaves that privilege out.
+    """
+
+    name = "mariadb-replica"
+    _ids = itertools.count(2)
+
+    def __init__(self, primary: MariaDBPrimary, monitor: bool = True) -> None:
+        super().__init__()
+        self.primary, self.monitor = primary, monitor
+        self.server_id = next(self._ids)
+
+    def replication_options(self) -> list[str]:
+        return ["--skip-log-bin", f"--server-id={self.server_id}", "--read-only",
+                "--skip-slave-start"]  # fmt: skip
+
+    def set_up(self, cursor) -> None:
+        if self.monitor:
+            cursor.execute(f"GRANT SLAVE MONITOR ON *.* TO '{self.user}'@'127.0.0.1'")
+        cursor.execute("SHOW SLAVE STATUS")
+        if cursor.fetchone() is None:  # first time: point it at the primary
+            primary = self.primary
+            cursor.execute(
+                "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = %s, "
+                "MASTER_USER = %s, MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, "
+                "MASTER_CONNECT_RETRY = 1",
+                (primary.port, primary.replicator, primary.replicator_password),
+            )
+        cursor.execute("START SLAVE")
+
+    def wait_replayed(self, timeout: float = 10) -> None:
+        """Wait until this replica has replayed all the primary has written so far."""
+        position = self.primary.position()
+        found = self.sql("SELECT MASTER_GTID_WAIT(%s, %s) AS done", position, timeout)
+        if found[0]["done"] != 0:
+            raise AssertionError(f"replica on {self.port} did not replay up to {position}")
 
 
 class PostgresReplica(PostgresServer):

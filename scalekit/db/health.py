@@ -144,16 +144,20 @@ class HealthMemory:
             entry.lag_checked_at = now
             return True
 
-    def lagging(self, host: str, lag: float | None, limit: float, hold: float) -> None:
-        """The replica is ``lag`` seconds behind (None: unknown), over ``limit``: skip it
-        for ``hold`` seconds."""
+    def lagging(
+        self, host: str, lag: float | None, limit: float, hold: float, why: str = ""
+    ) -> None:
+        """The replica is ``lag`` seconds behind, over ``limit``, or its lag is unknown
+        (None, for the reason ``why``): skip it for ``hold`` seconds."""
         with self._lock:
             entry = self._host(host)
             first = entry.state != LAGGING
             entry.state, entry.retry_at = LAGGING, self._clock() + hold
         if first:
-            behind = "an unknown time" if lag is None else f"{lag:.1f} s"
-            reason = f"replication lag {behind} over the {limit:g} s limit"
+            if lag is None:
+                reason = f"replication lag unknown ({why or 'no answer'}), limit {limit:g} s"
+            else:
+                reason = f"replication lag {lag:.1f} s over the {limit:g} s limit"
             log.warning("replica %s skipped: %s", host, reason)
             self._emit(HostEvent(host, "lagging", reason, hold))
 

@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydal import DAL
-from pydal.connection import ConnectionPool
 
-from scalekit._sql import server_uri
+from scalekit._sql import failure_reason, pool_per_process, server_uri
 from scalekit.errors import ConfigError
 from scalekit.urls import DatabaseURL, SQLiteURL, parse
-
-_RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 
 #: Seconds a PostgreSQL replica is behind: 0 when it has replayed all it received, else
 #: the age of the last transaction it replayed (NULL: none yet, so unknown).
@@ -23,22 +18,16 @@ _PG_LAG = (
     "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
     "ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END;"
 )
-
-#: URIs whose pydal connection pools we fill; a forked child must not reuse the parent's.
-_pooled_uris: set[str] = set()
-_inherited_pools: list[Any] = []
-
-
-def _forget_pools_in_child() -> None:
-    """Hide the parent's pooled connections from a forked child (kept referenced, never
-    closed, so the parent's server sessions stay intact)."""
-    for uri in _pooled_uris:
-        inherited = ConnectionPool.POOLS.pop(uri, None)
-        if inherited:
-            _inherited_pools.append(inherited)
+#: A MySQL/MariaDB replica's status: MySQL 8.0.22+ and MariaDB 10.5+, then older servers.
+_MYSQL_STATUS = ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS")
+_MYSQL_PARSE_ERROR, _MYSQL_ACCESS_DENIED = 1064, 1227
 
 
-os.register_at_fork(after_in_child=_forget_pools_in_child)
+class Lag(NamedTuple):
+    """How far behind its primary a replica is: ``seconds``, or None and ``why`` not."""
+
+    seconds: float | None
+    why: str = ""
 
 
 class Member:
@@ -104,25 +93,62 @@ class Member:
         options["driver_args"] = {**(options.get("driver_args") or {}), **self.driver_args}
         options.update(attempts=1, decode_credentials=self.decode_credentials)
         if options.get("pool_size"):
-            _pooled_uris.add(self.uri)
+            pool_per_process(self.uri)
         return DAL(self.uri, **options)
 
-    def lag(self, db: DAL) -> float | None:
-        """Seconds this replica is behind its primary (None: unknown); PostgreSQL only,
-        0 elsewhere."""
-        if db._adapter.dbengine != "postgres":
-            return 0.0
-        (value,) = db.executesql(_PG_LAG)[0]
-        return None if value is None else float(value)
+    def lag(self, db: DAL) -> Lag:
+        """How far behind its primary this replica is: PostgreSQL from its replay position,
+        MySQL/MariaDB from its replication status (the user needs ``SLAVE MONITOR`` on
+        MariaDB, ``REPLICATION CLIENT`` on MySQL); 0 for SQLite."""
+        engine = db._adapter.dbengine
+        if engine == "postgres":
+            (value,) = db.executesql(_PG_LAG)[0]
+            if value is None:
+                return Lag(None, "it has replayed no transaction to measure by")
+            return Lag(float(value))
+        if engine == "mysql":
+            return _mysql_lag(db, self.settings)
+        return Lag(0.0)
 
     def reason(self, exc: BaseException) -> str:
         """One line saying why a connect failed, without the password."""
-        text = str(exc)
-        raised = _RAISED.findall(text)  # pydal's connect error quotes the driver's traceback
-        lines = raised[-1:] or [line.strip() for line in text.splitlines() if line.strip()]
-        reason = lines[0] if lines else type(exc).__name__
-        password = getattr(self.settings, "password", None)
-        return reason.replace(password, "***") if password else reason
+        return failure_reason(exc, getattr(self.settings, "password", None))
+
+
+def _mysql_lag(db: DAL, settings: Any) -> Lag:
+    """The largest ``Seconds_Behind_Source`` (``_Master``) over the replica's channels; 0 on
+    a server that replicates from nobody."""
+    for statement in _MYSQL_STATUS:
+        try:
+            rows = db.executesql(statement, as_dict=True)
+            break
+        except db._adapter.driver.Error as exc:
+            code = exc.args[0] if exc.args else None
+            if code == _MYSQL_PARSE_ERROR and statement != _MYSQL_STATUS[-1]:
+                continue
+            if code == _MYSQL_ACCESS_DENIED:
+                return Lag(
+                    None,
+                    f"user {settings.user!r} may not read the replication status: grant it "
+                    "SLAVE MONITOR (MariaDB) or REPLICATION CLIENT (MySQL) ON *.*",
+                )
+            raise
+    seconds = []
+    for row in rows:
+        behind = row.get("Seconds_Behind_Source", row.get("Seconds_Behind_Master"))
+        if behind is None:
+            return Lag(None, f"replication is not running ({_threads(row)})")
+        seconds.append(float(behind))
+    return Lag(max(seconds, default=0.0))
+
+
+def _threads(status: dict[str, Any]) -> str:
+    """``IO thread Yes, SQL thread No`` from a replica status row (either vocabulary)."""
+    states = []
+    for thread in ("IO", "SQL"):
+        running = status.get(f"Replica_{thread}_Running", status.get(f"Slave_{thread}_Running"))
+        states.append(f"{thread} thread {running}")
+    return ", ".join(states)
 
 
 def close(db: DAL, action: str | None = None) -> None:

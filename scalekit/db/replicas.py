@@ -44,7 +44,8 @@ class ReplicaSet:
     replica that is up: nearest first) or a function reordering the list of replicas.
     ``connect_timeout``: seconds per connection attempt. ``cooldown``/``max_cooldown``: how
     long a failed host is skipped (see :class:`HealthMemory`). ``max_lag``: skip replicas
-    more than this many seconds behind (PostgreSQL; measured at most every ``lag_interval``
+    more than this many seconds behind (PostgreSQL, MySQL/MariaDB; a replica whose lag
+    cannot be told is skipped too; measured at most every ``lag_interval``
     seconds per replica and process). ``on_change``: called with a :class:`HostEvent` on
     every state change and fallback report (or pass your own ``health`` memory, e.g. to
     share it between sets). Other keyword arguments are the defaults of
@@ -178,9 +179,9 @@ class ReplicaSet:
             except Exception:
                 close(db, "rollback")
                 raise
-            if lag is None or lag > self.max_lag:
+            if lag.seconds is None or lag.seconds > self.max_lag:
                 close(db, "rollback")
-                health.lagging(host, lag, self.max_lag, self.lag_interval)
+                health.lagging(host, lag.seconds, self.max_lag, self.lag_interval, lag.why)
                 return None
             health.caught_up(host)
         return db

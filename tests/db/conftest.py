@@ -1,5 +1,6 @@
-"""A PostgreSQL primary with two streaming replicas for the whole run, private replicas for
-tests that stop or pause one, and helpers that ask a DAL which server answered."""
+"""A PostgreSQL primary with two streaming replicas for the whole run, and the same with
+MariaDB (binary log replication); private replicas for tests that stop or pause one, and
+helpers that ask a DAL which server answered."""
 
 from __future__ import annotations
 
@@ -15,13 +16,13 @@ import pytest
 from pydal import DAL, Field
 
 from tests.conftest import _running
-from tests.servers import PostgresReplica, PostgresServer
+from tests.servers import MariaDBPrimary, MariaDBReplica, PostgresReplica, PostgresServer
 
 
 @dataclass
 class Cluster:
-    primary: PostgresServer
-    replicas: list[PostgresReplica]
+    primary: PostgresServer | MariaDBPrimary
+    replicas: list[PostgresReplica] | list[MariaDBReplica]
 
     @property
     def replica_urls(self) -> list[str]:
@@ -35,7 +36,7 @@ def folder(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="session")
-def cluster(folder: str) -> Iterator[Cluster]:
+def postgres_cluster(folder: str) -> Iterator[Cluster]:
     """A primary with table ``item`` and two replicas that have replayed it."""
     with contextlib.ExitStack() as stack:
         primary = _running(stack, PostgresServer())
@@ -45,6 +46,36 @@ def cluster(folder: str) -> Iterator[Cluster]:
         db.close()
         replicas = [_running(stack, PostgresReplica(primary)) for _ in range(2)]
         yield Cluster(primary, replicas)
+
+
+@pytest.fixture
+def cluster(postgres_cluster: Cluster) -> Cluster:
+    """The PostgreSQL cluster (a test module may run on both by overriding this)."""
+    return postgres_cluster
+
+
+@pytest.fixture(scope="session")
+def mysql_cluster(folder: str) -> Iterator[Cluster]:
+    """A MariaDB primary with table ``item`` and two read-only replicas that replayed it."""
+    with contextlib.ExitStack() as stack:
+        primary = _running(stack, MariaDBPrimary())
+        db = DAL(primary.url, folder=folder, attempts=1)
+        define(db)
+        db.commit()
+        db.close()
+        replicas = [_running(stack, MariaDBReplica(primary)) for _ in range(2)]
+        for replica in replicas:
+            replica.wait_replayed()
+        yield Cluster(primary, replicas)
+
+
+@pytest.fixture
+def private_mysql_replica(mysql_cluster: Cluster) -> Iterator[MariaDBReplica]:
+    """A third replica of the shared MariaDB primary, for a test to stop or delay."""
+    with contextlib.ExitStack() as stack:
+        replica = _running(stack, MariaDBReplica(mysql_cluster.primary))
+        replica.wait_replayed()
+        yield replica
 
 
 @pytest.fixture
@@ -63,6 +94,8 @@ def define(db: DAL) -> None:
 
 def server_port(db: DAL) -> int:
     """The port of the server this DAL talks to."""
+    if db._adapter.dbengine == "mysql":
+        return int(db.executesql("SELECT @@port")[0][0])
     return int(db.executesql("SELECT inet_server_port()")[0][0])
 
 
@@ -86,14 +119,30 @@ def sql(server: PostgresServer, query: str, *args) -> list[tuple]:
         connection.close()
 
 
-def names(server: PostgresServer, prefix: str) -> set[str]:
+def names(server: PostgresServer | MariaDBPrimary, prefix: str) -> set[str]:
     """The names of the rows of ``item`` starting with ``prefix``."""
+    if isinstance(server, MariaDBPrimary):
+        rows = server.sql("SELECT name FROM scalekit_test.item WHERE name LIKE %s", prefix + "%")
+        return {row["name"] for row in rows}
     rows = sql(server, "SELECT name FROM item WHERE name LIKE %s", prefix + "%")
     return {row[0] for row in rows}
 
 
-def wait_replayed(primary: PostgresServer, replicas: list[PostgresReplica]) -> None:
+def connections(server: PostgresServer | MariaDBPrimary) -> int:
+    """How many client connections the test database has open on ``server``."""
+    if isinstance(server, MariaDBPrimary):
+        query = "SELECT COUNT(*) AS n FROM information_schema.PROCESSLIST WHERE DB = %s"
+        return int(server.sql(query, server.database)[0]["n"])
+    query = "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()"
+    return int(sql(server, query, server.database)[0][0])
+
+
+def wait_replayed(primary: PostgresServer | MariaDBPrimary, replicas: list) -> None:
     """Wait until every replica has replayed all the primary has written so far."""
+    if isinstance(primary, MariaDBPrimary):
+        for replica in replicas:
+            replica.wait_replayed()
+        return
     (lsn,) = sql(primary, "SELECT pg_current_wal_lsn()::text")[0]
     deadline = time.monotonic() + 10
     for replica in replicas:
