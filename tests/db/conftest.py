@@ -15,6 +15,7 @@ import psycopg2
 import pytest
 from pydal import DAL, Field
 
+from scalekit.db.members import close
 from tests.conftest import _running
 from tests.servers import MariaDBPrimary, MariaDBReplica, PostgresReplica, PostgresServer
 
@@ -35,17 +36,24 @@ def folder(tmp_path_factory) -> str:
     return str(tmp_path_factory.mktemp("databases"))
 
 
+def start_cluster(stack: contextlib.ExitStack, primary, replica_of, folder: str) -> Cluster:
+    """``primary`` with table ``item``, then two replicas (``replica_of(primary)``) that
+    have replayed it."""
+    primary = _running(stack, primary)
+    db = DAL(primary.url, folder=folder, attempts=1)
+    define(db)
+    db.commit()
+    db.close()
+    replicas = [_running(stack, replica_of(primary)) for _ in range(2)]
+    wait_replayed(primary, replicas)
+    return Cluster(primary, replicas)
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster(folder: str) -> Iterator[Cluster]:
-    """A primary with table ``item`` and two replicas that have replayed it."""
+    """A PostgreSQL primary and two streaming replicas."""
     with contextlib.ExitStack() as stack:
-        primary = _running(stack, PostgresServer())
-        db = DAL(primary.url, folder=folder, attempts=1)
-        define(db)
-        db.commit()
-        db.close()
-        replicas = [_running(stack, PostgresReplica(primary)) for _ in range(2)]
-        yield Cluster(primary, replicas)
+        yield start_cluster(stack, PostgresServer(), PostgresReplica, folder)
 
 
 @pytest.fixture
@@ -56,17 +64,9 @@ def cluster(postgres_cluster: Cluster) -> Cluster:
 
 @pytest.fixture(scope="session")
 def mysql_cluster(folder: str) -> Iterator[Cluster]:
-    """A MariaDB primary with table ``item`` and two read-only replicas that replayed it."""
+    """A MariaDB primary and two read-only replicas of its binary log."""
     with contextlib.ExitStack() as stack:
-        primary = _running(stack, MariaDBPrimary())
-        db = DAL(primary.url, folder=folder, attempts=1)
-        define(db)
-        db.commit()
-        db.close()
-        replicas = [_running(stack, MariaDBReplica(primary)) for _ in range(2)]
-        for replica in replicas:
-            replica.wait_replayed()
-        yield Cluster(primary, replicas)
+        yield start_cluster(stack, MariaDBPrimary(), MariaDBReplica, folder)
 
 
 @pytest.fixture
@@ -97,6 +97,18 @@ def server_port(db: DAL) -> int:
     if db._adapter.dbengine == "mysql":
         return int(db.executesql("SELECT @@port")[0][0])
     return int(db.executesql("SELECT inet_server_port()")[0][0])
+
+
+def read_ports(replicas, count: int, folder: str) -> list[int]:
+    """The ports of the servers that ``count`` read-only connections of ``replicas`` reach."""
+    ports = []
+    for _ in range(count):
+        db = replicas.connect(read_only=True, folder=folder)
+        try:
+            ports.append(server_port(db))
+        finally:
+            close(db, "rollback")
+    return ports
 
 
 def in_recovery(db: DAL) -> bool:

@@ -15,23 +15,19 @@ from pydal import DAL, Field
 from scalekit.db import HealthMemory, ReplicaSet, fail_safe_round_robin
 from scalekit.db.members import close
 from scalekit.errors import ConfigError, DatabaseUnavailable
-from tests.db.conftest import define, in_recovery, server_port, sql, wait_replayed
+from tests.db.conftest import (
+    define,
+    in_recovery,
+    read_ports,
+    server_port,
+    sql,
+    wait_replayed,
+)
 from tests.servers import free_port
 
 
 def dead_url() -> str:
     return f"postgres://postgres@127.0.0.1:{free_port()}/scalekit_test"
-
-
-def read_ports(replicas: ReplicaSet, count: int, folder: str) -> list[int]:
-    ports = []
-    for _ in range(count):
-        db = replicas.connect(read_only=True, folder=folder)
-        try:
-            ports.append(server_port(db))
-        finally:
-            close(db, "rollback")
-    return ports
 
 
 def test_round_robin_spreads_reads_over_the_replicas(cluster, folder):

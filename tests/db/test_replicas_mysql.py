@@ -11,23 +11,8 @@ import pytest
 
 from scalekit.db import ReplicaSet
 from scalekit.db.members import Lag, Member, close
-from tests.db.conftest import define
+from tests.db.conftest import define, read_ports, server_port
 from tests.servers import MariaDBReplica
-
-
-def server_port(db) -> int:
-    return int(db.executesql("SELECT @@port")[0][0])
-
-
-def read_ports(replicas: ReplicaSet, count: int, folder: str) -> list[int]:
-    ports = []
-    for _ in range(count):
-        db = replicas.connect(read_only=True, folder=folder)
-        try:
-            ports.append(server_port(db))
-        finally:
-            close(db, "rollback")
-    return ports
 
 
 def seconds_behind(replica: MariaDBReplica) -> int | None:
