@@ -242,7 +242,9 @@ class Placement:
 def placements() -> list[Placement]:
     """One CPU for both (the target's case), then one CPU each where there are two."""
     first, *others = sorted(os.sched_getaffinity(0))
-    shared = [Placement(f"one CPU: the benchmark and Redis on CPU {first}", {first}, {first})]
+    shared = [
+        Placement(f"one CPU: the benchmark and Redis on CPU {first}", *[frozenset({first})] * 2)
+    ]
     if not others:
         return shared
     apart = f"two CPUs: the benchmark on CPU {first}, Redis on CPU {others[0]}"
