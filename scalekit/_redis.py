@@ -186,7 +186,7 @@ class LazyRedis:
 
     def forget(self, *keys: str) -> None:
         """Drop ``keys`` from this process's cache of reads (after writing them)."""
-        if self._cache_pid == os.getpid():
+        if self._cache_pid and self._cache_pid == os.getpid():  # no system call without one
             self._cache.forget([key.encode() for key in keys])
 
     def script(self, source: str, keys: list[Any], args: list[Any]) -> Any:
