@@ -1,0 +1,221 @@
+"""The README's Python examples, run as written against the test servers.
+
+Each test takes one ```python block of README.md (found by a line only it has), puts the
+private servers' URLs and temp folders where the README names production hosts and paths,
+runs it, and checks that it does what the README says. A block that drifts from the API
+fails here. Not run: the py4web block (py4web is not a dependency; the stores' py4web API
+is in the conformance suite) and the option listings that only repeat the signatures.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from scalekit import sessions
+from scalekit.cache import Cache
+from scalekit.errors import ConfigError
+from scalekit.maintenance import State, open_flag
+from scalekit.sessions.cookies import new_session_id
+from tests.wsgi import Client
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+
+
+def snippet(marker: str, replace: dict[str, str] | None = None) -> str:
+    """The README's one Python block that contains ``marker``, with ``replace`` applied."""
+    found = [block for block in BLOCKS if marker in block]
+    assert len(found) == 1, f"{len(found)} Python blocks of README.md contain {marker!r}"
+    code = found[0]
+    for old, new in (replace or {}).items():
+        assert old in code, f"the README block with {marker!r} no longer says {old!r}"
+        code = code.replace(old, new)
+    return code
+
+
+def run(code: str, **names) -> dict:
+    """Run ``code`` as a module whose globals start as ``names``; its globals."""
+    namespace = {"__name__": "readme_example", **names}
+    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
+    return namespace
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def test_the_sessions_example_counts_visits(redis_url):
+    code = snippet("session.visits = ", {"redis://127.0.0.1:6379/0": redis_url})
+    client = Client(run(code)["application"])
+    assert [client.get("/").text for _ in range(3)] == ["visit 1", "visit 2", "visit 3"]
+    assert Client(client.app).get("/").text == "visit 1"  # another browser, another session
+
+
+def test_every_store_url_example_opens_a_working_store(
+    tmp_path, redis_url, memcache_url, postgres_url
+):
+    code = snippet(
+        'open_store("file:///var/app/sessions"',
+        {
+            "file:///var/app/sessions": f"file://{tmp_path}/sessions",
+            "/var/app/databases": str(tmp_path / "databases"),
+            "postgres://app:pw@db.internal/shop": postgres_url,
+            "memcache://m1:11211,m2:11211": memcache_url,
+            "redis://:pw@cache.internal:6379/0": redis_url,
+        },
+    )
+    kinds = []
+    for line in code.strip().splitlines():
+        store = run(line, sessions=sessions)["store"]
+        sid = new_session_id()
+        assert store.save(sid, b"signed payload", 60, None)
+        assert store.load(sid).data == b"signed payload"
+        store.delete(sid)
+        assert store.load(sid) is None
+        kinds.append(store.kind)
+        store.close()
+    assert len(kinds) == 5 and "redis" in kinds and "memcache" in kinds
+
+
+def test_the_flask_example(redis_url):
+    code = snippet("app.wsgi_app = sessions.SessionMiddleware", {"redis://cache:6379/0": redis_url})
+    client = Client(run(code, SECRET="flask example secret")["app"])
+    assert [client.get("/").text for _ in range(2)] == ["seen 1 times", "seen 2 times"]
+
+
+def test_the_database_store_joins_the_apps_transaction(postgres_url, tmp_path, monkeypatch):
+    from pydal import DAL
+
+    monkeypatch.chdir(tmp_path)  # pydal's .table files
+    code = snippet("sessions.DatabaseStore(db=db", {"postgres://app:pw@db/shop": postgres_url})
+    namespace = run(code, DAL=DAL, sessions=sessions)
+    store, db = namespace["store"], namespace["db"]
+    sid = new_session_id()
+    assert store.save(sid, b"payload", 60, None)
+    other = sessions.open_store(postgres_url, app="shop", folder=str(tmp_path))
+    assert other.load(sid) is None  # not committed: the app's transaction holds it
+    db.commit()
+    assert other.load(sid).data == b"payload"
+    other.close()
+    db.close()
+
+
+def test_the_cache_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # cache.disk writes to ./cache/shop/
+    loads = []
+
+    def load_products():
+        loads.append(1)
+        return ["tea", "coffee"]
+
+    namespace = run(snippet('cache = Cache("shop")'), load_products=load_products)
+    assert namespace["page"] == {"products": ["tea", "coffee"]}
+    assert len(loads) == 2  # the first call, then time_expire=0 recomputed
+    cache = namespace["cache"]
+    assert cache.ram("front", lambda: "not this", time_expire=60) == "not this"  # deleted
+    assert cache.disk.increment("visits") == 2
+    assert (tmp_path / "cache" / "shop").is_dir()
+
+
+def test_the_cache_configuration_example(tmp_path, redis_url, memcache_url):
+    code = snippet(
+        'cache = Cache("shop", disk=',
+        {
+            "file:///var/cache/shop": f"file://{tmp_path}/cache",
+            "redis://cache:6379/0": redis_url,
+            "memcache://m1:11211,m2:11211": memcache_url,
+        },
+    )
+    cache = run(code, Cache=Cache)["cache"]
+    key = f"readme-{new_session_id()}"
+    assert cache.ram(key, lambda: "from Redis", time_expire=60) == "from Redis"
+    assert cache.redis(key, lambda: "recomputed", time_expire=60) == "from Redis"
+    assert cache.disk(key, lambda: "recomputed", time_expire=60) == "from Redis"  # Redis too
+    assert cache.memcache(key, lambda: "memcached", time_expire=60) == "memcached"
+
+
+def test_the_tickets_example(tmp_path):
+    code = snippet("tickets.TicketMiddleware(application", {"file://errors": f"file://{tmp_path}"})
+    response = Client(run(code)["application"]).get("/")
+    assert response.status == 500
+    tickets = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert len(tickets) == 1 and "boom" in tickets[0].read_text(errors="replace")
+
+
+def test_the_replica_example_reads_and_writes(postgres_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # folder="databases"
+    code = snippet(
+        'dal.item.insert(name="new")',
+        {
+            '"postgres://app:secret@db1/app"': repr(postgres_url),
+            # the one test server as a replica too, under another name
+            '["postgres://app:secret@db2/app", "postgres://app:secret@db3/app"]': repr(
+                [postgres_url.replace("127.0.0.1", "localhost")]
+            ),
+        },
+    )
+    (tmp_path / "databases").mkdir()
+    client = Client(run(code)["application"])
+    assert client.request("/", method="POST").status == 303  # the primary creates the table
+    assert client.get("/").text == "new"  # read-your-writes: this client reads the primary
+    assert client.request("/", method="POST").status == 303
+    assert Client(client.app).get("/").text == "new,new"  # a replica, for another client
+
+
+def test_the_static_files_example(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    static = tmp_path / "applications" / "shop" / "static"
+    static.mkdir(parents=True)
+    (static / "site.css").write_text("body { color: teal }")
+    client = Client(run(snippet("StaticFiles(", {}), app=hello)["application"])
+    response = client.get("/static/site.css")
+    assert response.status == 200 and response.text == "body { color: teal }"
+    assert client.get("/shop/default/index").text == "hello"
+
+
+def test_the_maintenance_examples(redis_url):
+    code = snippet('MaintenanceMiddleware(application, flag="redis://cache:6379/0"', {
+        "redis://cache:6379/0": redis_url,
+    })  # fmt: skip
+    client = Client(run(code, application=hello)["application"])
+    decorated = snippet('@maintenance_check("redis://cache:6379/0"', {
+        "redis://cache:6379/0": redis_url, "...": "return hello(environ, start_response)",
+    })  # fmt: skip
+    checkout = Client(run(decorated, hello=hello)["checkout"])
+    assert client.get("/").text == checkout.get("/").text == "hello"
+
+    flag = open_flag(redis_url, app="shop")
+    flag.write(State(mode="down", message="back soon"))
+    try:
+        time.sleep(1.1)  # each process reads the flag at most once a second
+        for response in (client.get("/"), checkout.get("/")):
+            assert response.status == 503 and "back soon" in response.text
+    finally:
+        flag.clear()
+        flag.close()
+
+
+def test_the_urls_example_says_what_each_line_gives():
+    checked = 0
+    namespace = run("from scalekit import urls")
+    for line in snippet("urls.parse(").strip().splitlines():
+        code, _, said = (part.strip() for part in line.partition("  # "))
+        if not said:
+            exec(code, namespace)  # noqa: S102 - our own README
+        elif said.startswith("ConfigError: "):
+            message = said.removeprefix("ConfigError: ").removesuffix("...")
+            with pytest.raises(ConfigError, match=re.escape(message)):
+                eval(code, namespace)
+        elif code.startswith("print("):
+            printed = code.removeprefix("print(").removesuffix(")")
+            assert str(eval(printed, namespace)) == said
+        else:
+            assert eval(code, namespace) == ast.literal_eval(said)
+        checked += bool(said)
+    assert checked == 4
