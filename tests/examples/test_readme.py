@@ -19,7 +19,7 @@ import pytest
 from scalekit import sessions
 from scalekit.cache import Cache
 from scalekit.errors import ConfigError
-from scalekit.maintenance import State, open_flag
+from scalekit.maintenance import MaintenanceMiddleware, State, open_flag
 from scalekit.sessions.cookies import new_session_id
 from tests.wsgi import Client
 
@@ -219,3 +219,56 @@ def test_the_urls_example_says_what_each_line_gives():
             assert eval(code, namespace) == ast.literal_eval(said)
         checked += bool(said)
     assert checked == 4
+
+
+def test_the_ticket_viewer_example(postgres_url):
+    code = snippet("admin = TicketViewer(", {"postgres://app@db.internal/shop": postgres_url})
+    admin = Client(run(code, TOKEN="viewer token")["admin"])
+    assert admin.get("/").status == 403  # 127.0.0.1 is not in 10.0.0.0/8
+    assert admin.get("/summary", headers={"Authorization": "Bearer viewer token"}).status == 200
+
+
+def test_the_replica_deploy_snippet_reads_its_environment(postgres_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "databases").mkdir()
+    monkeypatch.setenv("SCALEKIT_DB_PRIMARY", postgres_url)
+    monkeypatch.setenv("SCALEKIT_DB_REPLICAS", postgres_url.replace("127.0.0.1", "localhost"))
+    namespace = run(snippet("db.ReplicaSet.from_environ("), application=hello,
+                    define_tables=lambda dal: None)  # fmt: skip
+    replicas = namespace["replicas"]
+    assert replicas.max_lag == 5 and len(replicas.replicas) == 1
+    assert Client(namespace["application"]).get("/").text == "hello"
+
+
+def test_the_maintenance_options_and_deploy_snippets(redis_url, tmp_path, monkeypatch):
+    """Every option the README lists is one the middleware takes; the deploy snippet runs;
+    ``writes_enabled_for`` asks the last middleware made, as the README says."""
+    monkeypatch.chdir(tmp_path)
+    for page in ("static/503.html", "applications/shop/static/503.html"):
+        (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / page).write_text("<p>{{message}}</p>")
+    names = {"MaintenanceMiddleware": MaintenanceMiddleware, "application": hello}
+    listing = snippet('page_url="/maintenance"', {"redis://cache:6379/0": redis_url})
+    run("middleware = " + listing, **names)
+    monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", redis_url)
+    monkeypatch.setenv("SCALEKIT_MAINTENANCE_SECRET", "a deploy secret of 32 characters")
+    deployed = run(snippet('trusted_proxies=["10.0.0.2"'), application=hello)["application"]
+    client = Client(deployed)
+    deadline = time.monotonic() + 2  # a flip shows within a second (an earlier test's flag)
+    while client.get("/").text != "hello":
+        assert time.monotonic() < deadline, "maintenance still on with the flag cleared"
+        time.sleep(0.1)
+
+    guard = snippet("maintenance.writes_enabled_for(600)")
+    run(guard)  # maintenance off: the import goes on
+    flag = open_flag(redis_url, app="shop")
+    flag.write(State(mode="down", message="import window"))
+    try:
+        time.sleep(1.1)  # each process reads the flag at most once a second
+        with pytest.raises(SystemExit, match="maintenance soon"):
+            run(guard)
+        response = client.get("/")
+        assert response.status == 503 and "import window" in response.text
+    finally:
+        flag.clear()
+        flag.close()
