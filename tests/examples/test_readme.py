@@ -3,8 +3,8 @@
 Each test takes one ```python block of README.md (found by a line only it has), puts the
 private servers' URLs and temp folders where the README names production hosts and paths,
 runs it, and checks that it does what the README says. A block that drifts from the API
-fails here. Not run: the py4web block (py4web is not a dependency; the stores' py4web API
-is in the conformance suite) and the option listings that only repeat the signatures.
+fails here. Every block runs but the py4web one (py4web is not a dependency; the stores'
+py4web API is in the conformance suite).
 """
 
 from __future__ import annotations
