@@ -3,8 +3,7 @@
 Each test takes one ```python block of README.md (found by a line only it has), puts the
 private servers' URLs and temp folders where the README names production hosts and paths,
 runs it, and checks that it does what the README says. A block that drifts from the API
-fails here. Every block runs but the py4web one (py4web is not a dependency; the stores'
-py4web API is in the conformance suite).
+fails here. Every block runs.
 """
 
 from __future__ import annotations
@@ -87,6 +86,25 @@ def test_the_flask_example(redis_url):
     code = snippet("app.wsgi_app = sessions.SessionMiddleware", {"redis://cache:6379/0": redis_url})
     client = Client(run(code, SECRET="flask example secret")["app"])
     assert [client.get("/").text for _ in range(2)] == ["seen 1 times", "seen 2 times"]
+
+
+def test_the_py4web_example(redis_url, monkeypatch):
+    from py4web import action
+    from py4web.core import bottle
+
+    code = snippet("from py4web import Session", {"redis://cache:6379/0": redis_url})
+    session = run(code, SECRET="Py4web-Readme:S3cret_4kQ!z8Wm#Tb5Yr2&Lp7")["session"]
+    monkeypatch.setattr(action, "app_name", "readme_shop")  # what py4web's loader sets
+
+    def visits():
+        session["visits"] = session.get("visits", 0) + 1
+        return str(session["visits"])
+
+    view = action.uses(session)(visits)
+    view.__module__ = "apps.readme_shop.controllers"  # where py4web expects an action
+    action("visits")(view)
+    client = Client(bottle.default_app())
+    assert [client.get("/readme_shop/visits").text for _ in range(2)] == ["1", "2"]
 
 
 def test_the_database_store_joins_the_apps_transaction(postgres_url, tmp_path, monkeypatch):

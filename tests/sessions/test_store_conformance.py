@@ -201,6 +201,9 @@ def test_py4web_storage_api(store):
     assert store.get(key) == '{"user": "zoë"}'
     store.set(key, '{"user": "ann"}', 60)
     assert store.get(key) == '{"user": "ann"}'
+    assert store.get(key.encode()) == '{"user": "ann"}'  # py4web sends its cookie as bytes
+    for forged in (b"../../etc/passwd", "zo\u00eb" * 8, b"\xff" * 20, "short", b""):
+        assert store.get(forged) is None  # a cookie that is no session id: no session
     store.delete(key)
     assert store.get(key) is None
 

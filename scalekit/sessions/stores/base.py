@@ -139,9 +139,15 @@ class SessionStore(abc.ABC):
         """Release clients and connections of this process (they reopen on next use)."""
 
     # -- py4web's session storage API --------------------------------------------------
-    def get(self, key: str) -> str | None:
-        """py4web: the stored value of ``key`` (a str), or ``None``."""
-        record = self.load(check_session_id(key))
+    def get(self, key: str | bytes) -> str | None:
+        """py4web: the stored value of ``key`` (a str), or ``None``. py4web passes its
+        cookie's value, as bytes: one that is not a session id reads as no session."""
+        if isinstance(key, bytes):
+            key = key.decode("ascii", "replace")
+        if not isinstance(key, str) or not SESSION_ID.match(key):
+            log.debug("py4web session key ignored: malformed %r", key)
+            return None
+        record = self.load(key)
         return None if record is None else record.data.decode("utf-8")
 
     def set(self, key: str, value: str, expiration: int | None = None) -> None:
