@@ -115,7 +115,7 @@ class Member:
         return failure_reason(exc, getattr(self.settings, "password", None))
 
 
-def _mysql_lag(db: DAL, settings: Any) -> Lag:
+def _mysql_lag(db: DAL, settings: DatabaseURL) -> Lag:
     """The largest ``Seconds_Behind_Source`` (``_Master``) over the replica's channels; 0 on
     a server that replicates from nobody."""
     for statement in _MYSQL_STATUS:
