@@ -10,9 +10,11 @@ from scalekit.sessions.stores import open_store
 from tests.servers import free_port
 
 #: Every backend the conformance suite runs on.
+#: ``redis_unix``: Redis over its unix socket (``unix://``).
 #: ``redis_cached``: Redis with client-side caching (``?client_cache=true``).
 STORE_KINDS = [
-    "file", "sqlite", "postgres", "mysql", "memcache", "memcache2", "redis", "redis_cached",
+    "file", "sqlite", "postgres", "mysql", "memcache", "memcache2", "redis", "redis_unix",
+    "redis_cached",
 ]  # fmt: skip
 
 
@@ -38,6 +40,8 @@ def store_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
         return request.getfixturevalue("memcache_url")
     if kind == "redis":
         return request.getfixturevalue("redis_url")
+    if kind == "redis_unix":
+        return request.getfixturevalue("redis_server").unix_url
     if kind == "redis_cached":
         return request.getfixturevalue("redis_url") + "?client_cache=true"
     raise AssertionError(kind)
@@ -56,6 +60,7 @@ def down_url_for(kind: str, tmp_path) -> str:
         "memcache": f"memcache://127.0.0.1:{port}",
         "memcache2": f"memcache://127.0.0.1:{port},127.0.0.1:{free_port()}",
         "redis": f"redis://127.0.0.1:{port}/0",
+        "redis_unix": f"unix://{tmp_path}/no-redis.sock?db=0",
         "redis_cached": f"redis://127.0.0.1:{port}/0?client_cache=true",
     }[kind]
 
