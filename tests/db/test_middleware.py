@@ -179,3 +179,24 @@ def test_an_unreachable_primary_answers_503(folder):
     client = Client(app_for(ReplicaSet(down, folder=folder), retry_after=7))
     response = client.request("/add/x", method="POST")
     assert response.status == 503 and response.header("Retry-After") == "7"
+
+
+def test_one_sqlite_database_serves_a_single_machine(tmp_path):
+    """The embedded default: no replicas, a SQLite file; requests still commit or roll back."""
+
+    def app(environ, start_response):
+        dal = scalekit_db.current().db
+        action, name = environ["PATH_INFO"].strip("/").split("/")
+        if action != "count":
+            dal.item.insert(name=name)
+        if action == "fail":
+            raise Boom(name)
+        return respond(start_response, "200 OK", str(dal(dal.item).count()))
+
+    replicas = ReplicaSet("sqlite://storage.sqlite", folder=str(tmp_path))
+    client = Client(DBMiddleware(app, replicas, define=define))
+    assert client.request("/add/a", method="POST").text == "1"
+    with pytest.raises(Boom):
+        client.request("/fail/b", method="POST")
+    assert client.get("/count/-").text == "1"  # the failed request's row was rolled back
+    assert (tmp_path / "storage.sqlite").is_file()
