@@ -15,10 +15,10 @@ import pytest
 
 from scalekit.cache import Cache, CacheModel
 
-#: Every backend the conformance suite runs on.
-CACHE_KINDS = ["ram", "disk", "memcache", "redis"]
+#: Every backend the conformance suite runs on (``redis_unix``: Redis over its unix socket).
+CACHE_KINDS = ["ram", "disk", "memcache", "redis", "redis_unix"]
 #: Backends whose entries other processes see: process tests run on these only.
-SHARED_KINDS = {"disk", "memcache", "redis"}
+SHARED_KINDS = {"disk", "memcache", "redis", "redis_unix"}
 
 
 def backend_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
@@ -29,6 +29,8 @@ def backend_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
         return f"file://{tmp_path}/cache"
     if kind == "redis":
         return request.getfixturevalue("redis_url")
+    if kind == "redis_unix":
+        return request.getfixturevalue("redis_server").unix_url
     if kind == "memcache":
         return request.getfixturevalue("memcache_url")
     raise AssertionError(kind)
