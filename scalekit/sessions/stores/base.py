@@ -54,9 +54,14 @@ class Record(NamedTuple):
     touched_at: float
 
 
+def is_session_id(sid: object) -> bool:
+    """True if ``sid`` is a well-formed session id (see :data:`SESSION_ID`)."""
+    return isinstance(sid, str) and SESSION_ID.match(sid) is not None
+
+
 def check_session_id(sid: str) -> str:
     """Return ``sid`` if it is a well-formed session id, else raise ``ValueError``."""
-    if not isinstance(sid, str) or not SESSION_ID.match(sid):
+    if not is_session_id(sid):
         raise ValueError(f"malformed session id {sid!r:.40}")
     return sid
 
@@ -144,7 +149,7 @@ class SessionStore(abc.ABC):
         cookie's value, as bytes: one that is not a session id reads as no session."""
         if isinstance(key, bytes):
             key = key.decode("ascii", "replace")
-        if not isinstance(key, str) or not SESSION_ID.match(key):
+        if not is_session_id(key):
             log.debug("py4web session key ignored: malformed %r", key)
             return None
         record = self.load(key)
