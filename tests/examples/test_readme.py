@@ -20,6 +20,7 @@ from scalekit.cache import Cache
 from scalekit.errors import ConfigError
 from scalekit.maintenance import MaintenanceMiddleware, State, open_flag
 from scalekit.sessions.cookies import new_session_id
+from tests.sessions.apps import mount_py4web
 from tests.wsgi import Client
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -89,21 +90,14 @@ def test_the_flask_example(redis_url):
 
 
 def test_the_py4web_example(redis_url, monkeypatch):
-    from py4web import action
-    from py4web.core import bottle
-
     code = snippet("from py4web import Session", {"redis://cache:6379/0": redis_url})
     session = run(code, SECRET="Py4web-Readme:S3cret_4kQ!z8Wm#Tb5Yr2&Lp7")["session"]
-    monkeypatch.setattr(action, "app_name", "readme_shop")  # what py4web's loader sets
 
     def visits():
         session["visits"] = session.get("visits", 0) + 1
         return str(session["visits"])
 
-    view = action.uses(session)(visits)
-    view.__module__ = "apps.readme_shop.controllers"  # where py4web expects an action
-    action("visits")(view)
-    client = Client(bottle.default_app())
+    client = mount_py4web("readme_shop", "visits", session, visits, monkeypatch)
     assert [client.get("/readme_shop/visits").text for _ in range(2)] == ["1", "2"]
 
 

@@ -38,3 +38,18 @@ def read_all(session, environ):
 
 def untouched(session, environ):
     return "no session use"
+
+
+def mount_py4web(app_name: str, path: str, session, view, monkeypatch):
+    """Mount ``view`` as the py4web action ``/<app_name>/<path>`` using ``session`` (a py4web
+    Session), as py4web's app loader would; a client for py4web's WSGI app."""
+    from py4web import action
+    from py4web.core import bottle
+
+    from tests.wsgi import Client
+
+    monkeypatch.setattr(action, "app_name", app_name)  # what py4web's app loader sets
+    action_view = action.uses(session)(view)
+    action_view.__module__ = f"apps.{app_name}.controllers"  # where py4web expects actions
+    action(path)(action_view)
+    return Client(bottle.default_app())

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from py4web import Session, action
-from py4web.core import bottle
+from py4web import Session
 
+from tests.sessions.apps import mount_py4web
 from tests.wsgi import Client
 
 SECRET = "Py4web-Test:S3cret_9f2C!x7Qm#Lk2Zr8&Wd4Ty"  # strong enough for py4web
@@ -21,16 +21,12 @@ SECRET = "Py4web-Test:S3cret_9f2C!x7Qm#Lk2Zr8&Wd4Ty"  # strong enough for py4web
 def py4web_app(store, app_name, monkeypatch):
     """``/<app_name>/count``: a py4web action counting visits in a session kept in ``store``."""
     session = Session(secret=SECRET, expiration=600, storage=store)
-    monkeypatch.setattr(action, "app_name", app_name)  # what py4web's app loader sets
 
     def count():
         session["count"] = session.get("count", 0) + 1
         return f"count {session['count']}"
 
-    view = action.uses(session)(count)
-    view.__module__ = f"apps.{app_name}.controllers"  # where py4web expects an action
-    action("count")(view)
-    return Client(bottle.default_app())
+    return mount_py4web(app_name, "count", session, count, monkeypatch)
 
 
 def test_a_py4web_session_lives_in_the_store(py4web_app, store, app_name):
