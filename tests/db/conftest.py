@@ -69,21 +69,24 @@ def mysql_cluster(folder: str) -> Iterator[Cluster]:
         yield start_cluster(stack, MariaDBPrimary(), MariaDBReplica, folder)
 
 
+@contextlib.contextmanager
+def third_replica(cluster: Cluster) -> Iterator:
+    """One more replica of ``cluster``'s primary, caught up, for a test to stop or delay."""
+    with contextlib.ExitStack() as stack:
+        replica = _running(stack, type(cluster.replicas[0])(cluster.primary))
+        wait_replayed(cluster.primary, [replica])
+        yield replica
+
+
 @pytest.fixture
 def private_mysql_replica(mysql_cluster: Cluster) -> Iterator[MariaDBReplica]:
-    """A third replica of the shared MariaDB primary, for a test to stop or delay."""
-    with contextlib.ExitStack() as stack:
-        replica = _running(stack, MariaDBReplica(mysql_cluster.primary))
-        replica.wait_replayed()
+    with third_replica(mysql_cluster) as replica:
         yield replica
 
 
 @pytest.fixture
 def private_replica(cluster: Cluster) -> Iterator[PostgresReplica]:
-    """A third replica of the shared primary, for a test to stop or pause."""
-    with contextlib.ExitStack() as stack:
-        replica = _running(stack, PostgresReplica(cluster.primary))
-        wait_replayed(cluster.primary, [replica])
+    with third_replica(cluster) as replica:
         yield replica
 
 

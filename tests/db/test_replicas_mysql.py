@@ -11,7 +11,7 @@ import pytest
 
 from scalekit.db import ReplicaSet
 from scalekit.db.members import Lag, Member, close
-from tests.db.conftest import define, read_ports, server_port
+from tests.db.conftest import define, read_ports, server_port, wait_replayed
 from tests.servers import MariaDBReplica
 
 
@@ -49,8 +49,7 @@ def test_reads_rotate_over_the_replicas_and_writes_go_to_the_primary(mysql_clust
     writer.item.insert(name=name)
     writer.commit()
     close(writer)
-    for replica in mysql_cluster.replicas:
-        replica.wait_replayed()
+    wait_replayed(primary, mysql_cluster.replicas)
     reader = replicas.connect(read_only=True, folder=folder)
     define(reader)
     assert reader(reader.item.name == name).count() == 1
