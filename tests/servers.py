@@ -429,7 +429,6 @@ class MariaDBServer(_ForegroundServer):
         return ["--skip-log-bin"]
 
     def answers(self) -> bool:
-
         with contextlib.closing(self.admin()) as admin, admin.cursor() as cursor:
             cursor.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
             cursor.execute(f"CREATE USER IF NOT EXISTS '{self.user}'@'127.0.0.1' "

@@ -9,8 +9,10 @@ fails here. Every block runs.
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,19 @@ def run(code: str, **names) -> dict:
     namespace = {"__name__": "readme_example", **names}
     exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - our own README
     return namespace
+
+
+@contextlib.contextmanager
+def shop_down(flag_url: str, message: str) -> Iterator[None]:
+    """App ``shop`` in maintenance (down) for the block, seen by every process's next read."""
+    flag = open_flag(flag_url, app="shop")
+    flag.write(State(mode="down", message=message))
+    try:
+        time.sleep(1.1)  # each process reads the flag at most once a second
+        yield
+    finally:
+        flag.clear()
+        flag.close()
 
 
 def hello(environ, start_response):
@@ -202,15 +217,9 @@ def test_the_maintenance_examples(redis_url):
     checkout = Client(run(decorated, hello=hello)["checkout"])
     assert client.get("/").text == checkout.get("/").text == "hello"
 
-    flag = open_flag(redis_url, app="shop")
-    flag.write(State(mode="down", message="back soon"))
-    try:
-        time.sleep(1.1)  # each process reads the flag at most once a second
+    with shop_down(redis_url, "back soon"):
         for response in (client.get("/"), checkout.get("/")):
             assert response.status == 503 and "back soon" in response.text
-    finally:
-        flag.clear()
-        flag.close()
 
 
 def test_the_urls_example_says_what_each_line_gives():
@@ -273,14 +282,8 @@ def test_the_maintenance_options_and_deploy_snippets(redis_url, tmp_path, monkey
 
     guard = snippet("maintenance.writes_enabled_for(600)")
     run(guard)  # maintenance off: the import goes on
-    flag = open_flag(redis_url, app="shop")
-    flag.write(State(mode="down", message="import window"))
-    try:
-        time.sleep(1.1)  # each process reads the flag at most once a second
+    with shop_down(redis_url, "import window"):
         with pytest.raises(SystemExit, match="maintenance soon"):
             run(guard)
         response = client.get("/")
         assert response.status == 503 and "import window" in response.text
-    finally:
-        flag.clear()
-        flag.close()
