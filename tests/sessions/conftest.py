@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
 import pytest
+import redis
 
 from scalekit.sessions.stores import open_store
 from tests.servers import free_port
@@ -16,6 +18,13 @@ STORE_KINDS = [
     "file", "sqlite", "postgres", "mysql", "memcache", "memcache2", "redis", "redis_unix",
     "redis_cached",
 ]  # fmt: skip
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    """A plain redis-py client of the test Redis, to look at what the stores did."""
+    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
+        yield client
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import time
 import uuid
 
 import pytest
-import redis
 
 from scalekit import sessions
 from scalekit.errors import ConfigError, SerializationError
@@ -25,13 +24,6 @@ def store(redis_url, app_name):
     opened = sessions.open_store(redis_url, app=app_name)
     yield opened
     opened.close()
-
-
-@pytest.fixture
-def redis_client(redis_url):
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 # Commands that only our Lua scripts run (commandstats counts them too), and the test's own.

@@ -34,12 +34,6 @@ def soon(read, expected, seconds: float = 2.0):
 
 
 @pytest.fixture
-def redis_client(redis_url):
-    with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
-        yield client
-
-
-@pytest.fixture
 def servers(redis_url, app_name):
     """Two app servers' stores on one Redis, each with its own cache of reads."""
     url = redis_url + "?client_cache=true"
