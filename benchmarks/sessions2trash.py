@@ -51,7 +51,7 @@ from django.db import Error as DjangoDatabaseError
 from django.db import connections
 
 from scalekit import sessions
-from scalekit.errors import ScalekitError
+from scalekit.core.errors import ScalekitError
 from scalekit.sessions.cookies import new_session_id
 from scalekit.sessions.stores.base import SessionStore
 

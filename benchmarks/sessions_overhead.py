@@ -52,7 +52,7 @@ from flask_session import Session as FlaskSession
 from werkzeug.test import EnvironBuilder
 
 from scalekit import sessions
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 from scalekit.sessions.cookies import new_session_id
 from scalekit.sessions.serializers import PayloadCodec
 

@@ -1,38 +1,14 @@
-"""The exceptions scalekit raises: one base class, one subclass per kind of failure.
+"""Deprecated path: this module moved to :mod:`scalekit.core.errors`; the old path goes in the
+next release."""
 
-Messages name the URL, file or key involved and say how to fix it; they never carry a
-password (URLs are masked with :func:`scalekit.urls.mask`).
-"""
+import sys
+import warnings
 
+from scalekit.core import errors as moved
 
-class ScalekitError(Exception):
-    """Base class of every error scalekit raises on purpose."""
-
-
-class ConfigError(ScalekitError, ValueError):
-    """A setting is wrong: a bad backend URL, an unknown option, a missing secret."""
-
-
-class StoreUnavailable(ScalekitError, ConnectionError):
-    """A backend (Redis, memcached, a database, a folder) cannot be reached right now."""
-
-
-class CorruptData(ScalekitError):
-    """A store handed back bytes that cannot be decoded; the record is left in place."""
-
-
-class SerializationError(ScalekitError, TypeError):
-    """A value cannot be serialized with the configured serializer (or is too large)."""
-
-
-class ConflictError(ScalekitError):
-    """A concurrent writer changed a record between our read and our write."""
-
-
-class CacheUnavailable(StoreUnavailable):
-    """A cache backend cannot be reached and the cache runs with ``on_error="fail_closed"``."""
-
-
-class DatabaseUnavailable(StoreUnavailable):
-    """No database of a :class:`scalekit.db.ReplicaSet` can serve the request: for a write,
-    the primary; for a read, every replica and the primary."""
+warnings.warn(
+    "scalekit.errors moved to scalekit.core.errors; import it from there",
+    DeprecationWarning,
+    stacklevel=2,
+)
+sys.modules[__name__] = moved

@@ -13,7 +13,7 @@ from scalekit.cache import backends
 from scalekit.cache.backends import CacheBackend, DiskBackend, Entry, RamBackend, open_backend
 from scalekit.cache.facade import Cache
 from scalekit.cache.model import DEFAULT, CacheModel
-from scalekit.errors import CacheUnavailable
+from scalekit.core.errors import CacheUnavailable
 
 __all__ = [
     "DEFAULT",

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cache.backends.base import Entry
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from scalekit.cache.model import CacheModel

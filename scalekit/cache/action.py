@@ -30,7 +30,7 @@ from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cache.model import CacheModel
-from scalekit.errors import ScalekitError
+from scalekit.core.errors import ScalekitError
 
 if TYPE_CHECKING:
     from scalekit.cache.facade import Cache

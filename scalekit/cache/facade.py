@@ -21,8 +21,8 @@ from scalekit.cache.backends.base import CacheBackend
 from scalekit.cache.backends.disk import DiskBackend
 from scalekit.cache.backends.ram import RamBackend
 from scalekit.cache.model import DEFAULT, CacheModel
-from scalekit.errors import ConfigError
-from scalekit.sessions.stores.base import check_app_name
+from scalekit.core.checks import check_app_name
+from scalekit.core.errors import ConfigError
 
 _MODELS = ("ram", "disk", "memcache", "redis")
 _HOW = {

@@ -15,8 +15,10 @@ from time import monotonic, time
 from typing import Any
 
 from scalekit.cache import _flight
-from scalekit.cache.backends.base import MAX_TTL, CacheBackend, Entry, reset_after_fork
-from scalekit.errors import CacheUnavailable, ConfigError, StoreUnavailable
+from scalekit.cache.backends.base import CacheBackend, Entry
+from scalekit.core.checks import MAX_TTL
+from scalekit.core.errors import CacheUnavailable, ConfigError, StoreUnavailable
+from scalekit.core.process import after_fork
 
 log = logging.getLogger("scalekit.cache")
 
@@ -72,7 +74,7 @@ class CacheModel:
         self._last_log = -float("inf")
         self._key_locks: dict[str, list] = {}
         self._key_locks_guard = threading.Lock()
-        reset_after_fork(self)
+        after_fork(self)
 
     def _after_fork(self) -> None:
         self._key_locks, self._key_locks_guard = {}, threading.Lock()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from scalekit import __version__
-from scalekit.errors import ScalekitError
+from scalekit.core.errors import ScalekitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

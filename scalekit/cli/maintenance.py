@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from scalekit.errors import ConfigError, CorruptData
+from scalekit.core.errors import ConfigError, CorruptData
 from scalekit.maintenance.flags import FLAG_VARIABLE, open_flag
 from scalekit.maintenance.state import MODES, State, format_time, parse_duration, parse_time
 

@@ -11,10 +11,10 @@ import os
 import sys
 import time
 
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
+from scalekit.core.urls import mask
 from scalekit.sessions.stores import SessionStore, open_store
 from scalekit.sessions.stores.base import CleanupStats
-from scalekit.urls import mask
 
 NAME = "sessions2trash"
 HELP = "delete expired sessions from a session store (web2py's options; cron-ready)"

@@ -14,7 +14,7 @@ import sys
 import time
 
 from scalekit.cli.sessions2trash import _positive
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 from scalekit.tickets.database import DatabaseStore
 from scalekit.tickets.folder import FolderStore
 from scalekit.tickets.transfer import CollectStats, collect

@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 import sys
 
-from scalekit import urls
-from scalekit.errors import ConfigError
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError
 
 NAME = "url"
 HELP = "check backend URLs and show their parsed settings (passwords masked)"

@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 
 from pydal import DAL
 
-from scalekit._sql import failure_reason, pool_per_process, server_uri
-from scalekit.errors import ConfigError
-from scalekit.urls import DatabaseURL, SQLiteURL, parse
+from scalekit.connect.sql import failure_reason, pool_per_process, server_uri
+from scalekit.core.errors import ConfigError
+from scalekit.core.urls import DatabaseURL, SQLiteURL, parse
 
 #: Seconds a PostgreSQL replica is behind: 0 when it has replayed all it received, else
 #: the age of the last transaction it replayed (NULL: none yet, so unknown).

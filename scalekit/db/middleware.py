@@ -14,11 +14,11 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from scalekit.core.errors import DatabaseUnavailable
 from scalekit.db.replicas import ReplicaSet
 from scalekit.db.routing import SAFE_METHODS, Router
 from scalekit.db.scope import ENVIRON_KEY, DBScope, _current
-from scalekit.errors import DatabaseUnavailable
-from scalekit.sessions.cookies import make_private
+from scalekit.wsgi.headers import make_private
 
 _UNAVAILABLE_BODY = (
     b"Service temporarily unavailable: the database cannot be reached. "

@@ -24,9 +24,9 @@ from typing import Any
 
 from pydal import DAL
 
+from scalekit.core.errors import ConfigError, DatabaseUnavailable
 from scalekit.db.health import PROBE, HealthMemory, Hook, HostEvent
 from scalekit.db.members import Member, close
-from scalekit.errors import ConfigError, DatabaseUnavailable
 
 log = logging.getLogger("scalekit.db")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PIN_KEY = "_scalekit_db_pinned_until"  # the session key (wall-clock seconds)

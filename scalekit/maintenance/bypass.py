@@ -12,7 +12,7 @@ import hmac
 import ipaddress
 from collections.abc import Iterable
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 
 __all__ = ["Bypass", "client_address"]
 

@@ -24,10 +24,10 @@ from typing import Any
 
 import redis
 
-from scalekit import urls
-from scalekit._files import replace_atomically
-from scalekit._redis import REDIS_OPTIONS, LazyRedis
-from scalekit.errors import ConfigError, CorruptData, StoreUnavailable
+from scalekit.connect.files import replace_atomically
+from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
 from scalekit.maintenance.state import DOWN, State
 
 __all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "open_flag"]

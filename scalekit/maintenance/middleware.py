@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from scalekit._http import prefers_json
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
 from scalekit.maintenance.state import DOWN, State, format_time
+from scalekit.wsgi.http import prefers_json
 
 __all__ = ["ENVIRON_KEY", "MaintenanceMiddleware", "maintenance_check", "shared"]
 

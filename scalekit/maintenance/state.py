@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
-from scalekit.errors import ConfigError, CorruptData
+from scalekit.core.errors import ConfigError, CorruptData
 
 __all__ = ["DOWN", "MODES", "READ_ONLY", "State", "format_time", "parse_duration", "parse_time"]
 

@@ -12,8 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from scalekit import tagged_json
-from scalekit.errors import (
+from scalekit.core import tagged_json
+from scalekit.core.errors import (
     ConfigError,
     ConflictError,
     CorruptData,
@@ -24,7 +24,7 @@ from scalekit.sessions.cookies import SessionCookie, new_session_id
 from scalekit.sessions.serializers import PayloadCodec
 from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore, open_store
-from scalekit.sessions.stores.base import check_ttl, now
+from scalekit.sessions.stores.base import now, ttl_seconds
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -80,7 +80,7 @@ class SessionEngine:
         if isinstance(store, str):
             store = open_store(store, app=app_name or "app")
         self.store = store
-        self.ttl = check_ttl(idle_timeout)
+        self.ttl = ttl_seconds(idle_timeout)
         self.absolute_timeout = absolute_timeout
         self.touch_after = None if self.ttl is None else self.ttl * touch_fraction
         self.max_size = max_size

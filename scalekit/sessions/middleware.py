@@ -7,10 +7,10 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from scalekit.sessions.cookies import make_private
 from scalekit.sessions.engine import SessionEngine, StoreFailure
 from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore
+from scalekit.wsgi.headers import make_private
 
 ENVIRON_KEY = "scalekit.session"
 _current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(

@@ -3,7 +3,7 @@
 A payload is ``format byte + HMAC-SHA256 (32 bytes) + body``. The signature covers the
 format, the session id and the body, so a payload altered in the store, or copied from
 another session, is rejected instead of loaded. The body is JSON by default, with
-:mod:`scalekit.tagged_json` carrying the types JSON lacks. Pickle is used only when the
+:mod:`scalekit.core.tagged_json` carrying the types JSON lacks. Pickle is used only when the
 application opts in, and is then only ever read after the signature checks.
 """
 
@@ -13,9 +13,9 @@ import pickle
 from collections.abc import Sequence
 from typing import Any
 
-from scalekit import tagged_json
-from scalekit.errors import ConfigError, CorruptData, SerializationError
-from scalekit.signing import SIGNATURE_SIZE, Signer
+from scalekit.core import tagged_json
+from scalekit.core.errors import ConfigError, CorruptData, SerializationError
+from scalekit.core.signing import SIGNATURE_SIZE, Signer
 
 
 class JSONSerializer:

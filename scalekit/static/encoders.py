@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable
 from typing import Protocol
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 
 #: gzip's XFL byte as the gzip module writes it: 2 for the best compression, 4 for the fastest.
 _XFL = {9: 2, 1: 4}

@@ -16,7 +16,7 @@ import stat
 import tempfile
 from dataclasses import dataclass, field, replace
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.static.encoders import (
     BrotliEncoder,
     Encoder,

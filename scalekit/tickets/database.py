@@ -25,11 +25,11 @@ from typing import Any
 from pydal import DAL, Field
 from pydal.objects import Table
 
-from scalekit import _sql as schema
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.connect import sql as schema
+from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.urls import BackendURL, parse
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
-from scalekit.urls import BackendURL, parse
 
 log = logging.getLogger("scalekit.tickets")
 

@@ -17,8 +17,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from scalekit._files import replace_atomically
-from scalekit.errors import CorruptData, StoreUnavailable
+from scalekit.connect.files import replace_atomically
+from scalekit.core.errors import CorruptData, StoreUnavailable
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry, summarize
 

@@ -14,9 +14,9 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
-from scalekit._http import prefers_json
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, request_id, scrub_text, versions
+from scalekit.wsgi.http import prefers_json
 
 log = logging.getLogger("scalekit.tickets")
 

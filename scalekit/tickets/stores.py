@@ -9,8 +9,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from scalekit.core.urls import FileURL, parse
 from scalekit.tickets.ticket import Entry, Group
-from scalekit.urls import FileURL, parse
 
 DEFAULT_URL = "file://errors"
 

@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from scalekit.errors import CorruptData
+from scalekit.core.errors import CorruptData
 
 SCHEMA_VERSION = 1
 MASK = "***"

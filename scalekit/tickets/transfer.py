@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.errors import CorruptData
+from scalekit.core.errors import CorruptData
 from scalekit.tickets.database import DatabaseStore
 from scalekit.tickets.folder import FolderStore
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.tickets.stores import TicketStore, open_store
 from scalekit.tickets.ticket import Entry, Group
 

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from scalekit.cache import CacheBackend, CacheModel
-from scalekit.errors import SerializationError
+from scalekit.core.errors import SerializationError
 from tests.cache.conftest import run_in_children
 
 

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from scalekit.cache import Cache, DiskBackend, open_backend
-from scalekit.errors import CacheUnavailable, ConfigError
+from scalekit.core.errors import CacheUnavailable, ConfigError
 
 
 class Point:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from scalekit.cache import Cache, CacheModel, DiskBackend, RamBackend
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 
 
 @pytest.fixture

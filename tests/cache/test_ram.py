@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from scalekit.cache import Cache, RamBackend, open_backend
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 
 
 def test_lru_bound_evicts_the_least_recently_used():

@@ -11,7 +11,7 @@ import redis
 
 from scalekit import sessions
 from scalekit.cache import open_backend
-from scalekit.errors import ConfigError, SerializationError
+from scalekit.core.errors import ConfigError, SerializationError
 from tests.cache.conftest import backend_url_for
 from tests.servers import RedisServer
 

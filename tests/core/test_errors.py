@@ -2,7 +2,7 @@
 
 import pytest
 
-from scalekit import errors
+from scalekit.core import errors
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from scalekit import sessions
-from scalekit._redis import LazyRedis
-from scalekit.errors import StoreUnavailable
-from scalekit.urls import parse
+from scalekit.connect.redis import LazyRedis
+from scalekit.core.errors import StoreUnavailable
+from scalekit.core.urls import parse
 from tests.servers import RedisServer, TlsRedisServer
 
 
@@ -150,8 +150,8 @@ def test_commands_work_without_hiredis(redis_url):
     program = f"""
 import sys
 sys.modules["hiredis"] = None  # as if the package were not installed: import fails
-from scalekit import _redis
-from scalekit.urls import parse
+from scalekit.connect import redis as _redis
+from scalekit.core.urls import parse
 assert _redis.hiredis is None
 client = _redis.LazyRedis(parse({redis_url!r}))
 assert client.call("SET", "lean:plain", b"\\x00bytes", "EX", 60) == b"OK"

@@ -5,8 +5,8 @@ import hmac
 
 import pytest
 
-from scalekit.errors import ConfigError
-from scalekit.signing import Signer
+from scalekit.core.errors import ConfigError
+from scalekit.core.signing import Signer
 
 
 def stdlib_signature(secret: bytes, purpose: str, message: bytes) -> bytes:

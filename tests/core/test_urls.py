@@ -1,10 +1,10 @@
-"""scalekit.urls: every scheme, every kind of bad URL, and passwords kept out of sight."""
+"""scalekit.core.urls: every scheme, every kind of bad URL, and passwords kept out of sight."""
 
 import pytest
 
-from scalekit import urls
-from scalekit.errors import ConfigError, ScalekitError
-from scalekit.urls import DatabaseURL, FileURL, MemcacheURL, RedisURL, SQLiteURL
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError, ScalekitError
+from scalekit.core.urls import DatabaseURL, FileURL, MemcacheURL, RedisURL, SQLiteURL
 
 
 def test_file_absolute_and_relative():

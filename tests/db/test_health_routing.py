@@ -7,9 +7,9 @@ import time
 
 import pytest
 
+from scalekit.core.errors import ConfigError
 from scalekit.db import HealthMemory, Router
 from scalekit.db.health import PROBE, USE
-from scalekit.errors import ConfigError
 
 
 class Clock:

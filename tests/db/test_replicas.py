@@ -12,9 +12,9 @@ import uuid
 import pytest
 from pydal import DAL, Field
 
+from scalekit.core.errors import ConfigError, DatabaseUnavailable
 from scalekit.db import HealthMemory, ReplicaSet, fail_safe_round_robin
 from scalekit.db.members import close
-from scalekit.errors import ConfigError, DatabaseUnavailable
 from tests.db.conftest import (
     define,
     in_recovery,

@@ -19,7 +19,7 @@ import pytest
 
 from scalekit import sessions
 from scalekit.cache import Cache
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.maintenance import MaintenanceMiddleware, State, open_flag
 from scalekit.sessions.cookies import new_session_id
 from tests.sessions.apps import mount_py4web
@@ -224,7 +224,7 @@ def test_the_maintenance_examples(redis_url):
 
 def test_the_urls_example_says_what_each_line_gives():
     checked = 0
-    namespace = run("from scalekit import urls")
+    namespace = run("from scalekit.core import urls")
     for line in snippet("urls.parse(").strip().splitlines():
         code, _, said = (part.strip() for part in line.partition("  # "))
         if not said:

@@ -10,7 +10,7 @@ import redis
 from pydal import DAL, Field
 from pymemcache.client.base import Client
 
-from scalekit import urls
+from scalekit.core import urls
 from tests.servers import RedisServer, ServerStartError
 
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from scalekit.errors import CorruptData
+from scalekit.core.errors import CorruptData
 from scalekit.maintenance import FileFlag, MaintenanceMiddleware, State, open_flag
 from tests.maintenance.conftest import call, hello
 from tests.servers import RedisServer

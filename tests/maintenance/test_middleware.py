@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.maintenance import ENVIRON_KEY, MaintenanceMiddleware, State, maintenance_check
 from tests.maintenance.conftest import FORM, JSON, call, hello
 

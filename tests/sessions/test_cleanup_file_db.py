@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
-from scalekit import urls
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import _sql_cleanup, open_store
 from scalekit.sessions.stores.base import CleanupStats
 from scalekit.sessions.stores.database import DatabaseStore

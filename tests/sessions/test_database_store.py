@@ -18,8 +18,8 @@ import pymysql
 import pytest
 from pydal import DAL, Field
 
-from scalekit import urls
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
 from scalekit.sessions.stores.database import DatabaseStore
 from tests.servers import free_port

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
 from scalekit.sessions.stores.file import FileStore
 

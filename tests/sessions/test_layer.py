@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from scalekit import sessions
-from scalekit.errors import ConfigError, SerializationError
+from scalekit.core.errors import ConfigError, SerializationError
 from tests.sessions.apps import read_all, route, set_values, untouched
 from tests.wsgi import Client
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from pymemcache.client.base import Client
 
-from scalekit.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
 from scalekit.sessions.stores.base import MAX_TTL
 from tests.servers import MemcachedServer

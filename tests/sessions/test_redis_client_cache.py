@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from scalekit import sessions
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 from scalekit.sessions.stores.base import ANY
 from tests.servers import RedisServer
 from tests.sessions.test_layer import commands, reset

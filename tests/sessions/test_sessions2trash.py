@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 from scalekit.sessions import open_store
 from scalekit.sessions.stores.base import ANY
 from tests.servers import RedisServer, free_port

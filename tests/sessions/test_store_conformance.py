@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import ANY, SessionStore, open_store
 from tests.sessions.conftest import down_url_for
 

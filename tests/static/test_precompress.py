@@ -13,7 +13,7 @@ import zlib
 import brotli
 import pytest
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.static import Options, StaticFiles, precompress
 from scalekit.static.manifest import MANIFEST_NAME
 from tests.static.conftest import read, text, write

@@ -15,7 +15,7 @@ import psycopg2
 import pytest
 
 from scalekit.cli import main
-from scalekit.errors import StoreUnavailable
+from scalekit.core.errors import StoreUnavailable
 from scalekit.tickets import DatabaseStore, FolderStore, collect
 from tests.servers import PostgresServer
 from tests.tickets.conftest import raise_key_error, raise_value_error, ticket_of

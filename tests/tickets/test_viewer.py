@@ -11,7 +11,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
-from scalekit.errors import ConfigError
+from scalekit.core.errors import ConfigError
 from scalekit.tickets import FolderStore, TicketViewer
 from tests.tickets.conftest import spread
 from tests.wsgi import Client

@@ -16,10 +16,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from scalekit import urls
 from scalekit.cache.backends.base import CacheBackend, Entry
 from scalekit.cache.backends.ram import parse_ram_url
-from scalekit.errors import ConfigError
+from scalekit.core import urls
+from scalekit.core.errors import ConfigError
 
 __all__ = [
     "CacheBackend",
@@ -49,7 +49,7 @@ def open_backend(url: str, app: str = "app", **options: Any) -> CacheBackend:
     """Open the cache backend a URL names; ``options`` go to the backend's constructor.
 
     Options may also be given in the URL's query (``ram://?max_entries=1000``); an unknown
-    option raises :class:`scalekit.errors.ConfigError`.
+    option raises :class:`scalekit.core.errors.ConfigError`.
     """
     if not isinstance(url, str):
         raise ConfigError(f"a cache backend is a URL or a CacheBackend, not {url!r:.60}")

@@ -1,7 +1,7 @@
 """How cache backends that serialize turn values into bytes and back (disk, memcache, Redis).
 
 A value is a format letter and bytes: ``i`` an int as decimal ASCII (so Redis ``HINCRBY``
-and memcached ``incr`` can count on it), ``j`` tagged JSON (:mod:`scalekit.tagged_json`:
+and memcached ``incr`` can count on it), ``j`` tagged JSON (:mod:`scalekit.core.tagged_json`:
 datetime, Decimal, bytes, set... round-trip; the default), ``p`` a pickle, written and read
 only by a backend opened with ``serializer="pickle"``.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from scalekit import tagged_json
-from scalekit.errors import ConfigError, SerializationError
+from scalekit.core import tagged_json
+from scalekit.core.errors import ConfigError, SerializationError
 
 SERIALIZERS = ("json", "pickle")
 

@@ -13,30 +13,29 @@ in the process that uses them (gunicorn forks workers after the app module is im
 from __future__ import annotations
 
 import abc
-import os
 import re
 import time
-import weakref
 from typing import Any, NamedTuple
 
-from scalekit.errors import ConfigError
-from scalekit.sessions.stores.base import as_bool, check_app_name, merge_options
-from scalekit.urls import BackendURL
+from scalekit.core import checks
+from scalekit.core.checks import MAX_TTL, check_app_name, check_lease
+from scalekit.core.errors import ConfigError
+from scalekit.core.options import as_bool, merge_options, positive_int_or_none
+from scalekit.core.process import after_fork
+from scalekit.core.urls import BackendURL
 
 __all__ = [
     "MAX_TTL",
     "CacheBackend",
     "Entry",
+    "after_fork",
     "as_bool",
     "check_key",
     "check_lease",
     "check_ttl",
     "merge_options",
-    "reset_after_fork",
+    "positive_int_or_none",
 ]
-
-#: The longest storage TTL accepted (memcached's limit for relative TTLs: 30 days).
-MAX_TTL = 30 * 24 * 3600
 
 
 class Entry(NamedTuple):
@@ -54,49 +53,16 @@ def check_key(key: Any) -> str:
 
 
 def check_ttl(ttl: Any) -> float | None:
-    """Validate a storage TTL in seconds: ``None`` (keep until evicted) or 0 < ttl <= 30 days."""
-    if ttl is None:
-        return None
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
-        raise ValueError(f"a cache TTL must be between 0 and 30 days (seconds), got {ttl!r}")
-    return float(ttl)
-
-
-def check_lease(token: Any, ttl: Any) -> float:
-    """Validate a lease owner token (1-64 printable characters) and its TTL in seconds."""
-    if not isinstance(token, str) or not 0 < len(token) <= 64 or not token.isprintable():
-        raise ValueError(f"a lease token must be 1-64 printable characters, got {token!r:.40}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
-        raise ValueError(f"a lease TTL must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
-
-
-_fork_resets: weakref.WeakSet = weakref.WeakSet()
-
-
-def reset_after_fork(obj: Any) -> None:
-    """Call ``obj._after_fork()`` in every forked child while ``obj`` is alive.
-
-    A child inherits locks that a parent thread may have held, and clients or file handles
-    that it must not share: ``_after_fork`` replaces them.
-    """
-    _fork_resets.add(obj)
-
-
-def _run_fork_resets() -> None:
-    for obj in list(_fork_resets):
-        obj._after_fork()
-
-
-os.register_at_fork(after_in_child=_run_fork_resets)
+    """A storage TTL in seconds: ``None`` (keep until evicted) or 0 < ttl <= 30 days."""
+    return checks.check_ttl(ttl, "cache TTL")
 
 
 class CacheBackend(abc.ABC):
     """One storage for cache entries. Subclasses implement the abstract methods.
 
-    Failures to reach the storage raise :class:`scalekit.errors.CacheUnavailable` (a
-    :class:`~scalekit.errors.StoreUnavailable`) naming the backend; a value the backend
-    cannot store raises :class:`~scalekit.errors.SerializationError` naming the key.
+    Failures to reach the storage raise :class:`scalekit.core.errors.CacheUnavailable` (a
+    :class:`~scalekit.core.errors.StoreUnavailable`) naming the backend; a value the backend
+    cannot store raises :class:`~scalekit.core.errors.SerializationError` naming the key.
     """
 
     #: A short name for logs, errors and stats: "ram", "disk", "memcache", "redis".
@@ -183,16 +149,6 @@ class CacheBackend(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} app={self.app!r}>"
-
-
-def positive_int_or_none(text: str) -> int | None:
-    """Read a URL option that is a positive int, or 0/none meaning "no bound"."""
-    if text.strip().lower() in ("0", "none", ""):
-        return None
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be a positive number")
-    return value
 
 
 def check_bound(name: str, value: Any) -> int | None:

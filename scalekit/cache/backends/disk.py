@@ -29,26 +29,26 @@ from collections.abc import Iterator
 from time import time
 from typing import Any
 
-from scalekit._files import (
+from scalekit.cache.backends import _diskfile as fmt
+from scalekit.cache.backends.base import (
+    CacheBackend,
+    Entry,
+    after_fork,
+    as_bool,
+    check_key,
+    check_lease,
+    check_ttl,
+    merge_options,
+)
+from scalekit.connect.files import (
     ThreadStripes,
     describe_os_error,
     lease_bytes,
     parse_lease,
     replace_atomically,
 )
-from scalekit.cache.backends import _diskfile as fmt
-from scalekit.cache.backends.base import (
-    CacheBackend,
-    Entry,
-    as_bool,
-    check_key,
-    check_lease,
-    check_ttl,
-    merge_options,
-    reset_after_fork,
-)
-from scalekit.errors import CacheUnavailable, ConfigError
-from scalekit.urls import BackendURL, FileURL
+from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.urls import BackendURL, FileURL
 
 log = logging.getLogger("scalekit.cache")
 
@@ -88,7 +88,7 @@ class DiskBackend(CacheBackend):
         self.fsync = bool(fsync)
         self._fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
-        reset_after_fork(self)
+        after_fork(self)
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DiskBackend:

@@ -1,7 +1,7 @@
 """MemcacheBackend: entries on one or more memcached nodes (``memcache://m1:11211,m2:11211``).
 
 Placement, pooling and node failures are the session store's
-(:mod:`scalekit.sessions.stores._memcache_cluster`): rendezvous hashing over the nodes and a
+(:mod:`scalekit.connect.memcache`): rendezvous hashing over the nodes and a
 pool per node, a dead node skipped for ``retry_timeout`` then out of the ring for
 ``dead_timeout``. pymemcache's HashClient is not used: for a node in its retry window it
 answers "missing"/"not stored" instead of failing, so the failure policy could never apply.
@@ -51,9 +51,9 @@ from scalekit.cache.backends.base import (
     check_ttl,
     merge_options,
 )
-from scalekit.errors import CacheUnavailable, ConfigError, SerializationError
-from scalekit.sessions.stores._memcache_cluster import ClientSettings, Cluster, node_name
-from scalekit.urls import BackendURL, MemcacheURL
+from scalekit.connect.memcache import ClientSettings, Cluster, node_name
+from scalekit.core.errors import CacheUnavailable, ConfigError, SerializationError
+from scalekit.core.urls import BackendURL, MemcacheURL
 
 log = logging.getLogger("scalekit.cache")
 

@@ -17,16 +17,16 @@ from urllib.parse import parse_qsl
 from scalekit.cache.backends.base import (
     CacheBackend,
     Entry,
+    after_fork,
     check_bound,
     check_key,
     check_lease,
     check_ttl,
     merge_options,
     positive_int_or_none,
-    reset_after_fork,
 )
-from scalekit.errors import ConfigError
-from scalekit.urls import BackendURL
+from scalekit.core.errors import ConfigError
+from scalekit.core.urls import BackendURL
 
 #: Entries kept by default before the least recently used ones are evicted.
 DEFAULT_MAX_ENTRIES = 10_000
@@ -59,7 +59,7 @@ class RamBackend(CacheBackend):
         # key -> (Entry, expires_at or None); the order is the LRU order, oldest first
         self._data: OrderedDict[str, tuple[Entry, float | None]] = OrderedDict()
         self._leases: dict[str, tuple[str, float]] = {}
-        reset_after_fork(self)
+        after_fork(self)
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> RamBackend:

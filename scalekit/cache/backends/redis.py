@@ -28,7 +28,6 @@ from typing import Any
 
 import redis
 
-from scalekit._redis import REDIS_OPTIONS, LazyRedis
 from scalekit.cache.backends import _codec
 from scalekit.cache.backends.base import (
     CacheBackend,
@@ -38,8 +37,9 @@ from scalekit.cache.backends.base import (
     check_ttl,
     merge_options,
 )
-from scalekit.errors import CacheUnavailable, ConfigError
-from scalekit.urls import BackendURL, RedisURL
+from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.urls import BackendURL, RedisURL
 
 log = logging.getLogger("scalekit.cache")
 

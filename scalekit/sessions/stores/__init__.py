@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from scalekit import urls
+from scalekit.core import urls
 from scalekit.sessions.stores.base import ANY, Record, SessionStore
 
 __all__ = [
@@ -49,7 +49,7 @@ def open_store(url: str, app: str = "app", **options: Any) -> SessionStore:
     """Open the session store a URL names; ``options`` go to the store's constructor.
 
     Options may also be given in the URL's query (``redis://h/0?socket_timeout=0.5``);
-    an unknown option raises :class:`scalekit.errors.ConfigError`.
+    an unknown option raises :class:`scalekit.core.errors.ConfigError`.
     """
     settings = urls.parse(url, kinds=_STORES)
     return _store_class(settings.kind).from_url(settings, app=app, **options)

@@ -22,8 +22,8 @@ import stat
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from scalekit._files import parse_lease
-from scalekit.errors import ConfigError
+from scalekit.connect.files import parse_lease
+from scalekit.core.errors import ConfigError
 from scalekit.sessions.stores.base import SESSION_ID, CleanupStats, Progress, now
 from scalekit.sessions.stores.file import (
     _HEADER_MAX,

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from scalekit.errors import ConfigError
-from scalekit.urls import BackendURL
+from scalekit.core.checks import check_app_name, check_ttl
+from scalekit.core.urls import BackendURL
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -28,9 +28,6 @@ ANY: Any = type("AnyVersion", (), {"__repr__": lambda self: "ANY"})()
 #: What a session id may look like: URL-safe base64 characters, 16 to 128 of them. Every
 #: store refuses other ids, so no cookie can name a path, a key pattern or a SQL fragment.
 SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}\Z")
-
-#: The longest TTL a store accepts (memcached's limit for relative TTLs: 30 days).
-MAX_TTL = 30 * 24 * 3600
 
 
 @dataclass
@@ -66,19 +63,12 @@ def check_session_id(sid: str) -> str:
     return sid
 
 
-def check_app_name(app: str) -> str:
-    """App names become key prefixes, file and table names: keep them to ``[A-Za-z0-9_]``."""
-    if not isinstance(app, str) or not re.fullmatch(r"[A-Za-z0-9_]{1,64}", app):
-        raise ConfigError(f"app name {app!r} must be 1-64 letters, digits or underscores")
-    return app
-
-
 class SessionStore(abc.ABC):
     """One backend for session records. Subclasses implement the abstract methods.
 
     ``ttl`` is in seconds; ``None`` means "no expiry" (the record stays until deleted or
     removed by ``sessions2trash``). Backend failures raise
-    :class:`scalekit.errors.StoreUnavailable` naming the (masked) URL.
+    :class:`scalekit.core.errors.StoreUnavailable` naming the (masked) URL.
     """
 
     #: A short name for logs and errors: "redis", "file", ...
@@ -163,48 +153,15 @@ class SessionStore(abc.ABC):
         return f"<{type(self).__name__} app={self.app!r}>"
 
 
-def check_ttl(ttl: int | None) -> int | None:
-    """Validate a TTL in seconds: ``None`` (no expiry) or 1 to :data:`MAX_TTL`."""
-    if ttl is None:
-        return None
-    if not isinstance(ttl, (int, float)) or not 0 < ttl <= MAX_TTL:
-        raise ConfigError(f"session TTL {ttl!r} must be between 1 second and 30 days")
-    return int(ttl) or 1
+def ttl_seconds(ttl: int | None) -> int | None:
+    """A session TTL (see :func:`~scalekit.core.checks.check_ttl`) in whole seconds."""
+    seconds = check_ttl(ttl, "session TTL")
+    return None if seconds is None else int(seconds) or 1
 
 
 def now() -> float:
     """The current Unix time; stores use this one clock so tests can reason about it."""
     return time.time()
-
-
-def as_bool(text: str) -> bool:
-    """Read a URL option as a boolean: 1/true/yes/on or 0/false/no/off."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("expected true or false")
-
-
-def merge_options(
-    settings: BackendURL, spec: dict[str, Callable[[str], Any]], given: dict[str, Any]
-) -> dict[str, Any]:
-    """URL query options converted by ``spec``, overridden by keyword options ``given``.
-
-    Raises :class:`ConfigError` for an option, in the URL or as a keyword, not in ``spec``.
-    """
-    settings.check_options(spec)
-    unknown = sorted(set(given) - set(spec))
-    if unknown:
-        raise ConfigError(
-            f"{settings.masked}: unknown store option {', '.join(unknown)}; "
-            f"takes {', '.join(sorted(spec))}"
-        )
-    merged = {name: settings.option(name, convert=convert) for name, convert in spec.items()
-              if name in settings.options}  # fmt: skip
-    merged.update(given)
-    return merged
 
 
 def check_payload(data: Any) -> bytes:
@@ -214,12 +171,3 @@ def check_payload(data: Any) -> bytes:
     if not isinstance(data, bytes):
         raise TypeError(f"a session payload must be bytes, not {type(data).__name__}")
     return data
-
-
-def check_lock(token: Any, ttl: Any) -> float:
-    """Validate a lock owner token (a one-line str of 1-128 characters) and its TTL."""
-    if not isinstance(token, str) or not 0 < len(token) <= 128 or not token.isprintable():
-        raise ValueError(f"a lock token must be 1-128 printable characters, got {token!r:.40}")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ValueError(f"a lock TTL must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)

@@ -41,8 +41,11 @@ from typing import Any
 from pydal import DAL
 from pydal.objects import Expression, Query, Table
 
-from scalekit import _sql as schema
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.connect import sql as schema
+from scalekit.core.checks import check_lease
+from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.options import as_bool, merge_options
+from scalekit.core.urls import BackendURL, SQLiteURL, mask, parse
 from scalekit.sessions.stores import _sql_cleanup
 from scalekit.sessions.stores.base import (
     ANY,
@@ -50,15 +53,11 @@ from scalekit.sessions.stores.base import (
     Progress,
     Record,
     SessionStore,
-    as_bool,
-    check_lock,
     check_payload,
     check_session_id,
-    check_ttl,
-    merge_options,
     now,
+    ttl_seconds,
 )
-from scalekit.urls import BackendURL, SQLiteURL, mask, parse
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -225,7 +224,7 @@ class DatabaseStore(SessionStore):
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         check_session_id(sid)
-        ttl, data, at = check_ttl(ttl), check_payload(data), now()
+        ttl, data, at = ttl_seconds(ttl), check_payload(data), now()
         if (
             expected is not None
             and expected is not ANY
@@ -268,7 +267,7 @@ class DatabaseStore(SessionStore):
 
     def touch(self, sid: str, ttl: int | None) -> None:
         check_session_id(sid)
-        ttl, at = check_ttl(ttl), now()
+        ttl, at = ttl_seconds(ttl), now()
         with self._transaction() as (db, sessions, _):
             query = (sessions.unique_key == sid) & _live(sessions, at)
             db(query).update(
@@ -285,7 +284,7 @@ class DatabaseStore(SessionStore):
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         """Insert the lock row, or take it over if its holder's time ran out."""
         check_session_id(sid)
-        ttl, at = check_lock(token, ttl), now()
+        ttl, at = check_lease(token, ttl), now()
         with self._transaction() as (db, _, locks):
             if schema.insert_new(db, locks, session_id=sid, token=token, expires_at=at + ttl):
                 return True

@@ -29,29 +29,28 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit._files import (
+from scalekit.connect.files import (
     ThreadStripes,
     describe_os_error,
     lease_bytes,
     parse_lease,
     replace_atomically,
 )
-from scalekit.errors import ConfigError, StoreUnavailable
+from scalekit.core.checks import check_lease
+from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.options import as_bool, merge_options
+from scalekit.core.urls import BackendURL, FileURL
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
     Progress,
     Record,
     SessionStore,
-    as_bool,
-    check_lock,
     check_payload,
     check_session_id,
-    check_ttl,
-    merge_options,
     now,
+    ttl_seconds,
 )
-from scalekit.urls import BackendURL, FileURL
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -172,7 +171,7 @@ class FileStore(SessionStore):
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         shard, path = self._paths(sid)
-        ttl, data = check_ttl(ttl), check_payload(data)
+        ttl, data = ttl_seconds(ttl), check_payload(data)
         with self._mutex(shard, create=True):
             current = self._read(path, whole=expected is not ANY)
             live = current is not None and not current.expired(now())
@@ -192,7 +191,7 @@ class FileStore(SessionStore):
         """Refresh the file time (or, for a new TTL, rewrite the header) under the shard
         mutex, so that a cleanup that found the session expired cannot delete it after."""
         shard, path = self._paths(sid)
-        ttl = check_ttl(ttl)
+        ttl = ttl_seconds(ttl)
         with self._mutex(shard, create=False) as held:
             entry = self._read(path, whole=False) if held else None
             if entry is None or entry.expired(now()):
@@ -219,7 +218,7 @@ class FileStore(SessionStore):
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         """Take ``<sid>.lock`` if it is absent or expired (under the shard mutex)."""
         shard, path = self._paths(sid)
-        ttl = check_lock(token, ttl)
+        ttl = check_lease(token, ttl)
         lock_path = path + _LOCK_SUFFIX
         with self._mutex(shard, create=True):
             holder = self._read_lock(lock_path)

@@ -30,7 +30,7 @@ Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lock`` one each
 two (``gets`` the lock, then ``cas`` it with a negative exptime, which expires it at once:
 a compare-and-delete that never removes a lock someone else took meanwhile).
 
-Placement and node failures: see :mod:`scalekit.sessions.stores._memcache_cluster`.
+Placement and node failures: see :mod:`scalekit.connect.memcache`.
 """
 
 from __future__ import annotations
@@ -44,23 +44,22 @@ from typing import Any, TypeVar
 
 from pymemcache.client.base import Client
 
-from scalekit.errors import ConfigError, SerializationError
-from scalekit.sessions.stores._memcache_cluster import ClientSettings, Cluster, node_name
+from scalekit.connect.memcache import ClientSettings, Cluster, node_name
+from scalekit.core.checks import MAX_TTL, check_lease
+from scalekit.core.errors import ConfigError, SerializationError
+from scalekit.core.options import merge_options
+from scalekit.core.urls import BackendURL, MemcacheURL
 from scalekit.sessions.stores.base import (
     ANY,
-    MAX_TTL,
     CleanupStats,
     Progress,
     Record,
     SessionStore,
-    check_lock,
     check_payload,
     check_session_id,
-    check_ttl,
-    merge_options,
     now,
+    ttl_seconds,
 )
-from scalekit.urls import BackendURL, MemcacheURL
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -171,7 +170,7 @@ class MemcacheStore(ClientSettings, SessionStore):
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         key = self._key(b"s", sid)
-        ttl = check_ttl(ttl)
+        ttl = ttl_seconds(ttl)
         expire = _exptime(ttl)
         data = check_payload(data)
         value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + data
@@ -203,7 +202,7 @@ class MemcacheStore(ClientSettings, SessionStore):
 
     def touch(self, sid: str, ttl: int | None) -> None:
         record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
-        expire = _exptime(check_ttl(ttl))
+        expire = _exptime(ttl_seconds(ttl))
         stamp = _TOUCH.pack(_TOUCH_MAGIC, now())
 
         def command(conn: Client) -> None:
@@ -226,7 +225,7 @@ class MemcacheStore(ClientSettings, SessionStore):
 
     def try_lock(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
-        expire = _exptime(_lock_ttl(check_lock(token, ttl)))
+        expire = _exptime(_lock_ttl(check_lease(token, ttl)))
         value = token.encode("utf-8")
         taken = self._run(
             "lock a session", record_key, lambda conn: conn.add(lock_key, value, expire, False)
@@ -298,14 +297,14 @@ def _version(version: Any) -> tuple[str, int]:
 
 
 def _lock_ttl(ttl: float) -> int:
-    """A positive lock TTL (``check_lock``) in whole seconds: rounded up, at most 30 days."""
+    """A positive lock TTL (``check_lease``) in whole seconds: rounded up, at most 30 days."""
     if ttl > MAX_TTL:
         raise ConfigError(f"lock TTL {ttl!r} must be at most 30 days (memcached's limit)")
     return math.ceil(ttl)
 
 
 def _exptime(ttl: int | None) -> int:
-    """Memcached's exptime for a TTL checked by ``check_ttl``: it lives at least ``ttl`` s.
+    """Memcached's exptime for a TTL checked by ``ttl_seconds``: it lives at least ``ttl`` s.
 
     One second more than the TTL, because memcached's whole-second clock may expire an item
     given N seconds after only N-1; capped at 30 days, above which memcached reads a date.

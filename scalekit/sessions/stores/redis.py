@@ -21,21 +21,20 @@ from typing import Any
 
 import redis
 
-from scalekit._redis import REDIS_OPTIONS, LazyRedis
-from scalekit.errors import StoreUnavailable
+from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.core.errors import StoreUnavailable
+from scalekit.core.options import as_bool, merge_options
+from scalekit.core.urls import RedisURL
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
     Progress,
     Record,
     SessionStore,
-    as_bool,
     check_session_id,
-    check_ttl,
-    merge_options,
     now,
+    ttl_seconds,
 )
-from scalekit.urls import RedisURL
 
 # KEYS: session, due index. ARGV: expected ('' create only, '*' any, else version), payload,
 # ttl ms ('' for none), now ms, new version, session id. Returns 1 if written, 0 on conflict.
@@ -273,7 +272,7 @@ class RedisStore(SessionStore):
 
 
 def _ttl_ms(ttl: int | None) -> int | str:
-    ttl = check_ttl(ttl)
+    ttl = ttl_seconds(ttl)
     return "" if ttl is None else ttl * 1000
 
 

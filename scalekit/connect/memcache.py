@@ -32,7 +32,7 @@ from typing import Any, Protocol, TypeVar
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
-from scalekit.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
 
 log = logging.getLogger("scalekit.sessions")
 

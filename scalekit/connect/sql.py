@@ -23,9 +23,9 @@ from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
 from pydal.objects import Table
 
-from scalekit._files import describe_os_error
-from scalekit.errors import ConfigError, StoreUnavailable
-from scalekit.urls import BackendURL, DatabaseURL, SQLiteURL
+from scalekit.connect.files import describe_os_error
+from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.urls import BackendURL, DatabaseURL, SQLiteURL
 
 log = logging.getLogger("scalekit.sessions")
 

@@ -29,7 +29,7 @@ from typing import Any
 import redis
 from redis._parsers import BaseParser
 
-from scalekit.urls import RedisURL
+from scalekit.core.urls import RedisURL
 
 try:
     import hiredis

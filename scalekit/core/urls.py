@@ -1,0 +1,372 @@
+"""One parser for every backend URL scalekit accepts.
+
+``parse("redis://:pw@cache:6379/2")`` returns a typed, immutable settings object
+(:class:`RedisURL` here). A URL that cannot be used raises :class:`ConfigError` naming the
+URL and what is wrong. Passwords never show in ``repr``/``str`` or in error messages:
+both use :func:`mask`.
+
+Schemes::
+
+    file:///var/app/sessions          file://relative/folder
+    sqlite://storage.sqlite           sqlite:///abs/path.sqlite   sqlite:memory
+    postgres://user:pw@host:5432/db   postgresql://...  postgres:psycopg2://...
+    mysql://user:pw@host:3306/db      mysql:pymysql://...
+    redis://[user:pw@]host[:port][/db]   rediss://... (TLS)   unix://[:pw@]/run/redis.sock?db=0
+    memcache://h1:11211,h2:11211      memcached://...
+
+Anything after ``?`` becomes ``options`` (a read-only mapping of strings) for the piece
+that uses the URL to interpret with :meth:`BackendURL.option`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, quote, unquote
+
+from scalekit.core.errors import ConfigError
+
+__all__ = [
+    "BackendURL",
+    "DatabaseURL",
+    "FileURL",
+    "MemcacheURL",
+    "RedisURL",
+    "SQLiteURL",
+    "mask",
+    "parse",
+]
+
+MASK = "***"
+_SECRET_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+_T = TypeVar("_T")
+
+
+def mask(url: str) -> str:
+    """Return ``url`` with its password (userinfo or ``password=`` option) replaced by ***.
+
+    Errs on the side of hiding: with a malformed URL it may hide more than the password.
+    """
+    url = _SECRET_QUERY.sub(r"\g<1>" + MASK, url)
+    scheme, sep, rest = url.partition("://")
+    at = rest.rfind("@")
+    if not sep or at < 0:
+        return url
+    user, colon, _password = rest[:at].partition(":")
+    if not colon or "/" in user:
+        return url
+    return f"{scheme}://{user}:{MASK}{rest[at:]}"
+
+
+@dataclass(frozen=True, repr=False)
+class BackendURL:
+    """Settings common to every backend URL; subclasses add the typed fields."""
+
+    url: str = field(compare=False)
+    options: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    kind = "backend"
+
+    @property
+    def masked(self) -> str:
+        """The URL as given, password hidden: safe for logs and messages."""
+        return mask(self.url)
+
+    def __str__(self) -> str:
+        return self.masked
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.masked}>"
+
+    def option(self, name: str, default: _T | None = None, convert: Callable[[str], _T] = str):
+        """The option ``name`` converted with ``convert``, or ``default`` when absent."""
+        raw = self.options.get(name)
+        if raw is None:
+            return default
+        try:
+            return convert(raw)
+        except (TypeError, ValueError) as exc:
+            problem = f"option {name}={raw!r} is invalid ({exc})"
+            raise ConfigError(f"{self.masked}: {problem}") from None
+
+    def check_options(self, allowed: Iterable[str]) -> None:
+        """Raise :class:`ConfigError` if the URL has an option not in ``allowed``."""
+        allowed = set(allowed)
+        unknown = sorted(set(self.options) - allowed)
+        if unknown:
+            takes = ", ".join(sorted(allowed)) or "no options"
+            problem = f"unknown option {', '.join(unknown)}; a {self.kind} URL takes {takes}"
+            raise ConfigError(f"{self.masked}: {problem}")
+
+
+@dataclass(frozen=True, repr=False)
+class FileURL(BackendURL):
+    """A folder on the local (or a shared) file system."""
+
+    path: str = ""
+    kind = "file"
+
+
+@dataclass(frozen=True, repr=False)
+class SQLiteURL(BackendURL):
+    """An SQLite database file; a relative path is resolved by pydal against its folder."""
+
+    path: str = ""
+    kind = "sqlite"
+
+    @property
+    def memory(self) -> bool:
+        return self.path == ":memory:"
+
+    @property
+    def dal_uri(self) -> str:
+        """The URI to give ``pydal.DAL``."""
+        return "sqlite:memory" if self.memory else f"sqlite://{self.path}"
+
+
+@dataclass(frozen=True, repr=False)
+class DatabaseURL(BackendURL):
+    """A PostgreSQL or MySQL server database."""
+
+    dialect: str = ""
+    driver: str | None = None
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)
+    database: str = ""
+    kind = "database"
+
+    @property
+    def dal_uri(self) -> str:
+        """The URI to give ``pydal.DAL`` (credentials percent-encoded: pass
+        ``credential_decoder=urllib.parse.unquote`` to the DAL)."""
+        scheme = f"{self.dialect}:{self.driver}" if self.driver else self.dialect
+        auth = quote(self.user or "", safe="")
+        if self.password is not None:
+            auth += ":" + quote(self.password, safe="")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        port = f":{self.port}" if self.port else ""
+        return f"{scheme}://{auth}@{host}{port}/{self.database}"
+
+
+@dataclass(frozen=True, repr=False)
+class RedisURL(BackendURL):
+    """A Redis server over TCP (``ssl`` for ``rediss://``) or a unix socket."""
+
+    host: str = ""
+    port: int = 6379
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ssl: bool = False
+    unix_socket: str | None = None
+    kind = "redis"
+
+
+@dataclass(frozen=True, repr=False)
+class MemcacheURL(BackendURL):
+    """One or more memcached servers, as ``(host, port)`` pairs in the order given."""
+
+    servers: tuple[tuple[str, int], ...] = ()
+    kind = "memcache"
+
+
+def parse(url: str, kinds: Iterable[str] | None = None) -> BackendURL:
+    """Parse a backend URL; ``kinds`` (e.g. ``{"redis", "memcache"}``) limits what is accepted."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"no backend URL given (got {url!r}); e.g. redis://localhost:6379/0")
+    url = url.strip()
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        raise ConfigError(f"{mask(url)!r}: a URL cannot contain spaces or control characters")
+    if url in ("sqlite:memory", "sqlite::memory:"):
+        settings: BackendURL = SQLiteURL(url=url, path=":memory:")
+    else:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ConfigError(f"{mask(url)!r} is not a URL: write scheme://..., e.g. {_EXAMPLES}")
+        name, _, driver = scheme.lower().partition(":")
+        parser = _PARSERS.get(name)
+        if parser is None:
+            raise ConfigError(
+                f"{mask(url)!r}: unknown scheme {scheme!r}; use one of {', '.join(_SCHEMES)}"
+            )
+        settings = parser(_Parts(url, name, driver, rest))
+    if kinds is not None and settings.kind not in set(kinds):
+        raise ConfigError(
+            f"{settings.masked!r} is a {settings.kind} URL; this setting takes "
+            f"{' or '.join(sorted(kinds))}"
+        )
+    return settings
+
+
+class _Parts:
+    """The pieces of ``scheme[:driver]://userinfo@hosts/path?query`` (RFC 3986 split)."""
+
+    def __init__(self, url: str, scheme: str, driver: str, rest: str):
+        self.url, self.scheme, self.driver = url, scheme, driver or None
+        rest, _, _fragment = rest.partition("#")
+        rest, _, query = rest.partition("?")
+        netloc_end = len(rest) if "/" not in rest else rest.index("/")
+        self.netloc, self.path = rest[:netloc_end], rest[netloc_end:]
+        userinfo, at, self.hosts = self.netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        self.user = unquote(user) if at and user else None
+        self.password = unquote(password) if colon else None
+        self.options = self._options(query)
+
+    def error(self, problem: str) -> ConfigError:
+        return ConfigError(f"{mask(self.url)!r}: {problem}")
+
+    def _options(self, query: str) -> dict[str, str]:
+        options: dict[str, str] = {}
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            raise self.error("the options after '?' must look like a=1&b=2") from None
+        for name, value in pairs:
+            if name in options:
+                raise self.error(f"option {name!r} is given twice")
+            options[name] = value
+        return options
+
+    def pop_password_option(self) -> str | None:
+        option = self.options.pop("password", None)
+        if option is not None and self.password is not None:
+            raise self.error("give the password once, either before '@' or as ?password=")
+        return self.password if option is None else option
+
+    def host_port(self, text: str, default_port: int | None) -> tuple[str, int | None]:
+        if text.startswith("["):
+            host, bracket, after = text[1:].partition("]")
+            if not bracket or (after and not after.startswith(":")):
+                raise self.error("an IPv6 address must be written [addr] or [addr]:port")
+            port_text = after[1:]
+        else:
+            host, _, port_text = text.partition(":")
+        if not port_text:
+            return unquote(host), default_port
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise self.error("the port must be a number from 1 to 65535")
+        return unquote(host), int(port_text)
+
+    def reject_userinfo(self) -> None:
+        if self.user is not None or self.password is not None or "@" in self.netloc:
+            raise self.error(f"a {self.scheme} URL takes no user or password")
+
+    def reject_driver(self) -> None:
+        if self.driver:
+            raise self.error(f"a {self.scheme} URL takes no driver (':{self.driver}')")
+
+    def local_path(self) -> str:
+        """Everything between ``://`` and ``?``: a path, relative unless it starts with /."""
+        self.reject_driver()
+        path = unquote(self.netloc + self.path)
+        if not path:
+            raise self.error(f"no path given; e.g. {self.scheme}:///var/app/data")
+        return path
+
+
+def _parse_file(parts: _Parts) -> FileURL:
+    return FileURL(url=parts.url, options=_frozen(parts.options), path=parts.local_path())
+
+
+def _parse_sqlite(parts: _Parts) -> SQLiteURL:
+    return SQLiteURL(url=parts.url, options=_frozen(parts.options), path=parts.local_path())
+
+
+_DATABASE_DEFAULTS = {"postgres": ("postgres", 5432), "postgresql": ("postgres", 5432),
+                      "mysql": ("mysql", 3306)}  # fmt: skip
+
+
+def _parse_database(parts: _Parts) -> DatabaseURL:
+    dialect, default_port = _DATABASE_DEFAULTS[parts.scheme]
+    host, port = parts.host_port(parts.hosts, default_port)
+    database = unquote(parts.path.lstrip("/"))
+    if not database or "/" in database:
+        raise parts.error(f"name one database as the path, e.g. {dialect}://user@host/app")
+    if not parts.user:
+        raise parts.error(f"name the user before the host, e.g. {dialect}://user:password@host/db")
+    return DatabaseURL(
+        url=parts.url,
+        options=_frozen(parts.options),
+        dialect=dialect,
+        driver=parts.driver,
+        host=host,
+        port=port,
+        user=parts.user,
+        password=parts.password,
+        database=database,
+    )
+
+
+def _parse_redis(parts: _Parts) -> RedisURL:
+    parts.reject_driver()
+    password = parts.pop_password_option()
+    db_option = parts.options.pop("db", None)
+    if parts.scheme == "unix":
+        if parts.hosts:
+            raise parts.error("a unix URL has no host: unix:///run/redis.sock?db=0")
+        host, port, socket_path, db_text = "", 6379, unquote(parts.path), db_option
+        if not socket_path:
+            raise parts.error("no socket path given; e.g. unix:///run/redis/redis.sock")
+    else:
+        host, port = parts.host_port(parts.hosts, 6379)
+        if not host:
+            raise parts.error("no host given; e.g. redis://localhost:6379/0")
+        socket_path, db_text = None, parts.path.strip("/") or None
+        if db_text is not None and db_option is not None:
+            raise parts.error("give the database number once, as /N or as ?db=N")
+        db_text = db_text if db_text is not None else db_option
+    if db_text is not None and not db_text.isdigit():
+        raise parts.error("the Redis database must be a number, e.g. redis://host:6379/0")
+    return RedisURL(
+        url=parts.url,
+        options=_frozen(parts.options),
+        host=host,
+        port=port or 6379,
+        db=int(db_text or 0),
+        username=parts.user,
+        password=password,
+        ssl=parts.scheme == "rediss",
+        unix_socket=socket_path,
+    )
+
+
+def _parse_memcache(parts: _Parts) -> MemcacheURL:
+    parts.reject_driver()
+    parts.reject_userinfo()
+    if parts.path.strip("/"):
+        raise parts.error("a memcache URL has no path: memcache://h1:11211,h2:11211")
+    servers = []
+    for text in parts.hosts.split(","):
+        host, port = parts.host_port(text.strip(), 11211)
+        if not host:
+            raise parts.error("every server needs a host: memcache://h1:11211,h2:11211")
+        if (host, port) in servers:
+            raise parts.error(f"server {host}:{port} is listed twice")
+        servers.append((host, port))
+    return MemcacheURL(url=parts.url, options=_frozen(parts.options), servers=tuple(servers))
+
+
+def _frozen(options: dict[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(options))
+
+
+_PARSERS: dict[str, Callable[[_Parts], Any]] = {
+    "file": _parse_file,
+    "sqlite": _parse_sqlite,
+    "postgres": _parse_database,
+    "postgresql": _parse_database,
+    "mysql": _parse_database,
+    "redis": _parse_redis,
+    "rediss": _parse_redis,
+    "unix": _parse_redis,
+    "memcache": _parse_memcache,
+    "memcached": _parse_memcache,
+}
+_SCHEMES = tuple(_PARSERS)
+_EXAMPLES = "redis://localhost:6379/0 or file:///var/app/sessions"
