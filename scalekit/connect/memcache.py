@@ -112,7 +112,7 @@ class _Node:
     def __init__(self, server: tuple[str, int], store: Settings, serde: Any = None):
         self.name = node_name(server)
         # The pool of pymemcache's PooledClient; calls take a connection from it themselves,
-        # so a command sequence (touch, unlock) runs on one connection.
+        # so a command sequence (touch, release_lease) runs on one connection.
         self.pool = PooledClient(
             server,
             connect_timeout=store.connect_timeout,

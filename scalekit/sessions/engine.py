@@ -150,7 +150,7 @@ class SessionEngine:
         sid, token = session._lock
         object.__setattr__(session, "_lock", None)
         try:
-            self.store.unlock(sid, token)
+            self.store.release_lease(sid, token)
         except StoreUnavailable as exc:
             log.warning("session lock of %s... not released (it expires by itself): %s",
                         sid[:6], exc)  # fmt: skip
@@ -261,7 +261,7 @@ class SessionEngine:
     def _acquire(self, session: Session, sid: str) -> None:
         token = secrets.token_urlsafe(16)
         deadline, delay = time.monotonic() + self.lock_timeout, 0.005
-        while not self.store.try_lock(sid, token, self.lock_ttl):
+        while not self.store.try_lease(sid, token, self.lock_ttl):
             if time.monotonic() >= deadline:
                 raise ConflictError(
                     f"session {sid[:6]}... stayed locked by another request for "

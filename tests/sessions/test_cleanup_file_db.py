@@ -179,7 +179,7 @@ def test_file_cleanup_removes_stale_temp_files_and_expired_locks(files):
         temp.write_bytes(b"half a write")
     age(stale, 20 * 60)
     age(fresh, 60)
-    assert files.try_lock(sid, "live holder", 60)
+    assert files.try_lease(sid, "live holder", 60)
     other, damaged = sid_of(2, shard=sid[:2]), sid_of(3, shard=sid[:2])
     expired_lock, damaged_lock = shard / f"{other}.lock", shard / f"{damaged}.lock"
     expired_lock.write_text(f"crashed\n{time.time() - 1!r}\n")
@@ -190,7 +190,7 @@ def test_file_cleanup_removes_stale_temp_files_and_expired_locks(files):
     assert sorted(p.name for p in shard.iterdir()) == sorted(
         [".mutex", fresh.name, f"{sid}.lock"]  # live locks stay, also with force
     )
-    assert not files.try_lock(sid, "someone else", 5)
+    assert not files.try_lease(sid, "someone else", 5)
 
 
 def test_file_cleanup_never_follows_symbolic_links(files, tmp_path):
@@ -427,9 +427,9 @@ def test_db_web2py_rows_follow_the_x_rule_in_local_time(local_zone, web2py_rows,
 
 def test_db_expired_lock_rows_go_and_live_ones_stay(rows, db_url):
     rows.save(sid_of(1), b"x", 60, None)
-    assert rows.try_lock(sid_of(1), "live", 60)
-    assert rows.try_lock(sid_of(2), "crashed", 60)
-    assert rows.try_lock(sid_of(3), "crashed too", 60)
+    assert rows.try_lease(sid_of(1), "live", 60)
+    assert rows.try_lease(sid_of(2), "crashed", 60)
+    assert rows.try_lease(sid_of(3), "crashed too", 60)
     query(
         db_url,
         f"UPDATE {rows.lock_table} SET expires_at = {time.time() - 1} "
@@ -440,7 +440,7 @@ def test_db_expired_lock_rows_go_and_live_ones_stay(rows, db_url):
     stats = rows.cleanup(time.time(), force=True)
     assert stats.note == "removed 2 expired lock row(s)" and stats.deleted == 1
     assert query(db_url, f"SELECT session_id FROM {rows.lock_table}") == [(sid_of(1),)]
-    assert not rows.try_lock(sid_of(1), "someone else", 5)
+    assert not rows.try_lease(sid_of(1), "someone else", 5)
 
 
 def test_db_cleanup_on_the_apps_dal_commits_each_batch(db_url, app_name, tmp_path):

@@ -99,7 +99,7 @@ def test_a_crashed_holders_lock_expires(store):
     client = Client(app)
     client.get("/seed")
     sid = next(iter(client.cookies.values())).split(".")[0]
-    assert store.try_lock(sid, "worker-that-died", 1)
+    assert store.try_lease(sid, "worker-that-died", 1)
     started = time.monotonic()
     assert client.get("/inc").status == 200
     assert 0.5 < time.monotonic() - started < 5
@@ -129,12 +129,12 @@ def test_waiting_for_a_lock_is_bounded(store):
     client = Client(app)
     client.get("/seed")
     sid = next(iter(client.cookies.values())).split(".")[0]
-    assert store.try_lock(sid, "long-request", 30)
+    assert store.try_lease(sid, "long-request", 30)
     started = time.monotonic()
     response = client.get("/inc")
     assert response.status == 503 and response.header("Retry-After") == "5"
     assert time.monotonic() - started < 3
-    store.unlock(sid, "long-request")
+    store.release_lease(sid, "long-request")
     assert client.get("/read").text == '{"n": 0}'
 
 

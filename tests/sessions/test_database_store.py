@@ -129,7 +129,7 @@ def test_sessions_are_rows_of_web2pys_table(store, db_url, app_name):
 
 def test_indexes_on_unique_key_and_modified_datetime(store, db_url, app_name):
     store.save(SID, b"x", 60, None)
-    store.try_lock(SID, "owner", 5)
+    store.try_lease(SID, "owner", 5)
     table, locks = f"web2py_session_{app_name}", f"scalekit_session_lock_{app_name}"
     found = indexes(db_url, table)
     assert "UNIQUE" in found[f"{table}_unique_key"]
@@ -140,13 +140,13 @@ def test_indexes_on_unique_key_and_modified_datetime(store, db_url, app_name):
 
 
 def test_lock_rows(store, db_url, app_name):
-    assert store.try_lock(SID, "owner-1", 30)
+    assert store.try_lease(SID, "owner-1", 30)
     table = f"scalekit_session_lock_{app_name}"
     [(sid, token, expires)] = query(db_url, f"SELECT session_id, token, expires_at FROM {table}")
     assert (sid, token) == (SID, "owner-1") and time.time() + 25 < expires < time.time() + 31
     query(db_url, f"UPDATE {table} SET expires_at = {time.time() - 1}")  # its holder died
-    assert store.try_lock(SID, "owner-2", 30) is True
-    store.unlock(SID, "owner-2")
+    assert store.try_lease(SID, "owner-2", 30) is True
+    store.release_lease(SID, "owner-2")
     assert query(db_url, f"SELECT * FROM {table}") == []
 
 
@@ -299,9 +299,9 @@ def test_on_the_apps_dal_with_commit_each_operation_commits(app_db, db_url, app_
     try:
         store.save(SID, b"at once", 60, None)
         assert other.load(SID).data == b"at once"
-        assert store.try_lock(SID, "owner", 10) is True
-        assert other.try_lock(SID, "someone else", 10) is False
-        store.unlock(SID, "owner")
+        assert store.try_lease(SID, "owner", 10) is True
+        assert other.try_lease(SID, "someone else", 10) is False
+        store.release_lease(SID, "owner")
         store.close()  # the app's DAL stays open: it is the app's
         assert store.load(SID).data == b"at once"
     finally:
@@ -313,7 +313,7 @@ def test_a_store_opened_by_url_commits_every_operation(db_url, app_name):
     try:
         first.save(SID, b"x", 60, None)
         assert second.load(SID).data == b"x"
-        assert first.try_lock(SID, "first", 10) and not second.try_lock(SID, "second", 10)
+        assert first.try_lease(SID, "first", 10) and not second.try_lease(SID, "second", 10)
         first.close()
         assert first.load(SID).data == b"x"  # reopens after close
     finally:
@@ -337,7 +337,7 @@ def test_the_table_option_names_both_tables(db_url, app_name):
     table = f"sessions_{app_name}"
     with contextlib.closing(open_store(db_url, app=app_name, table=table)) as store:
         store.save(SID, b"x", 60, None)
-        store.try_lock(SID, "owner", 5)
+        store.try_lease(SID, "owner", 5)
     assert query(db_url, f"SELECT unique_key FROM {table}") == [(SID,)]
     assert query(db_url, f"SELECT session_id FROM {table}_lock") == [(SID,)]
 

@@ -89,8 +89,8 @@ def test_hostile_ids_never_touch_a_file(tmp_path, root, app_name, bad_id):
         lambda: store.save(bad_id, b"x", 60, ANY),
         lambda: store.touch(bad_id, 60),
         lambda: store.delete(bad_id),
-        lambda: store.try_lock(bad_id, "token", 5),
-        lambda: store.unlock(bad_id, "token"),
+        lambda: store.try_lease(bad_id, "token", 5),
+        lambda: store.release_lease(bad_id, "token"),
     ):
         with pytest.raises(ValueError, match="malformed session id"):
             call()
@@ -155,9 +155,9 @@ def test_leftover_temp_and_lock_files_do_not_break_anything(store, root, app_nam
     assert store.save(SID, b"data", 60, None) is True
     assert store.load(SID).data == b"data"
     with caplog.at_level(logging.WARNING, logger="scalekit.sessions"):
-        assert store.try_lock(SID, "owner", 10) is True  # a damaged lock counts as expired
+        assert store.try_lease(SID, "owner", 10) is True  # a damaged lock counts as expired
     assert "corrupt session lock file" in caplog.text
-    store.unlock(SID, "owner")
+    store.release_lease(SID, "owner")
     assert not (shard / f"{SID}.lock").exists()
     assert (shard / f"{SID}.tmp-0123456789ab").exists()  # left for sessions2trash
 
@@ -166,7 +166,7 @@ def test_folders_are_created_on_first_write(root, app_name, store):
     assert store.load(SID) is None
     store.touch(SID, 60)
     store.delete(SID)
-    store.unlock(SID, "owner")
+    store.release_lease(SID, "owner")
     assert not root.exists()  # reads and no-op writes create nothing
     store.save(SID, b"x", 60, None)
     shard = session_file(root, app_name).parent
@@ -182,7 +182,7 @@ def test_a_root_that_is_a_file_raises_store_unavailable_naming_it(tmp_path, app_
         lambda: store.save(SID, b"x", 60, None),
         lambda: store.load(SID),
         lambda: store.delete(SID),
-        lambda: store.try_lock(SID, "owner", 5),
+        lambda: store.try_lease(SID, "owner", 5),
     ):
         with pytest.raises(StoreUnavailable, match=f"{blocker} is a file, not a folder"):
             call()
@@ -196,7 +196,7 @@ def _check_read_only(folder: str, app: str) -> None:
     for call in (
         lambda: store.save(OTHER_SID, b"x", 60, None),
         lambda: store.save(SID, b"x", 60, ANY),
-        lambda: store.try_lock(OTHER_SID, "owner", 5),
+        lambda: store.try_lease(OTHER_SID, "owner", 5),
     ):
         try:
             call()
@@ -280,22 +280,22 @@ def test_touch_with_another_ttl_rewrites_the_header_and_keeps_the_version(store,
 
 
 def test_lock_file_holds_the_owner_and_expiry(store, root, app_name):
-    assert store.try_lock(SID, "owner-1", 30)
+    assert store.try_lease(SID, "owner-1", 30)
     lock = session_file(root, app_name).with_name(f"{SID}.lock")
     token, expires = lock.read_text().split("\n")[:2]
     assert token == "owner-1" and time.time() + 25 < float(expires) < time.time() + 31
     lock.write_text(f"crashed\n{time.time() - 1!r}\n")  # a holder that died
-    assert store.try_lock(SID, "owner-2", 30) is True
-    store.unlock(SID, "crashed")
+    assert store.try_lease(SID, "owner-2", 30) is True
+    store.release_lease(SID, "crashed")
     assert lock.exists()
-    store.unlock(SID, "owner-2")
+    store.release_lease(SID, "owner-2")
     assert not lock.exists()
 
 
 @pytest.mark.parametrize("token", ["", "two\nlines", "x" * 129, None])
 def test_bad_lock_tokens_are_refused(store, token):
     with pytest.raises(ValueError, match="lock token"):
-        store.try_lock(SID, token, 5)
+        store.try_lease(SID, token, 5)
 
 
 def _increment(folder: str, app: str, times: int) -> None:

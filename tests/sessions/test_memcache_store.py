@@ -198,7 +198,7 @@ def test_a_hung_node_costs_one_timeout_then_is_skipped(
         for call in (
             lambda: store.load(on_hung),
             lambda: store.touch(on_hung, 60),
-            lambda: store.try_lock(on_hung, "owner", 5),
+            lambda: store.try_lease(on_hung, "owner", 5),
         ):
             took, error = timed(call)
             assert isinstance(error, StoreUnavailable) and took < 0.1
@@ -254,7 +254,7 @@ def test_ttls_are_relative_and_at_most_30_days(memcache_url, app_name):
         for call in (
             lambda: store.save(SID, b"x", MAX_TTL + 1, None),
             lambda: store.touch(SID, MAX_TTL + 1),
-            lambda: store.try_lock(SID, "owner", MAX_TTL + 1),
+            lambda: store.try_lease(SID, "owner", MAX_TTL + 1),
         ):
             with pytest.raises(ConfigError, match="30 days"):
                 call()
@@ -263,8 +263,8 @@ def test_ttls_are_relative_and_at_most_30_days(memcache_url, app_name):
         assert store.save(SID, b"month", MAX_TTL, None)
         store.touch(SID, MAX_TTL)
         assert store.load(SID).data == b"month"
-        assert store.try_lock(SID, "owner", MAX_TTL)
-        assert store.try_lock(SID, "other", 1) is False
+        assert store.try_lease(SID, "owner", MAX_TTL)
+        assert store.try_lease(SID, "other", 1) is False
     finally:
         store.close()
 
@@ -277,13 +277,13 @@ def test_a_lock_holds_at_least_its_ttl_and_at_least_a_second(memcache_url, app_n
         start = time.monotonic()
         for step, sid in enumerate(sids):
             time.sleep(max(0.0, start + 0.2 * step - time.monotonic()))
-            assert store.try_lock(sid, "quick", 0.2)
+            assert store.try_lease(sid, "quick", 0.2)
             taken.append(time.monotonic())
         for sid, at in zip(sids, taken, strict=True):
             time.sleep(max(0.0, at + 0.95 - time.monotonic()))
-            assert store.try_lock(sid, "other", 5) is False, "the lock lapsed within a second"
+            assert store.try_lease(sid, "other", 5) is False, "the lock lapsed within a second"
         time.sleep(max(0.0, taken[-1] + 2.2 - time.monotonic()))
-        assert all(store.try_lock(sid, "other", 5) for sid in sids)
+        assert all(store.try_lease(sid, "other", 5) for sid in sids)
     finally:
         store.close()
 
@@ -291,13 +291,13 @@ def test_a_lock_holds_at_least_its_ttl_and_at_least_a_second(memcache_url, app_n
 def test_unlock_after_expiry_leaves_the_next_holders_lock(memcache_url, app_name):
     store = open_store(memcache_url, app=app_name)
     try:
-        assert store.try_lock(SID, "slow", 1)
+        assert store.try_lease(SID, "slow", 1)
         time.sleep(2.2)
-        assert store.try_lock(SID, "next", 10)
-        store.unlock(SID, "slow")  # too late: "next" holds it now
-        assert store.try_lock(SID, "third", 10) is False
-        store.unlock(SID, "next")
-        assert store.try_lock(SID, "third", 10) is True
+        assert store.try_lease(SID, "next", 10)
+        store.release_lease(SID, "slow")  # too late: "next" holds it now
+        assert store.try_lease(SID, "third", 10) is False
+        store.release_lease(SID, "next")
+        assert store.try_lease(SID, "third", 10) is True
     finally:
         store.close()
 
@@ -390,8 +390,8 @@ def test_a_server_that_is_not_memcached_is_store_unavailable(redis_server, app_n
         for call in (
             lambda: store.load(SID),
             lambda: store.save(SID, b"x", 60, None),
-            lambda: store.try_lock(SID, "owner", 5),
-            lambda: store.unlock(SID, "owner"),
+            lambda: store.try_lease(SID, "owner", 5),
+            lambda: store.release_lease(SID, "owner"),
         ):
             with pytest.raises(StoreUnavailable, match=f"memcached 127.0.0.1:{redis_server.port}"):
                 call()

@@ -140,34 +140,34 @@ def test_malformed_ids_are_refused_before_any_io(store, bad_id):
         lambda: store.save(bad_id, b"x", 60, None),
         lambda: store.touch(bad_id, 60),
         lambda: store.delete(bad_id),
-        lambda: store.try_lock(bad_id, "token", 5),
+        lambda: store.try_lease(bad_id, "token", 5),
     ):
         with pytest.raises(ValueError, match="malformed session id"):
             call()
 
 
 def test_lock_is_exclusive_and_released_only_by_its_owner(store):
-    assert store.try_lock(SID, "owner-1", 10) is True
-    assert store.try_lock(SID, "owner-2", 10) is False
-    store.unlock(SID, "owner-2")  # not the holder: no effect
-    assert store.try_lock(SID, "owner-2", 10) is False
-    store.unlock(SID, "owner-1")
-    assert store.try_lock(SID, "owner-2", 10) is True
-    store.unlock(SID, "owner-2")
+    assert store.try_lease(SID, "owner-1", 10) is True
+    assert store.try_lease(SID, "owner-2", 10) is False
+    store.release_lease(SID, "owner-2")  # not the holder: no effect
+    assert store.try_lease(SID, "owner-2", 10) is False
+    store.release_lease(SID, "owner-1")
+    assert store.try_lease(SID, "owner-2", 10) is True
+    store.release_lease(SID, "owner-2")
 
 
 def test_lock_expires_when_its_holder_never_releases_it(store):
-    assert store.try_lock(SID, "crashed-worker", 1)
+    assert store.try_lease(SID, "crashed-worker", 1)
     time.sleep(2.2)
-    assert store.try_lock(SID, "next-worker", 10) is True
-    store.unlock(SID, "next-worker")
+    assert store.try_lease(SID, "next-worker", 10) is True
+    store.release_lease(SID, "next-worker")
 
 
 def test_locks_do_not_touch_session_data(store):
     store.save(SID, b"data", 60, None)
-    store.try_lock(SID, "owner", 10)
+    store.try_lease(SID, "owner", 10)
     assert store.load(SID).data == b"data"
-    store.unlock(SID, "owner")
+    store.release_lease(SID, "owner")
     assert store.load(SID).data == b"data"
 
 

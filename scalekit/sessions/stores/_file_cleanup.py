@@ -291,7 +291,7 @@ class Sweep:
         """The pre-check again, now that nothing can change the file: an unchanged file
         keeps its verdict (time only moves on), a changed one is judged anew."""
         name = candidate.name
-        if candidate.kind == "lock":  # small, and re-taken in place by try_lock: re-read
+        if candidate.kind == "lock":  # small, and re-taken in place by try_lease: re-read
             expires = self._lock_expiry(folder, name)
             return expires is not None and expires <= self.at
         try:

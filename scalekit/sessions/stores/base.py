@@ -13,6 +13,7 @@ import abc
 import logging
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -103,13 +104,25 @@ class SessionStore(abc.ABC):
     def delete(self, sid: str) -> None:
         """Remove the record of ``sid`` (no error if it is already gone)."""
 
+    # -- the session's lease (its lock in locking mode), named as the cache's leases --------
     @abc.abstractmethod
-    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
-        """Take the lock of ``sid`` for ``ttl`` seconds if nobody holds it; true if taken."""
+    def try_lease(self, sid: str, token: str, ttl: float) -> bool:
+        """Take the lease (lock) of ``sid`` for ``ttl`` seconds if nobody holds a live one;
+        true if taken. A lease whose holder died expires after ``ttl``."""
 
     @abc.abstractmethod
+    def release_lease(self, sid: str, token: str) -> None:
+        """Release the lease of ``sid`` if ``token`` still holds it (never someone else's)."""
+
+    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+        """Deprecated name of :meth:`try_lease`; goes in the next release."""
+        warnings.warn("SessionStore.try_lock is now try_lease", DeprecationWarning, stacklevel=2)
+        return self.try_lease(sid, token, ttl)
+
     def unlock(self, sid: str, token: str) -> None:
-        """Release the lock of ``sid`` if ``token`` still holds it (never someone else's)."""
+        """Deprecated name of :meth:`release_lease`; goes in the next release."""
+        warnings.warn("SessionStore.unlock is now release_lease", DeprecationWarning, stacklevel=2)
+        self.release_lease(sid, token)
 
     @abc.abstractmethod
     def cleanup(

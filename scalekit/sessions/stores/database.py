@@ -281,7 +281,7 @@ class DatabaseStore(SessionStore):
         with self._transaction() as (db, sessions, _):
             db(sessions.unique_key == sid).delete()
 
-    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+    def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         """Insert the lock row, or take it over if its holder's time ran out."""
         check_session_id(sid)
         ttl, at = check_lease(token, ttl), now()
@@ -291,7 +291,7 @@ class DatabaseStore(SessionStore):
             expired = (locks.session_id == sid) & (locks.expires_at <= at)
             return db(expired).update(token=token, expires_at=at + ttl) == 1
 
-    def unlock(self, sid: str, token: str) -> None:
+    def release_lease(self, sid: str, token: str) -> None:
         check_session_id(sid)
         with self._transaction() as (db, _, locks):
             db((locks.session_id == sid) & (locks.token == token)).delete()

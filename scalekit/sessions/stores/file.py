@@ -3,7 +3,7 @@
 Layout under the root folder (``file:///var/app/sessions``)::
 
     <root>/<app>/<sid[:2]>/<sid>             the session: a header line, then the payload
-    <root>/<app>/<sid[:2]>/<sid>.lock        a session lock (token and expiry), see try_lock
+    <root>/<app>/<sid[:2]>/<sid>.lock        a session lock (token and expiry), see try_lease
     <root>/<app>/<sid[:2]>/<sid>.tmp-<rand>  a write in progress (left behind only by a crash)
     <root>/<app>/<sid[:2]>/.mutex            the shard's fcntl lock for compare-and-set
 
@@ -215,7 +215,7 @@ class FileStore(SessionStore):
             if held:
                 self._unlink(path)
 
-    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+    def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         """Take ``<sid>.lock`` if it is absent or expired (under the shard mutex)."""
         shard, path = self._paths(sid)
         ttl = check_lease(token, ttl)
@@ -227,7 +227,7 @@ class FileStore(SessionStore):
             self._write(shard, sid, lock_path, lease_bytes(token, now() + ttl), sync=False)
             return True
 
-    def unlock(self, sid: str, token: str) -> None:
+    def release_lease(self, sid: str, token: str) -> None:
         shard, path = self._paths(sid)
         lock_path = path + _LOCK_SUFFIX
         with self._mutex(shard, create=False) as held:

@@ -26,7 +26,7 @@ and change the CAS. The touch key costs no extra round trip: ``load`` fetches bo
 one ``gets`` (both are on one node), and ``touch`` sends ``set`` of the touch key with
 ``noreply`` then ``touch`` of the record on the same connection and waits once.
 
-Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lock`` one each; ``unlock``
+Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lease`` one each; ``release_lease``
 two (``gets`` the lock, then ``cas`` it with a negative exptime, which expires it at once:
 a compare-and-delete that never removes a lock someone else took meanwhile).
 
@@ -223,7 +223,7 @@ class MemcacheStore(ClientSettings, SessionStore):
 
         self._run("delete a session", record_key, command)
 
-    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+    def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
         expire = _exptime(_lock_ttl(check_lease(token, ttl)))
         value = token.encode("utf-8")
@@ -232,10 +232,10 @@ class MemcacheStore(ClientSettings, SessionStore):
         )
         return taken is True
 
-    def unlock(self, sid: str, token: str) -> None:
+    def release_lease(self, sid: str, token: str) -> None:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
         if not isinstance(token, str):
-            return  # try_lock takes only str tokens: this one holds nothing
+            return  # try_lease takes only str tokens: this one holds nothing
         value = token.encode("utf-8")
 
         def command(conn: Client) -> None:

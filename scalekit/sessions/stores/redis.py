@@ -10,7 +10,7 @@ Layout, for app ``shop`` and session ``S``:
   atomic batches, without ``KEYS`` and without looking at each session.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
-``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``unlock`` are one
+``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``release_lease`` are one
 Lua script call each, atomic on the server.
 """
 
@@ -223,7 +223,7 @@ class RedisStore(SessionStore):
         finally:
             self._redis.forget(key)  # its cached read goes, whatever the outcome
 
-    def try_lock(self, sid: str, token: str, ttl: float) -> bool:
+    def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
         try:
             return (
@@ -232,7 +232,7 @@ class RedisStore(SessionStore):
         except redis.RedisError as exc:
             raise self._unavailable("lock a session", exc) from None
 
-    def unlock(self, sid: str, token: str) -> None:
+    def release_lease(self, sid: str, token: str) -> None:
         key = self._prefix + "lock:" + check_session_id(sid)
         self._script("unlock a session", "unlock", [key], [token])
 
