@@ -15,7 +15,7 @@ from pymemcache.client.base import Client
 
 from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
-from scalekit.sessions.stores.base import MAX_TTL
+from scalekit.core.checks import MAX_TTL
 from tests.servers import MemcachedServer
 
 SID = "AbCdEfGhIjKlMnOpQrStUvWx"
