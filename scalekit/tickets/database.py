@@ -8,7 +8,8 @@ lists and summaries need without reading the JSON::
     created_datetime  datetime  when the error happened (naive UTC); indexed
     app, hostname, error_type, location, summary   strings, from the ticket
 
-The store opens one DAL per thread and per process (never one inherited through fork).
+Connections (one DAL per thread and process, never one inherited through fork), the table's
+upgrades and the insert that skips a stored id come from :mod:`scalekit.connect.sql`.
 """
 
 from __future__ import annotations
@@ -16,24 +17,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 from pydal import DAL, Field
 from pydal.objects import Table
 
-from scalekit.connect import sql as schema
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.connect import sql
+from scalekit.core.errors import StoreUnavailable
+from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, parse
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
 
 log = logging.getLogger("scalekit.tickets")
 
-INDEXES: tuple[schema.Index, ...] = (
+INDEXES: tuple[sql.Index, ...] = (
     ("ticket_id", ("ticket_id",), True),
     ("created_datetime", ("created_datetime",), False),
 )
@@ -47,7 +47,11 @@ _INSERT_COLUMNS = (
     "location",
     "summary",
 )
-_ROWS_PER_STATEMENT = 100  # 800 parameters: within every SQLite's limit
+_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "table": str,
+    "folder": str,
+    "connect_timeout": float,
+}
 _ENTRY_COLUMNS = (
     "ticket_id",
     "app",
@@ -97,20 +101,17 @@ class DatabaseStore(TicketStore):
         connect_timeout: float | None = None,
     ):
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
-        settings.check_options(("table", "folder", "connect_timeout"))
+        given = {"table": table, "folder": folder, "connect_timeout": connect_timeout}
+        options = merge_options(
+            settings, _OPTIONS, {name: value for name, value in given.items() if value is not None}
+        )
         self.masked = settings.masked
-        self.table = table or settings.option("table", "scalekit_ticket")
-        if not schema.IDENTIFIER.match(self.table) or len(self.table) > schema.MAX_IDENTIFIER:
-            raise ConfigError(
-                f"{self.masked}: table={self.table!r} must be a letter then letters, digits or _"
-            )
-        self._dal_options = schema.dal_options(
-            settings,
-            folder=folder or settings.option("folder"),
-            timeout=connect_timeout or settings.option("connect_timeout", 5.0, float),
+        self.table = sql.check_table_name(options.get("table", "scalekit_ticket"), self.masked)
+        self._dal_options = sql.dal_options(
+            settings, folder=options.get("folder"), timeout=options.get("connect_timeout")
         )
         self._password = getattr(settings, "password", None)  # masked in error messages
-        self._local = threading.local()
+        self._dals = sql.ThreadDAL(self._connect, self._prepare)
 
     def __repr__(self) -> str:
         return f"<DatabaseStore {self.masked} table={self.table}>"
@@ -173,71 +174,49 @@ class DatabaseStore(TicketStore):
     def insert(self, tickets: list[tuple[dict[str, Any], str]]) -> int:
         """Insert ``(ticket, its JSON)`` pairs and commit; a ticket whose id is stored
         already is skipped. Returns how many rows were added."""
-        added = 0
+        rows = [_row(ticket, raw) for ticket, raw in tickets]
         with self._transaction() as (db, table):
-            adapter = db._adapter
-            marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
-            columns = ", ".join(table[name]._rname for name in _INSERT_COLUMNS)
-            row = f"({', '.join([marker] * len(_INSERT_COLUMNS))})"
-            head = "INSERT IGNORE" if adapter.dbengine == "mysql" else "INSERT"
-            tail = "" if adapter.dbengine == "mysql" else " ON CONFLICT DO NOTHING"
-            for start in range(0, len(tickets), _ROWS_PER_STATEMENT):
-                chunk = tickets[start : start + _ROWS_PER_STATEMENT]
-                values = [value for ticket, raw in chunk for value in _row(ticket, raw)]
-                adapter.execute(
-                    f"{head} INTO {table._rname} ({columns}) VALUES "
-                    f"{', '.join([row] * len(chunk))}{tail};",
-                    values,
-                )
-                added += adapter.cursor.rowcount
-        return added
+            return sql.insert_new_rows(db, table, _INSERT_COLUMNS, rows)
 
     def close(self) -> None:
-        opened = getattr(self._local, "opened", None)
-        self._local.opened = None
-        if opened is not None and opened[0] == os.getpid():
-            schema.close_quietly(opened[1])
+        """Close this thread's connection; other threads reopen theirs on next use."""
+        self._dals.close()
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[tuple[DAL, Table]]:
         """This thread's DAL and table; commits after the block, rolls back on error, and
         turns driver errors into :class:`StoreUnavailable`."""
-        db, table = self._tables()
+        db, table = self._dals.get()
         try:
             yield db, table
             db.commit()
         except db._adapter.driver.Error as exc:
-            self.close()  # the connection may be gone: reconnect on next use
+            self._dals.drop()  # the connection may be gone: reconnect on next use
             raise self._unavailable(exc) from exc
         except BaseException:
             with contextlib.suppress(Exception):
                 db.rollback()
             raise
 
-    def _tables(self) -> tuple[DAL, Table]:
-        opened = getattr(self._local, "opened", None)
-        if opened is not None and opened[0] == os.getpid():
-            return opened[1], opened[2]
-        db = self._connect()
-        try:
-            _prefer_lz4(db)
-            table = schema.migrate_table(db, self.table, ticket_fields, INDEXES)
-            db.commit()
-        except db._adapter.driver.Error as exc:
-            schema.close_quietly(db)
-            raise self._unavailable(exc) from exc
-        self._local.opened = (os.getpid(), db, table)
-        return db, table
-
     def _connect(self) -> DAL:
         try:
-            return schema.open_dal(self._dal_options, f"ticket database {self.masked}")
+            return sql.open_dal(self._dal_options, f"ticket database {self.masked}")
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             raise self._unavailable(exc) from None
 
+    def _prepare(self, db: DAL) -> tuple[DAL, Table]:
+        """``db`` with the ticket table made or upgraded, and defined."""
+        try:
+            _prefer_lz4(db)
+            table = sql.migrate_table(db, self.table, ticket_fields, INDEXES)
+            db.commit()
+        except db._adapter.driver.Error as exc:
+            raise self._unavailable(exc) from exc
+        return db, table
+
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        reason = schema.failure_reason(exc, self._password)
+        reason = sql.failure_reason(exc, self._password)
         return StoreUnavailable(
             f"ticket database {self.masked}: {reason}; check that the server is running "
             f"and table {self.table} is usable"

@@ -29,7 +29,7 @@ from datetime import datetime
 from pydal import DAL
 from pydal.objects import Field, Query, Table
 
-from scalekit.connect.sql import local_text, utc_text
+from scalekit.sessions.stores._sql_schema import local_text, utc_text
 
 #: How long one cleanup transaction should hold its locks; its size follows this.
 TARGET_SECONDS = 0.03

@@ -22,6 +22,10 @@ lives at least its TTL, and at most two seconds longer.
 An existing web2py session table is upgraded in place: the store reads the live table's
 columns, and pydal's migration adds the missing ones (``.table`` files are only a cache of
 what the store checks, so a lost or stale ``folder`` is harmless).
+
+The schema lives in ``_sql_schema``, the cleanup's SQL in ``_sql_cleanup``; connections (one
+DAL per thread and process), upgrades and insert-if-absent come from
+:mod:`scalekit.connect.sql`.
 """
 
 from __future__ import annotations
@@ -29,24 +33,27 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
-import os
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from pydal import DAL
-from pydal.objects import Expression, Query, Table
+from pydal.objects import Table
 
-from scalekit.connect import sql as schema
+from scalekit.connect import sql
 from scalekit.core.checks import check_lease
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
-from scalekit.core.urls import BackendURL, SQLiteURL, mask, parse
+from scalekit.core.urls import BackendURL, mask, parse
 from scalekit.sessions.stores import _sql_cleanup
+from scalekit.sessions.stores._sql_schema import (
+    expiry,
+    live,
+    moment,
+    naive_utc,
+    session_tables,
+    unix_time,
+)
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
@@ -62,43 +69,6 @@ from scalekit.sessions.stores.base import (
 log = logging.getLogger("scalekit.sessions")
 
 _ENGINES = ("sqlite", "postgres", "mysql")
-
-_UTC = timezone.utc
-
-
-def _utc(timestamp: float) -> datetime:
-    return datetime.fromtimestamp(timestamp, _UTC).replace(tzinfo=None)
-
-
-def _unix(value: datetime) -> float:
-    return value.replace(tzinfo=_UTC).timestamp()
-
-
-def _expiry(ttl: int | None, at: float) -> datetime | None:
-    return None if ttl is None else _utc(math.ceil(at + ttl))
-
-
-def _moment(db: DAL, at: float) -> Expression:
-    """``at`` as a SQL literal of naive UTC with microseconds (pydal writes a datetime in
-    whole seconds: too coarse for sessions2trash to tell a touch just after its cutoff
-    from one just before)."""
-    return Expression(db, db._adapter.adapt(schema.utc_text(at)), type="datetime")
-
-
-def _live(sessions: Table, at: float) -> Query:
-    expires = sessions.expires_datetime
-    return (expires == None) | (expires > _utc(at))  # noqa: E711 (pydal: IS NULL)
-
-
-@dataclass
-class _Opened:
-    """The store's own DAL in one thread of one process, and its two tables."""
-
-    pid: int
-    generation: int
-    db: DAL
-    sessions: Table
-    locks: Table
 
 
 class DatabaseStore(SessionStore):
@@ -147,20 +117,14 @@ class DatabaseStore(SessionStore):
         super().__init__(app)
         if (url is None) == (db is None):
             raise ConfigError("DatabaseStore takes a database URL or db=<a pydal DAL>, one")
-        if table is not None and (
-            not isinstance(table, str)
-            or not schema.IDENTIFIER.match(table)
-            or len(table) > schema.MAX_IDENTIFIER
-        ):
-            raise ConfigError(f"table={table!r} must be a letter then letters, digits or _")
-        self.table = table or schema.identifier(f"web2py_session_{self.app}")
-        self.lock_table = schema.identifier(
+        if table is not None:
+            sql.check_table_name(table)
+        self.table = table or sql.identifier(f"web2py_session_{self.app}")
+        self.lock_table = sql.identifier(
             f"{table}_lock" if table else f"scalekit_session_lock_{self.app}"
         )
         self.migrate = bool(migrate)
         self.commit = bool(commit)
-        self._local = threading.local()
-        self._generation = 0
         self._password: str | None = None
         if db is not None:
             if folder is not None or pool_size is not None or connect_timeout is not None:
@@ -171,17 +135,16 @@ class DatabaseStore(SessionStore):
             self.masked = mask(str(db._uri))
             self._db: DAL | None = db
             self._check_engine(db)
-            self._app_tables = self._guard(db, lambda: self._define_tables(db))
+            self._app_tables = self._prepare(db)
             return
         self._db = None
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
         self.masked = settings.masked
-        self._dal_options = schema.dal_options(
+        self._dal_options = sql.dal_options(
             settings, folder=folder, timeout=connect_timeout, pool_size=pool_size
         )
         self._password = getattr(settings, "password", None)
-        if self._dal_options["pool_size"] and not isinstance(settings, SQLiteURL):
-            schema.pool_per_process(self._dal_options["uri"])
+        self._dals = sql.ThreadDAL(self._connect, self._prepare)
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DatabaseStore:
@@ -202,7 +165,7 @@ class DatabaseStore(SessionStore):
     def load(self, sid: str) -> Record | None:
         check_session_id(sid)
         with self._transaction() as (db, sessions, _):
-            query = (sessions.unique_key == sid) & _live(sessions, now())
+            query = (sessions.unique_key == sid) & live(sessions, now())
             row = (
                 db(query)
                 .select(
@@ -220,7 +183,7 @@ class DatabaseStore(SessionStore):
         if isinstance(data, str):  # pydal hands back blobs that are valid UTF-8 as str
             data = data.encode("utf-8")
         touched = row.modified_datetime or row.created_datetime
-        return Record(bytes(data), row.version or 0, _unix(touched) if touched else 0.0)
+        return Record(bytes(data), row.version or 0, unix_time(touched) if touched else 0.0)
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         check_session_id(sid)
@@ -234,26 +197,26 @@ class DatabaseStore(SessionStore):
         with self._transaction() as (db, sessions, _):
             values = {
                 "session_data": data,
-                "modified_datetime": _moment(db, at),
-                "expires_datetime": _expiry(ttl, at),
+                "modified_datetime": moment(db, at),
+                "expires_datetime": expiry(ttl, at),
                 "locked": False,
             }
             key = sessions.unique_key == sid
             bump = sessions.version.coalesce_zero() + 1
             if expected is None:  # create, or replace a record that has expired
                 expired = (sessions.expires_datetime != None) & (  # noqa: E711
-                    sessions.expires_datetime <= _utc(at)
+                    sessions.expires_datetime <= naive_utc(at)
                 )
-                created = {"created_datetime": _moment(db, at), **values}
+                created = {"created_datetime": moment(db, at), **values}
                 if db(key & expired).update(version=bump, **created):
                     return True
-                return schema.insert_new(db, sessions, unique_key=sid, version=1, **created)
+                return sql.insert_new(db, sessions, unique_key=sid, version=1, **created)
             if expected is ANY:
                 for _attempt in range(5):  # each round loses only to a concurrent writer
                     if db(key).update(version=bump, **values):
                         return True
-                    created = {"created_datetime": _moment(db, at), **values}
-                    if schema.insert_new(db, sessions, unique_key=sid, version=1, **created):
+                    created = {"created_datetime": moment(db, at), **values}
+                    if sql.insert_new(db, sessions, unique_key=sid, version=1, **created):
                         return True
                 raise StoreUnavailable(
                     f"session database {self.masked}: concurrent writers kept replacing a "
@@ -262,17 +225,17 @@ class DatabaseStore(SessionStore):
             same = sessions.version == expected
             if expected == 0:  # web2py's rows have no version
                 same |= sessions.version == None  # noqa: E711
-            query = key & _live(sessions, at) & same
+            query = key & live(sessions, at) & same
             return db(query).update(version=expected + 1, **values) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         check_session_id(sid)
         ttl, at = ttl_seconds(ttl), now()
         with self._transaction() as (db, sessions, _):
-            query = (sessions.unique_key == sid) & _live(sessions, at)
+            query = (sessions.unique_key == sid) & live(sessions, at)
             db(query).update(
-                modified_datetime=_moment(db, at),
-                expires_datetime=_expiry(ttl, at),
+                modified_datetime=moment(db, at),
+                expires_datetime=expiry(ttl, at),
                 version=sessions.version.coalesce_zero(),  # marks a web2py row as UTC now
             )
 
@@ -286,7 +249,7 @@ class DatabaseStore(SessionStore):
         check_session_id(sid)
         ttl, at = check_lease(token, ttl), now()
         with self._transaction() as (db, _, locks):
-            if schema.insert_new(db, locks, session_id=sid, token=token, expires_at=at + ttl):
+            if sql.insert_new(db, locks, session_id=sid, token=token, expires_at=at + ttl):
                 return True
             expired = (locks.session_id == sid) & (locks.expires_at <= at)
             return db(expired).update(token=token, expires_at=at + ttl) == 1
@@ -373,13 +336,8 @@ class DatabaseStore(SessionStore):
 
         On the app's DAL this does nothing: the connection belongs to the app.
         """
-        if self._db is not None:
-            return
-        self._generation += 1
-        opened: _Opened | None = getattr(self._local, "opened", None)
-        self._local.opened = None
-        if opened is not None and opened.pid == os.getpid():
-            schema.close_quietly(opened.db)
+        if self._db is None:
+            self._dals.close()
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -401,45 +359,29 @@ class DatabaseStore(SessionStore):
             raise
 
     def _tables(self) -> tuple[DAL, Table, Table]:
-        if self._db is not None:
-            return (self._db, *self._app_tables)
-        opened: _Opened | None = getattr(self._local, "opened", None)
-        pid = os.getpid()
-        if opened is not None:
-            if opened.pid == pid and opened.generation == self._generation:
-                return opened.db, opened.sessions, opened.locks
-            if opened.pid == pid:  # close() was called: drop the old DAL
-                schema.close_quietly(opened.db)
-            # else: a DAL from the parent process: forget it, never touch its connection
-            self._local.opened = None
-        generation = self._generation
-        db = self._connect()
-        try:
-            sessions, locks = self._guard(db, lambda: self._define_tables(db))
-        except BaseException:
-            schema.close_quietly(db)
-            raise
-        self._local.opened = _Opened(pid, generation, db, sessions, locks)
-        return db, sessions, locks
+        return self._app_tables if self._db is not None else self._dals.get()
 
     def _connect(self) -> DAL:
         """A new DAL for this thread: one attempt, short timeout, errors as
         :class:`StoreUnavailable`."""
         try:
-            return schema.open_dal(self._dal_options, f"session database {self.masked}")
+            return sql.open_dal(self._dal_options, f"session database {self.masked}")
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             fix = "check that the server is running and the URL's host, port, user and database"
             raise self._unavailable(exc, fix) from None
 
-    def _guard(self, db: DAL, step: Callable[[], Any]) -> Any:
-        """Run a step outside ``_transaction``, with driver errors as StoreUnavailable."""
+    def _prepare(self, db: DAL) -> tuple[DAL, Table, Table]:
+        """``db`` with the store's tables defined (made or upgraded first if need be)."""
         try:
-            return step()
+            sessions, locks = session_tables(
+                db, self.table, self.lock_table, migrate=self.migrate, where=self.masked
+            )
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
+        return db, sessions, locks
 
     def _unavailable(self, exc: BaseException, fix: str = "") -> StoreUnavailable:
-        reason = schema.failure_reason(exc, self._password)
+        reason = sql.failure_reason(exc, self._password)
         fix = fix or (
             f"check that the database is reachable and that table {self.table} is usable "
             "(migrate=true creates and upgrades it)"
@@ -451,8 +393,7 @@ class DatabaseStore(SessionStore):
             db.rollback()
         except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
             if self._db is None:
-                self._local.opened = None
-                schema.close_quietly(db)
+                self._dals.drop()
 
     @staticmethod
     def _check_engine(db: DAL) -> None:
@@ -461,8 +402,3 @@ class DatabaseStore(SessionStore):
             raise ConfigError(
                 f"DatabaseStore runs on {', '.join(_ENGINES)}; the app's DAL is {engine}"
             )
-
-    def _define_tables(self, db: DAL) -> tuple[Table, Table]:
-        return schema.session_tables(
-            db, self.table, self.lock_table, migrate=self.migrate, where=self.masked
-        )

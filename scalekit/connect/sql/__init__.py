@@ -1,0 +1,63 @@
+"""The pydal connector: what every piece that keeps rows in SQL uses (sessions, tickets, db
+members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
+
+- :mod:`~scalekit.connect.sql.dal`: a DAL opened from a URL (one attempt, the driver's
+  connect timeout, a private folder for pydal's ``.table`` files), pools of its own in
+  each process, closing, one-line driver errors without the password.
+- :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
+  process (fork-safe through :mod:`scalekit.core.process`).
+- :mod:`~scalekit.connect.sql.tables`: table and index names, tables created or upgraded
+  from the live database, indexes, insert-if-absent.
+
+Each piece keeps its own schema (fields, indexes) and its own messages.
+"""
+
+from scalekit.connect.sql.connections import ThreadDAL
+from scalekit.connect.sql.dal import (
+    close,
+    close_quietly,
+    connect_timeout_args,
+    dal_options,
+    failure_reason,
+    open_dal,
+    pool_per_process,
+    positive_timeout,
+    private_folder,
+    server_uri,
+)
+from scalekit.connect.sql.tables import (
+    Index,
+    check_table_name,
+    columns,
+    create_index,
+    define_table,
+    drop_index,
+    identifier,
+    insert_new,
+    insert_new_rows,
+    migrate_table,
+)
+
+__all__ = [
+    "Index",
+    "ThreadDAL",
+    "check_table_name",
+    "close",
+    "close_quietly",
+    "columns",
+    "connect_timeout_args",
+    "create_index",
+    "dal_options",
+    "define_table",
+    "drop_index",
+    "failure_reason",
+    "identifier",
+    "insert_new",
+    "insert_new_rows",
+    "migrate_table",
+    "open_dal",
+    "pool_per_process",
+    "positive_timeout",
+    "private_folder",
+    "server_uri",
+]
