@@ -1,64 +1,99 @@
-"""The memcached nodes of a session store or cache: connection pools, placement, node health.
+"""The memcached connector: the nodes a session store or cache talks to, opened by URL, and
+the few operations both build on.
 
-Placement: rendezvous (highest random weight) hashing, HashClient's default scheme, scores
-each ``host:port`` with the key and takes the best, so adding or removing a node moves only
-that node's sessions. It hashes with blake2b (in C, about a microsecond a node) rather than
-pymemcache's pure-Python murmur3 (about 40 µs a node, more than a local round trip). Every
-app server must name the servers alike (same host spelling and port), in any order.
+Settings: :data:`MEMCACHE_OPTIONS` are the URL options (``memcache://h1,h2?timeout=0.5``),
+merged with keyword options by :func:`client_options` (the one rule of
+:func:`~scalekit.core.options.merge_options`). :class:`MemcacheClient` checks them once and
+keeps this process's :class:`Cluster` in a :class:`~scalekit.core.process.PerProcess`: made
+on first use, made again in a forked child, never shared with a parent.
 
-Failures: connect and socket timeouts (1 s by default) bound the cost of a dead node. A node
-that fails is skipped (calls for its sessions raise :class:`StoreUnavailable` at once) for
-``retry_timeout`` seconds, then tried again; after ``retry_attempts`` failed retries it
-leaves the ring for ``dead_timeout`` seconds and its sessions go to the other nodes (as
-pymemcache's HashClient does). The last live node never leaves the ring: with one server,
-calls fail fast and the server is retried every ``retry_timeout`` seconds. HashClient itself
-is not used because it answers "missing" or "not stored" for a node in its retry window
-(a live session would read as gone), does not count an unexpectedly closed connection as a
-failure, and updates its failure bookkeeping from several threads without a lock.
+Placement (rendezvous hashing) and node health: :mod:`._memcache_cluster`.
+
+Operations, run on one connection inside :meth:`Cluster.run`: :func:`add_unless_live` (the
+``add``, ``gets``, ``cas`` retry loop), and one lease (a lock) primitive, :func:`take_lease`
+with ``add`` and :func:`release_lease`, a compare-and-delete: ``gets``, then ``cas`` with a
+negative exptime, which never removes a lease someone else took meanwhile. :func:`exptime`
+turns a TTL into memcached's whole seconds. :func:`dump_keys` lists a server's keys (for a
+cache's ``clear``): memcached has no command to list keys by prefix, so it walks every item
+with ``lru_crawler metadump hash``, fine for a deploy or an admin task, not per request.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-import os
-import select
-import threading
+import socket
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
+from urllib.parse import unquote_to_bytes
 
-from pymemcache.client.base import Client, PooledClient
-from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+from pymemcache.client.base import Client
 
-from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.connect._memcache_cluster import Cluster, node_name
+from scalekit.core.checks import MAX_TTL
+from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.options import merge_options
+from scalekit.core.process import PerProcess
+from scalekit.core.urls import BackendURL, MemcacheURL
 
-log = logging.getLogger("scalekit.sessions")
+__all__ = [
+    "DEFAULT_MAX_VALUE_SIZE",
+    "MEMCACHE_OPTIONS",
+    "Cluster",
+    "MemcacheClient",
+    "add_unless_live",
+    "client_options",
+    "dump_keys",
+    "exptime",
+    "node_name",
+    "release_lease",
+    "take_lease",
+]
 
 _T = TypeVar("_T")
 
-# Errors that say the node (or the connection to it) is broken, not the request.
-_NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
+# Tries of a compare-and-set before giving up to writers that keep racing with it.
+_CAS_ATTEMPTS = 5
+
+#: The largest stored value by default: memcached's default item size (``-I 1m``) less room
+#: for the item header and the longest key. Bigger writes raise :class:`SerializationError`
+#: before any I/O, because a ``set`` the server refuses as too large also drops the value
+#: stored before it.
+DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 512
+
+#: The URL query options of every memcache client, and their converters.
+MEMCACHE_OPTIONS: dict[str, Callable[[str], Any]] = {
+    "connect_timeout": float,
+    "timeout": float,
+    "retry_attempts": int,
+    "retry_timeout": float,
+    "dead_timeout": float,
+    "max_pool_size": int,
+    "max_value_size": int,
+}
 
 
-class Settings(Protocol):
-    """What a :class:`Cluster` reads from the store or cache backend it serves."""
+def client_options(
+    settings: BackendURL,
+    given: dict[str, Any],
+    *,
+    what: str,
+    extra: dict[str, Callable[[str], Any]] | None = None,
+) -> dict[str, Any]:
+    """The keywords that open a :class:`MemcacheClient` from ``settings``: its servers, its
+    masked URL, and :data:`MEMCACHE_OPTIONS` (plus the user's ``extra``) from the URL's query,
+    overridden by ``given``. ``what`` names the user in the error for another kind of URL."""
+    if not isinstance(settings, MemcacheURL):
+        raise ConfigError(f"{settings.masked}: {what} needs a memcache:// URL")
+    merged = merge_options(settings, {**MEMCACHE_OPTIONS, **(extra or {})}, given)
+    return {"servers": settings.servers, "url": settings.masked, **merged}
 
-    url: str
-    servers: tuple[tuple[str, int], ...]
-    connect_timeout: float
-    timeout: float
-    retry_attempts: int
-    retry_timeout: float
-    dead_timeout: float
-    max_pool_size: int | None
 
-
-class ClientSettings:
-    """The client options a memcache session store and cache backend share, checked once
-    (the :class:`Settings` their :class:`Cluster` reads); ``option_label`` names them in
-    errors ("option", "cache option")."""
+class MemcacheClient:
+    """What a memcache session store and cache backend share: the client settings, checked
+    once (the :class:`Settings` their :class:`Cluster` reads), and this process's cluster.
+    ``option_label`` names the options in errors ("option", "cache option")."""
 
     option_label = "option"
 
@@ -75,7 +110,13 @@ class ClientSettings:
         max_pool_size: int | None,
         max_value_size: int,
         min_value_size: int,
+        error: type[StoreUnavailable],
+        label: str,
+        logger: logging.Logger,
+        serde: Any = None,
     ) -> None:
+        """Check the settings; ``error``, ``label``, ``logger`` and ``serde`` go to the
+        :class:`Cluster`, made lazily in each process that runs a command."""
         self.servers = tuple((str(host), int(port)) for host, port in servers)
         self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
         if not self.servers:
@@ -89,6 +130,23 @@ class ClientSettings:
             "max_pool_size", max_pool_size, minimum=1
         )  # fmt: skip
         self.max_value_size = self._count("max_value_size", max_value_size, min_value_size)
+        self._cluster = PerProcess(
+            lambda: Cluster(self, error=error, label=label, logger=logger, serde=serde),
+            Cluster.close,
+        )
+
+    def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
+        """``command`` on a connection to the node of ``key`` (see :meth:`Cluster.run`)."""
+        return self._cluster.get().run(action, key, command)
+
+    def _run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
+        """``command`` on every node (see :meth:`Cluster.run_on_each`)."""
+        return self._cluster.get().run_on_each(action, command)
+
+    def close(self) -> None:
+        """Close this process's connections (they reopen on next use); a forked child
+        leaves its parent's alone."""
+        self._cluster.reset()
 
     def _seconds(self, name: str, value: Any, positive: bool = False) -> float:
         number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
@@ -106,188 +164,95 @@ class ClientSettings:
         return value
 
 
-class _Node:
-    """One memcached server: its connection pool and how it has been failing."""
-
-    def __init__(self, server: tuple[str, int], store: Settings, serde: Any = None):
-        self.name = node_name(server)
-        # The pool of pymemcache's PooledClient; calls take a connection from it themselves,
-        # so a command sequence (touch, release_lease) runs on one connection.
-        self.pool = PooledClient(
-            server,
-            connect_timeout=store.connect_timeout,
-            timeout=store.timeout,
-            no_delay=True,
-            max_pool_size=store.max_pool_size,
-            default_noreply=False,
-            serde=serde,
-        ).client_pool
-        self.failures = 0  # consecutive failed calls
-        self.failed_at = 0.0  # time.monotonic() of the last failure
-        self.dead_until = 0.0  # out of the ring until then (time.monotonic())
+def exptime(ttl: float | None) -> int:
+    """Memcached's exptime for a TTL in seconds (``None``: 0, no expiry), so that an item
+    lives at least ``ttl`` seconds: rounded up plus one, because memcached's whole-second
+    clock may expire an item given N seconds after only N-1; at most 30 days, above which
+    memcached reads a date."""
+    return 0 if ttl is None else min(math.ceil(ttl) + 1, MAX_TTL)
 
 
-class Cluster:
-    """This process's nodes, the ring that places keys on them, and their health.
+def add_unless_live(
+    conn: Client, key: bytes, value: bytes, expire: int, live: Callable[[Any], bool]
+) -> bool:
+    """Store ``value`` under ``key`` unless an item ``live`` says is still in force holds
+    it: ``add``, else ``gets`` and, for an item past its own end, ``cas``. Retried while
+    other writers race with it; true if stored."""
+    for _ in range(_CAS_ATTEMPTS):
+        if conn.add(key, value, expire, noreply=False):
+            return True
+        found, cas = conn.gets(key)
+        if found is None:
+            continue  # gone since the add: try again
+        if live(found):
+            return False
+        if conn.cas(key, value, cas, expire, noreply=False):
+            return True
+    return False
 
-    ``error`` is the exception class raised when a node cannot answer, ``label`` names the
-    user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer.
+
+def take_lease(
+    conn: Client,
+    key: bytes,
+    holder: bytes,
+    expire: int,
+    live: Callable[[Any], bool] | None = None,
+) -> bool:
+    """Take the lease (lock) ``key`` for ``holder`` with ``add``: refused while memcached
+    keeps another holder's. With ``live``, a lease whose own recorded end has passed
+    (``live`` false) is taken over by compare-and-set. True if taken."""
+    if live is None:
+        return conn.add(key, holder, expire, noreply=False) is True
+    return add_unless_live(conn, key, holder, expire, live)
+
+
+def release_lease(conn: Client, key: bytes, held: Callable[[Any], bool]) -> bool:
+    """Delete the lease ``key`` if ``held`` says its value is still ours: ``gets``, then
+    ``cas`` with a negative exptime, which expires it at once only if nobody took it since
+    the ``gets`` (a compare-and-delete). True if released."""
+    found, cas = conn.gets(key)
+    if found is None or not held(found):
+        return False
+    return conn.cas(key, b"", cas, expire=-1, noreply=False) is True
+
+
+def dump_keys(server: tuple[str, int], connect_timeout: float, timeout: float) -> list[bytes]:
+    """Every key on ``server``, from ``lru_crawler metadump hash`` (a walk of the hash table:
+    unlike ``metadump all``, it skips no slab class whose last crawl is still winding down).
+
+    Read on a socket of its own: pymemcache's ``raw_command`` keeps only the last chunk of a
+    long reply.
     """
-
-    def __init__(
-        self,
-        store: Settings,
-        *,
-        error: type[StoreUnavailable] = StoreUnavailable,
-        label: str = "session store",
-        logger: logging.Logger = log,
-        serde: Any = None,
-    ):
-        self.pid = os.getpid()
-        self.error, self.label, self.log = error, label, logger
-        self.url = store.url
-        self.retry_attempts = store.retry_attempts
-        self.retry_timeout = store.retry_timeout
-        self.dead_timeout = store.dead_timeout
-        self.max_pool_size = store.max_pool_size
-        self.nodes = {node.name: node for node in (_Node(s, store, serde) for s in store.servers)}
-        self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
-        self._live: tuple[str, ...] = tuple(self.nodes)
-        self._ring = _Ring(self._live)  # replaced, never changed in place
-        self._next_revival = math.inf
-
-    def run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
-        """Run ``command`` on a pooled connection to the node of ``key``; map failures."""
-        if time.monotonic() >= self._next_revival:
-            self._revive()
-        return self._run_on(self.nodes[self._ring.node_for(key)], action, command)
-
-    def run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
-        """Run ``command`` on every configured node, dead or alive (a node that fails
-        raises, so a caller never mistakes part of the nodes for all of them)."""
-        return [self._run_on(node, action, command) for node in self.nodes.values()]
-
-    def _run_on(self, node: _Node, action: str, command: Callable[[Client], _T]) -> _T:
-        if node.failures:
-            wait = node.failed_at + self.retry_timeout - time.monotonic()
-            if wait > 0:
-                raise self._unavailable(
-                    action, node, f"failed {node.failures} time(s); next try in {wait:.1f} s"
+    deadline = time.monotonic() + 3
+    with socket.create_connection(server, timeout=connect_timeout) as sock:
+        sock.settimeout(timeout)
+        while True:
+            sock.sendall(b"lru_crawler metadump hash\r\n")
+            out = _read_reply(sock)
+            if out.startswith(b"NOTSTARTED"):
+                return []  # nothing to crawl
+            if out.endswith(b"END") and not out.startswith(b"BUSY"):
+                break
+            if time.monotonic() > deadline:  # "BUSY" or "ERROR": a dump still runs
+                raise RuntimeError(
+                    f"'lru_crawler metadump hash' kept failing ({out[:60]!r}); clearing needs "
+                    "memcached 1.6 with its LRU crawler on (the default)"
                 )
-        try:
-            conn = node.pool.get()
-        except RuntimeError:  # every pooled connection is in use
-            raise self._unavailable(
-                action, node, f"all {self.max_pool_size} connections are in use; raise "
-                "max_pool_size"
-            ) from None  # fmt: skip
-        try:
-            if conn.sock is not None and _readable(conn.sock):
-                conn.close()  # closed by the server (a restart) or unread bytes: reconnect
-            result = command(conn)
-        except BaseException as exc:
-            node.pool.destroy(conn)  # its stream may be mid-reply: never reuse it
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt, SystemExit: not the store's failure
-            if isinstance(exc, _NODE_FAILURES):
-                self._failed(node)
-            elif isinstance(exc, MemcacheError) and "too large" in str(exc):
-                raise SerializationError(
-                    f"{self.label} {self.url} failed to {action}: memcached "
-                    f"{node.name} refused the value as too large ({exc})"
-                ) from None
-            # anything else is an answer pymemcache could not use (an error, not memcached)
-            raise self._unavailable(action, node, _describe(exc)) from None
-        node.pool.release(conn)
-        if node.failures:
-            self._recovered(node)
-        return result
-
-    def close(self) -> None:
-        for node in self.nodes.values():
-            node.pool.clear()
-
-    def _unavailable(self, action: str, node: _Node, problem: str) -> StoreUnavailable:
-        return self.error(
-            f"{self.label} {self.url} failed to {action}: memcached {node.name}: {problem}; "
-            "check that it is running and reachable"
-        )
-
-    def _failed(self, node: _Node) -> None:
-        with self._lock:
-            node.failures += 1
-            node.failed_at = time.monotonic()
-            if node.failures == 1:
-                self.log.warning("%s %s: memcached %s failed", self.label, self.url, node.name)
-            if node.failures > self.retry_attempts and len(self._live) > 1 and (
-                node.name in self._live
-            ):  # fmt: skip
-                node.dead_until = node.failed_at + self.dead_timeout
-                self._next_revival = min(self._next_revival, node.dead_until)
-                self._set_live(name for name in self._live if name != node.name)
-                self.log.warning(
-                    "%s %s: memcached %s is down; its keys go to the other nodes for %g s",
-                    self.label, self.url, node.name, self.dead_timeout,
-                )  # fmt: skip
-
-    def _recovered(self, node: _Node) -> None:
-        with self._lock:
-            if node.failures:
-                node.failures = 0
-                self.log.info("%s %s: memcached %s answers again", self.label, self.url,
-                              node.name)  # fmt: skip
-
-    def _revive(self) -> None:
-        with self._lock:
-            current = time.monotonic()
-            back = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
-            for node in back:
-                node.failures, node.dead_until = 0, 0.0
-                self.log.info("%s %s: memcached %s is back in the ring", self.label, self.url,
-                              node.name)  # fmt: skip
-            if back:
-                self._set_live([*self._live, *(node.name for node in back)])
-            waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]
-            self._next_revival = min(waiting, default=math.inf)
-
-    def _set_live(self, names: Iterable[str]) -> None:
-        live = set(names)
-        self._live = tuple(name for name in self.nodes if name in live)  # configured order
-        self._ring = _Ring(self._live)
+            time.sleep(0.01)
+    return [unquote_to_bytes(line.split(b" ", 1)[0][4:]) for line in out.split(b"\n")
+            if line.startswith(b"key=")]  # fmt: skip
 
 
-class _Ring:
-    """Rendezvous hashing over node names: a key goes to the node that scores it highest."""
-
-    def __init__(self, names: Iterable[str]):
-        self._seeds = [(name, hashlib.blake2b(name.encode() + b"\0", digest_size=8))
-                       for name in names]  # fmt: skip
-
-    def node_for(self, key: bytes) -> str:
-        best, best_score = "", -1
-        for name, seed in self._seeds:
-            digest = seed.copy()
-            digest.update(key)
-            score = int.from_bytes(digest.digest(), "big")
-            if score > best_score:
-                best, best_score = name, score
-        return best
-
-
-def node_name(server: tuple[str, int]) -> str:
-    """``host:port``, the name a node is hashed and logged by."""
-    host, port = server
-    return f"{host}:{port}"
-
-
-def _readable(sock: Any) -> bool:
-    """True if an idle pooled connection has something to read: EOF, a reset, stray bytes."""
-    poller = select.poll()
-    poller.register(sock, select.POLLIN)
-    return bool(poller.poll(0))
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out (raise connect_timeout/timeout if it is only slow)"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+def _read_reply(sock: socket.socket) -> bytes:
+    """One reply, up to its ``\\r\\n`` (dump lines end with a bare ``\\n``)."""
+    chunks: list[bytes] = []
+    last = b""
+    while True:
+        data = sock.recv(1 << 16)
+        if not data:
+            raise ConnectionResetError("memcached closed the connection during a key dump")
+        chunks.append(data)
+        if b"\r\n" in last + data:
+            reply = b"".join(chunks)
+            return reply[: reply.index(b"\r\n")]
+        last = data[-1:]

@@ -1,10 +1,12 @@
 """MemcacheBackend: entries on one or more memcached nodes (``memcache://m1:11211,m2:11211``).
 
-Placement, pooling and node failures are the session store's
-(:mod:`scalekit.connect.memcache`): rendezvous hashing over the nodes and a
-pool per node, a dead node skipped for ``retry_timeout`` then out of the ring for
-``dead_timeout``. pymemcache's HashClient is not used: for a node in its retry window it
-answers "missing"/"not stored" instead of failing, so the failure policy could never apply.
+The client is :mod:`scalekit.connect.memcache`'s, shared with the memcache session store:
+URL options, rendezvous hashing over the nodes and a pool per node (made lazily in each
+process), a dead node skipped for ``retry_timeout`` then out of the ring for
+``dead_timeout``, the compare-and-set loop of ``add`` and the lease primitive (taken with
+``add``, an expired one replaced by ``cas``; released by a compare-and-delete).
+pymemcache's HashClient is not used: for a node in its retry window it answers
+"missing"/"not stored" instead of failing, so the failure policy could never apply.
 
 Keys, for app ``shop``: ``scalekit:c:shop:v:<key>`` when the key is printable ASCII without
 spaces and the name fits memcached's 250 bytes, else ``scalekit:c:shop:h:<sha256 of key>``;
@@ -29,50 +31,37 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
-import os
 import re
 import time
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from pymemcache.client.base import Client
 from pymemcache.exceptions import MemcacheClientError
 
 from scalekit.cache.backends import _codec
 from scalekit.cache.backends import _diskfile as record
-from scalekit.cache.backends._metadump import dump_keys
-from scalekit.cache.backends.base import (
-    MAX_TTL,
-    CacheBackend,
-    Entry,
-    check_key,
-    check_lease,
-    check_ttl,
-    merge_options,
+from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
+from scalekit.connect.memcache import (
+    DEFAULT_MAX_VALUE_SIZE,
+    MemcacheClient,
+    add_unless_live,
+    client_options,
+    dump_keys,
+    exptime,
+    node_name,
+    release_lease,
+    take_lease,
 )
-from scalekit.connect.memcache import ClientSettings, Cluster, node_name
-from scalekit.core.errors import CacheUnavailable, ConfigError, SerializationError
-from scalekit.core.urls import BackendURL, MemcacheURL
+from scalekit.core.checks import check_lease
+from scalekit.core.errors import CacheUnavailable, SerializationError
+from scalekit.core.urls import BackendURL
 
 log = logging.getLogger("scalekit.cache")
 
-_T = TypeVar("_T")
 _OFFSET = 1 << 63  # a counter n is stored as n + 2**63: memcached counts unsigned
 _PLAIN = re.compile(rb"[!-~]+")  # printable ASCII, no space: usable as is in a key
 _MAX_NAME = 248  # memcached's 250 bytes, less the lease's extra "l:"
-DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 512
-
-_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "connect_timeout": float,
-    "timeout": float,
-    "retry_attempts": int,
-    "retry_timeout": float,
-    "dead_timeout": float,
-    "max_pool_size": int,
-    "max_value_size": int,
-    "serializer": str,
-}
 
 
 class _Serde:
@@ -85,7 +74,7 @@ class _Serde:
         return value, flags
 
 
-class MemcacheBackend(ClientSettings, CacheBackend):
+class MemcacheBackend(MemcacheClient, CacheBackend):
     """Entries on memcached nodes; thread-safe, fork-safe (pools open lazily per process).
 
     ``url`` names the backend in errors and logs (``from_url`` passes the masked URL).
@@ -122,26 +111,24 @@ class MemcacheBackend(ClientSettings, CacheBackend):
             max_pool_size=max_pool_size,
             max_value_size=max_value_size,
             min_value_size=64,
+            error=CacheUnavailable,
+            label="cache",
+            logger=log,
+            serde=_Serde(),
         )
         self.serializer = _codec.check_serializer(serializer, self.url)
         self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
-        self._cluster: Cluster | None = None
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheBackend:
         """Open ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
-        if not isinstance(settings, MemcacheURL):
-            raise ConfigError(f"{settings.masked}: a memcache cache needs a memcache:// URL")
-        merged = merge_options(settings, _OPTIONS, options)
-        return cls(settings.servers, app, url=settings.masked, **merged)
+        opened = client_options(
+            settings, options, what="a memcache cache", extra={"serializer": str}
+        )
+        return cls(app=app, **opened)
 
     def __repr__(self) -> str:
         return f"<MemcacheBackend {self.url} app={self.app!r}>"
-
-    def close(self) -> None:
-        cluster, self._cluster = self._cluster, None
-        if cluster is not None and cluster.pid == os.getpid():
-            cluster.close()
 
     # -- values -------------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
@@ -171,8 +158,11 @@ class MemcacheBackend(ClientSettings, CacheBackend):
         name, _ = self._name(key)
         blob, expire = self._blob(key, value, ttl)
 
-        return self._add_unless_live(
-            "write", name, blob, expire, lambda found: found[1] or self._live(key, found[0])
+        def live(found: tuple[bytes, int]) -> bool:  # a counter (flags) or a live record
+            return bool(found[1]) or self._live(key, found[0])
+
+        return self._run(
+            "write", name, lambda conn: add_unless_live(conn, name, blob, expire, live)
         )
 
     def delete(self, key: str) -> bool:
@@ -227,7 +217,7 @@ class MemcacheBackend(ClientSettings, CacheBackend):
                 current, expires_at = int(data), header.expires_at
         value = current + delta
         blob = record.build(key, "i", str(value).encode("ascii"), stamp, expires_at)
-        expire = 0 if expires_at is None else _exptime(max(expires_at - stamp, 0.001))
+        expire = exptime(None if expires_at is None else max(expires_at - stamp, 0.001))
         if found is None:
             stored = conn.add(name, blob, expire, noreply=False)
         else:
@@ -245,7 +235,7 @@ class MemcacheBackend(ClientSettings, CacheBackend):
                 names = self._matching(conn, names, pattern)
             return sum(bool(conn.delete(name, noreply=False)) for name in names)
 
-        return sum(self._cluster_for().run_on_each("clear", command))
+        return sum(self._run_on_each("clear", command))
 
     def _matching(self, conn: Client, names: list[bytes], pattern: re.Pattern) -> list[bytes]:
         """The names among ``names`` (on ``conn``'s node) whose key ``pattern`` matches."""
@@ -267,31 +257,28 @@ class MemcacheBackend(ClientSettings, CacheBackend):
         ttl = check_lease(token, ttl)
         name = self._lease_name(key)
         stamp = time.time()
-        blob, expire = f"{token} {stamp + ttl!r}".encode(), _exptime(ttl)
+        holder, expire = f"{token} {stamp + ttl!r}".encode(), exptime(ttl)
 
-        return self._add_unless_live(
-            "take a lease", name, blob, expire, lambda found: _lease(found[0])[1] > stamp
+        def live(found: tuple[bytes, int]) -> bool:
+            return _lease(found[0])[1] > stamp
+
+        return self._run(
+            "take a lease", name, lambda conn: take_lease(conn, name, holder, expire, live)
         )
 
     def release_lease(self, key: str, token: str) -> bool:
         name = self._lease_name(key)
 
-        def command(conn: Client) -> bool:
-            found, cas = conn.gets(name)
-            if found is None or _lease(found[0])[0] != token:
-                return False
-            # expire it only if nobody re-took it since the gets (compare-and-delete)
-            return conn.cas(name, b"", cas, expire=-1, noreply=False) is True
+        def held(found: tuple[bytes, int]) -> bool:
+            return _lease(found[0])[0] == token
 
-        return self._run("release a lease", name, command)
+        return self._run("release a lease", name, lambda conn: release_lease(conn, name, held))
 
     def server_stats(self) -> dict[str, Any]:
         """Each node's item count, memory and hit counts, by ``host:port``."""
         fields = ("curr_items", "bytes", "limit_maxbytes", "get_hits", "get_misses",
                   "evictions", "curr_connections", "uptime", "version")  # fmt: skip
-        stats = self._cluster_for().run_on_each(
-            "read stats", lambda conn: (conn.server, conn.stats())
-        )
+        stats = self._run_on_each("read stats", lambda conn: (conn.server, conn.stats()))
         return {
             node_name(server): {
                 name: (value.decode() if isinstance(value, bytes) else value)
@@ -324,7 +311,7 @@ class MemcacheBackend(ClientSettings, CacheBackend):
                 f"{self.max_value_size:,}-byte limit of memcached items (start memcached "
                 "with a bigger -I and raise max_value_size, or store less)"
             )
-        return blob, 0 if ttl is None else _exptime(ttl)
+        return blob, exptime(ttl)
 
     def _record(self, key: str, value: bytes) -> tuple[record.Header, bytes] | None:
         """Header and value bytes of a record for ``key``; ``None`` (logged) if damaged."""
@@ -339,43 +326,6 @@ class MemcacheBackend(ClientSettings, CacheBackend):
     def _live(self, key: str, value: bytes) -> bool:
         entry = self._record(key, value)
         return entry is not None and entry[0].live(time.time())
-
-    def _cluster_for(self) -> Cluster:
-        cluster = self._cluster
-        if cluster is None or cluster.pid != os.getpid():  # first use, or a forked child
-            cluster = self._cluster = Cluster(
-                self, error=CacheUnavailable, label="cache", logger=log, serde=_Serde()
-            )
-        return cluster
-
-    def _add_unless_live(
-        self,
-        action: str,
-        name: bytes,
-        blob: bytes,
-        expire: int,
-        live: Callable[[tuple[bytes, int]], bool],
-    ) -> bool:
-        """Store ``blob`` unless an item ``live`` says is still in force holds ``name``; an
-        expired one is replaced with a compare-and-set. True if stored."""
-
-        def command(conn: Client) -> bool:
-            for _ in range(5):
-                if conn.add(name, blob, expire, noreply=False):
-                    return True
-                found, cas = conn.gets(name)
-                if found is None:
-                    continue  # gone since the add: try again
-                if live(found):
-                    return False
-                if conn.cas(name, blob, cas, expire, noreply=False):
-                    return True
-            return False
-
-        return self._run(action, name, command)
-
-    def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
-        return self._cluster_for().run(action, key, command)
 
 
 def _counter(key: str, value: bytes) -> int:
@@ -392,9 +342,3 @@ def _lease(value: bytes) -> tuple[str, float]:
         return token, float(expires)
     except (UnicodeDecodeError, ValueError):
         return "", 0.0
-
-
-def _exptime(ttl: float) -> int:
-    """Memcached's exptime for a positive TTL: rounded up plus one second (its clock ticks
-    in seconds), at most 30 days (more reads as a Unix time)."""
-    return min(math.ceil(ttl) + 1, MAX_TTL)

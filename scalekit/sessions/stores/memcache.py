@@ -27,28 +27,34 @@ one ``gets`` (both are on one node), and ``touch`` sends ``set`` of the touch ke
 ``noreply`` then ``touch`` of the record on the same connection and waits once.
 
 Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lease`` one each; ``release_lease``
-two (``gets`` the lock, then ``cas`` it with a negative exptime, which expires it at once:
-a compare-and-delete that never removes a lock someone else took meanwhile).
+two (the connector's compare-and-delete: ``gets`` the lock, then ``cas`` it with a negative
+exptime, so it never removes a lock someone else took meanwhile).
 
-Placement and node failures: see :mod:`scalekit.connect.memcache`.
+The client (settings, URL options, placement, node failures, the per-process cluster) and
+the lease primitive are :mod:`scalekit.connect.memcache`'s, shared with the memcache cache.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import struct
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 from pymemcache.client.base import Client
 
-from scalekit.connect.memcache import ClientSettings, Cluster, node_name
+from scalekit.connect.memcache import (
+    DEFAULT_MAX_VALUE_SIZE,
+    MemcacheClient,
+    client_options,
+    exptime,
+    node_name,
+    release_lease,
+    take_lease,
+)
 from scalekit.core.checks import MAX_TTL, check_lease
-from scalekit.core.errors import ConfigError, SerializationError
-from scalekit.core.options import merge_options
-from scalekit.core.urls import BackendURL, MemcacheURL
+from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.core.urls import BackendURL
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
@@ -61,34 +67,17 @@ from scalekit.sessions.stores.base import (
     ttl_seconds,
 )
 
-log = logging.getLogger("scalekit.sessions")
+__all__ = ["DEFAULT_MAX_VALUE_SIZE", "MemcacheStore"]
 
-_T = TypeVar("_T")
+log = logging.getLogger("scalekit.sessions")
 
 _RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
 _RECORD_MAGIC = b"SKs1"
 _TOUCH = struct.Struct("!4sd")  # magic, touched_at
 _TOUCH_MAGIC = b"SKt1"
 
-#: The largest stored value (header + payload) by default: memcached's default item size
-#: (``-I 1m``) less room for the item header and the longest key. Bigger saves raise
-#: :class:`SerializationError` before any I/O, because a ``set`` that the server refuses as
-#: too large also drops the value stored before it.
-DEFAULT_MAX_VALUE_SIZE = 1024 * 1024 - 512
 
-# URL query options and their converters; keyword options override them.
-_OPTIONS: dict[str, Callable[[str], Any]] = {
-    "connect_timeout": float,
-    "timeout": float,
-    "retry_attempts": int,
-    "retry_timeout": float,
-    "dead_timeout": float,
-    "max_pool_size": int,
-    "max_value_size": int,
-}
-
-
-class MemcacheStore(ClientSettings, SessionStore):
+class MemcacheStore(MemcacheClient, SessionStore):
     """Sessions in one or more memcached servers (``memcache://h1:11211,h2:11211``).
 
     Thread-safe (a connection pool per node) and fork-safe (clients are created lazily in
@@ -124,17 +113,16 @@ class MemcacheStore(ClientSettings, SessionStore):
             max_pool_size=max_pool_size,
             max_value_size=max_value_size,
             min_value_size=_RECORD.size + 1,
+            error=StoreUnavailable,
+            label="session store",
+            logger=log,
         )
         self._prefix = b"scalekit:%s:" + self.app.encode("ascii") + b":"
-        self._cluster: Cluster | None = None
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheStore:
         """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
-        if not isinstance(settings, MemcacheURL):
-            raise ConfigError(f"{settings.masked}: a memcache store needs a memcache:// URL")
-        merged = merge_options(settings, _OPTIONS, options)
-        return cls(settings.servers, app, url=settings.masked, **merged)
+        return cls(app=app, **client_options(settings, options, what="a memcache store"))
 
     # -- the protocol -------------------------------------------------------------------
     def load(self, sid: str) -> Record | None:
@@ -171,7 +159,7 @@ class MemcacheStore(ClientSettings, SessionStore):
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         key = self._key(b"s", sid)
         ttl = ttl_seconds(ttl)
-        expire = _exptime(ttl)
+        expire = exptime(ttl)
         data = check_payload(data)
         value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + data
         if len(value) > self.max_value_size:
@@ -202,7 +190,7 @@ class MemcacheStore(ClientSettings, SessionStore):
 
     def touch(self, sid: str, ttl: int | None) -> None:
         record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
-        expire = _exptime(ttl_seconds(ttl))
+        expire = exptime(ttl_seconds(ttl))
         stamp = _TOUCH.pack(_TOUCH_MAGIC, now())
 
         def command(conn: Client) -> None:
@@ -225,26 +213,22 @@ class MemcacheStore(ClientSettings, SessionStore):
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
-        expire = _exptime(_lock_ttl(check_lease(token, ttl)))
-        value = token.encode("utf-8")
-        taken = self._run(
-            "lock a session", record_key, lambda conn: conn.add(lock_key, value, expire, False)
+        expire = exptime(_lock_ttl(check_lease(token, ttl)))
+        holder = token.encode("utf-8")
+        return self._run(
+            "lock a session", record_key, lambda conn: take_lease(conn, lock_key, holder, expire)
         )
-        return taken is True
 
     def release_lease(self, sid: str, token: str) -> None:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
         if not isinstance(token, str):
             return  # try_lease takes only str tokens: this one holds nothing
-        value = token.encode("utf-8")
-
-        def command(conn: Client) -> None:
-            held_by, cas = conn.gets(lock_key)
-            if held_by == value and cas is not None:
-                # Expire it only if nobody re-took it since the gets (compare-and-delete).
-                conn.cas(lock_key, b"", cas, expire=-1, noreply=False)
-
-        self._run("unlock a session", record_key, command)
+        holder = token.encode("utf-8")
+        self._run(
+            "unlock a session",
+            record_key,
+            lambda conn: release_lease(conn, lock_key, lambda found: found == holder),
+        )
 
     def cleanup(
         self,
@@ -258,23 +242,12 @@ class MemcacheStore(ClientSettings, SessionStore):
         """Nothing to do: memcached drops expired entries (and locks) by itself."""
         return CleanupStats(note="memcached expires sessions by itself; nothing to clean up")
 
-    def close(self) -> None:
-        cluster, self._cluster = self._cluster, None
-        if cluster is not None and cluster.pid == os.getpid():
-            cluster.close()
-
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} app={self.app!r}>"
 
     # -- helpers ------------------------------------------------------------------------
     def _key(self, kind: bytes, sid: str) -> bytes:
         return self._prefix % kind + check_session_id(sid).encode("ascii")
-
-    def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
-        cluster = self._cluster
-        if cluster is None or cluster.pid != os.getpid():  # first use, or a forked child
-            cluster = self._cluster = Cluster(self)
-        return cluster.run(action, key, command)
 
 
 def _short(sid: str) -> str:
@@ -296,17 +269,8 @@ def _version(version: Any) -> tuple[str, int]:
     raise ValueError(f"expected version {version!r:.40} is not one this store's load returned")
 
 
-def _lock_ttl(ttl: float) -> int:
-    """A positive lock TTL (``check_lease``) in whole seconds: rounded up, at most 30 days."""
+def _lock_ttl(ttl: float) -> float:
+    """A positive lock TTL (``check_lease``) that memcached can keep: at most 30 days."""
     if ttl > MAX_TTL:
         raise ConfigError(f"lock TTL {ttl!r} must be at most 30 days (memcached's limit)")
-    return math.ceil(ttl)
-
-
-def _exptime(ttl: int | None) -> int:
-    """Memcached's exptime for a TTL checked by ``ttl_seconds``: it lives at least ``ttl`` s.
-
-    One second more than the TTL, because memcached's whole-second clock may expire an item
-    given N seconds after only N-1; capped at 30 days, above which memcached reads a date.
-    """
-    return 0 if ttl is None else min(ttl + 1, MAX_TTL)
+    return ttl

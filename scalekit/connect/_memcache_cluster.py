@@ -1,0 +1,241 @@
+"""The nodes behind a :class:`~scalekit.connect.memcache.MemcacheClient`: connection pools,
+placement, node health.
+
+Placement: rendezvous (highest random weight) hashing, HashClient's default scheme, scores
+each ``host:port`` with the key and takes the best, so adding or removing a node moves only
+that node's keys. It hashes with blake2b (in C, about a microsecond a node) rather than
+pymemcache's pure-Python murmur3 (about 40 µs a node, more than a local round trip). Every
+app server must name the servers alike (same host spelling and port), in any order.
+
+Failures: connect and socket timeouts (1 s by default) bound the cost of a dead node. A node
+that fails is skipped (calls for its keys raise the user's :class:`StoreUnavailable` at once)
+for ``retry_timeout`` seconds, then tried again; after ``retry_attempts`` failed retries it
+leaves the ring for ``dead_timeout`` seconds and its keys go to the other nodes (as
+pymemcache's HashClient does). The last live node never leaves the ring: with one server,
+calls fail fast and the server is retried every ``retry_timeout`` seconds. HashClient itself
+is not used because it answers "missing" or "not stored" for a node in its retry window
+(a live session would read as gone), does not count an unexpectedly closed connection as a
+failure, and updates its failure bookkeeping from several threads without a lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import select
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+from pymemcache.client.base import Client, PooledClient
+from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+
+from scalekit.core.errors import SerializationError, StoreUnavailable
+
+__all__ = ["Cluster", "Settings", "node_name"]
+
+_T = TypeVar("_T")
+
+# Errors that say the node (or the connection to it) is broken, not the request.
+_NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
+
+
+class Settings(Protocol):
+    """What a :class:`Cluster` reads from the store or cache backend it serves."""
+
+    url: str
+    servers: tuple[tuple[str, int], ...]
+    connect_timeout: float
+    timeout: float
+    retry_attempts: int
+    retry_timeout: float
+    dead_timeout: float
+    max_pool_size: int | None
+
+
+class _Node:
+    """One memcached server: its connection pool and how it has been failing."""
+
+    def __init__(self, server: tuple[str, int], store: Settings, serde: Any = None):
+        self.name = node_name(server)
+        # The pool of pymemcache's PooledClient; calls take a connection from it themselves,
+        # so a command sequence (touch, release_lease) runs on one connection.
+        self.pool = PooledClient(
+            server,
+            connect_timeout=store.connect_timeout,
+            timeout=store.timeout,
+            no_delay=True,
+            max_pool_size=store.max_pool_size,
+            default_noreply=False,
+            serde=serde,
+        ).client_pool
+        self.failures = 0  # consecutive failed calls
+        self.failed_at = 0.0  # time.monotonic() of the last failure
+        self.dead_until = 0.0  # out of the ring until then (time.monotonic())
+
+
+class Cluster:
+    """This process's nodes, the ring that places keys on them, and their health.
+
+    ``error`` is the exception class raised when a node cannot answer, ``label`` names the
+    user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer.
+    """
+
+    def __init__(
+        self,
+        store: Settings,
+        *,
+        error: type[StoreUnavailable],
+        label: str,
+        logger: logging.Logger,
+        serde: Any = None,
+    ):
+        self.error, self.label, self.log = error, label, logger
+        self.url = store.url
+        self.retry_attempts = store.retry_attempts
+        self.retry_timeout = store.retry_timeout
+        self.dead_timeout = store.dead_timeout
+        self.max_pool_size = store.max_pool_size
+        self.nodes = {node.name: node for node in (_Node(s, store, serde) for s in store.servers)}
+        self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
+        self._live: tuple[str, ...] = tuple(self.nodes)
+        self._ring = _Ring(self._live)  # replaced, never changed in place
+        self._next_revival = math.inf
+
+    def run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
+        """Run ``command`` on a pooled connection to the node of ``key``; map failures."""
+        if time.monotonic() >= self._next_revival:
+            self._revive()
+        return self._run_on(self.nodes[self._ring.node_for(key)], action, command)
+
+    def run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
+        """Run ``command`` on every configured node, dead or alive (a node that fails
+        raises, so a caller never mistakes part of the nodes for all of them)."""
+        return [self._run_on(node, action, command) for node in self.nodes.values()]
+
+    def _run_on(self, node: _Node, action: str, command: Callable[[Client], _T]) -> _T:
+        if node.failures:
+            wait = node.failed_at + self.retry_timeout - time.monotonic()
+            if wait > 0:
+                raise self._unavailable(
+                    action, node, f"failed {node.failures} time(s); next try in {wait:.1f} s"
+                )
+        try:
+            conn = node.pool.get()
+        except RuntimeError:  # every pooled connection is in use
+            raise self._unavailable(
+                action, node, f"all {self.max_pool_size} connections are in use; raise "
+                "max_pool_size"
+            ) from None  # fmt: skip
+        try:
+            if conn.sock is not None and _readable(conn.sock):
+                conn.close()  # closed by the server (a restart) or unread bytes: reconnect
+            result = command(conn)
+        except BaseException as exc:
+            node.pool.destroy(conn)  # its stream may be mid-reply: never reuse it
+            if not isinstance(exc, Exception):
+                raise  # KeyboardInterrupt, SystemExit: not the store's failure
+            if isinstance(exc, _NODE_FAILURES):
+                self._failed(node)
+            elif isinstance(exc, MemcacheError) and "too large" in str(exc):
+                raise SerializationError(
+                    f"{self.label} {self.url} failed to {action}: memcached "
+                    f"{node.name} refused the value as too large ({exc})"
+                ) from None
+            # anything else is an answer pymemcache could not use (an error, not memcached)
+            raise self._unavailable(action, node, _describe(exc)) from None
+        node.pool.release(conn)
+        if node.failures:
+            self._recovered(node)
+        return result
+
+    def close(self) -> None:
+        for node in self.nodes.values():
+            node.pool.clear()
+
+    def _unavailable(self, action: str, node: _Node, problem: str) -> StoreUnavailable:
+        return self.error(
+            f"{self.label} {self.url} failed to {action}: memcached {node.name}: {problem}; "
+            "check that it is running and reachable"
+        )
+
+    def _failed(self, node: _Node) -> None:
+        with self._lock:
+            node.failures += 1
+            node.failed_at = time.monotonic()
+            if node.failures == 1:
+                self.log.warning("%s %s: memcached %s failed", self.label, self.url, node.name)
+            if node.failures > self.retry_attempts and len(self._live) > 1 and (
+                node.name in self._live
+            ):  # fmt: skip
+                node.dead_until = node.failed_at + self.dead_timeout
+                self._next_revival = min(self._next_revival, node.dead_until)
+                self._set_live(name for name in self._live if name != node.name)
+                self.log.warning(
+                    "%s %s: memcached %s is down; its keys go to the other nodes for %g s",
+                    self.label, self.url, node.name, self.dead_timeout,
+                )  # fmt: skip
+
+    def _recovered(self, node: _Node) -> None:
+        with self._lock:
+            if node.failures:
+                node.failures = 0
+                self.log.info("%s %s: memcached %s answers again", self.label, self.url,
+                              node.name)  # fmt: skip
+
+    def _revive(self) -> None:
+        with self._lock:
+            current = time.monotonic()
+            back = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
+            for node in back:
+                node.failures, node.dead_until = 0, 0.0
+                self.log.info("%s %s: memcached %s is back in the ring", self.label, self.url,
+                              node.name)  # fmt: skip
+            if back:
+                self._set_live([*self._live, *(node.name for node in back)])
+            waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]
+            self._next_revival = min(waiting, default=math.inf)
+
+    def _set_live(self, names: Iterable[str]) -> None:
+        live = set(names)
+        self._live = tuple(name for name in self.nodes if name in live)  # configured order
+        self._ring = _Ring(self._live)
+
+
+class _Ring:
+    """Rendezvous hashing over node names: a key goes to the node that scores it highest."""
+
+    def __init__(self, names: Iterable[str]):
+        self._seeds = [(name, hashlib.blake2b(name.encode() + b"\0", digest_size=8))
+                       for name in names]  # fmt: skip
+
+    def node_for(self, key: bytes) -> str:
+        best, best_score = "", -1
+        for name, seed in self._seeds:
+            digest = seed.copy()
+            digest.update(key)
+            score = int.from_bytes(digest.digest(), "big")
+            if score > best_score:
+                best, best_score = name, score
+        return best
+
+
+def node_name(server: tuple[str, int]) -> str:
+    """``host:port``, the name a node is hashed and logged by."""
+    host, port = server
+    return f"{host}:{port}"
+
+
+def _readable(sock: Any) -> bool:
+    """True if an idle pooled connection has something to read: EOF, a reset, stray bytes."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timed out (raise connect_timeout/timeout if it is only slow)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
