@@ -115,7 +115,7 @@ class HealthMemory:
             entry.state, entry.failures = UP, 0
         if was_down:
             log.warning("database %s is back up after %d failed attempt(s)", host, failures)
-            self._emit(HostEvent(host, "up"))
+            self.emit(HostEvent(host, "up"))
 
     def failed(self, host: str, reason: str) -> float:
         """The host could not be reached: skip it for the next cooldown; return its length."""
@@ -129,7 +129,7 @@ class HealthMemory:
             entry.state, entry.retry_at = DOWN, now + wait
         if first:
             log.warning("database %s is down (%s); skipping it for %.1f s", host, reason, wait)
-            self._emit(HostEvent(host, "down", reason, wait))
+            self.emit(HostEvent(host, "down", reason, wait))
         else:
             log.info("database %s is still down (%s); next try in %.1f s", host, reason, wait)
         return wait
@@ -159,7 +159,7 @@ class HealthMemory:
             else:
                 reason = f"replication lag {lag:.1f} s over the {limit:g} s limit"
             log.warning("replica %s skipped: %s", host, reason)
-            self._emit(HostEvent(host, "lagging", reason, hold))
+            self.emit(HostEvent(host, "lagging", reason, hold))
 
     def caught_up(self, host: str) -> None:
         """The replica's lag is within the limit again."""
@@ -169,7 +169,7 @@ class HealthMemory:
                 return
             entry.state = UP
         log.warning("replica %s caught up: its lag is within the limit again", host)
-        self._emit(HostEvent(host, "caught_up"))
+        self.emit(HostEvent(host, "caught_up"))
 
     def _host(self, host: str) -> _Host:
         entry = self._hosts.get(host)
@@ -177,7 +177,8 @@ class HealthMemory:
             entry = self._hosts[host] = _Host()
         return entry
 
-    def _emit(self, event: HostEvent) -> None:
+    def emit(self, event: HostEvent) -> None:
+        """Pass ``event`` to the ``on_change`` hook, if any (a hook that fails is logged)."""
         if self.on_change is None:
             return
         try:

@@ -1,16 +1,27 @@
-"""One database of a replica set: its URL, how to reach it quickly, how far behind it is."""
+"""One database of a replica set: its URL, how to reach it quickly, how far behind it is.
+
+Its URI, connect timeout, per-process pools and failure reasons come from
+:mod:`scalekit.connect.sql`; the lag queries are this module's own.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import math
 from typing import Any, NamedTuple
 
 from pydal import DAL
 
-from scalekit.connect.sql import failure_reason, pool_per_process, server_uri
-from scalekit.core.errors import ConfigError
+from scalekit.connect.sql import (
+    close,
+    connect_timeout_args,
+    failure_reason,
+    pool_per_process,
+    positive_timeout,
+    server_uri,
+)
+from scalekit.core.options import merge_options
 from scalekit.core.urls import DatabaseURL, SQLiteURL, parse
+
+__all__ = ["Lag", "Member", "close"]
 
 #: Seconds a PostgreSQL replica is behind: 0 when it has replayed all it received, else
 #: the age of the last transaction it replayed (NULL: none yet, so unknown).
@@ -38,21 +49,18 @@ class Member:
 
     def __init__(self, url: str, connect_timeout: float):
         settings = parse(url, kinds={"database", "sqlite"})
-        settings.check_options({"connect_timeout"})
+        options = merge_options(settings, {"connect_timeout": float}, {})
         self.settings = settings
         self.url = url
         self.masked = settings.masked
-        self.timeout = settings.option("connect_timeout", connect_timeout, float)
-        if not self.timeout > 0:
-            raise ConfigError(f"{self.masked}: connect_timeout must be positive")
+        self.timeout = positive_timeout(settings, options.get("connect_timeout", connect_timeout))
         self.decode_credentials = False
+        self.driver_args: dict[str, float]
         if isinstance(settings, SQLiteURL):
             self.uri, self.driver_args = settings.dal_uri, {}
         elif isinstance(settings, DatabaseURL):
             self.uri, self.decode_credentials = server_uri(settings)
-            # libpq takes whole seconds; pymysql takes a float
-            seconds = math.ceil(self.timeout) if settings.dialect == "postgres" else self.timeout
-            self.driver_args = {"connect_timeout": seconds}
+            self.driver_args = connect_timeout_args(settings, self.timeout)
         else:  # parse() was limited to these kinds
             raise TypeError(f"{settings!r} is not a database URL")
 
@@ -75,16 +83,11 @@ class Member:
         if settings.dialect == "postgres":
             import psycopg2
 
-            connection = psycopg2.connect(
-                dbname=settings.database, connect_timeout=self.driver_args["connect_timeout"],
-                **common,
-            )  # fmt: skip
+            connection = psycopg2.connect(dbname=settings.database, **self.driver_args, **common)
         else:
             import pymysql
 
-            connection = pymysql.connect(
-                database=settings.database, connect_timeout=self.timeout, **common
-            )
+            connection = pymysql.connect(database=settings.database, **self.driver_args, **common)
         connection.close()
 
     def connect(self, options: dict[str, Any]) -> DAL:
@@ -149,13 +152,3 @@ def _threads(status: dict[str, Any]) -> str:
         running = status.get(f"Replica_{thread}_Running", status.get(f"Slave_{thread}_Running"))
         states.append(f"{thread} thread {running}")
     return ", ".join(states)
-
-
-def close(db: DAL, action: str | None = None) -> None:
-    """Commit or roll back (``action``), then give the connection back to the pool (or
-    close it) and unregister the DAL; a connection that fails ``action`` is dropped."""
-    try:
-        db._adapter.close(action=action)
-    finally:
-        with contextlib.suppress(Exception):  # already closed: nothing left to release
-            db.close()

@@ -14,19 +14,22 @@ the primary. Only the primary migrates; every DAL gets the same ``table_hash``, 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydal import DAL
 
+from scalekit.connect.sql import close
 from scalekit.core.errors import ConfigError, DatabaseUnavailable
+from scalekit.core.process import PerProcess
 from scalekit.db.health import PROBE, HealthMemory, Hook, HostEvent
-from scalekit.db.members import Member, close
+from scalekit.db.members import Member
 
 log = logging.getLogger("scalekit.db")
 
@@ -35,6 +38,21 @@ PRIMARY_VARIABLE, REPLICAS_VARIABLE = "SCALEKIT_DB_PRIMARY", "SCALEKIT_DB_REPLIC
 Strategy = Callable[[list[Member]], list[Member]]
 _REPLICA_ONLY = {"migrate": False, "migrate_enabled": False, "fake_migrate": False,
                  "fake_migrate_all": False}  # fmt: skip
+_T = TypeVar("_T")
+
+
+class _Rotation:
+    """Round robin over a list from a random offset, a new offset in every process (so
+    forked workers do not all start on the same host)."""
+
+    def __init__(self, size: int):
+        self._size = size
+        self._turns = PerProcess(lambda: itertools.count(random.randrange(size)))
+
+    def rotated(self, items: Sequence[_T]) -> list[_T]:
+        """``items`` (of this rotation's size) starting at the next turn's offset."""
+        start = next(self._turns.get()) % self._size  # itertools.count: atomic under the GIL
+        return [*items[start:], *items[:start]]
 
 
 class ReplicaSet:
@@ -91,7 +109,7 @@ class ReplicaSet:
             or hashlib.md5(self.primary.uri.encode()).hexdigest()
         )
         self._lock = threading.Lock()
-        self._pid, self._next = 0, 0
+        self._rotation = _Rotation(len(self.replicas))
         self._fallbacks, self._fallback_logged_at = 0, float("-inf")
 
     @classmethod
@@ -120,11 +138,7 @@ class ReplicaSet:
             return random.sample(replicas, len(replicas))
         if callable(self.strategy):
             return list(self.strategy(list(replicas)))
-        with self._lock:
-            if self._pid != os.getpid():  # a new process (also after fork): a new offset
-                self._pid, self._next = os.getpid(), random.randrange(len(replicas))
-            start, self._next = self._next, (self._next + 1) % len(replicas)
-        return replicas[start:] + replicas[:start]
+        return self._rotation.rotated(replicas)
 
     def uris(self, read_only: bool = True) -> list[str]:
         """URLs (as given) for ``DAL([...])``: for reads, the replicas that are not in
@@ -199,7 +213,7 @@ class ReplicaSet:
             "%d read(s) sent to the primary %s since the last report: no replica can "
             "serve them (%s)", count, self.primary.masked, states,
         )  # fmt: skip
-        self.health._emit(HostEvent(self.primary.masked, "fallback", states, count=count))
+        self.health.emit(HostEvent(self.primary.masked, "fallback", states, count=count))
 
 
 class _LearningList(list):
@@ -226,15 +240,10 @@ class _Recipe:
     def __init__(self, uris: Sequence[str]):
         self.members = [Member(uri, connect_timeout=2.0) for uri in uris]
         self.health = HealthMemory()
-        self._lock = threading.Lock()
-        self._pid, self._next = 0, 0
+        self._rotation = _Rotation(len(self.members))
 
     def uris(self) -> list[str]:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid, self._next = os.getpid(), random.randrange(len(self.members))
-            start, self._next = self._next, (self._next + 1) % len(self.members)
-        rotated = self.members[start:] + self.members[:start]
+        rotated = self._rotation.rotated(self.members)
         up = [m for m in rotated if self.health.available(m.masked)]
         return _LearningList(up + [m for m in rotated if m not in up], self.health)
 
