@@ -212,3 +212,23 @@ def test_temp_files_of_crashed_writers_go_and_fresh_ones_stay(folder, postgres_u
     stats = collect(folder, DatabaseStore(f"{postgres_url}?table={table}"))
     assert (stats.moved, stats.stale_temps) == (1, 1)
     assert sorted(os.listdir(folder.folder)) == [".def.tmp-5678"]
+
+
+def test_a_web2py_ticket_table_gains_the_missing_columns(folder, postgres_url, table, caplog):
+    dsn = postgres_url.split("?")[0].replace("postgres://", "postgresql://")
+    with contextlib.closing(psycopg2.connect(dsn)) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TABLE {table} (id SERIAL PRIMARY KEY, ticket_id VARCHAR(100), "
+            "ticket_data TEXT, created_datetime TIMESTAMP)"
+        )
+        conn.commit()
+    tickets = fill(folder, 2)
+    with caplog.at_level(logging.INFO, logger="scalekit"):
+        assert collect(folder, DatabaseStore(f"{postgres_url}?table={table}")).moved == 2
+    stored = rows(postgres_url, table)
+    assert {ticket_id: row[1] for ticket_id, row in stored.items()} == {
+        ticket["id"]: "shop" for ticket in tickets
+    }
+    added = "app, hostname, error_type, location, summary"
+    upgrades = [r.getMessage() for r in caplog.records if "adding columns" in r.getMessage()]
+    assert upgrades == [f"table {table}: adding columns {added}"]
