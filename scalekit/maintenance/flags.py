@@ -4,8 +4,8 @@
   atomically. A file named ``DISABLED`` (web2py's convention), or a ``file://`` URL naming an
   app *folder* (its ``DISABLED`` file is used), means "down" whatever it holds, unless it
   holds a JSON flag.
-* ``redis://host:6379/0``: one key, ``scalekit:m:<app>``, shared by every server; one command
-  flips them all.
+* ``redis://host:6379/0``: one key, ``scalekit:m:<app>`` (the name of the ``m`` namespace of
+  :mod:`scalekit.connect.redis`), shared by every server; one command flips them all.
 
 :class:`Maintenance` reads the flag at most once per ``cache_seconds`` (default 1) per
 process. Between reads, asking costs one monotonic-clock compare. If the flag cannot be read
@@ -25,9 +25,10 @@ from typing import Any
 import redis
 
 from scalekit.connect.files import replace_atomically
-from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.connect.redis import REDIS_OPTIONS, open_redis
 from scalekit.core import urls
 from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
+from scalekit.core.options import merge_options
 from scalekit.maintenance.state import DOWN, State
 
 __all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "open_flag"]
@@ -118,10 +119,11 @@ class RedisFlag(Flag):
     default (0.25 s), so a down server costs a request little; URL options override them.
     """
 
-    def __init__(self, settings: urls.RedisURL, app: str = "app", **client_options: Any):
-        options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **client_options}
-        self._redis = LazyRedis(settings, **options)
-        self.key = f"scalekit:m:{app}"
+    def __init__(self, settings: urls.RedisURL, app: str = "app", **redis_options: Any):
+        """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
+        options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **redis_options}
+        self._redis = open_redis(settings, **options)
+        self.key = self._redis.namespace("m", app).name
         self.where = f"{settings.masked} key {self.key}"
 
     def read(self) -> State | None:
@@ -162,13 +164,7 @@ def open_flag(url: str, app: str = "app", **options: Any) -> Flag:
         if options:
             raise ConfigError(f"{settings.masked}: a file flag takes no options")
         return FileFlag(settings.path)
-    settings.check_options(REDIS_OPTIONS)
-    merged = {
-        name: settings.option(name, convert=convert)
-        for name, convert in REDIS_OPTIONS.items()
-        if name in settings.options
-    }
-    merged.update(options)
+    merged = merge_options(settings, REDIS_OPTIONS, options)
     if not app or any(c.isspace() for c in app):
         raise ConfigError(f"app name {app!r} cannot be empty or contain spaces")
     return RedisFlag(settings, app, **merged)

@@ -1,6 +1,8 @@
-"""The shared Redis client's lean path (``LazyRedis.call``) on real servers: connections are
-reused, never after a failure that could leave a stale reply, replaced when found dead,
-bounded by ``max_connections``, and never shared with a forked child."""
+"""The Redis connector on real servers. Its lean path (``RedisConnector.call``): connections
+are reused, never after a failure that could leave a stale reply, replaced when found dead,
+bounded by ``max_connections``, and never shared with a forked child. Its scripts take
+exactly the keys they declare; its lease has one owner; its namespaces name the keys stored
+so far."""
 
 from __future__ import annotations
 
@@ -14,14 +16,14 @@ import pytest
 import redis
 
 from scalekit import sessions
-from scalekit.connect.redis import LazyRedis
-from scalekit.core.errors import StoreUnavailable
+from scalekit.connect.redis import Namespace, RedisConnector, Script, open_redis
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.urls import parse
 from tests.servers import RedisServer, TlsRedisServer
 
 
-def lazy(url: str, **options) -> LazyRedis:
-    return LazyRedis(parse(url), **options)
+def lazy(url: str, **options) -> RedisConnector:
+    return open_redis(url, **options)
 
 
 @pytest.fixture
@@ -138,10 +140,48 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(cl
 
 
 def test_a_script_flushed_from_the_server_is_loaded_again(client):
-    source = "return ARGV[1] .. '!'"
-    assert client.script(source, [], ["hi"]) == b"hi!"
+    script = Script("return ARGV[1] .. '!'", keys=0)
+    assert client.run(script, [], ["hi"]) == b"hi!"
     client.call("SCRIPT", "FLUSH")
-    assert client.script(source, [], ["again"]) == b"again!"
+    assert client.run(script, [], ["again"]) == b"again!"
+
+
+def test_a_script_takes_exactly_the_keys_it_declares(client):
+    script = Script("return redis.call('GET', KEYS[1])", keys=1)
+    client.call("SET", "lean:declared", b"v")
+    assert client.run(script, ["lean:declared"], []) == b"v"
+    for keys in ([], ["lean:declared", "lean:other"]):
+        with pytest.raises(TypeError, match=f"declares 1 keys, {len(keys)} given"):
+            client.run(script, keys, [])
+
+
+def test_a_lease_has_one_owner_until_released_or_expired(client):
+    assert client.try_lease("lean:lease", "one", 5)
+    assert not client.try_lease("lean:lease", "two", 5)
+    assert not client.release_lease("lean:lease", "two")  # never someone else's
+    assert client.call("GET", "lean:lease") == b"one"
+    assert client.release_lease("lean:lease", "one")
+    assert client.try_lease("lean:lease", "two", 0.05)
+    time.sleep(0.1)
+    assert client.try_lease("lean:lease", "three", 5)  # the TTL ran out
+    assert client.release_lease("lean:lease", "three")
+
+
+def test_namespaces_name_the_keys_stored_so_far(client):
+    sessions = client.namespace("s", "shop")
+    assert (sessions.name, sessions.prefix) == ("scalekit:s:shop", "scalekit:s:shop:")
+    assert client.namespace("m", "shop").name == "scalekit:m:shop"
+    assert Namespace("c", "shop", hash_tag=True).prefix == "scalekit:c:{shop}:"
+
+
+def test_options_come_from_the_url_and_keywords(redis_url):
+    connector = open_redis(redis_url + "?socket_timeout=0.5&max_connections=3", max_connections=4)
+    assert connector.topology.socket_timeout == 0.5
+    assert connector.topology.max_connections == 4
+    with pytest.raises(ConfigError, match="unknown option colour"):
+        open_redis(redis_url, colour="blue")
+    with pytest.raises(ConfigError, match="unknown option colour"):
+        open_redis(parse(redis_url), colour="blue")
 
 
 def test_commands_work_without_hiredis(redis_url):
@@ -150,13 +190,12 @@ def test_commands_work_without_hiredis(redis_url):
     program = f"""
 import sys
 sys.modules["hiredis"] = None  # as if the package were not installed: import fails
-from scalekit.connect import redis as _redis
-from scalekit.core.urls import parse
-assert _redis.hiredis is None
-client = _redis.LazyRedis(parse({redis_url!r}))
+from scalekit.connect.redis import Script, lean, open_redis
+assert lean.hiredis is None
+client = open_redis({redis_url!r})
 assert client.call("SET", "lean:plain", b"\\x00bytes", "EX", 60) == b"OK"
 assert client.call("GET", "lean:plain") == b"\\x00bytes"
-assert client.script("return ARGV[1]", [], ["python-packed"]) == b"python-packed"
+assert client.run(Script("return ARGV[1]", keys=0), [], ["python-packed"]) == b"python-packed"
 print("ok")
 """
     done = subprocess.run(

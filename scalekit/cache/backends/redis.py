@@ -14,8 +14,9 @@ A hash rather than a string with a header, so a counter's value is a plain numbe
 Lua script call (replace the hash, set its TTL, ``add`` only if absent), ``get`` one
 ``HMGET``, ``incr`` one script (``HINCRBY``, keeping the TTL). ``clear`` walks this app's
 keys with ``SCAN MATCH ... COUNT 1000`` and removes matches with ``UNLINK``: never ``KEYS``
-(blocks the server), never ``FLUSHDB`` (other apps' keys, sessions). Leases are
-``SET NX PX`` and a compare-and-delete script, apart from values.
+(blocks the server), never ``FLUSHDB`` (other apps' keys, sessions). Leases, apart from
+values, are :mod:`scalekit.connect.redis`'s one lease (``SET NX PX``, released by a
+compare-and-delete script), as are the lean path, the scripts and the key namespace (``c``).
 """
 
 from __future__ import annotations
@@ -29,16 +30,10 @@ from typing import Any
 import redis
 
 from scalekit.cache.backends import _codec
-from scalekit.cache.backends.base import (
-    CacheBackend,
-    Entry,
-    check_key,
-    check_lease,
-    check_ttl,
-    merge_options,
-)
-from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_lease, check_ttl
+from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
 from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, RedisURL
 
 log = logging.getLogger("scalekit.cache")
@@ -48,31 +43,31 @@ MAX_PLAIN_KEY = 200
 
 # KEYS: entry. ARGV: only if absent ('1'/'0'), format, value, stored_at, ttl ms or '', key
 # ('' unless hashed). Returns 1 if stored.
-_SET = """
+_SET = Script(
+    """
 if ARGV[1] == '1' and redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'f', ARGV[2], 'v', ARGV[3], 't', ARGV[4])
 if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'k', ARGV[6]) end
 if ARGV[5] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
 return 1
-"""
+""",
+    keys=1,
+)
 
 # KEYS: entry. ARGV: delta, stored_at, key ('' unless hashed). A missing entry starts at 0
 # with no TTL (HINCRBY creates it); an existing one keeps its TTL. Returns the new value.
-_INCR = """
+_INCR = Script(
+    """
 local f = redis.call('HGET', KEYS[1], 'f')
 if f and f ~= 'i' then return redis.error_reply('SKNOTINT the entry holds no int') end
 local n = redis.call('HINCRBY', KEYS[1], 'v', ARGV[1])
 redis.call('HSET', KEYS[1], 'f', 'i', 't', ARGV[2])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'k', ARGV[3]) end
 return n
-"""
-
-# KEYS: lease. ARGV: token. Deletes the lease only if the token still holds it.
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+""",
+    keys=1,
+)
 
 # INFO fields reported by server_stats.
 _STATS = (
@@ -98,18 +93,16 @@ class RedisBackend(CacheBackend):
         app: str = "app",
         *,
         serializer: str = "json",
-        **client_options: Any,
+        **redis_options: Any,
     ):
+        """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app)
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis cache needs a redis:// URL")
-        unknown = sorted(set(client_options) - set(REDIS_OPTIONS))
-        if unknown:
-            raise ConfigError(f"{settings.masked}: unknown cache option {', '.join(unknown)}")
         self.settings = settings
         self.serializer = _codec.check_serializer(serializer, settings.masked)
-        self._redis = LazyRedis(settings, **client_options)
-        self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
+        self._redis = open_redis(settings, **redis_options)
+        self._prefix = self._redis.namespace("c", self.app).prefix.encode("ascii")
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> RedisBackend:
@@ -124,8 +117,6 @@ class RedisBackend(CacheBackend):
 
     def close(self) -> None:
         self._redis.close()
-
-    # a forked child never uses the parent's pool: LazyRedis checks the pid on every use
 
     # -- values -------------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:
@@ -162,7 +153,7 @@ class RedisBackend(CacheBackend):
             raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
         args = [delta, repr(time()), hashed or b""]
         try:
-            return int(self._redis.script(_INCR, [name], args))
+            return int(self._redis.run(_INCR, [name], args))
         except redis.ResponseError as exc:
             if "SKNOTINT" in str(exc) or "not an integer" in str(exc) or "overflow" in str(exc):
                 raise ValueError(
@@ -210,14 +201,14 @@ class RedisBackend(CacheBackend):
     # -- leases -------------------------------------------------------------------------
     def try_lease(self, key: str, token: str, ttl: float) -> bool:
         ttl = check_lease(token, ttl)
-        name = self._lease_name(key)
-        px = max(1, int(ttl * 1000))
-        return self._call("lease", "SET", name, token, "NX", "PX", px) is not None
+        try:
+            return self._redis.try_lease(self._lease_name(key), token, ttl)
+        except redis.RedisError as exc:
+            raise self._unavailable("lease", exc) from None
 
     def release_lease(self, key: str, token: str) -> bool:
-        name = self._lease_name(key)
         try:
-            return self._redis.script(_RELEASE, [name], [token]) == 1
+            return self._redis.release_lease(self._lease_name(key), token)
         except redis.RedisError as exc:
             raise self._unavailable("release a lease", exc) from None
 
@@ -250,7 +241,7 @@ class RedisBackend(CacheBackend):
         ttl_ms = "" if ttl is None else max(1, int(ttl * 1000))
         args = [int(only_if_absent), fmt, data, repr(time()), ttl_ms, hashed or b""]
         try:
-            return self._redis.script(_SET, [name], args) == 1
+            return self._redis.run(_SET, [name], args) == 1
         except redis.RedisError as exc:
             raise self._unavailable("write", exc) from None
 

@@ -11,7 +11,9 @@ Layout, for app ``shop`` and session ``S``:
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
 ``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``release_lease`` are one
-Lua script call each, atomic on the server.
+Lua script call each, atomic on the server. Everything Redis goes through
+:mod:`scalekit.connect.redis`: its lean path, its declared-key scripts, its lease (the lock
+is that lease) and its key namespace (``s``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 import redis
 
-from scalekit.connect.redis import REDIS_OPTIONS, LazyRedis
+from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
 from scalekit.core.errors import StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import RedisURL
@@ -38,7 +40,8 @@ from scalekit.sessions.stores.base import (
 
 # KEYS: session, due index. ARGV: expected ('' create only, '*' any, else version), payload,
 # ttl ms ('' for none), now ms, new version, session id. Returns 1 if written, 0 on conflict.
-_SAVE = """
+_SAVE = Script(
+    """
 local current = redis.call('HGET', KEYS[1], 'v')
 if ARGV[1] == '' then
   if current then return 0 end
@@ -54,10 +57,13 @@ else
   redis.call('ZADD', KEYS[2], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[6])
 end
 return 1
-"""
+""",
+    keys=2,
+)
 
 # KEYS: session, due index. ARGV: ttl ms ('' for none), now ms, session id.
-_TOUCH = """
+_TOUCH = Script(
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 't', ARGV[2])
 if ARGV[1] == '' then
@@ -68,13 +74,9 @@ else
   redis.call('ZADD', KEYS[2], tonumber(ARGV[2]) + tonumber(ARGV[1]), ARGV[3])
 end
 return 1
-"""
-
-# KEYS: lock. ARGV: token.
-_UNLOCK = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+""",
+    keys=2,
+)
 
 # One cleanup batch, atomic. KEYS: due index. ARGV: key prefix, cutoff ms, phase, dry run
 # ('1' or '0'), offset, batch size. Phase "due": the entries scored at or before the cutoff,
@@ -82,8 +84,10 @@ return 0
 # last use for a session without TTL): delete them unlooked-at. Phase "forced" (-f): the
 # entries after the cutoff, sessions with a TTL still running; delete those unused since
 # the cutoff (field t). Returns {examined, sessions deleted, entries of gone sessions
-# dropped, entries left in place}.
-_CLEANUP = """
+# dropped, entries left in place}. It names the sessions' keys from the prefix and the ids
+# it finds: on a Cluster they share the due index's slot through the namespace's hash tag.
+_CLEANUP = Script(
+    """
 local cutoff, forced, dry = ARGV[2], ARGV[3] == 'forced', ARGV[4] == '1'
 local low, high = '-inf', cutoff
 if forced then low, high = '(' .. cutoff, '+inf' end
@@ -117,9 +121,9 @@ end
 local dropped = #doomed - deleted + #gone
 if dry then return {#sids, deleted, dropped, #sids} end
 return {#sids, deleted, dropped, #sids - #doomed - #gone}
-"""
-
-_SCRIPTS = {"save": _SAVE, "touch": _TOUCH, "unlock": _UNLOCK, "cleanup": _CLEANUP}
+""",
+    keys=1,
+)
 
 
 class RedisStore(SessionStore):
@@ -137,26 +141,16 @@ class RedisStore(SessionStore):
         settings: RedisURL,
         app: str = "app",
         *,
-        socket_timeout: float = 1.0,
-        socket_connect_timeout: float = 1.0,
-        max_connections: int | None = None,
-        ssl_ca_certs: str | None = None,
-        ssl_cert_reqs: str = "required",
         client_cache: bool = False,
+        **redis_options: Any,
     ):
+        """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app)
         self.client_cache = client_cache
         self.settings = settings
-        self._prefix = f"scalekit:s:{self.app}:"
+        self._redis = open_redis(settings, **redis_options)
+        self._prefix = self._redis.namespace("s", self.app).prefix
         self._due = self._prefix + "due"
-        self._redis = LazyRedis(
-            settings,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_connect_timeout,
-            max_connections=max_connections,
-            ssl_ca_certs=ssl_ca_certs,
-            ssl_cert_reqs=ssl_cert_reqs,
-        )
 
     @classmethod
     def from_url(cls, settings: RedisURL, app: str = "app", **options: Any) -> RedisStore:
@@ -165,7 +159,7 @@ class RedisStore(SessionStore):
 
     @property
     def client(self) -> redis.Redis:
-        """This process's client (a new connection pool after a fork)."""
+        """This process's redis-py client (a new connection pool after a fork)."""
         return self._redis.client
 
     def _unavailable(self, action: str, exc: redis.RedisError) -> StoreUnavailable:
@@ -174,10 +168,9 @@ class RedisStore(SessionStore):
             f"{type(exc).__name__}: {exc}; check that Redis is running and reachable"
         )
 
-    def _script(self, action: str, name: str, keys: list[str], args: list[Any]) -> Any:
-        """Run one of our Lua scripts by its SHA1, loading it first where it is missing."""
+    def _script(self, action: str, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return self._redis.script(_SCRIPTS[name], keys, args)
+            return self._redis.run(script, keys, args)
         except redis.RedisError as exc:
             raise self._unavailable(action, exc) from None
 
@@ -204,12 +197,12 @@ class RedisStore(SessionStore):
         else:
             expected_arg = expected
         args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
-        return self._script("save a session", "save", [key, self._due], args) == 1
+        return self._script("save a session", _SAVE, [key, self._due], args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
         key = self._prefix + check_session_id(sid)
         args = [_ttl_ms(ttl), _now_ms(), sid]
-        self._script("touch a session", "touch", [key, self._due], args)
+        self._script("touch a session", _TOUCH, [key, self._due], args)
 
     def delete(self, sid: str) -> None:
         key = self._prefix + check_session_id(sid)
@@ -226,15 +219,16 @@ class RedisStore(SessionStore):
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
         try:
-            return (
-                self._redis.call("SET", key, token, "NX", "PX", max(1, int(ttl * 1000))) is not None
-            )
+            return self._redis.try_lease(key, token, ttl)
         except redis.RedisError as exc:
             raise self._unavailable("lock a session", exc) from None
 
-    def release_lease(self, sid: str, token: str) -> None:
+    def release_lease(self, sid: str, token: str) -> bool:
         key = self._prefix + "lock:" + check_session_id(sid)
-        self._script("unlock a session", "unlock", [key], [token])
+        try:
+            return self._redis.release_lease(key, token)
+        except redis.RedisError as exc:
+            raise self._unavailable("unlock a session", exc) from None
 
     def cleanup(
         self,
@@ -256,7 +250,7 @@ class RedisStore(SessionStore):
             args, offset = [self._prefix, int(cutoff * 1000), phase, int(dry_run)], 0
             while True:
                 examined, deleted, dropped, kept = self._script(
-                    "clean up sessions", "cleanup", [self._due], [*args, offset, batch]
+                    "clean up sessions", _CLEANUP, [self._due], [*args, offset, batch]
                 )
                 stats.examined += examined
                 stats.deleted += deleted + dropped

@@ -1,0 +1,146 @@
+"""The lean path's connections: one command written and its reply read with no client layers.
+
+redis-py opens each connection (its handshake: AUTH, SELECT, TLS). Then, over TCP and unix
+sockets with hiredis installed, a :class:`SocketLink` writes commands and reads replies
+straight on the blocking socket, its timeouts kernel socket options (``SO_RCVTIMEO``,
+``SO_SNDTIMEO``): a Python socket with a timeout polls before every send and receive, so
+this makes two system calls per command instead of four. Over TLS, or without hiredis, a
+:class:`Link` lets redis-py do the I/O.
+
+redis-py has no public API for two things this path needs; both are used here and only here:
+the socket of a connection it opened (:func:`_socket_of`), and its table that turns an error
+reply into the exception redis-py would raise (``NoScriptError``, ``BusyLoadingError``...),
+so that a command raises the same exceptions on either path.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis._parsers import BaseParser  # see the module docstring: no public equivalent
+
+try:
+    import hiredis
+except ImportError:  # the hiredis extra is not installed: redis-py does the I/O
+    hiredis = None
+
+if TYPE_CHECKING:
+    from scalekit.connect.redis.topology import Topology
+
+__all__ = ["Link", "LinkPool", "SocketLink", "open_link"]
+
+
+def open_link(topology: Topology) -> Link:
+    """A new lean-path link to ``topology``'s server (connected now on a plain socket with
+    hiredis, on first use otherwise)."""
+    connection = topology.connection()
+    if hiredis is None or isinstance(connection, redis.SSLConnection):
+        return Link(connection)
+    return SocketLink(connection, topology.where)
+
+
+class Link:
+    """One lean-path connection, its I/O done by redis-py (TLS, or no hiredis)."""
+
+    def __init__(self, connection: redis.connection.AbstractConnection):
+        self.connection = connection
+        self.redirect: int | None = None  # client id its key invalidations go to
+
+    def execute(self, args: tuple) -> Any:
+        self.connection.send_command(*args)
+        return self.connection.read_response()
+
+    def pending(self) -> list[Any]:
+        """The messages that have arrived (a subscribed connection), read without waiting.
+        Raises ``redis.ConnectionError`` when the connection is closed."""
+        messages = []
+        while self.connection.can_read(timeout=0):
+            messages.append(self.connection.read_response())
+        return messages
+
+    def close(self) -> None:
+        self.connection.disconnect()
+
+
+class SocketLink(Link):
+    """A connection whose commands go straight over its blocking socket, read by hiredis."""
+
+    def __init__(self, connection: redis.connection.AbstractConnection, where: str):
+        super().__init__(connection)
+        self.where = where
+        self.sock = _socket_of(connection)
+        self.sock.settimeout(None)  # no poll() before each call: the kernel keeps the timeout
+        timeout = connection.socket_timeout or 0
+        seconds = int(timeout)
+        limit = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        self.reader = hiredis.Reader(
+            protocolError=redis.exceptions.InvalidResponse, replyError=BaseParser.parse_error
+        )
+
+    def execute(self, args: tuple) -> Any:
+        sock, reader = self.sock, self.reader
+        try:
+            sock.sendall(hiredis.pack_command(args))
+            reply = reader.gets()
+            while reply is False:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise redis.ConnectionError(f"Redis at {self.where} closed the connection")
+                reader.feed(chunk)
+                reply = reader.gets()
+        except BlockingIOError:  # EAGAIN: SO_RCVTIMEO or SO_SNDTIMEO ran out
+            raise redis.TimeoutError(f"timeout talking to Redis at {self.where}") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
+
+    def pending(self) -> list[Any]:
+        while True:
+            try:
+                chunk = self.sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
+            if not chunk:
+                raise redis.ConnectionError(f"Redis at {self.where} closed the connection")
+            self.reader.feed(chunk)
+        messages = []
+        while (message := self.reader.gets()) is not False:
+            messages.append(message)
+        return messages
+
+
+def _socket_of(connection: redis.connection.AbstractConnection) -> socket.socket:
+    """``connection`` connected by redis-py (AUTH, SELECT, CLIENT SETINFO...), and its
+    socket: redis-py keeps it in a private attribute and offers no accessor."""
+    connection.connect()
+    return connection._sock
+
+
+class LinkPool:
+    """One process's idle links, a LIFO taken and given back without a lock, and with
+    ``max_connections`` the slots that bound how many are in use at once."""
+
+    __slots__ = ("idle", "slots")
+
+    def __init__(self, max_connections: int | None):
+        self.idle: deque[Link] = deque()
+        self.slots = threading.BoundedSemaphore(max_connections) if max_connections else None
+
+    def close(self) -> None:
+        """Close every idle link (one in use now goes with this pool when given back)."""
+        while True:
+            try:
+                self.idle.pop().close()
+            except IndexError:
+                return
