@@ -1,19 +1,20 @@
 """Fixtures for the cache tests: one model per backend, each on its real storage.
 
-To run the conformance suite on another backend, add its kind to ``CACHE_KINDS`` (and to
-``SHARED_KINDS`` if other processes see its entries and values are serialized) and a
-branch to ``backend_url_for`` that returns the URL of a real server (e.g.
-``request.getfixturevalue("redis_url")``).
+To run the conformance suite (:mod:`scalekit.testing.cache`) on another backend, add its
+kind to ``CACHE_KINDS`` (and to ``SHARED_KINDS`` if other processes see its entries and
+values are serialized) and a branch to ``backend_url_for`` that returns the URL of a real
+server (e.g. ``request.getfixturevalue("redis_url")``).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import pytest
 
 from scalekit.cache import Cache, CacheModel
+from scalekit.testing import (
+    fresh_app_name,
+    run_in_children,  # noqa: F401 (test_single_flight imports it)
+)
 
 #: Every backend the conformance suite runs on (``redis_unix``: Redis over its unix socket).
 CACHE_KINDS = ["ram", "disk", "memcache", "redis", "redis_unix"]
@@ -39,7 +40,7 @@ def backend_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
 @pytest.fixture
 def app_name() -> str:
     """A fresh app name per test, so tests sharing a server never see each other's data."""
-    return "t" + uuid.uuid4().hex[:12]
+    return fresh_app_name()
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -74,19 +75,3 @@ def make_model(backend_url, tmp_path):
 @pytest.fixture
 def model(make_model, app_name) -> CacheModel:
     return make_model(app_name)
-
-
-def run_in_children(count: int, work) -> list[int]:
-    """Fork ``count`` children that each run ``work(index)``; their exit codes."""
-    pids = []
-    for index in range(count):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                work(index)
-                code = 0
-            finally:
-                os._exit(code)
-        pids.append(pid)
-    return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]

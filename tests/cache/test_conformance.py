@@ -1,228 +1,26 @@
-"""The cache semantics, run against every backend on its real storage."""
+"""The cache semantics (:mod:`scalekit.testing.cache`), run against every backend on its real
+storage: the shared suite on backends other processes see, the base suite on the others."""
 
 from __future__ import annotations
 
-import datetime
-import decimal
-import threading
-import time
-import uuid
-
 import pytest
 
-from scalekit.cache import CacheBackend, CacheModel
-from scalekit.core.errors import SerializationError
-from tests.cache.conftest import run_in_children
+from scalekit.cache import open_backend
+from scalekit.testing.cache import CacheBackendSuite, SharedCacheBackendSuite
+from tests.cache.conftest import CACHE_KINDS, SHARED_KINDS, backend_url_for
 
 
-class Calls:
-    """A function to cache that counts its calls and returns a new value each time."""
-
-    def __init__(self, prefix: str = "v"):
-        self.count, self.prefix = 0, prefix
-
-    def __call__(self) -> str:
-        self.count += 1
-        return f"{self.prefix}{self.count}"
+@pytest.fixture
+def make_backend(kind, request, tmp_path):
+    url = backend_url_for(kind, request, tmp_path)
+    return lambda app: open_backend(url, app=app)
 
 
-def test_is_a_model_over_a_backend(model):
-    assert isinstance(model, CacheModel)
-    assert isinstance(model.backend, CacheBackend)
+@pytest.mark.parametrize("kind", [kind for kind in CACHE_KINDS if kind not in SHARED_KINDS])
+class TestProcessLocalBackends(CacheBackendSuite):
+    pass
 
 
-def test_miss_computes_and_stores_then_hits(model):
-    f = Calls()
-    assert model("k", f, 60) == "v1"
-    assert model("k", f, 60) == "v1"
-    assert f.count == 1
-
-
-def test_time_expire_is_checked_at_read_time(model):
-    f = Calls()
-    assert model("k", f, 60) == "v1"
-    time.sleep(0.3)
-    assert model("k", f, 60) == "v1"  # younger than 60 s
-    assert model("k", f, 0.2) == "v2"  # older than 0.2 s: recomputed
-    assert model("k", f, 60) == "v2"
-
-
-def test_zero_forces_a_refresh(model):
-    f = Calls()
-    model("k", f, 60)
-    assert model("k", f, 0) == "v2"
-    assert model("k", f, 0) == "v3"
-    assert model("k", f, 60) == "v3"  # the refreshed value is stored
-
-
-def test_none_never_expires(model):
-    f = Calls()
-    assert model("k", f, None) == "v1"
-    time.sleep(0.3)
-    assert model("k", f, None) == "v1"
-    assert f.count == 1
-
-
-def test_f_none_deletes(model):
-    f = Calls()
-    model("k", f, 60)
-    assert model("k", None) is None
-    assert model.get("k") is None
-    assert model("k", f, 60) == "v2"
-
-
-def test_get_set_delete(model):
-    assert model.get("k") is None
-    assert model.get("k", "fallback") == "fallback"
-    model.set("k", {"a": [1, 2]}, 60)
-    assert model.get("k") == {"a": [1, 2]}
-    assert model.delete("k") is True
-    assert model.delete("k") is False
-    assert model.get("k") is None
-
-
-def test_get_honours_time_expire(model):
-    model.set("k", "value", 60)
-    time.sleep(0.3)
-    assert model.get("k", time_expire=60) == "value"
-    assert model.get("k", time_expire=0.2) is None
-
-
-def test_values_round_trip(model):
-    value = {
-        "when": datetime.datetime(2026, 1, 2, 3, 4, 5),
-        "day": datetime.date(2026, 1, 2),
-        "price": decimal.Decimal("9.99"),
-        "raw": b"\x00\xff",
-        "tags": {"a", "b"},
-        "pair": (1, "x"),
-        "id": uuid.UUID(int=7),
-        "n": None,
-        "f": 1.5,
-    }
-    model.set("k", value, 60)
-    assert model.get("k") == value
-    assert model("k", lambda: None, 60) == value
-
-
-def test_keys_are_any_string(model):
-    for key in ("with space", "ctrl\x01char", "ünïcode/../..", "x" * 1000):
-        model.set(key, key, 60)
-        assert model.get(key) == key
-
-
-def test_increment(model):
-    assert model.increment("n") == 1
-    assert model.increment("n", 5) == 6
-    assert model.increment("n", -2) == 4
-    assert model.get("n") == 4
-    model.set("m", 10, 60)
-    assert model.increment("m") == 11
-    model.set("s", "text", 60)
-    with pytest.raises(ValueError, match="'s'"):
-        model.increment("s")
-
-
-def test_increment_is_atomic_across_threads(model):
-    def work():
-        for _ in range(200):
-            model.increment("n")
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert model.get("n") == 1600
-
-
-@pytest.mark.shared
-def test_increment_is_atomic_across_processes(model):
-    model.increment("n", 0)
-
-    def work(_index):
-        for _ in range(100):
-            model.increment("n")
-
-    assert run_in_children(4, work) == [0, 0, 0, 0]
-    assert model.get("n") == 400
-
-
-def test_clear_by_regex_touches_only_this_app(make_model, app_name):
-    mine, other = make_model(app_name), make_model(app_name + "x")
-    for key in ("user:1", "user:2", "page:user:3"):
-        mine.set(key, key, 60)
-    other.set("user:1", "theirs", 60)
-    assert mine.clear("user:") == 2  # re.match: anchored at the start, like web2py
-    assert mine.get("user:1") is None and mine.get("user:2") is None
-    assert mine.get("page:user:3") == "page:user:3"
-    assert other.get("user:1") == "theirs"
-    assert mine.clear() == 1
-    assert mine.get("page:user:3") is None
-    assert other.get("user:1") == "theirs"
-
-
-def test_stats_counts(model):
-    f = Calls()
-    model("a", f, 60)  # miss + set
-    model("a", f, 60)  # hit
-    model("a", f, 60)  # hit
-    model.get("b")  # miss
-    model.set("c", 1, 60)  # set
-    stats = model.stats()
-    assert (stats["hits"], stats["misses"], stats["sets"], stats["errors"]) == (2, 2, 2, 0)
-    assert stats["backend"] == model.backend.kind
-    assert isinstance(stats["server"], dict)
-
-
-@pytest.mark.shared  # ram keeps the objects themselves: every value can be stored there
-def test_unstorable_value_names_the_key(model):
-    with pytest.raises(SerializationError, match="'bad-key'"):
-        model.set("bad-key", {"x": object()}, 60)
-    with pytest.raises(SerializationError, match="'bad-key'"):
-        model("bad-key", object, 60)
-
-
-# -- the backend protocol underneath ----------------------------------------------------
-def test_backend_add_stores_only_when_absent(model):
-    backend = model.backend
-    assert backend.add("k", "first", 60) is True
-    assert backend.add("k", "second", 60) is False
-    assert backend.get("k").value == "first"
-
-
-def test_backend_entries_carry_their_store_time(model):
-    before = time.time()
-    model.backend.set("k", "v", 60)
-    entry = model.backend.get("k")
-    assert entry.value == "v"
-    assert before - 1 <= entry.stored_at <= time.time() + 1
-
-
-def test_backend_ttl_bounds_storage(model):
-    model.backend.set("k", "v", 0.3)
-    assert model.backend.get("k") is not None
-    time.sleep(0.4)
-    assert model.backend.get("k") is None
-
-
-def test_backend_leases(model):
-    backend = model.backend
-    assert backend.try_lease("k", "owner", 30) is True
-    assert backend.try_lease("k", "other", 30) is False
-    assert backend.release_lease("k", "other") is False  # never someone else's
-    assert backend.try_lease("k", "other", 30) is False
-    assert backend.release_lease("k", "owner") is True
-    assert backend.try_lease("k", "other", 0.3) is True
-    time.sleep(0.4)
-    assert backend.try_lease("k", "third", 30) is True  # an expired lease is free
-    assert backend.release_lease("k", "other") is False
-
-
-def test_leases_and_values_are_apart(model):
-    backend = model.backend
-    backend.try_lease("k", "owner", 30)
-    assert backend.get("k") is None
-    model.set("k", "v", 60)
-    assert model.clear() == 1
-    assert backend.try_lease("k", "other", 30) is False  # clear leaves leases alone
+@pytest.mark.parametrize("kind", [kind for kind in CACHE_KINDS if kind in SHARED_KINDS])
+class TestSharedBackends(SharedCacheBackendSuite):
+    pass

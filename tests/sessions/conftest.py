@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
 
 import pytest
 import redis
 
 from scalekit.sessions.stores import open_store
+from scalekit.testing import fresh_app_name
 from tests.servers import free_port
 
 #: Every backend the conformance suite runs on.
@@ -30,7 +30,7 @@ def redis_client(redis_url):
 @pytest.fixture
 def app_name() -> str:
     """A fresh app name per test, so tests sharing a server never see each other's data."""
-    return "t" + uuid.uuid4().hex[:12]
+    return fresh_app_name()
 
 
 def store_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
