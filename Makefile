@@ -30,9 +30,11 @@ bench: $(INSTALLED) sysdeps
 		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
 		echo "== $$script"; $(PY) "$$script"; done
 
+# ruff, then the import rule (floors, pieces apart, no private names): tests/test_layers.py
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
+	$(PY) -m pytest -q tests/test_layers.py
 
 format: $(INSTALLED)
 	-$(VENV)/bin/ruff check --fix $(LINTED)
