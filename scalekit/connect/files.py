@@ -1,13 +1,53 @@
-"""Atomic file replacement, shared by every piece that keeps files (sessions, cache, tickets,
-maintenance flags): a reader sees the old content or the new, never part of either."""
+"""The files connector: how every piece that keeps files (sessions, cache, tickets,
+maintenance flags) writes them, leases them and locks them.
+
+* :func:`replace_atomically`: write ``<path>.tmp-<random>`` (:data:`TMP_INFIX`), fsync it,
+  ``os.replace`` it onto ``path``: a reader sees the old content or the new, never part of
+  either. A temp file older than :data:`STALE_TEMP` is what a crashed write left behind.
+* :class:`Folder`: a piece's folder, where every ``OSError`` becomes the piece's
+  :class:`~scalekit.core.errors.StoreUnavailable` naming the folder, the action and the fix;
+  it writes, removes, and keeps lease files.
+* Lease (lock) files: ``<token>\\n<end as a Unix time>\\n``. :meth:`Folder.take_lease` writes
+  one if none is there or the one there has ended; :meth:`Folder.release_lease` removes it
+  only for its own token. The caller holds its file lock (a shard's ``flock``, a key's byte
+  of ``lockf``) around both, so no one else reads the lease between the check and the write.
+* :class:`ThreadStripes`: thread locks striped by key, taken beside such a file lock, which
+  excludes processes but not the threads of one process; a forked child gets fresh ones
+  (:func:`~scalekit.core.process.after_fork`).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Hashable
+
+from scalekit.core.errors import StoreUnavailable
+from scalekit.core.process import after_fork
+
+__all__ = [
+    "LEASE_MAX",
+    "STALE_TEMP",
+    "TMP_INFIX",
+    "Folder",
+    "ThreadStripes",
+    "describe_os_error",
+    "lease_bytes",
+    "parse_lease",
+    "remove_file",
+    "replace_atomically",
+]
+
+#: What a temp file's name holds between the target's name and its random part.
+TMP_INFIX = ".tmp-"
+#: A temp file this old is what a crashed write left behind (a write takes milliseconds).
+STALE_TEMP = 600.0
+#: The most bytes of a lease file read: a 128-character token and its end fit well within.
+LEASE_MAX = 1024
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
@@ -24,7 +64,7 @@ def replace_atomically(
     """Write ``content`` to ``<tmp_prefix><random>`` (default ``<path>.tmp-``), fsync it
     if ``sync``, then ``os.replace`` it onto ``path``. On any failure the temp file is
     removed and the ``OSError`` raised; ``make_folder`` creates a missing folder first."""
-    tmp = (tmp_prefix or f"{path}.tmp-") + secrets.token_hex(6)
+    tmp = (tmp_prefix or path + TMP_INFIX) + secrets.token_hex(6)
     try:
         fd = os.open(tmp, _CREATE, mode)
     except FileNotFoundError:
@@ -45,6 +85,15 @@ def replace_atomically(
         raise
 
 
+def remove_file(path: str) -> bool:
+    """Unlink ``path``; false if it was already gone (any other ``OSError`` is raised)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def describe_os_error(exc: OSError) -> str:
     """What an ``OSError`` on a path means, naming the file that is in the way if any."""
     path = exc.filename
@@ -57,23 +106,6 @@ def describe_os_error(exc: OSError) -> str:
     return f"{path}: {exc.strerror or exc}" if path else str(exc)
 
 
-class ThreadStripes:
-    """Thread locks striped by key, taken with a file lock that excludes processes but
-    not the threads of one process (POSIX record locks; flock on NFS). A forked child
-    starts with free ones: a parent's thread may have held one."""
-
-    def __init__(self, count: int = 64):
-        self._count = count
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self) -> None:
-        self._locks = [threading.Lock() for _ in range(self._count)]
-
-    def __getitem__(self, key: Hashable) -> threading.Lock:
-        return self._locks[hash(key) % self._count]
-
-
 def lease_bytes(token: str, expires: float) -> bytes:
     """A lease (lock) file's content: its holder's token and the Unix time it ends."""
     return f"{token}\n{expires!r}\n".encode()
@@ -83,3 +115,111 @@ def parse_lease(raw: bytes) -> tuple[str, float]:
     """The (token, end) in a lease file's bytes; ``ValueError`` if they are damaged."""
     token, expires = raw.decode("utf-8").split("\n")[:2]
     return token, float(expires)
+
+
+class Folder:
+    """A piece's folder under ``root``: writes, removals and lease files, each ``OSError``
+    raised as ``error`` ("<label> <root>: cannot <action>: <why>; make <root> a folder that
+    user <uid> can write"). A damaged lease file is logged to ``log`` as a corrupt
+    ``lease_label`` and counts as ended."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        label: str,
+        error: type[StoreUnavailable],
+        log: logging.Logger,
+        lease_label: str = "lease file",
+    ):
+        self.root, self.label, self.error = root, label, error
+        self.log, self.lease_label = log, lease_label
+
+    def unavailable(self, action: str, exc: OSError) -> StoreUnavailable:
+        """The error for ``exc``, raised while trying to ``action``."""
+        return self.error(
+            f"{self.label} {self.root}: cannot {action}: {describe_os_error(exc)}; "
+            f"make {self.root} a folder that user {os.getuid()} can write"
+        )
+
+    def write(
+        self,
+        path: str,
+        content: bytes,
+        *,
+        tmp_prefix: str | None = None,
+        sync: bool,
+        make_folder: bool = False,
+    ) -> None:
+        """:func:`replace_atomically`, failing as ``error``."""
+        try:
+            replace_atomically(
+                path, content, tmp_prefix=tmp_prefix, sync=sync, make_folder=make_folder
+            )
+        except OSError as exc:
+            raise self.unavailable("write", exc) from exc
+
+    def remove(self, path: str) -> bool:
+        """:func:`remove_file`, failing as ``error``."""
+        try:
+            return remove_file(path)
+        except OSError as exc:
+            raise self.unavailable("remove", exc) from exc
+
+    def read_lease(self, path: str) -> tuple[str, float] | None:
+        """The (token, end) of the lease file at ``path``; ``None`` if there is none or it
+        is damaged (logged: it counts as ended)."""
+        try:
+            with open(path, "rb") as file:
+                raw = file.read(LEASE_MAX)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise self.unavailable("read", exc) from exc
+        try:
+            return parse_lease(raw)
+        except ValueError:
+            self.log.warning("corrupt %s %s: treated as expired", self.lease_label, path)
+            return None
+
+    def take_lease(
+        self,
+        path: str,
+        token: str,
+        ttl: float,
+        *,
+        tmp_prefix: str | None = None,
+        sync: bool,
+        make_folder: bool = False,
+    ) -> bool:
+        """Write the lease file ``path`` for ``token`` and ``ttl`` seconds unless one that
+        has not ended is there; true if taken. Call it holding the caller's file lock."""
+        holder = self.read_lease(path)
+        if holder is not None and holder[1] > time.time():
+            return False
+        content = lease_bytes(token, time.time() + ttl)
+        self.write(path, content, tmp_prefix=tmp_prefix, sync=sync, make_folder=make_folder)
+        return True
+
+    def release_lease(self, path: str, token: str) -> bool:
+        """Remove the lease file ``path`` if ``token`` holds it; true if removed. Call it
+        holding the caller's file lock."""
+        holder = self.read_lease(path)
+        return holder is not None and holder[0] == token and self.remove(path)
+
+
+class ThreadStripes:
+    """Thread locks striped by key, taken with a file lock that excludes processes but
+    not the threads of one process (POSIX record locks; flock on NFS). A forked child
+    starts with free ones: a parent's thread may have held one."""
+
+    def __init__(self, count: int = 64):
+        self._count = count
+        self._after_fork()
+        after_fork(self)
+
+    def _after_fork(self) -> None:
+        self._locks = [threading.Lock() for _ in range(self._count)]
+
+    def __getitem__(self, key: Hashable) -> threading.Lock:
+        return self._locks[hash(key) % self._count]

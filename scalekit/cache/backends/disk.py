@@ -13,7 +13,9 @@ half. Read-modify-write steps (``incr``, ``add``, leases) hold the key's byte of
 (POSIX record locks also work over NFS) plus a thread lock, and never call user code while
 holding it. Statistics are counted in memory by the model: no shared stats file.
 A corrupt or undecodable file reads as a miss with a warning and is left in place for
-inspection; the next ``set`` of its key replaces it.
+inspection; the next ``set`` of its key replaces it. Atomic writes, lease files, thread
+stripes and the folder's errors are :mod:`scalekit.connect.files`'s, shared with the file
+session store.
 """
 
 from __future__ import annotations
@@ -30,31 +32,18 @@ from time import time
 from typing import Any
 
 from scalekit.cache.backends import _diskfile as fmt
-from scalekit.cache.backends.base import (
-    CacheBackend,
-    Entry,
-    after_fork,
-    as_bool,
-    check_key,
-    check_lease,
-    check_ttl,
-    merge_options,
-)
-from scalekit.connect.files import (
-    ThreadStripes,
-    describe_os_error,
-    lease_bytes,
-    parse_lease,
-    replace_atomically,
-)
+from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
+from scalekit.connect.files import Folder, ThreadStripes
+from scalekit.core.checks import check_lease
 from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.options import as_bool, merge_options
+from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL, FileURL
 
 log = logging.getLogger("scalekit.cache")
 
 _LOCKS = ".locks"
 _LEASE = ".lease"
-_TMP = ".tmp-"
 _NAME = re.compile(r"[0-9a-f]{40}\Z")
 # POSIX record locks exclude processes, not threads of one process: threads take these too.
 _thread_locks = ThreadStripes()
@@ -86,6 +75,13 @@ class DiskBackend(CacheBackend):
         self.folder = os.path.join(self.root, self.app)
         self.serializer = serializer
         self.fsync = bool(fsync)
+        self._files = Folder(
+            self.root,
+            label="disk cache",
+            error=CacheUnavailable,
+            log=log,
+            lease_label="disk cache lease",
+        )
         self._fds: dict[str, int] = {}
         self._fds_lock = threading.Lock()
         after_fork(self)
@@ -129,9 +125,9 @@ class DiskBackend(CacheBackend):
         return Entry(value, header.stored_at)
 
     def set(self, key: str, value: Any, ttl: float | None) -> None:
-        shard, path = self._paths(key)
+        _, path = self._paths(key)
         content = self._content(key, value, ttl)
-        self._write(shard, path, content)
+        self._write(path, content)
 
     def add(self, key: str, value: Any, ttl: float | None) -> bool:
         shard, path = self._paths(key)
@@ -140,12 +136,12 @@ class DiskBackend(CacheBackend):
             found = self._read(path)
             if found is not None and found[0].live(time()):
                 return False
-            self._write(shard, path, content)
+            self._write(path, content)
             return True
 
     def delete(self, key: str) -> bool:
         _, path = self._paths(key)
-        return self._unlink(path)
+        return self._files.remove(path)
 
     def incr(self, key: str, delta: int = 1) -> int:
         shard, path = self._paths(key)
@@ -162,7 +158,7 @@ class DiskBackend(CacheBackend):
                 current, expires = int(data), header.expires_at
             value = current + delta
             content = fmt.build(key, "i", str(value).encode("ascii"), stamp, expires)
-            self._write(shard, path, content)
+            self._write(path, content)
             return value
 
     def clear(self, pattern: re.Pattern[str] | None = None) -> int:
@@ -176,34 +172,27 @@ class DiskBackend(CacheBackend):
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
-                    raise self._unavailable("read", exc) from exc
+                    raise self._files.unavailable("read", exc) from exc
                 except fmt.Corrupt:
                     continue  # cannot tell its key: leave it (a later set replaces it)
                 if not pattern.match(key):
                     continue
-            removed += self._unlink(path)
+            removed += self._files.remove(path)
         return removed
 
     # -- leases -------------------------------------------------------------------------
     def try_lease(self, key: str, token: str, ttl: float) -> bool:
         ttl = check_lease(token, ttl)
         shard, path = self._paths(key)
-        lease = path + _LEASE
         with self._locked(shard, path):
-            holder = self._read_lease(lease)
-            if holder is not None and holder[1] > time():
-                return False
-            self._write(shard, lease, lease_bytes(token, time() + ttl))
-            return True
+            return self._files.take_lease(
+                path + _LEASE, token, ttl, sync=self.fsync, make_folder=True
+            )
 
     def release_lease(self, key: str, token: str) -> bool:
         shard, path = self._paths(key)
-        lease = path + _LEASE
         with self._locked(shard, path):
-            holder = self._read_lease(lease)
-            if holder is None or holder[0] != token:
-                return False
-            return self._unlink(lease)
+            return self._files.release_lease(path + _LEASE, token)
 
     def server_stats(self) -> dict[str, Any]:
         """Entries and bytes on disk (walks the folder: call it rarely)."""
@@ -228,19 +217,13 @@ class DiskBackend(CacheBackend):
         stamp = time()
         return fmt.build(key, kind, data, stamp, None if ttl is None else stamp + ttl)
 
-    def _unavailable(self, action: str, exc: OSError) -> CacheUnavailable:
-        return CacheUnavailable(
-            f"disk cache {self.root}: cannot {action}: {describe_os_error(exc)}; "
-            f"make {self.root} a folder that user {os.getuid()} can write"
-        )
-
     def _entry_paths(self) -> Iterator[str]:
         try:
             shards = os.listdir(self.folder)
         except FileNotFoundError:
             return
         except OSError as exc:
-            raise self._unavailable("list", exc) from exc
+            raise self._files.unavailable("list", exc) from exc
         for shard in shards:
             shard_path = os.path.join(self.folder, shard)
             try:
@@ -248,7 +231,7 @@ class DiskBackend(CacheBackend):
             except (FileNotFoundError, NotADirectoryError):
                 continue
             except OSError as exc:
-                raise self._unavailable("list", exc) from exc
+                raise self._files.unavailable("list", exc) from exc
             for name in names:
                 if _NAME.match(name):
                     yield os.path.join(shard_path, name)
@@ -265,7 +248,7 @@ class DiskBackend(CacheBackend):
                     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
                     fd = os.open(os.path.join(shard, _LOCKS), flags, 0o600)
                 except OSError as exc:
-                    raise self._unavailable("create", exc) from exc
+                    raise self._files.unavailable("create", exc) from exc
                 self._fds[shard] = fd
             return fd
 
@@ -282,7 +265,7 @@ class DiskBackend(CacheBackend):
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset)
             except OSError as exc:
-                raise self._unavailable("lock", exc) from exc
+                raise self._files.unavailable("lock", exc) from exc
             try:
                 yield
             finally:
@@ -297,7 +280,7 @@ class DiskBackend(CacheBackend):
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise self._unavailable("read", exc) from exc
+            raise self._files.unavailable("read", exc) from exc
         try:
             return fmt.split(raw)
         except fmt.Corrupt as exc:
@@ -305,35 +288,6 @@ class DiskBackend(CacheBackend):
                         path, exc)  # fmt: skip
             return None
 
-    def _read_lease(self, path: str) -> tuple[str, float] | None:
-        """The (token, expiry) of a lease file; ``None`` if absent (a damaged one: expired)."""
-        try:
-            with open(path, "rb") as file:
-                raw = file.read(256)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self._unavailable("read", exc) from exc
-        try:
-            return parse_lease(raw)
-        except ValueError:
-            log.warning("corrupt disk cache lease %s: treated as expired", path)
-            return None
-
-    def _write(self, shard: str, path: str, content: bytes) -> None:
-        """Replace ``path`` atomically: write a temp file in ``shard``, then ``os.replace``."""
-        try:
-            replace_atomically(
-                path, content, tmp_prefix=path + _TMP, sync=self.fsync, make_folder=True
-            )
-        except OSError as exc:
-            raise self._unavailable("write", exc) from exc
-
-    def _unlink(self, path: str) -> bool:
-        try:
-            os.unlink(path)
-            return True
-        except FileNotFoundError:
-            return False
-        except OSError as exc:
-            raise self._unavailable("remove", exc) from exc
+    def _write(self, path: str, content: bytes) -> None:
+        """Replace ``path`` atomically: write ``<path>.tmp-<random>``, then ``os.replace``."""
+        self._files.write(path, content, sync=self.fsync, make_folder=True)

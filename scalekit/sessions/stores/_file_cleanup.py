@@ -22,24 +22,21 @@ import stat
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
-from scalekit.connect.files import parse_lease
+from scalekit.connect.files import LEASE_MAX, STALE_TEMP, Folder, parse_lease
 from scalekit.core.errors import ConfigError
-from scalekit.sessions.stores.base import SESSION_ID, CleanupStats, Progress, now
-from scalekit.sessions.stores.file import (
-    _HEADER_MAX,
-    _LOCK_SUFFIX,
-    _MUTEX,
-    _TMP_INFIX,
-    FileStore,
-    _Corrupt,
-    _holding,
-    _parse_header,
+from scalekit.sessions.stores._file_record import (
+    HEADER_MAX,
+    LOCK_SUFFIX,
+    MUTEX,
+    TMP_INFIX,
+    Corrupt,
+    holding,
+    parse_header,
 )
+from scalekit.sessions.stores.base import SESSION_ID, CleanupStats, Progress, now
 
 log = logging.getLogger("scalekit.sessions")
 
-#: A temp file this old is what a crashed write left behind (a write takes milliseconds).
-_STALE_TEMP = 600.0
 #: Threads settling shards at once, and candidates unlinked per hold of a shard's mutex.
 _SETTLERS = 4
 _PER_HOLD = 64
@@ -96,26 +93,29 @@ def _kind(name: str, shard: str) -> str | None:
         return None
     if not dot:
         return "session"
-    if name == sid + _LOCK_SUFFIX:
+    if name == sid + LOCK_SUFFIX:
         return "lock"
-    if rest.startswith(_TMP_INFIX[1:]):
+    if rest.startswith(TMP_INFIX[1:]):
         return "temp"
     return None
 
 
 class Sweep:
-    """One cleanup pass over a FileStore's shards (see the module and FileStore.cleanup)."""
+    """One cleanup pass over the shards in ``folder``, a FileStore's app folder, whose
+    ``files`` name its failures (see the module and FileStore.cleanup)."""
 
     def __init__(
         self,
-        store: FileStore,
+        folder: str,
+        files: Folder,
         cutoff: float,
         force: bool,
         dry_run: bool,
         batch: int,
         progress: Progress | None,
     ):
-        self.store, self.cutoff, self.force, self.dry_run = store, cutoff, force, dry_run
+        self.folder, self.files = folder, files
+        self.cutoff, self.force, self.dry_run = cutoff, force, dry_run
         self.batch, self.progress = batch, progress
         self.at = now()
         self.stats = CleanupStats()
@@ -124,18 +124,17 @@ class Sweep:
         self.pending: set[Future[_Counts]] = set()
 
     def run(self) -> None:
-        store = self.store
         try:
-            top = os.open(store.folder, _DIR_FLAGS)
+            top = os.open(self.folder, _DIR_FLAGS)
         except FileNotFoundError:
             return  # no session was ever saved
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(store.folder):
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(self.folder):
                 raise ConfigError(
-                    f"session folder {store.folder} is a symbolic link, which sessions2trash "
+                    f"session folder {self.folder} is a symbolic link, which sessions2trash "
                     f"does not follow: give the store the real folder's parent as its root"
                 ) from None
-            raise store._unavailable("open", exc) from exc
+            raise self.files.unavailable("open", exc) from exc
         pool = ThreadPoolExecutor(_SETTLERS, thread_name_prefix="scalekit-sessions2trash")
         try:
             with os.scandir(top) as entries:
@@ -158,7 +157,7 @@ class Sweep:
                     self._report()
             self._collect(ALL_COMPLETED)
         except OSError as exc:
-            raise store._unavailable("clean up", exc) from exc
+            raise self.files.unavailable("clean up", exc) from exc
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             os.close(top)
@@ -237,7 +236,7 @@ class Sweep:
         if kind == "temp" or self.force:
             info = entry.stat(follow_symlinks=False)
             if kind == "temp":
-                return _identity(info) if info.st_mtime < self.at - _STALE_TEMP else None
+                return _identity(info) if info.st_mtime < self.at - STALE_TEMP else None
             if info.st_mtime < self.cutoff:
                 return _identity(info)  # forced and old: no need to read the header
         found = self._header(folder, entry.name)
@@ -255,7 +254,7 @@ class Sweep:
         """Re-check a shard's candidates under its mutex (held for at most ``_PER_HOLD``
         files at a time) and unlink those still doomed. Runs in the pool."""
         counts = _Counts()
-        path = os.path.join(self.store.folder, shard)  # spelled as FileStore._paths does
+        path = os.path.join(self.folder, shard)  # spelled as FileStore._paths does
         folder = self._open_shard(top, shard)
         if folder is None:
             return counts  # the shard went away, and its files with it
@@ -263,7 +262,7 @@ class Sweep:
             for first in range(0, len(candidates), _PER_HOLD):
                 group = candidates[first : first + _PER_HOLD]
                 try:
-                    fd = os.open(_MUTEX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    fd = os.open(MUTEX, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
                                  0o600, dir_fd=folder)  # fmt: skip
                 except FileNotFoundError:
                     return counts  # the shard was removed meanwhile
@@ -273,7 +272,7 @@ class Sweep:
                     log.warning("%s/.mutex is a symbolic link: shard left alone", path)
                     return counts
                 try:
-                    with _holding(path, fd):
+                    with holding(path, fd):
                         for candidate in group:
                             if self._still_doomed(folder, candidate):
                                 try:
@@ -303,7 +302,7 @@ class Sweep:
         if _identity(info) == candidate.identity:
             return True
         if candidate.kind == "temp":
-            return info.st_mtime < self.at - _STALE_TEMP
+            return info.st_mtime < self.at - STALE_TEMP
         found = self._header(folder, name)
         return found is not None and self._expired(*found)
 
@@ -328,13 +327,13 @@ class Sweep:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 return None
-            raw = os.read(fd, _HEADER_MAX + 1)
+            raw = os.read(fd, HEADER_MAX + 1)
         finally:
             os.close(fd)
         line, newline, _ = raw.partition(b"\n")
         try:
-            return info, _parse_header(line).ttl if newline else None
-        except _Corrupt:
+            return info, parse_header(line).ttl if newline else None
+        except Corrupt:
             return info, None
 
     def _lock_expiry(self, folder: int, name: str) -> float | None:
@@ -343,7 +342,7 @@ class Sweep:
         if fd is None:
             return None
         try:
-            raw = os.read(fd, 1024)
+            raw = os.read(fd, LEASE_MAX)
         finally:
             os.close(fd)
         try:

@@ -14,13 +14,14 @@ modification time, so ``touch`` is an ``os.utime`` and the cleanup script (sessi
 can expire files from the folder alone.
 
 Every change to a shard's files (save, touch, delete, lock, and cleanup's unlinks) happens
-under that shard's mutex; only ``load`` reads without it.
+under that shard's mutex; only ``load`` reads without it. The file format and the mutex are
+:mod:`._file_record`'s (shared with the cleanup, :mod:`._file_cleanup`); atomic writes, the
+lock (lease) files and the errors of the folder are :mod:`scalekit.connect.files`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import secrets
@@ -29,17 +30,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.connect.files import (
-    ThreadStripes,
-    describe_os_error,
-    lease_bytes,
-    parse_lease,
-    replace_atomically,
-)
+from scalekit.connect.files import Folder
 from scalekit.core.checks import check_lease
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, FileURL
+from scalekit.sessions.stores._file_record import (
+    HEADER_MAX,
+    LOCK_SUFFIX,
+    MUTEX,
+    TMP_INFIX,
+    Corrupt,
+    Header,
+    holding,
+    parse_header,
+    split,
+)
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
@@ -54,73 +60,12 @@ from scalekit.sessions.stores.base import (
 
 log = logging.getLogger("scalekit.sessions")
 
-_MAGIC = b"SKS1"
-_HEADER_MAX = 256  # a header line is well under this: magic, 16-hex token, ttl, length, crc
-_MUTEX = ".mutex"
-_LOCK_SUFFIX = ".lock"
-_TMP_INFIX = ".tmp-"
-# flock excludes threads only on local file systems (on NFS it becomes a POSIX lock, which
-# a process holds once for all its threads), so threads also take one of these first.
-_thread_locks = ThreadStripes()
-
-
-@contextlib.contextmanager
-def _holding(shard: str, fd: int) -> Iterator[None]:
-    """Hold the shard's thread lock, then the flock on its open ``.mutex`` file ``fd``."""
-    with _thread_locks[shard]:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-
-
-@dataclass(frozen=True)
-class _Header:
-    version: str
-    ttl: int | None
-    length: int
-    crc: int
-
-    def encode(self) -> bytes:
-        ttl = "-" if self.ttl is None else str(self.ttl)
-        return f"SKS1 {self.version} {ttl} {self.length} {self.crc:08x}\n".encode("ascii")
-
-
-class _Corrupt(Exception):
-    """A session or lock file that cannot be read as one; the message says why."""
-
-
-def _parse_header(line: bytes) -> _Header:
-    parts = line.split(b" ")
-    if len(parts) != 5 or parts[0] != _MAGIC:
-        raise _Corrupt("no SKS1 header")
-    try:
-        version = parts[1].decode("ascii")
-        ttl = None if parts[2] == b"-" else int(parts[2])
-        length, crc = int(parts[3]), int(parts[4], 16)
-    except ValueError:
-        raise _Corrupt("malformed header") from None
-    if not version.isalnum() or (ttl is not None and ttl <= 0) or length < 0:
-        raise _Corrupt("malformed header")
-    return _Header(version, ttl, length, crc)
-
-
-def _split(raw: bytes) -> tuple[_Header, bytes]:
-    """The header and payload of a whole session file; :class:`_Corrupt` if damaged."""
-    line, newline, data = raw.partition(b"\n")
-    if not newline or len(line) > _HEADER_MAX:
-        raise _Corrupt("no header line")
-    header = _parse_header(line)
-    if len(data) != header.length:
-        raise _Corrupt(f"payload is {len(data)} bytes, header says {header.length}")
-    if zlib.crc32(data) != header.crc:
-        raise _Corrupt("payload checksum mismatch")
-    return header, data
-
 
 @dataclass(frozen=True)
 class _Entry:
     """A session file as read: its header, its payload (if read) and its mtime."""
 
-    header: _Header
+    header: Header
     data: bytes
     mtime: float
 
@@ -149,6 +94,13 @@ class FileStore(SessionStore):
         #: This app's folder: the shards live here.
         self.folder = os.path.join(self.root, self.app)
         self.fsync = bool(fsync)
+        self._files = Folder(
+            self.root,
+            label="session folder",
+            error=StoreUnavailable,
+            log=log,
+            lease_label="session lock file",
+        )
 
     @classmethod
     def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> FileStore:
@@ -183,7 +135,7 @@ class FileStore(SessionStore):
                 allowed = live and current is not None and current.header.version == expected
             if not allowed:
                 return False
-            header = _Header(secrets.token_hex(8), ttl, len(data), zlib.crc32(data))
+            header = Header(secrets.token_hex(8), ttl, len(data), zlib.crc32(data))
             self._write(shard, sid, path, header.encode() + data, sync=self.fsync)
             return True
 
@@ -202,38 +154,33 @@ class FileStore(SessionStore):
                 except FileNotFoundError:
                     pass  # deleted meanwhile: nothing to touch
                 except OSError as exc:
-                    raise self._unavailable("touch", exc) from exc
+                    raise self._files.unavailable("touch", exc) from exc
                 return
             entry = self._read(path, whole=True)
             if entry is not None and not entry.expired(now()):
-                header = _Header(entry.header.version, ttl, len(entry.data), entry.header.crc)
+                header = Header(entry.header.version, ttl, len(entry.data), entry.header.crc)
                 self._write(shard, sid, path, header.encode() + entry.data, sync=self.fsync)
 
     def delete(self, sid: str) -> None:
         shard, path = self._paths(sid)
         with self._mutex(shard, create=False) as held:
             if held:
-                self._unlink(path)
+                self._files.remove(path)
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         """Take ``<sid>.lock`` if it is absent or expired (under the shard mutex)."""
         shard, path = self._paths(sid)
         ttl = check_lease(token, ttl)
-        lock_path = path + _LOCK_SUFFIX
         with self._mutex(shard, create=True):
-            holder = self._read_lock(lock_path)
-            if holder is not None and holder[1] > now():
-                return False
-            self._write(shard, sid, lock_path, lease_bytes(token, now() + ttl), sync=False)
-            return True
+            return self._files.take_lease(
+                path + LOCK_SUFFIX, token, ttl, tmp_prefix=self._tmp_prefix(shard, sid), sync=False
+            )
 
     def release_lease(self, sid: str, token: str) -> None:
         shard, path = self._paths(sid)
-        lock_path = path + _LOCK_SUFFIX
         with self._mutex(shard, create=False) as held:
-            holder = self._read_lock(lock_path) if held else None
-            if holder is not None and holder[0] == token:
-                self._unlink(lock_path)
+            if held:
+                self._files.release_lease(path + LOCK_SUFFIX, token)
 
     def cleanup(
         self,
@@ -255,11 +202,11 @@ class FileStore(SessionStore):
         are skipped. Live locks stay, also with ``force``. An app folder that is a
         symbolic link is refused (:class:`ConfigError`). See ``_file_cleanup``.
         """
-        from scalekit.sessions.stores._file_cleanup import Sweep  # it uses this module
+        from scalekit.sessions.stores._file_cleanup import Sweep  # only cleanup needs its threads
 
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
-        sweep = Sweep(self, cutoff, force, dry_run, batch, progress)
+        sweep = Sweep(self.folder, self._files, cutoff, force, dry_run, batch, progress)
         sweep.run()
         return sweep.stats
 
@@ -270,11 +217,10 @@ class FileStore(SessionStore):
         shard = os.path.join(self.folder, sid[:2])
         return shard, os.path.join(shard, sid)
 
-    def _unavailable(self, action: str, exc: OSError) -> StoreUnavailable:
-        return StoreUnavailable(
-            f"session folder {self.root}: cannot {action}: {describe_os_error(exc)}; "
-            f"make {self.root} a folder that user {os.getuid()} can write"
-        )
+    @staticmethod
+    def _tmp_prefix(shard: str, sid: str) -> str:
+        """Where a write of a session's file or lock starts: ``<sid>.tmp-<random>``."""
+        return os.path.join(shard, sid + TMP_INFIX)
 
     @contextlib.contextmanager
     def _mutex(self, shard: str, create: bool) -> Iterator[bool]:
@@ -283,16 +229,16 @@ class FileStore(SessionStore):
         try:
             if create:
                 os.makedirs(shard, mode=0o700, exist_ok=True)
-            fd = os.open(os.path.join(shard, _MUTEX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(os.path.join(shard, MUTEX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except FileNotFoundError as exc:
             if create:
-                raise self._unavailable("create", exc) from exc
+                raise self._files.unavailable("create", exc) from exc
             yield False
             return
         except OSError as exc:
-            raise self._unavailable("create" if create else "open", exc) from exc
+            raise self._files.unavailable("create" if create else "open", exc) from exc
         try:
-            with _holding(shard, fd):
+            with holding(shard, fd):
                 yield True
         finally:
             os.close(fd)  # closing releases the flock
@@ -303,53 +249,25 @@ class FileStore(SessionStore):
         try:
             with open(path, "rb") as file:
                 mtime = os.fstat(file.fileno()).st_mtime
-                raw = file.read() if whole else file.readline(_HEADER_MAX + 1)
+                raw = file.read() if whole else file.readline(HEADER_MAX + 1)
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise self._unavailable("read", exc) from exc
+            raise self._files.unavailable("read", exc) from exc
         try:
             if whole:
-                header, data = _split(raw)
+                header, data = split(raw)
             else:
                 if not raw.endswith(b"\n"):
-                    raise _Corrupt("no header line")
-                header, data = _parse_header(raw[:-1]), b""
-        except _Corrupt as exc:
+                    raise Corrupt("no header line")
+                header, data = parse_header(raw[:-1]), b""
+        except Corrupt as exc:
             log.warning(
                 "corrupt session file %s (%s): treated as missing, left in place", path, exc
             )
             return None
         return _Entry(header, data, mtime)
 
-    def _read_lock(self, path: str) -> tuple[str, float] | None:
-        """The (token, expiry) in a lock file, or ``None``; a damaged one counts as expired."""
-        try:
-            with open(path, "rb") as file:
-                raw = file.read(1024)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise self._unavailable("read", exc) from exc
-        try:
-            return parse_lease(raw)
-        except ValueError:
-            log.warning("corrupt session lock file %s: treated as expired", path)
-            return None
-
     def _write(self, shard: str, sid: str, path: str, content: bytes, sync: bool) -> None:
         """Replace ``path`` atomically: write ``<sid>.tmp-<random>`` then ``os.replace``."""
-        try:
-            replace_atomically(
-                path, content, tmp_prefix=os.path.join(shard, sid + _TMP_INFIX), sync=sync
-            )
-        except OSError as exc:
-            raise self._unavailable("write", exc) from exc
-
-    def _unlink(self, path: str) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise self._unavailable("remove", exc) from exc
+        self._files.write(path, content, tmp_prefix=self._tmp_prefix(shard, sid), sync=sync)
