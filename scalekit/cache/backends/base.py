@@ -1,4 +1,4 @@
-"""The cache backend protocol every backend implements, and the helpers they share.
+"""The cache backend protocol every backend implements, and the checks of what it is given.
 
 A backend stores, per key, one value and the time it was stored (an :class:`Entry`). It
 knows nothing of web2py's ``time_expire``: the :class:`~scalekit.cache.CacheModel` checks
@@ -8,6 +8,9 @@ per app (a folder, a key prefix, a private dict), so ``clear`` never touches ano
 
 Backends are thread-safe and fork-safe: clients, file handles and locks are created lazily
 in the process that uses them (gunicorn forks workers after the app module is imported).
+What backends share beyond the protocol comes from the floors below: option merging, TTL and
+lease checks from :mod:`scalekit.core`, clients, lease primitives and file helpers from
+:mod:`scalekit.connect`.
 """
 
 from __future__ import annotations
@@ -18,24 +21,10 @@ import time
 from typing import Any, NamedTuple
 
 from scalekit.core import checks
-from scalekit.core.checks import MAX_TTL, check_app_name, check_lease
 from scalekit.core.errors import ConfigError
-from scalekit.core.options import as_bool, merge_options, positive_int_or_none
-from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL
 
-__all__ = [
-    "MAX_TTL",
-    "CacheBackend",
-    "Entry",
-    "after_fork",
-    "as_bool",
-    "check_key",
-    "check_lease",
-    "check_ttl",
-    "merge_options",
-    "positive_int_or_none",
-]
+__all__ = ["CacheBackend", "Entry", "check_bound", "check_key", "check_ttl"]
 
 
 class Entry(NamedTuple):
@@ -72,7 +61,7 @@ class CacheBackend(abc.ABC):
     shared = False
 
     def __init__(self, app: str = "app"):
-        self.app = check_app_name(app)
+        self.app = checks.check_app_name(app)
 
     @classmethod
     @abc.abstractmethod

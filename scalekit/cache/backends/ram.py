@@ -14,18 +14,11 @@ from time import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from scalekit.cache.backends.base import (
-    CacheBackend,
-    Entry,
-    after_fork,
-    check_bound,
-    check_key,
-    check_lease,
-    check_ttl,
-    merge_options,
-    positive_int_or_none,
-)
+from scalekit.cache.backends.base import CacheBackend, Entry, check_bound, check_key, check_ttl
+from scalekit.core.checks import check_lease
 from scalekit.core.errors import ConfigError
+from scalekit.core.options import merge_options, positive_int_or_none
+from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL
 
 #: Entries kept by default before the least recently used ones are evicted.

@@ -30,8 +30,9 @@ from typing import Any
 import redis
 
 from scalekit.cache.backends import _codec
-from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_lease, check_ttl
+from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
+from scalekit.core.checks import check_lease
 from scalekit.core.errors import CacheUnavailable, ConfigError
 from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, RedisURL
