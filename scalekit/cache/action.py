@@ -27,15 +27,17 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scalekit.cache.model import CacheModel
 from scalekit.core.errors import ScalekitError
+from scalekit.wsgi.cookies import parse_cookies
+from scalekit.wsgi.environ import SESSION_KEY
+from scalekit.wsgi.response import collect_response
 
 if TYPE_CHECKING:
     from scalekit.cache.facade import Cache
 
-_SESSION_ENVIRON = "scalekit.session"
 _DROPPED = frozenset(("cache-control", "expires"))
 _NO_STORE = ("private", "no-store", "no-cache")
 _MAX_KEY = 500
@@ -75,7 +77,7 @@ def cache_action(
                     headers = _with_expiry(hit["headers"], scope, time_expire, age)
                     start_response(hit["status"], headers)
                     return [hit["body"]]
-            status, headers, body = _run(app, environ)
+            status, headers, body = collect_response(app, environ)
             if _cacheable(status, headers, environ, statuses):
                 stored_at = time.time()
                 if model is not None:
@@ -92,17 +94,13 @@ def cache_action(
 
 
 def _carries_session(environ: dict, session_cookies: tuple[str, ...]) -> bool:
-    session = environ.get(_SESSION_ENVIRON)
+    session = environ.get(SESSION_KEY)
     if session is not None and getattr(session, "session_id", None) is not None:
         return True
     cookie_header = environ.get("HTTP_COOKIE", "")
     if not cookie_header or not session_cookies:
         return False
-    for part in cookie_header.split(";"):
-        name = part.split("=", 1)[0].strip()
-        if name.startswith(session_cookies):
-            return True
-    return False
+    return any(name.startswith(session_cookies) for name, _ in parse_cookies(cookie_header))
 
 
 def _key(prefix: str, method: str, environ: dict, vary: tuple[str, ...]) -> str:
@@ -113,30 +111,6 @@ def _key(prefix: str, method: str, environ: dict, vary: tuple[str, ...]) -> str:
     if len(key) > _MAX_KEY:
         key = f"{prefix}:#{hashlib.sha256(key.encode('utf-8', 'replace')).hexdigest()}"
     return key
-
-
-def _run(app: Callable, environ: dict) -> tuple[str, list[tuple[str, str]], bytes]:
-    """Call ``app`` and collect its whole response (``write()`` calls included)."""
-    captured: dict[str, Any] = {}
-    chunks: list[bytes] = []
-
-    def capture(status: str, headers: list, exc_info: Any = None) -> Callable[[bytes], None]:
-        if exc_info is not None and captured:
-            # the app replaces a response it had started: drop what it wrote so far
-            chunks.clear()
-        captured["status"], captured["headers"] = status, list(headers)
-        return chunks.append
-
-    result = app(environ, capture)
-    try:
-        chunks.extend(result)
-    finally:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
-    if "status" not in captured:
-        raise RuntimeError(f"{app!r} returned without calling start_response")
-    return captured["status"], captured["headers"], b"".join(chunks)
 
 
 def _cacheable(status: str, headers: list, environ: dict, statuses: frozenset[int]) -> bool:
@@ -154,7 +128,7 @@ def _cacheable(status: str, headers: list, environ: dict, statuses: frozenset[in
             return False
         if lower == "vary" and value.strip() == "*":
             return False
-    session = environ.get(_SESSION_ENVIRON)
+    session = environ.get(SESSION_KEY)
     if session is not None:
         try:
             if len(session):  # the view put data into a new session: it depends on it

@@ -13,7 +13,7 @@ import functools
 import hashlib
 import inspect
 import string
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from scalekit.cache.backends import open_backend
@@ -158,20 +158,14 @@ class Cache:
         self,
         time_expire: float | None = 300,
         cache_model: CacheModel | str | None = None,
-        *,
-        public: bool = True,
-        prefix: str | None = None,
-        vary: Iterable[str] = ("HTTP_ACCEPT_LANGUAGE", "HTTP_ACCEPT_ENCODING"),
-        session_cookies: Iterable[str] = ("session_id_",),
-        valid_statuses: Iterable[int] = (200,),
+        **options: Any,
     ) -> Callable:
-        """Cache whole WSGI responses: see :func:`scalekit.cache.action.cache_action`."""
+        """Cache whole WSGI responses; ``options`` (``public``, ``prefix``, ``vary``,
+        ``session_cookies``, ``valid_statuses``): see
+        :func:`scalekit.cache.action.cache_action`."""
         from scalekit.cache.action import cache_action
 
-        return cache_action(
-            self, time_expire, cache_model, public=public, prefix=prefix, vary=vary,
-            session_cookies=session_cookies, valid_statuses=valid_statuses,
-        )  # fmt: skip
+        return cache_action(self, time_expire, cache_model, **options)
 
 
 def _key_maker(func: Callable, key: str | None) -> Callable[[tuple, dict], str]:

@@ -5,25 +5,25 @@ Per request: a :class:`DBScope` in ``environ["scalekit.db"]`` and :func:`current
 commits when the request succeeds and rolls back on an exception or a 5xx response, then
 returns the connections to the pool. A list body (the usual case) is committed before the
 response leaves, so a client following a redirect finds the write; a streamed body runs
-inside the transaction, which commits once the body is complete.
+inside the transaction, which commits once the body is complete. The app's
+``start_response`` is held (:class:`~scalekit.wsgi.response.HeldResponse`) until then, so a
+failed commit can still become an error response.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from scalekit.core.errors import DatabaseUnavailable
 from scalekit.db.replicas import ReplicaSet
 from scalekit.db.routing import SAFE_METHODS, Router
-from scalekit.db.scope import ENVIRON_KEY, DBScope, _current
+from scalekit.db.scope import ENVIRON_KEY, DBScope, current_scope
 from scalekit.wsgi.headers import make_private
-
-_UNAVAILABLE_BODY = (
-    b"Service temporarily unavailable: the database cannot be reached. "
-    b"Please try again in a few seconds.\n"
-)
+from scalekit.wsgi.pages import unavailable
+from scalekit.wsgi.response import ClosingBody, HeldResponse, close_body
+from scalekit.wsgi.views import per_view
 
 
 class DBMiddleware:
@@ -65,16 +65,14 @@ class DBMiddleware:
             dal_options=self.dal_options,
         )
         environ[ENVIRON_KEY] = scope
-        token = _current.set(scope)
-        response = _Response(self, environ, scope, start_response, token)
+        response = _Response(start_response, router, environ, scope, current_scope.set(scope))
         try:
-            result = self.app(environ, response.start_response)
+            result = self.app(environ, response)
         except DatabaseUnavailable:
             response.end(success=False)
             if response.sent:
                 raise
-            start_response(*self._unavailable())
-            return [_UNAVAILABLE_BODY]
+            return unavailable("the database", self.retry_after).send(start_response)
         except BaseException:
             response.end(success=False)
             raise
@@ -82,61 +80,31 @@ class DBMiddleware:
             try:
                 response.end(success=response.ok)
             except BaseException:
-                _close(result)
+                close_body(result)
                 raise
-            response.flush()
+            response.send()
             return result
         return _Body(result, response)
 
-    def _unavailable(self) -> tuple[str, list[tuple[str, str]]]:
-        return "503 Service Unavailable", [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(_UNAVAILABLE_BODY))),
-            ("Retry-After", str(self.retry_after)),
-            ("Cache-Control", "no-store"),
-        ]
 
-
-class _Response:
+class _Response(HeldResponse):
     """The app's ``start_response``, held back until the transaction has ended (or the
-    first body chunk is ready), so a failed commit can still become an error response."""
+    first body chunk is ready), so a failed commit can still become an error response;
+    a response to a request that wrote pins the client to the primary."""
 
-    def __init__(self, middleware, environ, scope, start_response, token):
-        self._middleware, self._environ, self._scope = middleware, environ, scope
-        self._start_response, self._token = start_response, token
-        self._pending: list[Any] = []
-        self._write: Callable[[bytes], Any] | None = None
-        self.sent = False
+    def __init__(self, start_response, router, environ, scope, token):
+        super().__init__(start_response)
+        self._router, self._environ, self._scope, self._token = router, environ, scope, token
         self._ended = False
         self._pin = False
 
-    @property
-    def ok(self) -> bool:
-        """True unless the app answered with a 5xx status (or has not answered)."""
-        return bool(self._pending) and not self._pending[0].startswith("5")
-
-    def start_response(self, status, headers, exc_info=None):
-        if exc_info is not None and self.sent:
-            raise exc_info[1].with_traceback(exc_info[2])
-        self._pending = [status, list(headers), exc_info]
-        return self.write
-
-    def write(self, data: bytes) -> None:
-        """WSGI's legacy ``write``: sends the headers first."""
-        self.flush()
-        if self._write is not None:
-            self._write(data)
-
-    def flush(self) -> None:
-        """Pass the held ``start_response`` on (with the pin cookie after a write)."""
-        if self.sent or not self._pending:
-            return
-        status, headers, exc_info = self._pending
+    def final_headers(self) -> list[tuple[str, str]]:
+        """The app's headers, with the pin cookie after a write."""
         if (self._pin or self._scope.wrote) and self.ok:
-            pin = self._middleware.router.pin(self._environ)
-            headers = make_private(headers + pin) if pin else headers
-        self.sent = True
-        self._write = self._start_response(status, headers, exc_info)
+            pin = self._router.pin(self._environ)
+            if pin:
+                return make_private(self.headers + pin)
+        return self.headers
 
     def end(self, success: bool) -> None:
         """End the scope's transactions once (commit on ``success``), forget the scope."""
@@ -146,47 +114,29 @@ class _Response:
         try:
             self._scope.finish(success)
         finally:
-            try:
-                _current.reset(self._token)
-            except ValueError:  # ended from another context: just forget the scope
-                _current.set(None)
+            current_scope.reset(self._token)
 
 
-class _Body:
+class _Body(ClosingBody):
     """A streamed body: headers go out with the first chunk, the transaction ends when the
     body is complete (committed) or closed early or broken (rolled back)."""
 
-    def __init__(self, result: Iterable[bytes], response: _Response):
-        self._result, self._response = result, response
+    def __init__(self, body: Iterable[bytes], response: _Response):
+        super().__init__(body, functools.partial(response.end, success=False))
+        self._response = response
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[bytes]:
         response = self._response
-        for chunk in self._result:
-            response.flush()
+        for chunk in self.body:
+            response.send()
             yield chunk
         response.end(success=response.ok)
-        response.flush()
-
-    def close(self) -> None:
-        try:
-            _close(self._result)
-        finally:
-            self._response.end(success=False)
-
-
-def _close(result: Iterable[bytes]) -> None:
-    close = getattr(result, "close", None)
-    if close is not None:
-        close()
+        response.send()
 
 
 def with_db(replicas: ReplicaSet | str, **options: Any) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so it gets a :class:`DBScope`, as ``DBMiddleware`` does."""
-
-    def decorate(view: Callable) -> Callable:
-        return functools.update_wrapper(DBMiddleware(view, replicas, **options), view)
-
-    return decorate
+    return per_view(DBMiddleware, replicas, **options)
 
 
 def _marked(view: Callable, apply: Callable[[DBScope], None]) -> Callable:

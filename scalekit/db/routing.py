@@ -7,10 +7,13 @@ import time
 from collections.abc import Iterable
 
 from scalekit.core.errors import ConfigError
+from scalekit.wsgi.cookies import Cookie, cookie_value
+from scalekit.wsgi.environ import SESSION_KEY
+from scalekit.wsgi.http import SAFE_METHODS
 
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+__all__ = ["PIN_KEY", "SAFE_METHODS", "SESSION_KEY", "Router"]
+
 PIN_KEY = "_scalekit_db_pinned_until"  # the session key (wall-clock seconds)
-SESSION_KEY = "scalekit.session"
 
 
 class Router:
@@ -43,6 +46,7 @@ class Router:
         self.read_only_methods = frozenset(m.upper() for m in read_only_methods)
         self.pin_seconds = pin_seconds
         self.pin_cookie = pin_cookie
+        self._cookie = Cookie(pin_cookie, max_age=max(1, round(pin_seconds)))
 
     def read_only(self, environ: dict) -> bool:
         """True when the request should read from a replica."""
@@ -63,7 +67,7 @@ class Router:
         if session is not None:
             until = session.get(PIN_KEY)
         else:
-            until = _cookie(environ.get("HTTP_COOKIE", ""), self.pin_cookie)
+            until = cookie_value(environ.get("HTTP_COOKIE", ""), self.pin_cookie)
         try:
             return now < float(until) <= now + self.pin_seconds + 1  # 1: rounding, skew
         except (TypeError, ValueError):
@@ -78,12 +82,8 @@ class Router:
         if session is not None:
             session[PIN_KEY] = round(until, 3)
             return []
-        secure = "; Secure" if environ.get("wsgi.url_scheme") == "https" else ""
-        cookie = (
-            f"{self.pin_cookie}={until:.3f}; Max-Age={max(1, round(self.pin_seconds))}; "
-            f"Path=/; HttpOnly; SameSite=Lax{secure}"
-        )
-        return [("Set-Cookie", cookie)]
+        https = environ.get("wsgi.url_scheme") == "https"
+        return [self._cookie.set_header(f"{until:.3f}", https=https)]
 
 
 def _action(path: str) -> tuple[str, str]:
@@ -92,11 +92,3 @@ def _action(path: str) -> tuple[str, str]:
     controller = parts[1] if len(parts) > 1 else "default"
     function = parts[2] if len(parts) > 2 else "index"
     return controller, function.partition(".")[0]
-
-
-def _cookie(header: str, name: str) -> str | None:
-    for item in header.split(";"):
-        key, _, value = item.strip().partition("=")
-        if key == name:
-            return value.strip('"')
-    return None

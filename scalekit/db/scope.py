@@ -1,8 +1,8 @@
-"""DBScope: the database connections of one request, opened on first use, ended together."""
+"""DBScope: the database connections of one request, opened on first use, ended together;
+``current()`` finds the request's scope (a :class:`~scalekit.wsgi.context.RequestVar`)."""
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -11,23 +11,24 @@ from pydal import DAL
 
 from scalekit.db.members import close
 from scalekit.db.replicas import ReplicaSet
+from scalekit.wsgi.context import RequestVar
+from scalekit.wsgi.environ import DB_KEY as ENVIRON_KEY
+
+__all__ = ["AUTOCOMMIT", "ENVIRON_KEY", "MANUAL", "REQUEST", "DBScope", "current", "current_scope"]
 
 log = logging.getLogger("scalekit.db")
 
-ENVIRON_KEY = "scalekit.db"
 #: How the scope ends its transactions: by the request's outcome, or not at all.
 REQUEST, AUTOCOMMIT, MANUAL = "request", "autocommit", "manual"
-_current: contextvars.ContextVar[DBScope | None] = contextvars.ContextVar(
-    "scalekit_db", default=None
+#: The request's scope, set by :class:`~scalekit.db.DBMiddleware`.
+current_scope: RequestVar[DBScope] = RequestVar(
+    "scalekit_db", "no database scope here: run inside DBMiddleware or @with_db"
 )
 
 
 def current() -> DBScope:
     """The database scope of the request this thread (or task) is serving."""
-    scope = _current.get()
-    if scope is None:
-        raise LookupError("no database scope here: run inside DBMiddleware or @with_db")
-    return scope
+    return current_scope.get()
 
 
 class DBScope:

@@ -10,8 +10,6 @@ Then ``scalekit maintenance on --mode read-only --for 30m --flag redis://cache:6
 
 from __future__ import annotations
 
-import os
-
 from scalekit.maintenance.bypass import Bypass, client_address
 from scalekit.maintenance.flags import (
     FLAG_VARIABLE,
@@ -24,9 +22,10 @@ from scalekit.maintenance.flags import (
 from scalekit.maintenance.middleware import (
     ENVIRON_KEY,
     MaintenanceMiddleware,
-    _default,
     maintenance_check,
     shared,
+    with_maintenance,
+    writes_enabled_for,
 )
 from scalekit.maintenance.state import DOWN, MODES, READ_ONLY, State
 
@@ -47,20 +46,6 @@ __all__ = [
     "maintenance_check",
     "open_flag",
     "shared",
+    "with_maintenance",
     "writes_enabled_for",
 ]
-
-
-def writes_enabled_for(seconds: float = 0.0, flag: Maintenance | Flag | str | None = None,
-                       app: str | None = None) -> bool:  # fmt: skip
-    """False when maintenance is on or a window starts within ``seconds``.
-
-    Asks ``flag`` (a URL, with ``app``), else the flag of the last ``MaintenanceMiddleware``
-    made in this process, else ``$SCALEKIT_MAINTENANCE_FLAG`` with the app ``$SCALEKIT_APP``.
-    Cached like the middleware's check, so it is cheap to call often.
-    """
-    if flag is None and app is None and _default:
-        maintenance = _default[0]
-    else:
-        maintenance = shared(flag, app or os.environ.get("SCALEKIT_APP", "app"))
-    return maintenance.writes_enabled_for(seconds)

@@ -13,6 +13,7 @@ import ipaddress
 from collections.abc import Iterable
 
 from scalekit.core.errors import ConfigError
+from scalekit.wsgi.cookies import cookie_value
 
 __all__ = ["Bypass", "client_address"]
 
@@ -99,7 +100,7 @@ class Bypass:
             given = environ.get(self.header_key)
             if given is not None and hmac.compare_digest(given.encode(), self.secret):
                 return True
-            cookie = self._cookie(environ.get("HTTP_COOKIE", ""))
+            cookie = cookie_value(environ.get("HTTP_COOKIE", ""), self.cookie)
             if cookie is not None and hmac.compare_digest(cookie.encode(), self.secret):
                 return True
         if self.allow:
@@ -107,10 +108,3 @@ class Bypass:
             if address is not None and _within(address, self.allow):
                 return True
         return False
-
-    def _cookie(self, header: str) -> str | None:
-        for part in header.split(";"):
-            name, eq, value = part.strip().partition("=")
-            if eq and name == self.cookie:
-                return value.strip().strip('"')
-        return None

@@ -1,4 +1,4 @@
-"""WSGI glue: ``MaintenanceMiddleware`` for a whole app, ``maintenance_check`` for one view.
+"""WSGI glue: ``MaintenanceMiddleware`` for a whole app, ``with_maintenance`` for one view.
 
 ``down``: every request (but exempt static paths and operators) gets a 503 with Retry-After
 and the maintenance page, as HTML or JSON by ``Accept``. ``read-only``: GET, HEAD and
@@ -8,13 +8,12 @@ With maintenance off a request costs one clock compare on top of the app.
 
 from __future__ import annotations
 
-import functools
 import html
-import json
 import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -22,12 +21,20 @@ from scalekit.core.errors import ConfigError
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
 from scalekit.maintenance.state import DOWN, State, format_time
-from scalekit.wsgi.http import prefers_json
+from scalekit.wsgi.environ import MAINTENANCE_KEY as ENVIRON_KEY
+from scalekit.wsgi.http import SAFE_METHODS, prefers_json
+from scalekit.wsgi.pages import NO_STORE, negotiated, page
+from scalekit.wsgi.views import per_view
 
-__all__ = ["ENVIRON_KEY", "MaintenanceMiddleware", "maintenance_check", "shared"]
+__all__ = [
+    "ENVIRON_KEY",
+    "MaintenanceMiddleware",
+    "maintenance_check",
+    "shared",
+    "with_maintenance",
+    "writes_enabled_for",
+]
 
-ENVIRON_KEY = "scalekit.maintenance"  # the active State, for apps that show a banner
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _monotonic = time.monotonic
 
@@ -66,6 +73,21 @@ def shared(flag: Flag | Maintenance | str | None, app: str = "app", **options: A
         if found is None:
             found = _shared[key] = Maintenance(flag, app, **options)
         return found
+
+
+def writes_enabled_for(seconds: float = 0.0, flag: Maintenance | Flag | str | None = None,
+                       app: str | None = None) -> bool:  # fmt: skip
+    """False when maintenance is on or a window starts within ``seconds``.
+
+    Asks ``flag`` (a URL, with ``app``), else the flag of the last ``MaintenanceMiddleware``
+    made in this process, else ``$SCALEKIT_MAINTENANCE_FLAG`` with the app ``$SCALEKIT_APP``.
+    Cached like the middleware's check, so it is cheap to call often.
+    """
+    if flag is None and app is None and _default:
+        maintenance = _default[0]
+    else:
+        maintenance = shared(flag, app or os.environ.get("SCALEKIT_APP", "app"))
+    return maintenance.writes_enabled_for(seconds)
 
 
 class MaintenanceMiddleware:
@@ -162,41 +184,47 @@ class MaintenanceMiddleware:
     def _page(self, state: State, status: str, environ: dict, start_response: Callable):
         retry = self.retry_seconds(state)
         end = state.end and format_time(state.end)
-        if prefers_json(environ.get("HTTP_ACCEPT", "")):
-            document = {"error": "maintenance", "mode": state.mode, "message": state.text,
-                        "retry_after": retry, "end": end}  # fmt: skip
-            body = json.dumps(document).encode()
-            content_type = "application/json"
-        else:
-            body = (
-                self.template.replace("{{message}}", html.escape(state.text))
-                .replace("{{retry_after}}", str(retry))
-                .replace("{{end}}", html.escape(end or ""))
-                .encode()
-            )
-            content_type = "text/html; charset=utf-8"
-        headers = [("Content-Type", content_type), ("Content-Length", str(len(body))),
-                   ("Cache-Control", "no-store")]  # fmt: skip
-        if status.startswith("503"):
-            headers.append(("Retry-After", str(retry)))
-        start_response(status, headers)
+        document = {"error": "maintenance", "mode": state.mode, "message": state.text,
+                    "retry_after": retry, "end": end}  # fmt: skip
+        content_type, body = negotiated(
+            environ.get("HTTP_ACCEPT", ""), document, lambda: self._html(state, retry, end)
+        )
+        retry_after = [("Retry-After", str(retry))] if status.startswith("503") else []
+        answer = page(status, content_type, body, NO_STORE, *retry_after)
+        start_response(answer.status, answer.headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+
+    def _html(self, state: State, retry: int, end: str | None) -> str:
+        return (
+            self.template.replace("{{message}}", html.escape(state.text))
+            .replace("{{retry_after}}", str(retry))
+            .replace("{{end}}", html.escape(end or ""))
+        )
+
+
+def with_maintenance(
+    flag: Flag | Maintenance | str | Callable | None = None, **options: Any
+) -> Callable:
+    """Decorate one WSGI view so maintenance applies to it, as ``MaintenanceMiddleware`` does.
+
+    ``@with_maintenance`` alone reads the flag URL from ``$SCALEKIT_MAINTENANCE_FLAG``.
+    """
+    if callable(flag) and not isinstance(flag, (Flag, Maintenance)):
+        return with_maintenance()(flag)
+    return per_view(MaintenanceMiddleware, flag, **options)
 
 
 def maintenance_check(
     flag: Flag | Maintenance | str | Callable | None = None, **options: Any
 ) -> Callable:
-    """Decorate one WSGI view so maintenance applies to it, as ``MaintenanceMiddleware`` does.
-
-    ``@maintenance_check`` alone reads the flag URL from ``$SCALEKIT_MAINTENANCE_FLAG``.
-    """
-    if callable(flag) and not isinstance(flag, (Flag, Maintenance)):
-        return maintenance_check()(flag)
-
-    def decorate(view: Callable) -> Callable:
-        return functools.update_wrapper(MaintenanceMiddleware(view, flag, **options), view)
-
-    return decorate
+    """The former name of :func:`with_maintenance`, kept for one release."""
+    warnings.warn(
+        "maintenance_check is now with_maintenance (named like with_session, with_db and "
+        "with_tickets); the old name goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return with_maintenance(flag, **options)
 
 
 def _read_page(path: str) -> str:

@@ -1,4 +1,5 @@
-"""The session cookie: a random id plus its HMAC, read strictly and written safely."""
+"""The session cookie: a random id plus its HMAC, read strictly and written safely (the
+cookie's attributes and headers are :class:`scalekit.wsgi.cookies.Cookie`'s)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import logging
 import re
 import secrets
 from collections.abc import Sequence
+from typing import Any
 
-from scalekit.core.errors import ConfigError
 from scalekit.core.signing import Signer
+from scalekit.wsgi.cookies import Cookie, parse_cookies
 
 log = logging.getLogger("scalekit.sessions")
 
@@ -17,7 +19,6 @@ ID_BYTES = 18  # 144 random bits, 24 URL-safe characters
 _VALUE = re.compile(r"([A-Za-z0-9_-]{24})\.([A-Za-z0-9_-]{43})\Z")
 _MAX_VALUE = 200  # anything longer is not ours: ignored before any parsing
 _VERIFIED_MAX = 4096  # cookie values remembered as verified, per process
-_SAMESITE = ("Lax", "Strict", "None")
 
 
 def new_session_id() -> str:
@@ -25,32 +26,15 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(ID_BYTES)
 
 
-class SessionCookie:
-    """Reads the session id from a request's cookies and writes Set-Cookie headers."""
+class SessionCookie(Cookie):
+    """Reads the session id from a request's cookies and writes Set-Cookie headers.
 
-    def __init__(
-        self,
-        name: str,
-        secret: str | bytes | Sequence[str | bytes],
-        *,
-        path: str = "/",
-        domain: str | None = None,
-        max_age: int | None = None,
-        secure: bool | str = "auto",
-        httponly: bool = True,
-        samesite: str | None = "Lax",
-    ):
-        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name or ""):
-            raise ConfigError(f"cookie name {name!r}: use 1-64 letters, digits, '_', '.', '-'")
-        if samesite is not None and samesite not in _SAMESITE:
-            raise ConfigError(f"samesite={samesite!r} must be one of {_SAMESITE} or None")
-        if secure not in (True, False, "auto"):
-            raise ConfigError(f"secure={secure!r} must be True, False or 'auto'")
-        for label, value in (("path", path), ("domain", domain or "")):
-            if re.search(r"[;\s,\x00-\x1f]", value):
-                raise ConfigError(f"cookie {label} {value!r} cannot hold ';', ',' or spaces")
-        self.name, self.path, self.domain, self.max_age = name, path, domain, max_age
-        self.secure, self.httponly, self.samesite = secure, httponly, samesite
+    Attributes (``path``, ``domain``, ``max_age``, ``secure``, ``httponly``, ``samesite``)
+    as :class:`~scalekit.wsgi.cookies.Cookie` takes them.
+    """
+
+    def __init__(self, name: str, secret: str | bytes | Sequence[str | bytes], **attributes: Any):
+        super().__init__(name, **attributes)
         self._signer = Signer(secret, "session cookie")
         # Values that verified, with their ids: a returning client costs no HMAC. Emptied
         # when full; under the GIL a racing reader only misses and verifies again.
@@ -64,13 +48,11 @@ class SessionCookie:
     def read(self, environ: dict) -> str | None:
         """The verified session id of this request, or ``None`` (no I/O either way)."""
         header = environ.get("HTTP_COOKIE", "")
-        if self.name not in header:
+        if self.name not in header:  # the common miss costs no parsing
             return None
-        for part in header.split(";"):
-            name, eq, value = part.strip().partition("=")
-            if name != self.name or not eq:
+        for name, value in parse_cookies(header):
+            if name != self.name:
                 continue
-            value = value.strip().strip('"')
             sid = self._verified.get(value)
             if sid is None:
                 sid = self._verify(value)
@@ -101,25 +83,5 @@ class SessionCookie:
         return sid
 
     def set_header(self, sid: str, *, https: bool, force_secure: bool = False) -> tuple[str, str]:
-        """The Set-Cookie header that gives the client ``sid``."""
-        attributes = [f"{self.name}={self.value(sid)}", f"Path={self.path}"]
-        if self.max_age is not None:
-            attributes.append(f"Max-Age={int(self.max_age)}")
-        return "Set-Cookie", self._finish(attributes, https, force_secure)
-
-    def delete_header(self, *, https: bool) -> tuple[str, str]:
-        """The Set-Cookie header that removes the cookie from the client."""
-        attributes = [f"{self.name}=", f"Path={self.path}", "Max-Age=0",
-                      "Expires=Thu, 01 Jan 1970 00:00:00 GMT"]  # fmt: skip
-        return "Set-Cookie", self._finish(attributes, https, False)
-
-    def _finish(self, attributes: list[str], https: bool, force_secure: bool) -> str:
-        if self.domain:
-            attributes.append(f"Domain={self.domain}")
-        if self.secure is True or force_secure or (self.secure == "auto" and https):
-            attributes.append("Secure")
-        if self.httponly:
-            attributes.append("HttpOnly")
-        if self.samesite:
-            attributes.append(f"SameSite={self.samesite}")
-        return "; ".join(attributes)
+        """The Set-Cookie header that gives the client ``sid`` (signed)."""
+        return super().set_header(self.value(sid), https=https, force_secure=force_secure)

@@ -1,29 +1,32 @@
-"""WSGI glue: ``SessionMiddleware`` for a whole app, ``with_session`` for one view."""
+"""WSGI glue: ``SessionMiddleware`` for a whole app, ``with_session`` for one view, on the
+plumbing of :mod:`scalekit.wsgi` (closing body, 503 page, ``make_private``, environ key,
+``current()``)."""
 
 from __future__ import annotations
 
-import contextvars
-import functools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from scalekit.sessions.engine import SessionEngine, StoreFailure
 from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore
+from scalekit.wsgi.context import RequestVar
+from scalekit.wsgi.environ import SESSION_KEY as ENVIRON_KEY
 from scalekit.wsgi.headers import make_private
+from scalekit.wsgi.pages import Page, unavailable
+from scalekit.wsgi.response import ClosingBody, close_body
+from scalekit.wsgi.views import per_view
 
-ENVIRON_KEY = "scalekit.session"
-_current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
-    "scalekit_session", default=None
+__all__ = ["ENVIRON_KEY", "SessionMiddleware", "current", "with_session"]
+
+_sessions: RequestVar[Session] = RequestVar(
+    "scalekit_session", "no session here: run inside SessionMiddleware or @with_session"
 )
 
 
 def current() -> Session:
     """The session of the request this thread (or task) is serving."""
-    session = _current.get()
-    if session is None:
-        raise LookupError("no session here: run inside SessionMiddleware or @with_session")
-    return session
+    return _sessions.get()
 
 
 class SessionMiddleware:
@@ -48,8 +51,8 @@ class SessionMiddleware:
         engine = self.engine
         session = engine.begin(environ)
         environ[ENVIRON_KEY] = session
-        token = _current.set(session)
-        failed: list[BaseException] = []
+        token = _sessions.set(session)
+        failed: list[Page] = []  # the 503 page, once a save failed
         saved: list[list[tuple[str, str]]] = []  # the cookie headers, once saved
 
         def session_start_response(status, headers, exc_info=None):
@@ -58,16 +61,16 @@ class SessionMiddleware:
             if not saved:  # save once, even if the app starts its response again
                 try:
                     saved.append(engine.finish(session))
-                except StoreFailure as exc:
-                    failed.append(exc)
-                    return start_response(*self._unavailable(), exc_info)
+                except StoreFailure:
+                    failed.append(self._unavailable())
+                    return start_response(failed[0].status, failed[0].headers, exc_info)
             if saved[0]:
                 headers = make_private([*headers, *saved[0]])
             return start_response(status, headers, exc_info)
 
         def done():
             engine.release(session)
-            _reset(token)
+            _sessions.reset(token)
 
         try:
             result = self.app(environ, session_start_response)
@@ -75,79 +78,42 @@ class SessionMiddleware:
             done()
             if session._failure is not exc:
                 raise
-            start_response(*self._unavailable())
-            return [self._unavailable_body]
+            return self._unavailable().send(start_response)
         except BaseException:
             done()
             raise
         if failed:
-            _close(result)
+            close_body(result)
             done()
-            return [self._unavailable_body]
+            return [failed[0].body]
         if type(result) is list and saved:  # a finished body: nothing left to run or close
             done()
             return result
-        return _Response(result, done, failed, self._unavailable_body)
+        return _Body(result, done, failed)
 
-    _unavailable_body = (
-        b"Service temporarily unavailable: the session store cannot be reached. "
-        b"Please try again in a few seconds.\n"
-    )
-
-    def _unavailable(self) -> tuple[str, list[tuple[str, str]]]:
-        return "503 Service Unavailable", [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(self._unavailable_body))),
-            ("Retry-After", str(self.engine.retry_after)),
-            ("Cache-Control", "no-store"),
-        ]
+    def _unavailable(self) -> Page:
+        return unavailable("the session store", self.engine.retry_after)
 
 
 def with_session(
     store: SessionStore | str, secret: str | bytes | Sequence[str | bytes], **options: Any
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so it gets a session, as ``SessionMiddleware`` does."""
-
-    def decorate(view: Callable) -> Callable:
-        return functools.update_wrapper(SessionMiddleware(view, store, secret, **options), view)
-
-    return decorate
+    return per_view(SessionMiddleware, store, secret, **options)
 
 
-class _Response:
-    """The application's response, with ``done`` run when the server closes it.
+class _Body(ClosingBody):
+    """The application's body, with ``done`` run when the server closes it. If the session
+    could not be saved when the application called ``start_response`` late (from its body
+    iterator), the body becomes the 503 page."""
 
-    If the session could not be saved when the application called ``start_response``
-    late (from its body iterator), the body becomes the 503 page.
-    """
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None], failed: list[Page]):
+        super().__init__(body, done)
+        self._failed = failed
 
-    def __init__(self, result: Iterable[bytes], done: Callable[[], None],
-                 failed: list[BaseException], unavailable_body: bytes):  # fmt: skip
-        self._result, self._done = result, done
-        self._failed, self._unavailable_body = failed, unavailable_body
-
-    def __iter__(self):
-        for chunk in self._result:
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self.body:
             if self._failed:
-                yield self._unavailable_body
+                yield self._failed[0].body
                 return
             yield chunk
-
-    def close(self) -> None:
-        try:
-            _close(self._result)
-        finally:
-            self._done()
-
-
-def _close(result: Iterable[bytes]) -> None:
-    close = getattr(result, "close", None)
-    if close is not None:
-        close()
-
-
-def _reset(token: contextvars.Token) -> None:
-    try:
-        _current.reset(token)
-    except ValueError:  # closed from another context: just forget the session
-        _current.set(None)

@@ -7,20 +7,21 @@ best-effort: if the store fails, that failure and the original error are both lo
 
 from __future__ import annotations
 
-import functools
 import html
-import json
 import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, request_id, scrub_text, versions
-from scalekit.wsgi.http import prefers_json
+from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
+from scalekit.wsgi.pages import NO_STORE, negotiated, page
+from scalekit.wsgi.response import ClosingBody
+from scalekit.wsgi.views import per_view
+
+__all__ = ["ENVIRON_KEY", "TicketMiddleware", "error_body", "with_tickets"]
 
 log = logging.getLogger("scalekit.tickets")
-
-ENVIRON_KEY = "scalekit.ticket"  # the id of the request's ticket, once written
 
 
 class TicketMiddleware:
@@ -46,7 +47,7 @@ class TicketMiddleware:
             return self._error_page(exc, environ, start_response)
         if type(result) is list:  # a finished body: nothing left that can fail
             return result
-        return _Guarded(self, result, environ, start_response)
+        return _Guarded(result, self, environ, start_response)
 
     def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
         """Write the ticket of ``exc``; its id, or None (logged) if it could not be written."""
@@ -78,40 +79,30 @@ class TicketMiddleware:
                 ticket,
             )
         content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, request)
-        headers = [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Request-ID", request),
-        ]
+        ids = [("X-Request-ID", request)]
         if ticket is not None:
-            headers.append(("X-Ticket-ID", ticket))
+            ids.append(("X-Ticket-ID", ticket))
+        answer = page("500 Internal Server Error", content_type, body, NO_STORE, *ids)
         try:
-            start_response("500 Internal Server Error", headers, sys.exc_info())
+            return answer.send(start_response, sys.exc_info())
         except Exception:  # noqa: BLE001 - the headers went out already: nothing more can be said
             log.error("the error page for ticket %s could not be sent: response started", ticket)
             return []
-        return [body]
 
 
-class _Guarded:
+class _Guarded(ClosingBody):
     """The app's body: an error while iterating it becomes the error page if nothing was
     sent yet, else a ticket and a log line, and the body ends there."""
 
-    def __init__(
-        self,
-        middleware: TicketMiddleware,
-        result: Iterable[bytes],
-        environ: dict,
-        start_response: Callable,
-    ):
-        self.middleware, self.result = middleware, result
-        self.environ, self.start_response = environ, start_response
+    def __init__(self, body: Iterable[bytes], middleware: TicketMiddleware, environ: dict,
+                 start_response: Callable):  # fmt: skip
+        super().__init__(body)
+        self.middleware, self.environ, self.start_response = middleware, environ, start_response
 
     def __iter__(self) -> Iterator[bytes]:
         sent = False
         try:
-            for chunk in self.result:
+            for chunk in self.body:
                 sent = sent or bool(chunk)
                 yield chunk
         except Exception as exc:  # noqa: BLE001 - a failing body becomes a ticket too
@@ -130,36 +121,28 @@ class _Guarded:
                 scrub_text(str(exc)),
             )
 
-    def close(self) -> None:
-        close = getattr(self.result, "close", None)
-        if close is not None:
-            close()
-
 
 def error_body(accept: str, ticket: str | None, request: str) -> tuple[str, bytes]:
     """The 500 page's content type and bytes: the ticket id, no details of the error."""
-    if prefers_json(accept):
-        data = {"error": "internal server error", "ticket": ticket, "request_id": request}
-        return "application/json", json.dumps(data).encode()
+    document = {"error": "internal server error", "ticket": ticket, "request_id": request}
+    return negotiated(accept, document, lambda: _error_html(ticket, request))
+
+
+def _error_html(ticket: str | None, request: str) -> str:
     said = (
         f"<p>The error was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
         if ticket
         else "<p>The error was logged.</p>"
     )
-    page = (
+    return (
         '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
         "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
         f"{said}<p>Request <code>{html.escape(request)}</code></p></body></html>"
     )
-    return "text/html; charset=utf-8", page.encode()
 
 
 def with_tickets(
     store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
-
-    def decorate(view: Callable) -> Callable:
-        return functools.update_wrapper(TicketMiddleware(view, store, app_name), view)
-
-    return decorate
+    return per_view(TicketMiddleware, store, app_name)

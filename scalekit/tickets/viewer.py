@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, quote
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.tickets.stores import TicketStore, open_store
 from scalekit.tickets.ticket import Entry, Group
+from scalekit.wsgi import pages
 
 _STYLE = (
     "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -27,13 +28,12 @@ _STYLE = (
     "pre{background:#f7f7f7;padding:8px;overflow:auto}.hl{background:#ffe9a8}"
     "nav a{margin-right:1em}code{font-size:13px}h2{margin-top:1.5em}"
 )
-_HEADERS = [
-    ("Content-Type", "text/html; charset=utf-8"),
-    ("Cache-Control", "no-store"),
+_HEADERS = (
+    pages.NO_STORE,
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
-]
+)
 _e = html.escape
 
 
@@ -199,10 +199,8 @@ def _table(values: dict[str, Any]) -> str:
 
 
 def _respond(start_response: Callable, status: str, title: str, body: str) -> list[bytes]:
-    page = (
+    document = (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>"
     )
-    data = page.encode("utf-8")
-    start_response(status, [*_HEADERS, ("Content-Length", str(len(data)))])
-    return [data]
+    return pages.page(status, pages.HTML, document.encode(), *_HEADERS).send(start_response)

@@ -1,2 +1,13 @@
-"""Floor 1, the WSGI plumbing every piece that acts on requests shares: response headers,
-content negotiation of error pages. Imports only :mod:`scalekit.core`."""
+"""Floor 1: the WSGI plumbing every piece that acts on requests shares; imports only
+:mod:`scalekit.core`, and no web framework.
+
+- ``response``: the app's body closed with a cleanup, a held ``start_response``, a whole
+  response collected;
+- ``cookies``: the ``Cookie`` header read, ``Set-Cookie`` headers built;
+- ``headers``: ``make_private`` for every response that sets a cookie;
+- ``pages``: the 503 and error pages, HTML or JSON by ``Accept``, never a traceback;
+- ``http``: ``SAFE_METHODS`` and ``prefers_json``;
+- ``environ``: the environ keys the pieces leave their objects under;
+- ``context``: ``RequestVar``, the context variable behind each piece's ``current()``;
+- ``views``: ``per_view``, a middleware's decorator for one view.
+"""

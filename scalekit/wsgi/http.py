@@ -1,6 +1,11 @@
-"""HTTP helpers the pieces' error and maintenance pages share."""
+"""HTTP rules the pieces share: which methods are safe, and what content an error page takes."""
 
 from __future__ import annotations
+
+__all__ = ["SAFE_METHODS", "prefers_json"]
+
+#: Methods that only read (RFC 9110 §9.2.1): they may go to a replica or pass maintenance.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def prefers_json(accept: str) -> bool:

@@ -8,7 +8,13 @@ import time
 import pytest
 
 from scalekit.core.errors import ConfigError
-from scalekit.maintenance import ENVIRON_KEY, MaintenanceMiddleware, State, maintenance_check
+from scalekit.maintenance import (
+    ENVIRON_KEY,
+    MaintenanceMiddleware,
+    State,
+    maintenance_check,
+    with_maintenance,
+)
 from tests.maintenance.conftest import FORM, JSON, call, hello
 
 
@@ -126,7 +132,7 @@ def test_a_custom_page_file_with_placeholders(tmp_path, flag_url, app_name, flag
 
 
 def test_the_decorator_guards_one_view(flag_url, app_name, flag):
-    @maintenance_check(flag_url, app_name=app_name, cache_seconds=0)
+    @with_maintenance(flag_url, app_name=app_name, cache_seconds=0)
     def save(environ, start_response):
         """Saves things."""
         return hello(environ, start_response)
@@ -141,12 +147,26 @@ def test_the_decorator_guards_one_view(flag_url, app_name, flag):
 def test_the_bare_decorator_reads_the_flag_url_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", f"file://{tmp_path}/flag")
 
-    @maintenance_check
+    @with_maintenance
     def view(environ, start_response):
         return hello(environ, start_response)
 
     (tmp_path / "flag").write_text('{"mode": "down"}')
     assert call(view).status == 503
+
+
+def test_the_former_decorator_name_still_works_and_warns(monkeypatch, tmp_path):
+    monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", f"file://{tmp_path}/flag")
+    with pytest.warns(DeprecationWarning, match="with_maintenance"):
+
+        @maintenance_check
+        def view(environ, start_response):
+            return hello(environ, start_response)
+
+    with pytest.warns(DeprecationWarning, match="with_maintenance"):
+        checked = maintenance_check(cache_seconds=0)(hello)
+    (tmp_path / "flag").write_text('{"mode": "down"}')
+    assert call(view).status == 503 and call(checked).status == 503
 
 
 def test_bad_settings_are_config_errors(flag_url, monkeypatch):

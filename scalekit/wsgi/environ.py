@@ -1,0 +1,15 @@
+"""The keys under which the pieces leave a request's objects in the WSGI environ.
+
+One place for all of them, so a piece can find another's object without importing that
+piece (``scalekit.db`` pins a client in its session, ``cache.action`` skips requests that
+carry one).
+"""
+
+from __future__ import annotations
+
+__all__ = ["DB_KEY", "MAINTENANCE_KEY", "SESSION_KEY", "TICKET_KEY"]
+
+SESSION_KEY = "scalekit.session"  # the request's Session (scalekit.sessions)
+DB_KEY = "scalekit.db"  # the request's DBScope (scalekit.db)
+MAINTENANCE_KEY = "scalekit.maintenance"  # the active maintenance State, for a banner
+TICKET_KEY = "scalekit.ticket"  # the id of the request's error ticket, once written

@@ -1,0 +1,62 @@
+"""Pages a middleware answers with itself instead of the app: a 503 while a backend is down,
+an error or maintenance page in HTML or JSON as the client's ``Accept`` prefers.
+
+A page says what failed in general terms and when to retry; an exception's traceback or
+details never reach the client (they go to the log, or into a ticket).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from scalekit.wsgi.http import prefers_json
+
+__all__ = ["HTML", "JSON", "NO_STORE", "TEXT", "Page", "negotiated", "page", "unavailable"]
+
+TEXT = "text/plain; charset=utf-8"
+HTML = "text/html; charset=utf-8"
+JSON = "application/json"
+NO_STORE = ("Cache-Control", "no-store")
+
+
+@dataclass(frozen=True)
+class Page:
+    """A whole response: status, headers (Content-Type and Content-Length first), body."""
+
+    status: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def send(self, start_response: Callable, exc_info: Any = None) -> list[bytes]:
+        """Start the response with ``start_response``; the body to return."""
+        if exc_info is None:
+            start_response(self.status, list(self.headers))
+        else:
+            start_response(self.status, list(self.headers), exc_info)
+        return [self.body]
+
+
+def page(status: str, content_type: str, body: bytes, *headers: tuple[str, str]) -> Page:
+    """A :class:`Page` of ``body``, with ``headers`` after its type and length."""
+    framing = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    return Page(status, [*framing, *headers], body)
+
+
+def unavailable(what: str, retry_after: int) -> Page:
+    """The 503 a middleware answers when ``what`` ("the database") cannot be reached."""
+    body = (
+        f"Service temporarily unavailable: {what} cannot be reached. "
+        "Please try again in a few seconds.\n"
+    ).encode()
+    return page("503 Service Unavailable", TEXT, body, ("Retry-After", str(retry_after)), NO_STORE)
+
+
+def negotiated(accept: str, document: dict[str, Any], html: Callable[[], str]) -> tuple[str, bytes]:
+    """Content type and body for a client sending ``accept``: ``document`` as JSON if it
+    ranks JSON above HTML, else the page ``html()`` makes."""
+    if prefers_json(accept):
+        return JSON, json.dumps(document).encode()
+    return HTML, html().encode()
