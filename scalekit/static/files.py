@@ -1,8 +1,9 @@
 """``StaticFiles``: serve a folder of static files, with their ``.br`` / ``.gz`` variants.
 
-As an app, ``StaticFiles("static")`` serves the whole URL space; as middleware,
-``StaticFiles("static", app, prefix="/shop/static/")`` serves that prefix and passes every
-other request to ``app``. A request picks the best variant the client accepts; a variant
+As middleware, ``StaticFiles(app, "static", prefix="/shop/static/")`` serves that prefix
+and passes every other request to ``app``, the first argument as in every scalekit
+middleware; as an app, ``StaticFiles(None, "static")`` (or ``StaticFiles(root="static")``)
+serves the whole URL space. A request picks the best variant the client accepts; a variant
 older than its source is ignored (the source is sent), so a stale ``.gz`` never reaches a
 client.
 """
@@ -13,9 +14,10 @@ import mimetypes
 import os
 import re
 import stat
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import BinaryIO
 
 from scalekit.static.http import (
     Unsatisfiable,
@@ -25,6 +27,8 @@ from scalekit.static.http import (
     parse_http_date,
     parse_range,
 )
+from scalekit.wsgi.pages import TEXT, page
+from scalekit.wsgi.response import ClosingBody
 
 ENCODINGS = {"br": ".br", "gzip": ".gz"}  # most preferred first
 ONE_YEAR = 365 * 24 * 3600
@@ -50,23 +54,37 @@ class _File:
 
 
 class StaticFiles:
-    """A WSGI app (or middleware, with ``app``) serving the files under ``root``.
+    """A middleware serving the files under ``root`` and passing other paths to ``app``;
+    with ``app=None``, an app that answers 404 there.
 
     ``max_age`` is the ``Cache-Control`` max-age of ordinary URLs; versioned URLs (web2py's
     ``_1.2.3`` segment, file names matching ``immutable`` — a regex, ``None`` to disable)
     are cached for a year with ``immutable``. Hidden files (``.name``) are not served.
+    The former order ``StaticFiles(root, app)`` still works for one release, with a
+    ``DeprecationWarning``.
     """
 
     def __init__(
         self,
-        root: str,
         app: WSGIApp | None = None,
+        root: str | os.PathLike[str] | None = None,
         *,
         prefix: str = "/",
         max_age: int = 3600,
         immutable: str | None = HASHED_NAME,
         encodings: Iterable[str] = tuple(ENCODINGS),
     ) -> None:
+        if isinstance(app, (str, os.PathLike)):  # the former order: StaticFiles(root, app)
+            warnings.warn(
+                "StaticFiles(root, app) is now StaticFiles(app, root), the wrapped app first "
+                "as in every scalekit middleware (app may be None); the old order goes in "
+                "the next release",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            app, root = root, app
+        if root is None:
+            raise TypeError("StaticFiles() needs root, the folder to serve")
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
             raise NotADirectoryError(f"StaticFiles: {root} is not a folder")
@@ -186,7 +204,7 @@ class StaticFiles:
         if first == 0 and length == file.size and "wsgi.file_wrapper" in environ:
             return environ["wsgi.file_wrapper"](handle, _BLOCK)
         handle.seek(first)
-        return _FileSlice(handle, length)
+        return ClosingBody(_blocks(handle, length), handle.close)
 
     def _cache_control(self, versioned: bool) -> str:
         if versioned:
@@ -230,27 +248,15 @@ def _content_type(path: str) -> str:
     return kind
 
 
-def _error(start_response: Callable, status: str, headers: list | None = None) -> list[bytes]:
-    body = status.encode()
-    text = [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body)))]
-    start_response(status, [*(headers or []), *text])
-    return [body]
+def _error(start_response: Callable, status: str, headers: Iterable = ()) -> list[bytes]:
+    return page(status, TEXT, status.encode(), *headers).send(start_response)
 
 
-class _FileSlice:
-    """``length`` bytes of an open file, in blocks; closes the file when done."""
-
-    def __init__(self, handle: Any, length: int) -> None:
-        self._handle = handle
-        self._left = length
-
-    def __iter__(self) -> Iterator[bytes]:
-        while self._left > 0:
-            block = self._handle.read(min(_BLOCK, self._left))
-            if not block:
-                break
-            self._left -= len(block)
-            yield block
-
-    def close(self) -> None:
-        self._handle.close()
+def _blocks(handle: BinaryIO, length: int) -> Iterator[bytes]:
+    """``length`` bytes of an open file, from where it stands, in blocks."""
+    while length > 0:
+        block = handle.read(min(_BLOCK, length))
+        if not block:
+            break
+        length -= len(block)
+        yield block

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+import pathlib
 
 import brotli
 import pytest
@@ -31,7 +32,7 @@ def client(tmp_path_factory) -> Client:
     """A client of a served tree that no test changes."""
     tree = make_tree(str(tmp_path_factory.mktemp("served") / "static"))
     precompress([tree], Options(brotli=True, quality=5), jobs=1)
-    return Client(StaticFiles(tree))
+    return Client(StaticFiles(None, tree))
 
 
 ACCEPTS = {"none": None, "gzip": "gzip", "both": "gzip, deflate, br", "refuse": "br;q=0, gzip;q=0"}
@@ -110,7 +111,7 @@ def test_if_range_applies_the_range_only_to_the_same_file(client):
 
 
 def test_a_variant_older_than_its_source_is_never_sent(served):
-    client = Client(StaticFiles(served))
+    client = Client(StaticFiles(None, served))
     write(f"{served}/js/app.js", b"new content " * 100, mtime=MTIME + 60)
     for accept in ("gzip", "br", "br, gzip"):
         response = client.get("/js/app.js", headers={"Accept-Encoding": accept})
@@ -142,7 +143,7 @@ def test_a_variant_older_than_its_source_is_never_sent(served):
     ],
 )
 def test_paths_that_leave_the_root_are_refused(served, tmp_path, path):
-    client = Client(StaticFiles(served))
+    client = Client(StaticFiles(None, served))
     write(f"{tmp_path}/secret/secret.txt", b"secret")
     os.symlink(f"{tmp_path}/secret", f"{served}/outside")
     os.symlink(f"{tmp_path}/secret/secret.txt", f"{served}/linked.js")
@@ -151,19 +152,19 @@ def test_paths_that_leave_the_root_are_refused(served, tmp_path, path):
 
 
 def test_a_symlink_inside_the_root_is_served(served):
-    client = Client(StaticFiles(served))
+    client = Client(StaticFiles(None, served))
     os.symlink(f"{served}/js/app.js", f"{served}/alias.js")
     assert client.get("/alias.js").body == SOURCE
 
 
 def test_versioned_and_hashed_urls_are_immutable(served):
-    client = Client(StaticFiles(served))
+    client = Client(StaticFiles(None, served))
     write(f"{served}/js/app.3f2a9c1b.js", SOURCE)
     for path in ("/_1.2.3/js/app.js", "/js/app.3f2a9c1b.js"):
         response = client.get(path)
         assert response.body == SOURCE
         assert response.header("Cache-Control") == "public, max-age=31536000, immutable"
-    custom = Client(StaticFiles(served, max_age=60, immutable=None))
+    custom = Client(StaticFiles(None, served, max_age=60, immutable=None))
     assert custom.get("/js/app.3f2a9c1b.js").header("Cache-Control") == "public, max-age=60"
 
 
@@ -172,12 +173,12 @@ def test_middleware_serves_its_prefix_and_passes_the_rest(served):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"app:" + environ["PATH_INFO"].encode()]
 
-    client = Client(StaticFiles(served, app, prefix="/shop/static"))
+    client = Client(StaticFiles(app, served, prefix="/shop/static"))
     assert client.get("/shop/static/js/app.js").body == SOURCE
     assert client.get("/shop/static/nothing.js").status == 404
     assert client.get("/shop/default/index").body == b"app:/shop/default/index"
     assert client.get("/shop/staticfile").body == b"app:/shop/staticfile"
-    assert Client(StaticFiles(served, prefix="/s/")).get("/other").status == 404
+    assert Client(StaticFiles(root=served, prefix="/s/")).get("/other").status == 404
 
 
 def test_other_methods_are_refused(client):
@@ -186,7 +187,7 @@ def test_other_methods_are_refused(client):
 
 
 def test_encodings_can_be_limited(served):
-    client = Client(StaticFiles(served, encodings=["gzip"]))
+    client = Client(StaticFiles(None, served, encodings=["gzip"]))
     response = client.get("/js/app.js", headers={"Accept-Encoding": "br, gzip"})
     assert response.header("Content-Encoding") == "gzip"
 
@@ -198,7 +199,7 @@ def test_uses_wsgi_file_wrapper_for_whole_files(served):
         wrapped.append(handle.name)
         return iter(lambda: handle.read(block_size), b"")
 
-    app = StaticFiles(served)
+    app = StaticFiles(None, served)
     environ = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/js/app.js",
@@ -211,4 +212,18 @@ def test_uses_wsgi_file_wrapper_for_whole_files(served):
 
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(NotADirectoryError, match="nowhere"):
-        StaticFiles(str(tmp_path / "nowhere"))
+        StaticFiles(None, str(tmp_path / "nowhere"))
+
+
+def test_the_former_order_root_then_app_still_works_and_warns(served):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    with pytest.warns(DeprecationWarning, match=r"StaticFiles\(app, root\)"):
+        client = Client(StaticFiles(served, app, prefix="/static/"))
+    assert client.get("/static/js/app.js").body == SOURCE
+    assert client.get("/other").body == b"app"
+    with pytest.warns(DeprecationWarning):
+        alone = Client(StaticFiles(pathlib.Path(served)))
+    assert alone.get("/js/app.js").body == SOURCE
