@@ -1,7 +1,8 @@
 """FolderStore: one JSON file per ticket in a local folder (web2py's ``errors/``).
 
 Files are ``<folder>/<ticket id>.json``, written atomically (a hidden temporary file, then
-``os.replace``), so a reader never sees half a ticket. It works with no network at all:
+``os.replace``: :mod:`scalekit.connect.files`, as every piece keeps its files), so a reader
+never sees half a ticket. It works with no network at all:
 ``tickets2db`` moves the files into a database later. Files that cannot be read as
 tickets are moved aside into ``<folder>/bad/``, never deleted.
 """
@@ -17,18 +18,17 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from scalekit.connect.files import replace_atomically
+from scalekit.connect.files import STALE_TEMP, TMP_INFIX, Folder, remove_file
 from scalekit.core.errors import CorruptData, StoreUnavailable
 from scalekit.tickets.stores import TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry, summarize
 
 log = logging.getLogger("scalekit.tickets")
 
+__all__ = ["BAD", "STALE_TEMP", "SUFFIX", "TMP_INFIX", "FolderStore"]
+
 SUFFIX = ".json"
 BAD = "bad"
-TMP_INFIX = ".tmp-"  # in ``.<id>.tmp-<random>``, a ticket being written
-#: A temp file this old was left by a writer that crashed (a write takes milliseconds).
-STALE_TEMP = 600.0
 
 
 class FolderStore(TicketStore):
@@ -38,23 +38,20 @@ class FolderStore(TicketStore):
     def __init__(self, path: str | os.PathLike[str] = "errors", *, fsync: bool = False):
         self.folder = os.path.abspath(os.fspath(path))
         self.fsync = fsync
+        self._files = Folder(self.folder, label="ticket folder", error=StoreUnavailable, log=log)
 
     def __repr__(self) -> str:
         return f"<FolderStore {self.folder}>"
 
     def save(self, ticket: dict[str, Any]) -> None:
         data = json.dumps(ticket, ensure_ascii=False, default=str).encode("utf-8")
-        path = self.path_of(ticket["id"])
-        try:
-            replace_atomically(
-                path,
-                data,
-                tmp_prefix=os.path.join(self.folder, f".{ticket['id']}{TMP_INFIX}"),
-                sync=self.fsync,
-                make_folder=True,
-            )
-        except OSError as exc:
-            raise StoreUnavailable(f"ticket folder {self.folder}: cannot write: {exc}") from exc
+        self._files.write(
+            self.path_of(ticket["id"]),
+            data,
+            tmp_prefix=os.path.join(self.folder, f".{ticket['id']}{TMP_INFIX}"),  # hidden
+            sync=self.fsync,
+            make_folder=True,
+        )
 
     def load(self, ticket_id: str) -> dict[str, Any] | None:
         if not ID_PATTERN.match(ticket_id):
@@ -90,7 +87,7 @@ class FolderStore(TicketStore):
         except FileNotFoundError:
             return iter(())
         except OSError as exc:
-            raise StoreUnavailable(f"ticket folder {self.folder}: cannot list: {exc}") from exc
+            raise self._files.unavailable("list", exc) from exc
         files = []
         for item in scanned:
             if item.name.endswith(SUFFIX) and not item.name.startswith("."):
@@ -148,5 +145,5 @@ class FolderStore(TicketStore):
 
     @staticmethod
     def remove(path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        """Delete a ticket file (now in the database); one already gone is fine."""
+        remove_file(path)
