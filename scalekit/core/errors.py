@@ -1,7 +1,9 @@
 """The exceptions scalekit raises: one base class, one subclass per kind of failure.
 
-Messages name the URL, file or key involved and say how to fix it; they never carry a
-password (URLs are masked with :func:`scalekit.core.urls.mask`).
+Each is also the builtin exception a caller would naturally catch (``ConfigError`` is a
+``ValueError``, ``NotAFolder`` a ``NotADirectoryError``...), so ``except ScalekitError`` and
+``except ValueError`` both work. Messages name the URL, file or key involved and say how to
+fix it; they never carry a password (URLs are masked with :func:`scalekit.core.urls.mask`).
 """
 
 
@@ -11,6 +13,25 @@ class ScalekitError(Exception):
 
 class ConfigError(ScalekitError, ValueError):
     """A setting is wrong: a bad backend URL, an unknown option, a missing secret."""
+
+
+class NotAFolder(ConfigError, NotADirectoryError):
+    """A setting names a folder that does not exist, or a path that is not a folder."""
+
+
+class InvalidArgument(ScalekitError, ValueError):
+    """A call got a value it cannot work with: a malformed key or session id, a negative
+    time, a counter to increment that holds no int."""
+
+
+class InvalidArgumentType(ScalekitError, TypeError):
+    """A call got an argument of the wrong type: a delta that is not an int, a payload that
+    is not bytes."""
+
+
+class MissingContext(ScalekitError, LookupError):
+    """A helper that needs the current request's session or database scope was called
+    outside the middleware or decorator that provides it."""
 
 
 class StoreUnavailable(ScalekitError, ConnectionError):

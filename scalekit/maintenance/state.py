@@ -121,7 +121,7 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``1h30m`` or ``1d``; ValueError otherwise."""
+    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``1h30m`` or ``1d``; ConfigError otherwise."""
     text = text.strip().lower()
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
@@ -130,9 +130,9 @@ def parse_duration(text: str) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if not text or pos != len(text):
-        raise ValueError(f"{text!r} is not a duration; write e.g. 90, 90s, 30m, 2h or 1h30m")
+        raise ConfigError(f"{text!r} is not a duration; write e.g. 90, 90s, 30m, 2h or 1h30m")
     if total <= 0:
-        raise ValueError(f"{text!r}: a duration must be more than 0")
+        raise ConfigError(f"{text!r}: a duration must be more than 0")
     return total
 
 
@@ -148,7 +148,7 @@ def parse_time(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
     except ValueError:
-        raise ValueError(
+        raise ConfigError(
             f"{text!r} is not a time; write UTC as 2025-06-01T02:00 (or with Z or +02:00), "
             "or +30m for 30 minutes from now"
         ) from None

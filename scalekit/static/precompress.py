@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
+from scalekit.core.errors import InvalidArgument, NotAFolder
 from scalekit.static import manifest
 from scalekit.static.manifest import MANIFEST_NAME, TEMP_SUFFIX, Entry
 from scalekit.static.variants import SUFFIXES, Options, Result, Task, run_batch
@@ -86,7 +87,7 @@ def precompress(
     ``jobs`` worker processes (default: one per core); ``progress(root, result)`` is called
     for each file a worker handled."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        raise InvalidArgument(f"mode must be one of {MODES}, not {mode!r}")
     options = (options or Options()).resolved()
     report, started = Report(), time.monotonic()
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -159,7 +160,7 @@ def _walk(root: str, remove_temps: bool) -> Iterator[tuple[str, str, str, os.sta
     named ``*.gz`` / ``*.br`` (variants, or archives), the manifest and temp files are not
     sources; links to folders are not followed."""
     if not os.path.isdir(root):
-        raise NotADirectoryError(f"{root} is not a folder")
+        raise NotAFolder(f"{root} is not a folder")
     pending = [(root, "")]
     while pending:
         folder, prefix = pending.pop()
