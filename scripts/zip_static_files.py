@@ -6,7 +6,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from scalekit.cli import run_command, zip_static
+from scalekit.cli import main
 
 if __name__ == "__main__":
-    sys.exit(run_command(zip_static, sys.argv[1:]))
+    sys.exit(main(["zip-static", *sys.argv[1:]]))

@@ -2,7 +2,15 @@
 
 Each module in this package that defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` is a command; it is found and registered here, nothing else to edit.
-Exit codes: 0 ok, 1 failure, 2 usage error.
+A command module imports its piece inside ``add_arguments`` and ``run``, never at module
+level: only the command that runs adds its options, so ``scalekit --help`` and
+``scalekit url`` load no piece and no driver.
+
+Exit codes, the same for every command (the commands raise, this module picks the code):
+``EXIT_OK``; ``EXIT_FAILURE``: the command ran and failed (a store down, corrupt data, a
+file system error) or found a problem (a bad URL given to ``url``, stale files to
+``zip-static --check``); ``EXIT_USAGE``: the command line or a setting is wrong (argparse's
+errors, a :class:`~scalekit.core.errors.ConfigError`: a bad or missing URL, option or folder).
 """
 
 from __future__ import annotations
@@ -13,10 +21,9 @@ import logging
 import pkgutil
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from scalekit import __version__
-from scalekit.core.errors import ScalekitError
+from scalekit.core.errors import ConfigError, ScalekitError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -31,8 +38,9 @@ def _command_modules():
     return sorted((m for m in modules if hasattr(m, "run")), key=lambda m: m.NAME)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with one sub-command per command module."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with one sub-command per command module; only ``command``'s
+    options are added (adding them may import its piece)."""
     parser = argparse.ArgumentParser(
         prog="scalekit",
         description="Sessions, cache, tickets, replicas, static files and maintenance "
@@ -42,32 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands", dest="command", metavar="<command>")
     for module in _command_modules():
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
         sub.set_defaults(run=module.run)
+        if command == module.NAME:
+            module.add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    return _execute(args)
-
-
-def run_command(module: ModuleType, argv: Sequence[str] | None = None) -> int:
-    """Run one command module alone: a cron or deploy wrapper then imports no other
-    command's dependencies."""
-    parser = argparse.ArgumentParser(prog=f"scalekit {module.NAME}", description=module.HELP)
-    module.add_arguments(parser)
-    args = parser.parse_args(argv)
-    args.command, args.run = module.NAME, module.run
-    return _execute(args)
-
-
-def _execute(args: argparse.Namespace) -> int:
     verbosity = getattr(args, "verbose", 0) or 0
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbosity, 2),
@@ -75,9 +72,14 @@ def _execute(args: argparse.Namespace) -> int:
     )
     try:
         return args.run(args)
-    except ScalekitError as exc:
-        print(f"scalekit {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except ConfigError as exc:
+        return _failed(args.command, exc, EXIT_USAGE)
+    except (ScalekitError, OSError) as exc:  # OSError: a file system error, in one line
+        return _failed(args.command, exc, EXIT_FAILURE)
     except KeyboardInterrupt:
-        print(f"scalekit {args.command}: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return _failed(args.command, "interrupted", EXIT_FAILURE)
+
+
+def _failed(command: str, error: object, code: int) -> int:
+    print(f"scalekit {command}: {error}", file=sys.stderr)
+    return code

@@ -10,36 +10,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
+from scalekit.cli import EXIT_OK
+from scalekit.cli.arguments import argument_type
 from scalekit.core.errors import ConfigError, CorruptData
-from scalekit.maintenance.flags import FLAG_VARIABLE, open_flag
-from scalekit.maintenance.state import MODES, State, format_time, parse_duration, parse_time
 
 NAME = "maintenance"
 HELP = "switch maintenance mode (down or read-only) on or off for every server, or schedule it"
 APP_VARIABLE = "SCALEKIT_APP"
 
 
-def _argument_type(convert, name):
-    def parse(text: str):
-        try:
-            return convert(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    parse.__name__ = name
-    return parse
-
-
 def _retry_after(text: str) -> int:
     if not text.isdigit():
-        raise ValueError(f"{text!r} is not a whole number of seconds (0 or more)")
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds (0 or more)")
     return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scalekit.maintenance.flags import FLAG_VARIABLE
+    from scalekit.maintenance.state import MODES, parse_duration, parse_time
+
     parser.add_argument("action", choices=("on", "off", "status", "schedule"),
                         help="on: now; off: end it (also a scheduled one); status: show; "
                         "schedule: a window from --at, lasting --for")  # fmt: skip
@@ -56,41 +47,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="down: every request gets 503; read-only: only writes do "
                         "(default down)")  # fmt: skip
     parser.add_argument("--message", default="", help="shown to users on the maintenance page")
-    parser.add_argument("--retry-after", type=_argument_type(_retry_after, "seconds"),
-                        metavar="SECONDS", help="the Retry-After header (default: the time "
-                        "left in the window, else 300)")  # fmt: skip
+    parser.add_argument("--retry-after", type=_retry_after, metavar="SECONDS",
+                        help="the Retry-After header (default: the time left in the window, "
+                        "else 300)")  # fmt: skip
     parser.add_argument(
-        "--at", type=_argument_type(parse_time, "time"), metavar="TIME",
+        "--at", type=argument_type(parse_time, "time"), metavar="TIME",
         help="schedule: the start, in UTC: 2025-06-01T02:00, or +30m from now",
     )  # fmt: skip
-    parser.add_argument("--for", dest="duration", type=_argument_type(parse_duration, "duration"),
+    parser.add_argument("--for", dest="duration", type=argument_type(parse_duration, "duration"),
                         metavar="DURATION", help="how long: 90s, 30m, 2h, 1h30m "
                         "(default: until `off`)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logs")
 
 
-def _usage(message: str) -> int:
-    print(f"{NAME}: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
+    from scalekit.maintenance.flags import FLAG_VARIABLE, open_flag
+
     if not args.flag:
-        return _usage(
+        raise ConfigError(
             f"give the flag's URL with --flag or ${FLAG_VARIABLE}, e.g. "
             "--flag redis://localhost:6379/0 or --flag file:///srv/app/MAINTENANCE"
         )
     changing = args.mode is not None or args.message or args.retry_after is not None
     if args.action in ("off", "status") and (changing or args.at is not None or args.duration):
-        return _usage(f"`{args.action}` takes only --flag and --app")
+        raise ConfigError(f"`{args.action}` takes only --flag and --app")
     if args.action == "on" and args.at is not None:
-        return _usage("`on` starts now: to start later use `schedule --at TIME`")
+        raise ConfigError("`on` starts now: to start later use `schedule --at TIME`")
     if args.action == "schedule" and args.at is None:
-        return _usage("`schedule` needs --at TIME (UTC, e.g. 2025-06-01T02:00, or +30m)")
-    try:
-        flag = open_flag(args.flag, args.app)
-    except ConfigError as exc:
-        return _usage(str(exc))
+        raise ConfigError("`schedule` needs --at TIME (UTC, e.g. 2025-06-01T02:00, or +30m)")
+    flag = open_flag(args.flag, args.app)
     try:
         return _act(flag, args)
     finally:
@@ -98,11 +83,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _act(flag, args: argparse.Namespace) -> int:
+    from scalekit.maintenance.state import State, format_time
+
     now = time.time()
     if args.action == "status":
         state = flag.read()
         print(f"{NAME} ({flag.where}): {state.describe(now) if state else 'off'}")
-        return 0
+        return EXIT_OK
     if args.action == "off":
         try:
             before = flag.read()
@@ -110,16 +97,13 @@ def _act(flag, args: argparse.Namespace) -> int:
             before = None
         flag.clear()
         print(f"{NAME} ({flag.where}): off" + (f" (was {before.describe(now)})" if before else ""))
-        return 0
+        return EXIT_OK
     start = args.at if args.action == "schedule" else None
     begin = start if start is not None else now
     end = begin + args.duration if args.duration else None
     if end is not None and end <= now:
-        return _usage(f"that window ended already ({format_time(end)}); pick a later --at")
-    try:
-        state = State(args.mode or "down", args.message, start, end, args.retry_after)
-    except ConfigError as exc:
-        return _usage(str(exc))
+        raise ConfigError(f"that window ended already ({format_time(end)}); pick a later --at")
+    state = State(args.mode or "down", args.message, start, end, args.retry_after)
     flag.write(state)
     print(f"{NAME} ({flag.where}): {state.describe(now)}")
-    return 0
+    return EXIT_OK

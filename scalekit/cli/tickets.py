@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from scalekit.tickets.stores import DEFAULT_URL, open_store
-from scalekit.tickets.ticket import Entry
+from scalekit.cli import EXIT_FAILURE, EXIT_OK
+
+if TYPE_CHECKING:
+    from scalekit.tickets.ticket import Entry
 
 NAME = "tickets"
 HELP = "list, show and summarize error tickets in a ticket folder or database"
@@ -16,6 +18,8 @@ STORE_VARIABLE = "SCALEKIT_TICKET_STORE"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scalekit.tickets.stores import DEFAULT_URL
+
     parser.add_argument(
         "--store",
         metavar="URL",
@@ -62,6 +66,8 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scalekit.tickets.stores import open_store
+
     store = open_store(args.store)
     try:
         if args.view == "list":
@@ -71,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
             ticket = store.load(args.ticket_id)
             if ticket is None:
                 print(f"{NAME}: no ticket {args.ticket_id!r} in {args.store}")
-                return 1
+                return EXIT_FAILURE
             lines = [json.dumps(ticket, indent=2)] if args.json else show_lines(ticket)
         else:
             groups = store.summary()
@@ -84,4 +90,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print("\n".join(lines))
-    return 0
+    return EXIT_OK

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from scalekit.cli import EXIT_FAILURE, EXIT_OK
 from scalekit.core import urls
 from scalekit.core.errors import ConfigError
 
@@ -45,4 +46,4 @@ def run(args: argparse.Namespace) -> int:
         for line in describe(settings):
             print(f"  {line}")
     print(f"{len(args.urls) - bad} URL(s) ok, {bad} bad")
-    return 1 if bad else 0
+    return EXIT_FAILURE if bad else EXIT_OK

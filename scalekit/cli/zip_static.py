@@ -9,9 +9,15 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
-from scalekit.static import DEFAULT_SKIP, Options, Report, precompress
-from scalekit.static.variants import ENGINES, Result
+from scalekit.cli import EXIT_FAILURE, EXIT_OK
+from scalekit.cli.arguments import in_range
+from scalekit.core.errors import NotAFolder
+
+if TYPE_CHECKING:
+    from scalekit.static import Report
+    from scalekit.static.variants import Result
 
 NAME = "zip-static"
 HELP = "precompress static files to .gz / .br for the web server (incremental, atomic)"
@@ -28,20 +34,11 @@ def _ratio(text: str) -> float:
     return value
 
 
-def _in(low: int, high: int):
-    def convert(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not in {low}..{high}")
-        return value
-
-    convert.__name__ = "int"
-    return convert
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from scalekit.static.variants import DEFAULT_SKIP, ENGINES
+
     parser.add_argument("dirs", nargs="+", metavar="DIR", help="static folders to compress")
-    parser.add_argument("-l", "--level", type=_in(1, 9), default=9,
+    parser.add_argument("-l", "--level", type=in_range(1, 9), default=9,
                         help="gzip level, 1 fastest .. 9 smallest (default 9)")  # fmt: skip
     parser.add_argument(
         "--engine", choices=ENGINES, default="auto",
@@ -50,22 +47,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--zopfli", dest="engine", action="store_const", const="zopfli",
                         help="same as --engine zopfli: ~5%% smaller, much slower")  # fmt: skip
-    parser.add_argument("--zopfli-iterations", type=_in(1, 1000), default=15, metavar="N",
+    parser.add_argument("--zopfli-iterations", type=in_range(1, 1000), default=15, metavar="N",
                         help="zopfli iterations (default 15)")  # fmt: skip
     parser.add_argument("--brotli", action="store_true",
                         help="also write .br files (pip install brotli)")  # fmt: skip
-    parser.add_argument("--quality", type=_in(0, 11), default=11,
+    parser.add_argument("--quality", type=in_range(0, 11), default=11,
                         help="brotli quality, 0..11 (default 11)")  # fmt: skip
     parser.add_argument(
         "--skip", type=_extensions, default=DEFAULT_SKIP, metavar="EXT,EXT",
         help="extensions never compressed, replacing the default list (images, fonts, "
         "archives, audio, video); --skip '' compresses every type",
     )  # fmt: skip
-    parser.add_argument("--min-size", type=_in(0, 2**62), default=256, metavar="BYTES",
+    parser.add_argument("--min-size", type=in_range(0, 2**62), default=256, metavar="BYTES",
                         help="leave smaller files alone (default 256)")  # fmt: skip
     parser.add_argument("--max-ratio", type=_ratio, default=0.95, metavar="R",
                         help="keep a variant only if <= R x its source (default 0.95)")  # fmt: skip
-    parser.add_argument("-j", "--jobs", type=_in(1, 1024), default=os.cpu_count() or 1,
+    parser.add_argument("-j", "--jobs", type=in_range(1, 1024), default=os.cpu_count() or 1,
                         help="worker processes (default: one per core)")  # fmt: skip
     parser.add_argument("--clean", action="store_true",
                         help="remove variants zip-static wrote for sources now gone")  # fmt: skip
@@ -80,10 +77,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scalekit.static import Options, precompress
+
     missing = [d for d in args.dirs if not os.path.isdir(d)]
-    if missing:
-        print(f"{NAME}: not a folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    if missing:  # checked first: nothing is compressed when one of them is wrong
+        raise NotAFolder(f"not a folder: {', '.join(missing)}")
     options = Options(
         level=args.level,
         engine=args.engine,
@@ -104,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     for rel in report.stale:
         print(f"stale: {rel}")
     print(summary(report, args.mode))
-    return 1 if report.errors or report.stale else 0
+    return EXIT_FAILURE if report.errors or report.stale else EXIT_OK
 
 
 class _Progress:

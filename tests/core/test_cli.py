@@ -1,13 +1,19 @@
-"""The ``scalekit`` command: version, help listing commands, exit codes, the url command."""
+"""The ``scalekit`` command: version, help listing commands, the url command, one exit code
+per failure in every command, lazy imports, and the cron loop's runner."""
 
+import argparse
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 import scalekit
-from scalekit.cli import main
+from scalekit.cli import EXIT_FAILURE, EXIT_USAGE, cron, main
+from scalekit.core.errors import StoreUnavailable
+from tests.servers import free_port
 
 CONSOLE_SCRIPT = os.path.join(os.path.dirname(sys.executable), "scalekit")
 
@@ -78,3 +84,161 @@ def test_missing_or_unknown_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as caught:
         main(argv)
     assert caught.value.code == 2
+
+
+# -- one exit code for one failure, whatever the command ------------------------------------
+def a_ticket_folder(tmp_path) -> str:
+    """A folder with one ticket: tickets2db then has to reach its database."""
+    from scalekit.tickets import FolderStore
+    from tests.tickets.conftest import raise_value_error, ticket_of
+
+    folder = FolderStore(tmp_path / "errors")
+    folder.save(ticket_of(raise_value_error))
+    return folder.folder
+
+
+DOWN_REDIS, DOWN_POSTGRES = "redis://127.0.0.1:{port}/0", "postgres://u@127.0.0.1:{port}/app"
+FAILURES = {  # the same failure, one command line per command
+    "a bad URL": (EXIT_USAGE, [
+        ["sessions2trash", "--store", "ftp://nowhere", "-o"],
+        ["tickets2db", "--folder", "{folder}", "--db", "ftp://nowhere", "-o"],
+        ["tickets", "--store", "ftp://nowhere", "list"],
+        ["maintenance", "on", "--flag", "ftp://nowhere"],
+        ["sessions2trash", "--store", "redis://127.0.0.1/0?colour=blue", "-o"],
+        ["maintenance", "on", "--flag", "redis://127.0.0.1/0?colour=blue"],
+    ]),
+    "a missing setting": (EXIT_USAGE, [
+        ["sessions2trash", "-o"],
+        ["tickets2db", "--folder", "{folder}", "-o"],
+        ["maintenance", "on"],
+    ]),
+    "a folder that is not there": (EXIT_USAGE, [["zip-static", "{missing}"]]),
+    "a store that cannot be reached": (EXIT_FAILURE, [
+        ["sessions2trash", "--store", DOWN_REDIS, "-o"],
+        ["tickets2db", "--folder", "{folder}", "--db", DOWN_POSTGRES, "-o"],
+        ["tickets", "--store", DOWN_POSTGRES, "list"],
+        ["maintenance", "on", "--flag", DOWN_REDIS],
+    ]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "failure, code, argv",
+    [(failure, code, argv) for failure, (code, cases) in FAILURES.items() for argv in cases],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_the_same_failure_exits_with_the_same_code_in_every_command(
+    failure, code, argv, tmp_path, monkeypatch, capsys
+):
+    for variable in ("SCALEKIT_SESSION_STORE", "SCALEKIT_TICKET_DB", "SCALEKIT_MAINTENANCE_FLAG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    where = {"port": free_port(), "missing": str(tmp_path / "missing")}
+    if "{folder}" in argv:
+        where["folder"] = a_ticket_folder(tmp_path)
+    assert main([arg.format(**where) for arg in argv]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(f"scalekit {argv[0]}: ") and "Traceback" not in err
+
+
+def test_a_file_system_error_is_one_line_and_exit_1(tmp_path, capsys):
+    (tmp_path / "errors").write_text("a file where the ticket folder should be")
+    database = f"sqlite://{tmp_path}/tickets.sqlite"
+    argv = ["tickets2db", "--folder", str(tmp_path / "errors"), "--db", database, "-o"]
+    assert main(argv) == EXIT_FAILURE
+    err = capsys.readouterr().err
+    assert err.startswith("scalekit tickets2db: ") and "Not a directory" in err
+
+
+# -- the url command and --help load no piece and no driver ---------------------------------
+LOADED_MODULES = """
+import sys
+from scalekit.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print(*sys.modules, sep="\\n", file=sys.stderr)
+"""
+PIECES = ("sessions", "cache", "tickets", "db", "static", "maintenance", "connect", "wsgi")
+DRIVERS = ("redis", "pydal", "pymemcache", "psycopg2", "pymysql", "brotli", "zopfli", "deflate")
+
+
+@pytest.mark.parametrize("argv", [["url", "redis://h/0"], ["--help"], ["url", "--help"]])
+def test_url_and_help_import_no_piece_and_no_driver(argv):
+    done = subprocess.run([sys.executable, "-c", LOADED_MODULES, *argv], check=False,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    loaded = set(done.stderr.split())
+    assert "scalekit.cli.url" in loaded and "scalekit.cli.zip_static" in loaded
+    assert sorted(m for m in loaded if m.split(".")[0] in DRIVERS) == []
+    assert sorted(m for m in loaded if m.split(".")[:2] in [["scalekit", p] for p in PIECES]) == []
+
+
+# -- the cron loop: one pass per command, the runner does the rest --------------------------
+def loop_args(**given) -> argparse.Namespace:
+    return argparse.Namespace(**{"command": "demo", "once": False, "sleep": 0.01, "verbose": 1,
+                                 **given})  # fmt: skip
+
+
+def test_the_loop_retries_an_outage_and_a_signal_ends_it_after_the_pass(capsys, caplog):
+    before = signal.getsignal(signal.SIGTERM)
+    passes = []
+
+    def one_pass(progress):
+        passes.append(len(passes))
+        if len(passes) == 1:
+            raise StoreUnavailable("redis://h/0 is down")
+        progress("half way")
+        os.kill(os.getpid(), signal.SIGTERM)  # the pass goes on to its end
+        return cron.Outcome("moved 3", 3, "things")
+
+    assert cron.run_passes(loop_args(), "here -> there", one_pass) == 0
+    assert passes == [0, 1]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "  half way"
+    assert out[1].startswith("demo: here -> there: moved 3 in ") and out[1].endswith(" things/s)")
+    assert "pass failed, retrying in 0.01 s: redis://h/0 is down" in caplog.text
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_once_runs_one_pass_and_quiet_prints_only_what_is_notable(capsys):
+    quiet, notable = cron.Outcome("moved 0"), cron.Outcome("1 file moved to bad/", notable=True)
+    assert cron.run_passes(loop_args(once=True, verbose=0), "here", lambda _: quiet) == 0
+    assert cron.run_passes(loop_args(once=True, verbose=0), "here", lambda _: notable) == 0
+    assert capsys.readouterr().out == "demo: here: 1 file moved to bad/\n"
+
+    def down(progress):
+        raise StoreUnavailable("redis://h/0 is down")
+
+    with pytest.raises(StoreUnavailable):  # -o: an outage fails the run (exit 1 in main)
+        cron.run_passes(loop_args(once=True), "here", down)
+
+
+def test_a_last_outcome_ends_the_loop(capsys):
+    passes = []
+
+    def one_pass(progress):
+        passes.append(1)
+        return cron.Outcome("memcached expires sessions by itself", notable=True, last=True)
+
+    assert cron.run_passes(loop_args(verbose=0), "here", one_pass) == 0
+    assert passes == [1]
+    assert capsys.readouterr().out == "demo: here: memcached expires sessions by itself\n"
+
+
+def test_sigterm_stops_a_sleeping_loop_at_once(tmp_path):
+    loop = subprocess.Popen(
+        [sys.executable, "-m", "scalekit", "sessions2trash", "--store", f"file://{tmp_path}",
+         "-s", "600", "-v"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert loop.stdout.readline().startswith("sessions2trash: ")  # the first pass is done
+        time.sleep(0.2)
+        started = time.monotonic()
+        loop.send_signal(signal.SIGTERM)
+        _, stderr = loop.communicate(timeout=10)
+    finally:
+        loop.kill()
+    assert (loop.returncode, stderr) == (0, "")
+    assert time.monotonic() - started < 5

@@ -119,7 +119,7 @@ def test_memcache_says_it_needs_no_cleanup(memcache_url):
     "args, code, message",
     [
         ([], 2, "give the store's URL with --store"),
-        (["--store", "ftp://nowhere"], 1, "unknown scheme 'ftp'"),
+        (["--store", "ftp://nowhere"], 2, "unknown scheme 'ftp'"),
         (["--store", "redis://:hunter2@127.0.0.1:{port}/0"], 1, "failed to clean up sessions"),
         (["--store", "redis://127.0.0.1/0", "-x", "-5"], 2, "is negative"),
         (["--store", "redis://127.0.0.1/0", "--batch", "many"], 2, "invalid int value"),

@@ -68,7 +68,7 @@ def test_the_cli_lists_shows_and_summarizes(any_store, capsys):
 
 
 def test_a_bad_store_url_is_a_clear_error(capsys):
-    assert main(["tickets", "--store", "redis://localhost/0", "list"]) == 1
+    assert main(["tickets", "--store", "redis://localhost/0", "list"]) == 2  # usage
     assert "this setting takes" in capsys.readouterr().err
 
 
