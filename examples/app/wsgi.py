@@ -15,7 +15,7 @@ from scalekit.static import StaticFiles
 if config.MIGRATE:  # one machine: migrate at start (with preload_app, once, in the master)
     models.migrate()
 
-application = StaticFiles(config.STATIC, views.application, prefix="/static/")
+application = StaticFiles(views.application, config.STATIC, prefix="/static/")
 application = db.DBMiddleware(application, models.replicas, define=models.define_tables)
 application = sessions.SessionMiddleware(
     application, sessions.open_store(config.SESSION_STORE, app=config.APP),

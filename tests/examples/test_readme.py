@@ -211,7 +211,7 @@ def test_the_maintenance_examples(redis_url):
         "redis://cache:6379/0": redis_url,
     })  # fmt: skip
     client = Client(run(code, application=hello)["application"])
-    decorated = snippet('@maintenance_check("redis://cache:6379/0"', {
+    decorated = snippet('@with_maintenance("redis://cache:6379/0"', {
         "redis://cache:6379/0": redis_url, "...": "return hello(environ, start_response)",
     })  # fmt: skip
     checkout = Client(run(decorated, hello=hello)["checkout"])

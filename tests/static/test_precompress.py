@@ -177,7 +177,7 @@ def test_readers_never_see_a_partial_variant_while_zip_static_rewrites(tree):
     versions = [text(100 + i, 400_000) for i in range(6)]
     valid = set(versions) | {text(1, 40_000)}
     precompress([tree], Options(engine="zlib"), jobs=1)
-    client = Client(StaticFiles(tree))
+    client = Client(StaticFiles(None, tree))
     done, seen, failures = threading.Event(), set(), []
 
     def read_forever() -> None:
