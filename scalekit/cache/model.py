@@ -17,7 +17,7 @@ from typing import Any
 from scalekit.cache import _flight
 from scalekit.cache.backends.base import CacheBackend, Entry
 from scalekit.core.checks import MAX_TTL
-from scalekit.core.errors import CacheUnavailable, ConfigError, StoreUnavailable
+from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.process import after_fork
 
 log = logging.getLogger("scalekit.cache")
@@ -108,7 +108,7 @@ class CacheModel:
         elif time_expire == 0:
             entry = None  # a forced refresh: nothing stored before this call will do
         else:
-            raise ValueError(f"cache key {key!r}: time_expire={time_expire!r} must be >= 0")
+            raise InvalidArgument(f"cache key {key!r}: time_expire={time_expire!r} must be >= 0")
         self.misses += 1
         use_lease = self.single_flight if single_flight is None else single_flight
         if use_lease:

@@ -21,7 +21,7 @@ import time
 from typing import Any, NamedTuple
 
 from scalekit.core import checks
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.core.urls import BackendURL
 
 __all__ = ["CacheBackend", "Entry", "check_bound", "check_key", "check_ttl"]
@@ -37,7 +37,7 @@ class Entry(NamedTuple):
 def check_key(key: Any) -> str:
     """Return ``key`` if it is a usable cache key: a non-empty str of at most 1024 chars."""
     if type(key) is not str or not 0 < len(key) <= 1024:
-        raise ValueError(f"a cache key must be a str of 1-1024 characters, got {key!r:.60}")
+        raise InvalidArgument(f"a cache key must be a str of 1-1024 characters, got {key!r:.60}")
     return key
 
 

@@ -35,7 +35,7 @@ from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.files import Folder, ThreadStripes
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL, FileURL
@@ -146,7 +146,9 @@ class DiskBackend(CacheBackend):
     def incr(self, key: str, delta: int = 1) -> int:
         shard, path = self._paths(key)
         if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+            raise InvalidArgumentType(
+                f"increment of {key!r}: the delta must be an int, got {delta!r}"
+            )
         with self._locked(shard, path):
             stamp = time()
             found = self._read(path)
@@ -154,7 +156,7 @@ class DiskBackend(CacheBackend):
             if found is not None and found[0].live(stamp):
                 header, _, data = found
                 if header.fmt != "i":
-                    raise ValueError(f"cannot increment cache key {key!r}: it holds no int")
+                    raise InvalidArgument(f"cannot increment cache key {key!r}: it holds no int")
                 current, expires = int(data), header.expires_at
             value = current + delta
             content = fmt.build(key, "i", str(value).encode("ascii"), stamp, expires)

@@ -54,7 +54,12 @@ from scalekit.connect.memcache import (
     take_lease,
 )
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import CacheUnavailable, SerializationError
+from scalekit.core.errors import (
+    CacheUnavailable,
+    InvalidArgument,
+    InvalidArgumentType,
+    SerializationError,
+)
 from scalekit.core.urls import BackendURL
 
 log = logging.getLogger("scalekit.cache")
@@ -172,9 +177,11 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
     def incr(self, key: str, delta: int = 1) -> int:
         name, hashed = self._name(key)
         if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+            raise InvalidArgumentType(
+                f"increment of {key!r}: the delta must be an int, got {delta!r}"
+            )
         if not -_OFFSET < delta < _OFFSET:
-            raise ValueError(f"increment of {key!r}: the delta must fit in 64 bits")
+            raise InvalidArgument(f"increment of {key!r}: the delta must fit in 64 bits")
 
         def command(conn: Client) -> int | None:
             for _ in range(5):
@@ -197,7 +204,7 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
 
         result = self._run("increment", name, command)
         if result is None:
-            raise ValueError(f"cannot increment cache key {key!r}: it holds no 64-bit int")
+            raise InvalidArgument(f"cannot increment cache key {key!r}: it holds no 64-bit int")
         return result
 
     def _incr_record(self, conn: Client, key: str, name: bytes, delta: int) -> int | bool | None:

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from scalekit.cache.backends.base import CacheBackend, Entry, check_bound, check_key, check_ttl
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import merge_options, positive_int_or_none
 from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL
@@ -128,7 +128,9 @@ class RamBackend(CacheBackend):
     def incr(self, key: str, delta: int = 1) -> int:
         check_key(key)
         if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+            raise InvalidArgumentType(
+                f"increment of {key!r}: the delta must be an int, got {delta!r}"
+            )
         stamp = time()
         with self._lock:
             item = self._live(key, stamp)
@@ -137,7 +139,7 @@ class RamBackend(CacheBackend):
             else:
                 current, expires = item[0].value, item[1]
                 if isinstance(current, bool) or not isinstance(current, int):
-                    raise ValueError(
+                    raise InvalidArgument(
                         f"cannot increment cache key {key!r}: it holds a "
                         f"{type(current).__name__}, not an int"
                     )

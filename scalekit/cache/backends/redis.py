@@ -33,7 +33,7 @@ from scalekit.cache.backends import _codec
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import CacheUnavailable, ConfigError
+from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, RedisURL
 
@@ -151,13 +151,15 @@ class RedisBackend(CacheBackend):
     def incr(self, key: str, delta: int = 1) -> int:
         name, hashed = self._name(key)
         if isinstance(delta, bool) or not isinstance(delta, int):
-            raise TypeError(f"increment of {key!r}: the delta must be an int, got {delta!r}")
+            raise InvalidArgumentType(
+                f"increment of {key!r}: the delta must be an int, got {delta!r}"
+            )
         args = [delta, repr(time()), hashed or b""]
         try:
             return int(self._redis.run(_INCR, [name], args))
         except redis.ResponseError as exc:
             if "SKNOTINT" in str(exc) or "not an integer" in str(exc) or "overflow" in str(exc):
-                raise ValueError(
+                raise InvalidArgument(
                     f"cannot increment cache key {key!r}: it holds no 64-bit int"
                 ) from None
             raise self._unavailable("increment", exc) from None
