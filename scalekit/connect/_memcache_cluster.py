@@ -43,7 +43,7 @@ _NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
 
 
 class Settings(Protocol):
-    """What a :class:`Cluster` reads from the store or cache backend it serves."""
+    """What a :class:`Cluster` reads from its client's settings (``ClientSettings``)."""
 
     url: str
     servers: tuple[tuple[str, int], ...]
@@ -58,16 +58,16 @@ class Settings(Protocol):
 class _Node:
     """One memcached server: its connection pool and how it has been failing."""
 
-    def __init__(self, server: tuple[str, int], store: Settings, serde: Any = None):
+    def __init__(self, server: tuple[str, int], settings: Settings, serde: Any = None):
         self.name = node_name(server)
         # The pool of pymemcache's PooledClient; calls take a connection from it themselves,
         # so a command sequence (touch, release_lease) runs on one connection.
         self.pool = PooledClient(
             server,
-            connect_timeout=store.connect_timeout,
-            timeout=store.timeout,
+            connect_timeout=settings.connect_timeout,
+            timeout=settings.timeout,
             no_delay=True,
-            max_pool_size=store.max_pool_size,
+            max_pool_size=settings.max_pool_size,
             default_noreply=False,
             serde=serde,
         ).client_pool
@@ -85,7 +85,7 @@ class Cluster:
 
     def __init__(
         self,
-        store: Settings,
+        settings: Settings,
         *,
         error: type[StoreUnavailable],
         label: str,
@@ -93,12 +93,14 @@ class Cluster:
         serde: Any = None,
     ):
         self.error, self.label, self.log = error, label, logger
-        self.url = store.url
-        self.retry_attempts = store.retry_attempts
-        self.retry_timeout = store.retry_timeout
-        self.dead_timeout = store.dead_timeout
-        self.max_pool_size = store.max_pool_size
-        self.nodes = {node.name: node for node in (_Node(s, store, serde) for s in store.servers)}
+        self.url = settings.url
+        self.retry_attempts = settings.retry_attempts
+        self.retry_timeout = settings.retry_timeout
+        self.dead_timeout = settings.dead_timeout
+        self.max_pool_size = settings.max_pool_size
+        self.nodes = {
+            node.name: node for node in (_Node(s, settings, serde) for s in settings.servers)
+        }
         self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
         self._live: tuple[str, ...] = tuple(self.nodes)
         self._ring = _Ring(self._live)  # replaced, never changed in place

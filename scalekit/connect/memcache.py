@@ -1,8 +1,9 @@
 """The memcached connector: the nodes a session store or cache talks to, opened by URL, and
 the few operations both build on.
 
-Settings: :data:`MEMCACHE_OPTIONS` are the URL options (``memcache://h1,h2?timeout=0.5``),
-merged with keyword options by :func:`client_options` (the one rule of
+Settings: :class:`ClientSettings` names the options and their defaults once for every user;
+:data:`MEMCACHE_OPTIONS` reads them from a URL (``memcache://h1,h2?timeout=0.5``), merged
+with keyword options by :func:`client_options` (the one rule of
 :func:`~scalekit.core.options.merge_options`). :class:`MemcacheClient` checks them once and
 keeps this process's :class:`Cluster` in a :class:`~scalekit.core.process.PerProcess`: made
 on first use, made again in a forked child, never shared with a parent.
@@ -20,11 +21,14 @@ with ``lru_crawler metadump hash``, fine for a deploy or an admin task, not per 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import socket
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +44,7 @@ from scalekit.core.urls import BackendURL, MemcacheURL
 __all__ = [
     "DEFAULT_MAX_VALUE_SIZE",
     "MEMCACHE_OPTIONS",
+    "ClientSettings",
     "Cluster",
     "MemcacheClient",
     "add_unless_live",
@@ -90,9 +95,75 @@ def client_options(
     return {"servers": settings.servers, "url": settings.masked, **merged}
 
 
+@dataclass(frozen=True)
+class ClientSettings:
+    """A memcache client's nodes, its URL (masked: it names the client in errors and logs)
+    and its options with their defaults: the keyword options of every memcache user, the
+    :class:`Settings` its :class:`Cluster` reads. :meth:`checked` makes one."""
+
+    servers: tuple[tuple[str, int], ...]
+    url: str
+    connect_timeout: float = 1.0
+    timeout: float = 1.0
+    retry_attempts: int = 2
+    retry_timeout: float = 1.0
+    dead_timeout: float = 60.0
+    max_pool_size: int | None = None
+    max_value_size: int = DEFAULT_MAX_VALUE_SIZE
+
+    @classmethod
+    def checked(
+        cls,
+        servers: Iterable[tuple[str, int]],
+        url: str | None,
+        options: dict[str, Any],
+        *,
+        label: str = "option",
+        min_value_size: int = 1,
+    ) -> ClientSettings:
+        """The settings of ``servers`` with keyword ``options`` (an unknown one is a
+        ``TypeError``), each checked; ``label`` names the options in errors ("option",
+        "cache option"), ``min_value_size`` is the least ``max_value_size``."""
+        nodes = tuple((str(host), int(port)) for host, port in servers)
+        url = url or "memcache://" + ",".join(node_name(node) for node in nodes)
+        if not nodes:
+            raise ConfigError(f"{url}: no memcached server given")
+        given = cls(nodes, url, **options)
+
+        def seconds(name: str, positive: bool = False) -> float:
+            value = getattr(given, name)
+            number = (
+                value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
+            )
+            if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
+                least = "more than 0" if positive else "0 or more"
+                raise ConfigError(f"{url}: {label} {name}={value!r} must be {least} seconds")
+            return float(number)
+
+        def count(name: str, minimum: int) -> int:
+            value = getattr(given, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(
+                    f"{url}: {label} {name}={value!r} must be a whole number >= {minimum}"
+                )
+            return value
+
+        return cls(
+            nodes,
+            url,
+            connect_timeout=seconds("connect_timeout", positive=True),
+            timeout=seconds("timeout", positive=True),
+            retry_timeout=seconds("retry_timeout"),
+            dead_timeout=seconds("dead_timeout"),
+            retry_attempts=count("retry_attempts", 0),
+            max_pool_size=None if given.max_pool_size is None else count("max_pool_size", 1),
+            max_value_size=count("max_value_size", min_value_size),
+        )
+
+
 class MemcacheClient:
     """What a memcache session store and cache backend share: the client settings, checked
-    once (the :class:`Settings` their :class:`Cluster` reads), and this process's cluster.
+    once and kept as attributes (``store.timeout``...), and this process's cluster.
     ``option_label`` names the options in errors ("option", "cache option")."""
 
     option_label = "option"
@@ -101,37 +172,24 @@ class MemcacheClient:
         self,
         servers: Iterable[tuple[str, int]],
         url: str | None,
+        options: dict[str, Any],
         *,
-        connect_timeout: float,
-        timeout: float,
-        retry_attempts: int,
-        retry_timeout: float,
-        dead_timeout: float,
-        max_pool_size: int | None,
-        max_value_size: int,
         min_value_size: int,
         error: type[StoreUnavailable],
         label: str,
         logger: logging.Logger,
         serde: Any = None,
     ) -> None:
-        """Check the settings; ``error``, ``label``, ``logger`` and ``serde`` go to the
-        :class:`Cluster`, made lazily in each process that runs a command."""
-        self.servers = tuple((str(host), int(port)) for host, port in servers)
-        self.url = url or "memcache://" + ",".join(node_name(s) for s in self.servers)
-        if not self.servers:
-            raise ConfigError(f"{self.url}: no memcached server given")
-        self.connect_timeout = self._seconds("connect_timeout", connect_timeout, positive=True)
-        self.timeout = self._seconds("timeout", timeout, positive=True)
-        self.retry_timeout = self._seconds("retry_timeout", retry_timeout)
-        self.dead_timeout = self._seconds("dead_timeout", dead_timeout)
-        self.retry_attempts = self._count("retry_attempts", retry_attempts, minimum=0)
-        self.max_pool_size = None if max_pool_size is None else self._count(
-            "max_pool_size", max_pool_size, minimum=1
-        )  # fmt: skip
-        self.max_value_size = self._count("max_value_size", max_value_size, min_value_size)
+        """Check the settings (:meth:`ClientSettings.checked`); ``error``, ``label``,
+        ``logger`` and ``serde`` go to the :class:`Cluster`, made in each process that runs
+        a command. Its factory holds the settings, not this object: a client nobody closes
+        still goes, and its sockets with it, as soon as nobody holds it."""
+        settings = ClientSettings.checked(
+            servers, url, options, label=self.option_label, min_value_size=min_value_size
+        )
+        vars(self).update(dataclasses.asdict(settings))
         self._cluster = PerProcess(
-            lambda: Cluster(self, error=error, label=label, logger=logger, serde=serde),
+            partial(Cluster, settings, error=error, label=label, logger=logger, serde=serde),
             Cluster.close,
         )
 
@@ -147,21 +205,6 @@ class MemcacheClient:
         """Close this process's connections (they reopen on next use); a forked child
         leaves its parent's alone."""
         self._cluster.reset()
-
-    def _seconds(self, name: str, value: Any, positive: bool = False) -> float:
-        number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else -1
-        if not (number > 0 if positive else number >= 0) or not math.isfinite(number):
-            least = "more than 0" if positive else "0 or more"
-            raise ConfigError(
-                f"{self.url}: {self.option_label} {name}={value!r} must be {least} seconds"
-            )
-        return float(number)
-
-    def _count(self, name: str, value: Any, minimum: int) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ConfigError(f"{self.url}: {self.option_label} {name}={value!r} must be a "
-                              f"whole number >= {minimum}")  # fmt: skip
-        return value
 
 
 def exptime(ttl: float | None) -> int:

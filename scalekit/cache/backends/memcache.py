@@ -43,7 +43,6 @@ from scalekit.cache.backends import _codec
 from scalekit.cache.backends import _diskfile as record
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.memcache import (
-    DEFAULT_MAX_VALUE_SIZE,
     MemcacheClient,
     add_unless_live,
     client_options,
@@ -82,7 +81,9 @@ class _Serde:
 class MemcacheBackend(MemcacheClient, CacheBackend):
     """Entries on memcached nodes; thread-safe, fork-safe (pools open lazily per process).
 
-    ``url`` names the backend in errors and logs (``from_url`` passes the masked URL).
+    ``url`` names the backend in errors and logs (``from_url`` passes the masked URL);
+    ``client_options`` are those of :class:`~scalekit.connect.memcache.ClientSettings`
+    (``timeout``, ``max_value_size``...).
     """
 
     kind = "memcache"
@@ -94,27 +95,15 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
         servers: Iterable[tuple[str, int]],
         app: str = "app",
         *,
-        connect_timeout: float = 1.0,
-        timeout: float = 1.0,
-        retry_attempts: int = 2,
-        retry_timeout: float = 1.0,
-        dead_timeout: float = 60.0,
-        max_pool_size: int | None = None,
-        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         serializer: str = "json",
         url: str | None = None,
+        **client_options: Any,
     ):
         super().__init__(app)
         self._configure_client(
             servers,
             url,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            retry_attempts=retry_attempts,
-            retry_timeout=retry_timeout,
-            dead_timeout=dead_timeout,
-            max_pool_size=max_pool_size,
-            max_value_size=max_value_size,
+            client_options,
             min_value_size=64,
             error=CacheUnavailable,
             label="cache",

@@ -53,7 +53,7 @@ from scalekit.connect.memcache import (
     take_lease,
 )
 from scalekit.core.checks import MAX_TTL, check_lease
-from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
+from scalekit.core.errors import ConfigError, InvalidArgument, SerializationError, StoreUnavailable
 from scalekit.core.urls import BackendURL
 from scalekit.sessions.stores.base import (
     ANY,
@@ -82,7 +82,10 @@ class MemcacheStore(MemcacheClient, SessionStore):
 
     Thread-safe (a connection pool per node) and fork-safe (clients are created lazily in
     the process that uses them). Records expire natively; TTLs are relative, at most 30 days.
-    ``url`` names the store in errors and logs (``from_url`` passes the masked URL).
+    ``url`` names the store in errors and logs (``from_url`` passes the masked URL);
+    ``client_options`` are those of :class:`~scalekit.connect.memcache.ClientSettings`
+    (``timeout``, ``max_value_size``...). The largest value stored is
+    :data:`DEFAULT_MAX_VALUE_SIZE` bytes unless ``max_value_size`` says otherwise.
     """
 
     kind = "memcache"
@@ -92,26 +95,14 @@ class MemcacheStore(MemcacheClient, SessionStore):
         servers: Iterable[tuple[str, int]],
         app: str = "app",
         *,
-        connect_timeout: float = 1.0,
-        timeout: float = 1.0,
-        retry_attempts: int = 2,
-        retry_timeout: float = 1.0,
-        dead_timeout: float = 60.0,
-        max_pool_size: int | None = None,
-        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         url: str | None = None,
+        **client_options: Any,
     ):
         super().__init__(app)
         self._configure_client(
             servers,
             url,
-            connect_timeout=connect_timeout,
-            timeout=timeout,
-            retry_attempts=retry_attempts,
-            retry_timeout=retry_timeout,
-            dead_timeout=dead_timeout,
-            max_pool_size=max_pool_size,
-            max_value_size=max_value_size,
+            client_options,
             min_value_size=_RECORD.size + 1,
             error=StoreUnavailable,
             label="session store",
@@ -266,7 +257,7 @@ def _version(version: Any) -> tuple[str, int]:
         and version[1] >= 0
     ):
         return version
-    raise ValueError(f"expected version {version!r:.40} is not one this store's load returned")
+    raise InvalidArgument(f"expected version {version!r:.40} is not one this store's load returned")
 
 
 def _lock_ttl(ttl: float) -> float:
