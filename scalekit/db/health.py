@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from scalekit.core.errors import ConfigError
+
 log = logging.getLogger("scalekit.db")
 
 UNKNOWN, UP, DOWN, PROBING, LAGGING = "unknown", "up", "down", "probing", "lagging"
@@ -68,9 +70,9 @@ class HealthMemory:
         clock: Callable[[], float] = time.monotonic,
     ):
         if not 0 < cooldown <= max_cooldown:
-            raise ValueError(f"need 0 < cooldown ({cooldown}) <= max_cooldown ({max_cooldown})")
+            raise ConfigError(f"need 0 < cooldown ({cooldown}) <= max_cooldown ({max_cooldown})")
         if not 0 <= jitter < 1:
-            raise ValueError(f"jitter={jitter} must be from 0 to below 1")
+            raise ConfigError(f"jitter={jitter} must be from 0 to below 1")
         self.cooldown, self.max_cooldown, self.jitter = cooldown, max_cooldown, jitter
         self.on_change, self._clock = on_change, clock
         self._hosts: dict[str, _Host] = {}

@@ -16,7 +16,7 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from scalekit.core.errors import DatabaseUnavailable
+from scalekit.core.errors import DatabaseUnavailable, MissingContext
 from scalekit.db.replicas import ReplicaSet
 from scalekit.db.routing import SAFE_METHODS, Router
 from scalekit.db.scope import ENVIRON_KEY, DBScope, current_scope
@@ -146,7 +146,9 @@ def _marked(view: Callable, apply: Callable[[DBScope], None]) -> Callable:
     def marked(environ: dict, start_response: Callable):
         scope = environ.get(ENVIRON_KEY)
         if scope is None:
-            raise LookupError(f"{view.__name__}: no database scope; wrap the app in DBMiddleware")
+            raise MissingContext(
+                f"{view.__name__}: no database scope; wrap the app in DBMiddleware"
+            )
         apply(scope)
         return view(environ, start_response)
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from scalekit.core.errors import InvalidArgumentType, NotAFolder
 from scalekit.static.http import (
     Unsatisfiable,
     choose_encoding,
@@ -84,10 +85,10 @@ class StaticFiles:
             )
             app, root = root, app
         if root is None:
-            raise TypeError("StaticFiles() needs root, the folder to serve")
+            raise InvalidArgumentType("StaticFiles() needs root, the folder to serve")
         self.root = os.path.realpath(root)
         if not os.path.isdir(self.root):
-            raise NotADirectoryError(f"StaticFiles: {root} is not a folder")
+            raise NotAFolder(f"StaticFiles: {root} is not a folder")
         self.app = app
         self.prefix = "/" + prefix.strip("/") + "/" if prefix.strip("/") else "/"
         self.max_age = max_age

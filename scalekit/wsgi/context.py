@@ -10,13 +10,15 @@ import contextvars
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from scalekit.core.errors import MissingContext
+
 __all__ = ["RequestVar"]
 
 T = TypeVar("T")
 
 
 class RequestVar(Generic[T]):
-    """One request's object; :meth:`get` outside a request raises ``LookupError(missing)``,
+    """One request's object; :meth:`get` outside a request raises ``MissingContext(missing)``,
     which tells the developer what to wrap the app in. ``set(value)`` makes ``value`` the
     current request's object and returns the token :meth:`reset` takes (the context
     variable's own ``set``: nothing added on the request path)."""
@@ -32,7 +34,7 @@ class RequestVar(Generic[T]):
         """The object of the request this thread (or task) is serving."""
         value = self._var.get()
         if value is None:
-            raise LookupError(self._missing)
+            raise MissingContext(self._missing)
         return value
 
     def reset(self, token: contextvars.Token) -> None:

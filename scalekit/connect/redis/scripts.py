@@ -13,6 +13,8 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from scalekit.core.errors import InvalidArgumentType
+
 __all__ = ["RELEASE_LEASE", "Script"]
 
 
@@ -28,7 +30,7 @@ class Script:
     def evalsha(self, keys: Sequence[Any], args: Sequence[Any]) -> tuple:
         """The ``EVALSHA`` command running this script on ``keys`` (exactly those declared)."""
         if len(keys) != self.keys:
-            raise TypeError(f"this script declares {self.keys} keys, {len(keys)} given")
+            raise InvalidArgumentType(f"this script declares {self.keys} keys, {len(keys)} given")
         return ("EVALSHA", self.sha1, self.keys, *keys, *args)
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from scalekit.core.checks import check_app_name, check_ttl
+from scalekit.core.errors import InvalidArgument, InvalidArgumentType
 from scalekit.core.urls import BackendURL
 
 log = logging.getLogger("scalekit.sessions")
@@ -60,7 +61,7 @@ def is_session_id(sid: object) -> bool:
 def check_session_id(sid: str) -> str:
     """Return ``sid`` if it is a well-formed session id, else raise ``ValueError``."""
     if not is_session_id(sid):
-        raise ValueError(f"malformed session id {sid!r:.40}")
+        raise InvalidArgument(f"malformed session id {sid!r:.40}")
     return sid
 
 
@@ -182,5 +183,5 @@ def check_payload(data: Any) -> bytes:
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     if not isinstance(data, bytes):
-        raise TypeError(f"a session payload must be bytes, not {type(data).__name__}")
+        raise InvalidArgumentType(f"a session payload must be bytes, not {type(data).__name__}")
     return data

@@ -42,7 +42,7 @@ from pydal.objects import Table
 
 from scalekit.connect import sql
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, mask, parse
 from scalekit.sessions.stores import _sql_cleanup
@@ -286,7 +286,7 @@ class DatabaseStore(SessionStore):
         only and raises :class:`StoreUnavailable`: what is left waits for the next run.
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
+            raise InvalidArgument(f"batch={batch!r} must be a whole number of 1 or more")
         at, stats, locks_gone = now(), CleanupStats(), 0
         db, sessions, locks = self._tables()
         session_rules = _sql_cleanup.session_rules(sessions, at, cutoff, force)

@@ -32,7 +32,7 @@ from typing import Any
 
 from scalekit.connect.files import Folder
 from scalekit.core.checks import check_lease
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, FileURL
 from scalekit.sessions.stores._file_record import (
@@ -205,7 +205,7 @@ class FileStore(SessionStore):
         from scalekit.sessions.stores._file_cleanup import Sweep  # only cleanup needs its threads
 
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ValueError(f"batch={batch!r} must be a whole number of 1 or more")
+            raise InvalidArgument(f"batch={batch!r} must be a whole number of 1 or more")
         sweep = Sweep(self.folder, self._files, cutoff, force, dry_run, batch, progress)
         sweep.run()
         return sweep.stats
