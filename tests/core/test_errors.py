@@ -2,6 +2,7 @@
 
 import pytest
 
+import scalekit.core
 from scalekit.core import errors
 
 
@@ -13,6 +14,11 @@ from scalekit.core import errors
         (errors.SerializationError, TypeError),
         (errors.CorruptData, Exception),
         (errors.ConflictError, Exception),
+        (errors.NotAFolder, NotADirectoryError),
+        (errors.NotAFolder, errors.ConfigError),
+        (errors.InvalidArgument, ValueError),
+        (errors.InvalidArgumentType, TypeError),
+        (errors.MissingContext, LookupError),
     ],
 )
 def test_every_error_is_a_scalekit_error_and_its_natural_stdlib_kind(error, stdlib_base):
@@ -20,3 +26,10 @@ def test_every_error_is_a_scalekit_error_and_its_natural_stdlib_kind(error, stdl
     assert issubclass(error, stdlib_base)
     with pytest.raises(errors.ScalekitError, match="redis://h/0 is down"):
         raise error("redis://h/0 is down")
+
+
+def test_every_error_class_is_also_importable_from_scalekit_core():
+    classes = {name for name, value in vars(errors).items()
+               if isinstance(value, type) and issubclass(value, errors.ScalekitError)}  # fmt: skip
+    assert classes <= set(scalekit.core.__all__)
+    assert all(getattr(scalekit.core, name) is getattr(errors, name) for name in classes)
