@@ -8,7 +8,9 @@ doomed. Threads, because an unlink mostly waits for the disk (on a file system m
 with ``discard``, for a TRIM of the freed block), and those waits overlap.
 
 Folders are opened relative to their parent's descriptor, and no symbolic link is followed:
-nothing outside the app's folder is read or removed.
+nothing outside the app's folder is read or removed. File names, the header line and the
+shard mutex are :mod:`._file_record`'s (the store's own); lease files and the age of a stale
+temp file are :mod:`scalekit.connect.files`'s.
 """
 
 from __future__ import annotations
