@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from pymemcache.client.base import Client
 
+from scalekit.core.checks import MAX_TTL
 from scalekit.core.errors import ConfigError, SerializationError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
-from scalekit.core.checks import MAX_TTL
 from tests.servers import MemcachedServer
 
 SID = "AbCdEfGhIjKlMnOpQrStUvWx"
