@@ -1,5 +1,6 @@
 """Floor 0, under every piece: backend URLs, errors, signing, tagged JSON, option merging,
-name and TTL checks, and the per-process holder that makes every client fork-safe.
+name and TTL checks, the per-process holder that makes every client fork-safe, and
+``renamed_keyword``, the one way a renamed keyword keeps working for a release.
 
 Imports nothing of scalekit's above it; every other package may import it.
 """

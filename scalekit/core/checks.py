@@ -15,11 +15,11 @@ MAX_TTL = 30 * 24 * 3600
 _APP_NAME = re.compile(r"[A-Za-z0-9_]{1,64}\Z")
 
 
-def check_app_name(app: str) -> str:
+def check_app_name(app_name: str) -> str:
     """App names become key prefixes, file and table names: keep them to ``[A-Za-z0-9_]``."""
-    if not isinstance(app, str) or not _APP_NAME.match(app):
-        raise ConfigError(f"app name {app!r} must be 1-64 letters, digits or underscores")
-    return app
+    if not isinstance(app_name, str) or not _APP_NAME.match(app_name):
+        raise ConfigError(f"app name {app_name!r} must be 1-64 letters, digits or underscores")
+    return app_name
 
 
 def check_ttl(ttl: Any, what: str = "TTL") -> float | None:
