@@ -191,7 +191,7 @@ def store_session(url: str, sid: str, **options) -> OpenSession:
     """Load, then save (compare-and-set) the live session ``sid`` through a new store."""
 
     def open_session():
-        store = sessions.open_store(url, app=APP, **options)
+        store = sessions.open_store(url, app_name=APP, **options)
         version = [None]
 
         def load():
@@ -382,7 +382,7 @@ def delete_indexed(client: redis.Redis, cutoff: float) -> int:
 
 def redis_case(server: RedisServer, plan: Plan, options: dict) -> Row | None:
     client = redis.Redis.from_url(server.url)
-    store = sessions.open_store(server.url, app=APP)
+    store = sessions.open_store(server.url, app_name=APP)
     print(f"\n1. Redis {client.info('server')['redis_version']}: {plan.redis:,} expired sessions")
     if not implemented(store):
         print("   not run: RedisStore.cleanup is not implemented yet")
@@ -544,7 +544,7 @@ SCALEKIT_COLUMNS = (
 def database_case(
     number: int, bulk: SQLiteBulk | PostgresBulk, folder: str, plan: Plan, options: dict
 ) -> Row | None:
-    store = sessions.open_store(bulk.url, app=APP, folder=folder)
+    store = sessions.open_store(bulk.url, app_name=APP, folder=folder)
     print(f"\n{number}. {bulk.version}: {plan.database:,} expired rows")
     if not implemented(store):
         print("   not run: DatabaseStore.cleanup is not implemented yet")
@@ -640,7 +640,7 @@ def unlink_old(folder: str, cutoff: float) -> int:
 
 def file_case(root: str, plan: Plan, options: dict) -> Row | None:
     url = f"file://{os.path.join(root, 'scalekit')}"
-    store = sessions.open_store(url, app=APP)
+    store = sessions.open_store(url, app_name=APP)
     print(f"\n4. Files: {plan.files:,} expired session files")
     if not implemented(store):
         print("   not run: FileStore.cleanup is not implemented yet")

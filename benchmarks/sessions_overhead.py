@@ -204,7 +204,7 @@ class ScalekitApp:
     """``SessionMiddleware(session_view)`` on a RedisStore, and one session it created."""
 
     def __init__(self, redis_url: str):
-        self.store = sessions.open_store(redis_url, app="bench")
+        self.store = sessions.open_store(redis_url, app_name="bench")
         self.middleware = sessions.SessionMiddleware(session_view, self.store, SECRET)
         self.cookie = set_cookie(serve(self.middleware, environ()), "session_id_bench")
         self.sid = self.cookie.partition("=")[2].partition(".")[0]
@@ -482,7 +482,7 @@ def redis_lookups(server: RedisServer, populations: dict, plan: Plan) -> str:
     for db, (size, population) in enumerate(populations.items(), start=1):
         url = f"redis://127.0.0.1:{server.port}/{db}"  # one database per population
         seconds[size] = timed(fill_redis, url, population, "bench")
-        stores[size] = sessions.open_store(url, app="bench")
+        stores[size] = sessions.open_store(url, app_name="bench")
         samples[size] = population.sample(stores[size])
     server_version = redis.Redis.from_url(server.url).info("server")["redis_version"]
     compare_lookups(f"redis {server_version}", stores, samples, plan)
@@ -498,7 +498,9 @@ def postgres_lookups(stack: contextlib.ExitStack, populations: dict, plan: Plan)
     stores, samples, seconds = {}, {}, {}
     try:
         for size, population in populations.items():
-            stores[size] = store = sessions.open_store(server.url, app=f"s{size}", folder=folder)
+            stores[size] = store = sessions.open_store(
+                server.url, app_name=f"s{size}", folder=folder
+            )
             seconds[size] = timed(fill_postgres, server, store, population)
             samples[size] = population.sample(store)
     except StoreUnavailable as exc:

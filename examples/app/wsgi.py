@@ -18,7 +18,7 @@ if config.MIGRATE:  # one machine: migrate at start (with preload_app, once, in 
 application = StaticFiles(views.application, config.STATIC, prefix="/static/")
 application = db.DBMiddleware(application, models.replicas, define=models.define_tables)
 application = sessions.SessionMiddleware(
-    application, sessions.open_store(config.SESSION_STORE, app=config.APP),
+    application, sessions.open_store(config.SESSION_STORE, app_name=config.APP),
     secret=config.session_secrets(), app_name=config.APP,
 )  # fmt: skip
 application = tickets.TicketMiddleware(application, config.TICKETS, app_name=config.APP)

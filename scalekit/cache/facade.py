@@ -13,6 +13,7 @@ import functools
 import hashlib
 import inspect
 import string
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -22,12 +23,13 @@ from scalekit.cache.backends.disk import DiskBackend
 from scalekit.cache.backends.ram import RamBackend
 from scalekit.cache.model import DEFAULT, CacheModel
 from scalekit.core.checks import check_app_name
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
 
 _MODELS = ("ram", "disk", "memcache", "redis")
 _HOW = {
-    "memcache": 'Cache(app, memcache="memcache://m1:11211,m2:11211")',
-    "redis": 'Cache(app, redis="redis://cache:6379/0")',
+    "memcache": 'Cache(app_name, memcache="memcache://m1:11211,m2:11211")',
+    "redis": 'Cache(app_name, redis="redis://cache:6379/0")',
 }
 _LONG_ARGS = 200  # default keys hash argument reprs longer than this
 
@@ -50,9 +52,10 @@ class Cache:
     ("fail_open"), ``log_interval`` (30), see :class:`CacheModel`.
     """
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
-        app: str = "app",
+        app_name: str = "app",
         ram: ModelSpec | None = None,
         disk: ModelSpec | None = None,
         memcache: ModelSpec | None = None,
@@ -61,7 +64,7 @@ class Cache:
         folder: str = "cache",
         **defaults: Any,
     ):
-        object.__setattr__(self, "app", check_app_name(app))
+        object.__setattr__(self, "app_name", check_app_name(app_name))
         unknown = sorted(set(defaults) - _MODEL_OPTIONS)
         if unknown:
             raise ConfigError(
@@ -69,20 +72,26 @@ class Cache:
                 f"takes {', '.join(sorted(_MODEL_OPTIONS))}"
             )
         object.__setattr__(self, "defaults", dict(defaults))
-        CacheModel(RamBackend(app), **defaults)  # reject bad values now, not on first use
-        self.ram = ram if ram is not None else RamBackend(app)
-        self.disk = disk if disk is not None else DiskBackend(folder, app)
+        CacheModel(RamBackend(app_name), **defaults)  # reject bad values now, not on first use
+        self.ram = ram if ram is not None else RamBackend(app_name)
+        self.disk = disk if disk is not None else DiskBackend(folder, app_name)
         if memcache is not None:
             self.memcache = memcache
         if redis is not None:
             self.redis = redis
+
+    @property
+    def app(self) -> str:
+        """The former name of :attr:`app_name`, read-only, kept for one release."""
+        warnings.warn("Cache.app is now app_name", DeprecationWarning, stacklevel=2)
+        return self.app_name
 
     def model(self, spec: ModelSpec) -> CacheModel:
         """A model for ``spec``: a model as is, a backend or a URL with this cache's defaults."""
         if isinstance(spec, CacheModel):
             return spec
         if isinstance(spec, str):
-            spec = open_backend(spec, app=self.app)
+            spec = open_backend(spec, app_name=self.app_name)
         if isinstance(spec, CacheBackend):
             return CacheModel(spec, **self.defaults)
         raise ConfigError(f"a cache model is a URL, a CacheBackend or a CacheModel: {spec!r:.60}")
@@ -99,7 +108,7 @@ class Cache:
 
     def __repr__(self) -> str:
         names = [name for name in _MODELS if name in self.__dict__]
-        return f"<Cache app={self.app!r} {' '.join(names)}>"
+        return f"<Cache app_name={self.app_name!r} {' '.join(names)}>"
 
     def close(self) -> None:
         """Close every model's backend (clients reopen on next use)."""

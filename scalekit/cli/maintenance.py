@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("`on` starts now: to start later use `schedule --at TIME`")
     if args.action == "schedule" and args.at is None:
         raise ConfigError("`schedule` needs --at TIME (UTC, e.g. 2025-06-01T02:00, or +30m)")
-    flag = open_flag(args.flag, args.app)
+    flag = open_flag(args.flag, app_name=args.app)
     try:
         return _act(flag, args)
     finally:

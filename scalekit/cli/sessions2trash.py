@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"give the store's URL with --store or ${STORE_VARIABLE}")
     from scalekit.sessions.stores import open_store
 
-    store = open_store(args.store, app=args.app)
+    store = open_store(args.store, app_name=args.app)
     verb = "would delete" if args.dry_run else "deleted"
 
     def one_pass(progress: cron.Progress) -> cron.Outcome:

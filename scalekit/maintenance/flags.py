@@ -27,6 +27,7 @@ import redis
 from scalekit.connect.files import replace_atomically
 from scalekit.connect.redis import REDIS_OPTIONS, open_redis
 from scalekit.core import urls
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
 from scalekit.core.options import merge_options
 from scalekit.maintenance.state import DOWN, State
@@ -119,11 +120,12 @@ class RedisFlag(Flag):
     default (0.25 s), so a down server costs a request little; URL options override them.
     """
 
-    def __init__(self, settings: urls.RedisURL, app: str = "app", **redis_options: Any):
+    @renamed_keyword("app", "app_name")
+    def __init__(self, settings: urls.RedisURL, app_name: str = "app", **redis_options: Any):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **redis_options}
         self._redis = open_redis(settings, **options)
-        self.key = self._redis.namespace("m", app).name
+        self.key = self._redis.namespace("m", app_name).name
         self.where = f"{settings.masked} key {self.key}"
 
     def read(self) -> State | None:
@@ -156,7 +158,8 @@ class RedisFlag(Flag):
         self._redis.close()
 
 
-def open_flag(url: str, app: str = "app", **options: Any) -> Flag:
+@renamed_keyword("app", "app_name")
+def open_flag(url: str, app_name: str = "app", **options: Any) -> Flag:
     """The flag at ``url``: ``file:///path`` or ``redis://``/``rediss://``/``unix://``."""
     settings = urls.parse(url, kinds={"file", "redis"})
     if isinstance(settings, urls.FileURL):
@@ -165,9 +168,9 @@ def open_flag(url: str, app: str = "app", **options: Any) -> Flag:
             raise ConfigError(f"{settings.masked}: a file flag takes no options")
         return FileFlag(settings.path)
     merged = merge_options(settings, REDIS_OPTIONS, options)
-    if not app or any(c.isspace() for c in app):
-        raise ConfigError(f"app name {app!r} cannot be empty or contain spaces")
-    return RedisFlag(settings, app, **merged)
+    if not app_name or any(c.isspace() for c in app_name):
+        raise ConfigError(f"app name {app_name!r} cannot be empty or contain spaces")
+    return RedisFlag(settings, app_name, **merged)
 
 
 class Maintenance:
@@ -181,15 +184,16 @@ class Maintenance:
     and the next try comes after ``retry_seconds``.
     """
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         flag: Flag | str,
-        app: str = "app",
+        app_name: str = "app",
         *,
         cache_seconds: float = 1.0,
         retry_seconds: float = 5.0,
     ):
-        self.flag = open_flag(flag, app) if isinstance(flag, str) else flag
+        self.flag = open_flag(flag, app_name) if isinstance(flag, str) else flag
         if cache_seconds < 0 or retry_seconds < 0:
             raise ConfigError("cache_seconds and retry_seconds cannot be negative")
         self.cache_seconds, self.retry_seconds = cache_seconds, retry_seconds

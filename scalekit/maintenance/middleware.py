@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
@@ -53,7 +54,10 @@ _shared_lock = threading.Lock()
 _default: list[Maintenance] = []  # the flag writes_enabled_for() asks when given none
 
 
-def shared(flag: Flag | Maintenance | str | None, app: str = "app", **options: Any) -> Maintenance:
+@renamed_keyword("app", "app_name")
+def shared(
+    flag: Flag | Maintenance | str | None, app_name: str = "app", **options: Any
+) -> Maintenance:
     """One :class:`Maintenance` per flag URL and app in a process, so the middleware, every
     decorated view and :func:`writes_enabled_for` share one cached read."""
     if isinstance(flag, Maintenance):
@@ -66,27 +70,28 @@ def shared(flag: Flag | Maintenance | str | None, app: str = "app", **options: A
                 f"'file:///path/to/flagfile'), or set ${FLAG_VARIABLE}"
             )
     if not isinstance(flag, str):
-        return Maintenance(flag, app, **options)
-    key = (flag, app, tuple(sorted(options.items())))
+        return Maintenance(flag, app_name, **options)
+    key = (flag, app_name, tuple(sorted(options.items())))
     with _shared_lock:
         found = _shared.get(key)
         if found is None:
-            found = _shared[key] = Maintenance(flag, app, **options)
+            found = _shared[key] = Maintenance(flag, app_name, **options)
         return found
 
 
+@renamed_keyword("app", "app_name")
 def writes_enabled_for(seconds: float = 0.0, flag: Maintenance | Flag | str | None = None,
-                       app: str | None = None) -> bool:  # fmt: skip
+                       app_name: str | None = None) -> bool:  # fmt: skip
     """False when maintenance is on or a window starts within ``seconds``.
 
-    Asks ``flag`` (a URL, with ``app``), else the flag of the last ``MaintenanceMiddleware``
+    Asks ``flag`` (a URL, with ``app_name``), else the flag of the last ``MaintenanceMiddleware``
     made in this process, else ``$SCALEKIT_MAINTENANCE_FLAG`` with the app ``$SCALEKIT_APP``.
     Cached like the middleware's check, so it is cheap to call often.
     """
-    if flag is None and app is None and _default:
+    if flag is None and app_name is None and _default:
         maintenance = _default[0]
     else:
-        maintenance = shared(flag, app or os.environ.get("SCALEKIT_APP", "app"))
+        maintenance = shared(flag, app_name or os.environ.get("SCALEKIT_APP", "app"))
     return maintenance.writes_enabled_for(seconds)
 
 

@@ -1,7 +1,7 @@
 """Sessions that any server behind the load balancer can read.
 
 from scalekit import sessions
-store = sessions.open_store("redis://cache:6379/0", app="shop")
+store = sessions.open_store("redis://cache:6379/0", app_name="shop")
 application = sessions.SessionMiddleware(application, store, secret=SECRETS)
 # in a view: session = sessions.current(); session.user_id = 42
 """

@@ -78,7 +78,7 @@ class SessionEngine:
         if not 0 <= touch_fraction <= 1:
             raise ConfigError(f"touch_fraction={touch_fraction!r} must be between 0 and 1")
         if isinstance(store, str):
-            store = open_store(store, app=app_name or "app")
+            store = open_store(store, app_name=app_name or "app")
         self.store = store
         self.ttl = ttl_seconds(idle_timeout)
         self.absolute_timeout = absolute_timeout
@@ -89,7 +89,7 @@ class SessionEngine:
         self.conflict_retries = conflict_retries
         self.codec = PayloadCodec(secret, serializer)
         self.cookie = SessionCookie(
-            cookie_name or f"session_id_{app_name or store.app}",
+            cookie_name or f"session_id_{app_name or store.app_name}",
             secret,
             path=cookie_path,
             domain=cookie_domain,

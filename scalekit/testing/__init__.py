@@ -19,7 +19,7 @@ The smallest third-party session store running the suite::
     class TestMyStore(SessionStoreSuite):
         @pytest.fixture
         def make_store(self):
-            return MyStore  # make_store(app, **options) opens one as your users do
+            return MyStore  # make_store(app_name, **options) opens one as your users do
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 backend in ``tests/cache/test_conformance.py``).
 
 Subclass :class:`CacheBackendSuite` in a test module (a class named ``Test...``) and give
-the fixture ``make_backend``: a function ``make_backend(app)`` that opens a
-:class:`~scalekit.cache.CacheBackend` for app name ``app``. The suite runs web2py's
+the fixture ``make_backend``: a function ``make_backend(app_name)`` that opens
+a :class:`~scalekit.cache.CacheBackend` for ``app_name``. The suite runs web2py's
 ``cache.x(key, f, time_expire)`` over it through a :class:`~scalekit.cache.CacheModel`, then
 the backend protocol underneath. A backend whose entries other processes see and whose
 values go through a serializer subclasses :class:`SharedCacheBackendSuite` instead.
@@ -52,12 +52,12 @@ class CacheBackendSuite:
 
     @pytest.fixture
     def make_model(self, make_backend: Callable[[str], CacheBackend]) -> Iterator[MakeModel]:
-        """Models on the backend under test: ``make_model(app, **model_options)``; their
+        """Models on the backend under test: ``make_model(app_name, **model_options)``; their
         backends are closed after the test."""
         opened: list[CacheBackend] = []
 
-        def make(app: str, **options) -> CacheModel:
-            opened.append(make_backend(app))
+        def make(app_name: str, **options) -> CacheModel:
+            opened.append(make_backend(app_name))
             return CacheModel(opened[-1], **options)
 
         yield make

@@ -2,8 +2,8 @@
 backend in ``tests/sessions/test_store_conformance.py``).
 
 Subclass :class:`SessionStoreSuite` in a test module (a class named ``Test...``) and give
-the fixture ``make_store``: a function ``make_store(app, **options)`` that opens a store for
-app name ``app`` as your users open it (a bad app name or an unknown option must raise
+the fixture ``make_store``: a function ``make_store(app_name, **options)`` that opens a store
+for ``app_name`` as your users open it (a bad app name or an unknown option must raise
 :class:`~scalekit.core.errors.ConfigError`). A store that other processes reach (a server,
 a folder) subclasses :class:`SharedSessionStoreSuite` and also gives
 ``make_unreachable_store``. Imports pytest: for tests only.
@@ -43,8 +43,8 @@ class SessionStoreSuite:
         """``make_store``, with every store it opened closed after the test."""
         opened: list[SessionStore] = []
 
-        def open_one(app: str, **options) -> SessionStore:
-            opened.append(make_store(app, **options))
+        def open_one(app_name: str, **options) -> SessionStore:
+            opened.append(make_store(app_name, **options))
             return opened[-1]
 
         yield open_one
@@ -234,7 +234,7 @@ class SessionStoreSuite:
 class SharedSessionStoreSuite(SessionStoreSuite):
     """A store other processes reach: it also works in a forked child, and fails fast and
     cleanly when its server or folder is not there. Give also the fixture
-    ``make_unreachable_store``: ``make_unreachable_store(app)`` opens your store on a server
+    ``make_unreachable_store``: ``make_unreachable_store(app_name)`` opens your store on a server
     that is not there (its error must not show the password ``hunter2``)."""
 
     def test_works_in_a_forked_child_and_after(self, store):

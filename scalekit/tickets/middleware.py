@@ -52,7 +52,7 @@ class TicketMiddleware:
     def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
         """Write the ticket of ``exc``; its id, or None (logged) if it could not be written."""
         try:
-            ticket = build(exc, environ, app=self.app_name, request_id=request)
+            ticket = build(exc, environ, app_name=self.app_name, request_id=request)
             self.store.save(ticket)
         except Exception:
             log.error(

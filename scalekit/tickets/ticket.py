@@ -1,7 +1,7 @@
 """What a ticket holds: the request and the exception, secrets scrubbed, as a JSON-ready dict.
 
-``build(exc, environ, app=..., request_id=...)`` returns the ticket; ``entry(ticket)`` the
-few fields that lists and summaries show (and that a store indexes). Scrubbing: request
+``build(exc, environ, app_name=..., request_id=...)`` returns the ticket; ``entry(ticket)``
+the few fields that lists and summaries show (and that a store indexes). Scrubbing: request
 headers and query parameters with secret-looking names (Cookie, Authorization, ``*token*``,
 ``*key*``...), local variables with such names (also inside dicts), and the password of
 any ``scheme://user:password@host`` in a repr.
@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CorruptData
 
 SCHEMA_VERSION = 1
@@ -190,8 +191,9 @@ def error_type(exc: BaseException) -> str:
     return kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
 
 
+@renamed_keyword("app", "app_name")
 def build(
-    exc: BaseException, environ: Mapping[str, Any], *, app: str, request_id: str
+    exc: BaseException, environ: Mapping[str, Any], *, app_name: str, request_id: str
 ) -> dict[str, Any]:
     """The ticket of ``exc`` raised while serving ``environ``."""
     frames = _frames(exc.__traceback__)
@@ -202,7 +204,7 @@ def build(
     return {
         "schema": SCHEMA_VERSION,
         "id": new_ticket_id(),
-        "app": app,
+        "app": app_name,
         "created": utc_text(time.time()),
         "hostname": socket.gethostname(),
         "pid": os.getpid(),

@@ -13,7 +13,7 @@ from tests.cache.conftest import CACHE_KINDS, SHARED_KINDS, backend_url_for
 @pytest.fixture
 def make_backend(kind, request, tmp_path):
     url = backend_url_for(kind, request, tmp_path)
-    return lambda app: open_backend(url, app=app)
+    return lambda app_name: open_backend(url, app_name=app_name)
 
 
 @pytest.mark.parametrize("kind", [kind for kind in CACHE_KINDS if kind not in SHARED_KINDS])

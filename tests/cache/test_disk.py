@@ -68,11 +68,11 @@ def test_a_corrupt_file_is_a_miss_with_a_warning(cache, tmp_path, caplog):
 
 def test_a_pickle_is_never_unpickled_unless_opted_in(tmp_path, caplog):
     url = f"file://{tmp_path}/cache"
-    unsafe = open_backend(url + "?serializer=pickle", app="shop")
+    unsafe = open_backend(url + "?serializer=pickle", app_name="shop")
     unsafe.set("k", Point(3), 60)
     assert unsafe.get("k").value == Point(3)
     with caplog.at_level(logging.WARNING, logger="scalekit.cache"):
-        assert open_backend(url, app="shop").get("k") is None
+        assert open_backend(url, app_name="shop").get("k") is None
     assert "does not unpickle" in caplog.text
 
 
@@ -115,7 +115,7 @@ def test_an_exception_in_f_leaves_no_file_behind(cache, tmp_path):
 
 
 def test_url_options(tmp_path):
-    backend = open_backend(f"file://{tmp_path}/c?serializer=pickle&fsync=true", app="shop")
+    backend = open_backend(f"file://{tmp_path}/c?serializer=pickle&fsync=true", app_name="shop")
     assert isinstance(backend, DiskBackend)
     assert (backend.serializer, backend.fsync) == ("pickle", True)
     assert backend.folder == str(tmp_path / "c" / "shop")

@@ -20,7 +20,7 @@ ODD_KEYS = ["with space", "ctrl\x01char", "ünïcode", "tab\there", "long:" + "x
 
 @pytest.fixture(params=["memcache", "redis"])
 def backend(request, tmp_path, app_name):
-    opened = open_backend(backend_url_for(request.param, request, tmp_path), app=app_name)
+    opened = open_backend(backend_url_for(request.param, request, tmp_path), app_name=app_name)
     yield opened
     opened.close()
 
@@ -76,17 +76,17 @@ def test_options_come_from_the_url(request, tmp_path, app_name):
     for kind in ("memcache", "redis"):
         url = backend_url_for(kind, request, tmp_path)
         timeout = "socket_timeout" if kind == "redis" else "timeout"
-        opened = open_backend(f"{url}?serializer=pickle&{timeout}=0.5", app=app_name)
+        opened = open_backend(f"{url}?serializer=pickle&{timeout}=0.5", app_name=app_name)
         opened.set("k", {"x": object.__name__}, 60)
         assert opened.serializer == "pickle" and opened.get("k").value == {"x": "object"}
         opened.close()
         with pytest.raises(ConfigError, match="bogus"):
-            open_backend(url + "?bogus=1", app=app_name)
+            open_backend(url + "?bogus=1", app_name=app_name)
 
 
 def test_memcache_refuses_values_over_its_item_size(request, tmp_path, app_name):
     url = backend_url_for("memcache", request, tmp_path)
-    backend = open_backend(url + "?max_value_size=1000", app=app_name)
+    backend = open_backend(url + "?max_value_size=1000", app_name=app_name)
     with pytest.raises(SerializationError, match="'big-key'"):
         backend.set("big-key", "x" * 2000, 60)
     backend.set("small", "x" * 100, 60)
@@ -94,7 +94,7 @@ def test_memcache_refuses_values_over_its_item_size(request, tmp_path, app_name)
 
 
 def test_memcache_spreads_keys_over_both_nodes(request, tmp_path, app_name):
-    backend = open_backend(backend_url_for("memcache", request, tmp_path), app=app_name)
+    backend = open_backend(backend_url_for("memcache", request, tmp_path), app_name=app_name)
     for index in range(40):
         backend.set(f"k{index}", index, 60)
     per_node = [stats["curr_items"] for stats in backend.server_stats().values()]
@@ -105,9 +105,9 @@ def test_memcache_spreads_keys_over_both_nodes(request, tmp_path, app_name):
 def test_redis_clear_uses_scan_and_leaves_other_apps_and_sessions_alone(app_name):
     with RedisServer().running() as server:
         client = redis.Redis.from_url(server.url)
-        mine = open_backend(server.url, app=app_name)
-        theirs = open_backend(server.url, app=app_name + "x")
-        store = sessions.open_store(server.url, app=app_name)
+        mine = open_backend(server.url, app_name=app_name)
+        theirs = open_backend(server.url, app_name=app_name + "x")
+        store = sessions.open_store(server.url, app_name=app_name)
         store.save("s" * 32, b"payload", 60, None)
         for index in range(2500):  # more than one SCAN batch
             mine.set(f"user:{index}", index, 60)

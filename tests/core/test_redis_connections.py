@@ -78,12 +78,12 @@ def test_a_reply_larger_than_one_read_arrives_whole(client):
 
 def test_rediss_talks_tls_and_checks_the_certificate():
     with TlsRedisServer().running() as server:
-        store = sessions.open_store(server.url, app="tls")
+        store = sessions.open_store(server.url, app_name="tls")
         assert store.save("s" * 32, b"over TLS", 60, None)
         assert store.load("s" * 32).data == b"over TLS"
         assert store.client.ping()  # the pipeline client goes over TLS too
         store.close()
-        untrusting = sessions.open_store(server.url.partition("?")[0], app="tls")
+        untrusting = sessions.open_store(server.url.partition("?")[0], app_name="tls")
         with pytest.raises(StoreUnavailable, match=r"(?i)certificate"):
             untrusting.load("s" * 32)
 

@@ -50,7 +50,7 @@ def run(code: str, **names) -> dict:
 @contextlib.contextmanager
 def shop_down(flag_url: str, message: str) -> Iterator[None]:
     """App ``shop`` in maintenance (down) for the block, seen by every process's next read."""
-    flag = open_flag(flag_url, app="shop")
+    flag = open_flag(flag_url, app_name="shop")
     flag.write(State(mode="down", message=message))
     try:
         time.sleep(1.1)  # each process reads the flag at most once a second
@@ -125,7 +125,7 @@ def test_the_database_store_joins_the_apps_transaction(postgres_url, tmp_path, m
     store, db = namespace["store"], namespace["db"]
     sid = new_session_id()
     assert store.save(sid, b"payload", 60, None)
-    other = sessions.open_store(postgres_url, app="shop", folder=str(tmp_path))
+    other = sessions.open_store(postgres_url, app_name="shop", folder=str(tmp_path))
     assert other.load(sid) is None  # not committed: the app's transaction holds it
     db.commit()
     assert other.load(sid).data == b"payload"

@@ -61,7 +61,7 @@ def test_the_module_function_asks_the_middlewares_flag_or_the_environment(
     other = tmp_path / "other"
     monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", f"file://{other}")
     other.write_text('{"mode": "down"}')
-    assert not maintenance.writes_enabled_for(0, app="x")
+    assert not maintenance.writes_enabled_for(0, app_name="x")
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

@@ -86,6 +86,6 @@ def store_url(store_kind, request, tmp_path) -> str:
 
 @pytest.fixture
 def store(store_url, app_name):
-    opened = open_store(store_url, app=app_name)
+    opened = open_store(store_url, app_name=app_name)
     yield opened
     opened.close()

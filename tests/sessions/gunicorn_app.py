@@ -6,7 +6,9 @@ import os
 
 from scalekit import sessions
 
-store = sessions.open_store(os.environ["SCALEKIT_TEST_STORE"], app=os.environ["SCALEKIT_TEST_APP"])
+store = sessions.open_store(
+    os.environ["SCALEKIT_TEST_STORE"], app_name=os.environ["SCALEKIT_TEST_APP"]
+)
 store.load("PreloadCheckPreloadCheck")  # the master connects before forking
 
 

@@ -42,7 +42,7 @@ def sid_of(number: int, shard: str | None = None) -> str:
 # -- file store ----------------------------------------------------------------------------
 @pytest.fixture
 def files(tmp_path, app_name) -> Iterator[FileStore]:
-    store = open_store(f"file://{tmp_path}/sessions", app=app_name, fsync=False)
+    store = open_store(f"file://{tmp_path}/sessions", app_name=app_name, fsync=False)
     yield store
     store.close()
 
@@ -207,9 +207,9 @@ def test_file_cleanup_never_follows_symbolic_links(files, tmp_path):
     assert (stats.examined, stats.deleted) == (1, 1)
     assert victim.exists() and link.is_symlink()
 
-    linked_app = open_store(f"file://{tmp_path}/other", app=files.app)
+    linked_app = open_store(f"file://{tmp_path}/other", app_name=files.app_name)
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / files.app).symlink_to(outside)
+    (tmp_path / "other" / files.app_name).symlink_to(outside)
     with pytest.raises(ConfigError, match="symbolic link"):
         linked_app.cleanup(time.time(), force=True)
     assert victim.exists()
@@ -279,7 +279,7 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def rows(db_url, app_name) -> Iterator[DatabaseStore]:
-    store = open_store(db_url, app=app_name)
+    store = open_store(db_url, app_name=app_name)
     yield store
     store.close()
 
@@ -358,7 +358,7 @@ def test_db_rows_touched_during_the_run_stay(rows, db_url):
 
 
 def test_db_a_row_being_written_meanwhile_is_skipped_not_waited_for(postgres_url, app_name):
-    with contextlib.closing(open_store(postgres_url, app=app_name)) as store:
+    with contextlib.closing(open_store(postgres_url, app_name=app_name)) as store:
         for sid in (sid_of(1), sid_of(2)):
             store.save(sid, b"x", None, None)
         query(postgres_url, f"UPDATE {store.table} SET modified_datetime = {stamp(-2 * HOUR)}")
@@ -398,7 +398,7 @@ def web2py_rows(db_url, app_name, tmp_path) -> Iterator[DatabaseStore]:
         table.insert(unique_key=key, modified_datetime=moment, session_data=b"{}")
     web2py.commit()
     web2py.close()
-    store = open_store(db_url, app=app_name)
+    store = open_store(db_url, app_name=app_name)
     yield store
     store.close()
 
@@ -445,7 +445,7 @@ def test_db_expired_lock_rows_go_and_live_ones_stay(rows, db_url):
 
 def test_db_cleanup_on_the_apps_dal_commits_each_batch(db_url, app_name, tmp_path):
     app_db = DAL(urls.parse(db_url).dal_uri, folder=str(tmp_path))
-    store = DatabaseStore(db=app_db, app=app_name, commit=False)
+    store = DatabaseStore(db=app_db, app_name=app_name, commit=False)
     for number in range(30):
         store.save(sid_of(number), b"x", None, None)
     app_db.commit()
@@ -517,7 +517,7 @@ def own_postgres() -> Iterator[PostgresServer]:
 
 def test_db_a_server_stopped_mid_run_raises_and_loses_nothing_that_stays(own_postgres, app_name):
     url = own_postgres.url
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     live = [sid_of(number) for number in range(10_000, 10_020)]
     for sid in live:
         store.save(sid, b"live", 3600, None)

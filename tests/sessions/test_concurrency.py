@@ -50,7 +50,7 @@ def test_overlapping_requests_changing_different_keys_keep_both(store):
 
     actions = {"/seed": set_values(seed=1, keep="yes"), "/read": read_all,
                "/a": change("a"), "/b": change("b")}  # fmt: skip
-    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app)
+    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app_name)
     client = Client(app)
     client.get("/seed")
     overlapping(app, client.cookies, ["/a", "/b"])
@@ -72,7 +72,9 @@ def counter_app(store, pause, **options):
         return "ok"
 
     actions = {"/inc": increment, "/read": read_all, "/seed": set_values(n=0)}
-    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app, **options)
+    app = sessions.SessionMiddleware(
+        route(actions), store, SECRET, app_name=store.app_name, **options
+    )
     return app, spans
 
 
@@ -113,7 +115,7 @@ def test_the_lock_is_released_when_the_handler_raises(store):
 
     app, _ = counter_app(store, 0, lock=True, lock_timeout=5)
     failing = sessions.SessionMiddleware(route({"/fail": fail}), store, SECRET,
-                                         app_name=store.app, lock=True)  # fmt: skip
+                                         app_name=store.app_name, lock=True)  # fmt: skip
     client = Client(app)
     client.get("/seed")
     with pytest.raises(RuntimeError, match="handler bug"):
@@ -150,6 +152,6 @@ def test_current_is_per_thread_in_a_threaded_server(store):
 
     paths = [f"/user{i}" for i in range(4)]
     app = sessions.SessionMiddleware(route(dict.fromkeys(paths, who)), store, SECRET,
-                                     app_name=store.app)  # fmt: skip
+                                     app_name=store.app_name)  # fmt: skip
     overlapping(app, {}, paths)
     assert seen == {path: path for path in paths}

@@ -38,7 +38,7 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def store(db_url, app_name):
-    opened = open_store(db_url, app=app_name)
+    opened = open_store(db_url, app_name=app_name)
     yield opened
     opened.close()
 
@@ -173,7 +173,7 @@ def _web2py_table(db: DAL, app: str) -> None:
 
 
 def _check_upgraded(url: str, app: str, **options) -> None:
-    store = open_store(url, app=app, **options)
+    store = open_store(url, app_name=app, **options)
     try:
         record = store.load(WEB2PY_KEY)  # web2py's row: no version, no expiry
         assert pickle.loads(record.data) == {"user": 1} and record.version == 0
@@ -203,7 +203,7 @@ def mysql_precision(url: str, table: str) -> dict[str, int]:
 
 
 def test_mysql_session_times_keep_microseconds(mysql_url, app_name):
-    with contextlib.closing(open_store(mysql_url, app=app_name)) as store:
+    with contextlib.closing(open_store(mysql_url, app_name=app_name)) as store:
         for n in range(5):  # one save may fall on a whole second, not five in a row
             store.save(f"{SID[:-1]}{n}", b"x", 60, None)
     table = f"web2py_session_{app_name}"
@@ -269,8 +269,8 @@ def app_db(db_url, tmp_path, app_name) -> Iterator[DAL]:
 def test_on_the_apps_dal_without_commit_the_session_follows_the_apps_transaction(
     app_db, db_url, app_name
 ):
-    store = DatabaseStore(db=app_db, app=app_name, commit=False)
-    other = open_store(db_url, app=app_name)  # another connection: another server
+    store = DatabaseStore(db=app_db, app_name=app_name, commit=False)
+    other = open_store(db_url, app_name=app_name)  # another connection: another server
     try:
         store.save(SID, b"in the app's transaction", 60, None)
         app_db.thing.insert(name="order 1")
@@ -294,8 +294,8 @@ def test_on_the_apps_dal_without_commit_the_session_follows_the_apps_transaction
 
 
 def test_on_the_apps_dal_with_commit_each_operation_commits(app_db, db_url, app_name):
-    store = DatabaseStore(db=app_db, app=app_name)
-    other = open_store(db_url, app=app_name)
+    store = DatabaseStore(db=app_db, app_name=app_name)
+    other = open_store(db_url, app_name=app_name)
     try:
         store.save(SID, b"at once", 60, None)
         assert other.load(SID).data == b"at once"
@@ -309,7 +309,7 @@ def test_on_the_apps_dal_with_commit_each_operation_commits(app_db, db_url, app_
 
 
 def test_a_store_opened_by_url_commits_every_operation(db_url, app_name):
-    first, second = open_store(db_url, app=app_name), open_store(db_url, app=app_name)
+    first, second = open_store(db_url, app_name=app_name), open_store(db_url, app_name=app_name)
     try:
         first.save(SID, b"x", 60, None)
         assert second.load(SID).data == b"x"
@@ -322,20 +322,20 @@ def test_a_store_opened_by_url_commits_every_operation(db_url, app_name):
 
 
 def test_migrate_false_expects_the_tables(db_url, app_name):
-    unmigrated = open_store(db_url, app=app_name, migrate=False)
+    unmigrated = open_store(db_url, app_name=app_name, migrate=False)
     with pytest.raises(StoreUnavailable, match=f"web2py_session_{app_name}"):
         unmigrated.load(SID)
     unmigrated.close()
-    with contextlib.closing(open_store(db_url, app=app_name)) as creator:
+    with contextlib.closing(open_store(db_url, app_name=app_name)) as creator:
         creator.load(SID)  # creates them on first use
-    with contextlib.closing(open_store(f"{db_url}?migrate=false", app=app_name)) as store:
+    with contextlib.closing(open_store(f"{db_url}?migrate=false", app_name=app_name)) as store:
         store.save(SID, b"x", 60, None)
         assert store.load(SID).data == b"x"
 
 
 def test_the_table_option_names_both_tables(db_url, app_name):
     table = f"sessions_{app_name}"
-    with contextlib.closing(open_store(db_url, app=app_name, table=table)) as store:
+    with contextlib.closing(open_store(db_url, app_name=app_name, table=table)) as store:
         store.save(SID, b"x", 60, None)
         store.try_lease(SID, "owner", 5)
     assert query(db_url, f"SELECT unique_key FROM {table}") == [(SID,)]
@@ -344,26 +344,28 @@ def test_the_table_option_names_both_tables(db_url, app_name):
 
 def test_the_folder_option_holds_pydals_table_files(postgres_url, app_name, tmp_path):
     folder = tmp_path / "migrations"
-    with contextlib.closing(open_store(f"{postgres_url}?folder={folder}", app=app_name)) as store:
+    with contextlib.closing(
+        open_store(f"{postgres_url}?folder={folder}", app_name=app_name)
+    ) as store:
         store.save(SID, b"x", 60, None)
     assert any(path.name.endswith(f"_web2py_session_{app_name}.table") for path in folder.iterdir())
 
 
 def test_a_relative_sqlite_path_is_relative_to_the_folder_or_cwd(tmp_path, app_name, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with contextlib.closing(open_store("sqlite://here.sqlite", app=app_name)) as store:
+    with contextlib.closing(open_store("sqlite://here.sqlite", app_name=app_name)) as store:
         store.save(SID, b"x", 60, None)
     assert (tmp_path / "here.sqlite").exists()
     folder = tmp_path / "data"
     with contextlib.closing(
-        open_store("sqlite://there.sqlite", app=app_name, folder=str(folder))
+        open_store("sqlite://there.sqlite", app_name=app_name, folder=str(folder))
     ) as store:
         store.save(SID, b"x", 60, None)
     assert (folder / "there.sqlite").exists()
 
 
 def test_a_lost_connection_fails_once_then_reconnects(postgres_url, app_name):
-    with contextlib.closing(open_store(postgres_url, app=app_name)) as store:
+    with contextlib.closing(open_store(postgres_url, app_name=app_name)) as store:
         store.save(SID, b"x", 60, None)
         query(
             postgres_url,
@@ -377,7 +379,7 @@ def test_a_lost_connection_fails_once_then_reconnects(postgres_url, app_name):
 
 def test_a_server_that_is_down_fails_fast_and_hides_the_password(app_name):
     url = f"postgres://scalekit:hunter2@127.0.0.1:{free_port()}/scalekit_test"
-    store = open_store(url, app=app_name, connect_timeout=2)
+    store = open_store(url, app_name=app_name, connect_timeout=2)
     started = time.monotonic()
     with pytest.raises(StoreUnavailable) as caught:
         store.load(SID)
@@ -400,26 +402,26 @@ def test_a_server_that_is_down_fails_fast_and_hides_the_password(app_name):
 )
 def test_bad_options_are_config_errors(db_url, app_name, url_suffix, options, problem):
     with pytest.raises(ConfigError, match=problem):
-        open_store(db_url + url_suffix, app=app_name, **options)
+        open_store(db_url + url_suffix, app_name=app_name, **options)
 
 
 def test_constructor_checks(app_db, db_url, app_name):
     with pytest.raises(ConfigError, match="URL or db="):
-        DatabaseStore(db_url, app=app_name, db=app_db)
+        DatabaseStore(db_url, app_name=app_name, db=app_db)
     with pytest.raises(ConfigError, match="URL or db="):
-        DatabaseStore(app=app_name)
+        DatabaseStore(app_name=app_name)
     with pytest.raises(ConfigError, match="app's DAL"):
-        DatabaseStore(db=app_db, app=app_name, folder="/tmp")
+        DatabaseStore(db=app_db, app_name=app_name, folder="/tmp")
     with pytest.raises(ConfigError, match="in-memory"):
-        open_store("sqlite:memory", app=app_name)
-    explicit = DatabaseStore(db_url, app=app_name, connect_timeout=3)
+        open_store("sqlite:memory", app_name=app_name)
+    explicit = DatabaseStore(db_url, app_name=app_name, connect_timeout=3)
     assert explicit.kind == "database" and explicit.table == f"web2py_session_{app_name}"
     explicit.close()
 
 
 def test_long_app_names_get_short_table_names(db_url):
     app = "a" * 64
-    with contextlib.closing(open_store(db_url, app=app)) as store:
+    with contextlib.closing(open_store(db_url, app_name=app)) as store:
         store.save(SID, b"x", 60, None)
         assert store.load(SID).data == b"x"
         assert len(store.table) <= 63 and len(store.lock_table) <= 63
@@ -429,11 +431,11 @@ def test_long_app_names_get_short_table_names(db_url):
 def test_on_in_memory_and_lazy_app_dals(app_name, tmp_path):
     for _ in range(2):  # every in-memory DAL is a new database that needs its tables
         memory = DAL("sqlite:memory")
-        store = DatabaseStore(db=memory, app=app_name)
+        store = DatabaseStore(db=memory, app_name=app_name)
         assert store.save(SID, b"x", 60, None) and store.load(SID).data == b"x"
         memory.close()
     lazy = DAL(f"sqlite://{tmp_path}/lazy.sqlite", folder=str(tmp_path), lazy_tables=True)
-    store = DatabaseStore(db=lazy, app=app_name, commit=False)
+    store = DatabaseStore(db=lazy, app_name=app_name, commit=False)
     assert store.save(SID, b"lazy", 60, None) and store.load(SID).data == b"lazy"
     lazy.commit()
     lazy.close()
@@ -441,7 +443,7 @@ def test_on_in_memory_and_lazy_app_dals(app_name, tmp_path):
 
 def test_each_thread_gets_its_own_connection(postgres_url, app_name):
     count = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-    with contextlib.closing(open_store(postgres_url, app=app_name)) as store:
+    with contextlib.closing(open_store(postgres_url, app_name=app_name)) as store:
         store.save(SID, b"x", 60, None)
         before = query(postgres_url, count)[0][0]
         barrier, seen, errors = threading.Barrier(4), [], []

@@ -82,7 +82,7 @@ def outage(request, tmp_path):
 
 
 def make(outage, app_name, actions, policy):
-    store = sessions.open_store(outage.url, app=app_name, **outage.options)
+    store = sessions.open_store(outage.url, app_name=app_name, **outage.options)
     app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=app_name,
                                      on_store_error=policy)  # fmt: skip
     return app

@@ -29,7 +29,7 @@ def root(tmp_path) -> Path:
 
 @pytest.fixture
 def store(root, app_name):
-    opened = open_store(f"file://{root}", app=app_name)
+    opened = open_store(f"file://{root}", app_name=app_name)
     yield opened
     opened.close()
 
@@ -82,7 +82,7 @@ def test_hostile_ids_never_touch_a_file(tmp_path, root, app_name, bad_id):
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc" / "passwd").write_text("root:x:0:0")
     before = tree(tmp_path)
-    store = open_store(f"file://{root}", app=app_name)
+    store = open_store(f"file://{root}", app_name=app_name)
     for call in (
         lambda: store.load(bad_id),
         lambda: store.save(bad_id, b"x", 60, None),
@@ -177,7 +177,7 @@ def test_folders_are_created_on_first_write(root, app_name, store):
 def test_a_root_that_is_a_file_raises_store_unavailable_naming_it(tmp_path, app_name):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file")
-    store = open_store(f"file://{blocker}/sessions", app=app_name)
+    store = open_store(f"file://{blocker}/sessions", app_name=app_name)
     for call in (
         lambda: store.save(SID, b"x", 60, None),
         lambda: store.load(SID),
@@ -191,7 +191,7 @@ def test_a_root_that_is_a_file_raises_store_unavailable_naming_it(tmp_path, app_
 
 def _check_read_only(folder: str, app: str) -> None:
     """As a user who cannot write ``folder``: writes fail clearly, reads still work."""
-    store = FileStore(folder, app=app)
+    store = FileStore(folder, app_name=app)
     assert store.load(SID).data == b"readable"
     for call in (
         lambda: store.save(OTHER_SID, b"x", 60, None),
@@ -213,7 +213,7 @@ def test_a_folder_this_user_cannot_write_raises_store_unavailable(app_name):
     top = tempfile.mkdtemp(prefix="scalekit-ro-")
     try:
         folder = os.path.join(top, "sessions")
-        FileStore(folder, app=app_name).save(SID, b"readable", 60, None)
+        FileStore(folder, app_name=app_name).save(SID, b"readable", 60, None)
         os.chmod(top, 0o755)
         for dirpath, _, filenames in os.walk(folder):
             os.chmod(dirpath, 0o555)
@@ -299,7 +299,7 @@ def test_bad_lock_tokens_are_refused(store, token):
 
 
 def _increment(folder: str, app: str, times: int) -> None:
-    store = FileStore(folder, app=app)
+    store = FileStore(folder, app_name=app)
     for _ in range(times):
         while True:
             record = store.load(SID)
@@ -320,13 +320,13 @@ def test_compare_and_set_across_processes_loses_no_update(root, app_name, store)
 
 
 def test_options(tmp_path, app_name, monkeypatch):
-    assert open_store(f"file://{tmp_path}?fsync=false", app=app_name).fsync is False
-    assert open_store(f"file://{tmp_path}", app=app_name, fsync=False).fsync is False
-    assert open_store(f"file://{tmp_path}", app=app_name).fsync is True
+    assert open_store(f"file://{tmp_path}?fsync=false", app_name=app_name).fsync is False
+    assert open_store(f"file://{tmp_path}", app_name=app_name, fsync=False).fsync is False
+    assert open_store(f"file://{tmp_path}", app_name=app_name).fsync is True
     with pytest.raises(ConfigError, match="fsync"):
-        open_store(f"file://{tmp_path}?fsync=maybe", app=app_name)
+        open_store(f"file://{tmp_path}?fsync=maybe", app_name=app_name)
     monkeypatch.chdir(tmp_path)
-    relative = open_store("file://var/sessions", app=app_name)
+    relative = open_store("file://var/sessions", app_name=app_name)
     assert relative.folder == str(tmp_path / "var" / "sessions" / app_name)
     relative.save(SID, b"x", 60, None)
     assert session_file(tmp_path / "var" / "sessions", app_name).exists()

@@ -21,7 +21,7 @@ SECRET = "test-secret-0123456789abcdef"
 
 @pytest.fixture
 def store(redis_url, app_name):
-    opened = sessions.open_store(redis_url, app=app_name)
+    opened = sessions.open_store(redis_url, app_name=app_name)
     yield opened
     opened.close()
 
@@ -50,7 +50,9 @@ def reset(redis_client):
 
 
 def make(store, actions, **options):
-    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app, **options)
+    app = sessions.SessionMiddleware(
+        route(actions), store, SECRET, app_name=store.app_name, **options
+    )
     return Client(app), app
 
 
@@ -58,7 +60,7 @@ ACTIONS = {"/set": set_values(user="ann", n=1), "/read": read_all, "/none": unto
 
 
 def cookie_of(client, store):
-    return client.cookies.get(f"session_id_{store.app}")
+    return client.cookies.get(f"session_id_{store.app_name}")
 
 
 def test_untouched_session_does_no_store_io_and_sends_no_cookie(store, redis_client):
@@ -76,7 +78,7 @@ def test_new_session_sets_a_signed_private_cookie(store):
     client, _ = make(store, ACTIONS)
     response = client.get("/set")
     set_cookie = response.header("Set-Cookie")
-    name = f"session_id_{store.app}"
+    name = f"session_id_{store.app_name}"
     assert set_cookie.startswith(f"{name}=")
     value = cookie_of(client, store)
     sid, signature = value.split(".")
@@ -227,7 +229,7 @@ def test_cache_control_merges_with_the_apps_headers(store):
         start_response("200 OK", [("Cache-Control", "public, max-age=60"), ("Vary", "Accept")])
         return [b"ok"]
 
-    app = sessions.SessionMiddleware(public, store, SECRET, app_name=store.app)
+    app = sessions.SessionMiddleware(public, store, SECRET, app_name=store.app_name)
     response = Client(app).get("/")
     assert response.header("Cache-Control") == "private, max-age=60"
     assert response.header("Vary") == "Accept, Cookie"
@@ -237,7 +239,7 @@ def test_cache_control_merges_with_the_apps_headers(store):
         start_response("200 OK", [("Cache-Control", "no-store")])
         return [b"ok"]
 
-    app = sessions.SessionMiddleware(no_store, store, SECRET, app_name=store.app)
+    app = sessions.SessionMiddleware(no_store, store, SECRET, app_name=store.app_name)
     assert Client(app).get("/").header("Cache-Control") == "no-store"
 
 
@@ -255,7 +257,7 @@ def test_touch_is_throttled_and_never_rewrites_data(store, redis_client):
     client.get("/read")
     assert commands(redis_client) == {"hmget": 1}
     sid = cookie_of(client, store).split(".")[0]
-    assert 9000 < redis_client.pttl(f"scalekit:s:{store.app}:{sid}") <= 10000
+    assert 9000 < redis_client.pttl(f"scalekit:s:{store.app_name}:{sid}") <= 10000
 
 
 def test_idle_timeout_expires_the_session(store):
@@ -292,10 +294,10 @@ BAD_COOKIES = {
 def test_bad_cookies_are_ignored_without_touching_the_store(store, redis_client, kind, caplog):
     client, _ = make(store, ACTIONS)
     client.get("/set")
-    name, good = f"session_id_{store.app}", cookie_of(client, store)
+    name, good = f"session_id_{store.app_name}", cookie_of(client, store)
     if kind == "other secret":
         other = sessions.SessionMiddleware(
-            route(ACTIONS), store, "another-secret", app_name=store.app
+            route(ACTIONS), store, "another-secret", app_name=store.app_name
         )
         other_client = Client(other)
         other_client.get("/set")
@@ -315,10 +317,12 @@ def test_secret_rotation_keeps_users_signed_in(store):
     old_client, _ = make(store, ACTIONS)
     old_client.get("/set")
     rotated = sessions.SessionMiddleware(route(ACTIONS), store, ["new-secret", SECRET],
-                                         app_name=store.app)  # fmt: skip
+                                         app_name=store.app_name)  # fmt: skip
     client = Client(rotated, cookies=dict(old_client.cookies))
     assert client.get("/read").text == '{"n": 1, "user": "ann"}'
-    only_new = sessions.SessionMiddleware(route(ACTIONS), store, "new-secret", app_name=store.app)
+    only_new = sessions.SessionMiddleware(
+        route(ACTIONS), store, "new-secret", app_name=store.app_name
+    )
     assert Client(only_new, cookies=dict(old_client.cookies)).get("/read").text == "{}"
 
 
@@ -370,7 +374,7 @@ def test_a_tampered_stored_payload_is_rejected_not_loaded(store, redis_client, c
     client, _ = make(store, ACTIONS)
     client.get("/set")
     sid = cookie_of(client, store).split(".")[0]
-    key = f"scalekit:s:{store.app}:{sid}"
+    key = f"scalekit:s:{store.app_name}:{sid}"
     payload = redis_client.hget(key, "d")
     redis_client.hset(key, "d", payload.replace(b'"ann"', b'"eve"'))
     with caplog.at_level(logging.WARNING, logger="scalekit.sessions"):
@@ -386,8 +390,8 @@ def test_a_payload_copied_from_another_session_is_rejected(store, redis_client):
     second.get("/set")
     admin_sid = cookie_of(first, store).split(".")[0]
     sid = cookie_of(second, store).split(".")[0]
-    admin_payload = redis_client.hget(f"scalekit:s:{store.app}:{admin_sid}", "d")
-    redis_client.hset(f"scalekit:s:{store.app}:{sid}", "d", admin_payload)
+    admin_payload = redis_client.hget(f"scalekit:s:{store.app_name}:{admin_sid}", "d")
+    redis_client.hset(f"scalekit:s:{store.app_name}:{sid}", "d", admin_payload)
     assert second.get("/read").text == "{}"
 
 
@@ -405,7 +409,7 @@ def test_pickle_only_when_opted_in(store):
                      serializer="pickle")  # fmt: skip
     client.get("/set")
     assert client.get("/check").text == "True"
-    json_app = sessions.SessionMiddleware(route(ACTIONS), store, SECRET, app_name=store.app)
+    json_app = sessions.SessionMiddleware(route(ACTIONS), store, SECRET, app_name=store.app_name)
     assert Client(json_app, cookies=dict(client.cookies)).get("/read").text == "{}"
 
 
@@ -415,7 +419,7 @@ def test_current_outside_a_request_is_a_lookup_error():
 
 
 def test_with_session_decorates_one_view(store):
-    @sessions.with_session(store, SECRET, app_name=store.app)
+    @sessions.with_session(store, SECRET, app_name=store.app_name)
     def view(environ, start_response):
         session = environ["scalekit.session"]
         session.visits = (session.visits or 0) + 1
@@ -433,11 +437,13 @@ def test_start_response_called_from_the_body_iterator_still_saves(store):
         start_response("200 OK", [("Content-Type", "text/plain")])
         yield b"ok"
 
-    app = sessions.SessionMiddleware(lazy, store, SECRET, app_name=store.app)
+    app = sessions.SessionMiddleware(lazy, store, SECRET, app_name=store.app_name)
     client = Client(app)
     assert client.get("/").header("Set-Cookie")
-    reader = Client(sessions.SessionMiddleware(route(ACTIONS), store, SECRET, app_name=store.app),
-                    cookies=client.cookies)  # fmt: skip
+    reader = Client(
+        sessions.SessionMiddleware(route(ACTIONS), store, SECRET, app_name=store.app_name),
+        cookies=client.cookies,
+    )
     assert reader.get("/read").text == '{"user": "late"}'
 
 
@@ -465,7 +471,7 @@ def test_an_app_that_restarts_its_response_saves_once(store, redis_client):
                            sys.exc_info())  # fmt: skip
         return [b"error page"]
 
-    app = sessions.SessionMiddleware(error_page, store, SECRET, app_name=store.app)
+    app = sessions.SessionMiddleware(error_page, store, SECRET, app_name=store.app_name)
     store.load("WarmUpTheConnectionPool")
     reset(redis_client)
     response = Client(app).get("/")

@@ -98,7 +98,7 @@ def timed(call) -> tuple[float, BaseException | None]:
 def test_sessions_spread_over_the_nodes_each_with_its_keys_on_one_node(
     memcached_servers, memcache_url, app_name
 ):
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     sids = [new_sid() for _ in range(40)]
     try:
         for sid in sids:
@@ -122,7 +122,7 @@ def test_sessions_spread_over_the_nodes_each_with_its_keys_on_one_node(
 
 def test_touch_sends_no_payload_and_keeps_the_version(memcached_servers, app_name):
     server = memcached_servers[0]
-    store = open_store("memcache://" + server.address, app=app_name)
+    store = open_store("memcache://" + server.address, app_name=app_name)
     try:
         payload = bytes(range(256)) * 512
         store.save(SID, payload, 60, None)
@@ -146,7 +146,7 @@ def test_a_stopped_node_fails_fast_then_its_sessions_move_to_the_live_node(
         f"memcache://{live.address},{doomed.address}?connect_timeout=0.5&timeout=0.5"
         "&retry_attempts=1&retry_timeout=0.5&dead_timeout=60"
     )
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     try:
         on_live = [session_on(store, (live, doomed), app_name, live) for _ in range(2)]
         on_doomed = [session_on(store, (live, doomed), app_name, doomed) for _ in range(2)]
@@ -187,7 +187,7 @@ def test_a_hung_node_costs_one_timeout_then_is_skipped(
 ):
     live, hung = memcached_servers[0], extra_memcached
     url = f"memcache://{live.address},{hung.address}?timeout=0.5&retry_timeout=5"
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     try:
         on_live = session_on(store, (live, hung), app_name, live)
         on_hung = session_on(store, (live, hung), app_name, hung)
@@ -211,7 +211,7 @@ def test_a_hung_node_costs_one_timeout_then_is_skipped(
 def test_a_dead_node_rejoins_after_dead_timeout(memcached_servers, extra_memcached, app_name):
     live, flaky = memcached_servers[0], extra_memcached
     url = f"memcache://{live.address},{flaky.address}?retry_attempts=0&dead_timeout=1"
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     revived = MemcachedOnPort(flaky.port)
     try:
         sid = session_on(store, (live, flaky), app_name, flaky)
@@ -230,7 +230,7 @@ def test_a_dead_node_rejoins_after_dead_timeout(memcached_servers, extra_memcach
 
 def test_the_only_node_is_retried_after_retry_timeout(extra_memcached, app_name):
     url = f"memcache://{extra_memcached.address}?retry_attempts=0&retry_timeout=0.5"
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     revived = MemcachedOnPort(extra_memcached.port)
     try:
         store.save(SID, b"x", 60, None)
@@ -249,7 +249,7 @@ def test_the_only_node_is_retried_after_retry_timeout(extra_memcached, app_name)
 
 
 def test_ttls_are_relative_and_at_most_30_days(memcache_url, app_name):
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     try:
         for call in (
             lambda: store.save(SID, b"x", MAX_TTL + 1, None),
@@ -271,7 +271,7 @@ def test_ttls_are_relative_and_at_most_30_days(memcache_url, app_name):
 
 def test_a_lock_holds_at_least_its_ttl_and_at_least_a_second(memcache_url, app_name):
     # memcached's clock ticks once a second: take locks at five points of that second
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     try:
         sids, taken = [new_sid() for _ in range(5)], []
         start = time.monotonic()
@@ -289,7 +289,7 @@ def test_a_lock_holds_at_least_its_ttl_and_at_least_a_second(memcache_url, app_n
 
 
 def test_unlock_after_expiry_leaves_the_next_holders_lock(memcache_url, app_name):
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     try:
         assert store.try_lease(SID, "slow", 1)
         time.sleep(2.2)
@@ -304,7 +304,7 @@ def test_unlock_after_expiry_leaves_the_next_holders_lock(memcache_url, app_name
 
 def test_a_corrupt_record_loads_as_missing_with_a_warning(memcached_servers, app_name, caplog):
     server = memcached_servers[0]
-    store = open_store("memcache://" + server.address, app=app_name)
+    store = open_store("memcache://" + server.address, app_name=app_name)
     try:
         with direct(server) as client:
             client.set(record_key(app_name, SID), b"\x80\x04 not ours", 60)
@@ -320,7 +320,7 @@ def test_a_corrupt_record_loads_as_missing_with_a_warning(memcached_servers, app
 
 def test_a_corrupt_touch_time_falls_back_to_the_save_time(memcached_servers, app_name, caplog):
     server = memcached_servers[0]
-    store = open_store("memcache://" + server.address, app=app_name)
+    store = open_store("memcache://" + server.address, app_name=app_name)
     try:
         store.save(SID, b"data", 60, None)
         saved = store.load(SID)
@@ -335,7 +335,7 @@ def test_a_corrupt_touch_time_falls_back_to_the_save_time(memcached_servers, app
 
 
 def test_a_value_over_the_item_limit_is_refused_and_the_old_one_kept(memcache_url, app_name):
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     try:
         store.save(SID, b"small", 60, None)
         for expected in (ANY, store.load(SID).version, None):
@@ -351,7 +351,7 @@ def test_a_value_over_the_item_limit_is_refused_and_the_old_one_kept(memcache_ur
 
 def test_options_come_from_the_url_and_keywords(memcache_url, app_name):
     url = memcache_url + "?connect_timeout=0.25&timeout=0.5&retry_attempts=0&dead_timeout=5"
-    store = open_store(url, app=app_name, timeout=0.75, max_pool_size=4)
+    store = open_store(url, app_name=app_name, timeout=0.75, max_pool_size=4)
     try:
         assert store.kind == "memcache"
         assert (store.connect_timeout, store.timeout, store.retry_attempts) == (0.25, 0.75, 0)
@@ -369,11 +369,11 @@ def test_options_come_from_the_url_and_keywords(memcache_url, app_name):
 )  # fmt: skip
 def test_bad_option_values_are_config_errors(memcache_url, app_name, query, keywords):
     with pytest.raises(ConfigError, match="memcache://"):
-        open_store(memcache_url + query, app=app_name, **keywords)
+        open_store(memcache_url + query, app_name=app_name, **keywords)
 
 
 def test_a_version_from_elsewhere_is_refused(memcache_url, app_name):
-    store = open_store(memcache_url, app=app_name)
+    store = open_store(memcache_url, app_name=app_name)
     try:
         store.save(SID, b"x", 60, None)
         with pytest.raises(ValueError, match="not one this store"):
@@ -385,7 +385,7 @@ def test_a_version_from_elsewhere_is_refused(memcache_url, app_name):
 
 def test_a_server_that_is_not_memcached_is_store_unavailable(redis_server, app_name):
     # (touch and delete cannot tell: pymemcache reads any other answer as "not found")
-    store = open_store(f"memcache://127.0.0.1:{redis_server.port}", app=app_name)
+    store = open_store(f"memcache://127.0.0.1:{redis_server.port}", app_name=app_name)
     try:
         for call in (
             lambda: store.load(SID),

@@ -37,7 +37,7 @@ def soon(read, expected, seconds: float = 2.0):
 def servers(redis_url, app_name):
     """Two app servers' stores on one Redis, each with its own cache of reads."""
     url = redis_url + "?client_cache=true"
-    a, b = sessions.open_store(url, app=app_name), sessions.open_store(url, app=app_name)
+    a, b = sessions.open_store(url, app_name=app_name), sessions.open_store(url, app_name=app_name)
     yield a, b
     a.close()
     b.close()
@@ -120,7 +120,7 @@ def test_the_session_layer_on_two_servers(redis_url, app_name, redis_client):
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [str(session.n).encode()]
 
-    stores = [sessions.open_store(url, app=app_name) for _ in range(2)]
+    stores = [sessions.open_store(url, app_name=app_name) for _ in range(2)]
     nodes = [sessions.SessionMiddleware(view, store, SECRET, app_name=app_name) for store in stores]
     one = Client(nodes[0])
     assert one.get("/set").text == "1"
@@ -137,14 +137,14 @@ def test_the_session_layer_on_two_servers(redis_url, app_name, redis_client):
 
 def test_the_option_is_read_from_the_url(redis_url, app_name):
     for query, expected in (("?client_cache=true", True), ("", False), ("?client_cache=0", False)):
-        with contextlib.closing(sessions.open_store(redis_url + query, app=app_name)) as store:
+        with contextlib.closing(sessions.open_store(redis_url + query, app_name=app_name)) as store:
             assert store.client_cache is expected
 
 
 def test_a_stopped_server_fails_writes_and_cache_misses_but_not_cached_reads(app_name):
     with RedisServer().running() as server:
         url = server.url + "?client_cache=true&socket_timeout=0.3"
-        with contextlib.closing(sessions.open_store(url, app=app_name)) as store:
+        with contextlib.closing(sessions.open_store(url, app_name=app_name)) as store:
             store.save(SID, b"kept", 60, None)
             assert store.load(SID).data == b"kept"
             with server.frozen():  # connections stay open, nothing answers

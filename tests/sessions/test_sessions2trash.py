@@ -35,7 +35,7 @@ def run_cli(*args, env=None, timeout=120):
 def filled(request, tmp_path, app_name):
     """A store with 5 sessions whose TTL has passed, 5 live ones and 2 without expiry."""
     url = store_url_for(request.param, request, tmp_path)
-    store = open_store(url, app=app_name)
+    store = open_store(url, app_name=app_name)
     for n in range(5):
         store.save(sid(n), b"expired", 1, None)
     time.sleep(2.2)
@@ -143,7 +143,7 @@ def private_redis():
 
 def fill_redis(url, app, count, used_ms, ttl=None):
     """``count`` sessions last used at ``used_ms``, without TTL unless given."""
-    store = open_store(url, app=app)
+    store = open_store(url, app_name=app)
     client = redis.Redis.from_url(url)
     for n in range(count):
         store.save(sid(n), b"x", ttl, None)
@@ -173,7 +173,7 @@ def test_redis_a_session_touched_during_the_run_stays(private_redis, app_name):
 
 
 def test_redis_natively_expired_sessions_leave_the_index(private_redis, app_name):
-    store = open_store(private_redis.url, app=app_name)
+    store = open_store(private_redis.url, app_name=app_name)
     for n in range(20):
         store.save(sid(n), b"x", 1, None)
     store.save(sid(99), b"live", 3600, None)

@@ -21,12 +21,12 @@ class TestStores(SharedSessionStoreSuite):
 
     @pytest.fixture
     def make_store(self, store_url):
-        return lambda app, **options: open_store(store_url, app=app, **options)
+        return lambda app_name, **options: open_store(store_url, app_name=app_name, **options)
 
     @pytest.fixture
     def make_unreachable_store(self, store_kind, tmp_path):
         url = down_url_for(store_kind, tmp_path)
-        return lambda app: open_store(url, app=app)
+        return lambda app_name: open_store(url, app_name=app_name)
 
 
 class DictStore(SessionStore):
@@ -34,17 +34,17 @@ class DictStore(SessionStore):
 
     kind = "dict"
 
-    def __init__(self, app: str = "app", **options):
+    def __init__(self, app_name: str = "app", **options):
         if options:
             raise ConfigError(f"unknown option {', '.join(options)}: a dict store takes none")
-        super().__init__(app)
+        super().__init__(app_name)
         self.records: dict[str, tuple[Record, float | None]] = {}  # sid: (record, expires)
         self.leases: dict[str, tuple[str, float]] = {}  # sid: (token, expires)
         self.guard = threading.Lock()
 
     @classmethod
-    def from_url(cls, settings, app="app", **options):
-        return cls(app, **options)
+    def from_url(cls, settings, app_name="app", **options):
+        return cls(app_name, **options)
 
     def live(self, sid: str) -> tuple[Record, float | None] | None:
         stored = self.records.get(check_session_id(sid))

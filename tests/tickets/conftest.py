@@ -33,7 +33,7 @@ def ticket_of(fail: Callable[[], None], at: float | None = None, app: str = "sho
     try:
         fail()
     except Exception as exc:  # noqa: BLE001 - whatever the test's function raises
-        ticket = build(exc, ENVIRON, app=app, request_id="req-1")
+        ticket = build(exc, ENVIRON, app_name=app, request_id="req-1")
     else:
         raise AssertionError("did not raise")
     if at is not None:

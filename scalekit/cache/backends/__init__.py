@@ -1,4 +1,4 @@
-"""Cache backends, opened by URL: ``open_backend("file:///var/cache/shop", app="shop")``.
+"""Cache backends, opened by URL: ``open_backend("file:///var/cache/shop", app_name="shop")``.
 
 =====================  ==========================================================
 URL                    backend
@@ -19,6 +19,7 @@ from typing import Any
 from scalekit.cache.backends.base import CacheBackend, Entry
 from scalekit.cache.backends.ram import parse_ram_url
 from scalekit.core import urls
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
 
 __all__ = [
@@ -45,7 +46,8 @@ def _backend_class(kind: str) -> type[CacheBackend]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_backend(url: str, app: str = "app", **options: Any) -> CacheBackend:
+@renamed_keyword("app", "app_name")
+def open_backend(url: str, app_name: str = "app", **options: Any) -> CacheBackend:
     """Open the cache backend a URL names; ``options`` go to the backend's constructor.
 
     Options may also be given in the URL's query (``ram://?max_entries=1000``); an unknown
@@ -54,9 +56,11 @@ def open_backend(url: str, app: str = "app", **options: Any) -> CacheBackend:
     if not isinstance(url, str):
         raise ConfigError(f"a cache backend is a URL or a CacheBackend, not {url!r:.60}")
     if url.strip().lower().startswith("ram:"):
-        return _backend_class("ram").from_url(parse_ram_url(url.strip()), app=app, **options)
+        return _backend_class("ram").from_url(
+            parse_ram_url(url.strip()), app_name=app_name, **options
+        )
     settings = urls.parse(url, kinds=set(_BACKENDS) - {"ram"})
-    return _backend_class(settings.kind).from_url(settings, app=app, **options)
+    return _backend_class(settings.kind).from_url(settings, app_name=app_name, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -18,9 +18,11 @@ from __future__ import annotations
 import abc
 import re
 import time
+import warnings
 from typing import Any, NamedTuple
 
 from scalekit.core import checks
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.core.urls import BackendURL
 
@@ -60,12 +62,19 @@ class CacheBackend(abc.ABC):
     #: single-flight (leases) on by default.
     shared = False
 
-    def __init__(self, app: str = "app"):
-        self.app = checks.check_app_name(app)
+    @renamed_keyword("app", "app_name")
+    def __init__(self, app_name: str = "app"):
+        self.app_name = checks.check_app_name(app_name)
+
+    @property
+    def app(self) -> str:
+        """The former name of :attr:`app_name`, read-only, kept for one release."""
+        warnings.warn("CacheBackend.app is now app_name", DeprecationWarning, stacklevel=2)
+        return self.app_name
 
     @classmethod
     @abc.abstractmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> CacheBackend:
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> CacheBackend:
         """Open the backend from parsed URL settings; keyword options override URL options."""
 
     # -- values -------------------------------------------------------------------------
@@ -137,7 +146,7 @@ class CacheBackend(abc.ABC):
         """Replace locks, clients and handles inherited from the parent process."""
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} app={self.app!r}>"
+        return f"<{type(self).__name__} app_name={self.app_name!r}>"
 
 
 def check_bound(name: str, value: Any) -> int | None:

@@ -35,6 +35,7 @@ from scalekit.cache.backends import _diskfile as fmt
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.files import Folder, ThreadStripes
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.process import after_fork
@@ -56,15 +57,16 @@ class DiskBackend(CacheBackend):
     kind = "disk"
     shared = True
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         path: str | os.PathLike[str],
-        app: str = "app",
+        app_name: str = "app",
         *,
         serializer: str = "json",
         fsync: bool = False,
     ):
-        super().__init__(app)
+        super().__init__(app_name)
         if not os.fspath(path):
             raise ConfigError("DiskBackend needs a folder, e.g. file:///var/cache/app")
         if serializer not in ("json", "pickle"):
@@ -72,7 +74,7 @@ class DiskBackend(CacheBackend):
         #: The root folder given (absolute, against the current directory at open time).
         self.root = os.path.abspath(os.fspath(path))
         #: This app's folder: the shards live here.
-        self.folder = os.path.join(self.root, self.app)
+        self.folder = os.path.join(self.root, self.app_name)
         self.serializer = serializer
         self.fsync = bool(fsync)
         self._files = Folder(
@@ -87,12 +89,13 @@ class DiskBackend(CacheBackend):
         after_fork(self)
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DiskBackend:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> DiskBackend:
         """Open ``file:///var/cache/app?serializer=pickle&fsync=true``."""
         if not isinstance(settings, FileURL):
             raise ConfigError(f"{settings.masked}: a disk cache needs a file:// URL")
         merged = merge_options(settings, {"serializer": str, "fsync": as_bool}, options)
-        return cls(settings.path, app=app, **merged)
+        return cls(settings.path, app_name=app_name, **merged)
 
     def __repr__(self) -> str:
         return f"<DiskBackend {self.folder}>"

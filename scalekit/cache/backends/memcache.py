@@ -53,6 +53,7 @@ from scalekit.connect.memcache import (
     take_lease,
 )
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import (
     CacheUnavailable,
     InvalidArgument,
@@ -90,16 +91,17 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
     shared = True
     option_label = "cache option"
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         servers: Iterable[tuple[str, int]],
-        app: str = "app",
+        app_name: str = "app",
         *,
         serializer: str = "json",
         url: str | None = None,
         **client_options: Any,
     ):
-        super().__init__(app)
+        super().__init__(app_name)
         self._configure_client(
             servers,
             url,
@@ -111,18 +113,21 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
             serde=_Serde(),
         )
         self.serializer = _codec.check_serializer(serializer, self.url)
-        self._prefix = f"scalekit:c:{self.app}:".encode("ascii")
+        self._prefix = f"scalekit:c:{self.app_name}:".encode("ascii")
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheBackend:
+    @renamed_keyword("app", "app_name")
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", **options: Any
+    ) -> MemcacheBackend:
         """Open ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
         opened = client_options(
             settings, options, what="a memcache cache", extra={"serializer": str}
         )
-        return cls(app=app, **opened)
+        return cls(app_name=app_name, **opened)
 
     def __repr__(self) -> str:
-        return f"<MemcacheBackend {self.url} app={self.app!r}>"
+        return f"<MemcacheBackend {self.url} app_name={self.app_name!r}>"
 
     # -- values -------------------------------------------------------------------------
     def get(self, key: str) -> Entry | None:

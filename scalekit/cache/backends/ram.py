@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from scalekit.cache.backends.base import CacheBackend, Entry, check_bound, check_key, check_ttl
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import merge_options, positive_int_or_none
 from scalekit.core.process import after_fork
@@ -44,8 +45,9 @@ class RamBackend(CacheBackend):
     kind = "ram"
     shared = False
 
-    def __init__(self, app: str = "app", *, max_entries: int | None = DEFAULT_MAX_ENTRIES):
-        super().__init__(app)
+    @renamed_keyword("app", "app_name")
+    def __init__(self, app_name: str = "app", *, max_entries: int | None = DEFAULT_MAX_ENTRIES):
+        super().__init__(app_name)
         #: The most entries kept (``None``: unbounded, web2py's behaviour).
         self.max_entries = check_bound("max_entries", max_entries)
         self._lock = threading.Lock()
@@ -55,10 +57,11 @@ class RamBackend(CacheBackend):
         after_fork(self)
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> RamBackend:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> RamBackend:
         """Open ``ram://?max_entries=1000`` (``max_entries=0``: unbounded)."""
         merged = merge_options(settings, {"max_entries": positive_int_or_none}, options)
-        return cls(app=app, **merged)
+        return cls(app_name=app_name, **merged)
 
     def _after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -182,4 +185,4 @@ class RamBackend(CacheBackend):
             return {"entries": len(self._data), "max_entries": self.max_entries}
 
     def __repr__(self) -> str:
-        return f"<RamBackend app={self.app!r} max_entries={self.max_entries}>"
+        return f"<RamBackend app_name={self.app_name!r} max_entries={self.max_entries}>"

@@ -33,6 +33,7 @@ from scalekit.cache.backends import _codec
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
 from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, RedisURL
@@ -88,33 +89,35 @@ class RedisBackend(CacheBackend):
     kind = "redis"
     shared = True
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         settings: RedisURL,
-        app: str = "app",
+        app_name: str = "app",
         *,
         serializer: str = "json",
         **redis_options: Any,
     ):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
-        super().__init__(app)
+        super().__init__(app_name)
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis cache needs a redis:// URL")
         self.settings = settings
         self.serializer = _codec.check_serializer(serializer, settings.masked)
         self._redis = open_redis(settings, **redis_options)
-        self._prefix = self._redis.namespace("c", self.app).prefix.encode("ascii")
+        self._prefix = self._redis.namespace("c", self.app_name).prefix.encode("ascii")
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> RedisBackend:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> RedisBackend:
         """Open ``redis://host:6379/0?socket_timeout=0.5&serializer=pickle``."""
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings.masked}: a Redis cache needs a redis:// URL")
         spec = {**REDIS_OPTIONS, "serializer": str}
-        return cls(settings, app=app, **merge_options(settings, spec, options))
+        return cls(settings, app_name=app_name, **merge_options(settings, spec, options))
 
     def __repr__(self) -> str:
-        return f"<RedisBackend {self.settings.masked} app={self.app!r}>"
+        return f"<RedisBackend {self.settings.masked} app_name={self.app_name!r}>"
 
     def close(self) -> None:
         self._redis.close()

@@ -56,9 +56,10 @@ class RedisConnector:
     def __repr__(self) -> str:
         return f"<RedisConnector {self.topology!r}>"
 
-    def namespace(self, piece: str, app: str) -> Namespace:
-        """The key namespace of ``piece`` for ``app``, hash-tagged if the topology needs it."""
-        return Namespace(piece, app, hash_tag=self.topology.hash_tags)
+    def namespace(self, piece: str, app_name: str) -> Namespace:
+        """The key namespace of ``piece`` for ``app_name``, hash-tagged if the topology
+        needs it."""
+        return Namespace(piece, app_name, hash_tag=self.topology.hash_tags)
 
     @property
     def client(self) -> redis.Redis:

@@ -13,13 +13,14 @@ __all__ = ["Namespace"]
 
 
 class Namespace:
-    """The keys of one ``piece`` for one ``app``: :attr:`name` itself (a piece with one key)
+    """The keys of one ``piece`` for one app: :attr:`name` itself (a piece with one key)
     and :attr:`prefix`, ``name + ":"``, that the piece's keys start with."""
 
     __slots__ = ("name", "prefix")
 
-    def __init__(self, piece: str, app: str, *, hash_tag: bool = False):
-        self.name = f"scalekit:{piece}:{{{app}}}" if hash_tag else f"scalekit:{piece}:{app}"
+    def __init__(self, piece: str, app_name: str, *, hash_tag: bool = False):
+        name = f"{{{app_name}}}" if hash_tag else app_name
+        self.name = f"scalekit:{piece}:{name}"
         self.prefix = self.name + ":"
 
     def __repr__(self) -> str:

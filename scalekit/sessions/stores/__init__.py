@@ -1,4 +1,4 @@
-"""Session stores, opened by URL: ``open_store("redis://cache:6379/0", app="shop")``.
+"""Session stores, opened by URL: ``open_store("redis://cache:6379/0", app_name="shop")``.
 
 =====================  ==========================================================
 URL                    store
@@ -17,6 +17,7 @@ import importlib
 from typing import Any
 
 from scalekit.core import urls
+from scalekit.core.compat import renamed_keyword
 from scalekit.sessions.stores.base import ANY, Record, SessionStore
 
 __all__ = [
@@ -45,14 +46,15 @@ def _store_class(kind: str) -> type[SessionStore]:
     return getattr(importlib.import_module(module), name)
 
 
-def open_store(url: str, app: str = "app", **options: Any) -> SessionStore:
+@renamed_keyword("app", "app_name")
+def open_store(url: str, app_name: str = "app", **options: Any) -> SessionStore:
     """Open the session store a URL names; ``options`` go to the store's constructor.
 
     Options may also be given in the URL's query (``redis://h/0?socket_timeout=0.5``);
     an unknown option raises :class:`scalekit.core.errors.ConfigError`.
     """
     settings = urls.parse(url, kinds=_STORES)
-    return _store_class(settings.kind).from_url(settings, app=app, **options)
+    return _store_class(settings.kind).from_url(settings, app_name=app_name, **options)
 
 
 def __getattr__(name: str) -> Any:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from scalekit.core.checks import check_app_name, check_ttl
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import InvalidArgument, InvalidArgumentType
 from scalekit.core.urls import BackendURL
 
@@ -76,12 +77,19 @@ class SessionStore(abc.ABC):
     #: A short name for logs and errors: "redis", "file", ...
     kind = "store"
 
-    def __init__(self, app: str = "app"):
-        self.app = check_app_name(app)
+    @renamed_keyword("app", "app_name")
+    def __init__(self, app_name: str = "app"):
+        self.app_name = check_app_name(app_name)
+
+    @property
+    def app(self) -> str:
+        """The former name of :attr:`app_name`, read-only, kept for one release."""
+        warnings.warn("SessionStore.app is now app_name", DeprecationWarning, stacklevel=2)
+        return self.app_name
 
     @classmethod
     @abc.abstractmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> SessionStore:
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> SessionStore:
         """Open the store from parsed URL settings; keyword options override URL options."""
 
     # -- the protocol -------------------------------------------------------------------
@@ -164,7 +172,7 @@ class SessionStore(abc.ABC):
         self.save(check_session_id(key), value.encode("utf-8"), expiration, ANY)
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} app={self.app!r}>"
+        return f"<{type(self).__name__} app_name={self.app_name!r}>"
 
 
 def ttl_seconds(ttl: int | None) -> int | None:

@@ -42,6 +42,7 @@ from pydal.objects import Table
 
 from scalekit.connect import sql
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, mask, parse
@@ -79,7 +80,7 @@ class DatabaseStore(SessionStore):
     * **By URL** (``open_store("postgres://u:p@h/db")`` or ``DatabaseStore(url)``): the store
       owns its DAL, one per thread and per process, opened on first use (never shared with
       a forked child), and commits every operation.
-    * **On the app's DAL** (``DatabaseStore(db=db, app="shop", commit=False)``): the store
+    * **On the app's DAL** (``DatabaseStore(db=db, app_name="shop", commit=False)``): the store
       runs in the app's transaction and never commits or rolls it back, so the session
       write commits or rolls back with the app's own changes. Locks then live in that
       transaction too: on PostgreSQL and MySQL a second request taking the same lock
@@ -101,10 +102,11 @@ class DatabaseStore(SessionStore):
 
     kind = "database"
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         url: str | BackendURL | None = None,
-        app: str = "app",
+        app_name: str = "app",
         *,
         db: DAL | None = None,
         commit: bool = True,
@@ -114,14 +116,14 @@ class DatabaseStore(SessionStore):
         pool_size: int | None = None,
         connect_timeout: float | None = None,
     ):
-        super().__init__(app)
+        super().__init__(app_name)
         if (url is None) == (db is None):
             raise ConfigError("DatabaseStore takes a database URL or db=<a pydal DAL>, one")
         if table is not None:
             sql.check_table_name(table)
-        self.table = table or sql.identifier(f"web2py_session_{self.app}")
+        self.table = table or sql.identifier(f"web2py_session_{self.app_name}")
         self.lock_table = sql.identifier(
-            f"{table}_lock" if table else f"scalekit_session_lock_{self.app}"
+            f"{table}_lock" if table else f"scalekit_session_lock_{self.app_name}"
         )
         self.migrate = bool(migrate)
         self.commit = bool(commit)
@@ -147,7 +149,8 @@ class DatabaseStore(SessionStore):
         self._dals = sql.ThreadDAL(self._connect, self._prepare)
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> DatabaseStore:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> DatabaseStore:
         """Open ``sqlite://``, ``postgres://`` or ``mysql://`` URLs; see the class options."""
         spec: dict[str, Callable[[str], Any]] = {
             "table": str,
@@ -156,7 +159,7 @@ class DatabaseStore(SessionStore):
             "pool_size": int,
             "connect_timeout": float,
         }
-        return cls(settings, app=app, **merge_options(settings, spec, options))
+        return cls(settings, app_name=app_name, **merge_options(settings, spec, options))
 
     def __repr__(self) -> str:
         return f"<DatabaseStore {self.masked} table={self.table}>"

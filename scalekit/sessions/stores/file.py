@@ -32,6 +32,7 @@ from typing import Any
 
 from scalekit.connect.files import Folder
 from scalekit.core.checks import check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, FileURL
@@ -85,14 +86,15 @@ class FileStore(SessionStore):
 
     kind = "file"
 
-    def __init__(self, path: str | os.PathLike[str], app: str = "app", *, fsync: bool = True):
-        super().__init__(app)
+    @renamed_keyword("app", "app_name")
+    def __init__(self, path: str | os.PathLike[str], app_name: str = "app", *, fsync: bool = True):
+        super().__init__(app_name)
         if not os.fspath(path):
             raise ConfigError("FileStore needs a folder, e.g. file:///var/app/sessions")
         #: The root folder given (made absolute against the current directory).
         self.root = os.path.abspath(os.fspath(path))
         #: This app's folder: the shards live here.
-        self.folder = os.path.join(self.root, self.app)
+        self.folder = os.path.join(self.root, self.app_name)
         self.fsync = bool(fsync)
         self._files = Folder(
             self.root,
@@ -103,12 +105,13 @@ class FileStore(SessionStore):
         )
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> FileStore:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> FileStore:
         """Open ``file:///path?fsync=false``; a relative path is relative to the cwd."""
         if not isinstance(settings, FileURL):
             raise ConfigError(f"{settings.masked}: a FileStore needs a file:// URL")
         merged = merge_options(settings, {"fsync": as_bool}, options)
-        return cls(settings.path, app=app, **merged)
+        return cls(settings.path, app_name=app_name, **merged)
 
     def __repr__(self) -> str:
         return f"<FileStore {self.folder}>"

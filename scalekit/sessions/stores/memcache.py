@@ -53,6 +53,7 @@ from scalekit.connect.memcache import (
     take_lease,
 )
 from scalekit.core.checks import MAX_TTL, check_lease
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, SerializationError, StoreUnavailable
 from scalekit.core.urls import BackendURL
 from scalekit.sessions.stores.base import (
@@ -90,15 +91,16 @@ class MemcacheStore(MemcacheClient, SessionStore):
 
     kind = "memcache"
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         servers: Iterable[tuple[str, int]],
-        app: str = "app",
+        app_name: str = "app",
         *,
         url: str | None = None,
         **client_options: Any,
     ):
-        super().__init__(app)
+        super().__init__(app_name)
         self._configure_client(
             servers,
             url,
@@ -108,12 +110,13 @@ class MemcacheStore(MemcacheClient, SessionStore):
             label="session store",
             logger=log,
         )
-        self._prefix = b"scalekit:%s:" + self.app.encode("ascii") + b":"
+        self._prefix = b"scalekit:%s:" + self.app_name.encode("ascii") + b":"
 
     @classmethod
-    def from_url(cls, settings: BackendURL, app: str = "app", **options: Any) -> MemcacheStore:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> MemcacheStore:
         """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
-        return cls(app=app, **client_options(settings, options, what="a memcache store"))
+        return cls(app_name=app_name, **client_options(settings, options, what="a memcache store"))
 
     # -- the protocol -------------------------------------------------------------------
     def load(self, sid: str) -> Record | None:
@@ -234,7 +237,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         return CleanupStats(note="memcached expires sessions by itself; nothing to clean up")
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.url} app={self.app!r}>"
+        return f"<{type(self).__name__} {self.url} app_name={self.app_name!r}>"
 
     # -- helpers ------------------------------------------------------------------------
     def _key(self, kind: bytes, sid: str) -> bytes:

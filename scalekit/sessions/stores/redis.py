@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
+from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import RedisURL
@@ -136,26 +137,28 @@ class RedisStore(SessionStore):
 
     kind = "redis"
 
+    @renamed_keyword("app", "app_name")
     def __init__(
         self,
         settings: RedisURL,
-        app: str = "app",
+        app_name: str = "app",
         *,
         client_cache: bool = False,
         **redis_options: Any,
     ):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
-        super().__init__(app)
+        super().__init__(app_name)
         self.client_cache = client_cache
         self.settings = settings
         self._redis = open_redis(settings, **redis_options)
-        self._prefix = self._redis.namespace("s", self.app).prefix
+        self._prefix = self._redis.namespace("s", self.app_name).prefix
         self._due = self._prefix + "due"
 
     @classmethod
-    def from_url(cls, settings: RedisURL, app: str = "app", **options: Any) -> RedisStore:
+    @renamed_keyword("app", "app_name")
+    def from_url(cls, settings: RedisURL, app_name: str = "app", **options: Any) -> RedisStore:
         spec = {**REDIS_OPTIONS, "client_cache": as_bool}
-        return cls(settings, app, **merge_options(settings, spec, options))
+        return cls(settings, app_name, **merge_options(settings, spec, options))
 
     @property
     def client(self) -> redis.Redis:
