@@ -1,14 +1,5 @@
-"""Deprecated path: this module moved to :mod:`scalekit.core.tagged_json`; the old path goes in the
-next release."""
+"""Deprecated path of :mod:`scalekit.core.tagged_json`; it goes in the next release."""
 
-import sys
-import warnings
+from scalekit.core.compat import moved_module
 
-from scalekit.core import tagged_json as moved
-
-warnings.warn(
-    "scalekit.tagged_json moved to scalekit.core.tagged_json; import it from there",
-    DeprecationWarning,
-    stacklevel=2,
-)
-sys.modules[__name__] = moved
+moved_module(__name__, "scalekit.core.tagged_json")

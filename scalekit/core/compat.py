@@ -1,15 +1,18 @@
-"""Old names kept working for one release: the one way a public keyword is renamed."""
+"""Old names kept working for one release: the one way a public keyword is renamed, and
+the one way a module keeps answering at its old import path."""
 
 from __future__ import annotations
 
 import functools
+import importlib
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError
 
-__all__ = ["renamed_keyword"]
+__all__ = ["moved_module", "renamed_keyword"]
 
 Function = TypeVar("Function", bound=Callable[..., Any])
 
@@ -38,3 +41,11 @@ def renamed_keyword(old: str, new: str) -> Callable[[Function], Function]:
         return call  # type: ignore[return-value]
 
     return rename
+
+
+def moved_module(old: str, new: str) -> None:
+    """Make the module being imported as ``old`` the module ``new``, with a
+    ``DeprecationWarning`` pointing at the import: ``import old`` then gives the very same
+    module object (its classes, its state), not a copy."""
+    warnings.warn(f"{old} moved to {new}; import it from there", DeprecationWarning, stacklevel=3)
+    sys.modules[old] = importlib.import_module(new)

@@ -2,6 +2,8 @@
 release, with a ``DeprecationWarning`` pointing at the caller."""
 
 import contextlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -96,3 +98,26 @@ def test_a_renamed_keyword_passes_positional_and_other_arguments_through():
     with pytest.warns(DeprecationWarning, match="pair: old= is now new="):
         assert pair(1, old=2, other=3) == (1, 2, 3)
     assert pair.__name__ == "pair" and pair.__doc__ == "Documented."
+
+
+@pytest.mark.parametrize("name", ["errors", "urls", "signing", "tagged_json"])
+def test_a_moved_module_answers_at_its_old_path_with_a_warning(name):
+    """``scalekit.<name>`` is ``scalekit.core.<name>`` itself, and its import warns at the
+    importing line; a fresh interpreter, so the import really runs."""
+    code = (
+        "import warnings, importlib\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        f"    old = importlib.import_module('scalekit.{name}')\n"
+        f"new = importlib.import_module('scalekit.core.{name}')\n"
+        "assert old is new, (old, new)\n"
+        "[warning] = caught\n"
+        "assert warning.category is DeprecationWarning\n"
+        "print(warning.message)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (
+        done.stdout.strip()
+        == f"scalekit.{name} moved to scalekit.core.{name}; import it from there"
+    )
