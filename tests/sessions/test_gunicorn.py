@@ -17,7 +17,11 @@ from tests.sessions.conftest import store_url_for
 def served(request, tmp_path, app_name):
     env = {"SCALEKIT_TEST_STORE": store_url_for(request.param, request, tmp_path),
            "SCALEKIT_TEST_APP": app_name}  # fmt: skip
-    with gunicorn("tests.sessions.gunicorn_app:application", env) as port:
+    # sync workers (one request at a time) and a request that takes 10 ms: while one worker
+    # serves, the next connection must go to another, so several workers always serve (with
+    # threads, one fast worker could take every connection and prove nothing about the rest)
+    env["SCALEKIT_TEST_DELAY"] = "0.01"
+    with gunicorn("tests.sessions.gunicorn_app:application", env, threads=1) as port:
         yield port
 
 
