@@ -13,7 +13,6 @@ URL                    backend
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from scalekit.cache.backends.base import CacheBackend, Entry
@@ -21,6 +20,7 @@ from scalekit.cache.backends.ram import parse_ram_url
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
+from scalekit.core.registry import Backends
 
 __all__ = [
     "CacheBackend",
@@ -32,18 +32,13 @@ __all__ = [
     "open_backend",
 ]
 
-# kind of URL -> (module, class); imported on first use so unused drivers are never loaded
-_BACKENDS = {
+#: kind of URL -> (module, class), imported on first use
+BACKENDS = Backends({
     "ram": ("scalekit.cache.backends.ram", "RamBackend"),
     "file": ("scalekit.cache.backends.disk", "DiskBackend"),
     "memcache": ("scalekit.cache.backends.memcache", "MemcacheBackend"),
     "redis": ("scalekit.cache.backends.redis", "RedisBackend"),
-}
-
-
-def _backend_class(kind: str) -> type[CacheBackend]:
-    module, name = _BACKENDS[kind]
-    return getattr(importlib.import_module(module), name)
+})  # fmt: skip
 
 
 @renamed_keyword("app", "app_name")
@@ -56,15 +51,11 @@ def open_backend(url: str, app_name: str = "app", **options: Any) -> CacheBacken
     if not isinstance(url, str):
         raise ConfigError(f"a cache backend is a URL or a CacheBackend, not {url!r:.60}")
     if url.strip().lower().startswith("ram:"):
-        return _backend_class("ram").from_url(
+        return BACKENDS.for_kind("ram").from_url(
             parse_ram_url(url.strip()), app_name=app_name, **options
         )
-    settings = urls.parse(url, kinds=set(_BACKENDS) - {"ram"})
-    return _backend_class(settings.kind).from_url(settings, app_name=app_name, **options)
+    settings = urls.parse(url, kinds=BACKENDS.kinds - {"ram"})
+    return BACKENDS.for_kind(settings.kind).from_url(settings, app_name=app_name, **options)
 
 
-def __getattr__(name: str) -> Any:
-    classes = {cls: kind for kind, (_, cls) in _BACKENDS.items()}
-    if name in classes:
-        return _backend_class(classes[name])
-    raise AttributeError(name)
+__getattr__ = BACKENDS.export

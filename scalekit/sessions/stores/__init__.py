@@ -13,11 +13,11 @@ URL                    store
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
+from scalekit.core.registry import Backends
 from scalekit.sessions.stores.base import ANY, Record, SessionStore
 
 __all__ = [
@@ -31,19 +31,14 @@ __all__ = [
     "open_store",
 ]
 
-# kind of URL -> (module, class); imported on first use so unused drivers are never loaded
-_STORES = {
+#: kind of URL -> (module, class), imported on first use
+STORES = Backends({
     "file": ("scalekit.sessions.stores.file", "FileStore"),
     "sqlite": ("scalekit.sessions.stores.database", "DatabaseStore"),
     "database": ("scalekit.sessions.stores.database", "DatabaseStore"),
     "memcache": ("scalekit.sessions.stores.memcache", "MemcacheStore"),
     "redis": ("scalekit.sessions.stores.redis", "RedisStore"),
-}
-
-
-def _store_class(kind: str) -> type[SessionStore]:
-    module, name = _STORES[kind]
-    return getattr(importlib.import_module(module), name)
+})  # fmt: skip
 
 
 @renamed_keyword("app", "app_name")
@@ -53,12 +48,8 @@ def open_store(url: str, app_name: str = "app", **options: Any) -> SessionStore:
     Options may also be given in the URL's query (``redis://h/0?socket_timeout=0.5``);
     an unknown option raises :class:`scalekit.core.errors.ConfigError`.
     """
-    settings = urls.parse(url, kinds=_STORES)
-    return _store_class(settings.kind).from_url(settings, app_name=app_name, **options)
+    settings = urls.parse(url, kinds=STORES.kinds)
+    return STORES.for_kind(settings.kind).from_url(settings, app_name=app_name, **options)
 
 
-def __getattr__(name: str) -> Any:
-    classes = {cls: kind for kind, (_, cls) in _STORES.items()}
-    if name in classes:
-        return _store_class(classes[name])
-    raise AttributeError(name)
+__getattr__ = STORES.export
