@@ -12,7 +12,7 @@ from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore
 from scalekit.wsgi.context import RequestVar
 from scalekit.wsgi.environ import SESSION_KEY as ENVIRON_KEY
-from scalekit.wsgi.headers import make_private
+from scalekit.wsgi.headers import make_private, vary_on_cookie
 from scalekit.wsgi.pages import Page, unavailable
 from scalekit.wsgi.response import ClosingBody, close_body
 from scalekit.wsgi.views import per_view
@@ -34,6 +34,8 @@ class SessionMiddleware:
 
     The session is saved when the application calls ``start_response`` (so the cookie can
     be set), and its lock, if any, is released when the response is closed, also on errors.
+    A response that read the session varies on ``Cookie``; one that set the cookie is also
+    ``Cache-Control: private``.
     A store failure under ``on_store_error="fail_closed"`` becomes a 503 with Retry-After.
     """
 
@@ -66,6 +68,8 @@ class SessionMiddleware:
                     return start_response(failed[0].status, failed[0].headers, exc_info)
             if saved[0]:
                 headers = make_private([*headers, *saved[0]])
+            elif session._data is not None:  # read: the page may depend on who is asking
+                headers = vary_on_cookie(headers)
             return start_response(status, headers, exc_info)
 
         def done():

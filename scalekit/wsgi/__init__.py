@@ -4,7 +4,8 @@
 - ``response``: the app's body closed with a cleanup, a held ``start_response``, a whole
   response collected;
 - ``cookies``: the ``Cookie`` header read, ``Set-Cookie`` headers built;
-- ``headers``: ``make_private`` for every response that sets a cookie;
+- ``headers``: ``make_private`` for every response that sets a cookie, ``vary_on_cookie``
+  for one built from what a cookie names;
 - ``pages``: the 503 and error pages, HTML or JSON by ``Accept``, never a traceback;
 - ``http``: ``SAFE_METHODS`` and ``prefers_json``;
 - ``environ``: the environ keys the pieces leave their objects under;

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-__all__ = ["make_private"]
+__all__ = ["make_private", "vary_on_cookie"]
+
+
+def _take(headers: list[tuple[str, str]], name: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """``headers`` without the ``name`` header, and that header's comma-separated values."""
+    rest, values = [], []
+    for header, value in headers:
+        if header.lower() == name:
+            values += [v.strip() for v in value.split(",") if v.strip()]
+        else:
+            rest.append((header, value))
+    return rest, values
+
+
+def vary_on_cookie(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers of a response built from what a cookie names (a session): ``Cookie`` added
+    to ``Vary``, so a shared cache never serves it to a request with another cookie."""
+    rest, vary = _take(headers, "vary")
+    if "*" not in vary and "cookie" not in {v.lower() for v in vary}:
+        vary.append("Cookie")
+    return [*rest, ("Vary", ", ".join(vary))]
 
 
 def make_private(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers of a response that sets a cookie: ``Cache-Control: private`` unless already
     stricter (private or no-store), ``public`` dropped, and ``Cookie`` added to ``Vary``."""
-    result, cache_control, vary = [], [], []
-    for name, value in headers:
-        lower = name.lower()
-        if lower == "cache-control":
-            cache_control += [d.strip() for d in value.split(",") if d.strip()]
-        elif lower == "vary":
-            vary += [v.strip() for v in value.split(",") if v.strip()]
-        else:
-            result.append((name, value))
+    result, cache_control = _take(vary_on_cookie(headers), "cache-control")
     directives = {d.split("=", 1)[0].strip().lower() for d in cache_control}
     if not directives & {"private", "no-store"}:
         cache_control = [d for d in cache_control if d.lower() != "public"]
         cache_control.insert(0, "private")
-    if "*" not in vary and "cookie" not in {v.lower() for v in vary}:
-        vary.append("Cookie")
-    result.append(("Cache-Control", ", ".join(cache_control)))
-    result.append(("Vary", ", ".join(vary)))
-    return result
+    return [*result, ("Cache-Control", ", ".join(cache_control))]
