@@ -5,10 +5,13 @@ Rules (what is cached, what never is):
 * only ``GET`` and ``HEAD`` (each keyed separately), by script name + path + query string
   plus the request headers named in ``vary`` (Accept-Language and Accept-Encoding by
   default, so a compressed or translated page is never served to the wrong client);
-* never when the request carries a session: a ``Cookie`` header naming a session cookie
-  (a name starting with one of ``session_cookies``, by default scalekit's and web2py's
-  ``session_id_``) or an ``environ["scalekit.session"]`` with an id. Such requests go to
-  the app untouched, headers included;
+* only requests that are provably anonymous are served from or stored in the cache: no
+  ``Authorization`` header, no cookie whose name is not in ``allow_cookies`` (any cookie may
+  be some framework's session: Flask's ``session``, Django's ``sessionid``, web2py's
+  ``session_id_*``...), no ``environ["scalekit.session"]`` with an id. Other requests go to
+  the app untouched, headers included, unless ``user_key`` is given: then a function of
+  the environ returns who is asking (``None``: not cached), the response is cached for that
+  user alone and marked ``private``;
 * never a response that sets a cookie (``Set-Cookie``), that says ``Cache-Control:
   private``/``no-store``/``no-cache`` or ``Vary: *``, whose status is not in
   ``valid_statuses`` (200), or whose request put data into a new session;
@@ -31,7 +34,6 @@ from typing import TYPE_CHECKING
 
 from scalekit.cache.model import CacheModel
 from scalekit.core.errors import ScalekitError
-from scalekit.wsgi.cookies import parse_cookies
 from scalekit.wsgi.environ import SESSION_KEY
 from scalekit.wsgi.response import collect_response
 
@@ -51,14 +53,14 @@ def cache_action(
     public: bool = True,
     prefix: str | None = None,
     vary: Iterable[str] = ("HTTP_ACCEPT_LANGUAGE", "HTTP_ACCEPT_ENCODING"),
-    session_cookies: Iterable[str] = ("session_id_",),
+    allow_cookies: Iterable[str] = (),
+    user_key: Callable[[dict], str | None] | None = None,
     valid_statuses: Iterable[int] = (200,),
 ) -> Callable[[Callable], Callable]:
     """A decorator for a WSGI application (or one view written as one); see the module."""
     vary = tuple(vary)
-    session_cookies = tuple(session_cookies)
+    allowed = frozenset(allow_cookies)
     statuses = frozenset(valid_statuses)
-    scope = "public" if public else "private"
 
     def decorate(app: Callable) -> Callable:
         key_prefix = prefix or f"action:{app.__module__}.{getattr(app, '__qualname__', app)}"
@@ -66,10 +68,17 @@ def cache_action(
         @functools.wraps(app)
         def cached_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
             method = environ.get("REQUEST_METHOD", "GET").upper()
-            if method not in ("GET", "HEAD") or _carries_session(environ, session_cookies):
+            if method not in ("GET", "HEAD"):
                 return app(environ, start_response)
+            if _anonymous(environ, allowed):
+                who, scope = "", "public" if public else "private"
+            else:
+                user = None if user_key is None else user_key(environ)
+                if user is None:
+                    return app(environ, start_response)
+                who, scope = hashlib.sha256(user.encode()).hexdigest(), "private"
             model = None if cache_model is None else cache.resolve(cache_model)
-            key = _key(key_prefix, method, environ, vary)
+            key = _key(f"{key_prefix}:{who}", method, environ, vary)
             if model is not None:
                 hit = model.get(key, time_expire=time_expire)
                 if hit is not None:
@@ -93,14 +102,16 @@ def cache_action(
     return decorate
 
 
-def _carries_session(environ: dict, session_cookies: tuple[str, ...]) -> bool:
+def _anonymous(environ: dict, allowed: frozenset[str]) -> bool:
+    """True if nothing in the request can say who sends it: no ``Authorization``, no cookie
+    outside ``allowed``, no scalekit session with an id."""
+    if environ.get("HTTP_AUTHORIZATION"):
+        return False
     session = environ.get(SESSION_KEY)
     if session is not None and getattr(session, "session_id", None) is not None:
-        return True
-    cookie_header = environ.get("HTTP_COOKIE", "")
-    if not cookie_header or not session_cookies:
         return False
-    return any(name.startswith(session_cookies) for name, _ in parse_cookies(cookie_header))
+    items = (item.strip() for item in environ.get("HTTP_COOKIE", "").split(";"))
+    return all(item.partition("=")[0].strip() in allowed and "=" in item for item in items if item)
 
 
 def _key(prefix: str, method: str, environ: dict, vary: tuple[str, ...]) -> str:

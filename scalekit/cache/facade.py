@@ -170,7 +170,7 @@ class Cache:
         **options: Any,
     ) -> Callable:
         """Cache whole WSGI responses; ``options`` (``public``, ``prefix``, ``vary``,
-        ``session_cookies``, ``valid_statuses``): see
+        ``allow_cookies``, ``user_key``, ``valid_statuses``): see
         :func:`scalekit.cache.action.cache_action`."""
         from scalekit.cache.action import cache_action
 

@@ -8,6 +8,7 @@ import pytest
 
 from scalekit import sessions
 from scalekit.cache import Cache
+from scalekit.testing import fresh_app_name
 from tests.wsgi import Client
 
 
@@ -93,21 +94,77 @@ def test_responses_that_set_cookies_are_never_cached(cache):
 
 
 def test_no_store_and_error_statuses_are_not_cached(cache):
-    for page in (Page(headers=[("Cache-Control", "no-store")]), Page(status="500 Oops")):
+    for page in (
+        Page(headers=[("Cache-Control", "no-store")]),
+        Page(headers=[("Cache-Control", "private, max-age=60")]),
+        Page(status="500 Oops"),
+    ):
         client = Client(cache.action(time_expire=60, cache_model=cache.ram)(page))
         client.get("/a")
-        client.get("/a")
+        assert "public" not in (client.get("/a").header("Cache-Control") or "")
         assert page.calls == 2
 
 
-def test_requests_with_a_session_cookie_bypass_the_cache(cache):
-    page = Page()
-    client = Client(cache.action(time_expire=60, cache_model=cache.ram)(page))
-    client.get("/a")
-    response = client.get("/a", cookie="session_id_shop=abc; theme=dark")
-    assert response.body == b"page 2 of /a"
-    assert response.header("Cache-Control") is None
-    assert client.get("/a", cookie="theme=dark").body == b"page 1 of /a"
+@pytest.fixture(params=["disk", "redis"])
+def shared_action(request, tmp_path):
+    """``shared_action(page, **options)``: the page behind cache.action on a real shared
+    backend (disk, Redis), as a test client."""
+    redis_url = request.getfixturevalue("redis_url") if request.param == "redis" else None
+    opened = Cache(fresh_app_name(), folder=str(tmp_path / "cache"), redis=redis_url)
+    yield lambda page, **options: Client(
+        opened.action(time_expire=60, cache_model=request.param, **options)(page)
+    )
+    opened.close()
+
+
+class Private(Page):
+    """A page that shows who is asking: the Authorization header and the cookies."""
+
+    def __call__(self, environ, start_response):
+        who = environ.get("HTTP_AUTHORIZATION", "") + environ.get("HTTP_COOKIE", "")
+        return [b"%s for [%s]" % (b"".join(super().__call__(environ, start_response)),
+                                  who.encode())]  # fmt: skip
+
+
+IDENTIFYING = [
+    {"headers": {"Authorization": "Bearer alice-token"}},
+    {"cookie": "session=eyJ1c2VyIjoiYWxpY2UifQ"},  # Flask
+    {"cookie": "sessionid=alice0123456789"},  # Django
+    {"cookie": "session_id_shop=abc; theme=dark"},  # web2py, scalekit
+    {"cookie": "theme=dark"},  # any cookie may say who the user is
+    {"cookie": "alice-token"},  # a cookie without a name
+]
+
+
+@pytest.mark.parametrize("identity", IDENTIFYING)
+def test_requests_that_can_say_who_sends_them_neither_fill_nor_read_the_cache(
+    shared_action, identity
+):
+    page = Private()
+    client = shared_action(page)
+    private = client.get("/a", **identity)
+    assert b"[]" not in private.body
+    assert "public" not in (private.header("Cache-Control") or "")
+    anonymous = client.get("/a", cookie="")
+    assert anonymous.body == b"page 2 of /a for []"  # not the private page
+    assert client.get("/a", cookie="").body == anonymous.body  # the anonymous one is cached
+    assert client.get("/a", **identity).body.startswith(b"page 3 of /a")  # never served it
+
+
+def test_allowed_cookies_and_pages_keyed_by_user(shared_action):
+    page = Private()
+    client = shared_action(page, allow_cookies=("_ga",), user_key=lambda environ:
+                           environ.get("HTTP_AUTHORIZATION"))  # fmt: skip
+    assert client.get("/a", cookie="_ga=1").body == b"page 1 of /a for [_ga=1]"
+    assert client.get("/a", cookie="").body == b"page 1 of /a for [_ga=1]"
+    alice = client.get("/a", headers={"Authorization": "alice"}, cookie="")
+    assert alice.body == b"page 2 of /a for [alice]"
+    assert alice.header("Cache-Control") == "private, max-age=60"
+    again = client.get("/a", headers={"Authorization": "alice"}, cookie="")
+    assert again.body == alice.body and again.header("Cache-Control").startswith("private,")
+    bob = client.get("/a", headers={"Authorization": "bob"}, cookie="")
+    assert bob.body == b"page 3 of /a for [bob]"
+    assert client.get("/a", cookie="sessionid=x").body == b"page 4 of /a for [sessionid=x]"
 
 
 def test_views_that_use_the_session_are_never_cached(cache, tmp_path):
