@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(settings: urls.BackendURL) -> list[str]:
-    """One ``name: value`` line per setting; a password shows only as set or not."""
+    """One ``name: value`` line per setting; a password or secret option shows only as ***."""
     lines = [f"kind: {settings.kind}"]
     for item in dataclasses.fields(settings):
         value = getattr(settings, item.name)
@@ -28,7 +28,7 @@ def describe(settings: urls.BackendURL) -> list[str]:
         if item.name == "password":
             value = urls.MASK if value is not None else None
         elif item.name == "options":
-            value = dict(value)
+            value = settings.masked_options
         lines.append(f"{item.name}: {value}")
     return lines
 

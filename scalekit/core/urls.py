@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, quote, unquote
+from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 
 from scalekit.core.errors import ConfigError
 
@@ -36,29 +36,51 @@ __all__ = [
     "MemcacheURL",
     "RedisURL",
     "SQLiteURL",
+    "is_secret",
     "mask",
     "parse",
 ]
 
 MASK = "***"
-_SECRET_QUERY = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#]*", re.IGNORECASE)
+_SECRET_NAME = re.compile(r"pass|pwd|secret|token|credential", re.IGNORECASE)
 _T = TypeVar("_T")
 
 
-def mask(url: str) -> str:
-    """Return ``url`` with its password (userinfo or ``password=`` option) replaced by ***.
+def is_secret(name: str) -> bool:
+    """Whether an option named ``name`` (e.g. ``sentinel_password``) holds a credential."""
+    return bool(_SECRET_NAME.search(unquote_plus(name)))
 
-    Errs on the side of hiding: with a malformed URL it may hide more than the password.
+
+def mask(url: str) -> str:
+    """Return ``url`` with every credential (userinfo password, secret options) as ***.
+
+    Works on any string, a URL or not: with a malformed one it hides more rather than less
+    (everything after the first ``:`` before the last ``@``, a secret option's value up to
+    the next ``&name=``).
     """
-    url = _SECRET_QUERY.sub(r"\g<1>" + MASK, url)
-    scheme, sep, rest = url.partition("://")
-    at = rest.rfind("@")
-    if not sep or at < 0:
-        return url
-    user, colon, _password = rest[:at].partition(":")
-    if not colon or "/" in user:
-        return url
-    return f"{scheme}://{user}:{MASK}{rest[at:]}"
+    userinfo, at, rest = url.rpartition("@")
+    scheme, sep, user = userinfo.partition("://")
+    if not sep:
+        scheme, user = "", userinfo
+    name, colon, _password = user.partition(":")
+    if at and colon:
+        url = f"{scheme}{sep}{name}:{MASK}@{rest}"
+    head, question, query = url.partition("?")
+    return head + question + _mask_query(query) if question else url
+
+
+def _mask_query(query: str) -> str:
+    """``a=1&password=x&b=2`` -> ``a=1&password=***&b=2``; a piece without ``=`` after a
+    secret (an unencoded ``&`` in it) is hidden with it."""
+    pieces, hiding = [], False
+    for piece in query.split("&"):
+        name, equals, _value = piece.partition("=")
+        if equals:
+            hiding = is_secret(name)
+            pieces.append(f"{name}={MASK}" if hiding else piece)
+        elif not hiding:
+            pieces.append(piece)
+    return "&".join(pieces)
 
 
 @dataclass(frozen=True, repr=False)
@@ -81,6 +103,11 @@ class BackendURL:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.masked}>"
 
+    @property
+    def masked_options(self) -> dict[str, str]:
+        """The options, a secret one's value (see :func:`is_secret`) as ***."""
+        return {name: MASK if is_secret(name) else v for name, v in self.options.items()}
+
     def option(self, name: str, default: _T | None = None, convert: Callable[[str], _T] = str):
         """The option ``name`` converted with ``convert``, or ``default`` when absent."""
         raw = self.options.get(name)
@@ -89,7 +116,8 @@ class BackendURL:
         try:
             return convert(raw)
         except (TypeError, ValueError) as exc:
-            problem = f"option {name}={raw!r} is invalid ({exc})"
+            shown = MASK if is_secret(name) else f"{raw!r} ({exc})"
+            problem = f"option {name}={shown} is invalid"
             raise ConfigError(f"{self.masked}: {problem}") from None
 
     def check_options(self, allowed: Iterable[str]) -> None:

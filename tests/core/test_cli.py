@@ -79,6 +79,14 @@ def test_url_with_a_bad_url_exits_1_and_still_checks_the_rest():
     assert "1 URL(s) ok, 1 bad" in done.stdout
 
 
+def test_url_masks_secret_options_and_malformed_urls():
+    done = run("url", "redis://h/0?sentinel_password=hunter2", "redis:/u:hunter2@h/0",
+               "redis://us/er:hunter2@h/0")  # fmt: skip
+    assert "hunter2" not in done.stdout + done.stderr
+    assert "'sentinel_password': '***'" in done.stdout
+    assert "1 URL(s) ok, 2 bad" in done.stdout
+
+
 @pytest.mark.parametrize("argv", [["url"], ["--no-such-flag"]])
 def test_missing_or_unknown_arguments_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as caught:

@@ -209,6 +209,38 @@ def test_mask_keeps_what_identifies_the_server():
     assert urls.mask("x?a=1&PASSWORD=pw&b=2") == "x?a=1&PASSWORD=***&b=2"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h/0?password=hunter2-secret",
+        "redis://h/0?db=1&sentinel_password=hunter2-secret",
+        "redis://h/0?pass%77ord=hunter2-secret",  # a percent-encoded option name
+        "redis://h/0?auth_token=hunter2-secret&db=1",
+        "redis://h/0?password=hunter2&-secret",  # an unencoded & in the value
+        "redis:/:hunter2-secret@h/0",  # no ://
+        "redis:hunter2-secret@h/0",
+        "localhost:hunter2-secret@h",
+        "redis://us/er:hunter2-secret@h/0",  # a / in the user
+        "redis://user:hunter2#secret@h/0",  # an unencoded # in the password
+    ],
+)
+def test_mask_hides_every_credential_parsed_or_not(url):
+    assert "hunter2" not in urls.mask(url) and "secret" not in urls.mask(url)
+    try:
+        settings = urls.parse(url)
+    except ConfigError as exc:
+        assert "hunter2" not in str(exc)
+    else:
+        assert "hunter2" not in repr(settings) + str(settings) + repr(settings.masked_options)
+
+
+def test_bad_secret_option_value_is_not_echoed():
+    settings = urls.parse("redis://h/0?sentinel_password=hunter2")
+    with pytest.raises(ConfigError) as caught:
+        settings.option("sentinel_password", convert=int)
+    assert "hunter2" not in str(caught.value) and "sentinel_password" in str(caught.value)
+
+
 def test_settings_are_immutable_and_comparable():
     first, second = urls.parse("redis://h/1"), urls.parse("redis://h:6379/1")
     assert first == second
