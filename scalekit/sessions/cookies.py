@@ -26,6 +26,11 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(ID_BYTES)
 
 
+def _encode(signature: bytes) -> str:
+    """The one spelling of ``signature`` in a cookie: URL-safe base64, unpadded."""
+    return base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii")
+
+
 class SessionCookie(Cookie):
     """Reads the session id from a request's cookies and writes Set-Cookie headers.
 
@@ -42,8 +47,7 @@ class SessionCookie(Cookie):
 
     def value(self, sid: str) -> str:
         """The cookie value for ``sid``: ``id.signature``."""
-        signature = base64.urlsafe_b64encode(self._signer.sign(sid.encode())).rstrip(b"=")
-        return f"{sid}.{signature.decode('ascii')}"
+        return f"{sid}.{_encode(self._signer.sign(sid.encode()))}"
 
     def read(self, environ: dict) -> str | None:
         """The verified session id of this request, or ``None`` (no I/O either way)."""
@@ -73,9 +77,9 @@ class SessionCookie(Cookie):
             log.debug("session cookie ignored: malformed value %r", value[:40])
             return None
         sid, signature = match.groups()
-        try:
-            raw = base64.urlsafe_b64decode(signature + "=")
-        except ValueError:
+        raw = base64.urlsafe_b64decode(signature + "=")  # the pattern admits only base64
+        if _encode(raw) != signature:  # 43 characters carry 2 spare bits: 4 spellings
+            log.debug("session cookie ignored: non-canonical signature for id %s...", sid[:6])
             return None
         if not self._signer.verify(sid.encode(), raw):
             log.debug("session cookie ignored: bad signature for id %s...", sid[:6])

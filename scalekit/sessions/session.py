@@ -110,8 +110,12 @@ class Session(MutableMapping):
     # -- what web2py's session offers ------------------------------------------------------
     @property
     def session_id(self) -> str | None:
-        """The id the client holds (``None`` for a session not stored yet)."""
-        return self._sid
+        """The id of the stored session: ``None`` for one not stored yet, one whose record
+        is gone (expired, deleted, altered), and a degraded one. Reading it loads the
+        session, so the id is never reported before its record was found."""
+        if self._sid is not None and self._data is None:
+            self._engine.load(self)
+        return None if self._degraded else self._sid
 
     @property
     def degraded(self) -> bool:
