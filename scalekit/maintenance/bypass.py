@@ -1,5 +1,9 @@
 """Who may use the site during maintenance: operators by address or by a secret.
 
+The secret goes in a header; a request that shows it gets a bypass cookie holding a signed,
+expiring token (the expiry and its HMAC under a key derived from the secret), never the
+secret itself: a leaked cookie ends with its expiry and cannot be turned into the secret.
+
 The client's address is ``REMOTE_ADDR``, unless that is a trusted proxy: then
 ``X-Forwarded-For`` is read from the right, skipping trusted proxies, and the first address
 that is not one is the client (anything left of it could be made up by the client). A
@@ -8,15 +12,21 @@ spoofed ``X-Forwarded-For`` from a peer that is not a trusted proxy is ignored.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import ipaddress
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from scalekit.core.errors import ConfigError
-from scalekit.wsgi.cookies import cookie_value
+from scalekit.core.signing import Signer
+from scalekit.wsgi.cookies import Cookie, cookie_value
+from scalekit.wsgi.headers import make_private
+from scalekit.wsgi.http import header_value
 
 __all__ = ["Bypass", "client_address"]
 
+_MIN_SECRET = 32  # as for every secret scalekit signs with
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -71,9 +81,10 @@ def client_address(environ: dict, trusted_proxies: tuple[_Network, ...] = ()) ->
 
 
 class Bypass:
-    """Lets through requests from ``allow`` networks or carrying ``secret`` in the
-    ``header`` (default ``X-Maintenance-Bypass``) or the ``cookie`` (default
-    ``scalekit_maintenance``)."""
+    """Lets through requests from ``allow`` networks, carrying ``secret`` in the ``header``
+    (default ``X-Maintenance-Bypass``), or carrying the bypass ``cookie`` (default
+    ``scalekit_maintenance``) that a request with the header was given, for
+    ``cookie_seconds``."""
 
     def __init__(
         self,
@@ -82,29 +93,71 @@ class Bypass:
         secret: str | None = None,
         header: str = "X-Maintenance-Bypass",
         cookie: str = "scalekit_maintenance",
+        cookie_seconds: int = 12 * 3600,
     ):
         self.allow = _networks(allow, "allow")
         self.trusted_proxies = _networks(trusted_proxies, "trusted_proxies")
-        if secret is not None and len(secret) < 16:
-            raise ConfigError("the maintenance bypass secret must have at least 16 characters")
+        if secret is not None and len(secret.encode()) < _MIN_SECRET:
+            raise ConfigError(
+                f"the maintenance bypass secret must have at least {_MIN_SECRET} bytes (it "
+                "signs the bypass cookie)"
+            )
         self.secret = secret.encode() if secret else None
-        self.header_key = "HTTP_" + header.upper().replace("-", "_")
-        self.cookie = cookie
+        self._signer = Signer(secret, "maintenance bypass cookie") if secret else None
+        self.header_key = "HTTP_" + header_value(header, "bypass_header").upper().replace("-", "_")
+        if cookie_seconds <= 0:
+            raise ConfigError("the bypass cookie_seconds must be more than 0")
+        self.cookie = Cookie(cookie, max_age=int(cookie_seconds))
 
     def __bool__(self) -> bool:
         return bool(self.allow or self.secret)
 
     def allows(self, environ: dict) -> bool:
         """True if this request may pass despite maintenance."""
+        if self._shows_secret(environ):
+            return True
         if self.secret is not None:
-            given = environ.get(self.header_key)
-            if given is not None and hmac.compare_digest(given.encode(), self.secret):
-                return True
-            cookie = cookie_value(environ.get("HTTP_COOKIE", ""), self.cookie)
-            if cookie is not None and hmac.compare_digest(cookie.encode(), self.secret):
+            cookie = cookie_value(environ.get("HTTP_COOKIE", ""), self.cookie.name)
+            if cookie is not None and self._valid(cookie):
                 return True
         if self.allow:
             address = client_address(environ, self.trusted_proxies)
             if address is not None and _within(address, self.allow):
                 return True
         return False
+
+    def token(self, now: float | None = None) -> str:
+        """A bypass cookie value: its expiry (unix time) and the expiry's signature."""
+        expiry = str(int(time.time() if now is None else now) + self.cookie.max_age)
+        return f"{expiry}.{self._signature(expiry)}"
+
+    def granting(self, environ: dict, start_response: Callable) -> Callable:
+        """``start_response`` for a request that passes: one that showed the secret in the
+        header also gets the bypass cookie (and the response is made private)."""
+        if not self._shows_secret(environ):
+            return start_response
+        https = environ.get("wsgi.url_scheme") == "https"
+        grant = self.cookie.set_header(self.token(), https=https)
+
+        def granted(status: str, headers: list, exc_info=None):
+            return start_response(status, make_private([*headers, grant]), exc_info)
+
+        return granted
+
+    def _shows_secret(self, environ: dict) -> bool:
+        given = environ.get(self.header_key)
+        if self.secret is None or given is None:
+            return False
+        return hmac.compare_digest(given.encode(), self.secret)
+
+    def _valid(self, token: str) -> bool:
+        expiry, _, signature = token.partition(".")
+        if not (expiry.isascii() and expiry.isdigit() and len(expiry) <= 12):
+            return False  # not a token: the secret itself (the former cookie) or garbage
+        expected = self._signature(expiry)
+        return hmac.compare_digest(signature.encode(), expected.encode()) and (
+            int(expiry) > time.time()
+        )
+
+    def _signature(self, expiry: str) -> str:
+        return base64.urlsafe_b64encode(self._signer.sign(expiry.encode())).decode().rstrip("=")

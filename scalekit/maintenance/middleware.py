@@ -23,7 +23,7 @@ from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
 from scalekit.maintenance.state import DOWN, State, format_time
 from scalekit.wsgi.environ import MAINTENANCE_KEY as ENVIRON_KEY
-from scalekit.wsgi.http import SAFE_METHODS, prefers_json
+from scalekit.wsgi.http import SAFE_METHODS, local_path, prefers_json
 from scalekit.wsgi.pages import NO_STORE, negotiated, page
 from scalekit.wsgi.views import per_view
 
@@ -105,7 +105,8 @@ class MaintenanceMiddleware:
     read-only mode; served by the middleware while maintenance is on (``None``: no redirect,
     a 503). ``exempt``: path prefixes always passed to the app (static files).
     ``retry_after``: seconds, when the flag says nothing and has no end.
-    ``allow``/``trusted_proxies``/``secret``: see :class:`~scalekit.maintenance.Bypass`.
+    ``allow``/``trusted_proxies``/``secret``/``bypass_*``: see
+    :class:`~scalekit.maintenance.Bypass` (``bypass_seconds`` is its ``cookie_seconds``).
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class MaintenanceMiddleware:
         secret: str | None = None,
         bypass_header: str = "X-Maintenance-Bypass",
         bypass_cookie: str = "scalekit_maintenance",
+        bypass_seconds: int = 12 * 3600,
         cache_seconds: float = 1.0,
         retry_seconds: float = 5.0,
     ):
@@ -132,14 +134,16 @@ class MaintenanceMiddleware:
         )
         _default[:] = [self.maintenance]
         self.template = _read_page(page) if page else DEFAULT_PAGE
-        if page_url is not None and not page_url.startswith("/"):
-            raise ConfigError(f"page_url {page_url!r} must be a path starting with /")
+        if page_url is not None and not local_path(page_url):
+            raise ConfigError(f"page_url {page_url!r} must be a path on this site, e.g. /down")
         self.page_url = page_url
         self.exempt = tuple(exempt) if not isinstance(exempt, str) else (exempt,)
         if retry_after < 0:
             raise ConfigError("retry_after cannot be negative")
         self.retry_after = int(retry_after)
-        self.bypass = Bypass(allow, trusted_proxies, secret, bypass_header, bypass_cookie)
+        self.bypass = Bypass(
+            allow, trusted_proxies, secret, bypass_header, bypass_cookie, bypass_seconds
+        )
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         maintenance = self.maintenance
@@ -159,10 +163,10 @@ class MaintenanceMiddleware:
         if path == self.page_url and method in ("GET", "HEAD"):
             status = "503 Service Unavailable" if state.mode == DOWN else "200 OK"
             return self._page(state, status, environ, start_response)
-        if (self.exempt and path.startswith(self.exempt)) or (
-            self.bypass and self.bypass.allows(environ)
-        ):
+        if self.exempt and path.startswith(self.exempt):
             return self.app(environ, start_response)
+        if self.bypass and self.bypass.allows(environ):
+            return self.app(environ, self.bypass.granting(environ, start_response))
         if state.mode != DOWN and method in SAFE_METHODS:
             return self.app(environ, start_response)
         if (
@@ -171,7 +175,8 @@ class MaintenanceMiddleware:
             and environ.get("CONTENT_TYPE", "").lower().startswith(_FORM_TYPES)
             and not prefers_json(environ.get("HTTP_ACCEPT", ""))
         ):
-            location = environ.get("SCRIPT_NAME", "").rstrip("/") + self.page_url
+            script = environ.get("SCRIPT_NAME", "").rstrip("/")  # a client may set it
+            location = (script if local_path(script) else "") + self.page_url
             start_response("303 See Other", [
                 ("Location", location), ("Content-Length", "0"), ("Cache-Control", "no-store"),
             ])  # fmt: skip

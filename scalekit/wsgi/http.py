@@ -1,11 +1,36 @@
-"""HTTP rules the pieces share: which methods are safe, and what content an error page takes."""
+"""HTTP rules the pieces share: which methods are safe, what content an error page takes,
+and which configured values may go into a response header."""
 
 from __future__ import annotations
 
-__all__ = ["SAFE_METHODS", "prefers_json"]
+import re
+
+from scalekit.core.errors import ConfigError
+
+__all__ = ["SAFE_METHODS", "header_value", "local_path", "prefers_json"]
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL...: tab alone is allowed
+_LOCAL_PATH = re.compile(r"/|(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
 
 #: Methods that only read (RFC 9110 §9.2.1): they may go to a replica or pass maintenance.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def header_value(value: str, setting: str) -> str:
+    """``value`` unchanged if it can be sent in a response header, else a
+    :class:`ConfigError` naming ``setting``: a CR or LF would end the header and start
+    another one (response splitting), other control characters are refused with them.
+    Every piece checks its configured header values with this, when it is configured."""
+    if not isinstance(value, str) or _CONTROL.search(value):
+        raise ConfigError(f"{setting}={value!r} cannot go into a header: no CR, LF or control")
+    return value
+
+
+def local_path(path: str) -> bool:
+    """True if ``path`` is a path on this site, safe as a redirect's ``Location``: one
+    leading ``/`` then non-empty segments of URL path characters; ``//host``, ``/\\host``,
+    a scheme, spaces and control characters are not."""
+    return _LOCAL_PATH.fullmatch(path) is not None
 
 
 def prefers_json(accept: str) -> bool:

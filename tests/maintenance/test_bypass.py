@@ -3,12 +3,14 @@ or by a secret header or cookie; nobody else does."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from scalekit.maintenance import MaintenanceMiddleware, State
 from tests.maintenance.conftest import call, hello
 
-SECRET = "let-the-operators-in-0123456789"
+SECRET = "let-the-operators-in-0123456789-abcdef"
 PROXY, OFFICE, STRANGER = "10.0.0.5", "198.51.100.23", "203.0.113.9"
 
 
@@ -56,12 +58,39 @@ def test_the_allowed_proxy_itself_is_not_an_operator(site):
     assert call(site, remote=PROXY).status == 503
 
 
-def test_the_secret_header_or_cookie_passes(site):
-    assert call(site, headers={"X-Maintenance-Bypass": SECRET}).status == 200
-    assert call(site, headers={"Cookie": f"a=1; scalekit_maintenance={SECRET}"}).status == 200
+def test_the_secret_header_passes_and_grants_a_signed_expiring_cookie(site):
+    granted = call(site, headers={"X-Maintenance-Bypass": SECRET})
+    assert granted.status == 200
+    set_cookie = granted.header("Set-Cookie")
+    assert set_cookie.startswith("scalekit_maintenance=") and "Max-Age=43200" in set_cookie
+    assert SECRET not in set_cookie and "HttpOnly" in set_cookie
+    assert "private" in granted.header("Cache-Control")
+    token = set_cookie.split(";")[0].partition("=")[2]
+    with_cookie = call(site, headers={"Cookie": f"a=1; scalekit_maintenance={token}"})
+    assert with_cookie.status == 200 and with_cookie.header("Set-Cookie") is None
     assert call(site, headers={"X-Maintenance-Bypass": SECRET[:-1]}).status == 503
-    assert call(site, headers={"Cookie": f"scalekit_maintenance={SECRET}x"}).status == 503
-    assert call(site, headers={"Cookie": f"other={SECRET}"}).status == 503
+    assert call(site, headers={"Cookie": f"other={token}"}).status == 503
+
+
+def test_the_secret_itself_expired_or_forged_cookies_are_refused(site):
+    expired = site.bypass.token(now=time.time() - 43201)
+    expiry, _, signature = site.bypass.token().partition(".")
+    later = f"{int(expiry) + 10**6}.{signature}"  # a longer life, the same signature
+    for value in (SECRET, expired, later, f"{expiry}.", "1" * 40 + ".x", "٣٣.x"):
+        assert call(site, headers={"Cookie": f"scalekit_maintenance={value}"}).status == 503
+
+
+def test_a_token_from_another_secret_is_refused(site, tmp_path, app_name):
+    other = MaintenanceMiddleware(hello, f"file://{tmp_path}/flag", app_name=app_name,
+                                  cache_seconds=0, secret=SECRET + "-other")  # fmt: skip
+    token = other.bypass.token()
+    assert call(other, headers={"Cookie": f"scalekit_maintenance={token}"}).status == 200
+    assert call(site, headers={"Cookie": f"scalekit_maintenance={token}"}).status == 503
+
+
+def test_an_address_bypass_grants_no_cookie(site):
+    passed = call(site, remote=OFFICE, headers={"X-Maintenance-Bypass": ""})
+    assert passed.status == 200 and passed.header("Set-Cookie") is None
 
 
 def test_without_bypass_settings_nobody_passes(tmp_path, app_name):

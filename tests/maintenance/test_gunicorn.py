@@ -68,3 +68,21 @@ def test_one_flip_reaches_every_worker_within_the_cache_interval(served, flag):
         assert seen == pids  # every worker answered, and all with the new state
         posts = {status for status, _ in burst(served, 12, "POST")}
         assert posts == ({503} if expected else {200})
+
+
+def test_a_script_name_header_cannot_send_the_redirect_off_site(served, flag):
+    """gunicorn turns a ``SCRIPT_NAME`` header (from an allowed forwarder: loopback by
+    default) into the environ's SCRIPT_NAME: the read-only redirect must stay on the site."""
+    flag.write(State("read-only"))
+    time.sleep(CACHE + 0.1)
+    connection = http.client.HTTPConnection("127.0.0.1", served, timeout=10)
+    try:
+        connection.request("POST", "//evil.example/orders", body=b"a=1", headers={
+            "SCRIPT_NAME": "//evil.example", "Accept": "text/html",
+            "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        response = connection.getresponse()
+        response.read()
+    finally:
+        connection.close()
+    assert response.status == 303
+    assert response.getheader("Location") == "/maintenance"

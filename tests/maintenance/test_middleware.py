@@ -97,6 +97,33 @@ def test_read_only_redirects_html_form_posts_to_the_page(site, flag):
     assert call(site, "/cart", "POST", headers={**FORM, **JSON}).status == 503
 
 
+@pytest.mark.parametrize("script", ["//evil.example", "/\\evil.example", "https://evil.example",
+                                    "/app\r\nSet-Cookie: a=1", "/app?x", "/app/"])  # fmt: skip
+def test_the_redirect_never_leaves_the_site_whatever_script_name_holds(site, flag, script):
+    flag.write(State("read-only"))
+    response = call(_with_script(site, script), "/cart", "POST", headers=FORM)
+    location = response.header("Location")
+    assert response.status == 303 and location.startswith("/") and location[1] not in "/\\"
+    assert location in ("/maintenance", "/app/maintenance")
+
+
+def _with_script(app, script):
+    def scripted(environ, start_response):
+        return app({**environ, "SCRIPT_NAME": script}, start_response)
+
+    return scripted
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"page_url": "/down\r\nSet-Cookie: a=1"}, {"page_url": "//evil.example/"},
+     {"bypass_header": "X-Bypass\r\nX-Evil"}, {"bypass_cookie": "sk\r\nSet-Cookie: a=1"}],
+)  # fmt: skip
+def test_cr_lf_in_a_configured_header_value_is_refused_at_configuration(flag_url, setting):
+    with pytest.raises(ConfigError):
+        MaintenanceMiddleware(hello, flag_url, secret="s" * 32, **setting)
+
+
 def test_the_page_url_is_a_503_when_down_and_the_apps_when_off(site, flag):
     flag.write(State("down", "Gone fishing"))
     response = call(site, "/maintenance")
@@ -179,5 +206,5 @@ def test_bad_settings_are_config_errors(flag_url, monkeypatch):
         MaintenanceMiddleware(hello, flag_url, page_url="maintenance")
     with pytest.raises(ConfigError, match="not an address"):
         MaintenanceMiddleware(hello, flag_url, allow=["10.0.0.0/33"])
-    with pytest.raises(ConfigError, match="16 characters"):
+    with pytest.raises(ConfigError, match="32 bytes"):
         MaintenanceMiddleware(hello, flag_url, secret="short")
