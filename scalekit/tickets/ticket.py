@@ -1,10 +1,12 @@
 """What a ticket holds: the request and the exception, secrets scrubbed, as a JSON-ready dict.
 
 ``build(exc, environ, app_name=..., request_id=...)`` returns the ticket; ``entry(ticket)``
-the few fields that lists and summaries show (and that a store indexes). Scrubbing: request
-headers and query parameters with secret-looking names (Cookie, Authorization, ``*token*``,
-``*key*``...), local variables with such names (also inside dicts), and the password of
-any ``scheme://user:password@host`` in a repr.
+the few fields that lists and summaries show (and that a store indexes). Scrubbing
+(:class:`Scrubber`): by name, the values of request headers, query parameters, locals and
+dict keys with secret-looking names (Cookie, Authorization, ``*token*``, ``*key*``...), of
+such ``name=value``, ``"name": value`` and ``('name', value)`` pairs in any text or repr
+(JSON, dataclasses, namedtuples, dict subclasses, ``os.environ``), ``Bearer``/``Basic``
+credentials and URL passwords; by value, every masked string wherever else it appears.
 """
 
 from __future__ import annotations
@@ -38,10 +40,20 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 SECRET_NAME = re.compile(
     r"pass|pwd|secret|token|key|auth|cookie|credential|csrf|signature|private", re.IGNORECASE
 )
-_URL_PASSWORD = re.compile(r"(\b[a-z][\w+.-]*://[^\s:/@'\"]*:)[^\s@/'\"]+@", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"\b[a-z][\w+.-]*://[^\s:/@'\"]*:(?P<value>[^\s@/'\"]+)@", re.IGNORECASE)
+_AUTH_VALUE = re.compile(r"\b(?:bearer|basic)\s+(?P<value>[\w.~+/=-]{6,})", re.IGNORECASE)
+_NAME = re.compile(r"[\w.-]+")
+#: ``name=value``, ``name: value``, ``'name': 'value'``, ``"name": "value"`` (JSON) and
+#: ``('name', 'value')`` with a secret-looking name; the value quoted, bracketed or bare.
 _SECRET_PAIR = re.compile(
-    rf"(\b[\w.-]*(?:{SECRET_NAME.pattern})[\w.-]*=)[^&;\s'\"]+", re.IGNORECASE
+    rf"""((?P<q>['"])?\b[\w.-]*(?:{SECRET_NAME.pattern})[\w.-]*(?(q)(?P=q))"""
+    r"""\s*(?:=(?!=)|:(?!//)|(?(q),|(?!)))\s*)"""
+    r"""(?P<value>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|\[[^\[\]]*\]|\([^()]*\)|\{[^{}]*\}"""
+    r"""|<[^<>]*>|[^&;,\s'"()<>\[\]{}]+)""",
+    re.IGNORECASE,
 )
+#: A masked value this short is not searched for elsewhere in the ticket.
+MIN_SECRET_VALUE = 6
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
 MAX_FRAMES = 40
 CONTEXT_LINES = 2  # lines of code shown before and after each frame's line
@@ -69,12 +81,101 @@ def request_id(environ: Mapping[str, Any]) -> str:
     return given if _REQUEST_ID.match(given) else secrets.token_hex(16)
 
 
+class Scrubber:
+    """Scrubs what one ticket records, by name and by value.
+
+    By name: values under secret-looking names (headers, query parameters, locals, dict
+    keys, ``name=value`` and ``"name": value`` pairs in any text or repr, URL passwords,
+    ``Bearer``/``Basic`` credentials) become ***. By value: each masked string is
+    remembered, and :meth:`finish` masks it wherever else it appears in the ticket.
+    """
+
+    def __init__(self) -> None:
+        self.found: set[str] = set()
+        self._repr = _ScrubbingRepr(self)
+
+    def keep(self, value: Any) -> None:
+        """Remember a masked value, to mask it everywhere (too short ones are not kept)."""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str) and len(value := value.strip("'\" ")) >= MIN_SECRET_VALUE:
+            self.found.add(value)
+
+    def repr(self, name: str, value: Any) -> str:
+        """The truncated, scrubbed repr of a local variable called ``name``."""
+        if SECRET_NAME.search(name):
+            self.keep(value)
+            return MASK
+        try:
+            text = self._repr.repr(value)
+        except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not spoil the ticket
+            text = f"<repr failed with {type(exc).__name__}>"
+        return scrub_text(text)
+
+    def headers(self, environ: Mapping[str, Any]) -> dict[str, str]:
+        """The request headers (``Title-Case`` names) with secret-looking values masked."""
+        headers = {}
+        for key, value in environ.items():
+            if key.startswith("HTTP_"):
+                name = key[5:].replace("_", "-").title()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                name = key.replace("_", "-").title()
+            else:
+                continue
+            text = str(value)
+            if SECRET_NAME.search(name):
+                self.keep(text)
+                for part in re.split(r"[;,]", text):  # each cookie's value, each credential
+                    cookie, equals, value = part.strip().partition("=")
+                    words = part.split() or [""]
+                    self.keep(value if equals and _NAME.fullmatch(cookie) else words[-1])
+                headers[name] = MASK
+            else:
+                headers[name] = scrub_text(text)
+        return headers
+
+    def query(self, query: str) -> str:
+        """The query string with the values of secret-looking parameters masked."""
+        if not query or not SECRET_NAME.search(query):
+            return query
+        pairs = []
+        for key, value in parse_qsl(query, keep_blank_values=True):
+            if SECRET_NAME.search(key):
+                self.keep(value)
+                value = MASK
+            pairs.append((key, value))
+        return urlencode(pairs, safe="*")
+
+    def finish(self, data: Any) -> Any:
+        """``data`` (JSON-ready) with every remembered secret masked in every string."""
+        if not self.found:
+            return data
+        found = re.compile("|".join(map(re.escape, sorted(self.found, key=len, reverse=True))))
+
+        def walk(item: Any) -> Any:
+            if isinstance(item, str):
+                return found.sub(MASK, item)
+            if isinstance(item, dict):
+                return {key: walk(value) for key, value in item.items()}
+            if isinstance(item, list):
+                return [walk(value) for value in item]
+            return item
+
+        return walk(data)
+
+
 def scrub_text(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@`` and the value of
-    every ``secret_looking_name=value`` replaced by ***."""
+    """``text`` with URL passwords, ``Bearer``/``Basic`` credentials and the values of
+    secret-looking pairs (``name=value``, ``"name": value``...) replaced by ***."""
     if "://" in text:
-        text = _URL_PASSWORD.sub(rf"\g<1>{MASK}@", text)
-    return _SECRET_PAIR.sub(rf"\g<1>{MASK}", text) if "=" in text else text
+        text = _URL_PASSWORD.sub(_masked, text)
+    return _SECRET_PAIR.sub(_masked, _AUTH_VALUE.sub(_masked, text))
+
+
+def _masked(match: re.Match) -> str:
+    """The match with its ``value`` group (the secret) replaced by ***."""
+    whole, start = match.group(0), match.start()
+    return whole[: match.start("value") - start] + MASK + whole[match.end("value") - start :]
 
 
 class _Masked:
@@ -86,66 +187,41 @@ _MASKED = _Masked()
 
 
 class _ScrubbingRepr(reprlib.Repr):
-    """``reprlib`` truncation, with dict values under secret-looking keys masked."""
+    """``reprlib`` truncation, after scrubbing: dict values under secret-looking keys
+    masked, and strings and other objects' reprs scrubbed as text before they are cut
+    (so a cut never separates a secret from the name that marks it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, scrubber: Scrubber) -> None:
         super().__init__()
+        self.scrubber = scrubber
         self.maxlevel, self.maxdict, self.maxlist, self.maxtuple = 3, 20, 20, 20
         self.maxset, self.maxfrozenset, self.maxstring, self.maxother = 20, 20, 200, 200
         self.maxlong = 100
 
     def repr_dict(self, x: dict, level: int) -> str:
         shown = itertools.islice(x.items(), self.maxdict + 1)  # one more: repr adds "..."
-        masked = {
-            k: _MASKED if isinstance(k, str) and SECRET_NAME.search(k) else v for k, v in shown
-        }
+        masked = {}
+        for key, value in shown:
+            if isinstance(key, str) and SECRET_NAME.search(key):
+                self.scrubber.keep(value)
+                value = _MASKED
+            masked[key] = value
         if len(x) > self.maxdict:
             return super().repr_dict(masked, level)[:-1] + ", ...}"
         return super().repr_dict(masked, level)
 
+    def repr_str(self, x: str, level: int) -> str:
+        return super().repr_str(scrub_text(x), level)
+
     def repr_instance(self, x: Any, level: int) -> str:
         try:
-            return super().repr_instance(x, level)
+            text = scrub_text(repr(x))
         except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not spoil the ticket
             return f"<{type(x).__name__} object: repr failed with {type(exc).__name__}>"
-
-
-_repr = _ScrubbingRepr()
-
-
-def safe_repr(name: str, value: Any) -> str:
-    """The truncated, scrubbed repr of a local variable called ``name``."""
-    if SECRET_NAME.search(name):
-        return MASK
-    try:
-        text = _repr.repr(value)
-    except Exception as exc:  # noqa: BLE001 - a broken __repr__ must not spoil the ticket
-        text = f"<repr failed with {type(exc).__name__}>"
-    return scrub_text(text)
-
-
-def scrub_headers(environ: Mapping[str, Any]) -> dict[str, str]:
-    """The request headers (``Title-Case`` names) with secret-looking values masked."""
-    headers = {}
-    for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:].replace("_", "-").title()
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            name = key.replace("_", "-").title()
-        else:
-            continue
-        text = str(value)
-        secret = SECRET_NAME.search(name) or text.lower().startswith(("bearer ", "basic "))
-        headers[name] = MASK if secret else scrub_text(text)
-    return headers
-
-
-def scrub_query(query: str) -> str:
-    """The query string with the values of secret-looking parameters masked."""
-    if not query or not SECRET_NAME.search(query):
-        return query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    return urlencode([(k, MASK if SECRET_NAME.search(k) else v) for k, v in pairs], safe="*")
+        if len(text) <= self.maxother:
+            return text
+        head = max(0, (self.maxother - 3) // 2)
+        return text[:head] + "..." + text[len(text) - (self.maxother - 3 - head) :]
 
 
 @functools.cache
@@ -159,14 +235,14 @@ def versions() -> dict[str, Any]:
     return {"python": sys.version.split()[0], "packages": dict(sorted(packages.items()))}
 
 
-def _frames(tb: TracebackType | None) -> list[dict[str, Any]]:
+def _frames(tb: TracebackType | None, scrub: Scrubber) -> list[dict[str, Any]]:
     """File, line, function, code context and scrubbed locals of the innermost frames."""
     frames = []
     for frame, line in list(traceback.walk_tb(tb))[-MAX_FRAMES:]:
         code = frame.f_code
         first = max(1, line - CONTEXT_LINES)
         context = [
-            linecache.getline(code.co_filename, n).rstrip("\n")
+            scrub_text(linecache.getline(code.co_filename, n).rstrip("\n"))
             for n in range(first, line + CONTEXT_LINES + 1)
         ]
         while context and not context[-1]:
@@ -178,7 +254,7 @@ def _frames(tb: TracebackType | None) -> list[dict[str, Any]]:
                 "line": line,
                 "function": code.co_name,
                 "context": {"first_line": first, "lines": context},
-                "locals": {name: safe_repr(name, value) for name, value in names},
+                "locals": {name: scrub.repr(name, value) for name, value in names},
             }
         )
     return frames
@@ -196,11 +272,27 @@ def build(
     exc: BaseException, environ: Mapping[str, Any], *, app_name: str, request_id: str
 ) -> dict[str, Any]:
     """The ticket of ``exc`` raised while serving ``environ``."""
-    frames = _frames(exc.__traceback__)
+    scrub = Scrubber()
+    frames = _frames(exc.__traceback__, scrub)
     last = frames[-1] if frames else None
     location = f"{last['file']}:{last['line']} in {last['function']}" if last else "unknown"
     message = scrub_text(_message(exc))
     kind = error_type(exc)
+    request = {
+        "method": str(environ.get("REQUEST_METHOD", "")),
+        "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
+        "query": scrub.query(str(environ.get("QUERY_STRING", ""))),
+        "client": str(environ.get("REMOTE_ADDR", "")),
+        "headers": scrub.headers(environ),
+    }
+    error = {
+        "type": kind,
+        "message": message,
+        "location": location,
+        "summary": f"{kind}: {message}"[:200],
+        "traceback": scrub_text("".join(traceback.format_exception(exc))),
+    }
+    request, error, frames = scrub.finish([request, error, frames])
     return {
         "schema": SCHEMA_VERSION,
         "id": new_ticket_id(),
@@ -209,20 +301,8 @@ def build(
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
         "request_id": request_id,
-        "request": {
-            "method": str(environ.get("REQUEST_METHOD", "")),
-            "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
-            "query": scrub_query(str(environ.get("QUERY_STRING", ""))),
-            "client": str(environ.get("REMOTE_ADDR", "")),
-            "headers": scrub_headers(environ),
-        },
-        "error": {
-            "type": kind,
-            "message": message,
-            "location": location,
-            "summary": f"{kind}: {message}"[:200],
-            "traceback": scrub_text("".join(traceback.format_exception(exc))),
-        },
+        "request": request,
+        "error": error,
         "frames": frames,
         "versions": versions(),
     }
