@@ -15,12 +15,12 @@ import redis
 from scalekit import sessions
 from scalekit.core.errors import StoreUnavailable
 from scalekit.sessions.stores.base import ANY
-from tests.servers import RedisServer
+from tests.servers import RedisServer, TlsRedisServer
 from tests.sessions.test_layer import commands, reset
 from tests.wsgi import Client
 
 SID = "CachedSessionId000000001"
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
 
 
 def soon(read, expected, seconds: float = 2.0):
@@ -158,3 +158,88 @@ def test_a_stopped_server_fails_writes_and_cache_misses_but_not_cached_reads(app
             with contextlib.closing(redis.Redis.from_url(server.url)) as raw:
                 stored = raw.hget(f"scalekit:s:{app_name}:{SID}", "d")
             assert stored in (b"kept", b"lost") and store.load(SID).data == stored
+
+
+def _lost_tracking(cut, app_name, kind=RedisServer):
+    """Two servers' stores on a Redis of their own (no cache bound to save a stale read),
+    ``b`` holding a cached read; ``cut(raw)`` loses b's tracked connection, then ``a`` signs
+    the user out: ``b`` must see it at once."""
+    with kind().running() as server:
+        url = server.url + ("&" if "?" in server.url else "?")
+        url += "client_cache=true&client_cache_max_age=3600"
+        a, b = (sessions.open_store(url, app_name=app_name) for _ in range(2))
+        with contextlib.closing(a), contextlib.closing(b), redis.Redis.from_url(server.url) as raw:
+            a.save(SID, b"signed in", 60, None)
+            assert b.load(SID).data == b"signed in"
+            cut(raw)
+            a.delete(SID)
+            assert b.load(SID) is None
+
+
+def _tracking_ids(raw) -> list[int]:
+    return [c["id"] for c in raw.client_list() if "t" in c["flags"]]
+
+
+def _kill_tracking(raw):
+    ids = _tracking_ids(raw)
+    assert ids  # b's data connection, which read with tracking on
+    for client_id in ids:
+        raw.client_kill_filter(_id=client_id)
+
+
+@pytest.mark.parametrize("kind", [RedisServer, TlsRedisServer], ids=["tcp", "tls"])
+def test_a_killed_data_connection_drops_what_it_read(app_name, kind):
+    _lost_tracking(_kill_tracking, app_name, kind)
+
+
+def test_a_killed_invalidation_connection_drops_what_was_read(app_name):
+    _lost_tracking(lambda raw: raw.client_kill_filter(_type="pubsub"), app_name)
+
+
+def test_a_data_connection_dropped_as_idle_drops_what_it_read(app_name):
+    def idle(raw):
+        ids = _tracking_ids(raw)
+        raw.config_set("timeout", 1)
+        deadline = time.monotonic() + 10
+        while set(ids) & set(_tracking_ids(raw)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # Redis drops idle clients about once a second
+        assert not set(ids) & set(_tracking_ids(raw))
+
+    _lost_tracking(idle, app_name)
+
+
+def test_a_data_connection_that_timed_out_drops_what_it_read(app_name):
+    with RedisServer().running() as server:
+        url = server.url + "?client_cache=true&client_cache_max_age=3600&socket_timeout=0.3"
+        a, b = (sessions.open_store(url, app_name=app_name) for _ in range(2))
+        with contextlib.closing(a), contextlib.closing(b):
+            a.save(SID, b"signed in", 60, None)
+            assert b.load(SID).data == b"signed in"
+            with server.frozen(), pytest.raises(StoreUnavailable):
+                b.load("OtherSessionId0000000001")  # a stall: b's tracked connection goes
+            a.delete(SID)
+            assert b.load(SID) is None
+
+
+def test_a_cached_read_is_checked_again_past_its_max_age(redis_url, app_name, redis_client):
+    url = redis_url + "?client_cache=true&client_cache_max_age=0.2"
+    with contextlib.closing(sessions.open_store(url, app_name=app_name)) as store:
+        assert store.client_cache_max_age == 0.2
+        store.save(SID, b"one", 60, None)
+        assert store.load(SID).data == b"one"
+        reset(redis_client)
+        assert store.load(SID).data == b"one"
+        assert commands(redis_client) == {}
+        time.sleep(0.3)
+        assert store.load(SID).data == b"one"
+        assert commands(redis_client) == {"hmget": 1}
+        reset(redis_client)
+        assert store.load(SID).data == b"one"
+        assert commands(redis_client) == {}  # cached again, for another max age
+
+
+def test_the_max_age_defaults_to_a_few_seconds(redis_url, app_name):
+    with contextlib.closing(
+        sessions.open_store(redis_url + "?client_cache=1", app_name=app_name)
+    ) as store:
+        assert 0 < store.client_cache_max_age <= 10

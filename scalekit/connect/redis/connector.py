@@ -96,11 +96,12 @@ class RedisConnector:
             if slots is not None:
                 slots.release()
 
-    def cached(self, key: str, *args: Any) -> Any:
+    def cached(self, key: str, *args: Any, max_age: float) -> Any:
         """The reply of the read command ``args`` of ``key``, from this process's cache
         while Redis has not said that ``key`` changed (``CLIENT TRACKING``: a repeated
-        read costs no round trip)."""
-        return self._reads.get().read(key.encode(), args, self.call)
+        read costs no round trip) and it is less than ``max_age`` seconds old. The cache
+        empties when a connection it was read on is lost (see :class:`.TrackedReads`)."""
+        return self._reads.get().read(key.encode(), args, self.call, max_age)
 
     def forget(self, *keys: str) -> None:
         """Drop ``keys`` from this process's cache of reads (after writing them)."""
@@ -138,17 +139,21 @@ class RedisConnector:
 
     # -- helpers ----------------------------------------------------------------------------
     def _run(self, pool: LinkPool, link: Link, args: tuple, redirect: int | None) -> Any:
+        link.busy = True
         try:
             if redirect is not None and link.redirect != redirect:
                 link.execute(("CLIENT", "TRACKING", "ON", "REDIRECT", redirect))
                 link.redirect = redirect
+                self._reads.get().track(link)
             reply = link.execute(args)
         except redis.ResponseError:
+            link.busy = False
             pool.idle.append(link)
             raise
         except BaseException:
             link.close()
             raise
+        link.busy = False
         pool.idle.append(link)
         return reply
 

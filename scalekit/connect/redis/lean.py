@@ -15,6 +15,7 @@ so that a command raises the same exceptions on either path.
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import threading
@@ -50,6 +51,7 @@ class Link:
     def __init__(self, connection: redis.connection.AbstractConnection):
         self.connection = connection
         self.redirect: int | None = None  # client id its key invalidations go to
+        self.busy = False  # a command of the connector's is running on it
 
     def execute(self, args: tuple) -> Any:
         self.connection.send_command(*args)
@@ -62,6 +64,20 @@ class Link:
         while self.connection.can_read(timeout=0):
             messages.append(self.connection.read_response())
         return messages
+
+    def lost(self) -> bool:
+        """Whether this link is closed, or has something to read while no command waits
+        for a reply: its server closed it (a kill, an idle timeout; under TLS the close is
+        a record too). A look at its socket that reads nothing."""
+        sock = getattr(self.connection, "_sock", None)  # redis-py's, as in _socket_of
+        fd = -1 if sock is None else sock.fileno()
+        if fd == -1:
+            return True
+        if self.busy:
+            return False
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        return bool(poll.poll(0))
 
     def close(self) -> None:
         self.connection.disconnect()

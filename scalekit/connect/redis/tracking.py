@@ -7,6 +7,7 @@ deleted, expired, flushed): the connector's :meth:`~.RedisConnector.cached`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,13 @@ class TrackedReads:
     cached read has tracking on with ``REDIRECT`` to it, so Redis sends the name of each key
     it read there as soon as the key changes. Before each cached read the invalidations that
     arrived are read without blocking. A read that overlapped an invalidation handled by
-    another thread is not kept. If the invalidation link breaks (a restarted server), the
-    cache is emptied and a new one opens on the next read.
+    another thread is not kept.
+
+    Redis forgets what a connection read when it closes (killed, dropped as idle, timed out
+    here), and sends nothing more about it: so before each cached read, if the invalidation
+    link or any tracked connection is lost, the whole cache is emptied (a lost invalidation
+    link is replaced on that read). And whatever else might go unheard (a network that drops
+    packets without closing anything), no read is served older than its ``max_age``.
     """
 
     MAX_ENTRIES = 10_000
@@ -34,29 +40,40 @@ class TrackedReads:
     def __init__(self, topology: Topology):
         self._topology = topology
         self._lock = threading.Lock()
-        self._entries: dict[bytes, Any] = {}
+        self._entries: dict[bytes, tuple[float, Any]] = {}  # key: (read at, reply)
+        self._tracked: list[Link] = []  # the connections whose reads are kept here
         self._epoch = 0  # invalidations handled so far
         self._link: Link | None = None
         self._client_id: int | None = None
 
-    def read(self, key: bytes, args: tuple, call: Callable[..., Any]) -> Any:
-        """The reply of the read command ``args`` of ``key``: cached, or read now with
-        ``call`` (the connector's, on a connection that tracks for this cache)."""
+    def read(self, key: bytes, args: tuple, call: Callable[..., Any], max_age: float) -> Any:
+        """The reply of the read command ``args`` of ``key``: cached if read less than
+        ``max_age`` seconds ago, or read now with ``call`` (the connector's, on a connection
+        that tracks for this cache and is given to :meth:`track`)."""
+        started = time.monotonic()
         with self._lock:
             if self._link is not None:
                 self._drain()  # may find the link closed, and empty the cache
+            if any(link.lost() for link in self._tracked):
+                self._empty()
             if self._link is None:
                 self._subscribe()
-            if key in self._entries:
-                return self._entries[key]
+            entry = self._entries.get(key)
+            if entry is not None and started - entry[0] < max_age:
+                return entry[1]
             epoch, client_id = self._epoch, self._client_id
         reply = call(*args, redirect=client_id)
         with self._lock:
             if self._epoch == epoch and self._client_id == client_id:
                 if len(self._entries) >= self.MAX_ENTRIES:
                     self._entries.clear()
-                self._entries[key] = reply
+                self._entries[key] = (started, reply)
         return reply
+
+    def track(self, link: Link) -> None:
+        """``link`` has tracking on for this cache now: its loss will empty the cache."""
+        with self._lock:
+            self._tracked.append(link)
 
     def forget(self, keys: list[bytes]) -> None:
         """Drop ``keys`` (this process wrote them), and keep no read that overlapped."""
@@ -95,9 +112,17 @@ class TrackedReads:
                 for key in keys:
                     self._entries.pop(key, None)
 
-    def _reset(self) -> None:
+    def _empty(self) -> None:
+        """Drop every read, and watch no connection until it tracks again (on its next
+        cached read: one still open is told to track again then)."""
         self._entries.clear()
         self._epoch += 1
+        for link in self._tracked:
+            link.redirect = None
+        self._tracked.clear()
+
+    def _reset(self) -> None:
+        self._empty()
         if self._link is not None:
             self._link.close()
         self._link, self._client_id = None, None

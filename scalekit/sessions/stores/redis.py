@@ -144,11 +144,14 @@ class RedisStore(SessionStore):
         app_name: str = "app",
         *,
         client_cache: bool = False,
+        client_cache_max_age: float = 5.0,
         **redis_options: Any,
     ):
-        """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
+        """``client_cache``: keep this process's reads until Redis says they changed, or
+        ``client_cache_max_age`` seconds at most. ``redis_options``: those of
+        :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app_name)
-        self.client_cache = client_cache
+        self.client_cache, self.client_cache_max_age = client_cache, client_cache_max_age
         self.settings = settings
         self._redis = open_redis(settings, **redis_options)
         self._prefix = self._redis.namespace("s", self.app_name).prefix
@@ -157,7 +160,7 @@ class RedisStore(SessionStore):
     @classmethod
     @renamed_keyword("app", "app_name")
     def from_url(cls, settings: RedisURL, app_name: str = "app", **options: Any) -> RedisStore:
-        spec = {**REDIS_OPTIONS, "client_cache": as_bool}
+        spec = {**REDIS_OPTIONS, "client_cache": as_bool, "client_cache_max_age": float}
         return cls(settings, app_name, **merge_options(settings, spec, options))
 
     @property
@@ -182,7 +185,9 @@ class RedisStore(SessionStore):
         command = ("HMGET", key, "d", "v", "t")
         try:
             if self.client_cache:
-                data, version, saved_ms = self._redis.cached(key, *command)
+                data, version, saved_ms = self._redis.cached(
+                    key, *command, max_age=self.client_cache_max_age
+                )
             else:
                 data, version, saved_ms = self._redis.call(*command)
         except redis.RedisError as exc:
