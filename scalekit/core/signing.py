@@ -14,17 +14,28 @@ from collections.abc import Sequence
 from scalekit.core.errors import ConfigError
 
 SIGNATURE_SIZE = 32
+MIN_SECRET_BYTES = 32  # as many as the key: a shorter secret is the easier thing to guess
+_MAKE_ONE = 'make one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 def secret_list(secret: str | bytes | Sequence[str | bytes]) -> list[bytes]:
-    """Normalize one secret or a list of them to a non-empty list of bytes."""
+    """Normalize one secret or a list of them to a non-empty list of bytes, each at least
+    ``MIN_SECRET_BYTES`` long (an old secret still verifies, so it must be as strong)."""
     secrets = [secret] if isinstance(secret, (str, bytes)) else list(secret or ())
     if not secrets or not all(isinstance(s, (str, bytes)) and s for s in secrets):
         raise ConfigError(
             "a secret is required: a non-empty string (or a list of them, newest first); "
-            'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            + _MAKE_ONE
         )
-    return [s.encode() if isinstance(s, str) else s for s in secrets]
+    keys = [s.encode() if isinstance(s, str) else s for s in secrets]
+    for number, key in enumerate(keys, 1):
+        if len(key) < MIN_SECRET_BYTES:
+            raise ConfigError(
+                f"secret {number} of {len(keys)} is {len(key)} bytes: a secret must be at "
+                f"least {MIN_SECRET_BYTES} bytes of random (a placeholder or a word is "
+                f"guessable); {_MAKE_ONE}"
+            )
+    return keys
 
 
 class Signer:

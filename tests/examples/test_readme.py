@@ -66,7 +66,11 @@ def hello(environ, start_response):
 
 
 def test_the_sessions_example_counts_visits(redis_url):
-    code = snippet("session.visits = ", {"redis://127.0.0.1:6379/0": redis_url})
+    secrets = repr(["new secret, 32 bytes of random...", "previous secret, 32 bytes too..."])
+    code = snippet(
+        "session.visits = ",
+        {"redis://127.0.0.1:6379/0": redis_url, '["new-secret", "previous-secret"]': secrets},
+    )
     client = Client(run(code)["application"])
     assert [client.get("/").text for _ in range(3)] == ["visit 1", "visit 2", "visit 3"]
     assert Client(client.app).get("/").text == "visit 1"  # another browser, another session
@@ -100,7 +104,7 @@ def test_every_store_url_example_opens_a_working_store(
 
 def test_the_flask_example(redis_url):
     code = snippet("app.wsgi_app = sessions.SessionMiddleware", {"redis://cache:6379/0": redis_url})
-    client = Client(run(code, SECRET="flask example secret")["app"])
+    client = Client(run(code, SECRET="flask example secret, 32 bytes or more")["app"])
     assert [client.get("/").text for _ in range(2)] == ["seen 1 times", "seen 2 times"]
 
 

@@ -23,4 +23,4 @@ def count(environ, start_response):
     return [body]
 
 
-application = sessions.SessionMiddleware(count, store, "gunicorn-test-secret")
+application = sessions.SessionMiddleware(count, store, "gunicorn-test-secret-0123456789abcdef")

@@ -11,7 +11,7 @@ from scalekit import sessions
 from tests.sessions.apps import read_all, route, set_values
 from tests.wsgi import Client
 
-SECRET = "concurrency-secret"
+SECRET = "concurrency-secret-0123456789abcdef-0123"
 
 
 def overlapping(app, cookies, paths):

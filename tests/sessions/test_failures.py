@@ -19,7 +19,7 @@ from tests.servers import MemcachedServer, PostgresServer, RedisServer
 from tests.sessions.apps import read_all, route, set_values
 from tests.wsgi import Client
 
-SECRET = "failure-secret"
+SECRET = "failure-secret-0123456789abcdef-0123"
 OUTAGE_KINDS = ["file", "postgres", "memcache", "redis"]
 
 

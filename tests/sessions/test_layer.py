@@ -16,7 +16,8 @@ from scalekit.core.errors import ConfigError, SerializationError
 from tests.sessions.apps import read_all, route, set_values, untouched
 from tests.wsgi import Client
 
-SECRET = "test-secret-0123456789abcdef"
+SECRET = "test-secret-0123456789abcdef-0123456789"
+NEW_SECRET = "new-secret-0123456789abcdef-0123456789"
 
 
 @pytest.fixture
@@ -297,7 +298,10 @@ def test_bad_cookies_are_ignored_without_touching_the_store(store, redis_client,
     name, good = f"session_id_{store.app_name}", cookie_of(client, store)
     if kind == "other secret":
         other = sessions.SessionMiddleware(
-            route(ACTIONS), store, "another-secret", app_name=store.app_name
+            route(ACTIONS),
+            store,
+            "another-secret-0123456789abcdef-0123456789",
+            app_name=store.app_name,
         )
         other_client = Client(other)
         other_client.get("/set")
@@ -316,12 +320,12 @@ def test_bad_cookies_are_ignored_without_touching_the_store(store, redis_client,
 def test_secret_rotation_keeps_users_signed_in(store):
     old_client, _ = make(store, ACTIONS)
     old_client.get("/set")
-    rotated = sessions.SessionMiddleware(route(ACTIONS), store, ["new-secret", SECRET],
+    rotated = sessions.SessionMiddleware(route(ACTIONS), store, [NEW_SECRET, SECRET],
                                          app_name=store.app_name)  # fmt: skip
     client = Client(rotated, cookies=dict(old_client.cookies))
     assert client.get("/read").text == '{"n": 1, "user": "ann"}'
     only_new = sessions.SessionMiddleware(
-        route(ACTIONS), store, "new-secret", app_name=store.app_name
+        route(ACTIONS), store, NEW_SECRET, app_name=store.app_name
     )
     assert Client(only_new, cookies=dict(old_client.cookies)).get("/read").text == "{}"
 

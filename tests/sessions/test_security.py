@@ -9,6 +9,7 @@ import logging
 import pytest
 
 from scalekit import sessions
+from scalekit.core.errors import ConfigError
 from tests.sessions.apps import read_all, route, set_values
 from tests.wsgi import Client
 
@@ -83,3 +84,17 @@ def test_session_id_of_a_new_session_is_none_until_it_is_stored(store):
     client.get("/new")
     assert seen == [None, None]
     assert json.loads(client.get("/read").text) == {"user": "ann"}
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["new-secret", ["new-secret", "previous-secret"], [SECRET, "gunicorn-test-secret"]],
+)
+def test_a_short_or_placeholder_secret_is_refused_naming_the_fix(store, secret):
+    for build in (
+        lambda: sessions.SessionMiddleware(read_all, store, secret),
+        lambda: sessions.with_session(store, secret)(read_all),
+    ):
+        with pytest.raises(ConfigError, match=r"at least 32 bytes") as caught:
+            build()
+        assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in str(caught.value)
