@@ -5,7 +5,8 @@ and passes every other request to ``app``, the first argument as in every scalek
 middleware; as an app, ``StaticFiles(None, "static")`` (or ``StaticFiles(root="static")``)
 serves the whole URL space. A request picks the best variant the client accepts; a variant
 older than its source is ignored (the source is sent), so a stale ``.gz`` never reaches a
-client.
+client. ETags come from the content digest zip-static records in the tree's manifest (the
+same on every server), else from the file's mtime; ``Last-Modified`` is the file's mtime.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from scalekit.core.errors import InvalidArgumentType, NotAFolder
+from scalekit.static import manifest
 from scalekit.static.http import (
     Unsatisfiable,
     choose_encoding,
@@ -35,8 +37,12 @@ ENCODINGS = {"br": ".br", "gzip": ".gz"}  # most preferred first
 ONE_YEAR = 365 * 24 * 3600
 #: web2py's version segment, ``/static/_1.2.3/...``: the URL changes with every release.
 VERSION_SEGMENT = re.compile(r"_\d+(?:\.\d+)*")
-#: Hashed file names (``app.3f2a9c1b.js``, ``main-5d41402a.css``) never change content.
-HASHED_NAME = r"[.-][0-9a-fA-F]{8,}\.\w+$"
+#: Hashed file names (``app.3f2a9c1b.js``, ``main-5d41402a.css``) never change content: 8 or
+#: more hex digits with at least one letter, so a date (``export-20240101.csv``) is not one.
+HASHED_NAME = r"[.-](?=[0-9]*[a-fA-F])[0-9a-fA-F]{8,}\.\w+$"
+#: A file compressed as a whole (a variant asked for by name, an archive) is sent as what it
+#: is, never with its content's type: a client would take the compressed bytes as that.
+_COMPRESSED_TYPES = {"gzip": "application/gzip", "br": "application/x-brotli"}
 _TEXT_TYPES = {"application/javascript", "application/json", "image/svg+xml", "application/xml"}
 _BLOCK = 64 * 1024
 
@@ -94,6 +100,8 @@ class StaticFiles:
         self.max_age = max_age
         self.immutable = re.compile(immutable) if immutable else None
         self.encodings = [e for e in ENCODINGS if e in set(encodings)]
+        self._manifest_path = os.path.join(self.root, manifest.MANIFEST_NAME)
+        self._manifest: tuple[tuple | None, dict[str, manifest.Entry]] = (None, {})
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -110,7 +118,9 @@ class StaticFiles:
         return self._respond(environ, start_response, source, st, versioned)
 
     def _resolve(self, url_path: str) -> tuple[str, os.stat_result, bool] | None:
-        """The real path and stat of a regular file under the root, or ``None`` (404)."""
+        """The real path and stat of a regular file under the root, and whether its URL is
+        versioned; ``None`` (404) when there is none. A first segment like web2py's version
+        (``_1.2.3``) is stripped only when the path as given names no file."""
         try:  # PATH_INFO carries the URL's bytes as latin-1 (PEP 3333)
             url_path = url_path.encode("latin-1").decode("utf-8")
         except UnicodeError:
@@ -118,9 +128,17 @@ class StaticFiles:
         parts = url_path.split("/")
         if any(not _safe_segment(part) for part in parts):
             return None
-        versioned = len(parts) > 1 and VERSION_SEGMENT.fullmatch(parts[0]) is not None
-        if versioned:
-            parts = parts[1:]
+        found = self._file(parts)
+        versioned = False
+        if found is None and len(parts) > 1 and VERSION_SEGMENT.fullmatch(parts[0]):
+            found, versioned = self._file(parts[1:]), True
+        if found is None:
+            return None
+        versioned = versioned or bool(self.immutable and self.immutable.search(parts[-1]))
+        return *found, versioned
+
+    def _file(self, parts: list[str]) -> tuple[str, os.stat_result] | None:
+        """The real path and stat of the regular file ``parts`` name under the root."""
         candidate = os.path.realpath(os.path.join(self.root, *parts))
         if not candidate.startswith(self.root + os.sep):
             return None  # a symlink that points out of the root
@@ -128,12 +146,27 @@ class StaticFiles:
             st = os.stat(candidate)
         except (OSError, ValueError):
             return None
-        if not stat.S_ISREG(st.st_mode):
-            return None
-        versioned = versioned or bool(self.immutable and self.immutable.search(parts[-1]))
-        return candidate, st, versioned
+        return (candidate, st) if stat.S_ISREG(st.st_mode) else None
 
-    def _select(self, source: str, st: os.stat_result, accept: str | None) -> _File:
+    def _digest(self, source: str, st: os.stat_result) -> str | None:
+        """The content digest zip-static recorded for ``source``, if the file is still the
+        one it read (same size, mtime and inode); ``None`` otherwise. The manifest is read
+        again when it changes (one ``stat`` per request)."""
+        try:
+            mst = os.stat(self._manifest_path)
+        except OSError:
+            return None
+        seen = (mst.st_mtime_ns, mst.st_size, mst.st_ino)
+        loaded = self._manifest
+        if loaded[0] != seen:
+            loaded = self._manifest = (seen, manifest.load(self.root))
+        rel = os.path.relpath(source, self.root).replace(os.sep, "/")
+        entry = loaded[1].get(rel)
+        return entry.digest if entry is not None and entry.same_stat(st) else None
+
+    def _select(
+        self, source: str, st: os.stat_result, digest: str | None, accept: str | None
+    ) -> _File:
         """The representation to send: the best fresh variant the client accepts, or the
         source. A variant must be a regular file (not a link) no older than its source."""
         fresh: dict[str, os.stat_result] = {}
@@ -149,24 +182,24 @@ class StaticFiles:
                     fresh[coding] = variant
         coding = choose_encoding(accept, list(fresh)) if fresh else None
         chosen = fresh[coding] if coding else st
-        tag = f'"{st.st_mtime_ns:x}-{chosen.st_size:x}' + (f"-{coding}" if coding else "") + '"'
         return _File(
             path=source + ENCODINGS[coding] if coding else source,
             size=chosen.st_size,
             mtime=int(st.st_mtime),
-            etag=tag,
+            etag=_etag(st, digest, chosen.st_size, coding),
             encoding=coding,
             vary=vary,
             content_type=_content_type(source),
         )
 
     def _respond(self, environ, start_response, source, st, versioned) -> Iterable[bytes]:
+        digest = self._digest(source, st)
         range_header = environ.get("HTTP_RANGE")
-        if range_header and not _if_range_holds(environ, st):
+        if range_header and not _if_range_holds(environ, _etag(st, digest, st.st_size, None), st):
             range_header = None
         # A byte range applies to the identity representation: ask for no variant.
         accept = None if range_header else environ.get("HTTP_ACCEPT_ENCODING")
-        file = self._select(source, st, accept)
+        file = self._select(source, st, digest, accept)
         headers = [
             ("Cache-Control", self._cache_control(versioned)),
             ("ETag", file.etag),
@@ -221,14 +254,21 @@ def _safe_segment(part: str) -> bool:
     return "\\" not in part and not any(ord(c) < 32 or c == "\x7f" for c in part)
 
 
-def _if_range_holds(environ: dict, st: os.stat_result) -> bool:
+def _etag(st: os.stat_result, digest: str | None, size: int, coding: str | None) -> str:
+    """The ETag of one representation: from the content digest zip-static recorded, the
+    same on every server with the same tree; else from the source's mtime (this server's)."""
+    tag = digest or f"{st.st_mtime_ns:x}"
+    return f'"{tag}-{size:x}' + (f"-{coding}" if coding else "") + '"'
+
+
+def _if_range_holds(environ: dict, identity_etag: str, st: os.stat_result) -> bool:
     """``If-Range``: the range applies only if the file is the one the client has part of
-    (same Last-Modified date; an ETag names a representation, so we compare by date)."""
+    (the identity representation's ETag, or the same Last-Modified date)."""
     value = environ.get("HTTP_IF_RANGE")
     if not value:
         return True
     if value.strip().startswith(('"', "W/")):
-        return value.strip() == f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+        return value.strip() == identity_etag
     return parse_http_date(value) == int(st.st_mtime)
 
 
@@ -242,7 +282,9 @@ def _not_modified(environ: dict, file: _File) -> bool:
 
 
 def _content_type(path: str) -> str:
-    kind, _ = mimetypes.guess_type(path, strict=False)
+    kind, encoding = mimetypes.guess_type(path, strict=False)
+    if encoding is not None:
+        return _COMPRESSED_TYPES.get(encoding, "application/octet-stream")
     kind = kind or "application/octet-stream"
     if kind.startswith("text/") or kind in _TEXT_TYPES:
         return kind + "; charset=utf-8"

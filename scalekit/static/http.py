@@ -15,7 +15,8 @@ _CODING = re.compile(
 )
 _ALIASES = {"x-gzip": "gzip"}
 _ETAG = re.compile(r'\s*(W/)?("[^"]*"|\*)\s*(?:,|$)')
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+_RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE)
+_MAX_DIGITS = 19  # 10**19 bytes: more than any file
 
 
 def parse_accept_encoding(header: str) -> dict[str, float]:
@@ -95,17 +96,23 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     match = _RANGE.match(header)
     if match is None:
         return None
-    first, last = match.groups()
-    if not first:
-        if not last:
+    first, last = (_position(text) for text in match.groups())
+    if first is None:
+        if last is None:
             return None
-        suffix = int(last)
-        if suffix == 0 or size == 0:
+        if last == 0 or size == 0:
             raise Unsatisfiable(header)
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    if last and int(last) < start:
+        return max(0, size - last), size - 1
+    if last is not None and last < first:
         return None  # invalid: ignored
-    if start >= size:
+    if first >= size:
         raise Unsatisfiable(header)
-    return start, min(int(last), size - 1) if last else size - 1
+    return first, min(last, size - 1) if last is not None else size - 1
+
+
+def _position(digits: str) -> int | None:
+    """A byte position, ``None`` when absent; one past any real file for a number too long
+    for ``int()`` to read (thousands of digits): it then means "beyond the end"."""
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS

@@ -6,6 +6,7 @@ import gzip
 import itertools
 import os
 import pathlib
+import shutil
 
 import brotli
 import pytest
@@ -227,3 +228,78 @@ def test_the_former_order_root_then_app_still_works_and_warns(served):
     with pytest.warns(DeprecationWarning):
         alone = Client(StaticFiles(pathlib.Path(served)))
     assert alone.get("/js/app.js").body == SOURCE
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "status", "content_range"),
+    [
+        ("bytes=" + "9" * 5000 + "-", 416, "bytes */40000"),
+        ("bytes=0-" + "9" * 5000, 206, "bytes 0-39999/40000"),
+        ("bytes=-" + "9" * 5000, 206, "bytes 0-39999/40000"),
+        ("bytes=" + "9" * 5000 + "-" + "9" * 5001, 416, "bytes */40000"),
+    ],
+)
+def test_a_range_with_thousands_of_digits_is_answered_not_a_500(client, byte_range, status,
+                                                                content_range):  # fmt: skip
+    response = client.get("/js/app.js", headers={"Range": byte_range})
+    assert (response.status, response.header("Content-Range")) == (status, content_range)
+
+
+def test_a_real_folder_named_like_a_version_segment_is_served_from_itself(served):
+    client = Client(StaticFiles(None, served))
+    write(f"{served}/_2024/js/app.js", b"the real _2024 folder")
+    real = client.get("/_2024/js/app.js")
+    assert real.body == b"the real _2024 folder"
+    assert real.header("Cache-Control") == "public, max-age=3600"
+    stripped = client.get("/_2024/css/site.css")  # not in the folder: a version segment
+    assert stripped.body == text(2, 9_000)
+    assert stripped.header("Cache-Control") == "public, max-age=31536000, immutable"
+
+
+def test_dated_names_are_not_immutable_content_hashes_are(served):
+    client = Client(StaticFiles(None, served))
+    for name in ("export-20240101.csv", "backup.2024123199.sql", "app.3f2a9c1b.js",
+                 "main-5d41402a.css", "chunk.deadbeef.js"):  # fmt: skip
+        write(f"{served}/{name}", b"data")
+    for name in ("export-20240101.csv", "backup.2024123199.sql"):
+        assert client.get(f"/{name}").header("Cache-Control") == "public, max-age=3600"
+    for name in ("app.3f2a9c1b.js", "main-5d41402a.css", "chunk.deadbeef.js"):
+        assert "immutable" in client.get(f"/{name}").header("Cache-Control")
+
+
+def test_a_direct_request_for_a_variant_is_served_as_what_it_is(served):
+    client = Client(StaticFiles(None, served))
+    write(f"{served}/orphan.js.gz", gzip.compress(b"orphan"))
+    for path in ("/js/app.js.gz", "/orphan.js.gz", "/release.tar.gz"):
+        response = client.get(path, headers={"Accept-Encoding": "gzip"})
+        assert response.status == 200 and response.header("Content-Encoding") is None
+        assert response.header("Content-Type") == "application/gzip"
+        assert response.body == pathlib.Path(served + path).read_bytes()
+    response = client.get("/js/app.js.br", headers={"Accept-Encoding": "br"})
+    assert response.header("Content-Encoding") is None
+    assert response.header("Content-Type") == "application/x-brotli"
+
+
+def test_etags_come_from_the_content_so_every_server_gives_the_same(tree, tmp_path):
+    """Two servers, each with its own copy of the tree (other mtimes, other inodes) and
+    zip-static run on each as a deploy does: the same ETag for every representation."""
+    servers = []
+    for number, mtime in ((1, MTIME), (2, MTIME + 3600)):
+        copy = shutil.copytree(tree, tmp_path / f"server{number}", copy_function=shutil.copy)
+        for folder, _, names in os.walk(copy):
+            for name in names:
+                os.utime(os.path.join(folder, name), (mtime, mtime))
+        precompress([str(copy)], Options(brotli=True, quality=5), jobs=1)
+        servers.append(Client(StaticFiles(None, copy)))
+    for accept in ("identity", "gzip", "br"):
+        one, two = (s.get("/js/app.js", headers={"Accept-Encoding": accept}) for s in servers)
+        assert one.header("ETag") == two.header("ETag")
+        again = {"Accept-Encoding": accept, "If-None-Match": one.header("ETag")}
+        assert servers[1].get("/js/app.js", headers=again).status == 304
+        ranged = {"Range": "bytes=0-1", "If-Range": one.header("ETag")}
+        partial = servers[1].get("/js/app.js", headers=ranged).status
+        assert partial == (206 if accept == "identity" else 200)
+    before = servers[0].get("/js/app.js").header("ETag")
+    write(str(tmp_path / "server1/js/app.js"), b"changed, zip-static not run yet")
+    after = servers[0].get("/js/app.js")
+    assert after.body == b"changed, zip-static not run yet" and after.header("ETag") != before
