@@ -12,6 +12,8 @@ import pytest
 from scalekit.cache import Cache, DiskBackend, open_backend
 from scalekit.core.errors import CacheUnavailable, ConfigError
 
+SECRET = "cache-secret-" + "x" * 32
+
 
 class Point:
     def __init__(self, x):
@@ -68,7 +70,7 @@ def test_a_corrupt_file_is_a_miss_with_a_warning(cache, tmp_path, caplog):
 
 def test_a_pickle_is_never_unpickled_unless_opted_in(tmp_path, caplog):
     url = f"file://{tmp_path}/cache"
-    unsafe = open_backend(url + "?serializer=pickle", app_name="shop")
+    unsafe = open_backend(url + "?serializer=pickle", app_name="shop", secret=SECRET)
     unsafe.set("k", Point(3), 60)
     assert unsafe.get("k").value == Point(3)
     with caplog.at_level(logging.WARNING, logger="scalekit.cache"):
@@ -115,7 +117,9 @@ def test_an_exception_in_f_leaves_no_file_behind(cache, tmp_path):
 
 
 def test_url_options(tmp_path):
-    backend = open_backend(f"file://{tmp_path}/c?serializer=pickle&fsync=true", app_name="shop")
+    backend = open_backend(
+        f"file://{tmp_path}/c?serializer=pickle&fsync=true", app_name="shop", secret=SECRET
+    )
     assert isinstance(backend, DiskBackend)
     assert (backend.serializer, backend.fsync) == ("pickle", True)
     assert backend.folder == str(tmp_path / "c" / "shop")
@@ -126,7 +130,8 @@ def test_url_options(tmp_path):
 
 
 def test_pickle_serializer_stores_any_picklable_value(tmp_path):
-    cache = Cache("shop", disk=f"file://{tmp_path}/c?serializer=pickle")
+    disk = open_backend(f"file://{tmp_path}/c?serializer=pickle", app_name="shop", secret=SECRET)
+    cache = Cache("shop", disk=disk)
     assert cache.disk("k", lambda: Point(1), 60) == Point(1)
     assert cache.disk("k", lambda: Point(2), 60) == Point(1)
     assert pickle.loads(pickle.dumps(Point(1))) == Point(1)

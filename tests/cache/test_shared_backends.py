@@ -76,7 +76,9 @@ def test_options_come_from_the_url(request, tmp_path, app_name):
     for kind in ("memcache", "redis"):
         url = backend_url_for(kind, request, tmp_path)
         timeout = "socket_timeout" if kind == "redis" else "timeout"
-        opened = open_backend(f"{url}?serializer=pickle&{timeout}=0.5", app_name=app_name)
+        opened = open_backend(
+            f"{url}?serializer=pickle&{timeout}=0.5", app_name=app_name, secret="s" * 32
+        )
         opened.set("k", {"x": object.__name__}, 60)
         assert opened.serializer == "pickle" and opened.get("k").value == {"x": "object"}
         opened.close()

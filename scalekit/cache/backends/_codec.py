@@ -13,6 +13,7 @@ from typing import Any
 
 from scalekit.core import tagged_json
 from scalekit.core.errors import ConfigError, SerializationError
+from scalekit.core.signing import SIGNATURE_SIZE, Signer
 
 SERIALIZERS = ("json", "pickle")
 
@@ -21,48 +22,70 @@ class Corrupt(Exception):
     """Stored bytes that cannot be read as a cache entry; the message says why."""
 
 
-def check_serializer(serializer: Any, where: str) -> str:
-    """``serializer`` if it is "json" or "pickle"; :class:`ConfigError` naming ``where``."""
-    if serializer not in SERIALIZERS:
-        raise ConfigError(f"{where}: cache serializer {serializer!r}: use 'json' or 'pickle'")
-    return serializer
+class Codec:
+    """How one backend turns values into bytes and back: its ``serializer`` ("json" or
+    "pickle"), and for pickles the ``secret`` that signs them; ``where`` names the backend
+    in a :class:`ConfigError`."""
 
+    def __init__(self, serializer: Any, secret: Any, where: str):
+        if serializer not in SERIALIZERS:
+            raise ConfigError(f"{where}: cache serializer {serializer!r}: use 'json' or 'pickle'")
+        if serializer == "pickle" and secret is None:
+            raise ConfigError(
+                f"{where}: serializer='pickle' needs a secret=... to sign the pickles (whoever "
+                "can write an unsigned pickle into the cache runs code on every app server)"
+            )
+        self.serializer = serializer
+        self._signer = Signer(secret, "cache pickle") if serializer == "pickle" else None
 
-def dump(key: str, value: Any, serializer: str) -> tuple[str, bytes]:
-    """The format letter and bytes of ``value``; :class:`SerializationError` names ``key``."""
-    if type(value) is int:
-        return "i", str(value).encode("ascii")
-    if serializer == "pickle":
+    def dump(self, key: str, value: Any) -> tuple[str, bytes]:
+        """The format letter and bytes of ``value``; :class:`SerializationError` names ``key``."""
+        if type(value) is int:
+            return "i", str(value).encode("ascii")
+        if self._signer is not None:
+            try:
+                data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all told here
+                raise SerializationError(
+                    f"cache key {key!r}: the value cannot be pickled: {exc}"
+                ) from None
+            return "p", self._signer.sign(_signed(key, data)) + data
         try:
-            return "p", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all told here
+            return "j", tagged_json.dumps(value)
+        except tagged_json.NotJSON as exc:
+            where = f"at {exc.path} " if exc.path else ""
             raise SerializationError(
-                f"cache key {key!r}: the value cannot be pickled: {exc}"
+                f"cache key {key!r}: the value {where}{exc.problem}; store {tagged_json.ALLOWED}, "
+                f"or open the cache with serializer='pickle'"
             ) from None
-    try:
-        return "j", tagged_json.dumps(value)
-    except tagged_json.NotJSON as exc:
-        where = f"at {exc.path} " if exc.path else ""
-        raise SerializationError(
-            f"cache key {key!r}: the value {where}{exc.problem}; store {tagged_json.ALLOWED}, "
-            f"or open the cache with serializer='pickle'"
-        ) from None
-    except ValueError as exc:  # circular references, NaN in strict mode
-        raise SerializationError(f"cache key {key!r}: the value cannot be JSON: {exc}") from None
+        except ValueError as exc:  # circular references, NaN in strict mode
+            raise SerializationError(
+                f"cache key {key!r}: the value cannot be JSON: {exc}"
+            ) from None
+
+    def load(self, key: str, fmt: str, data: bytes) -> Any:
+        """The value stored under ``key`` as ``fmt``; :class:`Corrupt` if it cannot be decoded,
+        or is a pickle this backend does not read or whose signature does not verify."""
+        try:
+            if fmt == "i":
+                return int(data)
+            if fmt == "j":
+                return tagged_json.loads(data)
+            if self._signer is None:
+                raise Corrupt(
+                    "a pickled value, and this cache does not unpickle (serializer='json')"
+                )
+            signature, pickled = data[:SIGNATURE_SIZE], data[SIGNATURE_SIZE:]
+            if not self._signer.verify(_signed(key, pickled), signature):
+                raise Corrupt("a pickle without a valid signature (not unpickled)")
+            return pickle.loads(pickled)
+        except Corrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - whatever stored bytes make the decoder raise
+            raise Corrupt(f"the value cannot be decoded ({type(exc).__name__}: {exc})") from None
 
 
-def load(fmt: str, data: bytes, serializer: str) -> Any:
-    """The value stored as ``fmt``; :class:`Corrupt` if it cannot be decoded (or is a pickle
-    and the backend did not opt in to unpickling)."""
-    try:
-        if fmt == "i":
-            return int(data)
-        if fmt == "j":
-            return tagged_json.loads(data)
-        if serializer != "pickle":
-            raise Corrupt("a pickled value, and this cache does not unpickle (serializer='json')")
-        return pickle.loads(data)
-    except Corrupt:
-        raise
-    except Exception as exc:  # noqa: BLE001 - whatever stored bytes make the decoder raise
-        raise Corrupt(f"the value cannot be decoded ({type(exc).__name__}: {exc})") from None
+def _signed(key: str, pickled: bytes) -> bytes:
+    """What a pickle's signature covers: its key too, so no entry is moved to another key."""
+    name = key.encode("utf-8", "surrogatepass")
+    return len(name).to_bytes(4, "big") + name + pickled

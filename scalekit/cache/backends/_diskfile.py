@@ -5,10 +5,10 @@
     SKC1 <format> <stored_at> <expires_at or -> <key length> <value length> <crc32>\n
     <key, UTF-8><value>
 
-``format`` is ``i`` (an int, as decimal ASCII: counters), ``j`` (tagged JSON) or ``p``
-(pickle, read only when the backend opts in): see :mod:`._codec`, shared by every backend. The
-key is kept so ``clear(regex)`` can match it; the lengths and the CRC32 (of key and value)
-tell a truncated or damaged file from a good one.
+``format`` is ``i`` (an int, as decimal ASCII: counters), ``j`` (tagged JSON) or ``p`` (a
+signed pickle, read only when the backend opts in): see :mod:`._codec`, shared by every
+backend. The key is kept so ``clear(regex)`` can match it; the lengths and the CRC32 (of key
+and value) tell a truncated or damaged file from a good one.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from scalekit.cache.backends._codec import Corrupt, dump, load
+from scalekit.cache.backends._codec import Corrupt
 
-__all__ = ["Corrupt", "Header", "build", "dump", "load", "read_key", "split"]
+__all__ = ["Corrupt", "Header", "build", "read_key", "split"]
 
 MAGIC = b"SKC1"
 HEADER_MAX = 200

@@ -27,11 +27,12 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from time import time
 from typing import Any
 
 from scalekit.cache.backends import _diskfile as fmt
+from scalekit.cache.backends._codec import Codec
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
 from scalekit.connect.files import Folder, ThreadStripes
 from scalekit.core.checks import check_lease
@@ -64,17 +65,17 @@ class DiskBackend(CacheBackend):
         app_name: str = "app",
         *,
         serializer: str = "json",
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         fsync: bool = False,
     ):
         super().__init__(app_name)
         if not os.fspath(path):
             raise ConfigError("DiskBackend needs a folder, e.g. file:///var/cache/app")
-        if serializer not in ("json", "pickle"):
-            raise ConfigError(f"disk cache serializer {serializer!r}: use 'json' or 'pickle'")
         #: The root folder given (absolute, against the current directory at open time).
         self.root = os.path.abspath(os.fspath(path))
         #: This app's folder: the shards live here.
         self.folder = os.path.join(self.root, self.app_name)
+        self._codec = Codec(serializer, secret, f"disk cache {self.root}")
         self.serializer = serializer
         self.fsync = bool(fsync)
         self._files = Folder(
@@ -90,12 +91,15 @@ class DiskBackend(CacheBackend):
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> DiskBackend:
-        """Open ``file:///var/cache/app?serializer=pickle&fsync=true``."""
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, secret: Any = None, **options: Any
+    ) -> DiskBackend:
+        """Open ``file:///var/cache/app?serializer=pickle&fsync=true``; the ``secret`` that
+        signs pickles is a keyword only, never in a URL."""
         if not isinstance(settings, FileURL):
             raise ConfigError(f"{settings.masked}: a disk cache needs a file:// URL")
         merged = merge_options(settings, {"serializer": str, "fsync": as_bool}, options)
-        return cls(settings.path, app_name=app_name, **merged)
+        return cls(settings.path, app_name=app_name, secret=secret, **merged)
 
     def __repr__(self) -> str:
         return f"<DiskBackend {self.folder}>"
@@ -121,7 +125,7 @@ class DiskBackend(CacheBackend):
         if not header.live(time()):
             return None
         try:
-            value = fmt.load(header.fmt, data, self.serializer)
+            value = self._codec.load(key, header.fmt, data)
         except fmt.Corrupt as exc:
             log.warning("disk cache file %s (key %r): %s; treated as a miss", path, key, exc)
             return None
@@ -218,7 +222,7 @@ class DiskBackend(CacheBackend):
 
     def _content(self, key: str, value: Any, ttl: float | None) -> bytes:
         ttl = check_ttl(ttl)
-        kind, data = fmt.dump(key, value, self.serializer)
+        kind, data = self._codec.dump(key, value)
         stamp = time()
         return fmt.build(key, kind, data, stamp, None if ttl is None else stamp + ttl)
 

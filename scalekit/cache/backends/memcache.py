@@ -33,7 +33,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pymemcache.client.base import Client
@@ -98,6 +98,7 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
         app_name: str = "app",
         *,
         serializer: str = "json",
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         url: str | None = None,
         **client_options: Any,
     ):
@@ -112,19 +113,21 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
             logger=log,
             serde=_Serde(),
         )
-        self.serializer = _codec.check_serializer(serializer, self.url)
+        self._codec = _codec.Codec(serializer, secret, self.url)
+        self.serializer = serializer
         self._prefix = f"scalekit:c:{self.app_name}:".encode("ascii")
 
     @classmethod
     @renamed_keyword("app", "app_name")
     def from_url(
-        cls, settings: BackendURL, app_name: str = "app", **options: Any
+        cls, settings: BackendURL, app_name: str = "app", *, secret: Any = None, **options: Any
     ) -> MemcacheBackend:
-        """Open ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
+        """Open ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL (the
+        ``secret`` that signs pickles is a keyword only, never in a URL)."""
         opened = client_options(
             settings, options, what="a memcache cache", extra={"serializer": str}
         )
-        return cls(app_name=app_name, **opened)
+        return cls(app_name=app_name, secret=secret, **opened)
 
     def __repr__(self) -> str:
         return f"<MemcacheBackend {self.url} app_name={self.app_name!r}>"
@@ -143,7 +146,7 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
             return None
         header, data = entry
         try:
-            return Entry(_codec.load(header.fmt, data, self.serializer), header.stored_at)
+            return Entry(self._codec.load(key, header.fmt, data), header.stored_at)
         except _codec.Corrupt as exc:
             log.warning("memcache cache %s: entry %r: %s; treated as a miss", self.url, key, exc)
             return None
@@ -303,7 +306,7 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
     def _blob(self, key: str, value: Any, ttl: float | None) -> tuple[bytes, int]:
         """The record of ``value`` and its memcached exptime; too large raises, naming key."""
         ttl = check_ttl(ttl)
-        fmt, data = _codec.dump(key, value, self.serializer)
+        fmt, data = self._codec.dump(key, value)
         stamp = time.time()
         blob = record.build(key, fmt, data, stamp, None if ttl is None else stamp + ttl)
         if len(blob) > self.max_value_size:

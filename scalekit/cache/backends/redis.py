@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Sequence
 from time import time
 from typing import Any
 
@@ -96,6 +97,7 @@ class RedisBackend(CacheBackend):
         app_name: str = "app",
         *,
         serializer: str = "json",
+        secret: str | bytes | Sequence[str | bytes] | None = None,
         **redis_options: Any,
     ):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
@@ -103,18 +105,23 @@ class RedisBackend(CacheBackend):
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis cache needs a redis:// URL")
         self.settings = settings
-        self.serializer = _codec.check_serializer(serializer, settings.masked)
+        self._codec = _codec.Codec(serializer, secret, settings.masked)
+        self.serializer = serializer
         self._redis = open_redis(settings, **redis_options)
         self._prefix = self._redis.namespace("c", self.app_name).prefix.encode("ascii")
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> RedisBackend:
-        """Open ``redis://host:6379/0?socket_timeout=0.5&serializer=pickle``."""
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, secret: Any = None, **options: Any
+    ) -> RedisBackend:
+        """Open ``redis://host:6379/0?socket_timeout=0.5&serializer=pickle``; the ``secret``
+        that signs pickles is a keyword only, never in a URL."""
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings.masked}: a Redis cache needs a redis:// URL")
         spec = {**REDIS_OPTIONS, "serializer": str}
-        return cls(settings, app_name=app_name, **merge_options(settings, spec, options))
+        merged = merge_options(settings, spec, options)
+        return cls(settings, app_name=app_name, secret=secret, **merged)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.settings.masked} app_name={self.app_name!r}>"
@@ -134,7 +141,7 @@ class RedisBackend(CacheBackend):
                 return None  # a SHA-256 collision: not this key's entry
             if fmt is None or data is None or stored_at is None:
                 raise _codec.Corrupt("a field of the entry is missing")
-            value = _codec.load(fmt.decode("ascii"), data, self.serializer)
+            value = self._codec.load(key, fmt.decode("ascii"), data)
             return Entry(value, float(stored_at))
         except (_codec.Corrupt, ValueError, UnicodeDecodeError) as exc:
             log.warning("redis cache %s: entry %r cannot be read (%s); treated as a miss",
@@ -243,7 +250,7 @@ class RedisBackend(CacheBackend):
     def _store(self, key: str, value: Any, ttl: float | None, only_if_absent: bool) -> bool:
         name, hashed = self._name(key)
         ttl = check_ttl(ttl)
-        fmt, data = _codec.dump(key, value, self.serializer)
+        fmt, data = self._codec.dump(key, value)
         ttl_ms = "" if ttl is None else max(1, int(ttl * 1000))
         args = [int(only_if_absent), fmt, data, repr(time()), ttl_ms, hashed or b""]
         try:
