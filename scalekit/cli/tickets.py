@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
+from scalekit.core.errors import CorruptData
 
 if TYPE_CHECKING:
     from scalekit.tickets.ticket import Entry
@@ -45,6 +47,17 @@ def list_lines(entries: list[Entry]) -> list[str]:
     return lines
 
 
+def visible(text: str) -> str:
+    """``text`` with control and format characters (escapes, CR, bidi overrides) shown as
+    ``\\x1b``-style escapes: what a ticket recorded from a request never drives the terminal."""
+    return "".join(
+        char.encode("unicode_escape").decode()
+        if unicodedata.category(char)[0] in "CZ" and char != " "
+        else char
+        for char in text
+    )
+
+
 def show_lines(ticket: dict[str, Any]) -> list[str]:
     error, request = ticket["error"], ticket["request"]
     query = f"?{request['query']}" if request.get("query") else ""
@@ -55,7 +68,7 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
         f"{error['summary']}",
         f"at {error['location']}",
         "",
-        error["traceback"].rstrip(),
+        *error["traceback"].rstrip().split("\n"),
     ]
     for frame in reversed(ticket["frames"]):
         lines += ["", f"{frame['file']}:{frame['line']} in {frame['function']}"]
@@ -74,11 +87,15 @@ def run(args: argparse.Namespace) -> int:
             entries = store.entries(max(args.limit, 0))
             lines = [*list_lines(entries), f"{len(entries)} ticket(s)"]
         elif args.view == "show":
-            ticket = store.load(args.ticket_id)
-            if ticket is None:
-                print(f"{NAME}: no ticket {args.ticket_id!r} in {args.store}")
+            try:
+                ticket = store.load(args.ticket_id)
+            except CorruptData as exc:
+                print(visible(f"{NAME}: ticket {args.ticket_id!r} cannot be read: {exc}"))
                 return EXIT_FAILURE
-            lines = [json.dumps(ticket, indent=2)] if args.json else show_lines(ticket)
+            if ticket is None:
+                print(visible(f"{NAME}: no ticket {args.ticket_id!r} in {args.store}"))
+                return EXIT_FAILURE
+            lines = json.dumps(ticket, indent=2).split("\n") if args.json else show_lines(ticket)
         else:
             groups = store.summary()
             lines = [f"{'count':>6}  {'first seen':<20}{'last seen':<20}error at location"]
@@ -89,5 +106,5 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"{sum(g.count for g in groups)} ticket(s) in {len(groups)} group(s)")
     finally:
         store.close()
-    print("\n".join(lines))
+    print("\n".join(map(visible, lines)))
     return EXIT_OK

@@ -25,7 +25,7 @@ from pydal import DAL, Field
 from pydal.objects import Table
 
 from scalekit.connect import sql
-from scalekit.core.errors import StoreUnavailable
+from scalekit.core.errors import CorruptData, StoreUnavailable
 from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, parse
 from scalekit.tickets.stores import TicketStore
@@ -125,7 +125,12 @@ class DatabaseStore(TicketStore):
             return None
         with self._transaction() as (db, table):
             row = db(table.ticket_id == ticket_id).select(table.ticket_data).first()
-        return None if row is None else json.loads(row.ticket_data)
+        if row is None:
+            return None
+        try:
+            return json.loads(row.ticket_data)
+        except (TypeError, ValueError) as exc:
+            raise CorruptData(f"ticket {ticket_id} is not valid JSON: {exc}") from None
 
     def entries(self, limit: int | None = None) -> list[Entry]:
         with self._transaction() as (db, table):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,10 +57,13 @@ class FolderStore(TicketStore):
     def load(self, ticket_id: str) -> dict[str, Any] | None:
         if not ID_PATTERN.match(ticket_id):
             return None
+        path = self.path_of(ticket_id)
         try:
-            return self.read(self.path_of(ticket_id))[0]
+            return self.read(path)[0]
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a symbolic link, a folder, no permission...
+            raise CorruptData(f"ticket file {path} cannot be read: {exc}") from None
 
     def entries(self, limit: int | None = None) -> list[Entry]:
         found = []
@@ -111,10 +115,12 @@ class FolderStore(TicketStore):
 
     def read(self, path: str) -> tuple[dict[str, Any], str]:
         """The ticket in ``path`` and its JSON text; :class:`CorruptData` if the file is not
-        a valid UTF-8 ticket named for its id, ``OSError`` if it cannot be read (a symbolic
-        link is not followed)."""
+        a valid UTF-8 ticket named for its id or not a regular file, ``OSError`` if it cannot
+        be read (a symbolic link is not followed)."""
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
         with os.fdopen(fd, "rb") as file:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise CorruptData("not a regular file")
             data = file.read()
         try:
             raw = data.decode("utf-8")

@@ -24,7 +24,7 @@ class TicketStore(abc.ABC):
 
     @abc.abstractmethod
     def load(self, ticket_id: str) -> dict[str, Any] | None:
-        """The ticket with this id, or None."""
+        """The ticket with this id, or None; :class:`CorruptData` if it cannot be read."""
 
     @abc.abstractmethod
     def entries(self, limit: int | None = None) -> list[Entry]:

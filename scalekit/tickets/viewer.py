@@ -4,22 +4,34 @@ Pages (relative to where it is mounted): ``/`` the newest tickets, ``/summary`` 
 grouped by exception type and location, ``/ticket/<id>`` one ticket. Access needs a
 client address in ``allowed`` (addresses or networks, matched against ``REMOTE_ADDR``
 only: behind a proxy on the same host every client looks local, so use a token there) or
-the ``token``, sent as ``Authorization: Bearer <token>`` or ``?token=<token>``.
+the ``token``, sent as ``Authorization: Bearer <token>`` or once as ``?token=<token>``: that
+answer sets a cookie (HttpOnly, SameSite=Strict, the viewer's path, signed with a key
+derived from the token, valid ``COOKIE_MAX_AGE`` seconds) and links never carry the token.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import html
 import ipaddress
+import logging
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, quote
 
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
 from scalekit.tickets.stores import TicketStore, open_store
 from scalekit.tickets.ticket import Entry, Group
 from scalekit.wsgi import pages
+from scalekit.wsgi.cookies import Cookie, cookie_value
+
+log = logging.getLogger("scalekit.tickets")
+
+COOKIE = "scalekit_tickets"
+COOKIE_MAX_AGE = 8 * 3600
 
 _STYLE = (
     "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
@@ -28,9 +40,13 @@ _STYLE = (
     "pre{background:#f7f7f7;padding:8px;overflow:auto}.hl{background:#ffe9a8}"
     "nav a{margin-right:1em}code{font-size:13px}h2{margin-top:1.5em}"
 )
+_POLICY = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
 _HEADERS = (
     pages.NO_STORE,
-    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'"),
+    ("Content-Security-Policy", _POLICY),
     ("X-Frame-Options", "DENY"),
     ("Referrer-Policy", "no-referrer"),
 )
@@ -56,10 +72,10 @@ class TicketViewer:
             raise ConfigError("TicketViewer needs allowed=[addresses] or a token=, or both")
         self.store = open_store(store) if isinstance(store, str) else store
         self.token, self.limit = token, limit
+        self._key = hmac.digest((token or "").encode(), b"scalekit:tickets viewer", hashlib.sha256)
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        query = parse_qs(environ.get("QUERY_STRING", ""))
-        given = query.get("token", [""])[0]
+        given = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
         if not self._permitted(environ, given):
             return _respond(
                 start_response,
@@ -67,45 +83,51 @@ class TicketViewer:
                 "Forbidden",
                 "<p>Access to the tickets is refused.</p>",
             )
-        page = _Page(environ.get("SCRIPT_NAME", ""), given if self.token else "")
-        path = environ.get("PATH_INFO", "") or "/"
+        root = environ.get("SCRIPT_NAME", "").rstrip("/")
+        cookie = ()
+        if self._is_token(given):  # the token, used once: a cookie from now on
+            jar = Cookie(COOKIE, path=quote(root) or "/", samesite="Strict", max_age=COOKIE_MAX_AGE)
+            https = environ.get("wsgi.url_scheme") == "https"
+            cookie = (jar.set_header(self._cookie(time.time() + COOKIE_MAX_AGE), https=https),)
+        status, title, body = self._page(_Page(root), environ.get("PATH_INFO", "") or "/")
+        return _respond(start_response, status, title, body, *cookie)
+
+    def _page(self, page: _Page, path: str) -> tuple[str, str, str]:
+        """The status, title and body of the page at ``path``."""
         try:
             if path == "/":
-                return _respond(
-                    start_response,
-                    "200 OK",
-                    "Tickets",
-                    page.entries(self.store.entries(self.limit)),
-                )
+                return "200 OK", "Tickets", page.entries(self.store.entries(self.limit))
             if path == "/summary":
-                return _respond(
-                    start_response, "200 OK", "Summary", page.summary(self.store.summary())
-                )
+                return "200 OK", "Summary", page.summary(self.store.summary())
             if path.startswith("/ticket/"):
                 ticket = self.store.load(path[len("/ticket/") :])
                 if ticket is not None:
-                    return _respond(
-                        start_response, "200 OK", f"Ticket {ticket['id']}", page.ticket(ticket)
-                    )
+                    return "200 OK", f"Ticket {ticket['id']}", page.ticket(ticket)
         except StoreUnavailable as exc:
-            return _respond(
-                start_response,
-                "503 Service Unavailable",
-                "Store unavailable",
-                f"<p>{_e(str(exc))}</p>",
-            )
-        return _respond(
-            start_response,
-            "404 Not Found",
-            "Not found",
-            page.nav() + "<p>No such page or ticket.</p>",
-        )
+            return "503 Service Unavailable", "Store unavailable", f"<p>{_e(str(exc))}</p>"
+        except (CorruptData, LookupError, TypeError, ValueError, AttributeError) as exc:
+            log.warning("ticket page %s cannot be shown: %s: %s", path, type(exc).__name__, exc)
+            return "404 Not Found", "Not found", page.nav() + "<p>This ticket cannot be read.</p>"
+        return "404 Not Found", "Not found", page.nav() + "<p>No such page or ticket.</p>"
+
+    def _cookie(self, expires: float) -> str:
+        """The cookie value that grants access until ``expires``: the time and its MAC."""
+        stamp = str(int(expires))  # 10 digits until the year 2286
+        mac = hmac.digest(self._key, stamp.encode(), hashlib.sha256)
+        return f"{stamp}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
+
+    def _is_token(self, sent: str) -> bool:
+        return bool(self.token and sent) and hmac.compare_digest(sent.encode(), self.token.encode())
 
     def _permitted(self, environ: dict, given: str) -> bool:
         if self.token:
             header = environ.get("HTTP_AUTHORIZATION", "")
-            sent = header[7:] if header[:7].lower() == "bearer " else given
-            if sent and hmac.compare_digest(sent.encode(), self.token.encode()):
+            if self._is_token(header[7:] if header[:7].lower() == "bearer " else given):
+                return True
+            held = cookie_value(environ.get("HTTP_COOKIE", ""), COOKIE) or ""
+            stamp = held.partition(".")[0]
+            fresh = stamp.isascii() and stamp.isdigit() and time.time() < int(stamp[:12])
+            if fresh and hmac.compare_digest(held.encode(), self._cookie(int(stamp[:12])).encode()):
                 return True
         try:
             address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
@@ -115,14 +137,13 @@ class TicketViewer:
 
 
 class _Page:
-    """HTML fragments for one request: links keep the mount point and the ?token."""
+    """HTML fragments for one request: links keep the mount point (never the token)."""
 
-    def __init__(self, root: str, token: str):
-        self.root = root.rstrip("/")
-        self.suffix = f"?token={quote(token, safe='')}" if token else ""
+    def __init__(self, root: str):
+        self.root = root
 
     def link(self, path: str, text: str) -> str:
-        return f'<a href="{_e(self.root + path + self.suffix)}">{_e(text)}</a>'
+        return f'<a href="{_e(self.root + path)}">{_e(text)}</a>'
 
     def nav(self) -> str:
         return f"<nav>{self.link('/', 'Newest')}{self.link('/summary', 'Summary')}</nav>"
@@ -175,7 +196,7 @@ class _Page:
         ]
         for frame in reversed(ticket.get("frames", [])):
             parts.append(
-                f"<h3><code>{_e(str(frame.get('file')))}:{frame.get('line')} in "
+                f"<h3><code>{_e(str(frame.get('file')))}:{_e(str(frame.get('line')))} in "
                 f"{_e(str(frame.get('function')))}</code></h3>"
             )
             context = frame.get("context", {})
@@ -198,9 +219,12 @@ def _table(values: dict[str, Any]) -> str:
     return f"<table>{rows}</table>"
 
 
-def _respond(start_response: Callable, status: str, title: str, body: str) -> list[bytes]:
+def _respond(
+    start_response: Callable, status: str, title: str, body: str, *headers: tuple[str, str]
+) -> list[bytes]:
     document = (
         f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>"
     )
-    return pages.page(status, pages.HTML, document.encode(), *_HEADERS).send(start_response)
+    answer = pages.page(status, pages.HTML, document.encode(), *_HEADERS, *headers)
+    return answer.send(start_response)

@@ -6,8 +6,9 @@ import json
 import time
 
 from scalekit.cli import main
+from scalekit.tickets import FolderStore, build
 from scalekit.tickets.ticket import ID_PATTERN, new_ticket_id
-from tests.tickets.conftest import spread
+from tests.tickets.conftest import ENVIRON, spread
 
 
 def stamp(at: float) -> str:
@@ -65,6 +66,24 @@ def test_the_cli_lists_shows_and_summarizes(any_store, capsys):
     assert out[1].split()[0] == "3" and "ValueError at " in out[1]
     assert out[2].split()[0] == "2" and "KeyError at " in out[2]
     assert out[-1] == "5 ticket(s) in 2 group(s)"
+
+
+def test_the_cli_escapes_control_characters_from_requests(tmp_path, capsys):
+    store = FolderStore(tmp_path / "errors")
+    environ = {**ENVIRON, "PATH_INFO": "/a\x1b[2J\rb", "HTTP_X_EVIL": "\x1b]0;pwned\x07\u202e"}
+    try:
+        raise ValueError("bad \x1b[31mred")
+    except ValueError as exc:
+        ticket = build(exc, environ, app_name="shop\x1b[1m", request_id="req-1")
+    store.save(ticket)
+    url = f"file://{store.folder}"
+    for command in (["show", ticket["id"]], ["list"], ["summary"]):
+        assert main(["tickets", "--store", url, *command]) == 0
+        out = capsys.readouterr().out
+        assert not any(char in out for char in "\x1b\x07\r\u202e"), command
+    assert main(["tickets", "--store", url, "show", ticket["id"]]) == 0
+    shown = capsys.readouterr().out
+    assert "/a\\x1b[2J\\rb" in shown and "X-Evil: \\x1b]0;pwned\\x07\\u202e" in shown
 
 
 def test_a_bad_store_url_is_a_clear_error(capsys):

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 
+from scalekit.cli import main
 from scalekit.core.errors import ConfigError
 from scalekit.tickets import FolderStore, TicketViewer
+from scalekit.tickets.ticket import new_ticket_id
+from scalekit.tickets.viewer import COOKIE, COOKIE_MAX_AGE
 from tests.tickets.conftest import spread
 from tests.wsgi import Client
 
@@ -69,14 +74,16 @@ def test_without_a_token_only_allowed_addresses_get_in(store):
     assert request(viewer, remote="127.0.0.1").status == 200
 
 
-def test_the_pages_render_escaped_and_links_keep_the_token(store):
+def test_the_pages_render_escaped_and_links_never_carry_the_token(store):
     tickets = spread(store)
     viewer = TicketViewer(store, token=TOKEN)
     query = f"token={TOKEN}"
     listing = request(viewer, "/", query=query)
-    assert listing.header("Content-Security-Policy").startswith("default-src 'none'")
+    policy = listing.header("Content-Security-Policy")
+    assert policy.startswith("default-src 'none'") and "form-action 'none'" in policy
+    assert TOKEN not in listing.text
     for ticket in tickets:
-        assert f'href="/ticket/{ticket["id"]}?token={TOKEN}"' in listing.text
+        assert f'href="/ticket/{ticket["id"]}"' in listing.text
     assert "bad &lt;order&gt; &amp; more" in listing.text and "<order>" not in listing.text
     summary = request(viewer, "/summary", query=query).text
     assert "<td>3</td><td>ValueError</td>" in summary and "<td>2</td><td>KeyError</td>" in summary
@@ -85,6 +92,79 @@ def test_the_pages_render_escaped_and_links_keep_the_token(store):
     assert "raise_value_error" in page.text and "<th>Cookie</th><td><code>***</code>" in page.text
     assert request(viewer, "/ticket/NoSuchTicketNoSuchTicket", query=query).status == 404
     assert request(viewer, "/ticket/../../etc/passwd", query=query).status == 404
+
+
+def test_the_token_is_used_once_then_a_signed_cookie(store, monkeypatch):
+    spread(store)
+    viewer = TicketViewer(store, token=TOKEN)
+
+    def mounted(environ, start_response):
+        environ["SCRIPT_NAME"], environ["REMOTE_ADDR"] = "/admin/errors", "10.1.2.3"
+        environ["QUERY_STRING"] = environ.pop("HTTP_X_QUERY", "")
+        return viewer(environ, start_response)
+
+    browser = Client(mounted)
+    first = browser.request("/", headers={"X-Query": f"token={TOKEN}"})
+    attributes = first.header("Set-Cookie").split("; ")
+    name, value = attributes[0].split("=", 1)
+    assert first.status == 200 and name == COOKIE and TOKEN not in value
+    assert {"Path=/admin/errors", "HttpOnly", "SameSite=Strict"} <= set(attributes)
+    assert browser.request("/summary").status == 200  # the cookie alone lets it in
+    assert browser.request("/summary").header("Set-Cookie") is None  # set once
+    tampered = value[:-1] + ("A" if value[-1] != "A" else "B")
+    assert Client(mounted).request("/", cookie=f"{COOKIE}={tampered}").status == 403
+    other = TicketViewer(store, token="another-token-456")
+    other_cookie = request(other, query="token=another-token-456").header("Set-Cookie")
+    assert Client(mounted).request("/", cookie=other_cookie.split(";")[0]).status == 403
+    wrong = Client(mounted).request("/", headers={"X-Query": "token=wrong"})
+    assert wrong.status == 403 and wrong.header("Set-Cookie") is None
+    later = time.time() + COOKIE_MAX_AGE + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    assert browser.request("/").status == 403  # expired
+
+
+def bad_ticket(store, kind: str, tmp_path) -> str:
+    """A ticket id whose file in ``store`` is of the unusable ``kind``."""
+    [good, *_] = spread(store)
+    path = store.path_of(ticket_id := new_ticket_id())
+    if kind == "corrupt":
+        with open(path, "wb") as file:
+            file.write(b'{"schema": 1, "id": \xff')
+    elif kind == "wrong id":
+        os.rename(store.path_of(good["id"]), path)
+    elif kind == "symlink":
+        outside = tmp_path / "outside.json"
+        outside.write_text(json.dumps({**good, "id": ticket_id}))
+        os.symlink(outside, path)
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mkdir(path)
+    return ticket_id
+
+
+@pytest.mark.parametrize("kind", ["corrupt", "wrong id", "symlink", "fifo", "directory"])
+def test_an_unusable_ticket_file_is_a_clean_404(store, tmp_path, kind, capsys):
+    ticket_id = bad_ticket(store, kind, tmp_path)
+    viewer = TicketViewer(store, token=TOKEN)
+    page = request(viewer, f"/ticket/{ticket_id}", query=f"token={TOKEN}")
+    assert page.status == 404 and "cannot be read" in page.text
+    assert request(viewer, "/", query=f"token={TOKEN}").status == 200
+    assert request(viewer, "/summary", query=f"token={TOKEN}").status == 200
+    assert main(["tickets", "--store", f"file://{store.folder}", "show", ticket_id]) == 1
+    assert "cannot be read" in capsys.readouterr().out
+
+
+def test_every_ticket_field_is_escaped(store):
+    [ticket, *_] = spread(store)
+    ticket["frames"][-1]["line"] = "<b>9</b>"
+    ticket["frames"][-1]["function"] = "<i>f</i>"
+    store.save(ticket)
+    page = request(
+        TicketViewer(store, token=TOKEN), f"/ticket/{ticket['id']}", query=f"token={TOKEN}"
+    )
+    assert page.status == 200 and "&lt;b&gt;9&lt;/b&gt;" in page.text
+    assert "<b>" not in page.text and "<i>" not in page.text
 
 
 class _Quiet(WSGIRequestHandler):
@@ -141,5 +221,8 @@ def test_a_browser_renders_the_ticket_page(served_viewer, tmp_path):
     assert (width, height) == (1200, 900)
     dom = chromium(tmp_path, "--dump-dom", f"{base}/summary?token={TOKEN}").stdout
     assert "<h1>Summary</h1>" in dom and "<td>3</td><td>ValueError</td>" in dom
-    refused = chromium(tmp_path, "--dump-dom", f"{base}/summary").stdout
+    again = chromium(tmp_path, "--dump-dom", f"{base}/summary").stdout  # with the cookie
+    assert "<h1>Summary</h1>" in again and "<td>3</td><td>ValueError</td>" in again
+    (stranger := tmp_path / "stranger").mkdir()  # a browser that never had the token
+    refused = chromium(stranger, "--dump-dom", f"{base}/summary").stdout
     assert "<h1>Forbidden</h1>" in refused and "ValueError" not in refused
