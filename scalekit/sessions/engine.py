@@ -7,6 +7,7 @@ store call a session makes; :mod:`scalekit.sessions.middleware` only wires it in
 from __future__ import annotations
 
 import logging
+import random
 import secrets
 import time
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ log = logging.getLogger("scalekit.sessions")
 
 FAIL_CLOSED, FAIL_OPEN = "fail_closed", "fail_open"
 StoreFailure = (StoreUnavailable, ConflictError)
+#: Backoff between compare-and-set attempts: a random wait up to base * 2**attempt, capped.
+_BACKOFF_BASE, _BACKOFF_CAP = 0.002, 0.1
 
 
 def _all_immutable(data: dict) -> bool:
@@ -69,7 +72,7 @@ class SessionEngine:
         lock_ttl: float = 30.0,
         on_store_error: str = FAIL_CLOSED,
         retry_after: int = 5,
-        conflict_retries: int = 5,
+        conflict_retries: int = 50,
     ):
         if on_store_error not in (FAIL_CLOSED, FAIL_OPEN):
             raise ConfigError(
@@ -140,8 +143,11 @@ class SessionEngine:
         try:
             return self._finish(session)
         except StoreFailure as exc:
-            self._failed(session, exc, "save")
-            return []
+            if session._failure is not exc:  # a change was lost: an error under any policy
+                log.error("session save failed, answering an error (this request's changes "
+                          "were not saved): %s", exc)  # fmt: skip
+                object.__setattr__(session, "_failure", exc)
+            raise
 
     def release(self, session: Session) -> None:
         """Release the session's lock, if it holds one (always called, also on errors)."""
@@ -174,7 +180,11 @@ class SessionEngine:
                 self._save_merging(session, body)
                 return self._cookie_refresh(session)
         if self.touch_after is not None and now() - record.touched_at >= self.touch_after:
-            self.store.touch(old_sid, self.ttl)
+            try:
+                self.store.touch(old_sid, self.ttl)
+            except StoreFailure as exc:  # no change is lost: the failure policy applies
+                self._failed(session, exc, "touch")
+                return []
             return self._cookie_refresh(session)
         return self._cookie_refresh(session, touched=False)
 
@@ -197,11 +207,19 @@ class SessionEngine:
         return headers
 
     def _save_merging(self, session: Session, body: bytes) -> None:
-        """Compare-and-set; on conflict re-apply only this request's changed keys."""
+        """Compare-and-set; on conflict wait a moment (growing, jittered, so concurrent
+        writers spread out), then re-apply only this request's changed keys to what is
+        stored now. After ``conflict_retries`` attempts: :class:`ConflictError`."""
         sid, record, changes = session._sid, session._record, None
-        for _ in range(self.conflict_retries):
-            if self.store.save(sid, self._seal(sid, body), self.ttl, record.version):
-                return
+        attempt = 0
+        while not self.store.save(sid, self._seal(sid, body), self.ttl, record.version):
+            attempt += 1
+            if attempt >= self.conflict_retries:
+                raise ConflictError(
+                    f"session {sid[:6]}...: {attempt} concurrent saves won in a row; "
+                    "this request's changes were not saved"
+                )
+            time.sleep(random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2**attempt)))
             record = self.store.load(sid)
             if record is None:
                 log.info("session %s... was deleted by a concurrent request; "
@@ -221,10 +239,6 @@ class SessionEngine:
                 else:
                     stored[key] = value
             body = self.codec.body(created, stored)
-        raise ConflictError(
-            f"session {sid[:6]}...: {self.conflict_retries} concurrent saves won in a row; "
-            "this request's changes were not saved"
-        )
 
     def _changes(self, session: Session) -> dict[str, tuple[bool, Any]]:
         """The keys this request set or deleted: ``{key: (deleted, value)}``."""
@@ -272,7 +286,8 @@ class SessionEngine:
         object.__setattr__(session, "_lock", (sid, token))
 
     def _failed(self, session: Session, exc: Exception, action: str) -> None:
-        """Apply the store failure policy: raise (fail_closed) or degrade (fail_open)."""
+        """Apply the store failure policy to a load or touch: raise (fail_closed) or degrade
+        (fail_open). A failed save never comes here: a lost change is always an error."""
         if self.on_store_error == FAIL_CLOSED:
             log.error("session %s failed, answering 503 (fail_closed): %s", action, exc)
             object.__setattr__(session, "_failure", exc)

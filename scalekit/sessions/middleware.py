@@ -7,17 +7,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from scalekit.core.errors import ConflictError
+from scalekit.core.options import known_options
 from scalekit.sessions.engine import SessionEngine, StoreFailure
 from scalekit.sessions.session import Session
 from scalekit.sessions.stores import SessionStore
 from scalekit.wsgi.context import RequestVar
 from scalekit.wsgi.environ import SESSION_KEY as ENVIRON_KEY
 from scalekit.wsgi.headers import make_private, vary_on_cookie
-from scalekit.wsgi.pages import Page, unavailable
+from scalekit.wsgi.pages import NO_STORE, TEXT, Page, page, unavailable
 from scalekit.wsgi.response import ClosingBody, close_body
 from scalekit.wsgi.views import per_view
 
 __all__ = ["ENVIRON_KEY", "SessionMiddleware", "current", "with_session"]
+
+_CONFLICT = page(
+    "409 Conflict",
+    TEXT,
+    b"Conflict: this request's changes to your session were not saved, because other "
+    b"requests of yours changed it at the same time. Please try again.\n",
+    NO_STORE,
+)
 
 _sessions: RequestVar[Session] = RequestVar(
     "scalekit_session", "no session here: run inside SessionMiddleware or @with_session"
@@ -37,8 +47,11 @@ class SessionMiddleware:
     A response that read the session varies on ``Cookie``; one that set the cookie is also
     ``Cache-Control: private``.
     A store failure under ``on_store_error="fail_closed"`` becomes a 503 with Retry-After.
+    A change that could not be saved is never answered as saved, under either policy: a
+    503 if the store failed, a 409 if concurrent writers kept winning.
     """
 
+    @known_options(SessionEngine)
     def __init__(
         self,
         app: Callable,
@@ -63,8 +76,10 @@ class SessionMiddleware:
             if not saved:  # save once, even if the app starts its response again
                 try:
                     saved.append(engine.finish(session))
-                except StoreFailure:
-                    failed.append(self._unavailable())
+                except StoreFailure as exc:  # the change was not saved: never a 200
+                    failed.append(
+                        _CONFLICT if isinstance(exc, ConflictError) else self._unavailable()
+                    )
                     return start_response(failed[0].status, failed[0].headers, exc_info)
             if saved[0]:
                 headers = make_private([*headers, *saved[0]])
@@ -99,6 +114,7 @@ class SessionMiddleware:
         return unavailable("the session store", self.engine.retry_after)
 
 
+@known_options(SessionMiddleware)
 def with_session(
     store: SessionStore | str, secret: str | bytes | Sequence[str | bytes], **options: Any
 ) -> Callable[[Callable], Callable]:

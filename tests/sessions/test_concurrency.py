@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -155,3 +156,62 @@ def test_current_is_per_thread_in_a_threaded_server(store):
                                      app_name=store.app_name)  # fmt: skip
     overlapping(app, {}, paths)
     assert seen == {path: path for path in paths}
+
+
+WRITERS, REQUESTS = 6, 100
+
+
+def test_parallel_writers_of_one_session_lose_no_key_and_get_no_error(store):
+    """One browser, six tabs, each request writing its own key (the issue's load): every
+    request succeeds and every key is there afterwards."""
+
+    def write(session, environ):
+        session[environ["PATH_INFO"][1:]] = 1
+        return "ok"
+
+    start = threading.Barrier(WRITERS, timeout=10)
+    keys = [f"w{w}r{r}" for w in range(WRITERS) for r in range(REQUESTS)]
+    actions = {"/seed": set_values(seed=1), "/read": read_all, **{f"/{k}": write for k in keys}}
+    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app_name)
+    client = Client(app)
+    client.get("/seed")
+    statuses, started = [], time.monotonic()
+
+    def tab(w):
+        browser = Client(app, cookies=dict(client.cookies))
+        start.wait()
+        statuses.extend(browser.get(f"/w{w}r{r}").status for r in range(REQUESTS))
+
+    threads = [threading.Thread(target=tab, args=(w,)) for w in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    elapsed = time.monotonic() - started
+    errors = [status for status in statuses if status != 200]
+    assert len(statuses) == WRITERS * REQUESTS and not errors, f"{len(errors)} errors"
+    stored = json.loads(client.get("/read").text)
+    assert sorted(set(keys) - set(stored)) == [] and stored["seed"] == 1
+    assert elapsed < 30, f"{elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_change_that_lost_every_attempt_is_an_error_under_either_policy(store, policy):
+    """fail_open covers a store that is down, not a lost write: it is a 409, never a 200."""
+
+    def mine(session, environ):
+        session.get("seed")  # loaded; now another request of this browser saves first
+        assert Client(app, cookies=dict(client.cookies)).get("/theirs").status == 200
+        session.mine = 1
+        return "ok"
+
+    actions = {"/seed": set_values(seed=1), "/read": read_all, "/mine": mine,
+               "/theirs": set_values(theirs=1)}  # fmt: skip
+    app = sessions.SessionMiddleware(route(actions), store, SECRET, app_name=store.app_name,
+                                     on_store_error=policy, conflict_retries=1)  # fmt: skip
+    client = Client(app)
+    client.get("/seed")
+    response = client.get("/mine")
+    assert response.status == 409 and b"not saved" in response.body
+    assert response.header("Set-Cookie") is None
+    assert client.get("/read").text == '{"seed": 1, "theirs": 1}'

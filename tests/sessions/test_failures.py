@@ -124,7 +124,9 @@ def test_fail_open_goes_on_with_an_empty_unsaved_session(outage, app_name, caplo
     assert client.get("/read").text == '{"user": "ann"}'
 
 
-def test_a_store_that_stops_between_load_and_save(outage, app_name, caplog):
+@pytest.mark.parametrize("policy", ["fail_closed", "fail_open"])
+def test_a_store_that_stops_between_load_and_save(outage, app_name, policy, caplog):
+    """A change that could not be saved is a 503 under either policy (never a 200)."""
     stopped = contextlib.ExitStack()
 
     def change_then_outage(session, environ):
@@ -132,7 +134,7 @@ def test_a_store_that_stops_between_load_and_save(outage, app_name, caplog):
         stopped.enter_context(outage.down())
         return "ok"
 
-    app = make(outage, app_name, {**ACTIONS, "/change": change_then_outage}, "fail_closed")
+    app = make(outage, app_name, {**ACTIONS, "/change": change_then_outage}, policy)
     client = Client(app)
     client.get("/set")
     with stopped, caplog.at_level(logging.ERROR, logger="scalekit.sessions"):
