@@ -2,18 +2,24 @@
 
 ``open_store("redis://h/0?socket_timeout=0.5", socket_timeout=2)`` uses 2: a keyword given in
 code overrides the URL. An option nobody knows, in the URL or as a keyword, is a
-:class:`~scalekit.core.errors.ConfigError` naming the (masked) URL and the options it takes.
+:class:`~scalekit.core.errors.ConfigError` naming the (masked) URL and the options it takes;
+:func:`known_options` gives a middleware's constructor or decorator the same rule.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError
 from scalekit.core.urls import BackendURL
 
-__all__ = ["as_bool", "merge_options", "positive_int_or_none"]
+__all__ = ["as_bool", "known_options", "merge_options", "positive_int_or_none"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def merge_options(
@@ -51,3 +57,38 @@ def positive_int_or_none(text: str) -> int | None:
     if value < 0:
         raise ValueError("must be a positive number")
     return value
+
+
+def known_options(*forwarded_to: Callable[..., Any]) -> Callable[[F], F]:
+    """Decorate a constructor or function so that a keyword it does not take (itself, or
+    through its ``**options`` to ``forwarded_to``: functions or classes) is a
+    :class:`ConfigError` naming it and the ones taken, instead of a ``TypeError``."""
+
+    def decorate(function: F) -> F:
+        names = frozenset().union(*map(_keywords, (function, *forwarded_to))) - {"self"}
+        owner = function.__qualname__.removesuffix(".__init__")
+
+        @functools.wraps(function)
+        def checked(*args: Any, **options: Any) -> Any:
+            unknown = options.keys() - names
+            if unknown:
+                raise ConfigError(
+                    f"{owner}: unknown option {', '.join(sorted(unknown))}; "
+                    f"takes {', '.join(sorted(names))}"
+                )
+            return function(*args, **options)
+
+        checked.known_options = names  # type: ignore[attr-defined]
+        return checked  # type: ignore[return-value]
+
+    return decorate
+
+
+def _keywords(target: Callable[..., Any]) -> frozenset[str]:
+    """The keywords ``target`` (a class: its constructor) takes by name."""
+    function = target.__init__ if isinstance(target, type) else target
+    known = getattr(function, "known_options", None)
+    if known is not None:
+        return known
+    parameters = inspect.signature(function).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind in _NAMED)

@@ -16,7 +16,10 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from pydal import DAL
+
 from scalekit.core.errors import DatabaseUnavailable, MissingContext
+from scalekit.core.options import known_options
 from scalekit.db.replicas import ReplicaSet
 from scalekit.db.routing import SAFE_METHODS, Router
 from scalekit.db.scope import ENVIRON_KEY, DBScope, current_scope
@@ -37,6 +40,7 @@ class DBMiddleware:
     keyword arguments go to every ``pydal.DAL`` of the request.
     """
 
+    @known_options(DAL)
     def __init__(
         self,
         app: Callable,
@@ -134,6 +138,7 @@ class _Body(ClosingBody):
         response.send()
 
 
+@known_options(DBMiddleware)
 def with_db(replicas: ReplicaSet | str, **options: Any) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so it gets a :class:`DBScope`, as ``DBMiddleware`` does."""
     return per_view(DBMiddleware, replicas, **options)

@@ -19,6 +19,7 @@ from typing import Any
 
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
+from scalekit.core.options import known_options
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
 from scalekit.maintenance.state import DOWN, State, format_time
@@ -109,6 +110,7 @@ class MaintenanceMiddleware:
     :class:`~scalekit.maintenance.Bypass` (``bypass_seconds`` is its ``cookie_seconds``).
     """
 
+    @known_options()
     def __init__(
         self,
         app: Callable,
@@ -212,6 +214,7 @@ class MaintenanceMiddleware:
         )
 
 
+@known_options(MaintenanceMiddleware)
 def with_maintenance(
     flag: Flag | Maintenance | str | Callable | None = None, **options: Any
 ) -> Callable:

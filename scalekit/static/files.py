@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from scalekit.core.errors import InvalidArgumentType, NotAFolder
+from scalekit.core.options import known_options
 from scalekit.static import manifest
 from scalekit.static.http import (
     Unsatisfiable,
@@ -71,6 +72,7 @@ class StaticFiles:
     ``DeprecationWarning``.
     """
 
+    @known_options()
     def __init__(
         self,
         app: WSGIApp | None = None,

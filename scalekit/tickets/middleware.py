@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterable, Iterator
 
+from scalekit.core.options import known_options
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, request_id, scrub_text, versions
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
@@ -32,6 +33,7 @@ class TicketMiddleware:
     and the response ends where it was.
     """
 
+    @known_options()
     def __init__(
         self, app: Callable, store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
     ):
@@ -141,6 +143,7 @@ def _error_html(ticket: str | None, request: str) -> str:
     )
 
 
+@known_options()
 def with_tickets(
     store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
 ) -> Callable[[Callable], Callable]:
