@@ -2,8 +2,11 @@
 members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 
 - :mod:`~scalekit.connect.sql.dal`: a DAL opened from a URL (one attempt, the driver's
-  connect timeout, a private folder for pydal's ``.table`` files), pools of its own in
-  each process, closing, one-line driver errors without the password.
+  connect timeout, each statement bounded even on a frozen server, a private folder for
+  pydal's ``.table`` files), pools of its own in each process, closing, one-line driver
+  errors without the password.
+- :mod:`~scalekit.connect.sql.deadline`: the client's own deadline on PostgreSQL round
+  trips, which a frozen server cannot enforce.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
   process (fork-safe through :mod:`scalekit.core.process`).
 - :mod:`~scalekit.connect.sql.tables`: table and index names, tables created or upgraded
@@ -14,6 +17,8 @@ Each piece keeps its own schema (fields, indexes) and its own messages.
 
 from scalekit.connect.sql.connections import ThreadDAL
 from scalekit.connect.sql.dal import (
+    STATEMENT_TIMEOUT,
+    bound_args,
     close,
     close_quietly,
     connect_timeout_args,
@@ -39,8 +44,10 @@ from scalekit.connect.sql.tables import (
 )
 
 __all__ = [
+    "STATEMENT_TIMEOUT",
     "Index",
     "ThreadDAL",
+    "bound_args",
     "check_table_name",
     "close",
     "close_quietly",

@@ -23,12 +23,18 @@ from pydal._globals import THREAD_LOCAL
 from pydal.connection import ConnectionPool
 
 from scalekit.connect.files import describe_os_error
+from scalekit.connect.sql.deadline import bounded_connection
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL, DatabaseURL, SQLiteURL
 
 #: Seconds to wait for a server (for SQLite: for a locked file) unless told otherwise.
 CONNECT_TIMEOUT = 5.0
+#: Seconds a statement may run on a server unless told otherwise (:func:`bound_args`).
+STATEMENT_TIMEOUT = 5.0
+#: Seconds the client waits past the statement timeout, so that a server that answers
+#: ends a slow statement itself (the connection stays usable).
+_MARGIN = 1.0
 _RAISED = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception): (.+)$", re.MULTILINE)
 
 
@@ -57,11 +63,11 @@ def pool_per_process(uri: str) -> None:
     _pools.uris.add(uri)
 
 
-def positive_timeout(settings: BackendURL, timeout: float) -> float:
+def positive_timeout(settings: BackendURL, timeout: float, name: str = "connect_timeout") -> float:
     """``timeout`` as a float; :class:`ConfigError` naming the URL unless it is positive."""
     timeout = float(timeout)
     if not timeout > 0:
-        raise ConfigError(f"{settings.masked}: connect_timeout must be positive")
+        raise ConfigError(f"{settings.masked}: {name} must be positive")
     return timeout
 
 
@@ -69,6 +75,31 @@ def connect_timeout_args(settings: DatabaseURL, timeout: float) -> dict[str, flo
     """The driver argument for a connect timeout: libpq takes whole seconds (and treats 1
     as 2); pymysql takes a float."""
     return {"connect_timeout": math.ceil(timeout) if settings.dialect == "postgres" else timeout}
+
+
+def bound_args(settings: DatabaseURL, statement_timeout: float) -> dict[str, Any]:
+    """The driver arguments that bound each statement to ``statement_timeout`` seconds,
+    and what the client waits for its reply to a little more, however the server fails.
+
+    PostgreSQL (psycopg2): the server's ``statement_timeout``; TCP keepalives and
+    ``tcp_user_timeout`` for a server gone from the network; and for one that is frozen
+    but still acknowledged by its kernel, a deadline kept by the client
+    (:func:`~scalekit.connect.sql.deadline.bounded_connection`). MySQL/MariaDB: the
+    driver's read and write timeouts (pymysql keeps TCP keepalives on itself).
+    """
+    seconds = positive_timeout(settings, statement_timeout, "statement_timeout")
+    wait = seconds + _MARGIN
+    if settings.dialect != "postgres":
+        return {"read_timeout": math.ceil(wait), "write_timeout": math.ceil(wait)}
+    return {
+        "options": f"-c statement_timeout={math.ceil(seconds * 1000)}",
+        "keepalives": 1,
+        "keepalives_idle": 10,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": math.ceil(wait * 1000),
+        "connection_factory": bounded_connection(wait),
+    }
 
 
 def server_uri(settings: DatabaseURL) -> tuple[str, bool]:
@@ -92,10 +123,12 @@ def dal_options(
     folder: str | None,
     timeout: float | None,
     pool_size: int | None = None,
+    statement_timeout: float | None = None,
 ) -> dict[str, Any]:
     """The ``pydal.DAL`` arguments (``uri`` included) for a piece's own connections to a
     SQLite file or a database server: a short connect timeout (default 5 s; for SQLite how
-    long to wait for a locked file), credentials decoded as pydal expects them. A relative
+    long to wait for a locked file), on a server each statement bounded (default 5 s, see
+    :func:`bound_args`), credentials decoded as pydal expects them. A relative
     SQLite path is relative to ``folder``, else to the current directory; SQLite keeps
     pydal's ``.table`` files beside the database unless ``folder`` is given."""
     timeout = positive_timeout(settings, CONNECT_TIMEOUT if timeout is None else timeout)
@@ -119,9 +152,13 @@ def dal_options(
     if not isinstance(settings, DatabaseURL):
         raise ConfigError(f"{settings.masked}: a database URL is needed here")
     uri, decode = server_uri(settings)
+    statement_timeout = STATEMENT_TIMEOUT if statement_timeout is None else statement_timeout
     options.update(
         uri=uri,
-        driver_args=connect_timeout_args(settings, timeout),
+        driver_args={
+            **connect_timeout_args(settings, timeout),
+            **bound_args(settings, statement_timeout),
+        },
         decode_credentials=decode,
     )
     return options

@@ -96,8 +96,11 @@ class DatabaseStore(SessionStore):
     and ``sql.log``: default ``<tmp>/scalekit-pydal-<uid>``, private to the user; SQLite
     keeps ``.table`` files beside the database file, and a relative SQLite path is relative
     to ``folder``, else to the current directory), ``pool_size`` (pydal connection pool,
-    default 0) and ``connect_timeout`` (seconds, default 5; for SQLite how long to wait
-    for a locked database). pydal still sleeps 1 s after a failed connection attempt.
+    default 0), ``connect_timeout`` (seconds, default 5; for SQLite how long to wait
+    for a locked database) and ``statement_timeout`` (seconds, default 5: on a server, how
+    long a statement may run; a frozen server fails the call about a second later, see
+    :func:`~scalekit.connect.sql.bound_args`). pydal still sleeps 1 s after a failed
+    connection attempt.
     """
 
     kind = "database"
@@ -115,6 +118,7 @@ class DatabaseStore(SessionStore):
         folder: str | None = None,
         pool_size: int | None = None,
         connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
     ):
         super().__init__(app_name)
         if (url is None) == (db is None):
@@ -129,10 +133,11 @@ class DatabaseStore(SessionStore):
         self.commit = bool(commit)
         self._password: str | None = None
         if db is not None:
-            if folder is not None or pool_size is not None or connect_timeout is not None:
+            own = (folder, pool_size, connect_timeout, statement_timeout)
+            if any(option is not None for option in own):
                 raise ConfigError(
-                    "folder, pool_size and connect_timeout set up the store's own DAL; "
-                    "with db= the app's DAL is used as it is"
+                    "folder, pool_size, connect_timeout and statement_timeout set up the "
+                    "store's own DAL; with db= the app's DAL is used as it is"
                 )
             self.masked = mask(str(db._uri))
             self._db: DAL | None = db
@@ -143,7 +148,11 @@ class DatabaseStore(SessionStore):
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
         self.masked = settings.masked
         self._dal_options = sql.dal_options(
-            settings, folder=folder, timeout=connect_timeout, pool_size=pool_size
+            settings,
+            folder=folder,
+            timeout=connect_timeout,
+            pool_size=pool_size,
+            statement_timeout=statement_timeout,
         )
         self._password = getattr(settings, "password", None)
         self._dals = sql.ThreadDAL(self._connect, self._prepare)
@@ -158,6 +167,7 @@ class DatabaseStore(SessionStore):
             "folder": str,
             "pool_size": int,
             "connect_timeout": float,
+            "statement_timeout": float,
         }
         return cls(settings, app_name=app_name, **merge_options(settings, spec, options))
 
