@@ -11,7 +11,15 @@ Failures: connect and socket timeouts (1 s by default) bound the cost of a dead 
 that fails is skipped (calls for its keys raise the user's :class:`StoreUnavailable` at once)
 for ``retry_timeout`` seconds, then tried again; after ``retry_attempts`` failed retries it
 leaves the ring for ``dead_timeout`` seconds and its keys go to the other nodes (as
-pymemcache's HashClient does). The last live node never leaves the ring: with one server,
+pymemcache's HashClient does). It comes back only once emptied with ``flush_all``: the copies
+it kept may be older than the deletes and writes its keys had elsewhere meanwhile (a
+signed-out session would live again). The cost: every entry of that memcached server is
+lost (its other users signed out, other apps' keys on the server too); a node that cannot be
+flushed stays out for another ``dead_timeout``. Not covered: an app server that never saw
+the node fail keeps reading it, and can read a copy another app server deleted on the
+fallback until the node is flushed (at most ``dead_timeout`` after it answers again); and
+what the fallback node got meanwhile stays there until its TTL, read again if the same node
+leaves the ring again. The last live node never leaves the ring: with one server,
 calls fail fast and the server is retried every ``retry_timeout`` seconds. HashClient itself
 is not used because it answers "missing" or "not stored" for a node in its retry window
 (a live session would read as gone), does not count an unexpectedly closed connection as a
@@ -188,17 +196,39 @@ class Cluster:
                               node.name)  # fmt: skip
 
     def _revive(self) -> None:
+        """Put back in the ring the nodes whose ``dead_timeout`` has passed, each flushed
+        first; a node that cannot be flushed stays out for another ``dead_timeout``."""
         with self._lock:
             current = time.monotonic()
-            back = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
+            due = [node for node in self.nodes.values() if 0 < node.dead_until <= current]
+            for node in due:  # claimed: no other thread flushes it meanwhile
+                node.dead_until = current + self.dead_timeout
+            self._next_revival = self._next_dead_until()
+        back = [node for node in due if self._flushed(node)]
+        with self._lock:
             for node in back:
                 node.failures, node.dead_until = 0, 0.0
-                self.log.info("%s %s: memcached %s is back in the ring", self.label, self.url,
-                              node.name)  # fmt: skip
+                self.log.info("%s %s: memcached %s is back in the ring (flushed)", self.label,
+                              self.url, node.name)  # fmt: skip
             if back:
                 self._set_live([*self._live, *(node.name for node in back)])
-            waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]
-            self._next_revival = min(waiting, default=math.inf)
+            self._next_revival = self._next_dead_until()
+
+    def _flushed(self, node: _Node) -> bool:
+        """Empty ``node`` (``flush_all``) before it comes back: what it holds may be older than
+        the deletes and writes its keys had on other nodes meanwhile (a signed-out session
+        would live again). Its other entries are lost: a store that loses entries logs users
+        out, which is safe; one that brings back a signed-out session is not."""
+        try:
+            self._run_on(node, "flush a returning node", lambda conn: conn.flush_all())
+        except StoreUnavailable as exc:
+            self.log.warning("%s; it stays out of the ring", exc)
+            return False
+        return True
+
+    def _next_dead_until(self) -> float:
+        waiting = [node.dead_until for node in self.nodes.values() if node.dead_until > 0]
+        return min(waiting, default=math.inf)
 
     def _set_live(self, names: Iterable[str]) -> None:
         live = set(names)

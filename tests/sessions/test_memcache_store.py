@@ -228,6 +228,30 @@ def test_a_dead_node_rejoins_after_dead_timeout(memcached_servers, extra_memcach
         store.close()
 
 
+def test_a_node_back_from_the_dead_never_undoes_a_sign_out_or_a_renewal(
+    memcached_servers, extra_memcached, app_name
+):
+    live, flaky = memcached_servers[0], extra_memcached
+    url = f"memcache://{live.address},{flaky.address}?timeout=0.5&retry_attempts=0&dead_timeout=1"
+    store = open_store(url, app_name=app_name)
+    try:
+        signed_out = session_on(store, (live, flaky), app_name, flaky)
+        renewed = session_on(store, (live, flaky), app_name, flaky)
+        with flaky.frozen():  # the node stalls (SIGSTOP): it keeps its copies
+            with pytest.raises(StoreUnavailable):
+                store.load(signed_out)  # it times out and leaves the ring
+            store.delete(signed_out)  # on the live node, where there is nothing
+            assert store.save(renewed, b"renewed", 60, ANY)  # on the live node
+        time.sleep(1.2)  # the node answers again and dead_timeout has passed: back home
+        assert store.load(signed_out) is None
+        assert store.load(renewed) is None  # the renewal is lost (signed out), not undone
+        assert store.save(renewed, b"signed in again", 60, None)
+        assert store.load(renewed).data == b"signed in again"
+        assert holder((flaky,), app_name, renewed) is flaky  # home again
+    finally:
+        store.close()
+
+
 def test_the_only_node_is_retried_after_retry_timeout(extra_memcached, app_name):
     url = f"memcache://{extra_memcached.address}?retry_attempts=0&retry_timeout=0.5"
     store = open_store(url, app_name=app_name)
