@@ -32,8 +32,9 @@ class Codec:
             raise ConfigError(f"{where}: cache serializer {serializer!r}: use 'json' or 'pickle'")
         if serializer == "pickle" and secret is None:
             raise ConfigError(
-                f"{where}: serializer='pickle' needs a secret=... to sign the pickles (whoever "
-                "can write an unsigned pickle into the cache runs code on every app server)"
+                f"{where}: serializer='pickle' needs a secret to sign the pickles (whoever can "
+                "write an unsigned pickle into the cache runs code on every app server); open "
+                "the backend with open_backend(url, secret=...), a keyword, never in the URL"
             )
         self.serializer = serializer
         self._signer = Signer(secret, "cache pickle") if serializer == "pickle" else None
