@@ -66,6 +66,7 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
         f"host {ticket['hostname']}  pid {ticket['pid']}  request {ticket['request_id']}",
         f"{request['method']} {request['path']}{query}  from {request['client']}",
         f"{error['summary']}",
+        f"counted {ticket.get('count', 1)} time(s), last at {ticket.get('last_seen', '-')}",
         f"at {error['location']}",
         "",
         *error["traceback"].rstrip().split("\n"),

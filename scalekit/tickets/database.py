@@ -7,6 +7,8 @@ lists and summaries need without reading the JSON::
     ticket_data       text      the whole ticket, JSON
     created_datetime  datetime  when the error happened (naive UTC); indexed
     app, hostname, error_type, location, summary   strings, from the ticket
+    occurrences       integer   identical failures counted on the ticket (NULL in rows of
+                                older versions: one)
 
 Connections (one DAL per thread and process, never one inherited through fork), the table's
 upgrades and the insert that skips a stored id come from :mod:`scalekit.connect.sql`.
@@ -46,6 +48,7 @@ _INSERT_COLUMNS = (
     "error_type",
     "location",
     "summary",
+    "occurrences",
 )
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "table": str,
@@ -60,6 +63,7 @@ _ENTRY_COLUMNS = (
     "error_type",
     "location",
     "summary",
+    "occurrences",
 )
 
 
@@ -84,6 +88,7 @@ def ticket_fields() -> list[Field]:
         Field("error_type", length=255),
         Field("location", length=512),
         Field("summary", length=512),
+        Field("occurrences", "integer"),
     ]
 
 
@@ -148,13 +153,14 @@ class DatabaseStore(TicketStore):
                 row.error_type,
                 row.location,
                 row.summary,
+                row.occurrences or 1,
             )
             for row in rows
         ]
 
     def summary(self) -> list[Group]:
         with self._transaction() as (db, table):
-            count, created = table.id.count(), table.created_datetime
+            count, created = table.occurrences.coalesce(1).sum(), table.created_datetime
             first, last = created.min(), created.max()
             rows = db(table).select(
                 table.error_type,
@@ -169,7 +175,7 @@ class DatabaseStore(TicketStore):
             Group(
                 row[table.error_type],
                 row[table.location],
-                row[count],
+                int(row[count]),
                 _text(row[first]),
                 _text(row[last]),
             )
@@ -178,10 +184,18 @@ class DatabaseStore(TicketStore):
 
     def insert(self, tickets: list[tuple[dict[str, Any], str]]) -> int:
         """Insert ``(ticket, its JSON)`` pairs and commit; a ticket whose id is stored
-        already is skipped. Returns how many rows were added."""
+        already is skipped, unless it now counts more failures: then it replaces the
+        stored one. Returns how many rows were added."""
         rows = [_row(ticket, raw) for ticket, raw in tickets]
         with self._transaction() as (db, table):
-            return sql.insert_new_rows(db, table, _INSERT_COLUMNS, rows)
+            added = sql.insert_new_rows(db, table, _INSERT_COLUMNS, rows)
+            for ticket_id, raw, *_, count in rows:
+                if count > 1:  # a repeat: keep the highest count
+                    fewer = (table.occurrences == None) | (table.occurrences < count)  # noqa: E711
+                    db((table.ticket_id == ticket_id) & fewer).update(
+                        ticket_data=raw, occurrences=count
+                    )
+            return added
 
     def close(self) -> None:
         """Close this thread's connection; other threads reopen theirs on next use."""
@@ -240,6 +254,7 @@ def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:
         item.error_type[:255],
         item.location[:512],
         item.summary[:512],
+        item.count,
     )
 
 

@@ -4,7 +4,9 @@ Files are ``<folder>/<ticket id>.json``, written atomically (a hidden temporary 
 ``os.replace``: :mod:`scalekit.connect.files`, as every piece keeps its files), so a reader
 never sees half a ticket. It works with no network at all:
 ``tickets2db`` moves the files into a database later. Files that cannot be read as
-tickets are moved aside into ``<folder>/bad/``, never deleted.
+tickets are moved aside into ``<folder>/bad/``, never deleted. Past ``max_bytes`` of
+tickets, a save deletes tickets to make room: duplicates (a failure type and location with
+a newer ticket) oldest first, then the oldest.
 """
 
 from __future__ import annotations
@@ -30,15 +32,24 @@ __all__ = ["BAD", "STALE_TEMP", "SUFFIX", "TMP_INFIX", "FolderStore"]
 
 SUFFIX = ".json"
 BAD = "bad"
+MAX_BYTES = 100 * 1024 * 1024
 
 
 class FolderStore(TicketStore):
     """Tickets as files in ``path`` (created 0700 on first write). ``fsync=True`` makes
-    each write durable before the error page is sent, at the cost of a disk flush."""
+    each write durable before the error page is sent, at the cost of a disk flush;
+    ``max_bytes`` caps the tickets' size on disk (None: no cap)."""
 
-    def __init__(self, path: str | os.PathLike[str] = "errors", *, fsync: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = "errors",
+        *,
+        fsync: bool = False,
+        max_bytes: int | None = MAX_BYTES,
+    ):
         self.folder = os.path.abspath(os.fspath(path))
         self.fsync = fsync
+        self.max_bytes = max_bytes
         self._files = Folder(self.folder, label="ticket folder", error=StoreUnavailable, log=log)
 
     def __repr__(self) -> str:
@@ -53,6 +64,8 @@ class FolderStore(TicketStore):
             sync=self.fsync,
             make_folder=True,
         )
+        if self.max_bytes is not None:
+            self._trim(self.path_of(ticket["id"]))
 
     def load(self, ticket_id: str) -> dict[str, Any] | None:
         if not ID_PATTERN.match(ticket_id):
@@ -99,6 +112,38 @@ class FolderStore(TicketStore):
                     files.append((item.stat(follow_symlinks=False).st_mtime, item.path))
         files.sort(reverse=newest_first)
         return (path for _, path in files)
+
+    def _trim(self, keep: str) -> None:
+        """Past ``max_bytes``, delete tickets (never ``keep``) until they take at most 90%
+        of it (so the next saves find room without reading every ticket again):
+        duplicates oldest first, then the oldest."""
+        sizes = {}
+        for path in self.pending():
+            with contextlib.suppress(FileNotFoundError):
+                sizes[path] = os.lstat(path).st_size
+        total = sum(sizes.values())
+        if total <= self.max_bytes:
+            return
+        excess = total - self.max_bytes * 9 // 10
+        seen, duplicates, others = set(), [], []
+        for path in reversed(sizes):  # newest first: the newest of each failure stays
+            try:
+                item = entry(self.read(path)[0])
+            except (OSError, CorruptData):
+                continue
+            group = duplicates if (item.error_type, item.location) in seen else others
+            group.append(path)
+            seen.add((item.error_type, item.location))
+        removed = 0
+        for path in [*reversed(duplicates), *reversed(others)]:
+            if excess <= 0:
+                break
+            if path != keep:
+                remove_file(path)
+                excess -= sizes[path]
+                removed += 1
+        log.warning("ticket folder %s is over %d bytes: %d ticket(s) deleted", self.folder,
+                    self.max_bytes, removed)  # fmt: skip
 
     def remove_stale_temps(self, older_than: float = STALE_TEMP) -> int:
         """Delete the temp files writers that crashed left behind; how many went."""

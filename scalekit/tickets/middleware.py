@@ -3,6 +3,9 @@
 An unhandled exception becomes a ticket in the store and a 500 page (HTML, or JSON when the
 client asks for it) that shows the ticket id and nothing else. Writing the ticket is
 best-effort: if the store fails, that failure and the original error are both logged.
+A failure identical to one of the last ``repeat_window`` seconds in this process (same
+exception type and location) is counted on that ticket (its ``count``) instead of being
+written as a new one.
 """
 
 from __future__ import annotations
@@ -10,11 +13,14 @@ from __future__ import annotations
 import html
 import logging
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from scalekit.core.options import known_options
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
-from scalekit.tickets.ticket import build, request_id, scrub_text, versions
+from scalekit.tickets.ticket import build, repeated, request_id, scrub_text, signature, versions
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
 from scalekit.wsgi.pages import NO_STORE, negotiated, page
 from scalekit.wsgi.response import ClosingBody
@@ -24,22 +30,33 @@ __all__ = ["ENVIRON_KEY", "TicketMiddleware", "error_body", "with_tickets"]
 
 log = logging.getLogger("scalekit.tickets")
 
+REPEAT_WINDOW = 60.0
+_REMEMBERED = 256  # failure signatures a middleware keeps counting at most
+
 
 class TicketMiddleware:
     """Catch what ``app`` raises (also while its body is iterated) and write a ticket.
 
     ``store`` is a :class:`TicketStore` or its URL (default ``file://errors``). If the
     response already started when the error came, the ticket is written, the error logged,
-    and the response ends where it was.
+    and the response ends where it was. ``repeat_window`` (seconds, 0 for none): an
+    identical failure within it of the ticket's first is counted on that ticket.
     """
 
     @known_options()
     def __init__(
-        self, app: Callable, store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
+        self,
+        app: Callable,
+        store: TicketStore | str = DEFAULT_URL,
+        app_name: str = "app",
+        repeat_window: float = REPEAT_WINDOW,
     ):
         self.app = app
         self.store = open_store(store) if isinstance(store, str) else store
         self.app_name = app_name
+        self.repeat_window = repeat_window
+        self._recent: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
         versions()  # read once now, not in the first failing request
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -52,10 +69,14 @@ class TicketMiddleware:
         return _Guarded(result, self, environ, start_response)
 
     def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
-        """Write the ticket of ``exc``; its id, or None (logged) if it could not be written."""
+        """Write the ticket of ``exc`` (or count it on the same failure's recent ticket); its
+        id, or None (logged) if it could not be written."""
         try:
-            ticket = build(exc, environ, app_name=self.app_name, request_id=request)
-            self.store.save(ticket)
+            ticket = self._count_repeat(exc)
+            if ticket is None:
+                ticket = build(exc, environ, app_name=self.app_name, request_id=request)
+                self.store.save(ticket)
+                self._remember(exc, ticket)
         except Exception:
             log.error(
                 "%s %s failed, and no ticket could be written:",
@@ -67,6 +88,28 @@ class TicketMiddleware:
             return None
         environ[ENVIRON_KEY] = ticket["id"]
         return ticket["id"]
+
+    def _count_repeat(self, exc: BaseException) -> dict[str, Any] | None:
+        """The same failure's ticket of the last ``repeat_window`` seconds, saved again
+        with this failure counted (one at a time, so the highest count is saved last), or
+        None."""
+        now = time.time()
+        with self._lock:
+            first, ticket = self._recent.get(signature(exc), (0.0, None))
+            if ticket is None or now - first >= self.repeat_window:
+                return None
+            repeated(ticket, now)
+            self.store.save(ticket)
+            return ticket
+
+    def _remember(self, exc: BaseException, ticket: dict[str, Any]) -> None:
+        if self.repeat_window <= 0:
+            return
+        with self._lock:
+            recent = self._recent
+            recent[signature(exc)] = (time.time(), ticket)
+            while len(recent) > _REMEMBERED:
+                del recent[next(iter(recent))]  # the oldest
 
     def _error_page(self, exc: Exception, environ: dict, start_response: Callable) -> list[bytes]:
         request = request_id(environ)
@@ -145,7 +188,9 @@ def _error_html(ticket: str | None, request: str) -> str:
 
 @known_options()
 def with_tickets(
-    store: TicketStore | str = DEFAULT_URL, app_name: str = "app"
+    store: TicketStore | str = DEFAULT_URL,
+    app_name: str = "app",
+    repeat_window: float = REPEAT_WINDOW,
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
-    return per_view(TicketMiddleware, store, app_name)
+    return per_view(TicketMiddleware, store, app_name, repeat_window)

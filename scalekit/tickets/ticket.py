@@ -260,6 +260,20 @@ def _frames(tb: TracebackType | None, scrub: Scrubber) -> list[dict[str, Any]]:
     return frames
 
 
+def signature(exc: BaseException) -> tuple[str, str]:
+    """What identical failures share: the exception's type and where it was raised (the
+    ticket's ``error.type`` and ``error.location``)."""
+    return error_type(exc), _location(exc.__traceback__)
+
+
+def _location(tb: TracebackType | None) -> str:
+    frames = list(traceback.walk_tb(tb))
+    if not frames:
+        return "unknown"
+    frame, line = frames[-1]
+    return f"{frame.f_code.co_filename}:{line} in {frame.f_code.co_name}"
+
+
 def error_type(exc: BaseException) -> str:
     """``ValueError`` for builtins, ``module.Name`` otherwise."""
     kind = type(exc)
@@ -274,10 +288,8 @@ def build(
     """The ticket of ``exc`` raised while serving ``environ``."""
     scrub = Scrubber()
     frames = _frames(exc.__traceback__, scrub)
-    last = frames[-1] if frames else None
-    location = f"{last['file']}:{last['line']} in {last['function']}" if last else "unknown"
+    kind, location = signature(exc)
     message = scrub_text(_message(exc))
-    kind = error_type(exc)
     request = {
         "method": str(environ.get("REQUEST_METHOD", "")),
         "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
@@ -301,6 +313,7 @@ def build(
         "hostname": socket.gethostname(),
         "pid": os.getpid(),
         "request_id": request_id,
+        "count": 1,  # how many identical failures this ticket stands for (see repeated)
         "request": request,
         "error": error,
         "frames": frames,
@@ -315,6 +328,21 @@ def _message(exc: BaseException) -> str:
         return "<str() of the exception failed>"
 
 
+def repeated(ticket: dict[str, Any], at: float) -> None:
+    """Count one more identical failure on ``ticket``, at the Unix time ``at``."""
+    ticket["count"] = count_of(ticket) + 1
+    ticket["last_seen"] = utc_text(at)
+
+
+def count_of(ticket: dict[str, Any]) -> int:
+    """How many failures ``ticket`` stands for: its ``count`` (added in 2026; a ticket
+    written before has none and stands for one)."""
+    count = ticket.get("count", 1)
+    if type(count) is not int or count < 1:
+        raise ValueError(f"count {count!r} is not a positive integer")
+    return count
+
+
 @dataclass(frozen=True)
 class Entry:
     """What a list of tickets shows of one ticket."""
@@ -326,6 +354,7 @@ class Entry:
     error_type: str
     location: str
     summary: str
+    count: int = 1  # identical failures counted on this ticket
 
 
 @dataclass(frozen=True)
@@ -356,19 +385,27 @@ def entry(ticket: Any) -> Entry:
         if not all(isinstance(field, str) for field in fields) or not ID_PATTERN.match(fields[0]):
             raise ValueError("a field has the wrong type or the id is malformed")
         created = time.strptime(ticket["created"], TIME_FORMAT)
+        count = count_of(ticket)
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptData(f"not a valid ticket: {type(exc).__name__}: {exc}") from None
     when = time.strftime("%Y-%m-%d %H:%M:%S", created)
-    return Entry(fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5])
+    return Entry(fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5], count)
 
 
 def summarize(entries: list[Entry]) -> list[Group]:
-    """Group entries by (error type, location), the most frequent first."""
+    """Group entries by (error type, location), the most frequent first (a ticket counts
+    as many failures as it stands for)."""
     groups: dict[tuple[str, str], list[Entry]] = {}
     for item in entries:
         groups.setdefault((item.error_type, item.location), []).append(item)
     result = [
-        Group(kind, where, len(items), min(i.created for i in items), max(i.created for i in items))
+        Group(
+            kind,
+            where,
+            sum(i.count for i in items),
+            min(i.created for i in items),
+            max(i.created for i in items),
+        )
         for (kind, where), items in groups.items()
     ]
     result.sort(key=lambda group: group.last_seen, reverse=True)

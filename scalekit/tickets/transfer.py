@@ -1,7 +1,8 @@
 """Move ticket files into a database: what ``scalekit tickets2db`` runs.
 
-Files go in batches; each batch is one INSERT (a ticket id stored already is skipped) and
-one commit, and only then are its files deleted. A crash anywhere leaves every ticket in a
+Files go in batches; each batch is one INSERT (a ticket id stored already is skipped, or
+replaced if the file counts more failures: a ticket counted again after it moved) and one
+commit, and only then are its files deleted. A crash anywhere leaves every ticket in a
 file, in the database, or both; the next run finishes the job without duplicates. A file
 that is not a valid ticket is moved into ``bad/`` and the run goes on; the temp file of a
 writer that crashed (older than ten minutes) is deleted.

@@ -180,6 +180,8 @@ class _Page:
             "host": ticket.get("hostname"),
             "pid": ticket.get("pid"),
             "request id": ticket.get("request_id"),
+            "failures counted": ticket.get("count", 1),
+            "last seen (UTC)": ticket.get("last_seen", ticket.get("created")),
             "request": f"{request.get('method')} {request.get('path')}"
             + (f"?{request['query']}" if request.get("query") else ""),
             "client": request.get("client"),

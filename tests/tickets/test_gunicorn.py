@@ -1,5 +1,6 @@
 """A real app under gunicorn (two workers, threads): failing requests become ticket files
-with the described content and no secrets; clients see only the ticket id."""
+with the described content and no secrets; clients see only the ticket id; a flood of one
+failure is counted on a few tickets, not written again."""
 
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def test_failing_requests_become_ticket_files_and_clients_see_only_the_id(served
         ids.add(response_headers["X-Ticket-ID"])
         assert response_headers["X-Ticket-ID"].encode() in body
     files = {os.path.basename(path)[:-5]: path for path in folder.pending()}
-    assert set(files) == ids and len(ids) == 24
-    pids = set()
+    assert set(files) == ids and len(ids) < 24  # identical failures: counted, not rewritten
+    pids, counted = set(), 0
     for path in files.values():
         with open(path) as file:
             raw = file.read()
@@ -57,10 +58,11 @@ def test_failing_requests_become_ticket_files_and_clients_see_only_the_id(served
             assert secret not in raw
         ticket = json.loads(raw)
         pids.add(ticket["pid"])
+        counted += ticket["count"]
         assert ticket["request"]["headers"]["Cookie"] == "***"
         assert ticket["frames"][-1]["locals"]["password"] == "***"
         assert ticket["error"]["message"].startswith("bad order n=")
-    assert len(pids) >= 1 and os.getpid() not in pids
+    assert len(pids) >= 1 and os.getpid() not in pids and counted == 24
     status, response_headers, body = get(port, "/", {})
     assert (status, body) == (200, b"ok") and "X-Request-ID" not in response_headers
 
@@ -77,3 +79,21 @@ def test_a_failure_mid_body_ends_the_response_and_keeps_the_server_healthy(serve
     with open(new) as file:
         assert json.load(file)["error"]["message"] == "broke after the first chunk"
     assert get(port, "/", {})[0] == 200
+
+
+def on_disk(folder: FolderStore) -> tuple[int, int, set[str]]:
+    """The failures counted by the folder's tickets, their bytes, their paths."""
+    paths = set(folder.pending())
+    counts = sum(folder.read(path)[0]["count"] for path in paths)
+    return counts, sum(os.path.getsize(path) for path in paths), paths
+
+
+def test_a_flood_of_one_failure_is_counted_on_a_few_tickets(served):
+    port, folder = served
+    counts, size, paths = on_disk(folder)
+    for _ in range(300):
+        assert get(port, "/boom", {"Accept": "application/json"})[0] == 500
+    counts_after, size_after, paths_after = on_disk(folder)
+    assert counts_after - counts == 300
+    assert len(paths_after - paths) <= 2  # at most one new ticket per worker
+    assert size_after - size < 100_000  # 300 tickets of ~13 KB each before
