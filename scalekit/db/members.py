@@ -11,6 +11,8 @@ from typing import Any, NamedTuple
 from pydal import DAL
 
 from scalekit.connect.sql import (
+    STATEMENT_TIMEOUT,
+    bound_args,
     close,
     connect_timeout_args,
     failure_reason,
@@ -44,23 +46,29 @@ class Lag(NamedTuple):
 class Member:
     """A primary or replica given by URL (``postgres://``, ``mysql://``, ``sqlite://``).
 
-    The URL may set ``?connect_timeout=<seconds>``; it overrides the set's default.
+    The URL may set ``?connect_timeout=<seconds>``; it overrides the set's default; and
+    ``?statement_timeout=<seconds>`` (default 5), the bound on each statement even when the
+    server is frozen (:func:`~scalekit.connect.sql.bound_args`).
     """
 
     def __init__(self, url: str, connect_timeout: float):
         settings = parse(url, kinds={"database", "sqlite"})
-        options = merge_options(settings, {"connect_timeout": float}, {})
+        spec = {"connect_timeout": float, "statement_timeout": float}
+        options = merge_options(settings, spec, {})
         self.settings = settings
         self.url = url
         self.masked = settings.masked
         self.timeout = positive_timeout(settings, options.get("connect_timeout", connect_timeout))
         self.decode_credentials = False
-        self.driver_args: dict[str, float]
+        self.driver_args: dict[str, Any]
         if isinstance(settings, SQLiteURL):
             self.uri, self.driver_args = settings.dal_uri, {}
         elif isinstance(settings, DatabaseURL):
             self.uri, self.decode_credentials = server_uri(settings)
-            self.driver_args = connect_timeout_args(settings, self.timeout)
+            self.driver_args = {
+                **connect_timeout_args(settings, self.timeout),
+                **bound_args(settings, options.get("statement_timeout", STATEMENT_TIMEOUT)),
+            }
         else:  # parse() was limited to these kinds
             raise TypeError(f"{settings!r} is not a database URL")
 
