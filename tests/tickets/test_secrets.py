@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 from collections import OrderedDict, defaultdict, namedtuple
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,3 +132,19 @@ def test_a_planted_secret_is_nowhere_in_the_stored_ticket(kind, tmp_path, monkey
     stored = Path(path).read_bytes()
     assert status == ["500 Internal Server Error"] and json.loads(stored)["frames"]
     assert secret.encode() not in stored
+
+
+def test_scrubbing_keeps_errors_readable_and_stays_fast_on_hostile_text(tmp_path):
+    store = FolderStore(tmp_path / "errors")
+
+    def app(environ, start_response):
+        body = "a." * 500_000 + "password='" * 50_000  # noqa: F841 (worst cases for a regex)
+        raise KeyError("missing")
+
+    environ = EnvironBuilder().get_environ()
+    started = time.monotonic()
+    TicketMiddleware(app, store)(environ, lambda *args: None)
+    assert time.monotonic() - started < 5
+    [path] = list(store.pending())
+    ticket = json.loads(Path(path).read_bytes())
+    assert ticket["error"]["traceback"].endswith("KeyError: 'missing'\n")
