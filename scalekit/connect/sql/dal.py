@@ -91,15 +91,19 @@ def bound_args(settings: DatabaseURL, statement_timeout: float) -> dict[str, Any
     wait = seconds + _MARGIN
     if settings.dialect != "postgres":
         return {"read_timeout": math.ceil(wait), "write_timeout": math.ceil(wait)}
-    return {
+    from psycopg2.extensions import libpq_version
+
+    args: dict[str, Any] = {
         "options": f"-c statement_timeout={math.ceil(seconds * 1000)}",
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 5,
         "keepalives_count": 3,
-        "tcp_user_timeout": math.ceil(wait * 1000),
         "connection_factory": bounded_connection(wait),
     }
+    if libpq_version() >= 120000:  # libpq 11 and older refuse the option
+        args["tcp_user_timeout"] = math.ceil(wait * 1000)
+    return args
 
 
 def server_uri(settings: DatabaseURL) -> tuple[str, bool]:
