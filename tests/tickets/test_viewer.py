@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import threading
 import time
@@ -15,7 +17,7 @@ import pytest
 
 from scalekit.cli import main
 from scalekit.core.errors import ConfigError
-from scalekit.tickets import FolderStore, TicketViewer
+from scalekit.tickets import FolderStore, TicketViewer, open_store
 from scalekit.tickets.ticket import new_ticket_id
 from scalekit.tickets.viewer import COOKIE, COOKIE_MAX_AGE
 from tests.tickets.conftest import spread
@@ -153,6 +155,19 @@ def test_an_unusable_ticket_file_is_a_clean_404(store, tmp_path, kind, capsys):
     assert request(viewer, "/summary", query=f"token={TOKEN}").status == 200
     assert main(["tickets", "--store", f"file://{store.folder}", "show", ticket_id]) == 1
     assert "cannot be read" in capsys.readouterr().out
+
+
+def test_a_corrupt_database_row_is_a_clean_404(tmp_path):
+    store = open_store(f"sqlite://{tmp_path}/tickets.sqlite")
+    [ticket, *_] = spread(store)
+    with contextlib.closing(sqlite3.connect(tmp_path / "tickets.sqlite")) as conn:
+        conn.execute("UPDATE scalekit_ticket SET ticket_data = '{\"schema\": 1,'")
+        conn.commit()
+    page = request(
+        TicketViewer(store, token=TOKEN), f"/ticket/{ticket['id']}", query=f"token={TOKEN}"
+    )
+    assert page.status == 404 and "cannot be read" in page.text
+    store.close()
 
 
 def test_every_ticket_field_is_escaped(store):
