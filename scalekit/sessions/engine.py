@@ -90,7 +90,7 @@ class SessionEngine:
         self.lock, self.lock_timeout, self.lock_ttl = lock, lock_timeout, lock_ttl
         self.on_store_error, self.retry_after = on_store_error, retry_after
         self.conflict_retries = conflict_retries
-        self.codec = PayloadCodec(secret, serializer)
+        self.codec = PayloadCodec(secret, serializer, self.ttl)
         self.cookie = SessionCookie(
             cookie_name or f"session_id_{app_name or store.app_name}",
             secret,
@@ -179,9 +179,15 @@ class SessionEngine:
             if body != session._body:
                 self._save_merging(session, body)
                 return self._cookie_refresh(session)
-        if self.touch_after is not None and now() - record.touched_at >= self.touch_after:
-            try:
-                self.store.touch(old_sid, self.ttl)
+        resign = self.codec.resign_due(record.data)  # bounds how old a payload put back is
+        if resign or (
+            self.touch_after is not None and now() - record.touched_at >= self.touch_after
+        ):
+            try:  # signing again is a touch that also rewrites the (unchanged) payload
+                if resign:
+                    self._save_merging(session, session._body)
+                else:
+                    self.store.touch(old_sid, self.ttl)
             except StoreFailure as exc:  # no change is lost: the failure policy applies
                 self._failed(session, exc, "touch")
                 return []
