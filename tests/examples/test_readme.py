@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import re
 import time
 from collections.abc import Iterator
@@ -65,12 +66,11 @@ def hello(environ, start_response):
     return [b"hello"]
 
 
-def test_the_sessions_example_counts_visits(redis_url):
-    secrets = repr(["new secret, 32 bytes of random...", "previous secret, 32 bytes too..."])
-    code = snippet(
-        "session.visits = ",
-        {"redis://127.0.0.1:6379/0": redis_url, '["new-secret", "previous-secret"]': secrets},
+def test_the_sessions_example_counts_visits(redis_url, monkeypatch):
+    monkeypatch.setenv(
+        "SESSION_SECRETS", "new-secret-32-bytes-of-random-xyz old-secret-32-bytes-too-abcdefgh"
     )
+    code = snippet("session.visits = ", {"redis://127.0.0.1:6379/0": redis_url})
     client = Client(run(code)["application"])
     assert [client.get("/").text for _ in range(3)] == ["visit 1", "visit 2", "visit 3"]
     assert Client(client.app).get("/").text == "visit 1"  # another browser, another session
@@ -272,11 +272,11 @@ def test_the_maintenance_options_and_deploy_snippets(redis_url, tmp_path, monkey
     for page in ("static/503.html", "applications/shop/static/503.html"):
         (tmp_path / page).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / page).write_text("<p>{{message}}</p>")
-    names = {"MaintenanceMiddleware": MaintenanceMiddleware, "application": hello}
+    monkeypatch.setenv("SCALEKIT_MAINTENANCE_SECRET", "a deploy secret of 32 characters")
+    names = {"MaintenanceMiddleware": MaintenanceMiddleware, "application": hello, "os": os}
     listing = snippet('page_url="/maintenance"', {"redis://cache:6379/0": redis_url})
     run("middleware = " + listing, **names)
     monkeypatch.setenv("SCALEKIT_MAINTENANCE_FLAG", redis_url)
-    monkeypatch.setenv("SCALEKIT_MAINTENANCE_SECRET", "a deploy secret of 32 characters")
     deployed = run(snippet('trusted_proxies=["10.0.0.2"'), application=hello)["application"]
     client = Client(deployed)
     deadline = time.monotonic() + 2  # a flip shows within a second (an earlier test's flag)
