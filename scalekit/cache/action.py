@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from scalekit.cache.model import CacheModel
 from scalekit.core.errors import ScalekitError
+from scalekit.core.options import known_options
 from scalekit.wsgi.environ import SESSION_KEY
 from scalekit.wsgi.response import collect_response
 
@@ -45,6 +46,7 @@ _NO_STORE = ("private", "no-store", "no-cache")
 _MAX_KEY = 500
 
 
+@known_options()
 def cache_action(
     cache: Cache,
     time_expire: float | None = 300,

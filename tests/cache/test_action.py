@@ -8,6 +8,7 @@ import pytest
 
 from scalekit import sessions
 from scalekit.cache import Cache
+from scalekit.core.errors import ConfigError
 from scalekit.testing import fresh_app_name
 from tests.wsgi import Client
 
@@ -194,3 +195,9 @@ def test_vary_headers_are_part_of_the_key(cache):
     client.get("/a", headers={"Accept-Language": "it"})
     client.get("/a", headers={"Accept-Language": "en"})
     assert page.calls == 2
+
+
+def test_an_unknown_option_such_as_the_former_session_cookies_is_a_config_error(tmp_path):
+    cache = Cache("shop", disk=f"file://{tmp_path}")
+    with pytest.raises(ConfigError, match="unknown option session_cookies; takes allow_cookies"):
+        cache.action(60, "disk", session_cookies=("session_id_",))
