@@ -1,4 +1,4 @@
-"""A frozen PostgreSQL (every process of the cluster SIGSTOPped: connections stay open, the
+"""A frozen PostgreSQL or MariaDB (every process SIGSTOPped: connections stay open, the
 kernel still acknowledges, nothing answers) costs a request whose thread already holds a
 connection no more than the statement timeout and a little: the store fails with
 StoreUnavailable, the request gets 503, and all is well once the server runs again."""
@@ -15,7 +15,7 @@ import pytest
 
 from scalekit import sessions
 from scalekit.core.errors import ConfigError, StoreUnavailable
-from tests.servers import PostgresServer
+from tests.servers import MariaDBServer, PostgresServer
 from tests.wsgi import Client
 
 SID = "FrozenSessionId000000001"
@@ -123,3 +123,20 @@ def test_the_statement_timeout_is_an_option(postgres, app_name):
         assert store.load(SID) is None  # a connection that works, with the option
     with pytest.raises(ConfigError, match="statement_timeout must be positive"):
         sessions.open_store(f"{postgres.url}?statement_timeout=-1", app_name=app_name)
+
+
+def test_a_frozen_mariadb_fails_a_session_read_within_the_bound(app_name):
+    with MariaDBServer().running() as server:
+        url = f"{server.url}?statement_timeout={BOUND}"
+        with contextlib.closing(sessions.open_store(url, app_name=app_name)) as store:
+            store.save(SID, b"kept", 60, None)
+
+            def load_twice():
+                assert store.load(SID).data == b"kept"
+                with server.frozen():
+                    return store.load(SID)
+
+            failure, took = within(DEADLINE + 1, load_twice)
+            assert isinstance(failure, StoreUnavailable), failure
+            assert took < DEADLINE
+            assert store.load(SID).data == b"kept"
