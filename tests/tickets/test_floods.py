@@ -16,14 +16,14 @@ from tests.wsgi import Client
 
 def test_identical_failures_within_the_window_are_counted_on_one_ticket(tmp_path):
     folder = FolderStore(tmp_path / "errors")
-    client = Client(TicketMiddleware(app, folder, repeat_window=0.5))
+    client = Client(TicketMiddleware(app, folder, repeat_window=1.0))
     ids = {client.request("/boom").header("X-Ticket-ID") for _ in range(5)}
     [path] = folder.pending()
     ticket = folder.read(path)[0]
     assert ids == {ticket["id"]} and ticket["count"] == 5 and ticket["last_seen"]
     other = client.request("/early").header("X-Ticket-ID")  # another failure: its own ticket
     assert other not in ids and folder.load(other)["count"] == 1
-    time.sleep(0.6)  # past the window: a new ticket
+    time.sleep(1.1)  # past the window: a new ticket
     later = client.request("/boom").header("X-Ticket-ID")
     assert later not in ids and folder.load(later)["count"] == 1
     [values, keys] = folder.summary()
