@@ -6,7 +6,8 @@ never sees half a ticket. It works with no network at all:
 ``tickets2db`` moves the files into a database later. Files that cannot be read as
 tickets are moved aside into ``<folder>/bad/``, never deleted. Past ``max_bytes`` of
 tickets, a save deletes tickets to make room: duplicates (a failure type and location with
-a newer ticket) oldest first, then the oldest.
+a newer ticket) oldest first, then the oldest. Each process checks after each 1% of the cap
+it wrote, so the folder can pass the cap by that much per writing process.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class FolderStore(TicketStore):
         self.folder = os.path.abspath(os.fspath(path))
         self.fsync = fsync
         self.max_bytes = max_bytes
+        self._unchecked = max_bytes or 0  # bytes written since the size was checked
         self._files = Folder(self.folder, label="ticket folder", error=StoreUnavailable, log=log)
 
     def __repr__(self) -> str:
@@ -64,7 +66,9 @@ class FolderStore(TicketStore):
             sync=self.fsync,
             make_folder=True,
         )
-        if self.max_bytes is not None:
+        self._unchecked += len(data)
+        if self.max_bytes is not None and self._unchecked > self.max_bytes // 100:
+            self._unchecked = 0  # checked after each 1% of the cap written, not every save
             self._trim(self.path_of(ticket["id"]))
 
     def load(self, ticket_id: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ __all__ = ["ENVIRON_KEY", "TicketMiddleware", "error_body", "with_tickets"]
 log = logging.getLogger("scalekit.tickets")
 
 REPEAT_WINDOW = 60.0
-_REMEMBERED = 256  # failure signatures a middleware keeps counting at most
+_REMEMBERED = 32  # failure signatures a middleware keeps counting at most
 
 
 class TicketMiddleware:

@@ -376,7 +376,8 @@ class Entry:
 
 @dataclass(frozen=True)
 class Group:
-    """Tickets of one exception type raised at one location."""
+    """Tickets of one exception type raised at one location; ``count`` is the failures
+    they stand for."""
 
     error_type: str
     location: str
