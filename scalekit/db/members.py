@@ -11,7 +11,6 @@ from typing import Any, NamedTuple
 from pydal import DAL
 
 from scalekit.connect.sql import (
-    STATEMENT_TIMEOUT,
     bound_args,
     close,
     connect_timeout_args,
@@ -43,12 +42,18 @@ class Lag(NamedTuple):
     why: str = ""
 
 
+#: The default bound on the app's own statements: longer than the stores' (which run one
+#: small statement each), so reports and migrations have room; set it per URL.
+APP_STATEMENT_TIMEOUT = 30.0
+
+
 class Member:
     """A primary or replica given by URL (``postgres://``, ``mysql://``, ``sqlite://``).
 
     The URL may set ``?connect_timeout=<seconds>``; it overrides the set's default; and
-    ``?statement_timeout=<seconds>`` (default 5), the bound on each statement even when the
-    server is frozen (:func:`~scalekit.connect.sql.bound_args`).
+    ``?statement_timeout=<seconds>`` (default :data:`APP_STATEMENT_TIMEOUT`, 30), the bound on
+    each of the app's statements even when the server is frozen
+    (:func:`~scalekit.connect.sql.bound_args`).
     """
 
     def __init__(self, url: str, connect_timeout: float):
@@ -67,7 +72,7 @@ class Member:
             self.uri, self.decode_credentials = server_uri(settings)
             self.driver_args = {
                 **connect_timeout_args(settings, self.timeout),
-                **bound_args(settings, options.get("statement_timeout", STATEMENT_TIMEOUT)),
+                **bound_args(settings, options.get("statement_timeout", APP_STATEMENT_TIMEOUT)),
             }
         else:  # parse() was limited to these kinds
             raise TypeError(f"{settings!r} is not a database URL")
