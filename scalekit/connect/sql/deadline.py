@@ -33,14 +33,17 @@ class _Watchdog:
         self._changed = threading.Condition()
         self._watched: dict[int, tuple[float, int]] = {}  # token: (deadline, socket fd)
         self._tokens = itertools.count()
+        self._wake_at: float | None = None  # when the thread wakes unless notified
         threading.Thread(target=self._run, name="scalekit-sql-deadline", daemon=True).start()
 
     @contextlib.contextmanager
     def watching(self, fd: int, seconds: float) -> Iterator[None]:
         token = next(self._tokens)
+        deadline = time.monotonic() + seconds
         with self._changed:
-            self._watched[token] = (time.monotonic() + seconds, fd)
-            self._changed.notify()
+            self._watched[token] = (deadline, fd)
+            if self._wake_at is None or deadline < self._wake_at:  # else it wakes in time
+                self._changed.notify()
         try:
             yield
         finally:
@@ -56,6 +59,7 @@ class _Watchdog:
                         del self._watched[token]
                         _shut_down(fd)
                 soonest = min((deadline for deadline, _ in self._watched.values()), default=None)
+                self._wake_at = soonest
                 self._changed.wait(None if soonest is None else soonest - now)
 
 
