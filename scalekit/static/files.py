@@ -162,7 +162,7 @@ class StaticFiles:
         loaded = self._manifest
         if loaded[0] != seen:
             loaded = self._manifest = (seen, manifest.load(self.root))
-        rel = os.path.relpath(source, self.root).replace(os.sep, "/")
+        rel = source[len(self.root) + 1 :].replace(os.sep, "/")  # _file: under root + sep
         entry = loaded[1].get(rel)
         return entry.digest if entry is not None and entry.same_stat(st) else None
 
