@@ -36,7 +36,6 @@ class Codec:
                 "write an unsigned pickle into the cache runs code on every app server); open "
                 "the backend with open_backend(url, secret=...), a keyword, never in the URL"
             )
-        self.serializer = serializer
         self._signer = Signer(secret, "cache pickle") if serializer == "pickle" else None
 
     def dump(self, key: str, value: Any) -> tuple[str, bytes]:
