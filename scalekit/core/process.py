@@ -16,17 +16,12 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["PerProcess", "PerThread", "after_fork", "generation"]
+__all__ = ["PerProcess", "PerThread", "after_fork"]
 
 _T = TypeVar("_T")
 
 _generation = 0
 _after_fork: weakref.WeakSet = weakref.WeakSet()
-
-
-def generation() -> int:
-    """How many forks lie between the first process and this one (0 in the first)."""
-    return _generation
 
 
 def after_fork(obj: Any) -> None:
