@@ -63,6 +63,7 @@ def cache_action(
     vary = tuple(vary)
     allowed = frozenset(allow_cookies)
     statuses = frozenset(valid_statuses)
+    shared_scope = "public" if public else "private"  # an anonymous response's
 
     def decorate(app: Callable) -> Callable:
         key_prefix = prefix or f"action:{app.__module__}.{getattr(app, '__qualname__', app)}"
@@ -73,7 +74,7 @@ def cache_action(
             if method not in ("GET", "HEAD"):
                 return app(environ, start_response)
             if _anonymous(environ, allowed):
-                who, scope = "", "public" if public else "private"
+                who, scope = "", shared_scope
             else:
                 user = None if user_key is None else user_key(environ)
                 if user is None:
