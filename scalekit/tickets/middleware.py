@@ -72,11 +72,12 @@ class TicketMiddleware:
         """Write the ticket of ``exc`` (or count it on the same failure's recent ticket); its
         id, or None (logged) if it could not be written."""
         try:
-            ticket = self._count_repeat(exc)
+            failure = signature(exc)
+            ticket = self._count_repeat(failure)
             if ticket is None:
                 ticket = build(exc, environ, app_name=self.app_name, request_id=request)
                 self.store.save(ticket)
-                self._remember(exc, ticket)
+                self._remember(failure, ticket)
         except Exception:
             log.error(
                 "%s %s failed, and no ticket could be written:",
@@ -89,25 +90,25 @@ class TicketMiddleware:
         environ[ENVIRON_KEY] = ticket["id"]
         return ticket["id"]
 
-    def _count_repeat(self, exc: BaseException) -> dict[str, Any] | None:
+    def _count_repeat(self, failure: tuple[str, str]) -> dict[str, Any] | None:
         """The same failure's ticket of the last ``repeat_window`` seconds, saved again
         with this failure counted (one at a time, so the highest count is saved last), or
         None."""
         now = time.time()
         with self._lock:
-            first, ticket = self._recent.get(signature(exc), (0.0, None))
+            first, ticket = self._recent.get(failure, (0.0, None))
             if ticket is None or now - first >= self.repeat_window:
                 return None
             repeated(ticket, now)
             self.store.save(ticket)
             return ticket
 
-    def _remember(self, exc: BaseException, ticket: dict[str, Any]) -> None:
+    def _remember(self, failure: tuple[str, str], ticket: dict[str, Any]) -> None:
         if self.repeat_window <= 0:
             return
         with self._lock:
             recent = self._recent
-            recent[signature(exc)] = (time.time(), ticket)
+            recent[failure] = (time.time(), ticket)
             while len(recent) > _REMEMBERED:
                 del recent[next(iter(recent))]  # the oldest
 
