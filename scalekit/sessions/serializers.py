@@ -115,8 +115,8 @@ class PayloadCodec:
             )
         if not self._signer.verify(header + sid.encode() + b"\0" + signed_at + body, signature):
             raise CorruptData(f"session {sid[:6]}...: bad signature (altered or foreign data)")
-        age = self._age(payload)
-        if self._max_age is not None and age is not None and age > self._max_age:
+        age = None if self._max_age is None else self._age(payload)
+        if age is not None and age > self._max_age:
             raise CorruptData(
                 f"session {sid[:6]}...: payload signed {age:.0f}s ago, over 1.5 idle timeouts "
                 "(an old payload put back in the store?)"
