@@ -20,6 +20,7 @@ import socket
 import struct
 import threading
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -33,7 +34,7 @@ except ImportError:  # the hiredis extra is not installed: redis-py does the I/O
 if TYPE_CHECKING:
     from scalekit.connect.redis.topology import Topology
 
-__all__ = ["Link", "LinkPool", "SocketLink", "open_link"]
+__all__ = ["Link", "LinkPool", "SocketLink", "any_lost", "open_link"]
 
 
 def open_link(topology: Topology) -> Link:
@@ -64,20 +65,6 @@ class Link:
         while self.connection.can_read(timeout=0):
             messages.append(self.connection.read_response())
         return messages
-
-    def lost(self) -> bool:
-        """Whether this link is closed, or has something to read while no command waits
-        for a reply: its server closed it (a kill, an idle timeout; under TLS the close is
-        a record too). A look at its socket that reads nothing."""
-        sock = getattr(self.connection, "_sock", None)  # redis-py's, as in _socket_of
-        fd = -1 if sock is None else sock.fileno()
-        if fd == -1:
-            return True
-        if self.busy:
-            return False
-        poll = select.poll()
-        poll.register(fd, select.POLLIN)
-        return bool(poll.poll(0))
 
     def close(self) -> None:
         self.connection.disconnect()
@@ -134,6 +121,21 @@ class SocketLink(Link):
         while (message := self.reader.gets()) is not False:
             messages.append(message)
         return messages
+
+
+def any_lost(links: Iterable[Link]) -> bool:
+    """Whether one of ``links`` is closed, or has something to read while no command waits
+    for its reply: its server closed it (a kill, an idle timeout; under TLS the close is a
+    record too). One look at all their sockets, one system call, that reads nothing."""
+    poll = select.poll()
+    for link in links:
+        sock = getattr(link.connection, "_sock", None)  # redis-py's, as in _socket_of
+        fd = -1 if sock is None else sock.fileno()
+        if fd == -1:
+            return True
+        if not link.busy:
+            poll.register(fd, select.POLLIN)
+    return bool(poll.poll(0))
 
 
 def _socket_of(connection: redis.connection.AbstractConnection) -> socket.socket:

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from scalekit.connect.redis.lean import Link, open_link
+from scalekit.connect.redis.lean import Link, any_lost, open_link
 from scalekit.connect.redis.topology import Topology
 
 __all__ = ["TrackedReads"]
@@ -54,7 +54,7 @@ class TrackedReads:
         with self._lock:
             if self._link is not None:
                 self._drain()  # may find the link closed, and empty the cache
-            if any(link.lost() for link in self._tracked):
+            if self._tracked and any_lost(self._tracked):
                 self._empty()
             if self._link is None:
                 self._subscribe()
