@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable, Iterable
 
 from scalekit.core.errors import ConfigError
-from scalekit.core.signing import Signer
+from scalekit.core.signing import MIN_SECRET_BYTES, Signer
 from scalekit.wsgi.cookies import Cookie, cookie_value
 from scalekit.wsgi.headers import make_private
 from scalekit.wsgi.http import header_value
 
 __all__ = ["Bypass", "client_address"]
 
-_MIN_SECRET = 32  # as for every secret scalekit signs with
 _Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -97,9 +96,9 @@ class Bypass:
     ):
         self.allow = _networks(allow, "allow")
         self.trusted_proxies = _networks(trusted_proxies, "trusted_proxies")
-        if secret is not None and len(secret.encode()) < _MIN_SECRET:
+        if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
-                f"the maintenance bypass secret must have at least {_MIN_SECRET} bytes (it "
+                f"the maintenance bypass secret must have at least {MIN_SECRET_BYTES} bytes (it "
                 "signs the bypass cookie)"
             )
         self.secret = secret.encode() if secret else None
