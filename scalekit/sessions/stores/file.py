@@ -139,7 +139,7 @@ class FileStore(SessionStore):
             if not allowed:
                 return False
             header = Header(secrets.token_hex(8), ttl, len(data), zlib.crc32(data))
-            self._write(shard, sid, path, header.encode() + data, sync=self.fsync)
+            self._files.write(path, header.encode() + data, sync=self.fsync)
             return True
 
     def touch(self, sid: str, ttl: int | None) -> None:
@@ -162,7 +162,7 @@ class FileStore(SessionStore):
             entry = self._read(path, whole=True)
             if entry is not None and not entry.expired(now()):
                 header = Header(entry.header.version, ttl, len(entry.data), entry.header.crc)
-                self._write(shard, sid, path, header.encode() + entry.data, sync=self.fsync)
+                self._files.write(path, header.encode() + entry.data, sync=self.fsync)
 
     def delete(self, sid: str) -> None:
         shard, path = self._paths(sid)
@@ -175,8 +175,9 @@ class FileStore(SessionStore):
         shard, path = self._paths(sid)
         ttl = check_lease(token, ttl)
         with self._mutex(shard, create=True):
+            # written as <sid>.tmp-<random>, the session file's temp name, which cleanup knows
             return self._files.take_lease(
-                path + LOCK_SUFFIX, token, ttl, tmp_prefix=self._tmp_prefix(shard, sid), sync=False
+                path + LOCK_SUFFIX, token, ttl, tmp_prefix=path + TMP_INFIX, sync=False
             )
 
     def release_lease(self, sid: str, token: str) -> None:
@@ -219,11 +220,6 @@ class FileStore(SessionStore):
         check_session_id(sid)
         shard = os.path.join(self.folder, sid[:2])
         return shard, os.path.join(shard, sid)
-
-    @staticmethod
-    def _tmp_prefix(shard: str, sid: str) -> str:
-        """Where a write of a session's file or lock starts: ``<sid>.tmp-<random>``."""
-        return os.path.join(shard, sid + TMP_INFIX)
 
     @contextlib.contextmanager
     def _mutex(self, shard: str, create: bool) -> Iterator[bool]:
@@ -270,7 +266,3 @@ class FileStore(SessionStore):
             )
             return None
         return _Entry(header, data, mtime)
-
-    def _write(self, shard: str, sid: str, path: str, content: bytes, sync: bool) -> None:
-        """Replace ``path`` atomically: write ``<sid>.tmp-<random>`` then ``os.replace``."""
-        self._files.write(path, content, tmp_prefix=self._tmp_prefix(shard, sid), sync=sync)
