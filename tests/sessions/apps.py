@@ -6,6 +6,9 @@ import json
 
 from scalekit import sessions
 
+#: The secret the session tests sign with (32 bytes and more, as scalekit requires).
+SECRET = "test-secret-0123456789abcdef-0123456789"
+
 
 def route(actions):
     """A WSGI app that runs ``actions[PATH_INFO](session, environ)`` and returns its text."""

@@ -7,6 +7,7 @@ import contextlib
 import pytest
 import redis
 
+from scalekit import sessions
 from scalekit.sessions.stores import open_store
 from scalekit.testing import fresh_app_name
 from tests.servers import free_port
@@ -25,6 +26,14 @@ def redis_client(redis_url):
     """A plain redis-py client of the test Redis, to look at what the stores did."""
     with contextlib.closing(redis.Redis.from_url(redis_url)) as client:
         yield client
+
+
+@pytest.fixture
+def redis_store(redis_url, app_name):
+    """A Redis session store of a fresh app, closed after the test."""
+    opened = sessions.open_store(redis_url, app_name=app_name)
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

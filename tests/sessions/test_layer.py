@@ -13,18 +13,15 @@ import pytest
 
 from scalekit import sessions
 from scalekit.core.errors import ConfigError, SerializationError
-from tests.sessions.apps import read_all, route, set_values, untouched
+from tests.sessions.apps import SECRET, read_all, route, set_values, untouched
 from tests.wsgi import Client
 
-SECRET = "test-secret-0123456789abcdef-0123456789"
 NEW_SECRET = "new-secret-0123456789abcdef-0123456789"
 
 
 @pytest.fixture
-def store(redis_url, app_name):
-    opened = sessions.open_store(redis_url, app_name=app_name)
-    yield opened
-    opened.close()
+def store(redis_store):
+    return redis_store
 
 
 # Commands that only our Lua scripts run (commandstats counts them too), and the test's own.

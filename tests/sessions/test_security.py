@@ -13,18 +13,15 @@ from scalekit import sessions
 from scalekit.core import tagged_json
 from scalekit.core.errors import ConfigError
 from scalekit.core.signing import Signer
-from tests.sessions.apps import read_all, route, set_values
+from tests.sessions.apps import SECRET, read_all, route, set_values
 from tests.wsgi import Client
 
-SECRET = "test-secret-0123456789abcdef-0123456789"
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 @pytest.fixture
-def store(redis_url, app_name):
-    opened = sessions.open_store(redis_url, app_name=app_name)
-    yield opened
-    opened.close()
+def store(redis_store):
+    return redis_store
 
 
 def make(store, actions, **options):
