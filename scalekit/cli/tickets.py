@@ -1,4 +1,4 @@
-"""``scalekit tickets list|show ID|summary``: read tickets from a folder or a database."""
+"""``scalekit tickets list|show ID|summary|serve``: read tickets from a folder or a database."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
-from scalekit.core.errors import CorruptData
+from scalekit.cli.arguments import in_range
+from scalekit.core.errors import ConfigError, CorruptData
+from scalekit.core.urls import mask
 
 if TYPE_CHECKING:
     from scalekit.tickets.ticket import Entry
 
 NAME = "tickets"
-HELP = "list, show and summarize error tickets in a ticket folder or database"
+HELP = "list, show, summarize and serve error tickets in a ticket folder or database"
 STORE_VARIABLE = "SCALEKIT_TICKET_STORE"
+TOKEN_VARIABLE = "SCALEKIT_TICKETS_TOKEN"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("ticket_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="the ticket's JSON as stored")
     views.add_parser("summary", help="counts by exception type and location")
+    serve = views.add_parser(
+        "serve",
+        help="browse the tickets in HTML (the TicketViewer); needs --allow or a token",
+        description="Serve the TicketViewer. Access needs a client address in --allow or the "
+        f"token (${TOKEN_VARIABLE} or --token-file), as Authorization: Bearer or ?token=.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=in_range(0, 65535), default=8001, help="(default 8001)")
+    serve.add_argument(
+        "--allow",
+        metavar="ADDRESS",
+        action="append",
+        default=[],
+        help="a client address or network let in without the token (repeatable)",
+    )
+    serve.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help=f"a file holding the token (default: ${TOKEN_VARIABLE})",
+    )
 
 
 def list_lines(entries: list[Entry]) -> list[str]:
@@ -82,6 +105,8 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from scalekit.tickets.stores import open_store
 
+    if args.view == "serve":
+        return serve(args)
     store = open_store(args.store)
     try:
         if args.view == "list":
@@ -94,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
                 print(visible(f"{NAME}: ticket {args.ticket_id!r} cannot be read: {exc}"))
                 return EXIT_FAILURE
             if ticket is None:
-                print(visible(f"{NAME}: no ticket {args.ticket_id!r} in {args.store}"))
+                print(visible(f"{NAME}: no ticket {args.ticket_id!r} in {mask(args.store)}"))
                 return EXIT_FAILURE
             lines = json.dumps(ticket, indent=2).split("\n") if args.json else show_lines(ticket)
         else:
@@ -109,3 +134,38 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     print("\n".join(map(visible, lines)))
     return EXIT_OK
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Serve the viewer of ``--store`` until interrupted; refused without --allow or a token."""
+    from scalekit.tickets.server import open_server
+    from scalekit.tickets.stores import open_store
+    from scalekit.tickets.viewer import TicketViewer
+
+    token = _token(args.token_file)
+    if not args.allow and not token:
+        raise ConfigError(
+            f"tickets serve needs --allow ADDRESS or a token (${TOKEN_VARIABLE} or "
+            "--token-file): the viewer shows tracebacks and request data"
+        )
+    store = open_store(args.store)
+    try:
+        with open_server(TicketViewer(store, allowed=args.allow, token=token), args.host,
+                         args.port) as server:  # fmt: skip
+            host, port = server.server_address[:2]
+            where = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+            print(f"{NAME}: serving {mask(args.store)} at {where} (Ctrl-C stops)", flush=True)
+            server.serve_forever()
+    except KeyboardInterrupt:
+        print(f"{NAME}: stopped")
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _token(path: str | None) -> str | None:
+    """The viewer's token: the first line of ``path``, else $SCALEKIT_TICKETS_TOKEN."""
+    if path is None:
+        return os.environ.get(TOKEN_VARIABLE) or None
+    with open(path, encoding="utf-8") as file:
+        return file.readline().strip() or None
