@@ -45,8 +45,11 @@ venv: $(INSTALLED)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+# `scalekit` on PyPI is another project that imports as scalekit, and this one's name before
+# it became scalekit-wsgi: either would shadow or break the editable install, so it goes first.
 $(INSTALLED): setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip uninstall --quiet --yes scalekit
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $@
 

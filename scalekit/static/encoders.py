@@ -112,7 +112,7 @@ def require(package: str):
             import brotli as module
     except ImportError:
         raise ConfigError(
-            f"{package} is not installed: pip install 'scalekit[{package}]' (or {package})"
+            f"{package} is not installed: pip install 'scalekit-wsgi[{package}]' (or {package})"
         ) from None
     return module
 
