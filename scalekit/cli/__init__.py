@@ -7,10 +7,11 @@ level: only the command that runs adds its options, so ``scalekit --help`` and
 ``scalekit url`` load no piece and no driver.
 
 Exit codes, the same for every command (the commands raise, this module picks the code):
-``EXIT_OK``; ``EXIT_FAILURE``: the command ran and failed (a store down, corrupt data, a
-file system error) or found a problem (a bad URL given to ``url``, stale files to
-``zip-static --check``); ``EXIT_USAGE``: the command line or a setting is wrong (argparse's
-errors, a :class:`~scalekit.core.errors.ConfigError`: a bad or missing URL, option or folder).
+``EXIT_OK``; ``EXIT_FAILURE``: the command ran and failed (a store down, a store to read
+that does not exist, :class:`~scalekit.core.errors.StoreNotFound`, corrupt data, a file
+system error) or found a problem (stale files to ``zip-static --check``); ``EXIT_USAGE``: the
+command line or a setting is wrong (argparse's errors, a
+:class:`~scalekit.core.errors.ConfigError`: a bad or missing URL or option).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ with a message that says what is wrong with it."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -27,15 +28,44 @@ def argument_type(convert: Callable[[str], T], name: str) -> Callable[[str], T]:
 
 def non_negative(kind: type[Number]) -> Callable[[str], Number]:
     """``kind(text)`` (``int`` or ``float``), 0 or more: seconds, counts."""
+    return _checked(kind, lambda value: value >= 0, "is negative")
 
+
+def positive(kind: type[Number]) -> Callable[[str], Number]:
+    """``kind(text)`` (``int`` or ``float``), more than 0: how many to show, a batch size,
+    a number of passes."""
+    least = "1 or more" if kind is int else "more than 0"
+    return _checked(kind, lambda value: value > 0, f"is not positive: give {least}")
+
+
+def _checked(
+    kind: type[Number], acceptable: Callable[[Number], bool], problem: str
+) -> Callable[[str], Number]:
     def convert(text: str) -> Number:
         value = kind(text)  # its ValueError: argparse's "invalid int value"
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} is negative")
+        if not acceptable(value):
+            raise argparse.ArgumentTypeError(f"{text} {problem}")
         return value
 
     convert.__name__ = kind.__name__
     return convert
+
+
+#: Seconds per unit of a :func:`duration`.
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)\Z")
+
+
+def duration(text: str) -> float:
+    """Seconds from ``45s``, ``90m``, ``12h``, ``30d``, ``2w`` or a bare number of seconds;
+    0 or more."""
+    match = _DURATION.match(text.strip().lower())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: give a number and a unit, s, m, h, d or w (e.g. 30d)"
+        )
+    number, unit = match.groups()
+    return float(number) * UNITS[unit or "s"]
 
 
 def in_range(low: int, high: int) -> Callable[[str], int]:

@@ -11,6 +11,8 @@ maintenance flags) writes them, leases them and locks them.
   one if none is there or the one there has ended; :meth:`Folder.release_lease` removes it
   only for its own token. The caller holds its file lock (a shard's ``flock``, a key's byte
   of ``lockf``) around both, so no one else reads the lease between the check and the write.
+* :func:`existing_folder`: a folder to read or clean up, which must exist: nothing is
+  created, a missing one is :class:`~scalekit.core.errors.StoreNotFound` naming it.
 * :class:`ThreadStripes`: thread locks striped by key, taken beside such a file lock, which
   excludes processes but not the threads of one process; a forked child gets fresh ones
   (:func:`~scalekit.core.process.after_fork`).
@@ -22,11 +24,12 @@ import contextlib
 import logging
 import os
 import secrets
+import stat
 import threading
 import time
 from collections.abc import Hashable
 
-from scalekit.core.errors import StoreUnavailable
+from scalekit.core.errors import NotAFolder, StoreNotFound, StoreUnavailable
 from scalekit.core.process import after_fork
 
 __all__ = [
@@ -36,6 +39,7 @@ __all__ = [
     "Folder",
     "ThreadStripes",
     "describe_os_error",
+    "existing_folder",
     "lease_bytes",
     "parse_lease",
     "remove_file",
@@ -104,6 +108,22 @@ def describe_os_error(exc: OSError) -> str:
             if os.path.lexists(prefix) and not os.path.isdir(prefix):
                 return f"{prefix} is a file, not a folder"
     return f"{path}: {exc.strerror or exc}" if path else str(exc)
+
+
+def existing_folder(path: str | os.PathLike[str], label: str) -> str:
+    """``path`` made absolute, if it is a folder; creates nothing. Raises
+    :class:`StoreNotFound` ("<label> <path> does not exist") if nothing is there,
+    :class:`NotAFolder` if a file is, :class:`StoreUnavailable` if it cannot be looked at."""
+    path = os.path.abspath(os.fspath(path))
+    try:
+        info = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        raise StoreNotFound(f"{label} {path} does not exist") from None
+    except OSError as exc:
+        raise StoreUnavailable(f"{label} {path}: cannot open: {describe_os_error(exc)}") from exc
+    if not stat.S_ISDIR(info.st_mode):
+        raise NotAFolder(f"{label} {path} is not a folder")
+    return path
 
 
 def lease_bytes(token: str, expires: float) -> bytes:

@@ -17,6 +17,7 @@ from scalekit.core.errors import (
     NotAFolder,
     ScalekitError,
     SerializationError,
+    StoreNotFound,
     StoreUnavailable,
 )
 
@@ -32,5 +33,6 @@ __all__ = [
     "NotAFolder",
     "ScalekitError",
     "SerializationError",
+    "StoreNotFound",
     "StoreUnavailable",
 ]

@@ -19,6 +19,12 @@ class NotAFolder(ConfigError, NotADirectoryError):
     """A setting names a folder that does not exist, or a path that is not a folder."""
 
 
+class StoreNotFound(ScalekitError, FileNotFoundError):
+    """A store to read or clean up does not exist: a database file, a table, a folder.
+    Commands that open existing stores only raise it instead of creating one (a typo in
+    ``--app`` or a path must not make a new, empty store)."""
+
+
 class InvalidArgument(ScalekitError, ValueError):
     """A call got a value it cannot work with: a malformed key or session id, a negative
     time, a counter to increment that holds no int."""

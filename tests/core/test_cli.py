@@ -250,3 +250,31 @@ def test_sigterm_stops_a_sleeping_loop_at_once(tmp_path):
         loop.kill()
     assert (loop.returncode, stderr) == (0, "")
     assert time.monotonic() - started < 5
+
+
+# -- the shared argument types -----------------------------------------------------------
+@pytest.mark.parametrize("text", ["0", "-3", "0.0", "x"])
+def test_positive_refuses_zero_negative_and_junk_naming_the_value(text):
+    from scalekit.cli.arguments import positive
+
+    with pytest.raises((argparse.ArgumentTypeError, ValueError), match=repr(text)[1:-1]):
+        positive(int if "." not in text else float)(text)
+
+
+DURATIONS = [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("1w", 604800),
+             ("2.5", 2.5)]  # fmt: skip
+
+
+@pytest.mark.parametrize("text, seconds", DURATIONS)
+def test_duration_reads_a_number_and_a_unit(text, seconds):
+    from scalekit.cli.arguments import duration
+
+    assert duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "-1d", "30 days", "1y"])
+def test_duration_refuses_what_is_not_one(text):
+    from scalekit.cli.arguments import duration
+
+    with pytest.raises(argparse.ArgumentTypeError, match="is not a duration"):
+        duration(text)

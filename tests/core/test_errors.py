@@ -16,6 +16,7 @@ from scalekit.core import errors
         (errors.ConflictError, Exception),
         (errors.NotAFolder, NotADirectoryError),
         (errors.NotAFolder, errors.ConfigError),
+        (errors.StoreNotFound, FileNotFoundError),
         (errors.InvalidArgument, ValueError),
         (errors.InvalidArgumentType, TypeError),
         (errors.MissingContext, LookupError),

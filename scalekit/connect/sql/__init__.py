@@ -10,7 +10,11 @@ members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
   process (fork-safe through :mod:`scalekit.core.process`).
 - :mod:`~scalekit.connect.sql.tables`: table and index names, tables created or upgraded
-  from the live database, indexes, insert-if-absent.
+  from the live database, a table required to exist, indexes, insert-if-absent.
+
+To open an existing store only (a read or cleanup command), ``open_dal(..., create=False)``
+then :func:`require_table` for each table: nothing is created, a missing database file or
+table is :class:`~scalekit.core.errors.StoreNotFound`.
 
 Each piece keeps its own schema (fields, indexes) and its own messages.
 """
@@ -41,6 +45,7 @@ from scalekit.connect.sql.tables import (
     insert_new,
     insert_new_rows,
     migrate_table,
+    require_table,
 )
 
 __all__ = [
@@ -66,5 +71,6 @@ __all__ = [
     "pool_per_process",
     "positive_timeout",
     "private_folder",
+    "require_table",
     "server_uri",
 ]

@@ -24,7 +24,7 @@ from pydal.connection import ConnectionPool
 
 from scalekit.connect.files import describe_os_error
 from scalekit.connect.sql.deadline import bounded_connection
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.core.process import after_fork
 from scalekit.core.urls import BackendURL, DatabaseURL, SQLiteURL
 
@@ -182,18 +182,24 @@ def private_folder() -> str:
     return folder
 
 
-def open_dal(options: dict[str, Any], where: str) -> DAL:
+def open_dal(options: dict[str, Any], where: str, *, create: bool = True) -> DAL:
     """A new DAL from :func:`dal_options`: one attempt, no migration, the private folder
     when none is set, a pool of its own in each process (``pool_size``). Raises
     :class:`StoreUnavailable` (naming ``where``) for a folder it cannot create; pydal's
-    ``RuntimeError`` when the server cannot be reached. pydal's ``DAL(folder=)`` changes the
+    ``RuntimeError`` when the server cannot be reached. Without ``create`` it opens an
+    existing database only and makes nothing, no file, no folder (it cannot migrate then):
+    a missing SQLite file is :class:`StoreNotFound`. pydal's ``DAL(folder=)`` changes the
     thread's default folder: it is restored."""
     options = dict(options)
+    sqlite = options["uri"].startswith("sqlite://")
+    path = options["uri"].removeprefix("sqlite://")
+    if not create and sqlite and not os.path.isfile(path):
+        raise StoreNotFound(f"{where}: database file {path} does not exist")
     previous = getattr(THREAD_LOCAL, "_pydal_folder_", None)
     try:
-        if options["uri"].startswith("sqlite:"):
+        if create and sqlite:
             os.makedirs(options["folder"], exist_ok=True)
-        else:
+        elif create:
             options["folder"] = options["folder"] or private_folder()
             os.makedirs(options["folder"], mode=0o700, exist_ok=True)
         if options["pool_size"]:

@@ -3,7 +3,8 @@
 A table is created or upgraded from what the live database has (:func:`migrate_table`), not
 from pydal's ``.table`` files alone, which are only a cache: a lost or stale folder is
 harmless, and a table made by someone else (web2py) gains just the columns it lacks.
-Indexes are created and dropped idempotently on each engine's terms.
+Indexes are created and dropped idempotently on each engine's terms. A command that reads
+an existing table checks it is there first (:func:`require_table`), creating nothing.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from pydal import DAL, Field
 from pydal.objects import Table
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, StoreNotFound
 
 log = logging.getLogger("scalekit.connect.sql")
 
@@ -62,6 +63,13 @@ def columns(db: DAL, name: str) -> set[str] | None:
         )
         names = {str(row[0]) for row in rows}
     return {column.lower() for column in names} or None
+
+
+def require_table(db: DAL, name: str, where: str) -> None:
+    """:class:`StoreNotFound` ("<where>: table <name> does not exist") unless table ``name``
+    is in the database; reads the catalog only (no ``define_table``, no ``.table`` file)."""
+    if columns(db, name) is None:
+        raise StoreNotFound(f"{where}: table {name} does not exist")
 
 
 def define_table(db: DAL, name: str, fields: list[Field], **options: object) -> Table:
