@@ -17,6 +17,7 @@ from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
 from scalekit.cache import Cache
+from scalekit.maintenance import State, format_time
 
 _SHARED = "redis" if config.CACHE.startswith(("redis:", "rediss:", "unix:")) else "disk"
 cache = Cache(config.APP, **{_SHARED: config.CACHE}, memcache=config.MEMCACHE)
@@ -47,9 +48,14 @@ def _page(environ: dict, start_response: Callable, session: sessions.Session) ->
         node=config.NODE, version=__version__, hits=counter.increment("hits"),
         entries=fragments("entries", lambda: _entries(db.current().db), time_expire=30),
         user=session.user, views=session.views or 0, flash=session.pop("flash", None),
-        banner=f"Maintenance ({state.mode}): {state.message}" if state else None,
+        banner=_banner(state) if state else None,
     )  # fmt: skip
     return _respond(start_response, "200 OK", body, "text/html; charset=utf-8")
+
+
+def _banner(state: State) -> str:
+    """The operator's message (``text``: theirs, or the mode's default) and when it ends."""
+    return state.text + (f" Until {format_time(state.end)}." if state.end else "")
 
 
 def sign_in(environ: dict, start_response: Callable) -> Iterable[bytes]:

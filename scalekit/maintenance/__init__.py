@@ -27,7 +27,7 @@ from scalekit.maintenance.middleware import (
     with_maintenance,
     writes_enabled_for,
 )
-from scalekit.maintenance.state import DOWN, MODES, READ_ONLY, State
+from scalekit.maintenance.state import DOWN, MODES, READ_ONLY, State, format_time
 
 __all__ = [
     "DOWN",
@@ -43,6 +43,7 @@ __all__ = [
     "RedisFlag",
     "State",
     "client_address",
+    "format_time",
     "maintenance_check",
     "open_flag",
     "shared",

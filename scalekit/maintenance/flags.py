@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from scalekit.connect.files import replace_atomically
+from scalekit.connect.files import describe_os_error, replace_atomically
 from scalekit.connect.redis import REDIS_OPTIONS, open_redis
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
@@ -37,6 +37,10 @@ __all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "ope
 #: The environment variable the CLI and :func:`writes_enabled_for` read the flag URL from.
 FLAG_VARIABLE = "SCALEKIT_MAINTENANCE_FLAG"
 WEB2PY_NAME = "DISABLED"
+#: The URL schemes a flag can be kept at: a file, or a Redis key.
+_FLAG_SCHEMES = ("file", "redis", "rediss", "unix")
+_MEMCACHE = "is a memcached URL, and memcached may evict a key at any time (ending maintenance)"
+_NOT_A_FLAG = {"memcache": _MEMCACHE, "memcached": _MEMCACHE}
 LOG_EVERY = 60.0  # seconds between two log lines about the same unreadable flag
 
 log = logging.getLogger("scalekit.maintenance")
@@ -99,8 +103,16 @@ class FileFlag(Flag):
                 tmp_prefix=os.path.join(folder, f".{name}.tmp-"),
                 mode=0o644,
             )
-        except OSError as exc:
-            raise StoreUnavailable(f"cannot write the maintenance flag {self.path}: {exc}") from exc
+        except OSError as exc:  # its file name is the temp file's: say what is wrong instead
+            if isinstance(exc, FileNotFoundError):
+                reason = f"the folder {folder} does not exist"
+            elif isinstance(exc, NotADirectoryError):
+                reason = describe_os_error(exc)
+            else:
+                reason = exc.strerror or str(exc)
+            raise StoreUnavailable(
+                f"cannot write the maintenance flag {self.path}: {reason}"
+            ) from exc
 
     def clear(self) -> None:
         try:
@@ -161,6 +173,14 @@ class RedisFlag(Flag):
 @renamed_keyword("app", "app_name")
 def open_flag(url: str, app_name: str = "app", **options: Any) -> Flag:
     """The flag at ``url``: ``file:///path`` or ``redis://``/``rediss://``/``unix://``."""
+    scheme = url.partition("://")[0].partition(":")[0].lower() if "://" in url else ""
+    if scheme not in _FLAG_SCHEMES:
+        problem = _NOT_A_FLAG.get(scheme, f"is a {scheme}:// URL" if scheme else "is not a URL")
+        raise ConfigError(
+            f"{urls.mask(url)!r} {problem}; a maintenance flag is file:///path/to/flag (for "
+            "the servers that see that file) or redis://host:6379/0 (for every server; also "
+            "rediss:// or unix:///path/to/redis.sock)"
+        )
     settings = urls.parse(url, kinds={"file", "redis"})
     if isinstance(settings, urls.FileURL):
         settings.check_options(())

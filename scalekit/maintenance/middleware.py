@@ -2,7 +2,8 @@
 
 ``down``: every request (but exempt static paths and operators) gets a 503 with Retry-After
 and the maintenance page, as HTML or JSON by ``Accept``. ``read-only``: GET, HEAD and
-OPTIONS pass; other methods get a 503, or an HTML form post a 303 to the page.
+OPTIONS pass; other methods get a 503, or an HTML form post a 303 to the page, which says
+that browsing works, when saving resumes, and links back to the page the user was on.
 With maintenance off a request costs one clock compare on top of the app.
 """
 
@@ -11,18 +12,20 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError
 from scalekit.core.options import known_options
 from scalekit.maintenance.bypass import Bypass
 from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
-from scalekit.maintenance.state import DOWN, State, format_time
+from scalekit.maintenance.state import DOWN, READ_ONLY, State, format_time
 from scalekit.wsgi.environ import MAINTENANCE_KEY as ENVIRON_KEY
 from scalekit.wsgi.http import SAFE_METHODS, local_path, prefers_json
 from scalekit.wsgi.pages import NO_STORE, negotiated, page
@@ -37,18 +40,26 @@ __all__ = [
     "writes_enabled_for",
 ]
 
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _monotonic = time.monotonic
 
-DEFAULT_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Maintenance</title>
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{{title}}</title>
 <meta name="viewport" content="width=device-width, initial-scale=1"></head>
 <body style="font-family: sans-serif; max-width: 40em; margin: 4em auto; padding: 0 1em">
-<h1>Down for maintenance</h1>
+<h1>{{title}}</h1>
 <p>{{message}}</p>
-<p>Please try again in {{retry_after}} seconds.</p>
+%s
 </body></html>
 """
+#: The default pages by mode; ``page=`` replaces both (see :class:`MaintenanceMiddleware`).
+DEFAULT_PAGES = {
+    DOWN: _PAGE % "<p>Please try again {{when}}.</p>",
+    READ_ONLY: _PAGE % "<p>You can still browse this site. Saving changes is paused: "
+    'please try again {{when}}.</p>\n<p><a href="{{back}}">Back to the site</a></p>',
+}
+_TITLES = {DOWN: "Down for maintenance", READ_ONLY: "Read-only for maintenance"}
 
 _shared: dict[tuple, Maintenance] = {}
 _shared_lock = threading.Lock()
@@ -101,10 +112,13 @@ class MaintenanceMiddleware:
 
     ``flag``: a URL (``redis://...``, ``file:///...``), a :class:`Flag` or a
     :class:`Maintenance`; ``None`` reads ``$SCALEKIT_MAINTENANCE_FLAG``.
-    ``page``: an HTML file to show (``{{message}}``, ``{{retry_after}}`` and ``{{end}}`` are
-    filled in), read once here. ``page_url``: where HTML form posts are redirected in
-    read-only mode; served by the middleware while maintenance is on (``None``: no redirect,
-    a 503). ``exempt``: path prefixes always passed to the app (static files).
+    ``page``: an HTML file to show in both modes instead of :data:`DEFAULT_PAGES`, read once
+    here; ``{{title}}``, ``{{mode}}``, ``{{message}}``, ``{{when}}`` (``at <end> (in about 30
+    minutes)``, or ``in about 5 minutes``), ``{{back}}`` (the referring page on this site, else
+    ``/``), ``{{retry_after}}`` and ``{{end}}`` are filled in, HTML-escaped.
+    ``page_url``: where HTML form posts are redirected in read-only mode; served by the
+    middleware while maintenance is on (``None``: no redirect, a 503).
+    ``exempt``: path prefixes always passed to the app (static files).
     ``retry_after``: seconds, when the flag says nothing and has no end.
     ``allow``/``trusted_proxies``/``secret``/``bypass_*``: see
     :class:`~scalekit.maintenance.Bypass` (``bypass_seconds`` is its ``cookie_seconds``).
@@ -135,7 +149,7 @@ class MaintenanceMiddleware:
             flag, app_name, cache_seconds=cache_seconds, retry_seconds=retry_seconds
         )
         _default[:] = [self.maintenance]
-        self.template = _read_page(page) if page else DEFAULT_PAGE
+        self.templates = dict.fromkeys(DEFAULT_PAGES, _read_page(page)) if page else DEFAULT_PAGES
         if page_url is not None and not local_path(page_url):
             raise ConfigError(f"page_url {page_url!r} must be a path on this site, e.g. /down")
         self.page_url = page_url
@@ -199,19 +213,38 @@ class MaintenanceMiddleware:
         document = {"error": "maintenance", "mode": state.mode, "message": state.text,
                     "retry_after": retry, "end": end}  # fmt: skip
         content_type, body = negotiated(
-            environ.get("HTTP_ACCEPT", ""), document, lambda: self._html(state, retry, end)
+            environ.get("HTTP_ACCEPT", ""), document, lambda: self._html(state, retry, environ)
         )
         retry_after = [("Retry-After", str(retry))] if status.startswith("503") else []
         answer = page(status, content_type, body, NO_STORE, *retry_after)
         start_response(answer.status, answer.headers)
         return [b""] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
 
-    def _html(self, state: State, retry: int, end: str | None) -> str:
-        return (
-            self.template.replace("{{message}}", html.escape(state.text))
-            .replace("{{retry_after}}", str(retry))
-            .replace("{{end}}", html.escape(end or ""))
+    def _html(self, state: State, retry: int, environ: dict) -> str:
+        values = {
+            "title": _TITLES[state.mode], "mode": state.mode, "message": state.text,
+            "retry_after": str(retry), "end": format_time(state.end) if state.end else "",
+            "when": _when(state, retry), "back": self._back(environ),
+        }  # fmt: skip
+        return _PLACEHOLDER.sub(
+            lambda found: html.escape(values.get(found[1], found[0])), self.templates[state.mode]
         )
+
+    def _back(self, environ: dict) -> str:
+        """Where "back" leads: the referring page when it is on this site (and not the
+        maintenance page), else the site's root."""
+        script = environ.get("SCRIPT_NAME", "").rstrip("/")
+        script = script if local_path(script) else ""
+        referer = urlsplit(environ.get("HTTP_REFERER", ""))
+        path = referer.path
+        if (
+            referer.scheme in ("http", "https")
+            and referer.netloc == environ.get("HTTP_HOST")
+            and local_path(path)
+            and path != script + (self.page_url or "")
+        ):
+            return path
+        return script + "/"
 
 
 @known_options(MaintenanceMiddleware)
@@ -238,6 +271,26 @@ def maintenance_check(
         stacklevel=2,
     )
     return with_maintenance(flag, **options)
+
+
+def _when(state: State, retry: int) -> str:
+    """``at 2025-06-01 02:30:00 UTC (in about 30 minutes)`` when the window has an end, else
+    ``in about 5 minutes`` (the Retry-After)."""
+    if state.end is None:
+        return f"in {_duration(retry)}"
+    return f"at {format_time(state.end)} (in {_duration(state.end - time.time())})"
+
+
+def _duration(seconds: float) -> str:
+    """``about 30 minutes``: a wait in the unit a person reads, not ``1794 seconds``."""
+    seconds = max(1, round(seconds))
+    if seconds < 60:
+        return f"{seconds} second{'s' * (seconds != 1)}"
+    # 90 minutes, then 2 hours; 36 hours, then 2 days
+    unit, size = next((u for u in (("day", 86400), ("hour", 3600)) if seconds >= 1.5 * u[1]),
+                      ("minute", 60))  # fmt: skip
+    count = round(seconds / size)
+    return f"about {count} {unit}{'s' * (count != 1)}"
 
 
 def _read_page(path: str) -> str:

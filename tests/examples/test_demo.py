@@ -1,6 +1,7 @@
 """The demo that `make demo` runs: gunicorn with examples/gunicorn.conf.py on embedded
 defaults (sqlite sessions and data, disk cache, local tickets folder)."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import urllib.request
 
 import pytest
 
+from scalekit.maintenance import State, format_time, open_flag
 from tests.examples.browser import Browser, field
 from tests.servers import free_port
 
@@ -17,10 +19,16 @@ GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 
 @pytest.fixture(scope="module")
-def demo_url(tmp_path_factory):
+def demo_data(tmp_path_factory):
+    """The demo's data folder: its databases, and its maintenance flag file."""
+    return tmp_path_factory.mktemp("demo-data")
+
+
+@pytest.fixture(scope="module")
+def demo_url(demo_data):
     port = free_port()
     env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="2",
-               SCALEKIT_DATA=str(tmp_path_factory.mktemp("demo-data")))  # fmt: skip
+               SCALEKIT_DATA=str(demo_data))  # fmt: skip
     process = subprocess.Popen(
         [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -88,3 +96,28 @@ def test_demo_fails_with_a_ticket_and_serves_precompressed_static(demo_url):
 
 def test_demo_unknown_path_is_404(demo_url):
     assert Browser(demo_url).get("/nope")[0] == 404
+
+
+@contextlib.contextmanager
+def maintenance(demo_data, state: State):
+    """The demo in maintenance (``state``) for the block, as ``scalekit maintenance on`` does
+    with the demo's flag file; every worker sees it within a second."""
+    flag = open_flag(f"file://{demo_data}/MAINTENANCE")
+    flag.write(state)
+    try:
+        time.sleep(1.1)
+        yield
+    finally:
+        flag.clear()
+        time.sleep(1.1)
+
+
+def test_demo_banner_shows_the_operators_message_and_the_end(demo_url, demo_data):
+    end = time.time() + 1800
+    with maintenance(demo_data, State("read-only", "Moving to a bigger database", end=end)):
+        banner = field(Browser(demo_url).get("/")[2], "banner")
+        assert banner.startswith("Moving to a bigger database")
+        assert format_time(end) in banner
+    with maintenance(demo_data, State("read-only")):  # no message: the mode's own words
+        assert "read-only for maintenance" in field(Browser(demo_url).get("/")[2], "banner")
+    assert field(Browser(demo_url).get("/")[2], "banner") is None

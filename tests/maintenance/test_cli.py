@@ -84,7 +84,9 @@ def test_schedule_through_the_console_script_and_the_environment(tmp_path):
     (["off", "--flag", "FLAG", "--mode", "down"], "`off` takes only --flag and --app"),
     (["schedule", "--flag", "FLAG", "--at", "2001-01-01", "--for", "1h"],
      "that window ended already"),
-    (["on", "--flag", "memcache://localhost"], "this setting takes file or redis"),
+    (["on", "--flag", "memcache://localhost"], "memcached may evict a key at any time"),
+    (["on", "--flag", "postgres://app:pw@db/app"], "'postgres://app:***@db/app' is a postgres"),
+    (["status", "--flag", "/srv/app/MAINTENANCE"], "is not a URL; a maintenance flag is file:"),
     (["on", "--flag", "redis://localhost/0?color=blue"], "unknown option color"),
 ])  # fmt: skip
 def test_bad_input_exits_2_with_a_clear_message(args, message, monkeypatch, capsys, tmp_path):
@@ -120,3 +122,15 @@ def test_an_unreachable_redis_fails_with_exit_1(capsys):
     code = main(["maintenance", "on", "--flag", f"redis://127.0.0.1:{free_port()}/0"])
     assert code == 1
     assert "cannot change the maintenance flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing/MAINTENANCE", "a-file/MAINTENANCE"])
+def test_a_flag_that_cannot_be_written_is_named_without_temp_names(where, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    done = scalekit("on", "--flag", f"file://{tmp_path / where}")
+    assert done.returncode == 1
+    folder = where.split("/")[0]
+    why = "does not exist" if folder == "missing" else "is a file, not a folder"
+    assert f"{tmp_path / folder} {why}" in done.stderr
+    assert ".tmp-" not in done.stderr and "Traceback" not in done.stderr
+    assert sorted(os.listdir(tmp_path)) == ["a-file"]  # nothing created, no temp file left

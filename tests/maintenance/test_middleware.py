@@ -97,6 +97,35 @@ def test_read_only_redirects_html_form_posts_to_the_page(site, flag):
     assert call(site, "/cart", "POST", headers={**FORM, **JSON}).status == 503
 
 
+def test_the_read_only_page_says_browsing_works_until_when_and_links_back(site, flag):
+    flag.write(State("read-only", "Database upgrade", end=time.time() + 1800))
+    came_from = {"Host": "shop.example", "Referer": "http://shop.example/cart?step=2"}
+    posted = call(site, "/cart", "POST", headers={**FORM, **came_from}, body=b"qty=1")
+    assert (posted.status, posted.header("Location")) == (303, "/maintenance")
+    page = call(site, "/maintenance", headers=came_from)  # a browser keeps the Referer
+    assert page.status == 200 and page.header("Retry-After") is None
+    assert "Read-only for maintenance" in page.text and "Down" not in page.text
+    assert "Database upgrade" in page.text and "You can still browse" in page.text
+    assert "in about 30 minutes" in page.text and "seconds" not in page.text
+    assert 'href="/cart"' in page.text
+    for referer in ("http://evil.example/cart", "http://shop.example/maintenance", ""):
+        page = call(site, "/maintenance", headers={**came_from, "Referer": referer})
+        assert 'href="/"' in page.text
+    refused = call(site, "/cart", "PUT", headers={"Accept": "text/html", **came_from})
+    assert refused.status == 503 and 1795 <= int(refused.header("Retry-After")) <= 1800
+    assert "You can still browse" in refused.text and 'href="/cart"' in refused.text
+
+
+def test_the_down_page_says_down_and_when_to_come_back(site, flag):
+    flag.write(State("down", end=time.time() + 2 * 3600))
+    response = call(site, "/cart", headers={"Referer": "http://testserver/"})
+    assert response.status == 503 and "Down for maintenance" in response.text
+    assert "in about 2 hours" in response.text and "browse" not in response.text
+    assert "href=" not in response.text  # nothing on the site to go back to
+    flag.write(State("down", retry_after=90))
+    assert "Please try again in about 2 minutes." in call(site).text
+
+
 @pytest.mark.parametrize("script", ["//evil.example", "/\\evil.example", "https://evil.example",
                                     "/app\r\nSet-Cookie: a=1", "/app?x", "/app/"])  # fmt: skip
 def test_the_redirect_never_leaves_the_site_whatever_script_name_holds(site, flag, script):
@@ -200,7 +229,7 @@ def test_bad_settings_are_config_errors(flag_url, monkeypatch):
     monkeypatch.delenv("SCALEKIT_MAINTENANCE_FLAG", raising=False)
     with pytest.raises(ConfigError, match="SCALEKIT_MAINTENANCE_FLAG"):
         MaintenanceMiddleware(hello)
-    with pytest.raises(ConfigError, match="file or redis"):
+    with pytest.raises(ConfigError, match=r"memcached URL.*a maintenance flag is file:"):
         MaintenanceMiddleware(hello, "memcache://localhost:11211")
     with pytest.raises(ConfigError, match="page_url"):
         MaintenanceMiddleware(hello, flag_url, page_url="maintenance")
