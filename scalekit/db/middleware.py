@@ -35,7 +35,8 @@ class DBMiddleware:
 
     ``define``: called with each new DAL (define the app's tables there). Routing options
     (``read_only_actions``, ``read_only_methods``, ``pin_seconds``, ``pin_cookie``): see
-    :class:`~scalekit.db.routing.Router`. A :class:`DatabaseUnavailable` raised by the app
+    :class:`~scalekit.db.routing.Router`; without replicas nothing is pinned (no cookie, no
+    session key). A :class:`DatabaseUnavailable` raised by the app
     before it starts its response becomes a 503 with ``Retry-After: retry_after``. Other
     keyword arguments go to every ``pydal.DAL`` of the request.
     """
@@ -57,6 +58,8 @@ class DBMiddleware:
         self.app = app
         self.replicas = replicas if isinstance(replicas, ReplicaSet) else ReplicaSet(replicas)
         self.router = Router(read_only_actions, read_only_methods, pin_seconds, pin_cookie)
+        if not self.replicas.replicas:  # every read is the primary's: nothing to pin to
+            self.router.pin_seconds = 0
         self.define, self.retry_after, self.dal_options = define, retry_after, dal_options
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
