@@ -1,7 +1,7 @@
 """``scalekit maintenance on|off|status|schedule``: flip maintenance mode for every server.
 
 ``scalekit maintenance on --mode read-only --for 30m --message "Database upgrade"``
-``scalekit maintenance schedule --at 2025-06-01T02:00 --for 1h`` (UTC)
+``scalekit maintenance schedule --at 2030-06-01T02:00 --for 1h`` (UTC, or ``--at +2h``)
 The flag URL comes from ``--flag`` or ``$SCALEKIT_MAINTENANCE_FLAG``; the app from ``--app``
 or ``$SCALEKIT_APP``.
 """
@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "else 300)")  # fmt: skip
     parser.add_argument(
         "--at", type=argument_type(parse_time, "time"), metavar="TIME",
-        help="schedule: the start, in UTC: 2025-06-01T02:00, or +30m from now",
+        help="schedule: the start, in UTC: YYYY-MM-DDTHH:MM (or ending in Z, or an offset "
+        "such as +02:00), or +30m from now",
     )  # fmt: skip
     parser.add_argument("--for", dest="duration", type=argument_type(parse_duration, "duration"),
                         metavar="DURATION", help="how long: 90s, 30m, 2h, 1h30m "
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "on" and args.at is not None:
         raise ConfigError("`on` starts now: to start later use `schedule --at TIME`")
     if args.action == "schedule" and args.at is None:
-        raise ConfigError("`schedule` needs --at TIME (UTC, e.g. 2025-06-01T02:00, or +30m)")
+        raise ConfigError("`schedule` needs --at TIME (UTC as YYYY-MM-DDTHH:MM, or +30m from now)")
     flag = open_flag(args.flag, app_name=args.app)
     try:
         return _act(flag, args)

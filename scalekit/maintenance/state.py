@@ -149,8 +149,8 @@ def parse_time(text: str, now: float | None = None) -> float:
         moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in "zZ" else text)
     except ValueError:
         raise ConfigError(
-            f"{text!r} is not a time; write UTC as 2025-06-01T02:00 (or with Z or +02:00), "
-            "or +30m for 30 minutes from now"
+            f"{text!r} is not a time; write UTC as YYYY-MM-DDTHH:MM (or end it with Z or an "
+            "offset such as +02:00), or +30m for 30 minutes from now"
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)

@@ -12,6 +12,8 @@ import ast
 import contextlib
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +293,27 @@ def test_the_maintenance_options_and_deploy_snippets(redis_url, tmp_path, monkey
             run(guard)
         response = client.get("/")
         assert response.status == 503 and "import window" in response.text
+
+
+def test_the_maintenance_cli_block_runs_as_written(redis_url):
+    """Every line of the operator's block succeeds (no date in the past, no stale option),
+    in order, on a real Redis flag."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    (block,) = [b for b in blocks if "scalekit maintenance schedule" in b]
+    app = f"readme{os.getpid()}"
+    names = {"redis://cache:6379/0": redis_url, "SCALEKIT_APP=shop": f"SCALEKIT_APP={app}"}
+    for old, new in names.items():
+        assert old in block, f"the README's maintenance CLI block no longer says {old!r}"
+        block = block.replace(old, new)
+    bin_folder = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": f"{bin_folder}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-e", "-c", block], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    tomorrow = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400))
+    assert f"scheduled from {tomorrow} 02:00:00 UTC" in done.stdout
+    flag = open_flag(redis_url, app_name=app)
+    try:
+        assert flag.read() is None  # the last line switched it off
+    finally:
+        flag.close()
