@@ -1,23 +1,26 @@
-"""``scalekit tickets list|show ID|summary|serve``: read tickets from a folder or a database."""
+"""``scalekit tickets list|show ID|summary|serve|purge``: tickets in a folder or a database."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import time
 import unicodedata
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
-from scalekit.cli.arguments import in_range
+from scalekit.cli.arguments import duration, in_range, positive
 from scalekit.core.errors import ConfigError, CorruptData
 from scalekit.core.urls import mask
 
 if TYPE_CHECKING:
+    from scalekit.tickets.stores import TicketStore
     from scalekit.tickets.ticket import Entry
 
 NAME = "tickets"
-HELP = "list, show, summarize and serve error tickets in a ticket folder or database"
+HELP = "list, show, summarize, serve and purge error tickets in a ticket folder or database"
 STORE_VARIABLE = "SCALEKIT_TICKET_STORE"
 TOKEN_VARIABLE = "SCALEKIT_TICKETS_TOKEN"
 
@@ -33,11 +36,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     views = parser.add_subparsers(dest="view", metavar="<view>", required=True)
     listing = views.add_parser("list", help="the newest tickets, newest first")
-    listing.add_argument("-n", "--limit", type=int, default=50, help="how many (default 50)")
+    listing.add_argument(
+        "-n", "--limit", type=positive(int), default=50, help="how many (default 50)"
+    )
+    listing.add_argument("--app", help="only this app's tickets")
+    listing.add_argument(
+        "--type",
+        dest="error_type",
+        metavar="TYPE",
+        help="only this exception type (ValueError, module.Name)",
+    )
+    for name, which in (("--since", "at or after"), ("--until", "before")):
+        listing.add_argument(
+            name,
+            type=moment,
+            metavar="WHEN",
+            help=f"only tickets created {which} WHEN: an ISO date or time "
+            "(UTC unless it says otherwise) or a duration ago (7d, 12h)",
+        )
     show = views.add_parser("show", help="one ticket in full")
     show.add_argument("ticket_id", metavar="ID")
     show.add_argument("--json", action="store_true", help="the ticket's JSON as stored")
     views.add_parser("summary", help="counts by exception type and location")
+    purge = views.add_parser("purge", help="delete the tickets older than a duration (retention)")
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        type=age,
+        metavar="DURATION",
+        help="created longer ago than this: 30d, 12h, 2w...",
+    )
+    purge.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the tickets that would be deleted, delete nothing",
+    )
     serve = views.add_parser(
         "serve",
         help="browse the tickets in HTML (the TicketViewer); needs --allow or a token",
@@ -103,15 +136,18 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalekit.tickets.stores import open_store
+    from scalekit.tickets.stores import Selection, open_store
 
     if args.view == "serve":
         return serve(args)
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)  # reading: a typo must not create a store
     try:
         if args.view == "list":
-            entries = store.entries(max(args.limit, 0))
+            chosen = Selection(args.app, args.error_type, args.since, args.until)
+            entries = store.entries(args.limit, chosen)
             lines = [*list_lines(entries), f"{len(entries)} ticket(s)"]
+        elif args.view == "purge":
+            lines = purge(store, args)
         elif args.view == "show":
             try:
                 ticket = store.load(args.ticket_id)
@@ -136,6 +172,43 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def purge(store: TicketStore, args: argparse.Namespace) -> list[str]:
+    """Delete the tickets older than ``--older-than`` (list them with ``--dry-run``)."""
+    from scalekit.tickets.stores import Selection, stamp
+
+    before = time.time() - args.older_than
+    where = f"created before {stamp(before)} UTC in {mask(args.store)}"
+    if args.dry_run:
+        entries = store.entries(selection=Selection(until=before))
+        return [*list_lines(entries), f"{len(entries)} ticket(s) {where} would be deleted"]
+    return [f"{store.purge(before)} ticket(s) {where} deleted"]
+
+
+def age(text: str) -> float:
+    """A :func:`duration` of more than 0 (``--older-than 0`` would delete every ticket)."""
+    seconds = duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0: give e.g. 30d")
+    return seconds
+
+
+def moment(text: str) -> float:
+    """The Unix time of an ISO date or time (UTC unless it has an offset) or of a duration
+    (``7d``) ago."""
+    try:
+        return time.time() - duration(text)
+    except argparse.ArgumentTypeError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO date or time (2026-11-30, 2026-11-30T08:00) nor a "
+            "duration ago (7d, 12h)"
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def serve(args: argparse.Namespace) -> int:
     """Serve the viewer of ``--store`` until interrupted; refused without --allow or a token."""
     from scalekit.tickets.server import open_server
@@ -148,8 +221,9 @@ def serve(args: argparse.Namespace) -> int:
             f"tickets serve needs --allow ADDRESS or a token (${TOKEN_VARIABLE} or "
             "--token-file): the viewer shows tracebacks and request data"
         )
-    store = open_store(args.store)
+    store = open_store(args.store, create=False)
     try:
+        store.entries(1)  # a store that does not exist or cannot be read stops here
         with open_server(TicketViewer(store, allowed=args.allow, token=token), args.host,
                          args.port) as server:  # fmt: skip
             host, port = server.server_address[:2]

@@ -30,7 +30,7 @@ from scalekit.connect import sql
 from scalekit.core.errors import CorruptData, StoreUnavailable
 from scalekit.core.options import merge_options
 from scalekit.core.urls import BackendURL, parse
-from scalekit.tickets.stores import TicketStore
+from scalekit.tickets.stores import EVERY, Selection, TicketStore, stamp
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry
 
 log = logging.getLogger("scalekit.tickets")
@@ -50,6 +50,7 @@ _INSERT_COLUMNS = (
     "summary",
     "occurrences",
 )
+PURGE_BATCH = 1000
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "table": str,
     "folder": str,
@@ -95,7 +96,9 @@ def ticket_fields() -> list[Field]:
 class DatabaseStore(TicketStore):
     """Tickets in a database table. Options (keywords or URL query): ``table``,
     ``folder`` (pydal's ``.table`` files; default private to the user), ``connect_timeout``
-    (seconds, default 5)."""
+    (seconds, default 5). ``create=False`` (reading, purging) opens an existing database and
+    table only, as they are (no migration, no file): a missing one is
+    :class:`~scalekit.core.errors.StoreNotFound` on first use."""
 
     def __init__(
         self,
@@ -104,6 +107,7 @@ class DatabaseStore(TicketStore):
         table: str | None = None,
         folder: str | None = None,
         connect_timeout: float | None = None,
+        create: bool = True,
     ):
         settings = url if isinstance(url, BackendURL) else parse(url, kinds=("sqlite", "database"))
         given = {"table": table, "folder": folder, "connect_timeout": connect_timeout}
@@ -116,6 +120,7 @@ class DatabaseStore(TicketStore):
             settings, folder=options.get("folder"), timeout=options.get("connect_timeout")
         )
         self._password = getattr(settings, "password", None)  # masked in error messages
+        self.create = create
         self._dals = sql.ThreadDAL(self._connect, self._prepare)
 
     def __repr__(self) -> str:
@@ -137,9 +142,9 @@ class DatabaseStore(TicketStore):
         except (TypeError, ValueError) as exc:
             raise CorruptData(f"ticket {ticket_id} is not valid JSON: {exc}") from None
 
-    def entries(self, limit: int | None = None) -> list[Entry]:
+    def entries(self, limit: int | None = None, selection: Selection = EVERY) -> list[Entry]:
         with self._transaction() as (db, table):
-            rows = db(table).select(
+            rows = db(_query(table, selection)).select(
                 *(table[name] for name in _ENTRY_COLUMNS),
                 orderby=~table.created_datetime | ~table.id,
                 limitby=(0, limit) if limit is not None else None,
@@ -157,6 +162,18 @@ class DatabaseStore(TicketStore):
             )
             for row in rows
         ]
+
+    def purge(self, before: float) -> int:
+        """Deletes in batches of ``PURGE_BATCH`` rows, one commit each (short statements)."""
+        old, deleted = Selection(until=before), 0
+        while True:
+            with self._transaction() as (db, table):
+                ids = [row.id for row in db(_query(table, old)).select(
+                    table.id, limitby=(0, PURGE_BATCH))]  # fmt: skip
+                if ids:
+                    deleted += db(table.id.belongs(ids)).delete()
+            if len(ids) < PURGE_BATCH:
+                return deleted
 
     def summary(self) -> list[Group]:
         with self._transaction() as (db, table):
@@ -220,19 +237,39 @@ class DatabaseStore(TicketStore):
 
     def _connect(self) -> DAL:
         try:
-            return sql.open_dal(self._dal_options, f"ticket database {self.masked}")
+            where = f"ticket database {self.masked}"
+            return sql.open_dal(self._dal_options, where, create=self.create)
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             raise self._unavailable(exc) from None
 
     def _prepare(self, db: DAL) -> tuple[DAL, Table]:
-        """``db`` with the ticket table made or upgraded, and defined."""
+        """``db`` with the ticket table made or upgraded (the existing one as it is, without
+        ``create``), and defined."""
         try:
-            _prefer_lz4(db)
-            table = sql.migrate_table(db, self.table, ticket_fields, INDEXES)
+            if self.create:
+                _prefer_lz4(db)
+                table = sql.migrate_table(db, self.table, ticket_fields, INDEXES)
+            else:
+                table = self._existing_table(db)
             db.commit()
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
         return db, table
+
+    def _existing_table(self, db: DAL) -> Table:
+        """The ticket table, :class:`StoreNotFound` if there is none. One of an older version
+        (or web2py's) gains its missing columns first, on a connection of its own (the
+        read-only one cannot migrate), as a write would do it."""
+        where = f"ticket database {self.masked}"
+        sql.require_table(db, self.table, where)
+        if {field.name for field in ticket_fields()} - sql.columns(db, self.table):
+            upgrade = sql.open_dal(self._dal_options, where)
+            try:
+                sql.migrate_table(upgrade, self.table, ticket_fields, INDEXES)
+                upgrade.commit()
+            finally:
+                sql.close_quietly(upgrade)
+        return sql.define_table(db, self.table, ticket_fields(), migrate=False)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         reason = sql.failure_reason(exc, self._password)
@@ -240,6 +277,20 @@ class DatabaseStore(TicketStore):
             f"ticket database {self.masked}: {reason}; check that the server is running "
             f"and table {self.table} is usable"
         )
+
+
+def _query(table: Table, selection: Selection) -> Any:
+    """The condition on ``table`` for the tickets of ``selection``."""
+    query = table.id > 0
+    if selection.app is not None:
+        query &= table.app == selection.app
+    if selection.error_type is not None:
+        query &= table.error_type == selection.error_type
+    if selection.since is not None:
+        query &= table.created_datetime >= stamp(selection.since)
+    if selection.until is not None:
+        query &= table.created_datetime < stamp(selection.until)
+    return query
 
 
 def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:

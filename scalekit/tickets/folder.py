@@ -22,9 +22,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from scalekit.connect.files import STALE_TEMP, TMP_INFIX, Folder, remove_file
+from scalekit.connect.files import STALE_TEMP, TMP_INFIX, Folder, existing_folder, remove_file
 from scalekit.core.errors import CorruptData, StoreUnavailable
-from scalekit.tickets.stores import TicketStore
+from scalekit.tickets.stores import EVERY, Selection, TicketStore
 from scalekit.tickets.ticket import ID_PATTERN, Entry, Group, entry, summarize
 
 log = logging.getLogger("scalekit.tickets")
@@ -39,7 +39,8 @@ MAX_BYTES = 100 * 1024 * 1024
 class FolderStore(TicketStore):
     """Tickets as files in ``path`` (created 0700 on first write). ``fsync=True`` makes
     each write durable before the error page is sent, at the cost of a disk flush;
-    ``max_bytes`` caps the tickets' size on disk (None: no cap)."""
+    ``max_bytes`` caps the tickets' size on disk (None: no cap); ``create=False``: the
+    folder must exist (else :class:`~scalekit.core.errors.StoreNotFound`)."""
 
     def __init__(
         self,
@@ -47,8 +48,11 @@ class FolderStore(TicketStore):
         *,
         fsync: bool = False,
         max_bytes: int | None = MAX_BYTES,
+        create: bool = True,
     ):
         self.folder = os.path.abspath(os.fspath(path))
+        if not create:
+            existing_folder(self.folder, "ticket folder")
         self.fsync = fsync
         self.max_bytes = max_bytes
         self._unchecked = max_bytes or 0  # bytes written since the size was checked
@@ -82,17 +86,27 @@ class FolderStore(TicketStore):
         except OSError as exc:  # a symbolic link, a folder, no permission...
             raise CorruptData(f"ticket file {path} cannot be read: {exc}") from None
 
-    def entries(self, limit: int | None = None) -> list[Entry]:
+    def entries(self, limit: int | None = None, selection: Selection = EVERY) -> list[Entry]:
         found = []
-        for path in self.pending(newest_first=True):
-            try:
-                found.append(entry(self.read(path)[0]))
-            except (OSError, CorruptData) as exc:
-                log.warning("ticket file %s skipped: %s", path, exc)
-                continue
+        for _, item in self._entries(selection):
+            found.append(item)
             if limit is not None and len(found) >= limit:
                 break
         return found
+
+    def purge(self, before: float) -> int:
+        return sum(remove_file(path) for path, _ in self._entries(Selection(until=before)))
+
+    def _entries(self, selection: Selection) -> Iterator[tuple[str, Entry]]:
+        """The path and entry of each readable ticket of ``selection``, newest first."""
+        for path in self.pending(newest_first=True):
+            try:
+                item = entry(self.read(path)[0])
+            except (OSError, CorruptData) as exc:
+                log.warning("ticket file %s skipped: %s", path, exc)
+                continue
+            if selection.matches(item):
+                yield path, item
 
     def summary(self) -> list[Group]:
         return summarize(self.entries())

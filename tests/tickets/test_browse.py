@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from scalekit.cli import main
 from scalekit.tickets import FolderStore, build
 from scalekit.tickets.ticket import ID_PATTERN, new_ticket_id
-from tests.tickets.conftest import ENVIRON, spread
+from tests.tickets.conftest import ENVIRON, raise_key_error, spread, ticket_of
 
 
 def stamp(at: float) -> str:
@@ -95,3 +97,32 @@ def test_ticket_ids_are_random_url_safe_and_never_look_like_an_option():
     ids = {new_ticket_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(ID_PATTERN.match(i) and len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_the_cli_lists_by_app_type_and_date(any_store, capsys):
+    url, store = any_store
+    now = time.time()
+    tickets = spread(store, now)  # 5..1 hours old: ValueError, KeyError, ValueError...
+    other = ticket_of(raise_key_error, now - 1800, app="blog")
+    store.save(other)
+
+    def listed(*args: str) -> list[str]:
+        assert main(["tickets", "--store", url, "list", *args]) == 0
+        return [line.split()[2] for line in capsys.readouterr().out.splitlines()[1:-1]]
+
+    ids = [ticket["id"] for ticket in tickets]
+    assert listed("--app", "blog") == [other["id"]]
+    assert listed("--app", "shop", "--type", "KeyError") == [ids[3], ids[1]]
+    assert listed("--type", "KeyError") == [other["id"], ids[3], ids[1]]
+    assert listed("--since", "150m") == [other["id"], ids[4], ids[3]]
+    assert listed("--since", "4.5h", "--until", "150m", "--type", "ValueError") == [ids[2]]
+    iso = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now - 2.5 * 3600))
+    assert listed("--until", iso) == ids[2::-1]
+    assert listed("--until", iso + "+01:00") == ids[1::-1]  # an hour earlier in UTC
+    assert listed("--app", "nobody") == []
+
+
+def test_list_refuses_a_bad_date(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["tickets", "--store", f"file://{tmp_path}", "list", "--since", "yesterday"])
+    assert stopped.value.code == 2 and "neither an ISO date" in capsys.readouterr().err
