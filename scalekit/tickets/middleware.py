@@ -5,7 +5,9 @@ client asks for it) that shows the ticket id and nothing else. Writing the ticke
 best-effort: if the store fails, that failure and the original error are both logged.
 A failure identical to one of the last ``repeat_window`` seconds in this process (same
 exception type and location) is counted on that ticket (its ``count``) instead of being
-written as a new one.
+written as a new one. ``error_page`` replaces the HTML page, as web2py's ``routes_onerror``
+does: an HTML file with ``{{ticket}}`` and ``{{request_id}}`` in it, or a callable
+``(ticket_id, request_id) -> str``; if it fails, the built-in page is sent.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from scalekit.core.options import known_options
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, repeated, request_id, scrub_text, signature, versions
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
-from scalekit.wsgi.pages import NO_STORE, negotiated, page
+from scalekit.wsgi.http import prefers_json
+from scalekit.wsgi.pages import HTML, NO_STORE, fill, negotiated, page, read_template
 from scalekit.wsgi.response import ClosingBody
 from scalekit.wsgi.views import per_view
 
@@ -33,6 +36,10 @@ log = logging.getLogger("scalekit.tickets")
 REPEAT_WINDOW = 60.0
 _REMEMBERED = 32  # failure signatures a middleware keeps counting at most
 
+#: A custom error page: the ticket id (None if no ticket could be written) and the request
+#: id in, the HTML out.
+ErrorPage = Callable[[str | None, str], str]
+
 
 class TicketMiddleware:
     """Catch what ``app`` raises (also while its body is iterated) and write a ticket.
@@ -41,6 +48,9 @@ class TicketMiddleware:
     response already started when the error came, the ticket is written, the error logged,
     and the response ends where it was. ``repeat_window`` (seconds, 0 for none): an
     identical failure within it of the ticket's first is counted on that ticket.
+    ``error_page``: the path of an HTML file (read now; ``{{ticket}}`` and ``{{request_id}}``
+    filled in) or an :data:`ErrorPage` callable, shown instead of the built-in page to
+    clients that do not ask for JSON.
     """
 
     @known_options()
@@ -50,8 +60,10 @@ class TicketMiddleware:
         store: TicketStore | str = DEFAULT_URL,
         app_name: str = "app",
         repeat_window: float = REPEAT_WINDOW,
+        error_page: str | ErrorPage | None = None,
     ):
         self.app = app
+        self.error_page = _template_page(error_page) if isinstance(error_page, str) else error_page
         self.store = open_store(store) if isinstance(store, str) else store
         self.app_name = app_name
         self.repeat_window = repeat_window
@@ -124,7 +136,7 @@ class TicketMiddleware:
                 scrub_text(str(exc)),
                 ticket,
             )
-        content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, request)
+        content_type, body = self._body(environ.get("HTTP_ACCEPT", ""), ticket, request)
         ids = [("X-Request-ID", request)]
         if ticket is not None:
             ids.append(("X-Ticket-ID", ticket))
@@ -134,6 +146,21 @@ class TicketMiddleware:
         except Exception:  # noqa: BLE001 - the headers went out already: nothing more can be said
             log.error("the error page for ticket %s could not be sent: response started", ticket)
             return []
+
+    def _body(self, accept: str, ticket: str | None, request: str) -> tuple[str, bytes]:
+        """The custom error page if there is one and it works, else :func:`error_body`."""
+        if self.error_page is not None and not prefers_json(accept):
+            try:
+                return HTML, self.error_page(ticket, request).encode()
+            except Exception:  # a failing page must not hide the error: the built-in one
+                log.exception("the custom error page failed (ticket %s)", ticket)
+        return error_body(accept, ticket, request)
+
+
+def _template_page(path: str) -> ErrorPage:
+    """The :data:`ErrorPage` of the HTML file ``path``, read now."""
+    template = read_template(path, "error page")
+    return lambda ticket, request: fill(template, {"ticket": ticket or "", "request_id": request})
 
 
 class _Guarded(ClosingBody):
@@ -192,6 +219,7 @@ def with_tickets(
     store: TicketStore | str = DEFAULT_URL,
     app_name: str = "app",
     repeat_window: float = REPEAT_WINDOW,
+    error_page: str | ErrorPage | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
-    return per_view(TicketMiddleware, store, app_name, repeat_window)
+    return per_view(TicketMiddleware, store, app_name, repeat_window, error_page)

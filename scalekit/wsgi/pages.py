@@ -7,19 +7,34 @@ details never reach the client (they go to the log, or into a ticket).
 
 from __future__ import annotations
 
+import html
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scalekit.core.errors import ConfigError
 from scalekit.wsgi.http import prefers_json
 
-__all__ = ["HTML", "JSON", "NO_STORE", "TEXT", "Page", "negotiated", "page", "unavailable"]
+__all__ = [
+    "HTML",
+    "JSON",
+    "NO_STORE",
+    "TEXT",
+    "Page",
+    "fill",
+    "negotiated",
+    "page",
+    "read_template",
+    "unavailable",
+]
 
 TEXT = "text/plain; charset=utf-8"
 HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 NO_STORE = ("Cache-Control", "no-store")
+_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
 @dataclass(frozen=True)
@@ -60,3 +75,19 @@ def negotiated(accept: str, document: dict[str, Any], html: Callable[[], str]) -
     if prefers_json(accept):
         return JSON, json.dumps(document).encode()
     return HTML, html().encode()
+
+
+def read_template(path: str, what: str) -> str:
+    """The text of the HTML page ``path`` an app gives a middleware (read once, when the
+    middleware is made); :class:`ConfigError` naming ``what`` if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc}") from None
+
+
+def fill(template: str, values: Mapping[str, str]) -> str:
+    """``template`` with each ``{{name}}`` of ``values`` replaced by its value, HTML-escaped
+    (other ``{{...}}`` left as they are)."""
+    return _PLACEHOLDER.sub(lambda found: html.escape(values.get(found[1], found[0])), template)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import decimal
 import os
 import re
 import subprocess
@@ -317,3 +318,43 @@ def test_the_maintenance_cli_block_runs_as_written(redis_url):
         assert flag.read() is None  # the last line switched it off
     finally:
         flag.close()
+
+
+def test_the_pydal_cached_select_example(tmp_path, redis_url):
+    code = snippet(
+        "cache=(cache.redis, 60), cacheable=True",
+        {
+            '"sqlite://storage.sqlite", folder="databases"': f'"sqlite://{tmp_path}/s.sqlite"',
+            "redis://cache:6379/0": redis_url,
+        },
+    )
+    namespace = run(code)
+    db, cache, products = namespace["db"], namespace["cache"], namespace["products"]
+    db.product.insert(name="tea", price=decimal.Decimal("3.50"))
+    db.product.insert(name="caviar", price=decimal.Decimal("99.00"))
+    db.commit()
+    first = namespace["catalogue"]()
+    db(db.product).update(name="renamed")
+    db.commit()
+    second = namespace["catalogue"]()  # from Redis: the database's change is not seen
+    assert [(row.name, row.price) for row in second] == [("caviar", 99), ("tea", 3.5)]
+    assert second.as_list() == first.as_list()
+    assert isinstance(second.first().price, decimal.Decimal)
+    cheap = db(db.product.price < 10).select(cache=(products, 60), cacheable=True)
+    assert [row.name for row in cheap] == ["renamed"]
+    assert products.clear() == 1  # the prefixed key only; the catalogue stays cached
+    assert [row.name for row in namespace["catalogue"]()] == ["caviar", "tea"]
+    cache.close()
+    db.close()
+
+
+def test_the_custom_error_page_example(tmp_path):
+    code = snippet("def sorry(ticket_id, request_id)", {"file://errors": f"file://{tmp_path}"})
+    response = Client(run(code, application=failing)["application"]).get("/")
+    ticket = response.header("X-Ticket-ID")
+    assert response.status == 500 and f"Please quote <b>{ticket}</b>" in response.text
+    assert (tmp_path / f"{ticket}.json").is_file()
+
+
+def failing(environ, start_response):
+    raise ValueError("boom")
