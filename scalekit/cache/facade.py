@@ -20,6 +20,7 @@ from typing import Any
 from scalekit.cache.backends import open_backend
 from scalekit.cache.backends.base import CacheBackend
 from scalekit.cache.backends.disk import DiskBackend
+from scalekit.cache.backends.prefixed import PrefixedBackend
 from scalekit.cache.backends.ram import RamBackend
 from scalekit.cache.model import DEFAULT, CacheModel
 from scalekit.core.checks import check_app_name
@@ -128,6 +129,15 @@ class Cache:
         if isinstance(cache_model, CacheModel):
             return cache_model
         raise ConfigError(f"cache_model must be a CacheModel or its name, not {cache_model!r:.60}")
+
+    def with_prefix(self, cache_model: CacheModel | str | None, prefix: str) -> CacheModel:
+        """web2py's ``cache.with_prefix(cache.ram, "blog:")``: a model on the same backend,
+        with the same options, that puts ``prefix`` before every key; so
+        ``cache.ram = cache.with_prefix(cache.ram, "blog:")`` prefixes every ``cache.ram``
+        key, and its ``clear()`` removes only the prefixed ones."""
+        model = self.resolve(cache_model)
+        options = {name: getattr(model, name) for name in _MODEL_OPTIONS}
+        return CacheModel(PrefixedBackend(model.backend, prefix), **options)
 
     # -- decorators ---------------------------------------------------------------------
     def __call__(

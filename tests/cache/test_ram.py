@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 
 import pytest
 
@@ -92,3 +93,18 @@ def test_lock_free_reads_stay_consistent_under_concurrent_writes_and_evictions()
         sys.setswitchinterval(interval)
     assert errors == []
     assert len(backend._data) <= 50
+
+
+def test_a_full_cache_drops_expired_entries_before_live_ones():
+    backend = RamBackend("shop", max_entries=4)
+    for key in "ab":
+        backend.set(key, key, 60)
+    for key in "xy":  # used more recently than a and b, but soon expired
+        backend.set(key, key, 0.05)
+    time.sleep(0.1)
+    for key in "cd":
+        backend.set(key, key, 60)
+    assert [backend.get(key).value for key in "abcd"] == ["a", "b", "c", "d"]
+    assert backend.server_stats()["entries"] == 4
+    backend.set("e", "e", 60)  # full of live entries: the least recently used goes
+    assert backend.get("a") is None and backend.get("e").value == "e"

@@ -2,7 +2,8 @@
 
 A value is a format letter and bytes: ``i`` an int as decimal ASCII (so Redis ``HINCRBY``
 and memcached ``incr`` can count on it), ``j`` tagged JSON (:mod:`scalekit.core.tagged_json`:
-datetime, Decimal, bytes, set... round-trip; the default), ``p`` a pickle, written and read
+datetime, Decimal, bytes, set, dicts with int keys, pydal Rows... round-trip, see
+:mod:`scalekit.cache.backends._values`; the default), ``p`` a pickle, written and read
 only by a backend opened with ``serializer="pickle"``.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+from scalekit.cache.backends._values import CACHE_JSON
 from scalekit.core import tagged_json
 from scalekit.core.errors import ConfigError, SerializationError
 from scalekit.core.signing import SIGNATURE_SIZE, Signer
@@ -51,12 +53,12 @@ class Codec:
                 ) from None
             return "p", self._signer.sign(_signed(key, data)) + data
         try:
-            return "j", tagged_json.dumps(value)
+            return "j", tagged_json.dumps(value, CACHE_JSON)
         except tagged_json.NotJSON as exc:
             where = f"at {exc.path} " if exc.path else ""
             raise SerializationError(
-                f"cache key {key!r}: the value {where}{exc.problem}; store {tagged_json.ALLOWED}, "
-                f"or open the cache with serializer='pickle'"
+                f"cache key {key!r}: the value {where}{exc.problem}; the cache stores "
+                f"{CACHE_JSON.allowed}, or open it with serializer='pickle'"
             ) from None
         except ValueError as exc:  # circular references, NaN in strict mode
             raise SerializationError(
@@ -70,7 +72,7 @@ class Codec:
             if fmt == "i":
                 return int(data)
             if fmt == "j":
-                return tagged_json.loads(data)
+                return tagged_json.loads(data, CACHE_JSON)
             if self._signer is None:
                 raise Corrupt(
                     "a pickled value, and this cache does not unpickle (serializer='json')"

@@ -1,5 +1,6 @@
 """RamBackend: this process's memory, an LRU dict bounded by ``max_entries``.
 
+When full, expired entries go first, then the least recently used live ones.
 Values are kept as the objects themselves (no pickling, no copy): what ``get`` returns is
 the very object that was stored, so callers must not mutate it. Each process has its own
 entries; put a shared backend behind ``cache.ram`` when many processes must agree.
@@ -24,6 +25,8 @@ from scalekit.core.urls import BackendURL
 
 #: Entries kept by default before the least recently used ones are evicted.
 DEFAULT_MAX_ENTRIES = 10_000
+#: A full cache looks for expired entries at most this often (seconds): a scan is O(entries).
+PURGE_INTERVAL = 1.0
 
 
 def parse_ram_url(url: str) -> BackendURL:
@@ -54,6 +57,8 @@ class RamBackend(CacheBackend):
         # key -> (Entry, expires_at or None); the order is the LRU order, oldest first
         self._data: OrderedDict[str, tuple[Entry, float | None]] = OrderedDict()
         self._leases: dict[str, tuple[str, float]] = {}
+        # No entry expires before _next_purge: until then, a full cache has nothing to purge.
+        self._next_purge, self._purged_at = float("inf"), -float("inf")
         after_fork(self)
 
     @classmethod
@@ -102,9 +107,28 @@ class RamBackend(CacheBackend):
         data = self._data
         data[key] = item
         data.move_to_end(key)
-        if self.max_entries is not None:
+        expires = item[1]
+        if expires is not None and expires < self._next_purge:
+            self._next_purge = expires
+        if self.max_entries is not None and len(data) > self.max_entries:
+            now = time()
+            if now >= max(self._next_purge, self._purged_at + PURGE_INTERVAL):
+                self._purge(now)
             while len(data) > self.max_entries:
                 data.popitem(last=False)
+
+    def _purge(self, now: float) -> None:
+        """Drop the entries expired at ``now`` and note when the first of the others expires
+        (lock held)."""
+        data, first = self._data, float("inf")
+        for key, (_, expires) in list(data.items()):
+            if expires is None:
+                continue
+            if expires <= now:
+                del data[key]
+            elif expires < first:
+                first = expires
+        self._next_purge, self._purged_at = first, now
 
     def _live(self, key: str, at: float) -> tuple[Entry, float | None] | None:
         item = self._data.get(key)
