@@ -14,34 +14,49 @@ PAGE = """<!doctype html>
 {account}
 <h2>Entries</h2>
 {entries}
-<footer>Served by <span id="node">{node}</span> (scalekit {version}) &middot;
-<span id="hits">{hits}</span> page views on all servers &middot;
+<footer>Served by <span id="node">{node}</span> (worker {worker}, scalekit {version}){saved_by}
+&middot; <span id="hits">{hits}</span> page views on all servers &middot;
 <a href="/fail">a page that fails</a></footer>
 </main><script src="/static/app.js" defer></script></body></html>
 """
+
+#: The footer's note of the node that saved the session last (none before a first save).
+SAVED_BY = ' &middot; session saved by <span id="saved-by">{}</span>'
 
 SIGN_IN = """<form method="post" action="/sign-in" class="account">
 <input name="name" placeholder="name" required maxlength="64">
 <input name="password" type="password" placeholder="password" required>
 <button>Sign in</button> <small>(a new name signs up)</small></form>"""
 
-SIGNED_IN = """<div class="account">Signed in as <b id="user">{user}</b>;
-<span id="views">{views}</span> page(s) viewed since.
+#: One flex item (a flex container would space each word run and tag apart).
+WHO = """<span>Signed in as <b id="user">{user}</b>; <span id="views">{views}</span>
+page(s) viewed since.</span>"""
+
+SIGNED_IN = """<div class="account">{who}
 <form method="post" action="/sign-out"><button>Sign out</button></form></div>
 <form method="post" action="/entries" class="sign">
 <textarea name="body" required maxlength="500" placeholder="Leave a message"></textarea>
 <button>Sign the guestbook</button></form>"""
 
+#: Instead of the forms while the site is read-only: what still works, and why not the rest.
+PAUSED = """<div class="account">{who}<p id="paused" class="paused">Changes are paused during
+maintenance (signing in or out, signing the guestbook): you can still read the entries.</p>
+</div>"""
 
-def page(*, node: str, version: str, hits: int, entries: str, user: str | None,
-         views: int, flash: str | None, banner: str | None) -> str:  # fmt: skip
-    """The whole page; ``entries`` is already HTML (the cached fragment)."""
-    account = SIGNED_IN.format(user=escape(user), views=views) if user else SIGN_IN
+
+def page(*, node: str, worker: int, version: str, hits: int, entries: str, user: str | None,
+         views: int, saved_by: str | None, flash: str | None, banner: str | None,
+         paused: bool) -> str:  # fmt: skip
+    """The whole page; ``entries`` is already HTML (the cached fragment). ``paused``: the
+    site is read-only, so no form is offered (it would only be refused)."""
+    who = WHO.format(user=escape(user), views=views) if user else ""
+    account = (PAUSED if paused else SIGNED_IN if user else SIGN_IN).format(who=who)
     return PAGE.format(
         banner=f'<p id="banner" class="banner">{escape(banner)}</p>' if banner else "",
         flash=f'<p id="flash" class="flash">{escape(flash)}</p>' if flash else "",
-        account=account, entries=entries, node=escape(node), version=escape(version),
-        hits=hits,
+        account=account, entries=entries, node=escape(node), worker=worker,
+        version=escape(version), hits=hits,
+        saved_by=SAVED_BY.format(escape(saved_by)) if saved_by else "",
     )  # fmt: skip
 
 

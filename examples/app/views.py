@@ -8,6 +8,7 @@ succeeds). Forms rely on the session cookie's SameSite=Lax against cross-site po
 from __future__ import annotations
 
 import datetime
+import os
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
@@ -17,7 +18,7 @@ from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
 from scalekit.cache import Cache
-from scalekit.maintenance import State, format_time
+from scalekit.maintenance import READ_ONLY, State, format_time
 
 _SHARED = "redis" if config.CACHE.startswith(("redis:", "rediss:", "unix:")) else "disk"
 cache = Cache(config.APP, **{_SHARED: config.CACHE}, memcache=config.MEMCACHE)
@@ -32,7 +33,7 @@ def index(environ: dict, start_response: Callable) -> Iterable[bytes]:
     """The front page; it counts the signed-in user's views (a session write per view)."""
     session = sessions.current()
     if session.user:
-        session.views = (session.views or 0) + 1
+        _save(session, views=(session.views or 0) + 1)
     return _page(environ, start_response, session)
 
 
@@ -44,13 +45,23 @@ def entries_page(environ: dict, start_response: Callable) -> Iterable[bytes]:
 
 def _page(environ: dict, start_response: Callable, session: sessions.Session) -> Iterable[bytes]:
     state = environ.get("scalekit.maintenance")  # set while maintenance is on
+    flash = session.pop("flash", None)
+    if flash:  # popping it changed the session: this node saves it
+        _save(session)
     body = templates.page(
-        node=config.NODE, version=__version__, hits=counter.increment("hits"),
+        node=config.NODE, worker=os.getpid(), version=__version__,
+        hits=counter.increment("hits"),
         entries=fragments("entries", lambda: _entries(db.current().db), time_expire=30),
-        user=session.user, views=session.views or 0, flash=session.pop("flash", None),
+        user=session.user, views=session.views or 0, saved_by=session.saved_by, flash=flash,
         banner=_banner(state) if state else None,
+        paused=state is not None and state.mode == READ_ONLY,
     )  # fmt: skip
     return _respond(start_response, "200 OK", body, "text/html; charset=utf-8")
+
+
+def _save(session: sessions.Session, **changes: object) -> None:
+    """Change the session, noting the node that saves it (at the end of this request)."""
+    session.update(changes, saved_by=config.NODE)
 
 
 def _banner(state: State) -> str:
@@ -63,25 +74,24 @@ def sign_in(environ: dict, start_response: Callable) -> Iterable[bytes]:
     form, session = _form(environ), sessions.current()
     name, password = form.get("name", "").strip()[:64], form.get("password", "")
     if not name or not password:
-        session.flash = "Give a name and a password."
+        _save(session, flash="Give a name and a password.")
         return _redirect(start_response)
     dal = db.current().db
     user = dal(dal.auth_user.name == name).select().first()
     if user is None:
         dal.auth_user.insert(name=name, password_hash=hash_password(password))
     elif not check_password(password, user.password_hash):
-        session.flash = f"Wrong password for {name}."
+        _save(session, flash=f"Wrong password for {name}.")
         return _redirect(start_response)
     session.renew()
-    session.user, session.views = name, 0
-    session.flash = f"Signed in as {name}."
+    _save(session, user=name, views=0, flash=f"Signed in as {name}.")
     return _redirect(start_response)
 
 
 def sign_out(environ: dict, start_response: Callable) -> Iterable[bytes]:
     session = sessions.current()
     session.renew(clear=True)
-    session.flash = "Signed out."
+    _save(session, flash="Signed out.")
     return _redirect(start_response)
 
 
@@ -90,12 +100,12 @@ def sign(environ: dict, start_response: Callable) -> Iterable[bytes]:
     no server caches a page rendered from a replica that has not caught up yet."""
     body, session = _form(environ).get("body", "").strip()[:500], sessions.current()
     if not session.user:
-        session.flash = "Sign in to sign the guestbook."
+        _save(session, flash="Sign in to sign the guestbook.")
     elif body:
         dal = db.current().db
         dal.entry.insert(author=session.user, body=body, created_on=datetime.datetime.now())
         fragments("entries", lambda: _entries(dal), time_expire=0)
-        session.flash = "Thank you for signing."
+        _save(session, flash="Thank you for signing.")
     return _redirect(start_response)
 
 

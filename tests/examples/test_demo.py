@@ -16,6 +16,7 @@ from tests.servers import free_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+NODE = "demo-node"
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,7 @@ def demo_data(tmp_path_factory):
 def demo_url(demo_data):
     port = free_port()
     env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="2",
-               SCALEKIT_DATA=str(demo_data))  # fmt: skip
+               SCALEKIT_DATA=str(demo_data), SCALEKIT_NODE=NODE)  # fmt: skip
     process = subprocess.Popen(
         [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -121,3 +122,38 @@ def test_demo_banner_shows_the_operators_message_and_the_end(demo_url, demo_data
     with maintenance(demo_data, State("read-only")):  # no message: the mode's own words
         assert "read-only for maintenance" in field(Browser(demo_url).get("/")[2], "banner")
     assert field(Browser(demo_url).get("/")[2], "banner") is None
+
+
+def test_demo_offers_no_form_in_read_only_mode_and_says_why(demo_url, demo_data):
+    signed_in = Browser(demo_url)
+    signed_in.post("/sign-in", name="cy", password="secret")
+    with maintenance(demo_data, State("read-only", end=time.time() + 600)):
+        for browser in (Browser(demo_url), signed_in):
+            _, _, page = browser.get("/")
+            assert "<form" not in page and "Changes are paused" in field(page, "paused")
+        assert field(signed_in.get("/")[2], "user") == "cy"  # still signed in, reading
+        status, headers, _ = Browser(demo_url).post("/sign-in", name="dee", password="secret")
+        assert (status, headers["Location"]) == (303, "/maintenance")
+        status, _, page = Browser(demo_url).get("/maintenance")
+        assert status == 200 and "You can still browse" in page and "Down" not in page
+    _, _, page = Browser(demo_url).get("/")
+    assert 'action="/sign-in"' in page and field(page, "paused") is None
+
+
+def test_demo_shows_the_node_that_served_and_the_node_that_saved_the_session(demo_url):
+    browser = Browser(demo_url)
+    _, headers, page = browser.get("/")
+    assert field(page, "node") == headers["X-Node"] == NODE
+    assert field(page, "saved-by") is None  # no session saved yet
+    browser.post("/sign-in", name="eve", password="secret")
+    _, _, page = browser.get("/")
+    assert field(page, "saved-by") == NODE
+
+
+def test_demo_sets_no_pin_cookie_without_replicas(demo_url):
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="fay", password="secret")
+    status, headers, _ = browser.post("/entries", body="no pin, please")
+    assert status == 303
+    assert not any("scalekit_db_pin" in c for c in headers.get_all("Set-Cookie") or [])
+    assert "scalekit_db_pin" not in browser.cookies

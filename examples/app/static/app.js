@@ -1,15 +1,8 @@
 // The guestbook's script: served by StaticFiles, precompressed by `scalekit zip-static`.
-// It fades the flash message out after a few seconds and counts what is left to type.
+// It counts what is left to type (the flash message fades away in style.css).
 "use strict";
 
 document.addEventListener("DOMContentLoaded", function () {
-  var flash = document.getElementById("flash");
-  if (flash) {
-    setTimeout(function () {
-      flash.style.transition = "opacity 1s";
-      flash.style.opacity = "0";
-    }, 4000);
-  }
   var body = document.querySelector("textarea[name=body]");
   if (body) {
     var left = document.createElement("small");
