@@ -9,10 +9,8 @@ With maintenance off a request costs one clock compare on top of the app.
 
 from __future__ import annotations
 
-import html
 import math
 import os
-import re
 import threading
 import time
 import warnings
@@ -28,7 +26,7 @@ from scalekit.maintenance.flags import FLAG_VARIABLE, Flag, Maintenance
 from scalekit.maintenance.state import DOWN, READ_ONLY, State, format_time
 from scalekit.wsgi.environ import MAINTENANCE_KEY as ENVIRON_KEY
 from scalekit.wsgi.http import SAFE_METHODS, local_path, prefers_json
-from scalekit.wsgi.pages import NO_STORE, negotiated, page
+from scalekit.wsgi.pages import NO_STORE, fill, negotiated, page, read_template
 from scalekit.wsgi.views import per_view
 
 __all__ = [
@@ -40,7 +38,6 @@ __all__ = [
     "writes_enabled_for",
 ]
 
-_PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 _monotonic = time.monotonic
 
@@ -149,7 +146,11 @@ class MaintenanceMiddleware:
             flag, app_name, cache_seconds=cache_seconds, retry_seconds=retry_seconds
         )
         _default[:] = [self.maintenance]
-        self.templates = dict.fromkeys(DEFAULT_PAGES, _read_page(page)) if page else DEFAULT_PAGES
+        self.templates = (
+            dict.fromkeys(DEFAULT_PAGES, read_template(page, "maintenance page"))
+            if page
+            else DEFAULT_PAGES
+        )
         if page_url is not None and not local_path(page_url):
             raise ConfigError(f"page_url {page_url!r} must be a path on this site, e.g. /down")
         self.page_url = page_url
@@ -226,9 +227,7 @@ class MaintenanceMiddleware:
             "retry_after": str(retry), "end": format_time(state.end) if state.end else "",
             "when": _when(state, retry), "back": self._back(environ),
         }  # fmt: skip
-        return _PLACEHOLDER.sub(
-            lambda found: html.escape(values.get(found[1], found[0])), self.templates[state.mode]
-        )
+        return fill(self.templates[state.mode], values)
 
     def _back(self, environ: dict) -> str:
         """Where "back" leads: the referring page when it is on this site (and not the
@@ -291,11 +290,3 @@ def _duration(seconds: float) -> str:
                       ("minute", 60))  # fmt: skip
     count = round(seconds / size)
     return f"about {count} {unit}{'s' * (count != 1)}"
-
-
-def _read_page(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as file:
-            return file.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read the maintenance page {path}: {exc}") from None
