@@ -49,6 +49,9 @@ class SessionEngine:
     store's. See the README for every option.
     """
 
+    #: What :meth:`begin` makes: a framework adapter's subclass of :class:`Session`.
+    session_class = Session
+
     def __init__(
         self,
         store: SessionStore | str,
@@ -105,7 +108,8 @@ class SessionEngine:
     # -- a request's life ------------------------------------------------------------------
     def begin(self, environ: dict) -> Session:
         """A lazy session for this request: reads the cookie, does no store I/O."""
-        return Session(self, self.cookie.read(environ), environ.get("wsgi.url_scheme") == "https")
+        https = environ.get("wsgi.url_scheme") == "https"
+        return self.session_class(self, self.cookie.read(environ), https)
 
     def load(self, session: Session) -> None:
         """Fill ``session`` from the store (first use of its data)."""
@@ -138,8 +142,8 @@ class SessionEngine:
         """Save or touch the session as needed; the headers (Set-Cookie) to send."""
         if session._forgotten or session._degraded:
             return []
-        if session._data is None:  # never used: only secure() may need the cookie again
-            return [self._set_cookie(session)] if session._secure and session._sid else []
+        if session._data is None:  # never used: only a changed cookie (secure()) goes again
+            return [self._set_cookie(session)] if session._resend and session._sid else []
         try:
             return self._finish(session)
         except StoreFailure as exc:
@@ -267,14 +271,19 @@ class SessionEngine:
         return payload
 
     # -- cookies, locks, failures ----------------------------------------------------------
+    def session_cookie(self, session: Session) -> SessionCookie:
+        """The cookie that gives ``session`` its id: one for all, unless an adapter's
+        sessions differ in lifetime (Flask's permanent ones)."""
+        return self.cookie
+
     def _set_cookie(self, session: Session) -> tuple[str, str]:
-        return self.cookie.set_header(
+        return self.session_cookie(session).set_header(
             session._sid, https=session._https, force_secure=session._secure
         )
 
     def _cookie_refresh(self, session: Session, touched: bool = True) -> list[tuple[str, str]]:
-        """Re-send the cookie when its Max-Age should restart or it must become Secure."""
-        if session._secure or (touched and self.cookie.max_age is not None):
+        """Re-send the cookie when its Max-Age should restart or its attributes changed."""
+        if session._resend or (touched and self.session_cookie(session).max_age is not None):
             return [self._set_cookie(session)]
         return []
 

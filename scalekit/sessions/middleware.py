@@ -19,7 +19,14 @@ from scalekit.wsgi.pages import NO_STORE, TEXT, Page, page, unavailable
 from scalekit.wsgi.response import ClosingBody, close_body
 from scalekit.wsgi.views import per_view
 
-__all__ = ["ENVIRON_KEY", "SessionMiddleware", "current", "with_session"]
+__all__ = [
+    "ENVIRON_KEY",
+    "SessionMiddleware",
+    "current",
+    "failure_page",
+    "session_headers",
+    "with_session",
+]
 
 _CONFLICT = page(
     "409 Conflict",
@@ -37,6 +44,24 @@ _sessions: RequestVar[Session] = RequestVar(
 def current() -> Session:
     """The session of the request this thread (or task) is serving."""
     return _sessions.get()
+
+
+def failure_page(engine: SessionEngine, exc: Exception, *, saving: bool = False) -> Page:
+    """The answer to a store failure: 409 for a save that concurrent writers kept beating,
+    else 503 with Retry-After."""
+    if saving and isinstance(exc, ConflictError):
+        return _CONFLICT
+    return unavailable("the session store", engine.retry_after)
+
+
+def session_headers(
+    headers: list[tuple[str, str]], cookies: list[tuple[str, str]], read: bool
+) -> list[tuple[str, str]]:
+    """A response's headers once its session is saved: with the session's ``cookies`` and
+    ``Cache-Control: private``; varying on ``Cookie`` if the session was ``read``."""
+    if cookies:
+        return make_private([*headers, *cookies])
+    return vary_on_cookie(headers) if read else headers
 
 
 class SessionMiddleware:
@@ -77,14 +102,10 @@ class SessionMiddleware:
                 try:
                     saved.append(engine.finish(session))
                 except StoreFailure as exc:  # the change was not saved: never a 200
-                    failed.append(
-                        _CONFLICT if isinstance(exc, ConflictError) else self._unavailable()
-                    )
+                    failed.append(failure_page(engine, exc, saving=True))
                     return start_response(failed[0].status, failed[0].headers, exc_info)
-            if saved[0]:
-                headers = make_private([*headers, *saved[0]])
-            elif session._data is not None:  # read: the page may depend on who is asking
-                headers = vary_on_cookie(headers)
+            # read: the page may depend on who is asking
+            headers = session_headers(headers, saved[0], session._data is not None)
             return start_response(status, headers, exc_info)
 
         def done():
@@ -97,7 +118,7 @@ class SessionMiddleware:
             done()
             if session._failure is not exc:
                 raise
-            return self._unavailable().send(start_response)
+            return failure_page(engine, exc).send(start_response)
         except BaseException:
             done()
             raise
@@ -109,9 +130,6 @@ class SessionMiddleware:
             done()
             return result
         return _Body(result, done, failed)
-
-    def _unavailable(self) -> Page:
-        return unavailable("the session store", self.engine.retry_after)
 
 
 @known_options(SessionMiddleware)

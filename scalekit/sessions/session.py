@@ -31,6 +31,7 @@ class Session(MutableMapping):
         "_lock",
         "_record",
         "_renew",
+        "_resend",
         "_secure",
         "_sid",
     )
@@ -51,6 +52,7 @@ class Session(MutableMapping):
         setattr_(self, "_dirty", False)  # a key was set or deleted in this request
         setattr_(self, "_forgotten", False)
         setattr_(self, "_secure", False)
+        setattr_(self, "_resend", False)  # the cookie must be sent again (its attributes changed)
 
     # -- loading ---------------------------------------------------------------------------
     @property
@@ -146,3 +148,4 @@ class Session(MutableMapping):
     def secure(self) -> None:
         """Send this session's cookie with the Secure flag (HTTPS only) from now on."""
         object.__setattr__(self, "_secure", True)
+        object.__setattr__(self, "_resend", True)

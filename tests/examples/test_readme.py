@@ -105,12 +105,6 @@ def test_every_store_url_example_opens_a_working_store(
     assert len(kinds) == 5 and "redis" in kinds and "memcache" in kinds
 
 
-def test_the_flask_example(redis_url):
-    code = snippet("app.wsgi_app = sessions.SessionMiddleware", {"redis://cache:6379/0": redis_url})
-    client = Client(run(code, SECRET="flask example secret, 32 bytes or more")["app"])
-    assert [client.get("/").text for _ in range(2)] == ["seen 1 times", "seen 2 times"]
-
-
 def test_the_py4web_example(redis_url, monkeypatch):
     code = snippet("from py4web import Session", {"redis://cache:6379/0": redis_url})
     session = run(code, SECRET="Py4web-Readme:S3cret_4kQ!z8Wm#Tb5Yr2&Lp7")["session"]
@@ -358,3 +352,20 @@ def test_the_custom_error_page_example(tmp_path):
 
 def failing(environ, start_response):
     raise ValueError("boom")
+
+
+def test_the_flask_example_uses_flasks_own_session(redis_url):
+    code = snippet("FlaskSessionInterface(", {"redis://cache:6379/0": redis_url})
+    client = Client(run(code, SECRET="flask example secret, 32 bytes or more")["app"])
+    assert [client.get("/").text for _ in range(2)] == ["guest seen 1 times", "guest seen 2 times"]
+    guest = client.cookies["session"]
+    cookie = client.request("/login/ann", "POST").header("Set-Cookie")
+    assert f"Max-Age={7 * 24 * 3600}" in cookie and "HttpOnly" in cookie  # 7 days, permanent
+    assert client.cookies["session"] != guest  # regenerate(): a new id on login
+    assert client.get("/").text == "ann seen 3 times"
+    signed_in = client.cookies["session"].split(".")[0]
+    store = sessions.open_store(redis_url, app_name="shop")
+    assert store.load(signed_in) is not None and store.load(guest.split(".")[0]) is None
+    client.request("/logout", "POST")
+    assert not client.cookies and store.load(signed_in) is None  # clear() deleted it
+    store.close()
