@@ -24,7 +24,7 @@ __all__ = ["DOWN", "MODES", "READ_ONLY", "State", "format_time", "parse_duration
 DOWN, READ_ONLY = "down", "read-only"
 MODES = (DOWN, READ_ONLY)
 DEFAULT_MESSAGES = {
-    DOWN: "This site is down for maintenance. Please try again later.",
+    DOWN: "This site is down for maintenance.",
     READ_ONLY: "This site is read-only for maintenance: changes cannot be saved right now.",
 }
 

@@ -123,6 +123,7 @@ def test_the_down_page_says_down_and_when_to_come_back(site, flag):
     assert "in about 2 hours" in response.text and "browse" not in response.text
     assert "href=" not in response.text  # nothing on the site to go back to
     flag.write(State("down", retry_after=90))
+    assert call(site).text.count("try again") == 1  # the default message does not repeat it
     assert "Please try again in about 2 minutes." in call(site).text
 
 
