@@ -54,6 +54,16 @@ def make_app(store, barrier: threading.Barrier | None = None, config=None, **opt
         session.permanent = bool(flag)
         return "ok"
 
+    @app.post("/cart/<item>")
+    def add_to_cart(item):
+        session.setdefault("cart", []).append(item)  # a nested change, no session.modified
+        return "ok"
+
+    @app.get("/boom")
+    def boom():
+        session.get("user")
+        raise RuntimeError("the view failed")
+
     @app.get("/plain")
     def plain():
         return "no session used"

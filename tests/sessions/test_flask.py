@@ -178,6 +178,21 @@ def test_a_session_made_non_permanent_gets_a_browser_cookie(opened):
     assert everything(client) == {"user": "ann"}  # permanent, the default, is not stored
 
 
+def test_nested_changes_are_saved_without_setting_modified(opened):
+    client = Client(make_app(opened()))
+    post(client, "/cart/tea")
+    post(client, "/cart/milk")
+    assert everything(client) == {"cart": ["tea", "milk"]}
+
+
+def test_a_locked_session_is_released_when_the_view_raises(opened):
+    client = Client(make_app(opened(), lock=True, lock_timeout=2))
+    post(client, "/login/ann")
+    assert client.get("/boom").status == 500
+    started = time.monotonic()
+    assert user(client) == "ann" and time.monotonic() - started < 1  # not waiting for the lock
+
+
 def test_a_store_that_is_down_answers_503(tmp_path):
     app = make_app(down_url_for("redis", tmp_path), app_name="shop")
     client = Client(app)
