@@ -211,7 +211,7 @@ def moment(text: str) -> float:
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the viewer of ``--store`` until interrupted; refused without --allow or a token."""
-    from scalekit.tickets.server import open_server
+    from scalekit.tickets.server import open_server, serve_until_signalled
     from scalekit.tickets.stores import open_store
     from scalekit.tickets.viewer import TicketViewer
 
@@ -229,11 +229,12 @@ def serve(args: argparse.Namespace) -> int:
             host, port = server.server_address[:2]
             where = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
             print(f"{NAME}: serving {mask(args.store)} at {where} (Ctrl-C stops)", flush=True)
-            server.serve_forever()
-    except KeyboardInterrupt:
-        print(f"{NAME}: stopped")
+            serve_until_signalled(server)
+    except KeyboardInterrupt:  # before the signals were handled
+        pass
     finally:
         store.close()
+    print(f"{NAME}: stopped")
     return EXIT_OK
 
 

@@ -2,13 +2,18 @@
 
 A single-threaded ``wsgiref`` server (an admin page for a few people; the stores' connections
 stay in one thread). Request lines are logged without their query string, so a ``?token=``
-never reaches a log; a failure is one log line and a bare 500, never a traceback.
+never reaches a log; a failure is one log line and a bare 500, never a traceback. SIGINT and
+SIGTERM stop it after the request under way (wsgiref would swallow an interrupt raised
+while it writes a response).
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -23,6 +28,10 @@ class _Handler(WSGIRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """wsgiref's own messages may quote the request line (and its token): dropped."""
+
+    def get_stderr(self) -> io.StringIO:
+        """Where wsgiref prints the traceback of a failed response: not the terminal."""
+        return io.StringIO()
 
 
 class _Server(WSGIServer):
@@ -47,3 +56,17 @@ def open_server(app: Callable, host: str, port: int) -> WSGIServer:
             return answer.send(start_response)
 
     return make_server(host, port, guarded, server_class=_Server, handler_class=_Handler)
+
+
+def serve_until_signalled(server: WSGIServer) -> None:
+    """Serve until SIGINT or SIGTERM (from the main thread), then return."""
+
+    def stop(signum: int, frame: object) -> None:
+        threading.Thread(target=server.shutdown, daemon=True).start()  # it waits for the loop
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.serve_forever()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -22,9 +22,11 @@ CLI = [sys.executable, "-m", "scalekit", "tickets"]
 
 
 @contextlib.contextmanager
-def serving(store: str, *args: str, token: str | None = None) -> Iterator[tuple[str, list]]:
-    """``tickets serve`` running as a subprocess; yields its URL and a list its output
-    (stdout, stderr) is put in once it stopped."""
+def serving(
+    store: str, *args: str, token: str | None = None, stop: int = signal.SIGINT
+) -> Iterator[tuple[str, list]]:
+    """``tickets serve`` running as a subprocess, stopped by ``stop``; yields its URL and a
+    list its output (stdout, stderr) is put in once it stopped."""
     env = {**os.environ, "SCALEKIT_TICKETS_TOKEN": token or ""}
     command = [*CLI, "--store", store, "serve", "--port", str(free_port()), *args]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -35,9 +37,9 @@ def serving(store: str, *args: str, token: str | None = None) -> Iterator[tuple[
         assert " at http://" in line, line + process.stderr.read()
         yield line.split(" at ")[1].split()[0], output
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         output.extend(process.communicate(timeout=10))
-        assert process.returncode == 0, output
+        assert process.returncode == 0 and output[0].endswith("stopped\n"), output
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict]:
@@ -81,7 +83,8 @@ def test_serve_lets_in_allowed_addresses(tmp_path):
 def test_serve_reads_the_token_from_a_file(tmp_path):
     spread(FolderStore(tmp_path / "errors"))
     (tmp_path / "token").write_text(TOKEN + "\n")
-    with serving(f"file://{tmp_path}/errors", "--token-file", str(tmp_path / "token")) as (w, _):
+    token_file = ("--token-file", str(tmp_path / "token"))
+    with serving(f"file://{tmp_path}/errors", *token_file, stop=signal.SIGTERM) as (w, _):
         assert fetch(w)[0] == 403
         assert fetch(w, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
 
