@@ -13,18 +13,12 @@ import os
 import time
 
 from scalekit.cli import EXIT_OK
-from scalekit.cli.arguments import argument_type
+from scalekit.cli.arguments import argument_type, positive
 from scalekit.core.errors import ConfigError, CorruptData
 
 NAME = "maintenance"
 HELP = "switch maintenance mode (down or read-only) on or off for every server, or schedule it"
 APP_VARIABLE = "SCALEKIT_APP"
-
-
-def _retry_after(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of seconds (0 or more)")
-    return int(text)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="down: every request gets 503; read-only: only writes do "
                         "(default down)")  # fmt: skip
     parser.add_argument("--message", default="", help="shown to users on the maintenance page")
-    parser.add_argument("--retry-after", type=_retry_after, metavar="SECONDS",
+    parser.add_argument("--retry-after", type=positive(int), metavar="SECONDS",
                         help="the Retry-After header (default: the time left in the window, "
                         "else 300)")  # fmt: skip
     parser.add_argument(

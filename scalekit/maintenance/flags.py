@@ -28,7 +28,7 @@ from scalekit.connect.files import describe_os_error, replace_atomically
 from scalekit.connect.redis import REDIS_OPTIONS, open_redis
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
-from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
+from scalekit.core.errors import ConfigError, CorruptData, StoreNotFound, StoreUnavailable
 from scalekit.core.options import merge_options
 from scalekit.maintenance.state import DOWN, State
 
@@ -103,13 +103,16 @@ class FileFlag(Flag):
                 tmp_prefix=os.path.join(folder, f".{name}.tmp-"),
                 mode=0o644,
             )
+        except FileNotFoundError:  # the flag's folder: made by the deploy, never by a typo
+            raise StoreNotFound(
+                f"cannot write the maintenance flag {self.path}: the folder {folder} does not exist"
+            ) from None
         except OSError as exc:  # its file name is the temp file's: say what is wrong instead
-            if isinstance(exc, FileNotFoundError):
-                reason = f"the folder {folder} does not exist"
-            elif isinstance(exc, NotADirectoryError):
-                reason = describe_os_error(exc)
-            else:
-                reason = exc.strerror or str(exc)
+            reason = (
+                describe_os_error(exc)
+                if isinstance(exc, NotADirectoryError)
+                else exc.strerror or str(exc)
+            )
             raise StoreUnavailable(
                 f"cannot write the maintenance flag {self.path}: {reason}"
             ) from exc
