@@ -1,6 +1,10 @@
 """``scalekit sessions2trash``: delete expired sessions, once or in a loop (web2py's options).
 
 Cron: ``*/10 * * * * scalekit sessions2trash --store redis://cache:6379/0 --app shop -o``
+
+It opens an existing store only: a mistyped ``--app`` or path is exit 1 naming the missing
+folder, database file or table, and creates nothing. Redis keeps no store per app: there, an
+app with no session at all is reported (exit 0).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import os
 import time
 
 from scalekit.cli import cron
-from scalekit.cli.arguments import non_negative
+from scalekit.cli.arguments import non_negative, positive
 from scalekit.core.errors import ConfigError
 from scalekit.core.urls import mask
 
@@ -37,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default 3600; -x 0 -f deletes every session)",
     )  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="count only, delete nothing")
-    parser.add_argument("--batch", type=non_negative(int), default=1000, metavar="N",
+    parser.add_argument("--batch", type=positive(int), default=1000, metavar="N",
                         help="sessions per batch (default 1000)")  # fmt: skip
 
 
@@ -46,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"give the store's URL with --store or ${STORE_VARIABLE}")
     from scalekit.sessions.stores import open_store
 
-    store = open_store(args.store, app_name=args.app)
+    store = open_store(args.store, app_name=args.app, create=False)
     verb = "would delete" if args.dry_run else "deleted"
 
     def one_pass(progress: cron.Progress) -> cron.Outcome:
@@ -54,14 +58,15 @@ def run(args: argparse.Namespace) -> int:
             time.time() - args.expiration,
             force=args.force,
             dry_run=args.dry_run,
-            batch=max(1, args.batch),
+            batch=args.batch,
             progress=lambda s: progress(f"examined {s.examined:,}, {verb} {s.deleted:,}"),
         )
-        if stats.note:  # a store that expires sessions itself
+        if stats.self_expiring:
             return cron.Outcome(stats.note, notable=True, last=True)
-        return cron.Outcome(
-            f"examined {stats.examined:,}, {verb} {stats.deleted:,}", stats.examined, "sessions"
-        )
+        summary = f"examined {stats.examined:,}, {verb} {stats.deleted:,}"
+        if stats.note:  # lock files removed, an app without sessions
+            summary += f"; {stats.note}"
+        return cron.Outcome(summary, stats.examined, "sessions", notable=bool(stats.note))
 
     try:
         return cron.run_passes(args, f"{mask(args.store)} (app {args.app})", one_pass)

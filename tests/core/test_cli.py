@@ -235,6 +235,7 @@ def test_a_last_outcome_ends_the_loop(capsys):
 
 
 def test_sigterm_stops_a_sleeping_loop_at_once(tmp_path):
+    (tmp_path / "app").mkdir()  # the app's session folder: sessions2trash creates none
     loop = subprocess.Popen(
         [sys.executable, "-m", "scalekit", "sessions2trash", "--store", f"file://{tmp_path}",
          "-s", "600", "-v"],

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
+from scalekit.connect import sql
 from scalekit.core import urls
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.sessions.stores import _sql_cleanup, open_store
 from scalekit.sessions.stores.base import CleanupStats
 from scalekit.sessions.stores.database import DatabaseStore
@@ -382,6 +383,15 @@ OLD, RECENT = "old".ljust(16, "x"), "recent".ljust(16, "x")
 @pytest.fixture
 def web2py_rows(db_url, app_name, tmp_path) -> Iterator[DatabaseStore]:
     """The store on a table web2py made, with its rows in web2py's local time."""
+    web2py_table(db_url, app_name, tmp_path)
+    store = open_store(db_url, app_name=app_name)
+    yield store
+    store.close()
+
+
+def web2py_table(db_url: str, app_name: str, tmp_path: Path) -> None:
+    """web2py's session table of ``app_name``, with rows used 2 h, 10 and 30 minutes ago
+    in web2py's local time."""
     web2py = DAL(urls.parse(db_url).dal_uri, folder=str(tmp_path))
     table = web2py.define_table(
         f"web2py_session_{app_name}",
@@ -398,9 +408,6 @@ def web2py_rows(db_url, app_name, tmp_path) -> Iterator[DatabaseStore]:
         table.insert(unique_key=key, modified_datetime=moment, session_data=b"{}")
     web2py.commit()
     web2py.close()
-    store = open_store(db_url, app_name=app_name)
-    yield store
-    store.close()
 
 
 @pytest.fixture(params=["Asia/Kolkata", "America/New_York"])
@@ -547,3 +554,33 @@ def test_db_a_server_stopped_mid_run_raises_and_loses_nothing_that_stays(own_pos
     assert store.cleanup(time.time() - HOUR).deleted == 1900
     assert keys(url, store) == set(live)
     store.close()
+
+
+def test_db_opened_existing_only_upgrades_a_web2py_table_and_cleans_it(db_url, app_name, tmp_path):
+    web2py_table(db_url, app_name, tmp_path)
+    store = open_store(db_url, app_name=app_name, create=False)
+    try:
+        assert store.cleanup(time.time() - HOUR).deleted == 1  # the row used 2 h ago
+        assert keys(db_url, store) == {RECENT, WEB2PY_KEY}
+    finally:
+        store.close()
+
+
+def test_db_on_the_apps_dal_existing_only_creates_no_table(db_url, app_name, tmp_path):
+    db = DAL(urls.parse(db_url).dal_uri, folder=str(tmp_path))
+    try:
+        with pytest.raises(StoreNotFound, match=f"table web2py_session_{app_name} does not"):
+            DatabaseStore(db=db, app_name=app_name, create=False)
+        assert sql.columns(db, f"web2py_session_{app_name}") is None
+        assert sql.columns(db, f"scalekit_session_lock_{app_name}") is None
+    finally:
+        db.close()
+
+
+def test_file_store_existing_only_needs_the_apps_folder(tmp_path, app_name):
+    with pytest.raises(StoreNotFound, match=f"session folder {tmp_path}/sessions does not"):
+        open_store(f"file://{tmp_path}/sessions", app_name=app_name, create=False)
+    (tmp_path / "sessions").mkdir()
+    with pytest.raises(StoreNotFound, match=f"of app {app_name} {tmp_path}/sessions/{app_name}"):
+        open_store(f"file://{tmp_path}/sessions", app_name=app_name, create=False)
+    assert [p.name for p in tmp_path.rglob("*")] == ["sessions"]

@@ -134,6 +134,54 @@ def test_bad_usage_and_unreachable_stores_exit_with_a_clear_message(args, code, 
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
 
 
+# -- a typo in --app or in the path: exit 1 naming what is missing, nothing created --------
+def tree(folder) -> list[str]:
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("kind", ["file", "sqlite", "postgres", "mysql"])
+def test_a_mistyped_app_exits_1_naming_it_and_creates_nothing(kind, request, tmp_path, app_name):
+    from tests.sessions.test_database_store import columns
+
+    url = store_url_for(kind, request, tmp_path)
+    store = open_store(url, app_name=app_name)
+    store.save(sid(1), b"x", 60, None)
+    store.close()
+    before = tree(tmp_path)
+    typo = app_name + "x"
+    done = run_cli("--store", url, "--app", typo, "-o", "-f", "-x", "0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.startswith("scalekit sessions2trash: ") and typo in done.stderr
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert tree(tmp_path) == before
+    if kind != "file":
+        assert columns(url, f"web2py_session_{typo}") == set()
+        assert columns(url, f"scalekit_session_lock_{typo}") == set()
+
+
+@pytest.mark.parametrize("url", ["file://{tmp}/sesions", "sqlite://{tmp}/sesions.sqlite",
+                                 "sqlite://{tmp}/no-folder/sessions.sqlite"])  # fmt: skip
+def test_a_mistyped_path_exits_1_naming_it_and_creates_nothing(url, tmp_path, app_name):
+    url = url.format(tmp=tmp_path)
+    done = run_cli("--store", url, "--app", app_name, "-o")
+    assert done.returncode == 1, done.stdout + done.stderr
+    missing = url.partition("://")[2]
+    assert f"{missing} does not exist" in done.stderr and "Traceback" not in done.stderr
+    assert tree(tmp_path) == []
+
+
+def test_redis_reports_an_app_without_sessions_and_exits_0(redis_url, app_name):
+    store = open_store(redis_url, app_name=app_name)
+    store.save(sid(1), b"live", 3600, None)  # not due: the pass examines nothing
+    done = run_cli("--store", redis_url, "--app", app_name, "-o")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+    done = run_cli("--store", redis_url, "--app", app_name + "x", "-o")
+    assert done.returncode == 0, done.stderr
+    assert f"no session of app {app_name}x is stored; is the app name right?" in done.stdout
+    assert store.load(sid(1)) is not None
+    store.close()
+
+
 # -- Redis specifics: the index, touches during the run, outages --------------------------
 @pytest.fixture
 def private_redis():
@@ -253,3 +301,21 @@ def test_the_loop_survives_an_outage_and_cleans_on_the_next_pass(private_redis, 
         loop.send_signal(signal.SIGINT)
         _, stderr = loop.communicate(timeout=10)
     assert "retrying in 0.3 s" in stderr and "failed to clean up sessions" in stderr
+
+
+def test_the_loop_goes_on_after_a_pass_that_removed_lock_files(tmp_path, app_name):
+    url = f"file://{tmp_path}"
+    store = open_store(url, app_name=app_name)
+    assert store.try_lease(sid(1), "token", 0.1)
+    time.sleep(0.3)  # the lock file has expired: the first pass removes it
+    loop = subprocess.Popen([*CLI, "--store", url, "--app", app_name, "-s", "0.2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        first = loop.stdout.readline()
+        assert "examined 0, deleted 0; removed 1 expired lock file(s)" in first
+        time.sleep(1)
+        assert loop.poll() is None  # a note is no reason to stop
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        _, stderr = loop.communicate(timeout=10)
+    assert (loop.returncode, stderr) == (0, "")

@@ -187,8 +187,8 @@ def open_dal(options: dict[str, Any], where: str, *, create: bool = True) -> DAL
     when none is set, a pool of its own in each process (``pool_size``). Raises
     :class:`StoreUnavailable` (naming ``where``) for a folder it cannot create; pydal's
     ``RuntimeError`` when the server cannot be reached. Without ``create`` it opens an
-    existing database only and makes nothing, no file, no folder (it cannot migrate then):
-    a missing SQLite file is :class:`StoreNotFound`. pydal's ``DAL(folder=)`` changes the
+    existing database only: a missing SQLite file is :class:`StoreNotFound`, and neither
+    it nor its folder is created. pydal's ``DAL(folder=)`` changes the
     thread's default folder: it is restored."""
     options = dict(options)
     sqlite = options["uri"].startswith("sqlite://")
@@ -197,9 +197,10 @@ def open_dal(options: dict[str, Any], where: str, *, create: bool = True) -> DAL
         raise StoreNotFound(f"{where}: database file {path} does not exist")
     previous = getattr(THREAD_LOCAL, "_pydal_folder_", None)
     try:
-        if create and sqlite:
-            os.makedirs(options["folder"], exist_ok=True)
-        elif create:
+        if sqlite:
+            if create:
+                os.makedirs(options["folder"], exist_ok=True)
+        else:  # pydal's .table files, a cache of scalekit's, not a part of the store
             options["folder"] = options["folder"] or private_folder()
             os.makedirs(options["folder"], mode=0o700, exist_ok=True)
         if options["pool_size"]:

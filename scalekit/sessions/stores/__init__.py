@@ -42,13 +42,20 @@ STORES = Backends({
 
 
 @renamed_keyword("app", "app_name")
-def open_store(url: str, app_name: str = "app", **options: Any) -> SessionStore:
+def open_store(
+    url: str, app_name: str = "app", *, create: bool = True, **options: Any
+) -> SessionStore:
     """Open the session store a URL names; ``options`` go to the store's constructor.
 
     Options may also be given in the URL's query (``redis://h/0?socket_timeout=0.5``);
-    an unknown option raises :class:`scalekit.core.errors.ConfigError`.
+    an unknown option raises :class:`scalekit.core.errors.ConfigError`. ``create=False``
+    opens an existing store only, as ``sessions2trash`` does: a missing folder, database
+    file or session table is :class:`scalekit.core.errors.StoreNotFound`, and nothing is
+    created (Redis and memcached keep no store per app: nothing to check there).
     """
     settings = urls.parse(url, kinds=STORES.kinds)
+    if not create:  # passed only when false: a store written before it need not know it
+        options["create"] = False
     return STORES.for_kind(settings.kind).from_url(settings, app_name=app_name, **options)
 
 

@@ -39,7 +39,10 @@ class CleanupStats:
 
     examined: int = 0
     deleted: int = 0
+    #: What else the pass did or found (lock files removed, an app with no session).
     note: str = ""
+    #: The store expires sessions itself: later passes would have nothing to do.
+    self_expiring: bool = False
 
 
 #: Called after each cleanup batch with the running totals (``sessions2trash -v``).
@@ -89,8 +92,11 @@ class SessionStore(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> SessionStore:
-        """Open the store from parsed URL settings; keyword options override URL options."""
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> SessionStore:
+        """Open the store from parsed URL settings; keyword options override URL options.
+        ``create=False``: the store must exist (see :func:`~scalekit.sessions.open_store`)."""
 
     # -- the protocol -------------------------------------------------------------------
     @abc.abstractmethod

@@ -100,7 +100,9 @@ class DatabaseStore(SessionStore):
     for a locked database) and ``statement_timeout`` (seconds, default 5: on a server, how
     long a statement may run; a frozen server fails the call about a second later, see
     :func:`~scalekit.connect.sql.bound_args`). pydal still sleeps 1 s after a failed
-    connection attempt.
+    connection attempt. ``create=False`` opens an existing store only (``sessions2trash``):
+    a missing SQLite file or session table is :class:`~scalekit.core.errors.StoreNotFound`
+    and nothing is created; an existing table is still upgraded with ``migrate``.
     """
 
     kind = "database"
@@ -119,6 +121,7 @@ class DatabaseStore(SessionStore):
         pool_size: int | None = None,
         connect_timeout: float | None = None,
         statement_timeout: float | None = None,
+        create: bool = True,
     ):
         super().__init__(app_name)
         if (url is None) == (db is None):
@@ -130,6 +133,7 @@ class DatabaseStore(SessionStore):
             f"{table}_lock" if table else f"scalekit_session_lock_{self.app_name}"
         )
         self.migrate = bool(migrate)
+        self.create = bool(create)
         self.commit = bool(commit)
         self._password: str | None = None
         if db is not None:
@@ -159,7 +163,9 @@ class DatabaseStore(SessionStore):
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> DatabaseStore:
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> DatabaseStore:
         """Open ``sqlite://``, ``postgres://`` or ``mysql://`` URLs; see the class options."""
         spec: dict[str, Callable[[str], Any]] = {
             "table": str,
@@ -169,7 +175,8 @@ class DatabaseStore(SessionStore):
             "connect_timeout": float,
             "statement_timeout": float,
         }
-        return cls(settings, app_name=app_name, **merge_options(settings, spec, options))
+        merged = merge_options(settings, spec, options)
+        return cls(settings, app_name=app_name, create=create, **merged)
 
     def __repr__(self) -> str:
         return f"<DatabaseStore {self.masked} table={self.table}>"
@@ -378,7 +385,8 @@ class DatabaseStore(SessionStore):
         """A new DAL for this thread: one attempt, short timeout, errors as
         :class:`StoreUnavailable`."""
         try:
-            return sql.open_dal(self._dal_options, f"session database {self.masked}")
+            where = f"session database {self.masked}"
+            return sql.open_dal(self._dal_options, where, create=self.create)
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             fix = "check that the server is running and the URL's host, port, user and database"
             raise self._unavailable(exc, fix) from None
@@ -386,6 +394,8 @@ class DatabaseStore(SessionStore):
     def _prepare(self, db: DAL) -> tuple[DAL, Table, Table]:
         """``db`` with the store's tables defined (made or upgraded first if need be)."""
         try:
+            if not self.create:
+                sql.require_table(db, self.table, f"session database {self.masked}")
             sessions, locks = session_tables(
                 db, self.table, self.lock_table, migrate=self.migrate, where=self.masked
             )

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.connect.files import Folder
+from scalekit.connect.files import Folder, existing_folder
 from scalekit.core.checks import check_lease
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
@@ -82,12 +82,21 @@ class FileStore(SessionStore):
     that for speed on throwaway folders) and renamed over the old file, so a reader sees the
     old or the new record, never half of one. Compare-and-set runs under a per-shard
     ``fcntl.flock``. Folders are created on first write (shards 0700, files 0600).
+    ``create=False`` opens the folders of an app that has sessions only: a missing root
+    or app folder is :class:`~scalekit.core.errors.StoreNotFound`.
     """
 
     kind = "file"
 
     @renamed_keyword("app", "app_name")
-    def __init__(self, path: str | os.PathLike[str], app_name: str = "app", *, fsync: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        app_name: str = "app",
+        *,
+        fsync: bool = True,
+        create: bool = True,
+    ):
         super().__init__(app_name)
         if not os.fspath(path):
             raise ConfigError("FileStore needs a folder, e.g. file:///var/app/sessions")
@@ -96,6 +105,9 @@ class FileStore(SessionStore):
         #: This app's folder: the shards live here.
         self.folder = os.path.join(self.root, self.app_name)
         self.fsync = bool(fsync)
+        if not create:
+            existing_folder(self.root, "session folder")
+            existing_folder(self.folder, f"session folder of app {self.app_name}")
         self._files = Folder(
             self.root,
             label="session folder",
@@ -106,12 +118,14 @@ class FileStore(SessionStore):
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> FileStore:
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> FileStore:
         """Open ``file:///path?fsync=false``; a relative path is relative to the cwd."""
         if not isinstance(settings, FileURL):
             raise ConfigError(f"{settings.masked}: a FileStore needs a file:// URL")
         merged = merge_options(settings, {"fsync": as_bool}, options)
-        return cls(settings.path, app_name=app_name, **merged)
+        return cls(settings.path, app_name=app_name, create=create, **merged)
 
     def __repr__(self) -> str:
         return f"<FileStore {self.folder}>"

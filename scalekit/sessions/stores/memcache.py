@@ -114,8 +114,11 @@ class MemcacheStore(MemcacheClient, SessionStore):
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: BackendURL, app_name: str = "app", **options: Any) -> MemcacheStore:
-        """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL."""
+    def from_url(
+        cls, settings: BackendURL, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> MemcacheStore:
+        """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL.
+        ``create`` changes nothing: memcached keeps no store per app."""
         return cls(app_name=app_name, **client_options(settings, options, what="a memcache store"))
 
     # -- the protocol -------------------------------------------------------------------
@@ -234,7 +237,9 @@ class MemcacheStore(MemcacheClient, SessionStore):
         progress: Progress | None = None,
     ) -> CleanupStats:
         """Nothing to do: memcached drops expired entries (and locks) by itself."""
-        return CleanupStats(note="memcached expires sessions by itself; nothing to clean up")
+        return CleanupStats(
+            note="memcached expires sessions by itself; nothing to clean up", self_expiring=True
+        )
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} app_name={self.app_name!r}>"

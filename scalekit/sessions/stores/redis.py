@@ -159,7 +159,11 @@ class RedisStore(SessionStore):
 
     @classmethod
     @renamed_keyword("app", "app_name")
-    def from_url(cls, settings: RedisURL, app_name: str = "app", **options: Any) -> RedisStore:
+    def from_url(
+        cls, settings: RedisURL, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> RedisStore:
+        """``create`` changes nothing: Redis keeps no store per app (an app without sessions
+        has no key); :meth:`cleanup` says so when it finds none."""
         spec = {**REDIS_OPTIONS, "client_cache": as_bool, "client_cache_max_age": float}
         return cls(settings, app_name, **merge_options(settings, spec, options))
 
@@ -252,6 +256,7 @@ class RedisStore(SessionStore):
         Sessions with a TTL need no help: Redis deletes them itself and this only drops
         their index entries. Sessions without a TTL go once unused since ``cutoff``; with
         ``force``, also those with a TTL still running, which costs a look at each one.
+        An app with no session at all (its index is gone: a mistyped app name?) is noted.
         """
         stats = CleanupStats()
         for phase in ("due", "forced") if force else ("due",):
@@ -267,7 +272,16 @@ class RedisStore(SessionStore):
                     progress(stats)
                 if examined < batch:
                     break
+        if not stats.examined and not self._has_sessions():
+            stats.note = f"no session of app {self.app_name} is stored; is the app name right?"
         return stats
+
+    def _has_sessions(self) -> bool:
+        """Whether this app has any session: its index exists while it has one."""
+        try:
+            return bool(self._redis.call("EXISTS", self._due))
+        except redis.RedisError as exc:
+            raise self._unavailable("clean up sessions", exc) from None
 
     def close(self) -> None:
         self._redis.close()
