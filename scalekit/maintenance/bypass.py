@@ -4,17 +4,14 @@ The secret goes in a header; a request that shows it gets a bypass cookie holdin
 expiring token (the expiry and its HMAC under a key derived from the secret), never the
 secret itself: a leaked cookie ends with its expiry and cannot be turned into the secret.
 
-The client's address is ``REMOTE_ADDR``, unless that is a trusted proxy: then
-``X-Forwarded-For`` is read from the right, skipping trusted proxies, and the first address
-that is not one is the client (anything left of it could be made up by the client). A
-spoofed ``X-Forwarded-For`` from a peer that is not a trusted proxy is ignored.
+The client's address is :func:`scalekit.wsgi.proxies.client_address`: ``X-Forwarded-For``
+is believed from ``trusted_proxies`` only.
 """
 
 from __future__ import annotations
 
 import base64
 import hmac
-import ipaddress
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,60 +20,9 @@ from scalekit.core.signing import MIN_SECRET_BYTES, Signer
 from scalekit.wsgi.cookies import Cookie, cookie_value
 from scalekit.wsgi.headers import make_private
 from scalekit.wsgi.http import header_value
+from scalekit.wsgi.proxies import client_address, networks, within
 
 __all__ = ["Bypass", "client_address"]
-
-_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-def _networks(values: Iterable[str] | str, setting: str) -> tuple[_Network, ...]:
-    if isinstance(values, str):
-        values = [values]
-    networks = []
-    for value in values:
-        try:
-            networks.append(ipaddress.ip_network(value.strip(), strict=False))
-        except ValueError:
-            raise ConfigError(
-                f"{setting}: {value!r} is not an address or network; write e.g. 10.0.0.0/8, "
-                "192.168.1.7 or ::1"
-            ) from None
-    return tuple(networks)
-
-
-def _address(text: str) -> _Address | None:
-    text = text.strip()
-    if text.startswith("[") and "]" in text:  # [v6]:port
-        text = text[1 : text.index("]")]
-    elif text.count(":") == 1:  # v4:port
-        text = text.partition(":")[0]
-    try:
-        address = ipaddress.ip_address(text.partition("%")[0])
-    except ValueError:
-        return None
-    mapped = getattr(address, "ipv4_mapped", None)
-    return mapped or address
-
-
-def _within(address: _Address, networks: tuple[_Network, ...]) -> bool:
-    return any(address.version == net.version and address in net for net in networks)
-
-
-def client_address(environ: dict, trusted_proxies: tuple[_Network, ...] = ()) -> _Address | None:
-    """The client's address, ``X-Forwarded-For`` honoured only from ``trusted_proxies``;
-    ``None`` when it cannot be told (a malformed address)."""
-    peer = _address(environ.get("REMOTE_ADDR", ""))
-    if peer is None or not trusted_proxies or not _within(peer, trusted_proxies):
-        return peer
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-    hops = [hop for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        address = _address(hop)
-        if address is None or not _within(address, trusted_proxies):
-            return address
-        peer = address
-    return peer  # every hop is a trusted proxy: the left-most one
 
 
 class Bypass:
@@ -94,8 +40,8 @@ class Bypass:
         cookie: str = "scalekit_maintenance",
         cookie_seconds: int = 12 * 3600,
     ):
-        self.allow = _networks(allow, "allow")
-        self.trusted_proxies = _networks(trusted_proxies, "trusted_proxies")
+        self.allow = networks(allow, "allow")
+        self.trusted_proxies = networks(trusted_proxies, "trusted_proxies")
         if secret is not None and len(secret.encode()) < MIN_SECRET_BYTES:
             raise ConfigError(
                 f"the maintenance bypass secret must have at least {MIN_SECRET_BYTES} bytes (it "
@@ -121,7 +67,7 @@ class Bypass:
                 return True
         if self.allow:
             address = client_address(environ, self.trusted_proxies)
-            if address is not None and _within(address, self.allow):
+            if address is not None and within(address, self.allow):
                 return True
         return False
 

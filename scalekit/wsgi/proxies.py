@@ -1,0 +1,73 @@
+"""The client's real address behind proxies the app trusts.
+
+The client is ``REMOTE_ADDR``, unless that is a trusted proxy: then ``X-Forwarded-For`` is
+read from the right, skipping trusted proxies, and the first address that is not one is the
+client (anything left of it could be made up by the client). A spoofed ``X-Forwarded-For``
+from a peer that is not a trusted proxy is ignored. Parse the setting once with
+:func:`networks`, then call :func:`client_address` per request.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from scalekit.core.errors import ConfigError
+
+__all__ = ["Address", "Network", "client_address", "networks", "parse_address", "within"]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def networks(values: Iterable[str] | str, setting: str) -> tuple[Network, ...]:
+    """Addresses and networks (``10.0.0.0/8``, ``192.168.1.7``, ``::1``) as networks;
+    :class:`ConfigError` naming ``setting`` for one that is neither."""
+    if isinstance(values, str):
+        values = [values]
+    parsed = []
+    for value in values:
+        try:
+            parsed.append(ipaddress.ip_network(value.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                f"{setting}: {value!r} is not an address or network; write e.g. 10.0.0.0/8, "
+                "192.168.1.7 or ::1"
+            ) from None
+    return tuple(parsed)
+
+
+def parse_address(text: str) -> Address | None:
+    """The address in ``text`` (a port, ``[v6]:port`` brackets and a zone dropped, an
+    IPv4-mapped IPv6 address as IPv4), or None if there is none."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text.partition("%")[0])
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def within(address: Address, trusted: tuple[Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in trusted)
+
+
+def client_address(environ: dict, trusted_proxies: tuple[Network, ...] = ()) -> Address | None:
+    """The client's address, ``X-Forwarded-For`` honoured only from ``trusted_proxies``
+    (see the module docstring); None when it cannot be told (a malformed address)."""
+    peer = parse_address(environ.get("REMOTE_ADDR", ""))
+    if peer is None or not trusted_proxies or not within(peer, trusted_proxies):
+        return peer
+    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+    hops = [hop for hop in forwarded.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None or not within(address, trusted_proxies):
+            return address
+        peer = address
+    return peer  # every hop is a trusted proxy: the left-most one
