@@ -2,78 +2,95 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-INSTALLED := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 LINTED := $(wildcard scalekit tests examples benchmarks scripts)
 
-.PHONY: demo cluster cluster-stop test bench lint format sysdeps venv clean
+# What each target installs into $(VENV): scalekit with these extras (the demo and the
+# cluster: no test tools, no benchmark baselines).
+APP := $(VENV)/.extras-all
+DEV := $(VENV)/.extras-all,test
+BENCHES := $(VENV)/.extras-all,bench
+
+# The apt-get packages each target needs, as package[=the command or file that shows it is
+# installed; default: a command named like the package].
+SYSDEPS_cluster := redis-server memcached postgresql=initdb haproxy
+SYSDEPS_test := $(SYSDEPS_cluster) mariadb-server=mariadbd nginx apache2 chromium openssl \
+	libnginx-mod-http-brotli-static=/usr/lib/nginx/modules/ngx_http_brotli_static_module.so
+SYSDEPS_bench := $(SYSDEPS_cluster) wrk npm
+
+.PHONY: demo cluster cluster-stop test bench lint format venv clean \
+	sysdeps sysdeps-cluster sysdeps-test sysdeps-bench
 
 # The guestbook on embedded defaults (sqlite, disk cache, files under examples/app/data).
-demo: $(INSTALLED)
+demo: $(APP)
 	$(VENV)/bin/scalekit zip-static --brotli examples/app/static
-	@echo "scalekit demo on http://127.0.0.1:8000/ (stop with Ctrl-C)"
+	@echo "scalekit demo on http://$${SCALEKIT_BIND:-127.0.0.1:8000}/ (stop with Ctrl-C)"
 	$(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
 
 # Three nodes behind haproxy with Redis, memcached, PostgreSQL + replica, on loopback.
-cluster: $(INSTALLED) sysdeps
+cluster: $(APP) sysdeps-cluster
 	$(PY) -m examples.cluster start
 
-cluster-stop: $(INSTALLED)
+cluster-stop: $(APP)
 	$(PY) -m examples.cluster stop
 
-test: $(INSTALLED) sysdeps
+test: $(DEV) sysdeps-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: $(INSTALLED) sysdeps
-	$(PY) -m pip install --quiet -e '.[all,bench]'
-	@set -e; for script in benchmarks/*.py; do \
-		[ -e "$$script" ] || { echo "no benchmarks yet"; break; }; \
-		echo "== $$script"; $(PY) "$$script"; done
+# make bench [BENCH="cache tickets"] [ARGS=--quick]: the benchmarks named (default: every
+# script in benchmarks/), each run with ARGS.
+BENCH ?= $(wildcard benchmarks/*.py)
+bench: $(BENCHES) sysdeps-bench
+	@set -e; for name in $(basename $(notdir $(BENCH))); do \
+		script=benchmarks/$$name.py; \
+		[ -e "$$script" ] || { echo "no benchmark $$script"; exit 2; }; \
+		echo "== $$script $(ARGS)"; $(PY) "$$script" $(ARGS); done
 
 # ruff, then the import rule (floors, pieces apart, no private names): tests/test_layers.py
-lint: $(INSTALLED)
+lint: $(DEV)
 	$(VENV)/bin/ruff check $(LINTED)
 	$(VENV)/bin/ruff format --check $(LINTED)
 	$(PY) -m pytest -q tests/test_layers.py
 
-format: $(INSTALLED)
+format: $(DEV)
 	-$(VENV)/bin/ruff check --fix $(LINTED)
 	$(VENV)/bin/ruff format $(LINTED)
 
-venv: $(INSTALLED)
+venv: $(DEV)
 
+# Debian's python3 has no ensurepip (no venv with pip) until python3.X-venv is installed.
 $(PY):
-	$(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+		venv=$$($(PYTHON) -c 'import sys; print("python3.%d-venv" % sys.version_info[1])'); \
+		echo "$(PYTHON) cannot make a venv with pip: installing $$venv"; \
+		$(call apt-install,$$venv); }
+	$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); exit 1; }
 
-# `scalekit` on PyPI is another project that imports as scalekit, and this one's name before
-# it became scalekit-wsgi: either would shadow or break the editable install, so it goes first.
-$(INSTALLED): setup.cfg pyproject.toml | $(PY)
+# One stamp per set of extras, redone when setup.cfg changes. `scalekit` on PyPI is another
+# project that imports as scalekit, and this one's name before it became scalekit-wsgi:
+# either would shadow or break the editable install, so it goes first.
+$(VENV)/.extras-%: setup.cfg pyproject.toml | $(PY)
+	@echo "installing scalekit-wsgi[$*] into $(VENV) (pip downloads what is missing)"
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip uninstall --quiet --yes scalekit
-	$(PY) -m pip install --quiet -e '.[all,test]'
+	$(PY) -m pip uninstall --quiet --quiet --yes scalekit
+	$(PY) -m pip install --quiet -e '.[$*]'
 	touch $@
 
-# The servers the tests start privately: redis-server, memcached, PostgreSQL, MariaDB, haproxy;
-# wrk for benchmarks/cluster.py.
-sysdeps:
-	@missing=""; \
-	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
-	command -v memcached >/dev/null || missing="$$missing memcached"; \
-	[ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
-	[ -e /usr/lib/nginx/modules/ngx_http_brotli_static_module.so ] \
-		|| missing="$$missing libnginx-mod-http-brotli-static"; \
-	[ -x /usr/sbin/apache2 ] || missing="$$missing apache2"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	[ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
-		|| missing="$$missing postgresql"; \
-	[ -x /usr/sbin/mariadbd ] || missing="$$missing mariadb-server"; \
-	if [ -n "$$missing" ]; then \
-		echo "installing$$missing"; \
-		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
-		apt-get install -y -qq --no-install-recommends $$missing; \
-	fi
+# Each target's apt-get packages, installed if missing (as root, or through sudo);
+# `make sysdeps` installs them all.
+sysdeps: sysdeps-test sysdeps-bench
+sysdeps-cluster sysdeps-test sysdeps-bench:
+	$(call install-missing,$(SYSDEPS_$(@:sysdeps-%=%)))
+
+apt-install = $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+	apt-get install -y -qq --no-install-recommends $(1)
+
+define install-missing
+@PATH="$$PATH:/usr/sbin:/sbin$$(printf ':%s' /usr/lib/postgresql/*/bin)"; missing=""; \
+for dep in $(1); do command -v "$${dep#*=}" >/dev/null || [ -e "$${dep#*=}" ] \
+	|| missing="$$missing $${dep%%=*}"; done; \
+[ -z "$$missing" ] || { echo "installing$$missing"; $(call apt-install,$$missing); }
+endef
 
 clean:
 	-[ ! -e .cluster ] || [ ! -x $(PY) ] || $(PY) -m examples.cluster stop
