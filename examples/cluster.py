@@ -3,10 +3,13 @@
 Shared services: Redis (sessions, cache, maintenance flag), memcached (the cached page
 fragment), PostgreSQL (a primary and a streaming replica). The cron jobs run as loops in
 the background: sessions2trash on the shared store, tickets2db for each node's errors
-folder. Pids, ports and folders are kept in ``<state>/state.json`` so that
-``python -m examples.cluster stop`` (``make cluster-stop``) ends everything.
+folder. Pids, ports and folders are kept in ``<state>/state.json``.
 
-Run from the repository root: ``python -m examples.cluster start [--sessions memcache]``.
+Run from the repository root:
+  python -m examples.cluster start [--sessions memcache]   start it, or show it if it runs
+  python -m examples.cluster status                        each process: up or down, pid, URL
+  python -m examples.cluster restart node2                 restart one gunicorn node
+  python -m examples.cluster stop                          stop everything, remove the state
 The services are started by the test suite's helpers (``tests/servers.py``): private
 servers on free loopback ports, each in a temporary folder, never one already running.
 """
@@ -24,6 +27,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 
 from tests.servers import (
     MemcachedServer,
@@ -60,8 +64,50 @@ class Cluster:
         """haproxy's address: the cluster's front door."""
         return f"http://127.0.0.1:{self.state['haproxy']['port']}"
 
+    @property
+    def stats_url(self) -> str:
+        """haproxy's statistics page (``listen stats``), on loopback."""
+        return f"http://127.0.0.1:{self.state['haproxy']['stats_port']}/"
+
     def node_url(self, index: int) -> str:
         return f"http://127.0.0.1:{self.state['nodes'][index]['port']}"
+
+    def load(self) -> bool:
+        """Read the state of a cluster started earlier; False if there is none."""
+        if not os.path.exists(self.state_path):
+            return False
+        with open(self.state_path) as saved:
+            self.state = json.load(saved)
+        return True
+
+    def processes(self) -> list[tuple[str, int | None, str]]:
+        """``(name, pid, url)`` of every long-running process, services first."""
+        found = [(s["name"], s["pid"], s.get("url", "")) for s in self.state.get("servers", [])]
+        addresses = {node["name"]: self.node_url(i) + "/" for i, node in
+                     enumerate(self.state.get("nodes", []))}  # fmt: skip
+        if "haproxy" in self.state:
+            addresses["haproxy"] = f"{self.url}/ (stats {self.stats_url})"
+        found += [(p["name"], p["pid"], addresses.get(p["name"], "")) for p in
+                  self.state.get("processes", [])]  # fmt: skip
+        return found
+
+    def up(self) -> list[bool]:
+        """For each of :meth:`processes`: does it run?"""
+        return [pid is not None and not _gone(pid) for _, pid, _ in self.processes()]
+
+    def status(self) -> str:
+        """One line per process: name, up or down, pid, URL."""
+        return "\n".join(
+            f"{name:<20} {'up' if up else 'down':<5} pid {pid or '-':<8} {url}".rstrip()
+            for (name, pid, url), up in zip(self.processes(), self.up(), strict=True)
+        )
+
+    def node_index(self, name: str) -> int:
+        """The index of the node called ``name``; ValueError names the nodes there are."""
+        names = [node["name"] for node in self.state["nodes"]]
+        if name not in names:
+            raise ValueError(f"no node {name!r}: the nodes are {', '.join(names)}")
+        return names.index(name)
 
     # -- starting -------------------------------------------------------------------------
     def start(self) -> None:
@@ -91,10 +137,12 @@ class Cluster:
             try:
                 server.start()
             finally:  # recorded even when it failed: stop() removes its folder
-                pid = server.process.pid if server.process else None
+                pid = server.process.pid if server.process else _postmaster_pid(server)
                 self.state["servers"].append(
-                    {"name": server.name, "workdir": server.workdir, "pid": pid}
-                )
+                    {"name": server.name, "workdir": server.workdir, "pid": pid,
+                     "url": f"memcache://{server.address}" if server is memcached
+                     else server.url}
+                )  # fmt: skip
                 self._save()
         memcache = f"memcache://{memcached.address}"
         self.state["env"] = {
@@ -157,17 +205,14 @@ class Cluster:
                         errors, "--db", env["SCALEKIT_TICKET_DB"], "-s", every], env)  # fmt: skip
 
     def _start_haproxy(self) -> None:
-        """examples/haproxy.cfg with loopback addresses for the frontend and the nodes."""
-        port = free_port()
-        with open(os.path.join(ROOT, "examples", "haproxy.cfg")) as example:
-            config = _replace(example.read(), "bind :80", f"bind 127.0.0.1:{port}")
-        for index, node in enumerate(self.state["nodes"]):
-            config = _replace(config, f"app{index + 1}.internal:8000", f"127.0.0.1:{node['port']}")
+        """examples/haproxy.cfg on loopback ports, plain http only (no certificate here)."""
+        port, stats_port = free_port(), free_port()
+        nodes = {node["name"]: node["port"] for node in self.state["nodes"]}
         path = os.path.join(self.state_dir, "haproxy.cfg")
         with open(path, "w") as out:
-            out.write(config)
+            out.write(haproxy_config(port=port, nodes=nodes, stats_port=stats_port))
         pid = self._spawn("haproxy", [find_binary("haproxy"), "-db", "-f", path], os.environ)
-        self.state["haproxy"] = {"port": port, "pid": pid}
+        self.state["haproxy"] = {"port": port, "stats_port": stats_port, "pid": pid}
         self._save()
         _wait_answering(self.url + "/healthz", pid)
 
@@ -179,7 +224,12 @@ class Cluster:
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
-        self.state["processes"].append({"name": name, "pid": process.pid})
+        entry = {"name": name, "pid": process.pid}
+        names = [p["name"] for p in self.state["processes"]]
+        if name in names:  # a restart: same place in the stopping order
+            self.state["processes"][names.index(name)] = entry
+        else:
+            self.state["processes"].append(entry)
         self._save()
         return process.pid
 
@@ -189,14 +239,16 @@ class Cluster:
         os.replace(self.state_path + ".tmp", self.state_path)
 
     # -- stopping -------------------------------------------------------------------------
-    def stop(self) -> None:
-        """Stop every process and server the state names (newest first), remove the folder."""
-        if not self.state and os.path.exists(self.state_path):
-            with open(self.state_path) as saved:
-                self.state = json.load(saved)
+    def stop(self, say: Callable[[str], object] = lambda line: None) -> None:
+        """Stop every process and server the state names (newest first), remove the folder;
+        ``say`` is told what is being stopped."""
+        if not self.state:
+            self.load()
         for process in reversed(self.state.get("processes", [])):
+            say(f"stopping {process['name']} (pid {process['pid']})")
             _end(process["pid"], signal.SIGTERM)
         for server in reversed(self.state.get("servers", [])):
+            say(f"stopping {server['name']} (pid {server['pid']}) and removing its data")
             if server["name"].startswith("postgres"):
                 postgres = PostgresServer()
                 postgres.workdir = server["workdir"]
@@ -213,22 +265,58 @@ class Cluster:
                           enumerate(self.state["nodes"]))  # fmt: skip
         return (
             f"scalekit cluster on {self.url}/ (haproxy, round robin over {nodes})\n"
+            f"  haproxy's statistics: {self.stats_url}\n"
             f"  sessions {env['SCALEKIT_SESSION_STORE']}, cache + maintenance flag "
             f"{env['SCALEKIT_CACHE']}, fragments {env['SCALEKIT_MEMCACHE']}\n"
             f"  PostgreSQL primary {env['SCALEKIT_DB_PRIMARY']}, replica "
             f"{env['SCALEKIT_DB_REPLICAS']}\n"
-            f"  logs and state in {self.state_dir}/; stop everything with `make cluster-stop`\n"
+            f"  logs and state in {self.state_dir}/; `python -m examples.cluster status`, "
+            f"`restart node2`; stop everything with `make cluster-stop`\n"
             f"  read-only for everyone: .venv/bin/scalekit maintenance on --mode read-only "
             f"--flag {env['SCALEKIT_MAINTENANCE_FLAG']} --app {APP}"
         )
 
 
-def _replace(text: str, old: str, new: str) -> str:
-    if old not in text:
-        raise RuntimeError(
-            f"examples/haproxy.cfg no longer has {old!r}: update examples/cluster.py"
-        )
+def haproxy_config(
+    name: str = "haproxy.cfg", *, port: int, nodes: dict[str, int],
+    stats_port: int | None = None, tls: tuple[int, str] | None = None,
+) -> str:  # fmt: skip
+    """``examples/<name>`` on loopback: the frontend on ``port``, server ``node`` at
+    ``127.0.0.1:nodes[node]``, the stats page on ``stats_port``. With ``tls`` (a port and a
+    PEM file holding certificate and key) https is there and plain http redirects to it;
+    without, plain http is served and there is no https."""
+    with open(os.path.join(ROOT, "examples", name)) as example:
+        config = _replace(name, example.read(), "bind :80\n", f"bind 127.0.0.1:{port}\n")
+    https, redirect = _line(config, "bind :443 ssl crt "), _line(config, "redirect scheme https")
+    if tls is None:
+        config = _replace(name, _replace(name, config, https, ""), redirect, "")
+    else:
+        tls_port, pem = tls
+        config = _replace(name, config, https, f"    bind 127.0.0.1:{tls_port} ssl crt {pem}\n")
+    for node, node_port in nodes.items():
+        config = _replace(name, config, f" {node}.internal:8000", f" 127.0.0.1:{node_port}")
+    if stats_port is not None:
+        config = _replace(name, config, "bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats_port}")
+    return config
+
+
+def _line(text: str, part: str) -> str:
+    """The whole line of ``text`` that holds ``part`` (empty if none)."""
+    return next((line + "\n" for line in text.splitlines() if part in line), "")
+
+
+def _replace(name: str, text: str, old: str, new: str) -> str:
+    if not old or old not in text:
+        raise RuntimeError(f"examples/{name} no longer has {old!r}: update examples/cluster.py")
     return text.replace(old, new)
+
+
+def _postmaster_pid(server) -> int | None:
+    """The pid of a PostgreSQL server started by pg_ctl (first line of postmaster.pid)."""
+    path = os.path.join(server.datadir, "postmaster.pid")
+    with contextlib.suppress(OSError, ValueError), open(path) as pidfile:
+        return int(pidfile.readline())
+    return None
 
 
 def _wait_answering(url: str, pid: int) -> None:
@@ -252,6 +340,8 @@ def _gone(pid: int) -> bool:
             os.kill(pid, 0)
         except ProcessLookupError:
             return True
+        except PermissionError:  # another user's: it exists
+            return False
         return False
 
 
@@ -275,23 +365,64 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m examples.cluster", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("command", choices=["start", "stop"])
+    parser.add_argument("command", choices=["start", "status", "restart", "stop"])
+    parser.add_argument("node", nargs="?", help="restart: the node (node1, node2, ...)")
     parser.add_argument("--state", default=".cluster", help="state folder (default .cluster)")
     parser.add_argument("--sessions", choices=["redis", "memcache"], default="redis",
                         help="the session store (default redis)")  # fmt: skip
     args = parser.parse_args(argv)
+    if (args.command == "restart") != (args.node is not None):
+        parser.error("restart takes a NODE, the other commands none")
     cluster = Cluster(args.state, sessions=args.sessions)
-    if args.command == "stop":
-        cluster.stop()
-        print("scalekit cluster stopped")
-        return 0
     try:
-        cluster.start()
-    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        return _COMMANDS[args.command](cluster, args.node)
+    except (RuntimeError, ValueError, subprocess.CalledProcessError) as exc:
         print(f"cluster: {exc}", file=sys.stderr)
         return 1
+
+
+def _start(cluster: Cluster, _node: None) -> int:
+    if cluster.load():
+        if any(cluster.up()):
+            print(f"already running (from {cluster.state_dir}/):\n{cluster.status()}\n")
+            print(cluster.summary())
+            return 0
+        cluster.stop(print)  # left over, e.g. by a reboot: its folders go, a new one starts
+    cluster.start()
     print(cluster.summary())
     return 0
+
+
+def _status(cluster: Cluster, _node: None) -> int:
+    if not cluster.load():
+        print(f"no cluster runs from {cluster.state_dir}/ (start one with `make cluster`)")
+        return 3
+    print(cluster.status())
+    return 0 if all(cluster.up()) else 3  # as `systemctl status` of a unit that is down
+
+
+def _restart(cluster: Cluster, node: str) -> int:
+    if not cluster.load():
+        raise RuntimeError(f"no cluster runs from {cluster.state_dir}/")
+    index = cluster.node_index(node)
+    print(f"stopping {node} (pid {cluster.state['nodes'][index]['pid']})")
+    _end(cluster.state["nodes"][index]["pid"], signal.SIGTERM)
+    cluster.start_node(index)
+    print(f"{node} answers again on {cluster.node_url(index)}/ (pid "
+          f"{cluster.state['nodes'][index]['pid']})")  # fmt: skip
+    return 0
+
+
+def _stop(cluster: Cluster, _node: None) -> int:
+    if not cluster.load():
+        print(f"no cluster runs from {cluster.state_dir}/")
+        return 0
+    cluster.stop(print)
+    print("scalekit cluster stopped")
+    return 0
+
+
+_COMMANDS = {"start": _start, "status": _status, "restart": _restart, "stop": _stop}
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """gunicorn settings for the demo and for each app server: ``gunicorn -c gunicorn.conf.py``.
 
 Environment: SCALEKIT_BIND (default 127.0.0.1:8000), SCALEKIT_WORKERS (default 3),
-SCALEKIT_ACCESSLOG (default "-", stdout; empty: off), and the app's own variables
-(see examples/app/config.py).
+SCALEKIT_ACCESSLOG (default "-", stdout; empty: off), SCALEKIT_TRUSTED_PROXIES (the load
+balancers' addresses or networks, comma-separated; default 127.0.0.1,::1), and the app's
+own variables (see examples/app/config.py).
 """
 
 import os
@@ -16,8 +17,13 @@ accesslog = os.environ.get("SCALEKIT_ACCESSLOG", "-") or None
 preload_app = True
 # Behind haproxy: a stopped node finishes its requests while haproxy's checks fail it.
 graceful_timeout = 10
-# X-Forwarded-For / -Proto are believed from the local proxy only (haproxy, nginx).
-forwarded_allow_ips = "127.0.0.1"
+# TLS ends at the load balancer, which sends X-Forwarded-Proto (https or http) and
+# replaces any the client sent. From the balancers only, "X-Forwarded-Proto: https" makes
+# wsgi.url_scheme https, and the sessions' secure="auto" cookies get Secure. gunicorn's
+# default also believes X-Forwarded-Ssl and X-Forwarded-Protocol, which the example
+# balancers pass on untouched from the client: only the header they set counts here.
+forwarded_allow_ips = os.environ.get("SCALEKIT_TRUSTED_PROXIES") or "127.0.0.1,::1"
+secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
 # Each worker's heartbeat touches a file per request: on a RAM file system, not the disk's
 # journal (gunicorn's own advice; /dev/shm is tmpfs on Linux).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -1,21 +1,25 @@
 """`make cluster` end to end: three gunicorn nodes behind haproxy on loopback, sharing
 Redis, memcached and PostgreSQL (primary + streaming replica), with the cron loops.
 
-The cluster starts once for the module; the test that kills a node runs last.
+The cluster starts once for the module; the test that kills a node (and restarts it) runs
+next to last, then the last one stops the cluster.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import subprocess
 import threading
 import time
+import urllib.request
 import uuid
 
 import pytest
 
-from examples.cluster import BIN, Cluster
+from examples.cluster import BIN, Cluster, main
 from scalekit import tickets
 from tests.examples.browser import Browser, field
 
@@ -28,8 +32,21 @@ def cluster(tmp_path_factory):
     cluster.start()
     try:
         yield cluster
-    finally:
-        cluster.stop()
+    finally:  # what the state file names now (a test restarts a node; the last one stops all)
+        Cluster(cluster.state_dir).stop()
+
+
+def command(cluster: Cluster, capsys, *args: str) -> tuple[int, str]:
+    """``python -m examples.cluster <args>`` on this cluster: (exit code, stdout + stderr)."""
+    code = main([*args, "--state", cluster.state_dir])
+    output = capsys.readouterr()
+    return code, output.out + output.err
+
+
+def status(cluster: Cluster, capsys) -> tuple[int, dict[str, list[str]]]:
+    """The exit code of ``status`` and its lines by process name."""
+    code, output = command(cluster, capsys, "status")
+    return code, {line.split()[0]: line.split()[1:] for line in output.splitlines()}
 
 
 def signed_in(cluster: Cluster) -> tuple[Browser, str]:
@@ -60,6 +77,29 @@ def test_requests_hop_across_nodes_while_session_flash_and_cache_hold(cluster):
     assert {headers["X-Node"] for _, headers, _ in pages} == NODES
     assert all(message in page for _, _, page in pages)  # the fragment, rebuilt once
     assert [field(page, "flash") for _, _, page in pages] == ["Thank you for signing.", None, None]
+
+
+def test_start_when_it_runs_shows_it_and_starts_nothing(cluster, capsys):
+    code, output = command(cluster, capsys, "start")
+    assert code == 0 and "already running" in output
+    assert f"{cluster.url}/" in output and cluster.stats_url in output
+    saved = Cluster(cluster.state_dir)
+    assert saved.load() and saved.state == cluster.state  # nothing started, nothing recorded
+    code, lines = status(cluster, capsys)
+    assert code == 0 and {"haproxy", "redis", "memcached", *NODES} <= set(lines)
+    assert all(line[0] == "up" for line in lines.values())
+    assert lines["node1"][1:] == ["pid", str(cluster.state["nodes"][0]["pid"]),
+                                  cluster.node_url(0) + "/"]  # fmt: skip
+
+
+def test_haproxy_and_the_app_name_the_nodes_alike_on_the_loopback_stats_page(cluster):
+    assert cluster.stats_url.startswith("http://127.0.0.1:")
+    with urllib.request.urlopen(cluster.stats_url + ";csv", timeout=5) as response:
+        rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
+    servers = {row["svname"]: row["status"] for row in rows if row["type"] == "2"}
+    served = {Browser(cluster.url).get("/healthz")[1]["X-Node"] for _ in range(6)}
+    assert served == set(servers) == NODES
+    assert all(state.startswith("UP") for state in servers.values())  # "UP 1/2" while checked
 
 
 def test_maintenance_read_only_is_obeyed_by_every_node(cluster):
@@ -101,7 +141,7 @@ def test_a_failure_becomes_a_ticket_in_postgresql(cluster):
     assert "a failure on purpose, on node" in json.dumps(found)
 
 
-def test_killing_a_node_under_load_loses_no_session_update(cluster):
+def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):
     users = [signed_in(cluster)[0] for _ in range(4)]
     seen: list[list[int]] = [[] for _ in users]
     failures: list[str] = []
@@ -140,4 +180,19 @@ def test_killing_a_node_under_load_loses_no_session_update(cluster):
             assert headers["X-Node"] != "node2"
             assert int(field(page, "views")) > len(views)  # every counted view was kept
     finally:
-        cluster.start_node(1)
+        code, lines = status(cluster, capsys)
+        assert code == 3 and lines["node2"][0] == "down" and lines["node1"][0] == "up"
+        code, output = command(cluster, capsys, "restart", "node2")
+        assert code == 0 and f"node2 answers again on {cluster.node_url(1)}/" in output
+        assert status(cluster, capsys)[0] == 0
+
+
+def test_stop_says_what_it_stops(cluster, capsys):
+    assert command(cluster, capsys, "restart", "node9") == (
+        1, "cluster: no node 'node9': the nodes are node1, node2, node3\n",
+    )  # fmt: skip
+    code, output = command(cluster, capsys, "stop")
+    assert code == 0 and "stopping haproxy (pid" in output and "stopping node1 (pid" in output
+    assert output.index("stopping haproxy") < output.index("stopping redis")
+    assert not os.path.exists(cluster.state_dir)
+    assert command(cluster, capsys, "status")[0] == 3

@@ -7,14 +7,14 @@ import subprocess
 
 import pytest
 
+from examples.cluster import haproxy_config
 from tests.servers import ApacheServer, NginxServer, find_binary, free_port
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(__file__))), "examples")
 
 
 def read(name: str) -> str:
-    with open(os.path.join(EXAMPLES, name)) as config:
-        return config.read()
+    return read_path(os.path.join(EXAMPLES, name))
 
 
 def check(command: list[str]) -> str:
@@ -23,9 +23,29 @@ def check(command: list[str]) -> str:
     return done.stdout + done.stderr
 
 
+def make_certificate(folder: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1: ``(certificate, certificate + key)``, PEM."""
+    cert, key, both = (os.path.join(folder, n) for n in ("cert.pem", "key.pem", "both.pem"))
+    check([find_binary("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days",
+           "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+           "-keyout", key, "-out", cert])  # fmt: skip
+    with open(both, "w") as out:
+        out.write(read_path(cert) + read_path(key))
+    return cert, both
+
+
+def read_path(path: str) -> str:
+    with open(path) as file:
+        return file.read()
+
+
 @pytest.mark.parametrize("name", ["haproxy.cfg", "haproxy-sticky.cfg"])
-def test_haproxy_config_is_valid(name):
-    output = check([find_binary("haproxy"), "-c", "-f", os.path.join(EXAMPLES, name)])
+def test_haproxy_config_is_valid(name, tmp_path):
+    """As written, with only the certificate's path and the ports made local."""
+    _, pem = make_certificate(str(tmp_path))
+    config = haproxy_config(name, port=free_port(), nodes={}, tls=(free_port(), pem))
+    (tmp_path / name).write_text(config)
+    output = check([find_binary("haproxy"), "-c", "-f", str(tmp_path / name)])
     assert "Configuration file is valid" in output
 
 
