@@ -94,11 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_lines(entries: list[Entry]) -> list[str]:
-    lines = [f"{'UTC':<20}{'ticket':<24}{'app':<12}{'host':<16}error"]
+    lines = [f"{'UTC':<20}{'ticket':<24}{'app':<12}{'node':<16}error"]
     for item in entries:
         lines.append(
             f"{item.created:<20}{item.ticket_id:<24}{item.app[:11]:<12}"
-            f"{item.hostname[:15]:<16}{item.summary[:100]}"
+            f"{item.node[:15]:<16}{item.summary[:100]}"
         )
     return lines
 
@@ -117,10 +117,13 @@ def visible(text: str) -> str:
 def show_lines(ticket: dict[str, Any]) -> list[str]:
     error, request = ticket["error"], ticket["request"]
     query = f"?{request['query']}" if request.get("query") else ""
+    peer = request.get("peer", request["client"])  # older tickets have no peer
+    via = f" via {peer}" if peer != request["client"] else ""
+    where = f"node {ticket.get('node', ticket['hostname'])}  host {ticket['hostname']}"
     lines = [
         f"ticket {ticket['id']}  app {ticket['app']}  {ticket['created']}",
-        f"host {ticket['hostname']}  pid {ticket['pid']}  request {ticket['request_id']}",
-        f"{request['method']} {request['path']}{query}  from {request['client']}",
+        f"{where}  pid {ticket['pid']}  request {ticket['request_id']}",
+        f"{request['method']} {request['path']}{query}  from {request['client']}{via}",
         f"{error['summary']}",
         f"counted {ticket.get('count', 1)} time(s), last at {ticket.get('last_seen', '-')}",
         f"at {error['location']}",

@@ -6,7 +6,8 @@ lists and summaries need without reading the JSON::
     ticket_id         string    the ticket's id; UNIQUE index (a re-run inserts nothing twice)
     ticket_data       text      the whole ticket, JSON
     created_datetime  datetime  when the error happened (naive UTC); indexed
-    app, hostname, error_type, location, summary   strings, from the ticket
+    app, hostname, node, error_type, location, summary   strings, from the ticket (node:
+                      NULL in rows of older versions: the hostname)
     occurrences       integer   identical failures counted on the ticket (NULL in rows of
                                 older versions: one)
 
@@ -45,6 +46,7 @@ _INSERT_COLUMNS = (
     "created_datetime",
     "app",
     "hostname",
+    "node",
     "error_type",
     "location",
     "summary",
@@ -61,6 +63,7 @@ _ENTRY_COLUMNS = (
     "app",
     "created_datetime",
     "hostname",
+    "node",
     "error_type",
     "location",
     "summary",
@@ -86,6 +89,7 @@ def ticket_fields() -> list[Field]:
         Field("created_datetime", "datetime"),
         Field("app", length=64),
         Field("hostname", length=255),
+        Field("node", length=255),
         Field("error_type", length=255),
         Field("location", length=512),
         Field("summary", length=512),
@@ -159,6 +163,7 @@ class DatabaseStore(TicketStore):
                 row.location,
                 row.summary,
                 row.occurrences or 1,
+                row.node or row.hostname,
             )
             for row in rows
         ]
@@ -302,6 +307,7 @@ def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:
         item.created,
         item.app[:64],
         item.hostname[:255],
+        item.node[:255],
         item.error_type[:255],
         item.location[:512],
         item.summary[:512],

@@ -5,9 +5,11 @@ client asks for it) that shows the ticket id and nothing else. Writing the ticke
 best-effort: if the store fails, that failure and the original error are both logged.
 A failure identical to one of the last ``repeat_window`` seconds in this process (same
 exception type and location) is counted on that ticket (its ``count``) instead of being
-written as a new one. ``error_page`` replaces the HTML page, as web2py's ``routes_onerror``
-does: an HTML file with ``{{ticket}}`` and ``{{request_id}}`` in it, or a callable
-``(ticket_id, request_id) -> str``; if it fails, the built-in page is sent.
+written as a new one. Each ticket names the server (``node``) and the client's real address
+(``X-Forwarded-For`` believed from ``trusted_proxies`` only). ``error_page`` replaces the
+HTML page, as web2py's ``routes_onerror`` does: an HTML file with ``{{ticket}}`` and
+``{{request_id}}`` in it, or a callable ``(ticket_id, request_id) -> str``; if it fails,
+the built-in page is sent.
 """
 
 from __future__ import annotations
@@ -22,10 +24,19 @@ from typing import Any
 
 from scalekit.core.options import known_options
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
-from scalekit.tickets.ticket import build, repeated, request_id, scrub_text, signature, versions
+from scalekit.tickets.ticket import (
+    build,
+    node_name,
+    repeated,
+    request_id,
+    scrub_text,
+    signature,
+    versions,
+)
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
 from scalekit.wsgi.http import prefers_json
 from scalekit.wsgi.pages import HTML, NO_STORE, fill, negotiated, page, read_template
+from scalekit.wsgi.proxies import client_address, networks
 from scalekit.wsgi.response import ClosingBody
 from scalekit.wsgi.views import per_view
 
@@ -50,7 +61,10 @@ class TicketMiddleware:
     identical failure within it of the ticket's first is counted on that ticket.
     ``error_page``: the path of an HTML file (read now; ``{{ticket}}`` and ``{{request_id}}``
     filled in) or an :data:`ErrorPage` callable, shown instead of the built-in page to
-    clients that do not ask for JSON.
+    clients that do not ask for JSON. ``node``: this server's name in the tickets (default
+    ``$SCALEKIT_NODE``, else the host name). ``trusted_proxies``: addresses and networks of
+    the balancers whose ``X-Forwarded-For`` gives the client's address (see
+    :mod:`scalekit.wsgi.proxies`); without them the client is ``REMOTE_ADDR``.
     """
 
     @known_options()
@@ -61,8 +75,12 @@ class TicketMiddleware:
         app_name: str = "app",
         repeat_window: float = REPEAT_WINDOW,
         error_page: str | ErrorPage | None = None,
+        node: str | None = None,
+        trusted_proxies: Iterable[str] | str = (),
     ):
         self.app = app
+        self.node = node or node_name()
+        self.trusted_proxies = networks(trusted_proxies, "trusted_proxies")
         self.error_page = _template_page(error_page) if isinstance(error_page, str) else error_page
         self.store = open_store(store) if isinstance(store, str) else store
         self.app_name = app_name
@@ -87,7 +105,15 @@ class TicketMiddleware:
             failure = signature(exc)
             ticket = self._count_repeat(failure)
             if ticket is None:
-                ticket = build(exc, environ, app_name=self.app_name, request_id=request)
+                client = client_address(environ, self.trusted_proxies)
+                ticket = build(
+                    exc,
+                    environ,
+                    app_name=self.app_name,
+                    request_id=request,
+                    node=self.node,
+                    client="" if client is None else str(client),
+                )
                 self.store.save(ticket)
                 self._remember(failure, ticket)
         except Exception:
@@ -220,6 +246,10 @@ def with_tickets(
     app_name: str = "app",
     repeat_window: float = REPEAT_WINDOW,
     error_page: str | ErrorPage | None = None,
+    node: str | None = None,
+    trusted_proxies: Iterable[str] | str = (),
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
-    return per_view(TicketMiddleware, store, app_name, repeat_window, error_page)
+    return per_view(
+        TicketMiddleware, store, app_name, repeat_window, error_page, node, trusted_proxies
+    )

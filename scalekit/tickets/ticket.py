@@ -65,6 +65,8 @@ MAX_TEXT = 64 * 1024
 #: A masked value this short is not searched for elsewhere in the ticket.
 MIN_SECRET_VALUE = 6
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
+#: The environment variable naming this server in a cluster (``node1``); else the host name.
+NODE_VARIABLE = "SCALEKIT_NODE"
 MAX_FRAMES = 40
 CONTEXT_LINES = 2  # lines of code shown before and after each frame's line
 MAX_LOCALS = 40
@@ -83,6 +85,11 @@ def utc_text(at: float) -> str:
     seconds = int(at)
     micro = min(int((at - seconds) * 1e6), 999_999)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
+
+
+def node_name() -> str:
+    """This server's name in tickets: ``$SCALEKIT_NODE``, else the host name."""
+    return os.environ.get(NODE_VARIABLE) or socket.gethostname()
 
 
 def request_id(environ: Mapping[str, Any]) -> str:
@@ -300,9 +307,17 @@ def error_type(exc: BaseException) -> str:
 
 @renamed_keyword("app", "app_name")
 def build(
-    exc: BaseException, environ: Mapping[str, Any], *, app_name: str, request_id: str
+    exc: BaseException,
+    environ: Mapping[str, Any],
+    *,
+    app_name: str,
+    request_id: str,
+    node: str | None = None,
+    client: str | None = None,
 ) -> dict[str, Any]:
-    """The ticket of ``exc`` raised while serving ``environ``."""
+    """The ticket of ``exc`` raised while serving ``environ`` on ``node`` (default
+    :func:`node_name`) for ``client`` (default ``REMOTE_ADDR``; "" if it cannot be told)."""
+    peer = str(environ.get("REMOTE_ADDR", ""))
     scrub = Scrubber()
     frames = _frames(exc.__traceback__, scrub)
     kind, location = signature(exc)
@@ -311,7 +326,8 @@ def build(
         "method": str(environ.get("REQUEST_METHOD", "")),
         "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
         "query": scrub.query(str(environ.get("QUERY_STRING", ""))),
-        "client": str(environ.get("REMOTE_ADDR", "")),
+        "client": peer if client is None else client,
+        "peer": peer,  # the proxy, when the client came through one
         "headers": scrub.headers(environ),
     }
     error = {
@@ -328,6 +344,7 @@ def build(
         "app": app_name,
         "created": utc_text(time.time()),
         "hostname": socket.gethostname(),
+        "node": node or node_name(),
         "pid": os.getpid(),
         "request_id": request_id,
         "count": 1,  # how many identical failures this ticket stands for (see repeated)
@@ -372,6 +389,7 @@ class Entry:
     location: str
     summary: str
     count: int = 1  # identical failures counted on this ticket
+    node: str = ""  # the server's name in its cluster (older tickets: the host name)
 
 
 @dataclass(frozen=True)
@@ -404,10 +422,15 @@ def entry(ticket: Any) -> Entry:
             raise ValueError("a field has the wrong type or the id is malformed")
         created = time.strptime(ticket["created"], TIME_FORMAT)
         count = count_of(ticket)
+        node = ticket.get("node") or fields[2]
+        if not isinstance(node, str):
+            raise TypeError("the node is not a string")
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptData(f"not a valid ticket: {type(exc).__name__}: {exc}") from None
     when = time.strftime("%Y-%m-%d %H:%M:%S", created)
-    return Entry(fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5], count)
+    return Entry(
+        fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5], count, node
+    )
 
 
 def summarize(entries: list[Entry]) -> list[Group]:

@@ -152,11 +152,11 @@ class _Page:
         rows = "".join(
             f"<tr><td>{_e(item.created)}</td>"
             f"<td>{self.link('/ticket/' + item.ticket_id, item.ticket_id)}</td>"
-            f"<td>{_e(item.app)}</td><td>{_e(item.hostname)}</td>"
+            f"<td>{_e(item.app)}</td><td>{_e(item.node)}</td>"
             f"<td>{_e(item.summary)}</td><td><code>{_e(item.location)}</code></td></tr>"
             for item in entries
         )
-        head = "<tr><th>UTC</th><th>ticket</th><th>app</th><th>host</th><th>error</th>"
+        head = "<tr><th>UTC</th><th>ticket</th><th>app</th><th>node</th><th>error</th>"
         return (
             f"{self.nav()}<p>{len(entries)} newest ticket(s)</p><table>{head}"
             f"<th>where</th></tr>{rows}</table>"
@@ -177,6 +177,7 @@ class _Page:
         facts = {
             "app": ticket.get("app"),
             "time (UTC)": ticket.get("created"),
+            "node": ticket.get("node", ticket.get("hostname")),
             "host": ticket.get("hostname"),
             "pid": ticket.get("pid"),
             "request id": ticket.get("request_id"),
@@ -185,6 +186,7 @@ class _Page:
             "request": f"{request.get('method')} {request.get('path')}"
             + (f"?{request['query']}" if request.get("query") else ""),
             "client": request.get("client"),
+            "via (proxy)": request.get("peer"),
             "where": error.get("location"),
             "python": ticket.get("versions", {}).get("python"),
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import decimal
+import json
 import os
 import re
 import subprocess
@@ -369,3 +370,16 @@ def test_the_flask_example_uses_flasks_own_session(redis_url):
     client.request("/logout", "POST")
     assert not client.cookies and store.load(signed_in) is None  # clear() deleted it
     store.close()
+
+
+def test_the_ticket_node_and_trusted_proxies_example(tmp_path):
+    code = snippet('node="node2"', {"file:///srv/shop/errors": f"file://{tmp_path}"})
+    guarded = run(code, application=failing)["application"]
+
+    def from_balancer(environ, start_response):
+        environ["REMOTE_ADDR"] = "10.0.0.2"
+        return guarded(environ, start_response)
+
+    response = Client(from_balancer).request("/", headers={"X-Forwarded-For": "198.51.100.7"})
+    ticket = json.loads((tmp_path / f"{response.header('X-Ticket-ID')}.json").read_text())
+    assert ticket["node"] == "node2" and ticket["request"]["client"] == "198.51.100.7"
