@@ -3,12 +3,13 @@
 from scalekit import tickets
 application = tickets.TicketMiddleware(application, "file:///srv/app/errors", app_name="shop")
 # cron: */5 * * * * scalekit tickets2db --folder /srv/app/errors --db postgres://... -o
-# browse: scalekit tickets --store postgres://... summary, or mount tickets.TicketViewer
+# retention: 30 3 * * * scalekit tickets --store postgres://... purge --older-than 30d
+# browse: scalekit tickets --store postgres://... summary (or serve), or mount TicketViewer
 """
 
 from scalekit.tickets.folder import FolderStore
 from scalekit.tickets.middleware import ENVIRON_KEY, TicketMiddleware, error_body, with_tickets
-from scalekit.tickets.stores import TicketStore, open_store
+from scalekit.tickets.stores import Selection, TicketStore, open_store
 from scalekit.tickets.ticket import SCHEMA_VERSION, Entry, Group, build, summarize
 from scalekit.tickets.viewer import TicketViewer
 
@@ -19,6 +20,7 @@ __all__ = [
     "Entry",
     "FolderStore",
     "Group",
+    "Selection",
     "TicketMiddleware",
     "TicketStore",
     "TicketViewer",

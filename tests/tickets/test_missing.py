@@ -53,11 +53,14 @@ def test_a_missing_folder_or_sqlite_file_is_exit_1_and_stays_missing(tmp_path, c
         assert files_under(tmp_path) == set(), url
 
 
-def test_a_missing_table_is_exit_1_and_not_created(tmp_path, postgres_url, table, capsys):
+def test_a_missing_table_is_exit_1_and_not_created(
+    tmp_path, postgres_url, mysql_url, table, capsys
+):
     with contextlib.closing(sqlite3.connect(tmp_path / "app.sqlite")):
         pass  # an existing database without the ticket table
-    for url in (f"sqlite://{tmp_path}/app.sqlite?table={table}", f"{postgres_url}?table={table}"):
-        for command in COMMANDS:
+    sqlite = f"sqlite://{tmp_path}/app.sqlite"
+    for url in (f"{base}?table={table}" for base in (sqlite, postgres_url, mysql_url)):
+        for command in [*COMMANDS, ["list"]]:  # each finds it still missing
             assert main(["tickets", "--store", url, *command]) == 1, (url, command)
             assert f"table {table} does not exist" in capsys.readouterr().err
     assert files_under(tmp_path) == {"app.sqlite"}  # no .table file either
