@@ -227,8 +227,8 @@ def serve(args: argparse.Namespace) -> int:
     store = open_store(args.store, create=False)
     try:
         store.entries(1)  # a store that does not exist or cannot be read stops here
-        with open_server(TicketViewer(store, allowed=args.allow, token=token), args.host,
-                         args.port) as server:  # fmt: skip
+        viewer = TicketViewer(store, allowed=args.allow, token=token)
+        with open_server(viewer, args.host, args.port) as server:
             host, port = server.server_address[:2]
             where = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
             print(f"{NAME}: serving {mask(args.store)} at {where} (Ctrl-C stops)", flush=True)

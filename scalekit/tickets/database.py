@@ -101,8 +101,8 @@ class DatabaseStore(TicketStore):
     """Tickets in a database table. Options (keywords or URL query): ``table``,
     ``folder`` (pydal's ``.table`` files; default private to the user), ``connect_timeout``
     (seconds, default 5). ``create=False`` (reading, purging) opens an existing database and
-    table only, as they are (no migration, no file): a missing one is
-    :class:`~scalekit.core.errors.StoreNotFound` on first use."""
+    table only, creating nothing: a missing one is :class:`~scalekit.core.errors.StoreNotFound`
+    on first use (a table of an older version still gains its missing columns)."""
 
     def __init__(
         self,
@@ -173,8 +173,8 @@ class DatabaseStore(TicketStore):
         old, deleted = Selection(until=before), 0
         while True:
             with self._transaction() as (db, table):
-                ids = [row.id for row in db(_query(table, old)).select(
-                    table.id, limitby=(0, PURGE_BATCH))]  # fmt: skip
+                rows = db(_query(table, old)).select(table.id, limitby=(0, PURGE_BATCH))
+                ids = [row.id for row in rows]
                 if ids:
                     deleted += db(table.id.belongs(ids)).delete()
             if len(ids) < PURGE_BATCH:

@@ -13,6 +13,7 @@ it wrote, so the folder can pass the cap by that much per writing process.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -87,12 +88,7 @@ class FolderStore(TicketStore):
             raise CorruptData(f"ticket file {path} cannot be read: {exc}") from None
 
     def entries(self, limit: int | None = None, selection: Selection = EVERY) -> list[Entry]:
-        found = []
-        for _, item in self._entries(selection):
-            found.append(item)
-            if limit is not None and len(found) >= limit:
-                break
-        return found
+        return [item for _, item in itertools.islice(self._entries(selection), limit)]
 
     def purge(self, before: float) -> int:
         return sum(remove_file(path) for path, _ in self._entries(Selection(until=before)))
