@@ -55,12 +55,14 @@ def test_nginx_reverse_proxy_config_is_valid(tmp_path):
     check([*nginx.command(), "-t"])
 
 
-class _ProxyApache(ApacheServer):
+class ProxyApache(ApacheServer):
+    """Apache with the modules examples/apache-proxy.conf needs."""
+
     modules = (*ApacheServer.modules, "proxy", "proxy_http", "proxy_balancer",
                "lbmethod_byrequests", "slotmem_shm")  # fmt: skip
 
 
 def test_apache_reverse_proxy_config_is_valid(tmp_path):
-    apache = _ProxyApache(read("apache-proxy.conf"))
+    apache = ProxyApache(read("apache-proxy.conf"))
     apache.workdir, apache.port = str(tmp_path), free_port()
     check([*apache.command(), "-t"])
