@@ -39,6 +39,17 @@ def _command_modules():
     return sorted((m for m in modules if hasattr(m, "run")), key=lambda m: m.NAME)
 
 
+class CommandParser(argparse.ArgumentParser):
+    """A command's (or a command's sub-command's) parser: an argument it does not know is
+    its own usage error (``usage: scalekit sessions2trash ...``), not the top level's."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return namespace, extras
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser with one sub-command per command module; only ``command``'s
     options are added (adding them may import its piece)."""
@@ -48,7 +59,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "for WSGI apps on many servers.",
     )
     parser.add_argument("--version", action="version", version=f"scalekit {__version__}")
-    commands = parser.add_subparsers(title="commands", dest="command", metavar="<command>")
+    commands = parser.add_subparsers(
+        title="commands", dest="command", metavar="<command>", parser_class=CommandParser
+    )
     for module in _command_modules():
         sub = commands.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         sub.set_defaults(run=module.run)

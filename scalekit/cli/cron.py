@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from scalekit.cli import EXIT_OK
-from scalekit.cli.arguments import non_negative
+from scalekit.cli.arguments import positive
 from scalekit.core.errors import StoreUnavailable
 
 log = logging.getLogger("scalekit.cli")
@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``-o``, ``-s`` and ``-v``, as web2py's cron scripts have them."""
     parser.add_argument("-o", "--once", action="store_true",
                         help="one pass, then exit (without it, run every -s seconds)")  # fmt: skip
-    parser.add_argument("-s", "--sleep", type=non_negative(float), default=300.0,
+    parser.add_argument("-s", "--sleep", type=positive(float), default=300.0,
                         metavar="SECONDS", help="seconds between passes (default 300)")  # fmt: skip
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="progress per batch and a summary (repeat: more logs)")  # fmt: skip

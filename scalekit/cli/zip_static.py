@@ -12,8 +12,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
-from scalekit.cli.arguments import in_range
-from scalekit.core.errors import NotAFolder
+from scalekit.cli.arguments import in_range, non_negative
 
 if TYPE_CHECKING:
     from scalekit.static import Report
@@ -58,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="extensions never compressed, replacing the default list (images, fonts, "
         "archives, audio, video); --skip '' compresses every type",
     )  # fmt: skip
-    parser.add_argument("--min-size", type=in_range(0, 2**62), default=256, metavar="BYTES",
+    parser.add_argument("--min-size", type=non_negative(int), default=256, metavar="BYTES",
                         help="leave smaller files alone (default 256)")  # fmt: skip
     parser.add_argument("--max-ratio", type=_ratio, default=0.95, metavar="R",
                         help="keep a variant only if <= R x its source (default 0.95)")  # fmt: skip
@@ -77,11 +76,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scalekit.connect.files import existing_folder
     from scalekit.static import Options, precompress
 
-    missing = [d for d in args.dirs if not os.path.isdir(d)]
-    if missing:  # checked first: nothing is compressed when one of them is wrong
-        raise NotAFolder(f"not a folder: {', '.join(missing)}")
+    for folder in args.dirs:  # checked first: nothing is compressed when one is wrong
+        existing_folder(folder, "static folder")
     options = Options(
         level=args.level,
         engine=args.engine,

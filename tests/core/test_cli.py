@@ -120,7 +120,13 @@ FAILURES = {  # the same failure, one command line per command
         ["tickets2db", "--folder", "{folder}", "-o"],
         ["maintenance", "on"],
     ]),
-    "a folder that is not there": (EXIT_USAGE, [["zip-static", "{missing}"]]),
+    "a store that does not exist": (EXIT_FAILURE, [
+        ["sessions2trash", "--store", "file://{missing}", "-o"],
+        ["sessions2trash", "--store", "sqlite://{missing}.sqlite", "-o"],
+        ["tickets", "--store", "file://{missing}", "list"],
+        ["tickets", "--store", "sqlite://{missing}.sqlite", "list"],
+        ["zip-static", "{missing}"],
+    ]),
     "a store that cannot be reached": (EXIT_FAILURE, [
         ["sessions2trash", "--store", DOWN_REDIS, "-o"],
         ["tickets2db", "--folder", "{folder}", "--db", DOWN_POSTGRES, "-o"],
@@ -147,6 +153,53 @@ def test_the_same_failure_exits_with_the_same_code_in_every_command(
     assert main([arg.format(**where) for arg in argv]) == code
     err = capsys.readouterr().err
     assert err.startswith(f"scalekit {argv[0]}: ") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("failure, code, argv", [
+    (failure, code, argv) for failure, (code, cases) in FAILURES.items() for argv in cases
+    if failure == "a store that does not exist"
+], ids=lambda value: value if isinstance(value, str) else None)  # fmt: skip
+def test_a_store_that_does_not_exist_is_named_and_not_created(failure, code, argv, tmp_path):
+    done = run(*(arg.format(missing=tmp_path / "missing") for arg in argv))
+    assert done.returncode == code
+    assert f"{tmp_path / 'missing'}" in done.stderr and "does not exist" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+#: (command line, the parser whose usage the error shows): each number option of each
+#: command with 0 or a negative number, last, and an option the command does not know.
+USAGE_ERRORS = [
+    (["sessions2trash", "--store", DOWN_REDIS, "-o", "--batch", "0"], "sessions2trash"),
+    (["sessions2trash", "--store", DOWN_REDIS, "-s", "0"], "sessions2trash"),
+    (["sessions2trash", "--store", DOWN_REDIS, "-o", "-x", "-3"], "sessions2trash"),
+    (["tickets2db", "--folder", "errors", "-s", "-3"], "tickets2db"),
+    (["tickets", "list", "-n", "0"], "tickets list"),
+    (["tickets", "list", "-n", "-3"], "tickets list"),
+    (["tickets", "purge", "--older-than", "0"], "tickets purge"),
+    (["tickets", "serve", "--port", "-3"], "tickets serve"),
+    (["maintenance", "on", "--flag", DOWN_REDIS, "--retry-after", "0"], "maintenance"),
+    (["zip-static", ".", "-j", "0"], "zip-static"),
+    (["zip-static", ".", "--level", "0"], "zip-static"),
+    (["zip-static", ".", "--min-size", "-3"], "zip-static"),
+    (["sessions2trash", "--bogus"], "sessions2trash"),
+    (["tickets2db", "--bogus"], "tickets2db"),
+    (["tickets", "list", "--bogus"], "tickets list"),
+    (["tickets", "--bogus", "list"], "tickets"),
+    (["maintenance", "status", "--bogus"], "maintenance"),
+    (["url", "redis://h/0", "--bogus"], "url"),
+    (["zip-static", ".", "--bogus"], "zip-static"),
+]
+
+
+@pytest.mark.parametrize("argv, command", USAGE_ERRORS, ids=" ".join)
+def test_a_bad_number_or_option_is_the_commands_usage_error(argv, command, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main([arg.format(port=free_port()) for arg in argv])
+    assert caught.value.code == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: scalekit {command} ")
+    problem = "unrecognized arguments: --bogus" if "--bogus" in argv else f": {argv[-1]} is "
+    assert f"scalekit {command}: error: " in err and problem in err.splitlines()[-1]
 
 
 def test_a_file_system_error_is_one_line_and_exit_1(tmp_path, capsys):

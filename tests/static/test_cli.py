@@ -51,8 +51,10 @@ def test_level_skip_min_size_ratio_zopfli_and_clean(tree, capsys):
 
 
 def test_usage_errors_exit_2(tree, capsys):
-    assert main(["zip-static", f"{tree}/missing"]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert main(["zip-static", f"{tree}/missing"]) == 1  # a missing folder, as every command
+    assert f"static folder {tree}/missing does not exist" in capsys.readouterr().err
+    assert main(["zip-static", f"{tree}/css/site.css"]) == 2  # a file given for a folder
+    assert "is not a folder" in capsys.readouterr().err
     for bad in (["-l", "10"], ["--max-ratio", "1.5"], ["--check", "--dry-run"], ["--engine", "x"]):
         try:
             main(["zip-static", *bad, tree])
