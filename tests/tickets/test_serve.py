@@ -38,7 +38,11 @@ def serving(
         yield line.split(" at ")[1].split()[0], output
     finally:
         process.send_signal(stop)
-        output.extend(process.communicate(timeout=10))
+        try:
+            output.extend(process.communicate(timeout=10))
+        finally:
+            process.kill()  # a server that did not stop fails the test, and is not left behind
+            process.wait()
         assert process.returncode == 0 and output[0].endswith("stopped\n"), output
 
 
