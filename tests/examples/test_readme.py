@@ -319,7 +319,7 @@ def test_the_pydal_cached_select_example(tmp_path, redis_url):
     code = snippet(
         "cache=(cache.redis, 60), cacheable=True",
         {
-            '"sqlite://storage.sqlite", folder="databases"': f'"sqlite://{tmp_path}/s.sqlite"',
+            'folder="databases"': f'folder="{tmp_path}"',
             "redis://cache:6379/0": redis_url,
         },
     )
