@@ -24,6 +24,9 @@ graceful_timeout = 10
 # balancers pass on untouched from the client: only the header they set counts here.
 forwarded_allow_ips = os.environ.get("SCALEKIT_TRUSTED_PROXIES") or "127.0.0.1,::1"
 secure_scheme_headers = {"X-FORWARDED-PROTO": "https"}
+# No WSGI variable from a header: gunicorn's default takes SCRIPT_NAME from one, which the
+# balancers pass on from the client.
+forwarder_headers = ""
 # Each worker's heartbeat touches a file per request: on a RAM file system, not the disk's
 # journal (gunicorn's own advice; /dev/shm is tmpfs on Linux).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
