@@ -3,8 +3,8 @@
 Each module in this package that defines ``NAME``, ``HELP``, ``add_arguments(parser)`` and
 ``run(args) -> int`` is a command; it is found and registered here, nothing else to edit.
 A command module imports its piece inside ``add_arguments`` and ``run``, never at module
-level: only the command that runs adds its options, so ``scalekit --help`` and
-``scalekit url`` load no piece and no driver.
+level: only the command that runs adds its options, so ``scalekit --help`` loads no piece
+and no driver.
 
 Exit codes, the same for every command (the commands raise, this module picks the code):
 ``EXIT_OK``; ``EXIT_FAILURE``: the command ran and failed (a store down, a store to read

@@ -70,9 +70,9 @@ def test_url_shows_settings_with_the_password_masked():
     assert done.stdout.rstrip().endswith("2 URL(s) ok, 0 bad")
 
 
-def test_url_with_a_bad_url_exits_1_and_still_checks_the_rest():
+def test_url_with_a_bad_url_exits_2_and_still_checks_the_rest():
     done = run("url", "redis://:hunter2@h:99999/0", "file:///var/app/sessions")
-    assert done.returncode == 1
+    assert done.returncode == 2  # a bad URL is a usage error, as in every command
     assert "error:" in done.stderr and "port must be a number" in done.stderr
     assert "hunter2" not in done.stderr + done.stdout
     assert "path: /var/app/sessions" in done.stdout
@@ -84,7 +84,7 @@ def test_url_masks_secret_options_and_malformed_urls():
                "redis://us/er:hunter2@h/0")  # fmt: skip
     assert "hunter2" not in done.stdout + done.stderr
     assert "'sentinel_password': '***'" in done.stdout
-    assert "1 URL(s) ok, 2 bad" in done.stdout
+    assert "0 URL(s) ok, 3 bad" in done.stdout  # no opener takes sentinel_password
 
 
 @pytest.mark.parametrize("argv", [["url"], ["--no-such-flag"]])
@@ -225,14 +225,82 @@ PIECES = ("sessions", "cache", "tickets", "db", "static", "maintenance", "connec
 DRIVERS = ("redis", "pydal", "pymemcache", "psycopg2", "pymysql", "brotli", "zopfli", "deflate")
 
 
-@pytest.mark.parametrize("argv", [["url", "redis://h/0"], ["--help"], ["url", "--help"]])
-def test_url_and_help_import_no_piece_and_no_driver(argv):
+@pytest.mark.parametrize("argv", [["--help"], ["url", "--help"]])
+def test_help_imports_no_piece_and_no_driver(argv):
     done = subprocess.run([sys.executable, "-c", LOADED_MODULES, *argv], check=False,
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     loaded = set(done.stderr.split())
     assert "scalekit.cli.url" in loaded and "scalekit.cli.zip_static" in loaded
     assert sorted(m for m in loaded if m.split(".")[0] in DRIVERS) == []
     assert sorted(m for m in loaded if m.split(".")[:2] in [["scalekit", p] for p in PIECES]) == []
+
+
+def test_url_imports_the_openers_of_the_pieces_it_checks_only():
+    done = subprocess.run([sys.executable, "-c", LOADED_MODULES, "url", "--for", "flag",
+                           "redis://h/0"], check=False, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    loaded = set(done.stderr.split())
+    assert "scalekit.maintenance.flags" in loaded
+    assert not {"scalekit.sessions", "scalekit.cache", "pydal", "pymemcache"} & loaded
+
+
+# -- url checks a URL with the openers: it fails exactly when they refuse it ----------------
+URLS = [
+    "redis://h/0", "redis://h/0?colour=blue", "redis://h/0?client_cache=true",
+    "redis://h/0?socket_timeout=abc", "redis://h/0?serializer=pickle", "redis://h:99999/0",
+    "unix:///run/redis.sock?db=1", "unix:///run/redis.sock?db=1&max_connections=x",
+    "memcache://m1,m2:11212", "memcache://m?timeout=x", "memcache://m?colour=blue",
+    "file://{tmp}/x", "file://{tmp}/x?fsync=maybe", "file://{tmp}/x?serializer=pickle",
+    "file://{tmp}/x?fsync=true", "sqlite://{tmp}/x.sqlite?table=1bad", "sqlite:memory",
+    "sqlite://{tmp}/x.sqlite?migrate=false", "postgres://u:pw@h/db?statement_timeout=0",
+    "mysql://u@h/db?pool_size=-1", "ram://?max_entries=5", "ram://?max_entries=x",
+    "ram://host", "ftp://x", "",
+]  # fmt: skip
+
+
+def refusal(piece: str, url: str) -> str | None:
+    """The ConfigError of ``piece``'s opener for ``url``, or None if it opens it."""
+    import importlib
+
+    from scalekit.cli.url import OPENERS
+    from scalekit.core.errors import ConfigError
+
+    module, function = OPENERS[piece]
+    try:
+        getattr(importlib.import_module(module), function)(url).close()
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+@pytest.mark.parametrize("url", URLS)
+def test_url_fails_exactly_when_the_opener_refuses_with_its_message(url, tmp_path, capsys):
+    from scalekit.cli.url import OPENERS
+
+    url = url.format(tmp=tmp_path)
+    refusals = {piece: refusal(piece, url) for piece in OPENERS}
+    for piece, expected in refusals.items():
+        code = main(["url", "--for", piece, url])
+        out, err = capsys.readouterr()
+        if expected is None:
+            assert (code, err) == (0, ""), piece
+            assert f"opens as: {piece}" in out
+        else:
+            assert (code, err) == (EXIT_USAGE, f"error: {expected}\n"), piece
+    code = main(["url", url])
+    out, err = capsys.readouterr()
+    assert code == (EXIT_USAGE if all(refusals.values()) else 0)
+    for expected in filter(None, refusals.values()):
+        assert expected in (err if code else out)
+    assert list(tmp_path.iterdir()) == []  # checked, never opened for real
+
+
+def test_url_shows_a_unix_sockets_path_not_a_host_and_port():
+    done = run("url", "unix:///run/redis.sock?db=2")
+    assert done.returncode == 0, done.stderr
+    assert "  unix_socket: /run/redis.sock\n" in done.stdout and "  db: 2\n" in done.stdout
+    assert "host:" not in done.stdout and "port:" not in done.stdout
+    assert "ssl:" not in done.stdout
 
 
 # -- the cron loop: one pass per command, the runner does the rest --------------------------
