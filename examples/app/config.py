@@ -29,6 +29,8 @@ DB_PRIMARY = _env("SCALEKIT_DB_PRIMARY", f"sqlite://{DATA}/storage.sqlite")
 DB_REPLICAS = os.environ.get("SCALEKIT_DB_REPLICAS", "").replace(",", " ").split()
 MAINTENANCE_FLAG = _env("SCALEKIT_MAINTENANCE_FLAG", f"file://{DATA}/MAINTENANCE")
 MAINTENANCE_SECRET = os.environ.get("SCALEKIT_MAINTENANCE_SECRET") or None
+#: The balancers whose X-Forwarded-For is believed (gunicorn.conf.py trusts the same ones).
+TRUSTED_PROXIES = _env("SCALEKIT_TRUSTED_PROXIES", "127.0.0.1,::1").replace(",", " ").split()
 #: "0" on app servers of a cluster: the deploy step ``python models.py`` migrates once.
 MIGRATE = os.environ.get("SCALEKIT_MIGRATE", "1") != "0"
 

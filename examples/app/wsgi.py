@@ -21,8 +21,12 @@ application = sessions.SessionMiddleware(
     application, sessions.open_store(config.SESSION_STORE, app_name=config.APP),
     secret=config.session_secrets(), app_name=config.APP,
 )  # fmt: skip
-application = tickets.TicketMiddleware(application, config.TICKETS, app_name=config.APP)
+application = tickets.TicketMiddleware(
+    application, config.TICKETS, app_name=config.APP, node=config.NODE,
+    trusted_proxies=config.TRUSTED_PROXIES,
+)  # fmt: skip
 application = MaintenanceMiddleware(
     application, config.MAINTENANCE_FLAG, app_name=config.APP,
     exempt=("/static/", "/healthz"), secret=config.MAINTENANCE_SECRET,
+    trusted_proxies=config.TRUSTED_PROXIES,
 )  # fmt: skip

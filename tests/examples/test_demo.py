@@ -2,6 +2,7 @@
 defaults (sqlite sessions and data, disk cache, local tickets folder)."""
 
 import contextlib
+import http.client
 import os
 import subprocess
 import sys
@@ -93,6 +94,22 @@ def test_demo_fails_with_a_ticket_and_serves_precompressed_static(demo_url):
     status, headers, _ = Browser(demo_url).request("GET", "/static/style.css")
     assert status == 200 and headers["Content-Type"].startswith("text/css")
     assert Browser(demo_url).get("/healthz")[0] == 200
+
+
+def test_demo_tickets_name_the_node_and_the_client_behind_a_trusted_balancer(demo_url, demo_data):
+    """The demo trusts the balancer on loopback (``$SCALEKIT_TRUSTED_PROXIES``' default), as
+    gunicorn.conf.py does: the ticket keeps the address the balancer saw, and the node."""
+    from scalekit.tickets import open_store
+
+    host, port = demo_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    connection.request("GET", "/fail", headers={"X-Forwarded-For": "203.0.113.9"})
+    response = connection.getresponse()
+    ticket_id = response.headers["X-Ticket-ID"]
+    connection.close()
+    ticket = open_store(f"file://{demo_data}/errors", create=False).load(ticket_id)
+    assert ticket["node"] == NODE
+    assert (ticket["request"]["client"], ticket["request"]["peer"]) == ("203.0.113.9", host)
 
 
 def test_demo_unknown_path_is_404(demo_url):
