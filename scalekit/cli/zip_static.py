@@ -1,7 +1,8 @@
 """``scalekit zip-static DIR...``: write ``.gz`` (and ``.br``) variants of static files.
 
 Deploy step: ``scalekit zip-static --brotli --clean applications/*/static``; CI:
-``scalekit zip-static --check applications/*/static`` (exit 1 and list what is stale).
+``scalekit zip-static --check applications/*/static`` (exit 1 and list what is stale, and
+why, one line per file).
 """
 
 from __future__ import annotations
@@ -98,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     counter.done()
     for error in report.errors:
         print(f"{NAME}: {error}", file=sys.stderr)
-    for rel in report.stale:
-        print(f"stale: {rel}")
+    for rel in sorted(report.stale):
+        print(f"stale: {rel}: {report.why[rel]}")
     print(summary(report, args.mode))
     return EXIT_FAILURE if report.errors or report.stale else EXIT_OK
 

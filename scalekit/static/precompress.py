@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from scalekit.core.errors import InvalidArgument, NotAFolder
 from scalekit.static import manifest
 from scalekit.static.manifest import MANIFEST_NAME, TEMP_SUFFIX, Entry
-from scalekit.static.variants import SUFFIXES, Options, Result, Task, run_batch
+from scalekit.static.variants import SUFFIXES, Options, Result, Task, remove, run_batch
 
 if TYPE_CHECKING:
     from concurrent.futures import ProcessPoolExecutor
@@ -39,10 +39,11 @@ class Report:
     compressed: int = 0  # files with a variant written in this run
     unchanged: int = 0
     skipped: int = 0  # by type or size, or when no variant saved enough
-    removed: int = 0  # variants deleted: sources gone (--clean) or options changed
+    removed: int = 0  # variant files deleted: sources gone (--clean), options changed
     bytes_in: int = 0  # sources compressed in this run
     bytes_out: dict[str, int] = field(default_factory=dict)  # their kept variants, by suffix
     stale: list[str] = field(default_factory=list)  # paths that need a run (check mode)
+    why: dict[str, str] = field(default_factory=dict)  # what makes each stale path stale
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -52,18 +53,24 @@ class Report:
         else:
             self.skipped += 1  # still does not compress
 
+    def mark_stale(self, rel: str, why: str) -> None:
+        self.stale.append(rel)
+        self.why[rel] = why
+
     def add(self, result: Result) -> None:
         if result.action == "compressed" and not any(result.sizes.values()):
             self.skipped += 1  # compressed, but no variant saved enough to be kept
+            self.removed += result.removed
         elif result.action == "compressed":
             self.compressed += 1
+            self.removed += result.removed
             self.bytes_in += result.source_size
             for suffix, size in result.sizes.items():
                 self.bytes_out[suffix] = self.bytes_out.get(suffix, 0) + (size or 0)
         elif result.action == "unchanged":
             self.count_unchanged(result.sizes)
         elif result.action == "stale":
-            self.stale.append(result.rel)
+            self.mark_stale(result.rel, result.why)
         elif result.action == "changed":
             self.errors.append(f"{result.rel}: changed while being compressed; run again")
         else:
@@ -129,7 +136,8 @@ def _one_tree(
         if not options.eligible(name, st.st_size):
             report.skipped += 1
             if prior is not None:  # compressed under other options: drop what we wrote
-                _drop(path, rel, prior, entries, mode, report)
+                why = "no longer compressed (its type or size is skipped)"
+                _drop(path, rel, prior, entries, mode, report, why)
             continue
         seen.add(rel)
         if prior is not None and _fresh(path, prior, st, key):
@@ -139,7 +147,7 @@ def _one_tree(
     for rel in [rel for rel in entries if rel not in seen]:
         path = os.path.join(root, *rel.split("/"))
         if not os.path.exists(path) and (clean or mode == "check"):
-            _drop(path, rel, entries[rel], entries, mode, report)
+            _drop(path, rel, entries[rel], entries, mode, report, "its source is gone")
     results = 0
     for result in _dispatch(tasks, options, mode, jobs, executor):
         results += 1
@@ -202,18 +210,19 @@ def _fresh(path: str, prior: Entry, st: os.stat_result, key: str) -> bool:
     return True
 
 
-def _drop(path: str, rel: str, prior: Entry, entries: dict, mode: str, report: Report) -> None:
-    """Remove the variants recorded for ``rel`` (a source gone or no longer compressed)."""
+def _drop(
+    path: str, rel: str, prior: Entry, entries: dict, mode: str, report: Report, why: str
+) -> None:
+    """Remove the variants recorded for ``rel`` (``why``: a source gone or no longer
+    compressed); with ``check``, list it as stale if any is there."""
     written = [path + s for s, size in prior.variants.items() if size is not None]
-    present = [p for p in written if os.path.lexists(p)]
     if mode == "check":
-        report.stale.extend(f"{rel} (remove {os.path.basename(p)})" for p in present)
+        present = [os.path.basename(p) for p in written if os.path.lexists(p)]
+        if present:
+            report.mark_stale(rel, f"{why}: remove {', '.join(present)}")
         return
-    report.removed += len(present)
+    report.removed += sum(remove(variant, mode == "write") for variant in written)
     if mode == "write":
-        for variant in present:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(variant)
         del entries[rel]
 
 

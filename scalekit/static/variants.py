@@ -154,7 +154,9 @@ class Task:
 @dataclass
 class Result:
     """``action``: compressed, unchanged, stale (``--check``), changed (during the read:
-    nothing written) or error. ``sizes``: each variant's size, None if not kept."""
+    nothing written) or error. ``sizes``: each variant's size, None if not kept.
+    ``removed``: variant files deleted (dry run: that would be), those no longer kept or
+    asked for. ``why``: what makes a stale file stale."""
 
     rel: str
     action: str
@@ -162,6 +164,8 @@ class Result:
     source_size: int = 0
     sizes: dict[str, int | None] = field(default_factory=dict)
     error: str = ""
+    removed: int = 0
+    why: str = ""
 
 
 def run_batch(tasks: list[Task], options: Options, mode: str) -> list[Result]:
@@ -179,7 +183,8 @@ def _run(task: Task, options: Options, mode: str) -> Result:
     with open(task.path, "rb") as source:
         st = os.fstat(source.fileno())
         prior = task.prior
-        if prior is not None and prior.key == options.key and _variants_exist(task.path, prior):
+        why = _why_stale(task.path, prior, options.key)
+        if why is None and prior is not None:  # the variants are in place: compare content
             digest = _digest(source, st)
             if digest == prior.digest:
                 if mode == "write":
@@ -189,9 +194,10 @@ def _run(task: Task, options: Options, mode: str) -> Result:
                 entry = Entry(st.st_size, st.st_mtime_ns, st.st_ino, digest, prior.key)
                 entry.variants = dict(prior.variants)
                 return Result(task.rel, "unchanged", entry, st.st_size, dict(prior.variants))
+            why = "its content changed since it was compressed"
             source.seek(0)
         if mode == "check":
-            return Result(task.rel, "stale", source_size=st.st_size)
+            return Result(task.rel, "stale", source_size=st.st_size, why=why)
         return _compress(task, source, st, options, write=mode == "write")
 
 
@@ -211,20 +217,17 @@ def _compress(task: Task, source, st: os.stat_result, options: Options, write: b
             return Result(task.rel, "changed", source_size=st.st_size)
         limit = options.max_ratio * st.st_size
         sizes = {s: (out.size if 0 < out.size <= limit else None) for s, out in outputs.items()}
+        # written under options that asked for them, or saving too little now
+        dropped = set(task.prior.variants if task.prior else ()) - set(outputs)
+        unwanted = [*dropped, *(suffix for suffix, size in sizes.items() if size is None)]
+        removed = sum(remove(task.path + suffix, write) for suffix in unwanted)
         if write:
-            dropped = set(task.prior.variants if task.prior else ()) - set(outputs)
-            for suffix in dropped:  # written under options that asked for it: no longer
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(task.path + suffix)
             for suffix, out in outputs.items():
-                if sizes[suffix] is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(task.path + suffix)
-                else:
+                if sizes[suffix] is not None:
                     out.commit(st)
         entry = Entry(st.st_size, st.st_mtime_ns, st.st_ino, hasher.hexdigest(), options.key)
         entry.variants = sizes
-        return Result(task.rel, "compressed", entry, st.st_size, sizes)
+        return Result(task.rel, "compressed", entry, st.st_size, sizes, removed=removed)
     finally:
         for out in outputs.values():
             out.discard()
@@ -243,18 +246,35 @@ def _block(st: os.stat_result) -> int:
     return max(1, min(CHUNK, st.st_size))
 
 
-def _variants_exist(path: str, prior: Entry) -> bool:
-    """Every variant the manifest records is there with its recorded size (and, as a
-    regular file, not a link someone put in its place)."""
+def _why_stale(path: str, prior: Entry | None, key: str) -> str | None:
+    """Why the source at ``path`` needs compressing whatever its content, or None if every
+    variant the manifest records is there with its recorded size (and, as a regular file,
+    not a link someone put in its place): then its content decides."""
+    if prior is None:
+        return "not compressed yet"
+    if prior.key != key:
+        return "compressed with other options"
     for suffix, size in prior.variants.items():
+        name = os.path.basename(path) + suffix
         try:
             st = os.lstat(path + suffix)
         except FileNotFoundError:
             if size is not None:
-                return False
+                return f"{name} is missing"
             continue
         if size is None or not stat.S_ISREG(st.st_mode) or st.st_size != size:
-            return False
+            return f"{name} is not the one zip-static wrote"
+    return None
+
+
+def remove(path: str, write: bool) -> bool:
+    """Unlink ``path`` if ``write``; true if there was a file (or link) there to remove."""
+    if not write:
+        return os.path.lexists(path)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
     return True
 
 

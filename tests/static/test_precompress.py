@@ -147,10 +147,12 @@ def test_dry_run_and_check_write_nothing(tree):
     assert precompress([tree], mode="check", jobs=1).stale == []
     write(f"{tree}/data.json", text(40, 2_000))
     os.unlink(f"{tree}/css/site.css")
-    assert precompress([tree], mode="check", jobs=1).stale == [
-        "css/site.css (remove site.css.gz)",
-        "data.json",
-    ]
+    report = precompress([tree], mode="check", jobs=1)
+    assert report.stale == ["css/site.css", "data.json"]
+    assert report.why == {
+        "css/site.css": "its source is gone: remove site.css.gz",
+        "data.json": "its content changed since it was compressed",
+    }
 
 
 def test_parallel_and_serial_runs_write_the_same_files(tree, tmp_path):
