@@ -4,9 +4,10 @@ with a message that says what is wrong with it."""
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Callable
 from typing import TypeVar
+
+from scalekit.core.options import parse_duration
 
 T = TypeVar("T")
 Number = TypeVar("Number", int, float)
@@ -51,21 +52,9 @@ def _checked(
     return convert
 
 
-#: Seconds per unit of a :func:`duration`.
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)\Z")
-
-
-def duration(text: str) -> float:
-    """Seconds from ``45s``, ``90m``, ``12h``, ``30d``, ``2w`` or a bare number of seconds;
-    0 or more."""
-    match = _DURATION.match(text.strip().lower())
-    if match is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a duration: give a number and a unit, s, m, h, d or w (e.g. 30d)"
-        )
-    number, unit = match.groups()
-    return float(number) * UNITS[unit or "s"]
+#: ``45s``, ``90m``, ``12h``, ``30d``, ``2w``, ``1h30m`` or a bare number of seconds, as seconds
+#: (0 or more): :func:`scalekit.core.options.parse_duration`.
+duration = argument_type(parse_duration, "duration")
 
 
 def in_range(low: int, high: int) -> Callable[[str], int]:

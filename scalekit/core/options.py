@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError
 from scalekit.core.urls import BackendURL
 
-__all__ = ["as_bool", "known_options", "merge_options", "positive_int_or_none"]
+__all__ = ["as_bool", "known_options", "merge_options", "parse_duration", "positive_int_or_none"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -57,6 +58,30 @@ def positive_int_or_none(text: str) -> int | None:
     if value < 0:
         raise ValueError("must be a positive number")
     return value
+
+
+#: Seconds per unit of a duration.
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)([smhdw]?)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration: ``45s``, ``90m``, ``12h``, ``30d``, ``2w``, ``1h30m``, or a
+    bare number of seconds; 0 or more. :class:`ConfigError` for anything else."""
+    spec = text.strip().lower()
+    total, end = 0.0, 0
+    for part in _PART.finditer(spec):
+        bare = not part.group(2)  # a number without a unit: only on its own
+        if part.start() != end or (bare and (part.start(), part.end()) != (0, len(spec))):
+            break
+        total += float(part.group(1)) * DURATION_UNITS[part.group(2) or "s"]
+        end = part.end()
+    if not spec or end != len(spec):
+        raise ConfigError(
+            f"{text!r} is not a duration: give a number and a unit, s, m, h, d or w "
+            "(e.g. 30d, 1h30m)"
+        )
+    return total
 
 
 def known_options(*forwarded_to: Callable[..., Any]) -> Callable[[F], F]:

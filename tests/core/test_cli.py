@@ -384,7 +384,7 @@ def test_positive_refuses_zero_negative_and_junk_naming_the_value(text):
 
 
 DURATIONS = [("45s", 45), ("90m", 5400), ("12h", 43200), ("30d", 2592000), ("1w", 604800),
-             ("2.5", 2.5)]  # fmt: skip
+             ("2.5", 2.5), ("1h30m", 5400), ("0", 0)]  # fmt: skip
 
 
 @pytest.mark.parametrize("text, seconds", DURATIONS)
@@ -394,7 +394,7 @@ def test_duration_reads_a_number_and_a_unit(text, seconds):
     assert duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "d", "-1d", "30 days", "1y"])
+@pytest.mark.parametrize("text", ["", "d", "-1d", "30 days", "1y", "1h30", "1h 30m", "."])
 def test_duration_refuses_what_is_not_one(text):
     from scalekit.cli.arguments import duration
 
