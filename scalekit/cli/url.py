@@ -58,16 +58,19 @@ def describe(settings: urls.BackendURL) -> list[str]:
     return lines
 
 
-def problem(piece: str, url: str) -> str | None:
-    """Why ``piece``'s opener refuses ``url`` (its :class:`ConfigError`), or None if it
-    opens it. Nothing connects: the openers connect on first use."""
+def check(piece: str, url: str) -> tuple[str, str]:
+    """``("opens", "")``, ``("refuses", the opener's ConfigError)``, or ``("unchecked",
+    why)`` when the opener needs a package that is not installed. Nothing connects: the
+    openers connect on first use."""
     module, function = OPENERS[piece]
     try:
         opened = getattr(importlib.import_module(module), function)(url)
     except ConfigError as exc:
-        return str(exc)
+        return "refuses", str(exc)
+    except ImportError as exc:
+        return "unchecked", f"the {exc.name} package is not installed"
     opened.close()
-    return None
+    return "opens", ""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,8 +81,10 @@ def run(args: argparse.Namespace) -> int:
             settings: urls.BackendURL | None = urls.parse(url)
         except ConfigError:
             settings = None  # the openers say why (the cache reads ram://, which no one else does)
-        problems = {piece: problem(piece, url) for piece in pieces}
-        refused = {piece: why for piece, why in problems.items() if why is not None}
+        verdicts = {piece: check(piece, url) for piece in pieces}
+        said = {verdict: {p: why for p, (v, why) in verdicts.items() if v == verdict}
+                for verdict in ("opens", "refuses", "unchecked")}  # fmt: skip
+        refused = said["refuses"]
         if settings is not None:
             print(settings.masked)
             for line in describe(settings):
@@ -92,11 +97,13 @@ def run(args: argparse.Namespace) -> int:
             for why, refusing in grouped.items():  # which piece said what, if they differ
                 where = f" (as {', '.join(refusing)})" if len(grouped) > 1 else ""
                 print(f"error{where}: {why}", file=sys.stderr)
-        else:
-            opens = [piece for piece in pieces if piece not in refused]
-            print(f"  opens as: {', '.join(opens)}")
-            for piece, why in refused.items():
-                print(f"  not as {piece}: {why}")
+            continue
+        if said["opens"]:
+            print(f"  opens as: {', '.join(said['opens'])}")
+        for piece, why in said["unchecked"].items():
+            print(f"  not checked as {piece}: {why}")
+        for piece, why in refused.items():
+            print(f"  not as {piece}: {why}")
     print(f"{len(args.urls) - bad} URL(s) ok, {bad} bad")
     return EXIT_USAGE if bad else EXIT_OK
 
