@@ -91,7 +91,7 @@ def test_installs_and_runs_in_a_fresh_venv(dist: dict[str, str], kind: str, tmp_
     console = os.path.join(os.path.dirname(python), "scalekit")
     version = run(python, "-I", "-c", "import scalekit; print(scalekit.__version__)").strip()
     assert run(console, "--version", cwd=str(work)).strip() == f"scalekit {version}"
-    shown = run(console, "url", "redis://127.0.0.1:6379/0?prefix=x", cwd=str(work))
+    shown = run(console, "url", "redis://127.0.0.1:6379/0?socket_timeout=1", cwd=str(work))
     assert "kind: redis" in shown and "1 URL(s) ok, 0 bad" in shown
 
 
