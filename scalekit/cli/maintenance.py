@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from scalekit.maintenance.flags import FLAG_VARIABLE, open_flag
+    from scalekit.connect.files import existing_folder
+    from scalekit.maintenance.flags import FLAG_VARIABLE, FileFlag, open_flag
 
     if not args.flag:
         raise ConfigError(
@@ -71,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "schedule" and args.at is None:
         raise ConfigError("`schedule` needs --at TIME (UTC as YYYY-MM-DDTHH:MM, or +30m from now)")
     flag = open_flag(args.flag, app_name=args.app)
+    if args.action in ("off", "status") and isinstance(flag, FileFlag):
+        existing_folder(os.path.dirname(flag.path), "the maintenance flag's folder")
     try:
         return _act(flag, args)
     finally:

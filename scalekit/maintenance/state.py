@@ -12,11 +12,11 @@ Also here: the parsers the CLI uses for ``--at`` (a UTC time) and ``--for`` (a d
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
+from scalekit.core import options
 from scalekit.core.errors import ConfigError, CorruptData
 
 __all__ = ["DOWN", "MODES", "READ_ONLY", "State", "format_time", "parse_duration", "parse_time"]
@@ -116,24 +116,13 @@ def format_time(moment: float | None) -> str:
     return datetime.fromtimestamp(moment, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``30m``, ``2h``, ``1h30m`` or ``1d``; ConfigError otherwise."""
-    text = text.strip().lower()
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos or (match.group(2) == "" and match.end() != len(text)):
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if not text or pos != len(text):
-        raise ConfigError(f"{text!r} is not a duration; write e.g. 90, 90s, 30m, 2h or 1h30m")
-    if total <= 0:
+    """Seconds in a window's length: ``90``, ``90s``, ``30m``, ``2h``, ``1h30m``, ``1d``,
+    ``2w`` (:func:`scalekit.core.options.parse_duration`), more than 0; ConfigError else."""
+    seconds = options.parse_duration(text)
+    if seconds <= 0:
         raise ConfigError(f"{text!r}: a duration must be more than 0")
-    return total
+    return seconds
 
 
 def parse_time(text: str, now: float | None = None) -> float:

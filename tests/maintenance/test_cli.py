@@ -138,3 +138,13 @@ def test_a_flag_that_cannot_be_written_is_named_without_temp_names(where, tmp_pa
     assert f"{tmp_path / folder} {why}" in done.stderr
     assert ".tmp-" not in done.stderr and "Traceback" not in done.stderr
     assert sorted(os.listdir(tmp_path)) == ["a-file"]  # nothing created, no temp file left
+
+
+@pytest.mark.parametrize("action", ["status", "off"])
+def test_status_and_off_on_a_flag_in_a_missing_folder_exit_1_naming_it(action, tmp_path):
+    """A typo in the flag's folder is not "off": it names the folder and creates nothing."""
+    done = scalekit(action, "--flag", f"file://{tmp_path}/missing/MAINTENANCE")
+    assert done.returncode == 1, done.stdout
+    assert f"{tmp_path / 'missing'} does not exist" in done.stderr
+    assert "Traceback" not in done.stderr and os.listdir(tmp_path) == []
+    assert scalekit(action, "--flag", f"file://{tmp_path}/MAINTENANCE").returncode == 0

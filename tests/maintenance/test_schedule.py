@@ -66,7 +66,7 @@ def test_the_module_function_asks_the_middlewares_flag_or_the_environment(
 
 @pytest.mark.parametrize(("text", "seconds"), [
     ("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("1d", 86400),
-    ("0.5s", 0.5),
+    ("0.5s", 0.5), ("2w", 14 * 86400),
 ])  # fmt: skip
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
