@@ -1,7 +1,8 @@
 """WSGI glue: ``DBMiddleware`` for a whole app, ``with_db`` for one view, and the view
 markers ``read_only``, ``read_write``, ``autocommit`` and ``manual``.
 
-Per request: a :class:`DBScope` in ``environ["scalekit.db"]`` and :func:`current`; it
+Per request: a :class:`DBScope` in ``environ["scalekit.db"]``, :func:`current` and
+:data:`scalekit.core.context.transaction` (what the other pieces see of it); it
 commits when the request succeeds and rolls back on an exception or a 5xx response, then
 returns the connections to the pool. A list body (the usual case) is committed before the
 response leaves, so a client following a redirect finds the write; a streamed body runs
@@ -18,6 +19,7 @@ from typing import Any
 
 from pydal import DAL
 
+from scalekit.core.context import transaction
 from scalekit.core.errors import DatabaseUnavailable, MissingContext
 from scalekit.core.options import known_options
 from scalekit.db.replicas import ReplicaSet
@@ -72,7 +74,8 @@ class DBMiddleware:
             dal_options=self.dal_options,
         )
         environ[ENVIRON_KEY] = scope
-        response = _Response(start_response, router, environ, scope, current_scope.set(scope))
+        tokens = current_scope.set(scope), transaction.set(scope)
+        response = _Response(start_response, router, environ, scope, tokens)
         try:
             result = self.app(environ, response)
         except DatabaseUnavailable:
@@ -99,9 +102,9 @@ class _Response(HeldResponse):
     first body chunk is ready), so a failed commit can still become an error response;
     a response to a request that wrote pins the client to the primary."""
 
-    def __init__(self, start_response, router, environ, scope, token):
+    def __init__(self, start_response, router, environ, scope, tokens):
         super().__init__(start_response)
-        self._router, self._environ, self._scope, self._token = router, environ, scope, token
+        self._router, self._environ, self._scope, self._tokens = router, environ, scope, tokens
         self._ended = False
         self._pin = False
 
@@ -114,14 +117,16 @@ class _Response(HeldResponse):
         return self.headers
 
     def end(self, success: bool) -> None:
-        """End the scope's transactions once (commit on ``success``), forget the scope."""
+        """End the scope's transactions once (commit on ``success``, then its on_commit
+        callbacks), forget the scope."""
         if self._ended:
             return
         self._ended, self._pin = True, self._scope.wrote and success
         try:
             self._scope.finish(success)
         finally:
-            current_scope.reset(self._token)
+            current_scope.reset(self._tokens[0])
+            transaction.reset(self._tokens[1])
 
 
 class _Body(ClosingBody):

@@ -1,5 +1,7 @@
-"""DBScope: the database connections of one request, opened on first use, ended together;
-``current()`` finds the request's scope (a :class:`~scalekit.wsgi.context.RequestVar`)."""
+"""DBScope: the database connections of one request, opened on first use, ended together,
+and what runs once its transaction has committed; ``current()`` finds the request's scope
+(a :class:`~scalekit.core.context.RequestVar`). The scope is also the request's
+:class:`~scalekit.core.context.Transaction` for the other pieces."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from typing import Any
 
 from pydal import DAL
 
+from scalekit.core.context import RequestVar
+from scalekit.core.errors import MissingContext
 from scalekit.db.members import close
 from scalekit.db.replicas import ReplicaSet
-from scalekit.wsgi.context import RequestVar
 from scalekit.wsgi.environ import DB_KEY as ENVIRON_KEY
 
 __all__ = ["AUTOCOMMIT", "ENVIRON_KEY", "MANUAL", "REQUEST", "DBScope", "current", "current_scope"]
@@ -37,7 +40,8 @@ class DBScope:
 
     Once the writer is open, or while the client is pinned after a write, ``reader`` is
     the primary too: reads inside a transaction that wrote see its writes. ``define`` is
-    called with each new DAL to define the app's tables.
+    called with each new DAL to define the app's tables. :meth:`on_commit` defers work
+    until the request's transaction has committed.
     """
 
     def __init__(
@@ -54,6 +58,7 @@ class DBScope:
         self._dal_options = dal_options or {}
         self._reader: DAL | None = None
         self._writer: DAL | None = None
+        self._callbacks: list[Callable[[], Any]] = []
 
     @property
     def db(self) -> DAL:
@@ -83,20 +88,63 @@ class DBScope:
         """True once this request opened the primary for writing."""
         return self._writer is not None
 
+    def on_commit(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` once the request's transaction has committed (Django's
+        ``transaction.on_commit``): callbacks run in the order given, after the response's
+        transaction ended and before the response is sent; each in a transaction of its own
+        (``writer`` opens the primary again), committed when it returns, rolled back and
+        logged (never raised) when it fails. A rollback, or a failed commit, drops them.
+
+        In autocommit mode every statement has committed already: ``callback`` runs now.
+        A manual view commits itself, unseen by the scope: refused (MissingContext); and
+        callbacks still waiting when a view switches to manual are dropped.
+        """
+        if self.mode == MANUAL:
+            raise MissingContext(
+                "on_commit in a manual view: the scope cannot see your commits; "
+                "call the callback yourself after db.commit()"
+            )
+        if self.mode == AUTOCOMMIT:
+            _call(callback)
+        else:
+            self._callbacks.append(callback)
+
     def autocommit(self) -> None:
-        """Commit every statement as it runs (this request's connections, open or not)."""
+        """Commit every statement as it runs (this request's connections, open or not);
+        the transaction open until now commits, and its :meth:`on_commit` callbacks run."""
         self.mode = AUTOCOMMIT
         for db in self._open_dals():
             _set_autocommit(db, True)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            _call(callback)
 
     def manual(self) -> None:
         """The view commits itself; what it leaves uncommitted is rolled back at the end."""
         self.mode = MANUAL
 
     def finish(self, success: bool) -> None:
-        """Commit (``success`` in request mode) or roll back, and release the connections;
-        a failed commit is raised after everything is released (a failed rollback is only
-        logged: the connection is dropped, and the server discards the transaction)."""
+        """Commit (``success`` in request mode) or roll back, and release the connections,
+        then run the :meth:`on_commit` callbacks if it committed; a failed commit is raised
+        after everything is released (a failed rollback is only logged: the connection is
+        dropped, and the server discards the transaction)."""
+        committed = success and self.mode == REQUEST
+        pending, self._callbacks = self._callbacks, []
+        self._end(success)
+        while committed and pending:
+            callback = pending.pop(0)
+            ok = _call(callback)
+            try:
+                self._end(ok)
+            except Exception:  # the request has committed: only logged
+                log.exception("could not commit what on_commit callback %r did", callback)
+                ok = False
+            if ok:  # what it registered runs after; else it was rolled back with it
+                pending += self._callbacks
+            self._callbacks = []
+
+    def _end(self, success: bool) -> None:
+        """Commit or roll back the open DALs and release them (see :meth:`finish`)."""
         dals, self._reader, self._writer = self._open_dals(), None, None
         error: BaseException | None = None
         for db in dals:
@@ -130,6 +178,16 @@ class DBScope:
             _drop(db)
             raise
         return db
+
+
+def _call(callback: Callable[[], Any]) -> bool:
+    """Run an on_commit callback: True if it returned, False (logged) if it raised."""
+    try:
+        callback()
+    except Exception:  # the transaction has committed: a failure is logged
+        log.exception("on_commit callback %r failed", callback)
+        return False
+    return True
 
 
 def _set_autocommit(db: DAL, on: bool) -> None:

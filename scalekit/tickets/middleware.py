@@ -20,8 +20,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import Token
 from typing import Any
 
+from scalekit.core import context
 from scalekit.core.options import known_options
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import (
@@ -65,6 +67,10 @@ class TicketMiddleware:
     ``$SCALEKIT_NODE``, else the host name). ``trusted_proxies``: addresses and networks of
     the balancers whose ``X-Forwarded-For`` gives the client's address (see
     :mod:`scalekit.wsgi.proxies`); without them the client is ``REMOTE_ADDR``.
+
+    The request's id (the incoming ``X-Request-ID`` if it is a sane token, else a new one)
+    is :data:`scalekit.core.context.request_id` until the response is closed; the error
+    page and the ticket show the same id.
     """
 
     @known_options()
@@ -90,13 +96,19 @@ class TicketMiddleware:
         versions()  # read once now, not in the first failing request
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        request = request_id(environ)
+        token = context.request_id.set(request)
         try:
             result = self.app(environ, start_response)
         except Exception as exc:  # noqa: BLE001 - every failure of the app becomes a ticket
-            return self._error_page(exc, environ, start_response)
+            result = self._error_page(exc, environ, start_response, request)
+        except BaseException:
+            context.reset(context.request_id, token)
+            raise
         if type(result) is list:  # a finished body: nothing left that can fail
+            context.reset(context.request_id, token)
             return result
-        return _Guarded(result, self, environ, start_response)
+        return _Guarded(result, self, environ, start_response, request, token)
 
     def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
         """Write the ticket of ``exc`` (or count it on the same failure's recent ticket); its
@@ -150,8 +162,9 @@ class TicketMiddleware:
             while len(recent) > _REMEMBERED:
                 del recent[next(iter(recent))]  # the oldest
 
-    def _error_page(self, exc: Exception, environ: dict, start_response: Callable) -> list[bytes]:
-        request = request_id(environ)
+    def _error_page(
+        self, exc: Exception, environ: dict, start_response: Callable, request: str
+    ) -> list[bytes]:
         ticket = self.capture(exc, environ, request)
         if ticket is not None:
             log.error(
@@ -194,9 +207,10 @@ class _Guarded(ClosingBody):
     sent yet, else a ticket and a log line, and the body ends there."""
 
     def __init__(self, body: Iterable[bytes], middleware: TicketMiddleware, environ: dict,
-                 start_response: Callable):  # fmt: skip
-        super().__init__(body)
+                 start_response: Callable, request: str, token: Token):  # fmt: skip
+        super().__init__(body, lambda: context.reset(context.request_id, token))
         self.middleware, self.environ, self.start_response = middleware, environ, start_response
+        self.request = request
 
     def __iter__(self) -> Iterator[bytes]:
         sent = False
@@ -207,9 +221,11 @@ class _Guarded(ClosingBody):
         except Exception as exc:  # noqa: BLE001 - a failing body becomes a ticket too
             environ = self.environ
             if not sent:
-                yield from self.middleware._error_page(exc, environ, self.start_response)
+                yield from self.middleware._error_page(
+                    exc, environ, self.start_response, self.request
+                )
                 return
-            ticket = self.middleware.capture(exc, environ, request_id(environ))
+            ticket = self.middleware.capture(exc, environ, self.request)
             log.error(
                 "%s %s failed after its response started (ticket %s): %s: %s; "
                 "the response ends here",

@@ -1,0 +1,85 @@
+"""The context variables of one request that the floors and the pieces share.
+
+A piece sets them for the request it serves and resets them when the response is closed;
+another piece reads them without importing the first (pieces never import each other):
+
+- :data:`request_id`: the request's id (``X-Request-ID``), set by ``TicketMiddleware``;
+  ``None`` outside a request. ``scalekit.tasks`` stamps it on the tasks a request defers.
+- :data:`transaction`: the request's database transaction (a :class:`Transaction`), set by
+  ``scalekit.db``'s ``DBMiddleware`` and ``@with_db``; ``scalekit.tasks`` writes a
+  transactional task through it.
+
+Each is a context variable, so each thread or asyncio task serving a request sees its own.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable
+from typing import Any, Generic, Protocol, TypeVar
+
+from scalekit.core.errors import MissingContext
+
+__all__ = ["RequestVar", "Transaction", "request_id", "reset", "transaction"]
+
+T = TypeVar("T")
+
+
+class RequestVar(Generic[T]):
+    """One request's object; :meth:`get` outside a request raises ``MissingContext(missing)``,
+    which tells the developer what to wrap the app in. ``set(value)`` makes ``value`` the
+    current request's object and returns the token :meth:`reset` takes (the context
+    variable's own ``set``: nothing added on the request path)."""
+
+    __slots__ = ("_missing", "_var", "set")
+
+    def __init__(self, name: str, missing: str):
+        self._var: contextvars.ContextVar[T | None] = contextvars.ContextVar(name, default=None)
+        self._missing = missing
+        self.set: Callable[[T | None], contextvars.Token] = self._var.set
+
+    def get(self) -> T:
+        """The object of the request this thread (or task) is serving."""
+        value = self._var.get()
+        if value is None:
+            raise MissingContext(self._missing)
+        return value
+
+    def reset(self, token: contextvars.Token) -> None:
+        """Undo :meth:`set`; from another context (a server closing the response on another
+        thread) the token does not apply, so the object is just forgotten there."""
+        reset(self._var, token)
+
+
+def reset(var: contextvars.ContextVar, token: contextvars.Token) -> None:
+    """Undo ``var.set()``; from another context (a server closing the response on another
+    thread) the token does not apply, so the value is just forgotten there."""
+    try:
+        var.reset(token)
+    except ValueError:
+        var.set(None)
+
+
+class Transaction(Protocol):
+    """The current request's database transaction, as the pieces that are not
+    ``scalekit.db`` see it."""
+
+    @property
+    def writer(self) -> Any:
+        """The primary's pydal DAL, inside the request's transaction (opened on first use)."""
+
+    def on_commit(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` once the transaction has committed (dropped if it rolls back);
+        a failing callback is logged, never raised into the request."""
+
+
+#: The request's id, or None outside a request (a plain context variable: no one needs
+#: to be told where to get one).
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "scalekit_request_id", default=None
+)
+#: The request's database transaction; ``get()`` outside one raises MissingContext.
+transaction: RequestVar[Transaction] = RequestVar(
+    "scalekit_transaction",
+    "no database transaction here: run inside scalekit.db's DBMiddleware or @with_db",
+)
