@@ -1,5 +1,9 @@
 """Deferred tasks: run a callable later, on any server, and never lose it.
 
+``tasks = Tasks("redis://cache:6379/0", secret=...)``, then ``tasks.defer(fn, *args)``
+(or the module-level :func:`defer` on the ``default=True`` one); ``scalekit tasks worker``
+runs them.
+
 Engines by URL (:func:`~scalekit.tasks.engines.open_engine`): Redis streams or one SQL table.
 """
 
@@ -14,6 +18,7 @@ from scalekit.tasks.errors import (
     TaskAlreadyExists,
     TaskTimeout,
 )
+from scalekit.tasks.facade import Tasks, default_tasks, defer
 
 __all__ = [
     "NotDeferrable",
@@ -22,5 +27,8 @@ __all__ = [
     "SingularTaskFailure",
     "TaskAlreadyExists",
     "TaskTimeout",
+    "Tasks",
+    "default_tasks",
+    "defer",
     "open_engine",
 ]
