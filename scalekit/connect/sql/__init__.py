@@ -3,8 +3,8 @@ members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 
 - :mod:`~scalekit.connect.sql.dal`: a DAL opened from a URL (one attempt, the driver's
   connect timeout, each statement bounded even on a frozen server, a private folder for
-  pydal's ``.table`` files), pools of its own in each process, closing, one-line driver
-  errors without the password.
+  pydal's ``.table`` files), pools of its own in each process, SQLite's write lock taken
+  at once (:func:`begin_immediate`), closing, one-line driver errors without the password.
 - :mod:`~scalekit.connect.sql.deadline`: the client's own deadline on PostgreSQL round
   trips, which a frozen server cannot enforce.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
@@ -22,6 +22,7 @@ Each piece keeps its own schema (fields, indexes) and its own messages.
 from scalekit.connect.sql.connections import ThreadDAL
 from scalekit.connect.sql.dal import (
     STATEMENT_TIMEOUT,
+    begin_immediate,
     bound_args,
     close,
     close_quietly,
@@ -52,6 +53,7 @@ __all__ = [
     "STATEMENT_TIMEOUT",
     "Index",
     "ThreadDAL",
+    "begin_immediate",
     "bound_args",
     "check_table_name",
     "close",

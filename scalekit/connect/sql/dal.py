@@ -16,6 +16,7 @@ import os
 import re
 import stat
 import tempfile
+import time
 from typing import Any
 
 from pydal import DAL
@@ -235,6 +236,32 @@ def close_quietly(db: DAL) -> None:
     """:func:`close` without committing, also when the connection is dead."""
     with contextlib.suppress(Exception):
         close(db)
+
+
+def begin_immediate(db: DAL) -> None:
+    """On SQLite, BEGIN IMMEDIATE (take the write lock now), retried every millisecond up to
+    the connection's busy timeout; nothing if a transaction is under way already.
+
+    SQLite's own busy handler sleeps longer and longer (up to 100 ms a time) and so loses
+    the lock, over and over, to a busy writer: a second's wait is common.
+    """
+    adapter = db._adapter
+    if adapter.connection.in_transaction:
+        return
+    busy_ms = int(db.executesql("PRAGMA busy_timeout;")[0][0])
+    db.executesql("PRAGMA busy_timeout = 0;")
+    deadline = time.monotonic() + busy_ms / 1000
+    try:
+        while True:
+            try:
+                adapter.execute("BEGIN IMMEDIATE;")
+                return
+            except adapter.driver.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.001)
+    finally:
+        db.executesql(f"PRAGMA busy_timeout = {busy_ms};")
 
 
 def failure_reason(exc: BaseException, password: str | None) -> str:
