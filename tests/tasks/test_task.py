@@ -203,7 +203,7 @@ def test_task_ids_are_time_ordered_unique_and_url_safe():
         ids += [new_task_id() for _ in range(500)]
         time.sleep(0.002)
     assert len(set(ids)) == len(ids)
-    assert all(re.fullmatch(r"[0-9A-Z]{26}", i) for i in ids)
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     assert max(ids[:500]) < min(ids[500:1000]) and max(ids[500:1000]) < min(ids[1000:])
 
 
