@@ -20,6 +20,7 @@ from scalekit.core import context, urls
 from scalekit.core.checks import check_app_name
 from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.core.signing import secret_list
+from scalekit.tasks import outbox
 from scalekit.tasks.callables import reference
 from scalekit.tasks.engines import ENGINES, Engine, open_engine
 from scalekit.tasks.task import Codec, Task, new_task_id
@@ -225,6 +226,7 @@ class Tasks:
         _eta: datetime.datetime | float | None = None,
         _name: str | None = None,
         _queue: str = "default",
+        _transactional: bool = False,
         _retries: int | None = None,
         _timeout: float | None = None,
         **kwargs: Any,
@@ -235,14 +237,19 @@ class Tasks:
         ``_name``: enqueue it only if no task of the queue took this name within ``name_ttl``
         (else :class:`~scalekit.tasks.errors.TaskAlreadyExists`); ``_queue``; ``_retries``:
         retries after the first failure (``max_attempts - 1``); ``_timeout``: seconds a run
-        may take. A task's own keyword arguments cannot start with ``_``.
+        may take; ``_transactional``: enqueue it only if the current request's database
+        transaction commits (:mod:`~scalekit.tasks.outbox`). A task's own keyword arguments
+        cannot start with ``_``.
         """
         task = self.task_for(
             fn, args, kwargs, countdown=_countdown, eta=_eta, name=_name, queue=_queue,
             retries=_retries, timeout=_timeout,
         )  # fmt: skip
         payload = self.encode(task)  # refused before the engine is opened
-        self.engine.enqueue(task.queue, task.id, payload, eta=task.eta, name=task.name)
+        if _transactional:
+            outbox.write(self, task, payload)
+        else:
+            self.engine.enqueue(task.queue, task.id, payload, eta=task.eta, name=task.name)
         return task.id
 
     def task_for(
@@ -263,8 +270,8 @@ class Tasks:
         if options:
             raise InvalidArgument(
                 f"defer: unknown option(s) {', '.join(options)} (defer's options are _countdown, "
-                "_eta, _name, _queue, _retries, _timeout; a task's own keyword arguments "
-                "cannot start with '_')"
+                "_eta, _name, _queue, _transactional, _retries, _timeout; a task's own keyword "
+                "arguments cannot start with '_')"
             )
         function, target = reference(fn)
         retry = dict(self.options(check_queue(queue)))

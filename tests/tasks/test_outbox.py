@@ -1,0 +1,203 @@
+"""Transactional enqueue through real requests: ``defer(_transactional=True)`` inside a
+``scalekit.db`` request scope on SQLite and PostgreSQL, relayed into the real engines.
+
+A crash between the commit and the relay is a child process killed with SIGKILL by an
+on_commit callback that runs before the relay's (this module run as ``python -m``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydal import DAL, Field
+
+from scalekit.connect import sql
+from scalekit.core import context
+from scalekit.core.errors import InvalidArgument, MissingContext
+from scalekit.core.urls import parse
+from scalekit.db import DBMiddleware, ReplicaSet
+from scalekit.tasks import Tasks
+from scalekit.tasks.outbox import TABLE, relay, relay_name
+from scalekit.testing import fresh_app_name
+from tests.wsgi import Client
+
+SECRET = "o" * 32
+ROOT = Path(__file__).resolve().parents[2]
+#: (the app's database, the task engine): the SQL engine beside the app's tables
+PAIRS = [("sqlite", "sqlite"), ("postgres", "postgres"), ("mysql", "mysql")]
+
+
+def send_mail(to: str) -> str:
+    return f"sent to {to}"
+
+
+class Boom(Exception):
+    pass
+
+
+def define(db: DAL) -> None:
+    """The guest book's table, created from the live database if missing (tests share the
+    PostgreSQL server, each with a pydal folder of its own)."""
+    sql.migrate_table(db, "outbox_guest", lambda: [Field("name")], ())
+
+
+def make_app(db_url: str, tasks: Tasks, folder: str, before=None) -> DBMiddleware:
+    """A guest book: ``POST /sign/<name>`` inserts ``name`` and defers its mail
+    transactionally (``/fail/<name>``: then raises); ``before(scope)`` runs first."""
+
+    def view(environ, start_response):
+        action, name = environ["PATH_INFO"].strip("/").split("/")
+        scope = context.transaction.get()
+        if before is not None:
+            before(scope)
+        scope.writer.outbox_guest.insert(name=name)
+        task_id = tasks.defer(send_mail, name, _transactional=True)
+        if action == "fail":
+            raise Boom(name)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [task_id.encode()]
+
+    return DBMiddleware(view, ReplicaSet(db_url, folder=folder), define=define)
+
+
+@pytest.fixture(params=PAIRS, ids=[f"{db}-db-{engine}-engine" for db, engine in PAIRS])
+def pair(request, tmp_path) -> tuple[str, str]:
+    db, engine = request.param
+    urls = {"sqlite": f"sqlite://{tmp_path}/app.sqlite"}
+    for kind in {db, engine} - {"sqlite"}:
+        urls[kind] = request.getfixturevalue(f"{kind}_url")
+    engine_url = f"sqlite://{tmp_path}/tasks.sqlite" if engine == "sqlite" else urls[engine]
+    return urls[db], engine_url
+
+
+@pytest.fixture
+def db_url(pair) -> str:
+    return pair[0]
+
+
+@pytest.fixture
+def tasks(pair):
+    tasks = Tasks(pair[1], fresh_app_name(), secret=SECRET, visibility_timeout=5)
+    yield tasks
+    tasks.close()
+
+
+@pytest.fixture
+def client(db_url, tasks, tmp_path) -> Client:
+    return Client(make_app(db_url, tasks, str(tmp_path)))
+
+
+def queued(tasks: Tasks) -> list[tuple[str, tuple]]:
+    """The ids and arguments of the tasks a worker can claim now (claimed, then acked)."""
+    claims = tasks.engine.claim(["default"], "test", count=10)
+    for claim in claims:
+        tasks.engine.ack(claim)
+    return [(claim.task_id, tasks.decode(claim.payload).args) for claim in claims]
+
+
+def outbox_rows(db_url: str, folder: str, app: str) -> int:
+    """The outbox rows of ``app`` committed in the database at ``db_url``."""
+    options = sql.dal_options(parse(db_url), folder=folder, timeout=None)
+    db = sql.open_dal(options, "test")
+    try:
+        if sql.columns(db, TABLE) is None:
+            return 0
+        query = f"SELECT COUNT(*) FROM {TABLE} WHERE app = '{app}'"
+        return int(db.executesql(query)[0][0])
+    finally:
+        sql.close(db, "rollback")
+
+
+def test_a_commit_enqueues_the_task_once_and_leaves_no_row(client, tasks, db_url, tmp_path):
+    response = client.request("/sign/ann", method="POST")
+    assert response.status == 200
+    assert queued(tasks) == [(response.text, ("ann",))]
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+    assert relay(tasks, db_url, min_age=0) == 0
+    assert queued(tasks) == []
+
+
+def test_a_rollback_leaves_no_task_and_no_row(client, tasks, db_url, tmp_path):
+    with pytest.raises(Boom):
+        client.request("/fail/bob", method="POST")
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+    assert relay(tasks, db_url, min_age=0) == 0
+    assert queued(tasks) == []
+
+
+def test_an_autocommit_view_relays_at_once(db_url, tasks, tmp_path):
+    client = Client(make_app(db_url, tasks, str(tmp_path), before=lambda scope: scope.autocommit()))
+    task_id = client.request("/sign/cy", method="POST").text
+    assert queued(tasks) == [(task_id, ("cy",))]
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+
+
+def test_outside_a_request_or_with_a_name_it_is_refused(tasks):
+    with pytest.raises(MissingContext, match=r"_transactional=True.*DBMiddleware or @with_db"):
+        tasks.defer(send_mail, "dee", _transactional=True)
+    with pytest.raises(InvalidArgument, match="_name and _transactional"):
+        tasks.defer(send_mail, "dee", _transactional=True, _name="once")
+
+
+def crash_after_commit(db_url: str, tasks: Tasks, folder: str) -> str:
+    """Sign the guest book in a child process killed right after the commit, before the
+    relay; the task's id (the child prints it before the request ends)."""
+    child = subprocess.run(
+        [sys.executable, "-m", "tests.tasks.test_outbox", db_url, tasks.settings.url,
+         tasks.app_name, folder],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    return child.stdout.strip()
+
+
+def test_a_crash_between_commit_and_relay_is_relayed_once_later(tasks, db_url, tmp_path):
+    task_id = crash_after_commit(db_url, tasks, str(tmp_path))
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 1
+    assert queued(tasks) == []
+    assert relay(tasks, db_url, min_age=60) == 0  # too young: its own relay may be running
+    assert relay(tasks, db_url, min_age=0) == 1
+    assert queued(tasks) == [(task_id, ("eve",))]
+    assert relay(tasks, db_url, min_age=0) == 0
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+
+
+def test_a_crash_after_the_enqueue_is_not_enqueued_twice(tasks, db_url, tmp_path):
+    """The state a relay killed after its enqueue and before its delete leaves: the task
+    enqueued under its relay name, the row still there."""
+    task_id = crash_after_commit(db_url, tasks, str(tmp_path))
+    payload = tasks.encode(tasks.task_for(send_mail, ("eve",), {}))
+    tasks.engine.enqueue("default", task_id, payload, name=relay_name(task_id))
+    assert relay(tasks, db_url, min_age=0) == 0
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+    assert [task for task, _ in queued(tasks)] == [task_id]
+
+
+def _killed_after_commit(db_url: str, engine_url: str, app: str, folder: str) -> None:
+    """The child of :func:`crash_after_commit`."""
+    tasks = Tasks(engine_url, app, secret=SECRET)
+
+    def kill_first(scope) -> None:
+        scope.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+    original = tasks.defer
+
+    def defer(*args, **kwargs):
+        task_id = original(*args, **kwargs)
+        print(task_id, flush=True)
+        return task_id
+
+    tasks.defer = defer
+    Client(make_app(db_url, tasks, folder, before=kill_first)).request("/sign/eve", method="POST")
+    raise SystemExit("the request ended: the kill did not happen")
+
+
+if __name__ == "__main__":  # the module again under its own name: send_mail is found there
+    from tests.tasks.test_outbox import _killed_after_commit as child
+
+    child(*sys.argv[1:5])
