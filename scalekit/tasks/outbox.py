@@ -105,25 +105,31 @@ def write(tasks: TasksLike, task: Task, payload: bytes) -> None:
 
 
 def relay(
-    tasks: TasksLike, db: DAL | str, *, limit: int = 1000, min_age: float = RELAY_AFTER
+    engine: Engine,
+    db: DAL | str,
+    *,
+    app: str = "app",
+    limit: int = 1000,
+    min_age: float = RELAY_AFTER,
 ) -> int:
-    """Enqueue the outbox rows of ``tasks``' app older than ``min_age`` seconds (up to
-    ``limit``, oldest first) and delete them; how many tasks were enqueued (a task a relay
-    enqueued before is only deleted). ``db``: a DAL or the database's URL. An engine that
-    fails stops the relay (raised); the rows enqueued until then are deleted."""
+    """Enqueue into ``engine`` the outbox rows of ``app`` older than ``min_age`` seconds (up
+    to ``limit``, oldest first) and delete them; how many tasks were enqueued (a task a
+    relay enqueued before is only deleted). ``db``: a DAL or the database's URL. The
+    payloads go as they are: no secret needed. An engine that fails stops the relay
+    (raised); the rows enqueued until then are deleted."""
     if isinstance(db, str):
         opened = _open(db)
         try:
-            return relay(tasks, opened, limit=limit, min_age=min_age)
+            return relay(engine, opened, app=app, limit=limit, min_age=min_age)
         finally:
             sql.close(opened, "rollback")
     table = _table(db)
-    query = (table.app == tasks.app_name) & (table.created <= time.time() - min_age)
+    query = (table.app == app) & (table.created <= time.time() - min_age)
     rows = db(query).select(orderby=table.created | table._id, limitby=(0, limit))
     done, relayed = [], 0
     try:
         for row in rows:
-            relayed += _enqueue(tasks.engine, row.queue, row.task_id, _bytes(row.payload), row.eta)
+            relayed += _enqueue(engine, row.queue, row.task_id, _bytes(row.payload), row.eta)
             done.append(row[table._id.name])
     finally:
         if done:
