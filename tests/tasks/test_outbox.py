@@ -28,8 +28,11 @@ from tests.wsgi import Client
 
 SECRET = "o" * 32
 ROOT = Path(__file__).resolve().parents[2]
-#: (the app's database, the task engine): the SQL engine beside the app's tables
-PAIRS = [("sqlite", "sqlite"), ("postgres", "postgres"), ("mysql", "mysql")]
+#: (the app's database, the task engine): the SQL engine beside the app's tables, and Redis
+PAIRS = [
+    ("sqlite", "sqlite"), ("postgres", "postgres"), ("mysql", "mysql"),
+    ("sqlite", "redis"), ("postgres", "redis"),
+]  # fmt: skip
 
 
 def send_mail(to: str) -> str:
