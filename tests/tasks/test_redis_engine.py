@@ -17,6 +17,7 @@ from scalekit.tasks.engines import open_engine
 from scalekit.tasks.engines.redis import MAINTENANCE_INTERVAL
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name
+from scalekit.testing.tasks import SharedTaskEngineSuite
 from tests.servers import RedisServer
 
 
@@ -37,6 +38,25 @@ class AofRedisServer(RedisServer):
         """Start again on the same port and folder (so from its AOF)."""
         self._launch()
         self._wait_until_answering()
+
+
+class TestOverUnixSocket(SharedTaskEngineSuite):
+    """The conformance suite again, through the server's unix socket."""
+
+    @pytest.fixture
+    def make_engine(self, redis_server):
+        opened = []
+
+        def make(app_name=None, **options):
+            options.setdefault("visibility_timeout", 5.0)
+            opened.append(
+                open_engine(redis_server.unix_url, app_name or fresh_app_name(), **options)
+            )
+            return opened[-1]
+
+        yield make
+        for engine in opened:
+            engine.close()
 
 
 @pytest.fixture
