@@ -22,7 +22,9 @@ from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.core.signing import secret_list
 from scalekit.tasks import outbox
 from scalekit.tasks.callables import reference
+from scalekit.tasks.cron import Cron
 from scalekit.tasks.engines import ENGINES, Engine, open_engine
+from scalekit.tasks.periodic import Schedule
 from scalekit.tasks.task import Codec, Task, new_task_id
 
 __all__ = [
@@ -186,6 +188,8 @@ class Tasks:
             if values["min_backoff"] > values["max_backoff"]:
                 raise ConfigError(f"{where}: min_backoff is more than max_backoff")
         self._engine: Engine | None = None
+        #: the periodic tasks (:meth:`periodic`) the workers' scheduler defers
+        self.schedule = Schedule()
         self._lock = threading.Lock()
         if default:
             with _default_lock:
@@ -311,6 +315,27 @@ class Tasks:
             return function
 
         return decorate if fn is None else decorate(fn)
+
+    def periodic(
+        self,
+        cron: str,
+        *,
+        queue: str = "default",
+        name: str | None = None,
+        args: tuple = (),
+        kwargs: dict | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Decorate a function to be deferred at each time of ``cron`` (UTC), once per period
+        across the cluster (:mod:`scalekit.tasks.periodic`); ``name``: the entry's, by default
+        the function's import path. The function is returned unchanged."""
+        check_queue(queue)
+        parsed = Cron(cron)
+
+        def register(function: Callable[..., Any]) -> Callable[..., Any]:
+            self.schedule.add(function, parsed, queue=queue, name=name, args=args, kwargs=kwargs)
+            return function
+
+        return register
 
     def close(self) -> None:
         """Close the engine's connections (it reopens them on next use)."""
