@@ -190,10 +190,43 @@ class TaskEngineSuite:
     def test_a_waiting_claim_returns_when_a_task_arrives(self, engine):
         timer = threading.Timer(0.2, engine.enqueue, (Q, "t1", b"p"))
         timer.start()
-        claims, took = timed(lambda: engine.claim([Q], "w1", wait=5))
+        claims, took = timed(lambda: engine.claim(["other", Q], "w1", wait=5))
         timer.join()
         assert ids(claims) == ["t1"]
         assert 0.15 < took < 1.5
+
+    def test_one_arriving_task_goes_to_one_waiting_claim(self, make_engine, app_name):
+        engines = [make_engine(app_name) for _ in range(2)]
+        got: list[list[str]] = []
+
+        def work(index: int) -> None:
+            got.append(ids(engines[index].claim([Q], f"w{index}", wait=1.0)))
+
+        timer = threading.Timer(0.2, engines[0].enqueue, (Q, "t1", b"p"))
+        timer.start()
+        run_threads(2, work)
+        timer.join()
+        assert sorted(got) == [[], ["t1"]]
+
+    def test_a_waiting_claim_holds_up_no_other_call(self, engine):
+        fill(engine, Q, 2)
+        waiting = threading.Thread(target=engine.claim, args=(["empty"], "w1"), kwargs={"wait": 2})
+        waiting.start()
+        time.sleep(0.1)
+        claims, took = timed(lambda: engine.claim([Q], "w2"))
+        engine.ack(claims[0])
+        engine.enqueue("else", "t2", b"p")
+        assert took < 0.5 and engine.find("t001").state == WAITING
+        waiting.join()
+
+    def test_a_waiting_claim_ignores_other_apps(self, make_engine):
+        mine, theirs = make_engine(), make_engine()
+        timer = threading.Timer(0.1, theirs.enqueue, (Q, "t1", b"p"))
+        timer.start()
+        claims, took = timed(lambda: mine.claim([Q], "w1", wait=0.6))
+        timer.join()
+        assert claims == [] and took > 0.55
+        assert ids(theirs.claim([Q], "w1")) == ["t1"]
 
     def test_a_waiting_claim_wakes_when_a_delayed_task_comes_due(self, engine):
         engine.enqueue(Q, "t1", b"p", eta=time.time() + 0.3)
@@ -274,16 +307,13 @@ class TaskEngineSuite:
 
     # -- retry, bury, revive -------------------------------------------------------------
     def test_retry_delays_the_task_with_its_new_payload(self, engine):
-        engine.enqueue(Q, "t1", b"first")
+        engine.enqueue(Q, "t1", b"first", name="once")
         [claim] = engine.claim([Q], "w1")
         eta = time.time() + 0.3
         assert engine.retry(claim, b"second", eta) is True
         info = engine.find("t1")
-        assert (info.state, info.payload, info.eta) == (
-            DELAYED,
-            b"second",
-            pytest.approx(eta, abs=0.01),
-        )
+        assert (info.state, info.payload, info.name) == (DELAYED, b"second", "once")
+        assert info.eta == pytest.approx(eta, abs=0.01)
         assert engine.counts()[Q] == zeros(delayed=1)
         assert engine.extend([claim]) == [claim]  # that run is over
         assert engine.claim([Q], "w1") == []
@@ -339,9 +369,9 @@ class TaskEngineSuite:
         assert engine.revive(Q, "t001", b"fixed") is True
         assert [(i.state, i.error) for i in engine.tasks(Q, WAITING)] == [(WAITING, None)] * 2
         claims = engine.claim([Q], "w1", count=2)
-        assert sorted((c.task_id, c.payload) for c in claims) == [
-            ("t000", b"t000"),
-            ("t001", b"fixed"),
+        assert sorted((c.task_id, c.payload, c.deliveries) for c in claims) == [
+            ("t000", b"t000", 1),
+            ("t001", b"fixed", 1),
         ]
 
     def test_revive_of_a_task_that_is_not_dead_is_false(self, engine):
@@ -409,6 +439,22 @@ class TaskEngineSuite:
         assert engine.find("default-w000") is None
         assert engine.counts()["other"] == zeros(waiting=2, delayed=2, running=1, dead=1)
         assert engine.purge(Q) == 0
+
+    def test_tasks_lists_50_unless_told(self, engine):
+        fill(engine, Q, 60)
+        assert ids(engine.tasks(Q, WAITING)) == [f"t{index:03d}" for index in range(50)]
+        assert len(engine.tasks(Q, WAITING, limit=100)) == 60
+
+    def test_a_purged_running_task_stays_gone(self, engine):
+        fill(engine, Q, 3)
+        retried, buried, acked = engine.claim([Q], "w1", count=3)
+        assert engine.purge(Q, RUNNING) == 3
+        assert engine.retry(retried, b"again", time.time() - 1) is False
+        assert engine.bury(buried, b"again", "boom") is False
+        engine.ack(acked)
+        assert engine.extend([retried, buried, acked]) == [retried, buried, acked]
+        assert engine.counts()[Q] == zeros()
+        assert engine.claim([Q], "w1", count=3) == []
 
     def test_names_stay_taken_after_purge(self, engine):
         engine.enqueue(Q, "t1", b"p", name="once")
