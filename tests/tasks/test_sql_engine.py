@@ -353,8 +353,8 @@ def test_options_come_from_the_url_query_and_keywords(engine_url, tmp_path):
     engine = open_engine(url, app_name="shop", name_ttl=60)
     assert isinstance(engine, SQLEngine)
     assert (engine.visibility_timeout, engine.name_ttl, engine.poll_interval) == (120, 60, 0.05)
-    assert (engine.table, engine.name_table, engine.lease_table) == (
-        "jobs", "jobs_name", "jobs_lease",
+    assert (engine.table, engine.name_table, engine.lease_table, engine.queue_table) == (
+        "jobs", "jobs_name", "jobs_lease", "jobs_queue",
     )  # fmt: skip
     with pytest.raises(ConfigError, match="unknown option colour"):
         open_engine(engine_url, colour="red")

@@ -1,7 +1,7 @@
 """SQLEngine: deferred tasks in SQL tables through pydal (SQLite, PostgreSQL, MySQL/MariaDB).
 
-Three tables, shared by every app (``table=`` names the first, default ``scalekit_task``;
-the others add ``_name`` and ``_lease``)::
+Four tables, shared by every app (``table=`` names the first, default ``scalekit_task``;
+the others add ``_name``, ``_lease`` and ``_queue``)::
 
     scalekit_task         one row per task; UNIQUE (app, task_id)
         app, queue, task_id, name          strings (name NULL when unnamed)
@@ -17,6 +17,7 @@ the others add ``_name`` and ``_lease``)::
         error             text      a dead task's traceback
     scalekit_task_name    names taken: app, queue, name (UNIQUE), task_id, expires
     scalekit_task_lease   leases: app, lease_key (UNIQUE), holder, expires
+    scalekit_task_queue   the queues that have or had tasks: app, queue (UNIQUE)
 
 A claim is one transaction: the first ``count`` rows of the queue with ``due <= now``
 (queued ones come due, expired leases run out: both are handed out by the same index,
@@ -115,6 +116,10 @@ def name_fields() -> list[Field]:
     ]
 
 
+def queue_fields() -> list[Field]:
+    return [Field("app", length=64), Field("queue", length=_LENGTHS["queue"])]
+
+
 def lease_fields() -> list[Field]:
     return [
         Field("app", length=64),
@@ -135,6 +140,7 @@ NAME_INDEXES: tuple[sql.Index, ...] = (
     ("expires", ("app", "expires"), False),
 )
 LEASE_INDEXES: tuple[sql.Index, ...] = (("lease_key", ("app", "lease_key"), True),)
+QUEUE_INDEXES: tuple[sql.Index, ...] = (("queue", ("app", "queue"), True),)
 
 _schema_lock = threading.Lock()
 #: (pydal URI hash, task table) whose tables this process has created or upgraded.
@@ -144,18 +150,23 @@ _ready: set[tuple[str, str]] = set()
 class _Tables:
     """One thread's DAL, the engine's tables on it, and how to run SQL there."""
 
-    def __init__(self, db: DAL, tasks: Table, names: Table, leases: Table):
-        self.db, self.tasks, self.names, self.leases = db, tasks, names, leases
+    def __init__(self, db: DAL, tasks: Table, names: Table, leases: Table, queues: Table):
+        self.db, self.tasks, self.names, self.leases, self.queues = (
+            db, tasks, names, leases, queues,
+        )  # fmt: skip
         adapter = db._adapter
         self.sqlite = adapter.dbengine == "sqlite"
         self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
         self._lock = "" if self.sqlite else " FOR UPDATE SKIP LOCKED"
-        self._names = {"task": tasks._rname, "name": names._rname, "lease": leases._rname}
+        self._names = {
+            "task": tasks._rname, "name": names._rname, "lease": leases._rname,
+            "queue": queues._rname,
+        }  # fmt: skip
         self._statements: dict[str, str] = {}
 
     def run(self, statement: str, *params: Any) -> Any:
-        """Run ``statement`` (``?`` marks its parameters, ``{task}``, ``{name}``, ``{lease}``
-        the tables, ``{lock}`` the row locks of a claim); the cursor."""
+        """Run ``statement`` (``?`` marks its parameters, ``{task}``, ``{name}``, ``{lease}``,
+        ``{queue}`` the tables, ``{lock}`` the row locks of a claim); the cursor."""
         text = self._statements.get(statement)
         if text is None:
             text = statement.format(lock=self._lock, **self._names).replace("?", self._marker)
@@ -200,6 +211,7 @@ class SQLEngine(Engine):
         self.table = sql.check_table_name(table, self.masked)
         self.name_table = sql.identifier(f"{table}_name")
         self.lease_table = sql.identifier(f"{table}_lease")
+        self.queue_table = sql.identifier(f"{table}_queue")
         self.migrate, self.create = bool(migrate), bool(create)
         self._dal_options = sql.dal_options(
             settings,
@@ -212,6 +224,7 @@ class SQLEngine(Engine):
         self._password = getattr(settings, "password", None)
         self._dals = sql.ThreadDAL(self._connect, self._prepare)
         self._next_sweep = 0.0
+        self._known_queues: set[str] = set()  # listed in the queue table already
 
     @classmethod
     def from_url(cls, settings: Any, app_name: str = "app", **options: Any) -> SQLEngine:
@@ -248,6 +261,9 @@ class SQLEngine(Engine):
                     f"a task named {name!r} was enqueued in queue {queue!r} within "
                     f"name_ttl ({self.name_ttl:g} s)"
                 )
+            if queue not in self._known_queues:
+                sql.insert_new(tables.db, tables.queues, app=self.app_name, queue=queue)
+        self._known_queues.add(queue)
 
     def claim(
         self, queues: Sequence[str], consumer: str, *, count: int = 1, wait: float = 0.0
@@ -350,7 +366,8 @@ class SQLEngine(Engine):
                 "FROM {task} WHERE app = ? GROUP BY queue, shown;",
                 now, self.app_name,
             ).fetchall()  # fmt: skip
-        counts: dict[str, dict[str, int]] = {}
+            queues = tables.run("SELECT queue FROM {queue} WHERE app = ?;", self.app_name)
+            counts = {queue: dict.fromkeys(STATES, 0) for (queue,) in queues.fetchall()}
         for queue, state, number in rows:
             counts.setdefault(queue, dict.fromkeys(STATES, 0))[state] = int(number)
         return counts
@@ -472,7 +489,7 @@ class SQLEngine(Engine):
                     f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
                 )
             if not self.create:
-                for table in (self.table, self.name_table, self.lease_table):
+                for table in (self.table, self.name_table, self.lease_table, self.queue_table):
                     sql.require_table(db, table, self._where)
             tables = self._tables(db)
             db.commit()
@@ -481,13 +498,14 @@ class SQLEngine(Engine):
         return tables
 
     def _tables(self, db: DAL) -> _Tables:
-        """Define the three tables; the first time in this process (with ``migrate``), also
+        """Define the four tables; the first time in this process (with ``migrate``), also
         create or upgrade them, retried when another process does it at the same time."""
         key = (db._uri_hash, self.table)
         specs = (
             (self.table, task_fields, TASK_INDEXES),
             (self.name_table, name_fields, NAME_INDEXES),
             (self.lease_table, lease_fields, LEASE_INDEXES),
+            (self.queue_table, queue_fields, QUEUE_INDEXES),
         )
         if self.migrate and key not in _ready:
             with _schema_lock:
