@@ -235,7 +235,9 @@ class Worker:
     task that reaches it and a new one takes its place. SIGTERM or SIGINT: children stop
     claiming, hand back the tasks they prefetched, finish the running task within ``grace``
     seconds (else are killed: the task runs again elsewhere after the visibility timeout)
-    and :meth:`run` returns.
+    and :meth:`run` returns. ``scheduler`` (a :class:`~scalekit.tasks.periodic.Scheduler`,
+    not with ``burst``): ticked by the supervisor every ``scheduler.interval`` seconds,
+    stopped (its lease released) when the worker stops.
     """
 
     def __init__(
@@ -251,6 +253,7 @@ class Worker:
         prefetch: int = 4,
         on_failure: FailureHook | None = None,
         name: str | None = None,
+        scheduler: Any = None,
     ):
         if isinstance(queues, str) or not queues:
             raise ConfigError(f"a worker needs a sequence of queue names, not {queues!r:.60}")
@@ -270,6 +273,7 @@ class Worker:
         self.max_tasks, self.max_memory = max_tasks, max_memory
         self.on_failure = on_failure
         self.name = name or socket.gethostname()
+        self.scheduler = None if burst else scheduler
         self._stopping = False
 
     def run(self) -> int:
@@ -285,7 +289,7 @@ class Worker:
             self.concurrency,
             ", ".join(self.queues),
         )
-        stop_at = None
+        stop_at, next_tick = None, 0.0
         try:
             while children or (due and stop_at is None):
                 now = time.monotonic()
@@ -293,6 +297,9 @@ class Worker:
                     if stop_at is None and when <= now:
                         del due[slot]
                         children[self._fork(slot, deadlines)] = (slot, now)
+                if self.scheduler is not None and stop_at is None and now >= next_tick:
+                    next_tick = now + self.scheduler.interval
+                    self._tick()
                 if self._stopping and stop_at is None:
                     stop_at = now + self.grace
                     log.info("worker %s stopping: running tasks get %g s", self.name, self.grace)
@@ -304,11 +311,21 @@ class Worker:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self.scheduler is not None:
+                with contextlib.suppress(ScalekitError):  # its lease expires instead
+                    self.scheduler.stop()
         log.info("worker %s stopped", self.name)
         return 0
 
     def _stop(self, signum, frame) -> None:
         self._stopping = True
+
+    def _tick(self) -> None:
+        """Defer the periodic tasks now due, if this supervisor's scheduler is elected."""
+        try:
+            self.scheduler.tick()
+        except ScalekitError as exc:  # the engine is down: the next tick tries again
+            log.warning("worker %s: periodic tasks not scheduled: %s", self.name, exc)
 
     def _fork(self, slot: int, deadlines) -> int:
         # SIGTERM and SIGINT wait (blocked) until the child has its own handlers

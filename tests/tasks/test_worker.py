@@ -19,6 +19,8 @@ import pytest
 
 from scalekit.tasks import Tasks
 from scalekit.tasks.engines.base import DEAD, DELAYED
+from scalekit.tasks.periodic import LEASE as LEASE_KEY
+from scalekit.tasks.periodic import Scheduler
 from scalekit.tasks.task import Task, encode, new_task_id
 from scalekit.tasks.worker import ACKED, BURIED, DROPPED, RETRIED, Worker, execute
 from scalekit.testing import fresh_app_name
@@ -277,3 +279,11 @@ def test_max_tasks_and_max_memory_recycle_the_child(tasks, folder, worker, limit
     pids = [pid for number in range(4) for pid in jobs.runs(folder, f"r{number}")]
     per_child = limit.get("max_tasks", 1)
     assert len(pids) == 4 and len(set(pids)) == 4 // per_child
+
+
+def test_the_supervisor_ticks_the_scheduler_of_periodic_tasks(tasks, folder, worker):
+    tasks.schedule.add(jobs.done, "* * * * *", args=(folder, "periodic"))
+    process = worker(scheduler=Scheduler(tasks))
+    wait_for(lambda: jobs.runs(folder, "periodic"))
+    assert stop(process) == 0
+    assert tasks.engine.try_lease(LEASE_KEY, "another scheduler", 5.0)  # released on stop
