@@ -17,8 +17,9 @@ Layout, for app ``shop`` and queue ``mail`` (every key of a queue carries the ha
 An enqueue is one round trip: a bare ``XADD``, or one script when it is named or delayed.
 A claim is one ``XREADGROUP`` (blocking up to ``wait``, never past the next known eta);
 every :data:`MAINTENANCE_INTERVAL` seconds per process and queue, and when a delayed task
-this process knows of comes due, one script first promotes due delayed tasks, hands
-expired leases to the claimer (``XAUTOCLAIM``) and says when the next delayed task is due.
+this process knows of comes due (:data:`DUE_GAP` at least after the last pass), one script
+first promotes due delayed tasks, hands expired leases to the claimer (``XAUTOCLAIM``) and
+says when the next delayed task is due.
 """
 
 from __future__ import annotations
@@ -49,12 +50,15 @@ from scalekit.tasks.engines.base import (
 )
 from scalekit.tasks.errors import TaskAlreadyExists
 
-__all__ = ["MAINTENANCE_INTERVAL", "RedisEngine"]
+__all__ = ["DUE_GAP", "MAINTENANCE_INTERVAL", "RedisEngine"]
 
 log = logging.getLogger("scalekit.tasks")
 
 #: Seconds between two promotion + reclaim passes of one process on one queue.
 MAINTENANCE_INTERVAL = 0.25
+#: Seconds at least between two such passes when a known delayed task comes due (many
+#: etas close together cost a pass per this gap, not one per claim).
+DUE_GAP = 0.05
 #: The consumer group every worker of a queue belongs to.
 GROUP = "workers"
 #: Tasks promoted, purged or scanned per script call (bounds how long Redis is busy).
@@ -480,17 +484,21 @@ class RedisEngine(Engine):
                         claims += self._read([q], consumer, count - len(claims), None)
                 if claims or left <= 0:
                     return claims
-            next_due = min(self._due.get(q.name, math.inf) for q in qs) - time.time()
-            block = min(left, self._block_limit, max(0.0, next_due))
+            next_pass = min(self._next_promotion(q) for q in qs) - time.time()
+            block = min(left, self._block_limit, max(0.0, next_pass))
             claims = self._read(qs, consumer, count, block)
             if claims:
                 return claims
 
     def _maintenance_due(self, q: _Queue, now: float) -> bool:
-        return (
-            now >= self._due.get(q.name, 0.0)
-            or now - self._checked.get(q.name, 0.0) >= MAINTENANCE_INTERVAL
-        )
+        checked = self._checked.get(q.name, 0.0)
+        return now >= self._next_promotion(q) or now - checked >= MAINTENANCE_INTERVAL
+
+    def _next_promotion(self, q: _Queue) -> float:
+        """When the next delayed task this process knows of is due (``DUE_GAP`` at the
+        earliest after the last pass)."""
+        checked = self._checked.get(q.name, 0.0)
+        return max(self._due.get(q.name, 0.0), checked + DUE_GAP)
 
     def _maintain(self, q: _Queue, consumer: str, count: int, now: float) -> list[Claim]:
         """Promote due delayed tasks, reclaim up to ``count`` expired leases for
