@@ -321,3 +321,31 @@ def test_aof_restart_loses_no_acknowledged_enqueue_and_a_down_redis_comes_back(a
         engine.close()
         masked.close()
     assert not os.path.exists(server.workdir)
+
+
+def test_a_claim_over_queues_filled_at_once_stays_within_count(engine, client, app_name):
+    """Entries arriving in two queues together can all come back from one blocking read;
+    those beyond ``count`` are given back, and handed out later, once, as first deliveries."""
+    total = 150
+
+    def produce() -> None:
+        for i in range(total):
+            pipe = client.pipeline(transaction=False)
+            for queue in "ab":
+                pipe.xadd(
+                    f"scalekit:t:{{{app_name}:{queue}}}:stream", {"i": f"{queue}{i}", "p": b""}
+                )
+            pipe.execute()
+            time.sleep(0.0005)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    got, deadline = [], time.monotonic() + 10
+    while len(got) < 2 * total and time.monotonic() < deadline:
+        claims = engine.claim(["a", "b"], "w1", wait=0.5)
+        assert len(claims) <= 1
+        for claim in claims:
+            got.append((claim.task_id, claim.deliveries))
+            engine.ack(claim)
+    producer.join()
+    assert sorted(got) == sorted((f"{q}{i}", 1) for q in "ab" for i in range(total))
