@@ -9,7 +9,8 @@ import pytest
 from scalekit.core import context
 from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.tasks import Tasks, default_tasks, defer, facade
-from scalekit.tasks.errors import NotDeferrable, PayloadTooLarge
+from scalekit.tasks.errors import NotDeferrable, PayloadTooLarge, TaskAlreadyExists
+from scalekit.testing import fresh_app_name
 
 SECRET = "k" * 32
 #: Nothing listens there: a test that reached the engine would fail.
@@ -185,3 +186,68 @@ def test_the_default_is_the_last_made_with_default_true_else_the_environment(mon
     assert default_tasks() is chosen
     with pytest.raises(NotDeferrable, match="is a lambda"):
         defer(lambda: 1)
+
+
+# On every engine (tests/tasks/conftest.py), on its real server: what defer stores, and
+# what it refuses to store.
+
+
+@pytest.fixture
+def tasks(engine_url):
+    opened = Tasks(engine_url, fresh_app_name(), secret=SECRET, max_payload=4096,
+                   visibility_timeout=5)  # fmt: skip
+    yield opened
+    opened.close()
+
+
+def stored(tasks) -> int:
+    return sum(sum(states.values()) for states in tasks.engine.counts().values())
+
+
+def decorated(a, b=0):
+    return a - b
+
+
+def test_defer_stores_a_payload_that_decodes_back_to_the_same_call(tasks):
+    task_id = tasks.defer(add, 40, b=2, _retries=1)
+    info = tasks.engine.find(task_id, "default")
+    assert (info.task_id, info.state, info.name) == (task_id, "waiting", None)
+    task = tasks.decode(info.payload)
+    assert (task.id, task.function, task.max_attempts) == (task_id, f"{__name__}:add", 2)
+    assert task.resolve()(*task.args, **task.kwargs) == 42
+
+
+def test_a_countdown_makes_a_delayed_task(tasks):
+    task_id = tasks.defer(add, 1, _countdown=600, _queue="later")
+    info = tasks.engine.find(task_id)
+    assert info.state == "delayed" and info.eta == pytest.approx(tasks.decode(info.payload).eta)
+
+
+def test_refused_calls_enqueue_nothing(tasks):
+    with pytest.raises(NotDeferrable, match="is a lambda"):
+        tasks.defer(lambda: 1)
+    with pytest.raises(PayloadTooLarge, match=r"the payload is \d{4} bytes, over max_payload=4096"):
+        tasks.defer(add, "x" * 4096)
+    assert stored(tasks) == 0
+
+
+def test_a_named_task_is_enqueued_once(tasks):
+    first = tasks.defer(add, 1, _name="receipt-42")
+    with pytest.raises(TaskAlreadyExists):
+        tasks.defer(add, 2, _name="receipt-42")
+    tasks.defer(add, 3, _name="receipt-42", _queue="other")  # names are per queue
+    assert [info.task_id for info in tasks.engine.tasks("default", "waiting")] == [first]
+    assert tasks.engine.find(first).name == "receipt-42"
+
+
+def test_the_decorator_and_the_module_level_defer_enqueue(tasks, engine_url):
+    assert tasks.task(queue="mail", retries=2)(decorated) is decorated
+    task_id = decorated.defer(5, b=1)
+    task = tasks.decode(tasks.engine.find(task_id, "mail").payload)
+    assert (task.queue, task.max_attempts, task.resolve()(*task.args, **task.kwargs)) == (
+        "mail", 3, 4,
+    )  # fmt: skip
+    default = Tasks(engine_url, tasks.app_name, secret=SECRET, default=True)
+    task_id = defer(add, 1, _queue="q2")
+    assert tasks.decode(default.engine.find(task_id, "q2").payload).args == (1,)
+    default.close()
