@@ -74,10 +74,13 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
 # A claim is held while its stream entry is pending with the delivery count it was handed
 # out with: a reclaim (XAUTOCLAIM) raises the count, an ack or a purge removes the entry.
+# held() returns the consumer that holds it, or nil.
 _HELD = """
 local function held(stream, group, id, deliveries)
   local p = redis.pcall('XPENDING', stream, group, id, id, 1)
-  return p.err == nil and p[1] ~= nil and tonumber(p[1][4]) == tonumber(deliveries)
+  if p.err == nil and p[1] ~= nil and tonumber(p[1][4]) == tonumber(deliveries) then
+    return p[1][2]
+  end
 end
 local function fields_of(stream, id)
   local entry = redis.call('XRANGE', stream, id, id)[1]
@@ -169,8 +172,8 @@ _EXTEND = Script(
     + """
 local out = {}
 for i = 2, #ARGV, 2 do
-  if held(KEYS[1], ARGV[1], ARGV[i], ARGV[i + 1]) then
-    local owner = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)[1][2]
+  local owner = held(KEYS[1], ARGV[1], ARGV[i], ARGV[i + 1])
+  if owner then
     redis.call('XCLAIM', KEYS[1], ARGV[1], owner, 0, ARGV[i], 'JUSTID')
     out[#out + 1] = 1
   else
@@ -367,7 +370,7 @@ return 0
 class _Queue:
     """The keys of one queue, all under its hash tag ``{app:queue}``."""
 
-    __slots__ = ("dead", "delayed", "name", "prefix", "record", "stream")
+    __slots__ = ("dead", "delayed", "keys", "name", "prefix", "record", "stream")
 
     def __init__(self, app_name: str, name: str):
         self.name = name
@@ -375,6 +378,7 @@ class _Queue:
         self.stream, self.delayed, self.dead = (
             self.prefix + k for k in ("stream", "delayed", "dead")
         )
+        self.keys = [self.stream, self.delayed, self.dead]
         self.record = self.prefix + "t:"  # + task id
 
 
@@ -408,7 +412,7 @@ class RedisEngine(Engine):
         self._queues: dict[str, _Queue] = {}
         self._registered: dict[str, float] = {}  # queue -> when this process last SADDed it
         self._checked: dict[str, float] = {}  # queue -> time of the last maintenance pass
-        self._due: dict[str, float] = {}  # queue -> eta of its next delayed task, if known
+        self._due: dict[str, float] = {}  # queue -> eta of its next delayed task (inf: none)
         self._cursor: dict[str, str] = {}  # queue -> XAUTOCLAIM cursor
         self._reaped: dict[str, float] = {}  # queue -> time consumers were last reaped
 
@@ -498,7 +502,7 @@ class RedisEngine(Engine):
         """When the next delayed task this process knows of is due (``DUE_GAP`` at the
         earliest after the last pass)."""
         checked = self._checked.get(q.name, 0.0)
-        return max(self._due.get(q.name, 0.0), checked + DUE_GAP)
+        return max(self._due.get(q.name, math.inf), checked + DUE_GAP)
 
     def _maintain(self, q: _Queue, consumer: str, count: int, now: float) -> list[Claim]:
         """Promote due delayed tasks, reclaim up to ``count`` expired leases for
@@ -506,17 +510,8 @@ class RedisEngine(Engine):
         reap = ""
         if now - self._reaped.get(q.name, 0.0) >= REAP_INTERVAL:
             reap, self._reaped[q.name] = CONSUMER_IDLE_MS, now
-        args = [
-            GROUP,
-            consumer,
-            repr(now),
-            int(self.visibility_timeout * 1000),
-            count,
-            self._cursor.get(q.name, "0-0"),
-            q.record,
-            BATCH,
-            reap,
-        ]
+        idle_ms, cursor = int(self.visibility_timeout * 1000), self._cursor.get(q.name, "0-0")
+        args = [GROUP, consumer, repr(now), idle_ms, count, cursor, q.record, BATCH, reap]
         reclaimed, cursor, first = self._run(
             "promote and reclaim tasks", q, _MAINTAIN, [q.stream, q.delayed], args
         )
@@ -544,42 +539,22 @@ class RedisEngine(Engine):
             return []
         except redis.RedisError as exc:
             raise self._failure("claim tasks", qs[0].stream, exc) from None
-        by_stream = {q.stream.encode(): q for q in qs}
-        entries = sorted(
-            (
-                (qs.index(by_stream[key]), by_stream[key], entry)
-                for key, got in reply or ()
-                for entry in got
-            ),
-            key=lambda item: item[0],
-        )
+        by_stream = dict(reply or ())
         claims: list[Claim] = []
-        for _, q, (entry_id, fields) in entries:
-            if len(claims) < count:
-                claims += self._claims(q, consumer, [(entry_id, fields, 1)])
-            else:
-                self._give_back(q, consumer, entry_id)
+        for q in qs:  # earlier queues first
+            for entry_id, fields in by_stream.get(q.stream.encode(), ()):
+                if len(claims) < count:
+                    claims += self._claims(q, consumer, [(entry_id, fields, 1)])
+                else:
+                    self._give_back(q, consumer, entry_id)
         return claims
 
     def _give_back(self, q: _Queue, consumer: str, entry_id: bytes) -> None:
         """Make an entry read beyond ``count`` look expired and undelivered: the next
         maintenance pass (this process's at once) hands it out."""
         idle = int(self.visibility_timeout * 1000)
-        self._call(
-            "give back a task",
-            q.stream,
-            "XCLAIM",
-            q.stream,
-            GROUP,
-            consumer,
-            0,
-            entry_id,
-            "IDLE",
-            idle,
-            "RETRYCOUNT",
-            0,
-            "JUSTID",
-        )
+        command = ("XCLAIM", q.stream, GROUP, consumer, 0, entry_id, "IDLE", idle)
+        self._call("give back a task", q.stream, *command, "RETRYCOUNT", 0, "JUSTID")
         self._checked[q.name] = 0.0
 
     def _claims(self, q: _Queue, consumer: str, entries: list[tuple]) -> list[Claim]:
@@ -589,10 +564,8 @@ class RedisEngine(Engine):
             receipt = entry_id.decode()
             fields = _fields(flat)
             try:
-                task_id, payload = (
-                    _task_id(q.stream, receipt, fields),
-                    _payload(q.stream, receipt, fields),
-                )
+                task_id = _task_id(q.stream, receipt, fields)
+                payload = _payload(q.stream, receipt, fields)
                 claims.append(Claim(q.name, task_id, payload, int(deliveries), receipt))
             except CorruptData as exc:
                 log.warning(
@@ -625,15 +598,7 @@ class RedisEngine(Engine):
     def retry(self, claim: Claim, payload: bytes, eta: float) -> bool:
         q = self._queue(claim.queue)
         keys = [q.stream, q.delayed, q.record + claim.task_id]
-        args = [
-            GROUP,
-            claim.receipt,
-            claim.deliveries,
-            claim.task_id,
-            payload,
-            repr(float(eta)),
-            repr(time.time()),
-        ]
+        args = [*_held(claim), claim.task_id, payload, repr(float(eta)), repr(time.time())]
         done = self._run("retry a task", q, _RETRY, keys, args) == 1
         if done:
             self._due[q.name] = min(self._due.get(q.name, math.inf), float(eta))
@@ -642,15 +607,7 @@ class RedisEngine(Engine):
     def bury(self, claim: Claim, payload: bytes, error: str) -> bool:
         q = self._queue(claim.queue)
         keys = [q.stream, q.dead, q.record + claim.task_id]
-        args = [
-            GROUP,
-            claim.receipt,
-            claim.deliveries,
-            claim.task_id,
-            payload,
-            error,
-            repr(time.time()),
-        ]
+        args = [*_held(claim), claim.task_id, payload, error, repr(time.time())]
         return self._run("bury a task", q, _BURY, keys, args) == 1
 
     def revive(self, queue: str, task_id: str, payload: bytes | None = None) -> bool:
@@ -706,9 +663,7 @@ class RedisEngine(Engine):
         _check_state(state)
         if limit < 1:
             return []
-        rows = self._run(
-            "list tasks", q, _LIST, [q.stream, q.delayed, q.dead], [GROUP, state, limit, q.record]
-        )
+        rows = self._run("list tasks", q, _LIST, q.keys, [GROUP, state, limit, q.record])
         return [
             self._info(q, key, flat, score, deliveries, state)
             for key, flat, score, deliveries in rows
@@ -718,7 +673,7 @@ class RedisEngine(Engine):
         result = {}
         for name in self._queue_names():
             q = self._queue(name)
-            numbers = self._run("count tasks", q, _COUNTS, [q.stream, q.delayed, q.dead], [GROUP])
+            numbers = self._run("count tasks", q, _COUNTS, q.keys, [GROUP])
             result[name] = dict(zip((WAITING, DELAYED, RUNNING, DEAD), numbers, strict=True))
         return result
 
@@ -729,13 +684,7 @@ class RedisEngine(Engine):
         deleted = 0
         for one in STATES if state is None else (state,):
             while True:
-                n = self._run(
-                    "purge tasks",
-                    q,
-                    _PURGE,
-                    [q.stream, q.delayed, q.dead],
-                    [GROUP, one, BATCH, q.record],
-                )
+                n = self._run("purge tasks", q, _PURGE, q.keys, [GROUP, one, BATCH, q.record])
                 deleted += n
                 if n < BATCH:
                     break
@@ -822,6 +771,11 @@ class RedisEngine(Engine):
             f"task engine {self.settings.masked} failed to {action}: "
             f"{type(exc).__name__}: {exc}; check that Redis is running and reachable"
         )
+
+
+def _held(claim: Claim) -> list:
+    """The script arguments that name a claim's hand-out: group, entry id, deliveries."""
+    return [GROUP, claim.receipt, claim.deliveries]
 
 
 def _fields(flat: list) -> dict[str, bytes]:
