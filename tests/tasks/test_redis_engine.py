@@ -133,6 +133,15 @@ def test_enqueue_is_one_round_trip_and_a_claim_one_between_maintenance(engine, c
     assert delta(before, commands(client)) == {"evalsha": 1, "xack": 1, "xdel": 1, "total": 3}
 
 
+def test_an_idle_claim_looks_every_maintenance_interval_not_more(engine, client):
+    engine.claim(["q"], "w1")
+    before = commands(client)
+    assert engine.claim(["q"], "w1", wait=1) == []
+    calls = delta(before, commands(client))
+    assert calls["evalsha"] <= 1 / MAINTENANCE_INTERVAL + 1  # promote + reclaim passes
+    assert calls["xreadgroup"] <= 1 / MAINTENANCE_INTERVAL + 1  # blocking reads between
+
+
 def test_racing_claimers_hand_out_each_due_task_once(redis_url, app_name):
     engines = [open_engine(redis_url, app_name) for _ in range(4)]
     ids = {f"t{i}" for i in range(300)}
