@@ -102,6 +102,7 @@ def test_a_dead_task_gets_a_ticket_and_is_shown_retried_and_purged(
         worker.kill()
     assert worker.returncode == 0 and time.monotonic() - started < 5, err
     assert "failed (attempt 1 of 2" in err and "failed 2 time(s), buried" in err
+    assert f"[default {task_id} tests.tasks.jobs:always_fails] " in err  # the log context
     [ticket] = open_store(tickets).entries()
     assert ticket.summary == "ValueError: broken task f" and ticket.app == app
 

@@ -287,3 +287,22 @@ def test_the_supervisor_ticks_the_scheduler_of_periodic_tasks(tasks, folder, wor
     wait_for(lambda: jobs.runs(folder, "periodic"))
     assert stop(process) == 0
     assert tasks.engine.try_lease(LEASE_KEY, "another scheduler", 5.0)  # released on stop
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (its reaper may be slow)."""
+    try:
+        with open(f"/proc/{pid}/stat") as file:
+            return file.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_children_of_a_killed_supervisor_finish_their_task_and_exit(tasks, folder, worker):
+    tasks.defer(jobs.slow, folder, "o", 0.5)
+    process = worker()
+    [child] = wait_for(lambda: jobs.runs(folder, "o", "start"))
+    os.kill(process.pid, signal.SIGKILL)
+    wait_for(lambda: not running(child), timeout=5.0)
+    assert jobs.runs(folder, "o") == [child]
+    assert sum(tasks.engine.counts()["default"].values()) == 0
