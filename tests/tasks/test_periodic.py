@@ -5,6 +5,9 @@ the leases and name TTLs run on the engine's real clock."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 import threading
 import time
 
@@ -14,7 +17,9 @@ from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.tasks import NotDeferrable, Tasks
 from scalekit.tasks.engines.base import WAITING
 from scalekit.tasks.periodic import Schedule, Scheduler
+from scalekit.tasks.worker import Worker
 from scalekit.testing import fresh_app_name, run_in_children
+from tests.tasks import jobs
 
 SECRET = "periodic-tests-secret-0123456789abcdef"
 T0 = 1_800_000_000 - 1_800_000_000 % 3600  # an hour's start
@@ -241,3 +246,43 @@ def test_no_entries_no_lease(engine_url) -> None:
     assert Scheduler(tasks, "idle").tick(T0) == []
     assert tasks.engine.try_lease("scheduler", "another", 10)  # the idle one took nothing
     tasks.engine.close()
+
+
+def _serve(tasks: Tasks, index: int) -> None:
+    """A worker process (one server) whose supervisor ticks its own scheduler often."""
+    scheduler = Scheduler(tasks, f"worker{index}", lease_ttl=0.3)
+    scheduler.interval = 0.05
+    sys.exit(Worker(tasks, scheduler=scheduler, grace=2.0).run())
+
+
+def test_workers_on_three_servers_run_a_periodic_task_once(engine_url, tmp_path) -> None:
+    # real clock, real workers: the hour's period runs once whatever holds the lease,
+    # also when holders are killed (SIGKILL) and the lease moves
+    tasks = Tasks(engine_url, fresh_app_name(), secret=SECRET, visibility_timeout=1.0)
+    tasks.schedule.add(jobs.done, "@hourly", args=(str(tmp_path), "hourly"))
+    enqueued(tasks)  # the store is made before the workers race to use it
+    if time.time() % 3600 > 3600 - 15:  # the test must not cross into the next period
+        time.sleep(3600 - time.time() % 3600 + 0.5)
+    fork = multiprocessing.get_context("fork")
+    workers = [fork.Process(target=_serve, args=(tasks, i)) for i in range(3)]
+    for process in workers:
+        process.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not jobs.runs(str(tmp_path), "hourly"):
+            assert time.monotonic() < deadline, "the periodic task never ran"
+            time.sleep(0.05)
+        for process in workers[:2]:  # whichever held the lease, the last one takes it
+            process.kill()
+            process.join(5)
+            time.sleep(0.6)  # the killed holder's lease (0.3 s) ends, another ticks
+        os.kill(workers[2].pid, signal.SIGTERM)
+        workers[2].join(10)
+        assert workers[2].exitcode == 0
+    finally:
+        for process in workers:
+            if process.is_alive():
+                process.kill()
+                process.join(5)
+    assert len(jobs.runs(str(tmp_path), "hourly")) == 1
+    tasks.close()
