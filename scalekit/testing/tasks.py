@@ -72,15 +72,25 @@ class TaskEngineSuite:
         return fresh_app_name()
 
     @pytest.fixture
-    def engine(self, make_engine: MakeEngine, app_name: str) -> Engine:
-        return make_engine(app_name)
+    def engine_for(self, make_engine: MakeEngine, app_name: str) -> MakeEngine:
+        """``engine_for(app_name=<the test's app>, **options)``: an engine of ``make_engine``
+        used once (connected, its tables made), so a test's short delays start after that."""
+
+        def open_used(app_name: str = app_name, **options) -> Engine:
+            engine = make_engine(app_name, **options)
+            engine.counts()
+            return engine
+
+        return open_used
 
     @pytest.fixture
-    def workers(self, make_engine: MakeEngine, app_name: str) -> tuple[Engine, Engine]:
+    def engine(self, engine_for: MakeEngine) -> Engine:
+        return engine_for()
+
+    @pytest.fixture
+    def workers(self, engine_for: MakeEngine) -> tuple[Engine, Engine]:
         """Two engines of one app with leases of :data:`LEASE` seconds: two workers."""
-        return make_engine(app_name, visibility_timeout=LEASE), make_engine(
-            app_name, visibility_timeout=LEASE
-        )
+        return engine_for(visibility_timeout=LEASE), engine_for(visibility_timeout=LEASE)
 
     # -- opening ---------------------------------------------------------------------
     def test_is_an_engine_with_its_options(self, make_engine):
@@ -168,8 +178,8 @@ class TaskEngineSuite:
         time.sleep(max(0.0, now + 0.45 - time.time()))
         assert ids(engine.claim([Q], "w1", count=5)) == ["early", "middle", "late"]
 
-    def test_due_tasks_become_ready_once_however_many_claim(self, make_engine, app_name):
-        engines = [make_engine(app_name) for _ in range(2)]
+    def test_due_tasks_become_ready_once_however_many_claim(self, engine_for):
+        engines = [engine_for() for _ in range(2)]
         eta = time.time() + 0.3
         task_ids = [f"t{index:02d}" for index in range(20)]
         for task_id in task_ids:
@@ -195,8 +205,8 @@ class TaskEngineSuite:
         assert ids(claims) == ["t1"]
         assert 0.15 < took < 1.5
 
-    def test_one_arriving_task_goes_to_one_waiting_claim(self, make_engine, app_name):
-        engines = [make_engine(app_name) for _ in range(2)]
+    def test_one_arriving_task_goes_to_one_waiting_claim(self, engine_for):
+        engines = [engine_for() for _ in range(2)]
         got: list[list[str]] = []
 
         def work(index: int) -> None:
@@ -219,8 +229,8 @@ class TaskEngineSuite:
         assert took < 0.5 and engine.find("t001").state == WAITING
         waiting.join()
 
-    def test_a_waiting_claim_ignores_other_apps(self, make_engine):
-        mine, theirs = make_engine(), make_engine()
+    def test_a_waiting_claim_ignores_other_apps(self, engine_for):
+        mine, theirs = engine_for(), engine_for(fresh_app_name())
         timer = threading.Timer(0.1, theirs.enqueue, (Q, "t1", b"p"))
         timer.start()
         claims, took = timed(lambda: mine.claim([Q], "w1", wait=0.6))
@@ -233,6 +243,16 @@ class TaskEngineSuite:
         claims, took = timed(lambda: engine.claim([Q], "w1", wait=5))
         assert ids(claims) == ["t1"]
         assert 0.25 < took < 1.5
+
+    def test_a_waiting_claim_wakes_for_a_task_delayed_meanwhile(self, engine_for):
+        waiting, other = engine_for(), engine_for()  # other: another process
+        eta = time.time() + 0.5
+        timer = threading.Timer(0.1, other.enqueue, (Q, "t1", b"p"), {"eta": eta})
+        timer.start()
+        claims, took = timed(lambda: waiting.claim([Q], "w1", wait=5))
+        timer.join()
+        assert ids(claims) == ["t1"]
+        assert time.time() >= eta and took < 1.5
 
     def test_a_waiting_claim_gives_up_after_wait(self, engine):
         claims, took = timed(lambda: engine.claim([Q], "w1", wait=0.5))
@@ -271,8 +291,8 @@ class TaskEngineSuite:
         first.ack(claim)
         assert first.find("t1") is None
 
-    def test_extend_returns_only_the_lost_claims(self, make_engine, app_name):
-        first, second = (make_engine(app_name, visibility_timeout=1.0) for _ in range(2))
+    def test_extend_returns_only_the_lost_claims(self, engine_for):
+        first, second = (engine_for(visibility_timeout=1.0) for _ in range(2))
         fill(first, Q, 3)
         [lost] = first.claim([Q], "w1")
         time.sleep(0.6)
@@ -463,21 +483,21 @@ class TaskEngineSuite:
             engine.enqueue(Q, "t2", b"p", name="once")
 
     # -- named tasks ---------------------------------------------------------------------
-    def test_a_name_is_taken_once_per_queue(self, engine, make_engine):
+    def test_a_name_is_taken_once_per_queue(self, engine, engine_for):
         engine.enqueue(Q, "t1", b"p", name="report")
         with pytest.raises(TaskAlreadyExists):
             engine.enqueue(Q, "t2", b"p", name="report")
         assert engine.find("t2") is None
         engine.enqueue("other", "t3", b"p", name="report")
-        make_engine().enqueue(Q, "t4", b"p", name="report")  # another app
+        engine_for(fresh_app_name()).enqueue(Q, "t4", b"p", name="report")  # another app
         [claim] = engine.claim([Q], "w1")
         engine.ack(claim)
         with pytest.raises(TaskAlreadyExists):  # its task ran, the name is still taken
             engine.enqueue(Q, "t5", b"p", name="report")
         assert engine.counts()[Q] == zeros()
 
-    def test_a_name_is_free_again_after_name_ttl(self, make_engine):
-        engine = make_engine(name_ttl=1)
+    def test_a_name_is_free_again_after_name_ttl(self, engine_for):
+        engine = engine_for(name_ttl=1)
         engine.enqueue(Q, "t1", b"p", name="nightly")
         taken = time.time()
         with pytest.raises(TaskAlreadyExists):
@@ -486,8 +506,8 @@ class TaskEngineSuite:
         engine.enqueue(Q, "t3", b"p", name="nightly")
         assert engine.find("t3").name == "nightly"
 
-    def test_racing_enqueues_of_one_name_enqueue_it_once(self, make_engine, app_name):
-        engines = [make_engine(app_name) for _ in range(2)]
+    def test_racing_enqueues_of_one_name_enqueue_it_once(self, engine_for):
+        engines = [engine_for() for _ in range(2)]
         outcomes: dict[str, list[str]] = {"enqueued": [], "refused": []}
         start = threading.Barrier(2, timeout=10)
 
@@ -507,8 +527,8 @@ class TaskEngineSuite:
         assert engines[0].counts()[Q] == zeros(waiting=20)
 
     # -- apps ----------------------------------------------------------------------------
-    def test_apps_are_isolated(self, make_engine):
-        mine, theirs = make_engine(), make_engine()
+    def test_apps_are_isolated(self, engine_for):
+        mine, theirs = engine_for(), engine_for(fresh_app_name())
         mine.enqueue(Q, "t1", b"mine", name="n")
         theirs.enqueue(Q, "t1", b"theirs", name="n")
         mine.enqueue(Q, "t2", b"mine")
@@ -542,8 +562,8 @@ class TaskEngineSuite:
         assert engine.try_lease("renewed", "b", 30) is False
 
     # -- concurrency, processes, close ---------------------------------------------------
-    def test_no_task_is_lost_or_handed_out_twice_across_threads(self, make_engine, app_name):
-        engines = [make_engine(app_name) for _ in range(2)]  # two threads on each
+    def test_no_task_is_lost_or_handed_out_twice_across_threads(self, engine_for):
+        engines = [engine_for() for _ in range(2)]  # two threads on each
         task_ids = fill(engines[0], Q, 400)
         acked: list[str] = []
 

@@ -3,6 +3,7 @@ server, and against a third-party engine as its authors would run it."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from scalekit.core.errors import ConfigError
+from scalekit.tasks.engines import open_engine
 from scalekit.tasks.engines.base import (
     DEAD,
     DELAYED,
@@ -29,6 +31,14 @@ from scalekit.testing.tasks import SharedTaskEngineSuite, TaskEngineSuite
 
 class TestEngines(SharedTaskEngineSuite):
     """Every engine of ``ENGINE_KINDS`` (the ``make_engine`` fixture of the conftest)."""
+
+    def test_options_merge_with_the_url_query(self, engine_url):
+        url = engine_url + ("&" if "?" in engine_url else "?") + "visibility_timeout=9&name_ttl=2"
+        with contextlib.closing(open_engine(url, app_name=fresh_app_name())) as engine:
+            assert (engine.visibility_timeout, engine.name_ttl) == (9, 2)
+        given = open_engine(url, app_name=fresh_app_name(), visibility_timeout=0.5)
+        with contextlib.closing(given) as engine:
+            assert (engine.visibility_timeout, engine.name_ttl) == (0.5, 2)
 
 
 @dataclass
