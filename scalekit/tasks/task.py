@@ -1,9 +1,10 @@
 """A deferred call and the signed bytes an engine stores for it.
 
 A payload is ``version byte (1) + serializer letter (j: tagged JSON, p: pickle) + HMAC-SHA256
-(32 bytes) + body``; the signature covers the version, the letter and the body. Every payload
-is signed whatever the serializer: a task names a callable by import path, so whoever could
-write an unsigned payload into Redis or the table would run ``os:system`` on the workers.
+(32 bytes) + body``, the body the task's fields in order (a list); the signature covers the
+version, the letter and the body. Every payload is signed whatever the serializer: a task
+names a callable by import path, so whoever could write an unsigned payload into Redis or the
+table would run ``os:system`` on the workers.
 :func:`decode` checks the signature before it reads anything, so an unsigned or altered
 pickle is never unpickled. Payloads are signed with the Tasks secret (a list rotates it).
 
@@ -99,6 +100,7 @@ class Task:
 
 
 _FIELDS = tuple(f.name for f in fields(Task))
+_ARGS, _KWARGS, _TARGET = map(_FIELDS.index, ("args", "kwargs", "target"))
 
 
 class Codec:
@@ -174,9 +176,8 @@ def decode(payload: bytes, *, secret: str | bytes | Sequence[str | bytes]) -> Ta
 
 
 def _pickle(task: Task) -> bytes:
-    values = {name: getattr(task, name) for name in _FIELDS}
     try:
-        return pickle.dumps(values, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(_values(task), protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # noqa: BLE001 - pickling fails in many ways, all told here
         raise NotDeferrable(
             f"task {task.function}: an argument cannot be pickled ({type(exc).__name__}: {exc})"
@@ -184,19 +185,23 @@ def _pickle(task: Task) -> bytes:
 
 
 def _json(task: Task) -> bytes:
-    values = {name: getattr(task, name) for name in _FIELDS}
-    values["args"] = list(task.args)
-    if task.target is not None:
-        values["target"] = _target_to_plain(task)
+    """Tagged JSON; only the arguments and the target are walked (the other fields are
+    JSON already), so an enqueue pays for what it passes."""
+    values = _values(task)
+    values[_ARGS] = list(task.args)
+    values[_TARGET] = None if task.target is None else _target_to_plain(task)
+    for index in (_ARGS, _KWARGS, _TARGET):
+        try:
+            values[index] = tagged_json.to_tagged(values[index], TASK_JSON)
+        except tagged_json.NotJSON as exc:
+            raise NotDeferrable(
+                f"task {task.function}: {_FIELDS[index]}{exc.path} {exc.problem}; arguments "
+                f"may hold {TASK_JSON.allowed} (or use serializer='pickle')"
+            ) from None
     try:
-        return tagged_json.dumps(values, TASK_JSON)
-    except tagged_json.NotJSON as exc:
-        raise NotDeferrable(
-            f"task {task.function}: {exc.path.lstrip('.') or 'a value'} {exc.problem}; "
-            f"arguments may hold {TASK_JSON.allowed} (or use serializer='pickle')"
-        ) from None
-    except ValueError as exc:  # circular references
-        raise NotDeferrable(f"task {task.function}: an argument cannot be JSON: {exc}") from None
+        return tagged_json.ENCODER.encode(values).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # circular references, a field of a wrong type
+        raise NotDeferrable(f"task {task.function}: it cannot be JSON: {exc}") from None
 
 
 def _target_to_plain(task: Task) -> dict[str, Any]:
@@ -231,18 +236,23 @@ def _target_from_plain(plain: dict[str, Any]) -> object:
     return target
 
 
-def _from_json(body: bytes) -> dict[str, Any]:
+def _from_json(body: bytes) -> list[Any]:
     values = tagged_json.loads(body, TASK_JSON)
-    if values.get("target") is not None:
-        values["target"] = _target_from_plain(values["target"])
+    if values[_TARGET] is not None:
+        values[_TARGET] = _target_from_plain(values[_TARGET])
     return values
 
 
-def _task(values: dict[str, Any]) -> Task:
+def _values(task: Task) -> list[Any]:
+    """The fields of ``task`` in order: the body is a list (no keys to write and sort)."""
+    return [getattr(task, name) for name in _FIELDS]
+
+
+def _task(values: list[Any]) -> Task:
     """A Task from decoded fields, their types checked (a signed payload of a bug, say)."""
-    if set(values) != set(_FIELDS):
-        raise ValueError(f"fields {sorted(set(values) ^ set(_FIELDS))} differ")
-    task = Task(**values)
+    if not isinstance(values, list) or len(values) != len(_FIELDS):
+        raise ValueError(f"not a list of the {len(_FIELDS)} fields of a task")
+    task = Task(*values)
     task.args = tuple(task.args)
     if not (isinstance(task.kwargs, dict) and all(type(k) is str for k in task.kwargs)):
         raise TypeError("kwargs is not a dict of names")
