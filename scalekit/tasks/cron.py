@@ -6,14 +6,19 @@ those (``1,15,30-40``). Months take ``jan``-``dec``, days of the week ``sun``-``
 7 are both Sunday). As in Vixie cron, when both day fields are restricted (neither starts
 with ``*``) a day matches if either does: ``0 0 1,15 * fri`` runs on the 1st, the 15th and
 every Friday. Shorthands: ``@hourly``, ``@daily`` (``@midnight``), ``@weekly``,
-``@monthly``, ``@yearly`` (``@annually``). Every time is UTC: there is no daylight saving
-gap or repeated hour, so each scheduled minute happens exactly once.
+``@monthly``, ``@yearly`` (``@annually``).
+
+Times are UTC unless ``timezone=`` (a zoneinfo name or a ``tzinfo``) says where the fields'
+wall clock hangs. In a zone with daylight saving a wall time that happens twice (autumn)
+is scheduled once, at its first occurrence, and the wall times a spring gap skips are
+scheduled once, when the gap ends: the same day's ``30 2 * * *`` runs at 03:00.
 """
 
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from scalekit.core.errors import ConfigError, InvalidArgument
 
@@ -90,6 +95,18 @@ def _parse_field(text: str, field: tuple) -> frozenset[int]:
     return frozenset(values)
 
 
+def _zone(zone: str | tzinfo | None) -> tzinfo:
+    """The time zone ``timezone=`` names (UTC when None)."""
+    if zone is None or isinstance(zone, tzinfo):
+        return timezone.utc if zone is None else zone
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ConfigError(
+            f"time zone {zone!r:.60} is unknown: an IANA name such as 'Europe/Paris'"
+        ) from None
+
+
 def _utc(at: datetime | float) -> datetime:
     """``at`` (an aware datetime or a Unix time) as a UTC datetime."""
     if isinstance(at, datetime):
@@ -104,18 +121,22 @@ def _utc(at: datetime | float) -> datetime:
 
 
 class Cron:
-    """A parsed cron expression; :meth:`next` and :meth:`previous` find its times (UTC).
+    """A parsed cron expression; :meth:`next` and :meth:`previous` find its times, as UTC
+    datetimes whatever the zone (two aware datetimes of one zone compare by wall time,
+    wrongly in a repeated hour: ``.astimezone(zone)`` them only to show them).
 
-    A bad expression is a :class:`~scalekit.core.errors.ConfigError` naming the field and
-    why, as is one that can never match (``0 0 30 2 *``).
+    ``timezone``: where the fields' wall clock is (UTC by default). A bad expression is a
+    :class:`~scalekit.core.errors.ConfigError` naming the field and why, as is one that can
+    never match (``0 0 30 2 *``) and an unknown time zone.
     """
 
-    __slots__ = ("_days_or", "dom", "dow", "expr", "hours", "minutes", "months")
+    __slots__ = ("_days_or", "dom", "dow", "expr", "hours", "minutes", "months", "timezone")
 
-    def __init__(self, expr: str) -> None:
+    def __init__(self, expr: str, *, timezone: str | tzinfo | None = None) -> None:
         if not isinstance(expr, str):
             raise ConfigError(f"a cron expression is a string, not {expr!r:.40}")
         self.expr = expr
+        self.timezone = _zone(timezone)
         text = expr.strip()
         if text.startswith("@"):
             if text.lower() not in _SHORTHANDS:
@@ -146,7 +167,9 @@ class Cron:
             raise ConfigError(f"cron {expr!r}: day-of-month: none of these days is in the months")
 
     def __repr__(self) -> str:
-        return f"Cron({self.expr!r})"
+        if self.timezone is timezone.utc:
+            return f"Cron({self.expr!r})"
+        return f"Cron({self.expr!r}, timezone={str(self.timezone)!r})"
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Cron) and self._key() == other._key()
@@ -155,7 +178,8 @@ class Cron:
         return hash(self._key())
 
     def _key(self) -> tuple:
-        return (self.minutes, self.hours, self.dom, self.months, self.dow, self._days_or)
+        fields = (self.minutes, self.hours, self.dom, self.months, self.dow, self._days_or)
+        return (*fields, self.timezone)
 
     def _day_matches(self, t: datetime) -> bool:
         in_dom, in_dow = t.day in self.dom, t.isoweekday() % 7 in self.dow
@@ -163,17 +187,41 @@ class Cron:
 
     def matches(self, at: datetime | float) -> bool:
         """Whether the minute of ``at`` is a scheduled time."""
-        t = _utc(at)
-        return (
-            t.month in self.months
-            and self._day_matches(t)
-            and t.hour in self.hours
-            and t.minute in self.minutes
-        )
+        return self.previous(at) == _utc(at).replace(second=0, microsecond=0)
 
     def next(self, at: datetime | float) -> datetime:
-        """The first scheduled time strictly after ``at``, a UTC datetime."""
-        t = _utc(at).replace(second=0, microsecond=0) + _MINUTE
+        """The first scheduled time strictly after ``at``, an aware datetime in UTC."""
+        at = _utc(at)
+        wall = at.astimezone(self.timezone).replace(second=0, microsecond=0, tzinfo=None)
+        while True:  # wall times of a repeated hour may fall before ``at``: skipped
+            wall = self._next_wall(wall + _MINUTE)
+            instant = self._instant(wall)
+            if instant > at:
+                return instant
+
+    def previous(self, at: datetime | float) -> datetime:
+        """The latest scheduled time at or before ``at``, an aware datetime in UTC."""
+        at = _utc(at)
+        local = at.astimezone(self.timezone)
+        wall = local.replace(second=0, microsecond=0, tzinfo=None)
+        # in the second pass of a repeated hour, its later wall times' first pass is over
+        wall += local.replace(fold=0).utcoffset() - local.utcoffset()
+        while True:
+            instant = self._instant(wall := self._previous_wall(wall))
+            if instant <= at:
+                return instant
+            wall -= _MINUTE
+
+    def _instant(self, wall: datetime) -> datetime:
+        """When the zone's clock shows ``wall`` (first time), in UTC; in a gap, its end."""
+        while True:
+            instant = wall.replace(tzinfo=self.timezone).astimezone(timezone.utc)
+            if instant.astimezone(self.timezone).replace(tzinfo=None) == wall:
+                return instant
+            wall += _MINUTE
+
+    def _next_wall(self, t: datetime) -> datetime:
+        """The first wall time at or after ``t`` the fields allow."""
         while True:
             if t.month not in self.months:
                 t = t.replace(day=1, hour=0, minute=0) + timedelta(days=32)
@@ -187,9 +235,8 @@ class Cron:
             else:
                 return t
 
-    def previous(self, at: datetime | float) -> datetime:
-        """The latest scheduled time at or before ``at``, a UTC datetime."""
-        t = _utc(at).replace(second=0, microsecond=0)
+    def _previous_wall(self, t: datetime) -> datetime:
+        """The last wall time at or before ``t`` the fields allow."""
         while True:
             if t.month not in self.months:
                 t = t.replace(day=1, hour=0, minute=0) - _MINUTE

@@ -318,18 +318,19 @@ class Tasks:
 
     def periodic(
         self,
-        cron: str,
+        cron: str | Cron,
         *,
         queue: str = "default",
         name: str | None = None,
         args: tuple = (),
         kwargs: dict | None = None,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-        """Decorate a function to be deferred at each time of ``cron`` (UTC), once per period
-        across the cluster (:mod:`scalekit.tasks.periodic`); ``name``: the entry's, by default
-        the function's import path. The function is returned unchanged."""
+        """Decorate a function to be deferred at each time of ``cron`` (UTC, or a
+        ``Cron(expr, timezone=...)``), once per period across the cluster
+        (:mod:`scalekit.tasks.periodic`); ``name``: the entry's, by default the function's
+        import path. The function is returned unchanged."""
         check_queue(queue)
-        parsed = Cron(cron)
+        parsed = cron if isinstance(cron, Cron) else Cron(cron)
 
         def register(function: Callable[..., Any]) -> Callable[..., Any]:
             self.schedule.add(function, parsed, queue=queue, name=name, args=args, kwargs=kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -16,9 +17,9 @@ def at(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def times(expr: str, start: datetime, count: int) -> list[datetime]:
-    """The first ``count`` times of ``expr`` after ``start``, through next()."""
-    cron, found = Cron(expr), []
+def times(expr: str, start: datetime, count: int, zone: str | None = None) -> list[datetime]:
+    """The first ``count`` times of ``expr`` (in ``zone``) after ``start``, through next()."""
+    cron, found = Cron(expr, timezone=zone), []
     for _ in range(count):
         start = cron.next(start)
         found.append(start)
@@ -174,16 +175,25 @@ def test_a_starred_day_field_means_both_must_match() -> None:
 )
 def test_next_and_previous_agree_with_a_minute_scan(expr: str) -> None:
     cron = Cron(expr)
+
+    def scheduled(t: datetime) -> bool:  # the fields read directly, Vixie's day rule
+        in_dom, in_dow = t.day in cron.dom, t.isoweekday() % 7 in cron.dow
+        both = not expr.split()[2].startswith("*") and not expr.split()[4].startswith("*")
+        day = (in_dom or in_dow) if both else (in_dom and in_dow)
+        return t.minute in cron.minutes and t.hour in cron.hours and t.month in cron.months and day
+
     start = at(2028, 2, 25, 22, 30)
     minutes = [start + timedelta(minutes=n) for n in range(12 * 24 * 60)]
-    scheduled = [t for t in minutes if cron.matches(t)]
-    assert scheduled, expr
+    times = [t for t in minutes if scheduled(t)]
+    assert times, expr
+    assert all(cron.matches(t) for t in times)
     for t in minutes[::53]:
-        later = [s for s in scheduled if s > t]
+        assert cron.matches(t) == (t in times)
+        later = [s for s in times if s > t]
         if later:
             assert cron.next(t) == later[0]
             assert cron.next(t + timedelta(seconds=59)) == later[0]
-        earlier = [s for s in scheduled if s <= t]
+        earlier = [s for s in times if s <= t]
         if earlier:
             assert cron.previous(t) == earlier[-1]
             assert cron.previous(t + timedelta(seconds=59)) == earlier[-1]
@@ -239,6 +249,83 @@ def test_bad_expressions_name_the_field(expr: str, message: str) -> None:
         Cron(expr)
     assert f"cron {expr!r}" in str(caught.value) or "unknown" in message
     assert isinstance(caught.value, ValueError)
+
+
+def test_a_fixed_offset_zone() -> None:
+    cron = Cron("0 9 * * mon-fri", timezone=timezone(timedelta(hours=-5)))
+    assert cron.next(at(2026, 12, 4, 13)) == at(2026, 12, 4, 14)  # 09:00 at UTC-5
+    assert cron.next(at(2026, 12, 4, 14)) == at(2026, 12, 7, 14)  # Friday, then Monday
+    assert cron.previous(at(2026, 12, 7, 13, 59)) == at(2026, 12, 4, 14)
+    assert cron != Cron("0 9 * * mon-fri")
+    assert repr(cron) == "Cron('0 9 * * mon-fri', timezone='UTC-05:00')"
+
+
+def test_a_spring_gap_runs_its_missing_times_once_when_it_ends() -> None:
+    # Paris, 2026-03-29: the clocks go from 02:00 (UTC+1) to 03:00 (UTC+2), at 01:00 UTC
+    paris = ZoneInfo("Europe/Paris")
+    daily = Cron("30 2 * * *", timezone="Europe/Paris")
+    assert daily.next(at(2026, 3, 28, 12)) == at(2026, 3, 29, 1)  # 03:00 local
+    assert daily.next(at(2026, 3, 29, 1)) == at(2026, 3, 30, 0, 30)  # 02:30 local again
+    assert daily.previous(at(2026, 3, 29, 1)) == at(2026, 3, 29, 1)
+    assert daily.previous(at(2026, 3, 29, 0, 59)) == at(2026, 3, 28, 1, 30)
+    assert daily.next(at(2026, 3, 28, 12)).tzinfo is UTC
+    assert daily.next(at(2026, 3, 28, 12)).astimezone(paris).hour == 3
+    # 02:00, 02:30 (missing) and 03:00 are one time: 03:00 local
+    assert times("*/30 * * * *", at(2026, 3, 29, 0), 3, "Europe/Paris") == [
+        at(2026, 3, 29, 0, 30),
+        at(2026, 3, 29, 1),
+        at(2026, 3, 29, 1, 30),
+    ]
+
+
+def test_a_repeated_autumn_hour_runs_once() -> None:
+    # Paris, 2026-10-25: 03:00 (UTC+2) goes back to 02:00 (UTC+1), at 01:00 UTC
+    daily = Cron("30 2 * * *", timezone="Europe/Paris")
+    assert daily.next(at(2026, 10, 24, 12)) == at(2026, 10, 25, 0, 30)  # the first 02:30
+    assert daily.next(at(2026, 10, 25, 0, 30)) == at(2026, 10, 26, 1, 30)  # not the second
+    assert daily.previous(at(2026, 10, 25, 1, 45)) == at(2026, 10, 25, 0, 30)
+    # the second 02:00-02:59 is not scheduled again: no run for that hour of real time
+    assert times("*/30 * * * *", at(2026, 10, 24, 23, 59), 5, "Europe/Paris") == [
+        at(2026, 10, 25, 0),
+        at(2026, 10, 25, 0, 30),
+        at(2026, 10, 25, 2),
+        at(2026, 10, 25, 2, 30),
+        at(2026, 10, 25, 3),
+    ]
+    assert Cron("*/30 * * * *", timezone="Europe/Paris").previous(at(2026, 10, 25, 1, 50)) == at(
+        2026, 10, 25, 0, 30
+    )
+
+
+@pytest.mark.parametrize(
+    ("expr", "zone"),
+    [
+        ("*/20 * * * *", "Europe/Paris"),
+        ("0,30 1-3 * * *", "Europe/Paris"),
+        ("15 2 * * *", "America/New_York"),
+        ("45 1 * * sun", "America/New_York"),
+    ],
+)
+def test_next_and_previous_are_consistent_across_daylight_saving(expr: str, zone: str) -> None:
+    cron = Cron(expr, timezone=zone)
+    for start in (
+        at(2026, 3, 7, 22),
+        at(2026, 3, 28, 22),
+        at(2026, 10, 24, 22),
+        at(2026, 10, 31, 22),
+    ):
+        for t in (start + timedelta(minutes=n) for n in range(0, 2 * 24 * 60, 7)):
+            previous, following = cron.previous(t), cron.next(t)
+            assert previous <= t < following
+            assert cron.next(previous) == following
+            assert cron.previous(following) == following
+            assert cron.matches(previous) and cron.matches(following)
+
+
+def test_an_unknown_time_zone() -> None:
+    for zone in ("Nowhere/Atlantis", "../etc/passwd", 5):
+        with pytest.raises(ConfigError, match=r"time zone .* is unknown"):
+            Cron("@daily", timezone=zone)  # type: ignore[arg-type]
 
 
 def test_not_a_string() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from scalekit.core.errors import ConfigError, InvalidArgument
 from scalekit.tasks import NotDeferrable, Tasks
+from scalekit.tasks.cron import Cron
 from scalekit.tasks.engines.base import WAITING
 from scalekit.tasks.periodic import Schedule, Scheduler
 from scalekit.tasks.worker import Worker
@@ -122,6 +123,9 @@ def test_periodic_decorator_registers_on_the_facade(engine_url) -> None:
     assert (entry.cron.expr, entry.queue, entry.args) == ("*/5 * * * *", "reports", ("weekly",))
     tasks.periodic("@daily", name="cleanup")(cleanup)
     assert [e.name for e in tasks.schedule] == [entry.name, "cleanup"]
+    paris = Cron("0 2 * * *", timezone="Europe/Paris")
+    tasks.periodic(paris, name="local")(cleanup)
+    assert tasks.schedule["local"].cron is paris
     with pytest.raises(ConfigError, match="day-of-week: 9 is out of range"):
         tasks.periodic("0 0 * * 9")
     with pytest.raises(InvalidArgument, match="queue name"):
