@@ -119,14 +119,14 @@ class Scheduler:
             raise ConfigError(f"a scheduler's lease_ttl must be more than 0, not {lease_ttl!r}")
         self.tasks = tasks
         self.schedule = tasks.schedule if schedule is None else schedule
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.holder = holder or f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease_ttl = lease_ttl
         self._done: dict[str, int] = {}  # entry name -> latest period known enqueued
 
     def tick(self, now: float | None = None) -> list[str]:
         """If elected, defer each entry's latest due period not yet enqueued; the ids of
         the tasks it deferred. ``now``: Unix time (the clock by default)."""
-        if not len(self.schedule):
+        if not self.schedule:
             return []
         now = time.time() if now is None else now
         engine = self.tasks.engine
