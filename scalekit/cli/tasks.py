@@ -1,4 +1,4 @@
-"""``scalekit tasks worker|info|list|show ID|retry ID|purge``: run and operate deferred tasks.
+"""``scalekit tasks worker|info|list|show ID|retry ID|purge|relay``: run and operate deferred tasks.
 
 ``scalekit tasks --store redis://cache:6379/0 --app shop worker --queue mail --concurrency 4``
 The engine URL comes from ``--store`` or ``$SCALEKIT_TASKS``, the secret that signs the
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
-from scalekit.cli.arguments import duration, positive
+from scalekit.cli.arguments import duration, non_negative, positive
 from scalekit.cli.tickets import visible
 from scalekit.core.errors import ConfigError, CorruptData
 from scalekit.core.urls import mask
@@ -388,6 +388,32 @@ def purge(args: argparse.Namespace) -> int:
     finally:
         engine.close()
     print(visible(line))
+    return EXIT_OK
+
+
+def _relay_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db", metavar="URL", required=True, help="the app's database, where the outbox is"
+    )
+    parser.add_argument(
+        "--min-age", type=non_negative(float), default=5.0, metavar="SECONDS",
+        help="only rows at least this old: the relay after the commit comes first (default 5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "-n", "--limit", type=positive(int), default=1000, help="at most (default 1000)"
+    )
+
+
+@action("relay", "enqueue the transactional tasks a crash left in the outbox", _relay_arguments)
+def relay(args: argparse.Namespace) -> int:
+    from scalekit.tasks.outbox import relay as relay_outbox
+
+    engine = open_engine(args)
+    try:
+        count = relay_outbox(engine, args.db, app=args.app, limit=args.limit, min_age=args.min_age)
+    finally:
+        engine.close()
+    print(visible(f"{NAME}: {count} task(s) relayed from the outbox of {mask(args.db)}"))
     return EXIT_OK
 
 
