@@ -169,3 +169,28 @@ def test_usage_errors_exit_2(url, app):
     argv = [sys.executable, "-m", "scalekit", "tasks", "info"]
     no_store = subprocess.run(argv, env=environment(), capture_output=True, text=True, check=False)
     assert no_store.returncode == 2 and "SCALEKIT_TASKS" in no_store.stderr
+
+
+APP_MODULE = """
+import os
+from scalekit.tasks import Tasks
+from tests.tasks import jobs
+
+tasks = Tasks(os.environ["SCALEKIT_TASKS"], os.environ["SCALEKIT_APP"], default=True)
+tasks.periodic("* * * * *", args=({folder!r}, "periodic"))(jobs.done)
+"""
+
+
+def test_the_worker_schedules_the_periodic_tasks_of_an_imported_module(
+    url, app, tasks, folder, tmp_path
+):
+    (tmp_path / "periodic_app.py").write_text(APP_MODULE.format(folder=folder))
+    env = environment(PYTHONPATH=f"{ROOT}:{tmp_path}", SCALEKIT_TASKS=url, SCALEKIT_APP=app)
+    argv = command(url, app, "worker", "--import", "periodic_app")
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: jobs.runs(folder, "periodic"))
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+    finally:
+        worker.kill()
