@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from scalekit.core.errors import ConfigError, InvalidArgument
+from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.tasks import NotDeferrable, Tasks
 from scalekit.tasks.cron import Cron
 from scalekit.tasks.engines.base import WAITING
@@ -290,3 +290,11 @@ def test_workers_on_three_servers_run_a_periodic_task_once(engine_url, tmp_path)
                 process.join(5)
     assert len(jobs.runs(str(tmp_path), "hourly")) == 1
     tasks.close()
+
+
+def test_an_engine_that_is_down_is_an_error_of_the_tick() -> None:
+    # the worker logs it and ticks again later
+    down = Tasks("redis://127.0.0.1:1/0", fresh_app_name(), secret=SECRET)
+    down.schedule.add(report, "* * * * *")
+    with pytest.raises(StoreUnavailable, match=r"127\.0\.0\.1:1"):
+        Scheduler(down, "server").tick(T0)
