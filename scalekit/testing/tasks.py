@@ -210,7 +210,7 @@ class TaskEngineSuite:
         got: list[list[str]] = []
 
         def work(index: int) -> None:
-            got.append(ids(engines[index].claim([Q], f"w{index}", wait=1.0)))
+            got.append(ids(engines[index].claim([Q], f"w{index}", wait=0.6)))
 
         timer = threading.Timer(0.2, engines[0].enqueue, (Q, "t1", b"p"))
         timer.start()
@@ -220,14 +220,20 @@ class TaskEngineSuite:
 
     def test_a_waiting_claim_holds_up_no_other_call(self, engine):
         fill(engine, Q, 2)
-        waiting = threading.Thread(target=engine.claim, args=(["empty"], "w1"), kwargs={"wait": 2})
+        got: list[list[str]] = []
+        waiting = threading.Thread(
+            target=lambda: got.append(ids(engine.claim(["idle"], "w1", wait=5)))
+        )
         waiting.start()
         time.sleep(0.1)
-        claims, took = timed(lambda: engine.claim([Q], "w2"))
-        engine.ack(claims[0])
-        engine.enqueue("else", "t2", b"p")
-        assert took < 0.5 and engine.find("t001").state == WAITING
-        waiting.join()
+        start = time.monotonic()
+        [claim] = engine.claim([Q], "w2")
+        engine.ack(claim)
+        assert engine.find("t001").state == WAITING
+        assert time.monotonic() - start < 0.5
+        engine.enqueue("idle", "t2", b"p")
+        waiting.join(5)
+        assert got == [["t2"]]
 
     def test_a_waiting_claim_ignores_other_apps(self, engine_for):
         mine, theirs = engine_for(), engine_for(fresh_app_name())
@@ -282,7 +288,7 @@ class TaskEngineSuite:
         first, second = workers
         first.enqueue(Q, "t1", b"p")
         [claim] = first.claim([Q], "w1")
-        deadline = time.monotonic() + 3 * LEASE
+        deadline = time.monotonic() + 2 * LEASE
         while time.monotonic() < deadline:
             time.sleep(LEASE / 3)
             assert first.extend([claim]) == []
@@ -621,6 +627,31 @@ class SharedTaskEngineSuite(TaskEngineSuite):
         done = engine.claim(["done"], "check", count=500)
         assert sorted(claim.payload.decode() for claim in done) == task_ids
         assert engine.counts()[Q] == zeros()
+
+    def test_a_killed_worker_process_loses_no_task(self, engine_for):
+        engine = engine_for(visibility_timeout=LEASE)
+        engine.enqueue(Q, "t1", b"p")
+
+        def killed(_index: int) -> None:
+            assert ids(engine.claim([Q], "doomed")) == ["t1"]  # then gone, without an ack
+
+        assert run_in_children(1, killed) == [0]
+        assert engine.claim([Q], "w1") == []
+        time.sleep(PAST_LEASE)
+        [claim] = engine.claim([Q], "w1")
+        assert (claim.task_id, claim.payload, claim.deliveries) == ("t1", b"p", 2)
+
+    def test_a_waiting_claim_in_another_process_wakes(self, engine):
+        timer = threading.Timer(0.3, engine.enqueue, (Q, "t1", b"p"))
+        timer.start()
+
+        def waiting(_index: int) -> None:
+            claims, took = timed(lambda: engine.claim([Q], "child", wait=5))
+            assert ids(claims) == ["t1"] and took < 1.5
+
+        assert run_in_children(1, waiting) == [0]
+        timer.join()
+        assert engine.find("t1").state == RUNNING
 
 
 def run_threads(count: int, work: Callable[[int], None]) -> None:
