@@ -10,7 +10,8 @@ members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
   process (fork-safe through :mod:`scalekit.core.process`).
 - :mod:`~scalekit.connect.sql.tables`: table and index names, tables created or upgraded
-  from the live database, a table required to exist, indexes, insert-if-absent.
+  from the live database (one process at a time: :func:`schema_lock`), a table required
+  to exist, indexes, insert-if-absent.
 
 To open an existing store only (a read or cleanup command), ``open_dal(..., create=False)``
 then :func:`require_table` for each table: nothing is created, a missing database file or
@@ -47,6 +48,7 @@ from scalekit.connect.sql.tables import (
     insert_new_rows,
     migrate_table,
     require_table,
+    schema_lock,
 )
 
 __all__ = [
@@ -74,5 +76,6 @@ __all__ = [
     "positive_timeout",
     "private_folder",
     "require_table",
+    "schema_lock",
     "server_uri",
 ]

@@ -9,11 +9,12 @@ an existing table checks it is there first (:func:`require_table`), creating not
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pydal import DAL, Field
@@ -73,8 +74,15 @@ def require_table(db: DAL, name: str, where: str) -> None:
 
 
 def define_table(db: DAL, name: str, fields: list[Field], **options: object) -> Table:
-    """Define (or redefine) a table now, also on a DAL with ``lazy_tables``."""
-    db.define_table(name, *fields, redefine=True, **options)
+    """Define (or redefine) a table now, also on a DAL with ``lazy_tables``. A table whose
+    creation failed (another process made it first) is forgotten, so that a retry can
+    define it again: pydal keeps it half-defined and refuses the name."""
+    try:
+        db.define_table(name, *fields, redefine=True, **options)
+    except BaseException:
+        if name not in db.tables:
+            vars(db).pop(name, None)
+        raise
     return db[name]
 
 
@@ -106,6 +114,32 @@ def migrate_table(
     for suffix in obsolete:
         drop_index(db, table, identifier(f"{name}_{suffix}"))
     return table
+
+
+@contextlib.contextmanager
+def schema_lock(db: DAL, name: str) -> Iterator[None]:
+    """Hold the server-wide lock ``name`` (for this connection) while tables are created or
+    upgraded, so that processes making the same tables at once take turns instead of
+    failing on each other's CREATE: an advisory lock on PostgreSQL, ``GET_LOCK`` on MySQL
+    (waits bounded by the statement timeout); nothing on SQLite, whose writers take turns
+    anyway. Leave the transaction committed or rolled back before the block ends."""
+    engine = db._adapter.dbengine
+    digest = hashlib.sha1(f"scalekit:{name}".encode()).digest()
+    if engine == "postgres":
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        take, give = f"SELECT pg_advisory_lock({key});", f"SELECT pg_advisory_unlock({key});"
+    elif engine == "mysql":
+        key = db._adapter.adapt(f"scalekit:{digest.hex()[:40]}")
+        wait = db.executesql("SELECT @@innodb_lock_wait_timeout;")[0][0]
+        take, give = f"SELECT GET_LOCK({key}, {wait});", f"SELECT RELEASE_LOCK({key});"
+    else:
+        yield
+        return
+    db.executesql(take)
+    try:
+        yield
+    finally:
+        db.executesql(give)
 
 
 def create_index(db: DAL, table: Table, index: str, on: tuple[str, ...], unique: bool) -> None:
