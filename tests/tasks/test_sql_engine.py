@@ -381,3 +381,22 @@ def test_a_waiting_claim_polls_until_a_task_comes(make_engine):
     [claim] = engine.claim(["default"], "w", wait=3)
     timer.join()
     assert claim.task_id == "late" and 0.25 < time.monotonic() - started < 1
+
+
+def test_processes_racing_for_leases_and_names_from_a_fresh_database_never_fail(
+    engine_url, tmp_path
+):
+    app = fresh_app_name()
+    table = "t_" + fresh_app_name()  # new tables: the racers also race to create them
+
+    def racer(index: int) -> None:  # (MariaDB deadlocked here: INSERT IGNORE then UPDATE)
+        engine = open_engine(engine_url, app_name=app, name_ttl=0.01, table=table)
+        held, deadline = 0, time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            held += engine.try_lease("scheduler", f"p{index}", 0.01)
+            with contextlib.suppress(TaskAlreadyExists):
+                engine.enqueue("default", f"{index}-{time.monotonic()}", b"x", name="hourly")
+        (tmp_path / f"held-{index}").write_text(str(held))
+
+    assert run_in_children(4, racer) == [0, 0, 0, 0]
+    assert sum(int((tmp_path / f"held-{n}").read_text()) for n in range(4)) > 0

@@ -79,7 +79,6 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
 _LENGTHS = {"queue": 128, "name": 255, "task id": 128, "lease key": 255}
 #: Seconds between two sweeps of expired names by one engine.
 _SWEEP_EVERY = 600.0
-_MIGRATE_ATTEMPTS = 3
 _TASK_COLUMNS = (
     "app", "queue", "task_id", "name", "payload", "state", "due", "eta",
     "deliveries", "created", "updated",
@@ -381,15 +380,15 @@ class SQLEngine(Engine):
     def try_lease(self, key: str, holder: str, ttl: float) -> bool:
         _check("lease key", key)
         ttl, now = check_lease(holder, ttl), time.time()
-        with self._transaction() as tables:
-            values = {"app": self.app_name, "lease_key": key, "holder": holder}
-            if sql.insert_new(tables.db, tables.leases, expires=now + ttl, **values):
-                return True
-            return tables.run(
+        with self._transaction() as tables:  # UPDATE first: see _take_name
+            if tables.run(
                 "UPDATE {lease} SET holder = ?, expires = ? WHERE app = ? AND lease_key = ? "
                 "AND (holder = ? OR expires <= ?);",
                 holder, now + ttl, self.app_name, key, holder, now,
-            ).rowcount == 1  # fmt: skip
+            ).rowcount == 1:  # fmt: skip
+                return True
+            values = {"app": self.app_name, "lease_key": key, "holder": holder}
+            return sql.insert_new(tables.db, tables.leases, expires=now + ttl, **values)
 
     def release_lease(self, key: str, holder: str) -> None:
         with self._transaction() as tables:
@@ -431,15 +430,17 @@ class SQLEngine(Engine):
         return claims
 
     def _take_name(self, tables: _Tables, queue: str, name: str, task_id: str, now: float) -> bool:
-        """Take ``name`` in ``queue`` for ``name_ttl``: a new one, or one that expired."""
-        values = {"app": self.app_name, "queue": queue, "name": name, "task_id": task_id}
-        if sql.insert_new(tables.db, tables.names, expires=now + self.name_ttl, **values):
-            return True
-        return tables.run(
+        """Take ``name`` in ``queue`` for ``name_ttl``: one that expired, or a new one.
+        The UPDATE comes first: on MySQL an INSERT that meets a duplicate holds a shared
+        lock on it, and two of them then both waiting to UPDATE it would deadlock."""
+        if tables.run(
             "UPDATE {name} SET task_id = ?, expires = ? WHERE app = ? AND queue = ? AND "
             "name = ? AND expires <= ?;",
             task_id, now + self.name_ttl, self.app_name, queue, name, now,
-        ).rowcount == 1  # fmt: skip
+        ).rowcount == 1:  # fmt: skip
+            return True
+        values = {"app": self.app_name, "queue": queue, "name": name, "task_id": task_id}
+        return sql.insert_new(tables.db, tables.names, expires=now + self.name_ttl, **values)
 
     def _sweep_names(self, now: float) -> None:
         """Delete this app's expired names (at most every ``_SWEEP_EVERY`` seconds)."""
@@ -508,15 +509,18 @@ class SQLEngine(Engine):
             (self.queue_table, queue_fields, QUEUE_INDEXES),
         )
         if self.migrate and key not in _ready:
-            with _schema_lock:
-                for attempt in range(1, _MIGRATE_ATTEMPTS + 1):
+            with _schema_lock, sql.schema_lock(db, f"tasks:{self.table}"):
+                # on SQLite (no schema lock) each failure means another process made a
+                # table first, or was writing its pydal .table file as this one read it
+                attempts = 2 * len(specs)
+                for attempt in range(1, attempts + 1):
                     try:
                         made = [sql.migrate_table(db, *spec) for spec in specs]
                         db.commit()
                         break
-                    except db._adapter.driver.Error as exc:
+                    except (db._adapter.driver.Error, RuntimeError) as exc:
                         db.rollback()
-                        if attempt == _MIGRATE_ATTEMPTS:
+                        if attempt == attempts:
                             raise
                         log.info("task tables of %s: retrying setup after %s", self.masked, exc)
                 _ready.add(key)
