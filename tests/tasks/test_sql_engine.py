@@ -400,3 +400,36 @@ def test_processes_racing_for_leases_and_names_from_a_fresh_database_never_fail(
 
     assert run_in_children(4, racer) == [0, 0, 0, 0]
     assert sum(int((tmp_path / f"held-{n}").read_text()) for n in range(4)) > 0
+
+
+def test_the_rows_hold_what_the_module_documents(make_engine, engine_url):
+    engine = make_engine()
+    engine.enqueue("default", "t1", b"\x00\xffbinary", name="n1")
+    engine.enqueue("default", "t2", b"later", eta=time.time() + 60)
+    [claim] = engine.claim(["default"], "worker-1")
+    select = (
+        "SELECT task_id, name, payload, state, due, eta, consumer, token, deliveries, error "
+        f"FROM scalekit_task WHERE app = '{engine.app_name}' ORDER BY task_id"
+    )
+    with connection(engine_url) as conn:
+        running, delayed = fetch(conn, select)
+        assert running[:4] == ("t1", "n1", b"\x00\xffbinary", "running")  # the bytes as given
+        assert running[6:9] == ("worker-1", claim.receipt, 1)
+        assert abs(running[4] - (time.time() + engine.visibility_timeout)) < 2  # lease end
+        assert (delayed[3], delayed[4], delayed[7]) == ("queued", delayed[5], None)
+        engine.bury(claim, b"dead", "Traceback (most recent call last): ...")
+        dead = fetch(conn, select)[0]
+        assert (dead[3], dead[4], dead[7], dead[9]) == (
+            "dead", None, None, "Traceback (most recent call last): ...",
+        )  # fmt: skip
+        queues = f"SELECT queue FROM scalekit_task_queue WHERE app = '{engine.app_name}'"
+        assert fetch(conn, queues) == [("default",)]
+
+
+def fetch(conn, select: str) -> list[tuple]:
+    """The rows of ``select`` as tuples, blobs as bytes (psycopg2 hands out memoryviews)."""
+    cursor = conn.cursor()
+    cursor.execute(select)
+    rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cursor]
+    conn.commit()
+    return rows
