@@ -92,7 +92,7 @@ class DBScope:
         """Run ``callback()`` once the request's transaction has committed (Django's
         ``transaction.on_commit``): callbacks run in the order given, after the response's
         transaction ended and before the response is sent; each in a transaction of its own
-        (``writer`` opens the primary again), committed when it returns, rolled back and
+        on the same connection (``writer``), committed when it returns, rolled back and
         logged (never raised) when it fails. A rollback, or a failed commit, drops them.
 
         In autocommit mode every statement has committed already: ``callback`` runs now.
@@ -130,34 +130,46 @@ class DBScope:
         dropped, and the server discards the transaction)."""
         committed = success and self.mode == REQUEST
         pending, self._callbacks = self._callbacks, []
-        self._end(success)
-        while committed and pending:
-            callback = pending.pop(0)
-            ok = _call(callback)
-            try:
-                self._end(ok)
-            except Exception:  # the request has committed: only logged
-                log.exception("could not commit what on_commit callback %r did", callback)
-                ok = False
-            if ok:  # what it registered runs after; else it was rolled back with it
-                pending += self._callbacks
-            self._callbacks = []
+        self._end(success, keep_writer=committed and bool(pending))
+        try:
+            while committed and pending:
+                callback = pending.pop(0)
+                ok = _call(callback)
+                try:
+                    self._end(ok, keep_writer=True)
+                except Exception:  # the request has committed: only logged
+                    log.exception("could not commit what on_commit callback %r did", callback)
+                    ok = False
+                if ok:  # what it registered runs after; else it was rolled back with it
+                    pending += self._callbacks
+                self._callbacks = []
+        finally:
+            self._end(False)  # the writer the callbacks kept (nothing left to commit)
 
-    def _end(self, success: bool) -> None:
-        """Commit or roll back the open DALs and release them (see :meth:`finish`)."""
-        dals, self._reader, self._writer = self._open_dals(), None, None
+    def _end(self, success: bool, keep_writer: bool = False) -> None:
+        """Commit or roll back the open DALs and release them (see :meth:`finish`); with
+        ``keep_writer`` the writer stays open for the on_commit callbacks (one connection
+        for the request and its callbacks)."""
+        dals = self._open_dals()
+        kept = self._writer if keep_writer else None
+        self._reader, self._writer = None, kept
         error: BaseException | None = None
         for db in dals:
             commit = success and self.mode == REQUEST and error is None
             try:
                 if self.mode == AUTOCOMMIT:
                     _set_autocommit(db, False)
-                if commit:
-                    db.commit()
-                close(db, None if commit else "rollback")
+                if db is kept:
+                    db.commit() if commit else db.rollback()
+                else:
+                    if commit:
+                        db.commit()
+                    close(db, None if commit else "rollback")
             except Exception as exc:  # noqa: BLE001 - a broken connection is only dropped
                 log.warning("could not end a transaction: %s", exc)
                 _drop(db)
+                if db is kept:
+                    self._writer = None
                 if commit:
                     error = exc
         if error is not None:

@@ -166,8 +166,10 @@ def _table(db: DAL, transaction: Any = None) -> Table:
     SQLite in ``db``'s transaction (DDL is transactional there; known to exist once
     ``transaction`` commits, else at once: the caller commits); on a server through a
     connection of its own (pydal commits after a CREATE, MySQL before and after)."""
-    table = sql.define_table(db, TABLE, _fields(), migrate=False)
     key = db._uri_hash
+    if key in _ready and TABLE in db.tables:  # defined on this DAL already
+        return db[TABLE]
+    table = sql.define_table(db, TABLE, _fields(), migrate=False)
     if key in _ready:
         return table
     if db._adapter.dbengine != "sqlite":
