@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
+from scalekit import db as scalekit_db
 from scalekit.cli import main
 from scalekit.connect import sql
 from scalekit.core import context
@@ -151,6 +152,22 @@ def test_outside_a_request_or_with_a_name_it_is_refused(tasks):
         tasks.defer(send_mail, "dee", _transactional=True)
     with pytest.raises(InvalidArgument, match="_name and _transactional"):
         tasks.defer(send_mail, "dee", _transactional=True, _name="once")
+
+
+def test_a_manual_view_is_refused_and_leaves_no_row(db_url, tasks, tmp_path):
+    def view(environ, start_response):
+        scope = scalekit_db.current()
+        scope.manual()
+        with pytest.raises(MissingContext, match="manual view"):
+            tasks.defer(send_mail, "fay", _transactional=True)
+        scope.writer.commit()
+        start_response("200 OK", [])
+        return [b"refused"]
+
+    app = DBMiddleware(view, ReplicaSet(db_url, folder=str(tmp_path)), define=define)
+    assert Client(app).request("/", method="POST").text == "refused"
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+    assert queued(tasks) == []
 
 
 def crash_after_commit(db_url: str, tasks: Tasks, folder: str) -> str:
