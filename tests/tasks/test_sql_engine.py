@@ -21,7 +21,7 @@ import pytest
 from scalekit.core import urls
 from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.tasks.engines import open_engine
-from scalekit.tasks.engines.sql import SQLEngine
+from scalekit.tasks.engines.sql import SQLEngine, skips_locked
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name, run_in_children
 from tests.servers import free_port
@@ -433,3 +433,17 @@ def fetch(conn, select: str) -> list[tuple]:
     rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in row) for row in cursor]
     conn.commit()
     return rows
+
+
+@pytest.mark.parametrize(
+    ("version", "skips"),
+    [
+        ("10.11.19-MariaDB-0+deb12u1", True),  # the test server's
+        ("10.6.4-MariaDB", True),
+        ("10.5.23-MariaDB-0+deb11u1", False),  # Debian 11: FOR UPDATE, claimers take turns
+        ("8.0.36", True),
+        ("5.7.44-log", False),
+    ],
+)
+def test_skip_locked_is_used_on_the_servers_that_have_it(version, skips):
+    assert skips_locked(version) is skips

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import secrets
 import threading
 import time
@@ -146,6 +147,26 @@ _schema_lock = threading.Lock()
 _ready: set[tuple[str, str]] = set()
 
 
+def row_locks(db: DAL) -> str:
+    """The clause that locks a claim's rows: ``FOR UPDATE SKIP LOCKED`` where the server has
+    it (PostgreSQL 9.5+, MySQL 8.0+, MariaDB 10.6+), else ``FOR UPDATE`` (claimers then wait
+    for each other's claim transactions: short, but one at a time); none on SQLite, whose
+    claims hold the database's write lock."""
+    engine = db._adapter.dbengine
+    if engine == "sqlite":
+        return ""
+    if engine == "mysql" and not skips_locked(db.executesql("SELECT VERSION();")[0][0]):
+        return " FOR UPDATE"
+    return " FOR UPDATE SKIP LOCKED"
+
+
+def skips_locked(version: str) -> bool:
+    """Whether a MySQL or MariaDB server of ``SELECT VERSION()`` has ``SKIP LOCKED``."""
+    numbers = re.match(r"(\d+)\.(\d+)", version)
+    release = (int(numbers[1]), int(numbers[2])) if numbers else (0, 0)
+    return release >= ((10, 6) if "mariadb" in version.lower() else (8, 0))
+
+
 class _Tables:
     """One thread's DAL, the engine's tables on it, and how to run SQL there."""
 
@@ -156,7 +177,7 @@ class _Tables:
         adapter = db._adapter
         self.sqlite = adapter.dbengine == "sqlite"
         self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
-        self._lock = "" if self.sqlite else " FOR UPDATE SKIP LOCKED"
+        self._lock = row_locks(db)
         self._names = {
             "task": tasks._rname, "name": names._rname, "lease": leases._rname,
             "queue": queues._rname,
