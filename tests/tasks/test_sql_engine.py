@@ -447,3 +447,14 @@ def fetch(conn, select: str) -> list[tuple]:
 )
 def test_skip_locked_is_used_on_the_servers_that_have_it(version, skips):
     assert skips_locked(version) is skips
+
+
+def test_expired_names_are_swept_by_the_next_engine_that_takes_a_name(make_engine, engine_url):
+    app = fresh_app_name()
+    make_engine(app, name_ttl=0.05).enqueue("default", "t1", b"x", name="old")
+    make_engine(app).enqueue("default", "t2", b"x", name="kept")  # not expired yet: kept
+    time.sleep(0.1)
+    make_engine(app).enqueue("default", "t3", b"x", name="new")  # sweeps "old" first
+    with connection(engine_url) as conn:
+        names = fetch(conn, f"SELECT name FROM scalekit_task_name WHERE app = '{app}'")
+    assert sorted(names) == [("kept",), ("new",)]
