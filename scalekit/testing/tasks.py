@@ -170,6 +170,16 @@ class TaskEngineSuite:
         assert (claim.task_id, claim.payload, claim.deliveries) == ("t1", b"p", 1)
         assert engine.find("t1").state == RUNNING
 
+    def test_a_due_task_shows_as_waiting_before_any_claim(self, engine):
+        eta = time.time() + 0.2  # no worker claims: the views alone say it is due
+        engine.enqueue(Q, "t1", b"p", eta=eta)
+        engine.enqueue(Q, "t2", b"p", eta=eta + 60)
+        time.sleep(max(0.0, eta - time.time()) + 0.05)
+        assert engine.find("t1").state == WAITING
+        assert ids(engine.tasks(Q, WAITING)) == ["t1"]
+        assert ids(engine.tasks(Q, DELAYED)) == ["t2"]
+        assert engine.counts()[Q] == zeros(waiting=1, delayed=1)
+
     def test_delayed_tasks_run_in_eta_order(self, engine):
         now = time.time()
         for task_id, delay in (("late", 0.4), ("early", 0.2), ("middle", 0.3)):
@@ -200,7 +210,7 @@ class TaskEngineSuite:
     def test_a_waiting_claim_returns_when_a_task_arrives(self, engine):
         timer = threading.Timer(0.2, engine.enqueue, (Q, "t1", b"p"))
         timer.start()
-        claims, took = timed(lambda: engine.claim(["other", Q], "w1", wait=5))
+        claims, took = timed(lambda: engine.claim(["other", Q], "w1", count=5, wait=5))
         timer.join()
         assert ids(claims) == ["t1"]
         assert 0.15 < took < 1.5
@@ -457,14 +467,16 @@ class TaskEngineSuite:
     def test_purge_one_state_or_all(self, engine):
         self.every_state(engine)
         self.every_state(engine, "other")
-        assert engine.purge(Q, DEAD) == 1
-        assert engine.purge(Q, DELAYED) == 2
-        assert engine.counts()[Q] == zeros(waiting=2, running=1)
-        assert engine.purge(Q) == 3
-        assert engine.counts()[Q] == zeros()
+        left = {DEAD: 1, DELAYED: 2, RUNNING: 1, WAITING: 2}
+        for state in (DEAD, RUNNING, WAITING, DELAYED):
+            assert engine.purge(Q, state) == left.pop(state)
+            assert engine.counts()[Q] == zeros(**left)
+            assert engine.tasks(Q, state) == []
         assert engine.find("default-w000") is None
-        assert engine.counts()["other"] == zeros(waiting=2, delayed=2, running=1, dead=1)
         assert engine.purge(Q) == 0
+        assert engine.counts()["other"] == zeros(waiting=2, delayed=2, running=1, dead=1)
+        assert engine.purge("other") == 6
+        assert engine.counts() == {Q: zeros(), "other": zeros()}
 
     def test_tasks_lists_50_unless_told(self, engine):
         fill(engine, Q, 60)
@@ -493,6 +505,8 @@ class TaskEngineSuite:
         engine.enqueue(Q, "t1", b"p", name="report")
         with pytest.raises(TaskAlreadyExists):
             engine.enqueue(Q, "t2", b"p", name="report")
+        with pytest.raises(TaskAlreadyExists):
+            engine.enqueue(Q, "t2", b"p", name="report", eta=time.time() + 60)
         assert engine.find("t2") is None
         engine.enqueue("other", "t3", b"p", name="report")
         engine_for(fresh_app_name()).enqueue(Q, "t4", b"p", name="report")  # another app
@@ -501,6 +515,15 @@ class TaskEngineSuite:
         with pytest.raises(TaskAlreadyExists):  # its task ran, the name is still taken
             engine.enqueue(Q, "t5", b"p", name="report")
         assert engine.counts()[Q] == zeros()
+
+    def test_names_are_any_string(self, engine):
+        names = ["user:42 résumé", "{tag}", "a/b?c=d&e", "n" * 200]
+        for index, name in enumerate(names):
+            engine.enqueue(Q, f"t{index}", b"p", name=name, eta=time.time() + 60 * index)
+            with pytest.raises(TaskAlreadyExists):
+                engine.enqueue(Q, f"again{index}", b"p", name=name)
+        assert [engine.find(f"t{index}").name for index in range(4)] == names
+        assert engine.counts()[Q] == zeros(waiting=1, delayed=3)
 
     def test_a_name_is_free_again_after_name_ttl(self, engine_for):
         engine = engine_for(name_ttl=1)

@@ -107,11 +107,9 @@ class DictEngine(Engine):
         deadline = time.monotonic() + wait
         with shelf.changed:
             while True:
-                now = time.time()
+                now = self.promote()
                 for row in shelf.rows.values():
-                    if (row.state == DELAYED and row.ready <= now) or (
-                        row.state == RUNNING and row.expires <= now
-                    ):
+                    if row.state == RUNNING and row.expires <= now:
                         row.state = WAITING
                 ready = [r for r in shelf.rows.values() if r.state == WAITING and r.queue in rank]
                 left = deadline - time.monotonic()
@@ -126,6 +124,14 @@ class DictEngine(Engine):
             return [
                 Claim(r.queue, r.task_id, r.payload, r.deliveries, r.receipt) for r in ready[:count]
             ]
+
+    def promote(self) -> float:
+        """Make the delayed tasks now due waiting (the lock held); the time it did it."""
+        now = time.time()
+        for row in self.shelf.rows.values():
+            if row.state == DELAYED and row.ready <= now:
+                row.state = WAITING
+        return now
 
     def held(self, claim: Claim) -> Row | None:
         """The row of ``claim`` if its lease is still this claim's."""
@@ -184,11 +190,13 @@ class DictEngine(Engine):
 
     def find(self, task_id, queue=None):
         with self.shelf.changed:
+            self.promote()
             row = self.shelf.rows.get(task_id)
             return None if row is None or queue not in (None, row.queue) else self.info(row)
 
     def tasks(self, queue, state, limit=50):
         with self.shelf.changed:
+            self.promote()
             rows = [r for r in self.shelf.rows.values() if (r.queue, r.state) == (queue, state)]
         if state == DEAD:
             rows.sort(key=lambda row: -row.order)
@@ -198,6 +206,7 @@ class DictEngine(Engine):
 
     def counts(self):
         with self.shelf.changed:
+            self.promote()
             counts = {queue: dict.fromkeys(STATES, 0) for queue in self.shelf.queues}
             for row in self.shelf.rows.values():
                 counts[row.queue][row.state] += 1
@@ -205,6 +214,7 @@ class DictEngine(Engine):
 
     def purge(self, queue, state=None):
         with self.shelf.changed:
+            self.promote()
             doomed = [
                 row.task_id for row in self.shelf.rows.values()
                 if row.queue == queue and state in (None, row.state)
