@@ -24,7 +24,7 @@ from multiprocessing.sharedctypes import RawArray
 from typing import Any
 
 from scalekit.core import context
-from scalekit.core.errors import ConfigError, CorruptData, ScalekitError
+from scalekit.core.errors import ConfigError, CorruptData, InvalidArgument, ScalekitError
 from scalekit.tasks.engines.base import Claim
 from scalekit.tasks.errors import (
     NotDeferrable,
@@ -32,6 +32,7 @@ from scalekit.tasks.errors import (
     SingularTaskFailure,
     TaskTimeout,
 )
+from scalekit.tasks.facade import check_queue
 
 __all__ = [
     "ACKED",
@@ -257,6 +258,11 @@ class Worker:
     ):
         if isinstance(queues, str) or not queues:
             raise ConfigError(f"a worker needs a sequence of queue names, not {queues!r:.60}")
+        for queue in queues:
+            try:
+                check_queue(queue)
+            except InvalidArgument as exc:
+                raise ConfigError(f"worker: {exc}") from None
         limits = {
             "concurrency": concurrency,
             "prefetch": prefetch,
@@ -298,8 +304,8 @@ class Worker:
                         del due[slot]
                         children[self._fork(slot, deadlines)] = (slot, now)
                 if self.scheduler is not None and stop_at is None and now >= next_tick:
-                    next_tick = now + self.scheduler.interval
-                    self._tick()
+                    ticked = self._tick()  # after a failure, again in a second
+                    next_tick = now + (self.scheduler.interval if ticked else RESTART_DELAY)
                 if self._stopping and stop_at is None:
                     stop_at = now + self.grace
                     log.info("worker %s stopping: running tasks get %g s", self.name, self.grace)
@@ -320,12 +326,15 @@ class Worker:
     def _stop(self, signum, frame) -> None:
         self._stopping = True
 
-    def _tick(self) -> None:
-        """Defer the periodic tasks now due, if this supervisor's scheduler is elected."""
+    def _tick(self) -> bool:
+        """Defer the periodic tasks now due, if this supervisor's scheduler is elected;
+        False if the engine failed."""
         try:
             self.scheduler.tick()
-        except ScalekitError as exc:  # the engine is down: the next tick tries again
+        except ScalekitError as exc:
             log.warning("worker %s: periodic tasks not scheduled: %s", self.name, exc)
+            return False
+        return True
 
     def _fork(self, slot: int, deadlines) -> int:
         # SIGTERM and SIGINT wait (blocked) until the child has its own handlers

@@ -161,11 +161,19 @@ def test_the_secret_comes_from_the_environment_or_a_file_only(url, app, tasks, f
     assert done.returncode == 0 and jobs.runs(folder, "s")
 
 
-def test_usage_errors_exit_2(url, app):
-    for argv in (["worker", "--concurrency", "0"], ["worker", "--import", "no.such.module"],
-                 ["list", "--state", "lost"], ["purge"]):  # fmt: skip
-        done = scalekit(url, app, *argv)
-        assert done.returncode == 2, (argv, done.stderr)
+USAGE_ERRORS = [
+    ["worker", "--concurrency", "0"], ["worker", "--import", "no.such.module"],
+    ["worker", "-q", "no spaces"], ["list", "--state", "lost"], ["purge"],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("argv", USAGE_ERRORS)
+def test_usage_errors_exit_2(url, app, argv):
+    done = scalekit(url, app, *argv)
+    assert done.returncode == 2, done.stderr
+
+
+def test_no_store_is_a_usage_error():
     argv = [sys.executable, "-m", "scalekit", "tasks", "info"]
     no_store = subprocess.run(argv, env=environment(), capture_output=True, text=True, check=False)
     assert no_store.returncode == 2 and "SCALEKIT_TASKS" in no_store.stderr
@@ -185,12 +193,14 @@ def test_the_worker_schedules_the_periodic_tasks_of_an_imported_module(
     url, app, tasks, folder, tmp_path
 ):
     (tmp_path / "periodic_app.py").write_text(APP_MODULE.format(folder=folder))
+    tasks.engine.counts()  # the store exists before two processes use it
     env = environment(PYTHONPATH=f"{ROOT}:{tmp_path}", SCALEKIT_TASKS=url, SCALEKIT_APP=app)
     argv = command(url, app, "worker", "--import", "periodic_app")
-    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: jobs.runs(folder, "periodic"))
+        wait_for(lambda: jobs.runs(folder, "periodic") or worker.poll() is not None)
         worker.send_signal(signal.SIGTERM)
-        assert worker.wait(timeout=10) == 0
+        err = worker.communicate(timeout=10)[1].decode()
     finally:
         worker.kill()
+    assert worker.returncode == 0 and jobs.runs(folder, "periodic"), err

@@ -239,7 +239,7 @@ def test_a_child_killed_while_running_a_task_is_replaced_and_the_task_runs_again
     os.kill(victim, signal.SIGKILL)
     [runner] = wait_for(lambda: jobs.runs(folder, "k"))
     assert runner != victim
-    assert LEASE - 0.1 < time.monotonic() - killed < LEASE + 5
+    assert LEASE / 2 < time.monotonic() - killed < LEASE + 5  # last renewed LEASE/3 before
     assert stop(process) == 0
 
 
@@ -250,7 +250,7 @@ def test_sigterm_finishes_the_running_task_hands_back_the_others_and_exits_0(tas
     wait_for(lambda: jobs.runs(folder, "g", "start"))
     started = time.monotonic()
     assert stop(process) == 0
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0  # the task's 1 s, not the grace's 10
     assert len(jobs.runs(folder, "g")) == 1 and jobs.runs(folder, "later") == []
     [claim] = tasks.engine.claim(["default"], "test")  # handed back: ready at once
     assert claim.task_id == later
