@@ -341,6 +341,27 @@ class TaskEngineSuite:
         second.ack(claim)  # the second run ends too
         assert second.counts()[Q] == zeros()
 
+    def test_ack_after_a_lost_lease_deletes_a_task_retried_meanwhile(self, workers):
+        first, second = workers
+        first.enqueue(Q, "t1", b"p")
+        [lost] = first.claim([Q], "w1")
+        time.sleep(PAST_LEASE)
+        [claim] = second.claim([Q], "w2")
+        assert second.retry(claim, b"second", time.time() + 60) is True  # the rerun failed
+        first.ack(lost)  # the first run succeeded after all: no third run
+        assert first.find("t1") is None
+        assert second.counts()[Q] == zeros()
+
+    def test_an_expired_lease_nobody_took_is_extended(self, workers):
+        first, second = workers
+        first.enqueue(Q, "t1", b"p")
+        [claim] = first.claim([Q], "w1")
+        time.sleep(PAST_LEASE)  # expired, but neither handed out again nor gone
+        assert first.extend([claim]) == []
+        assert second.claim([Q], "w2") == []
+        first.ack(claim)
+        assert first.find("t1") is None
+
     # -- retry, bury, revive -------------------------------------------------------------
     def test_retry_delays_the_task_with_its_new_payload(self, engine):
         engine.enqueue(Q, "t1", b"first", name="once")
