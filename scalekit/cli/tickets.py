@@ -11,8 +11,9 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
-from scalekit.cli.arguments import duration, in_range, positive
-from scalekit.core.errors import ConfigError, CorruptData
+from scalekit.cli.arguments import duration, positive
+from scalekit.cli.viewers import run_viewer, serve_arguments, viewer_token
+from scalekit.core.errors import CorruptData
 from scalekit.core.urls import mask
 
 if TYPE_CHECKING:
@@ -77,20 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Serve the TicketViewer. Access needs a client address in --allow or the "
         f"token (${TOKEN_VARIABLE} or --token-file), as Authorization: Bearer or ?token=.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=in_range(0, 65535), default=8001, help="(default 8001)")
-    serve.add_argument(
-        "--allow",
-        metavar="ADDRESS",
-        action="append",
-        default=[],
-        help="a client address or network let in without the token (repeatable)",
-    )
-    serve.add_argument(
-        "--token-file",
-        metavar="FILE",
-        help=f"a file holding the token (default: ${TOKEN_VARIABLE})",
-    )
+    serve_arguments(serve, 8001, TOKEN_VARIABLE)
 
 
 def list_lines(entries: list[Entry]) -> list[str]:
@@ -214,36 +202,14 @@ def moment(text: str) -> float:
 
 def serve(args: argparse.Namespace) -> int:
     """Serve the viewer of ``--store`` until interrupted; refused without --allow or a token."""
-    from scalekit.tickets.server import open_server, serve_until_signalled
     from scalekit.tickets.stores import open_store
     from scalekit.tickets.viewer import TicketViewer
 
-    token = _token(args.token_file)
-    if not args.allow and not token:
-        raise ConfigError(
-            f"tickets serve needs --allow ADDRESS or a token (${TOKEN_VARIABLE} or "
-            "--token-file): the viewer shows tracebacks and request data"
-        )
+    token = viewer_token(args, TOKEN_VARIABLE, "tracebacks and request data")
     store = open_store(args.store, create=False)
     try:
         store.entries(1)  # a store that does not exist or cannot be read stops here
         viewer = TicketViewer(store, allowed=args.allow, token=token)
-        with open_server(viewer, args.host, args.port) as server:
-            host, port = server.server_address[:2]
-            where = f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-            print(f"{NAME}: serving {mask(args.store)} at {where} (Ctrl-C stops)", flush=True)
-            serve_until_signalled(server)
-    except KeyboardInterrupt:  # before the signals were handled
-        pass
+        return run_viewer(NAME, viewer, args, mask(args.store))
     finally:
         store.close()
-    print(f"{NAME}: stopped")
-    return EXIT_OK
-
-
-def _token(path: str | None) -> str | None:
-    """The viewer's token: the first line of ``path``, else $SCALEKIT_TICKETS_TOKEN."""
-    if path is None:
-        return os.environ.get(TOKEN_VARIABLE) or None
-    with open(path, encoding="utf-8") as file:
-        return file.readline().strip() or None

@@ -6,50 +6,27 @@ client address in ``allowed`` (addresses or networks, matched against ``REMOTE_A
 only: behind a proxy on the same host every client looks local, so use a token there) or
 the ``token``, sent as ``Authorization: Bearer <token>`` or once as ``?token=<token>``: that
 answer sets a cookie (HttpOnly, SameSite=Strict, the viewer's path, signed with a key
-derived from the token, valid ``COOKIE_MAX_AGE`` seconds) and links never carry the token.
+derived from the token, valid ``COOKIE_MAX_AGE`` seconds) and links never carry the token
+(:class:`scalekit.wsgi.guard.Guard`).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import html
-import ipaddress
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs, quote
 
-from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
+from scalekit.core.errors import CorruptData, StoreUnavailable
 from scalekit.tickets.stores import TicketStore, open_store
 from scalekit.tickets.ticket import Entry, Group
-from scalekit.wsgi import pages
-from scalekit.wsgi.cookies import Cookie, cookie_value
+from scalekit.wsgi.guard import COOKIE_MAX_AGE, Guard, admin_page
+
+__all__ = ["COOKIE", "COOKIE_MAX_AGE", "TicketViewer"]
 
 log = logging.getLogger("scalekit.tickets")
 
 COOKIE = "scalekit_tickets"
-COOKIE_MAX_AGE = 8 * 3600
-
-_STYLE = (
-    "body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}"
-    "table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;"
-    "padding:4px 8px;text-align:left;vertical-align:top}th{background:#f4f4f4}"
-    "pre{background:#f7f7f7;padding:8px;overflow:auto}.hl{background:#ffe9a8}"
-    "nav a{margin-right:1em}code{font-size:13px}h2{margin-top:1.5em}"
-)
-_POLICY = (
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; "
-    "frame-ancestors 'none'; base-uri 'none'"
-)
-_HEADERS = (
-    pages.NO_STORE,
-    ("Content-Security-Policy", _POLICY),
-    ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
-)
 _e = html.escape
 
 
@@ -64,33 +41,18 @@ class TicketViewer:
         token: str | None = None,
         limit: int = 200,
     ):
-        try:
-            self.allowed = tuple(ipaddress.ip_network(item, strict=False) for item in allowed)
-        except ValueError as exc:
-            raise ConfigError(f"TicketViewer allowed={list(allowed)!r}: {exc}") from None
-        if not self.allowed and not token:
-            raise ConfigError("TicketViewer needs allowed=[addresses] or a token=, or both")
+        self.guard = Guard("tickets", "TicketViewer", allowed=allowed, token=token)
         self.store = open_store(store) if isinstance(store, str) else store
-        self.token, self.limit = token, limit
-        self._key = hmac.digest((token or "").encode(), b"scalekit:tickets viewer", hashlib.sha256)
+        self.limit = limit
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        given = parse_qs(environ.get("QUERY_STRING", "")).get("token", [""])[0]
-        if not self._permitted(environ, given):
-            return _respond(
-                start_response,
-                "403 Forbidden",
-                "Forbidden",
-                "<p>Access to the tickets is refused.</p>",
-            )
+        granted = self.guard.admit(environ)
+        if granted is None:
+            refused = "<p>Access to the tickets is refused.</p>"
+            return admin_page("403 Forbidden", "Forbidden", refused).send(start_response)
         root = environ.get("SCRIPT_NAME", "").rstrip("/")
-        cookie = ()
-        if self._is_token(given):  # the token, used once: a cookie from now on
-            jar = Cookie(COOKIE, path=quote(root) or "/", samesite="Strict", max_age=COOKIE_MAX_AGE)
-            https = environ.get("wsgi.url_scheme") == "https"
-            cookie = (jar.set_header(self._cookie(time.time() + COOKIE_MAX_AGE), https=https),)
         status, title, body = self._page(_Page(root), environ.get("PATH_INFO", "") or "/")
-        return _respond(start_response, status, title, body, *cookie)
+        return admin_page(status, title, body, *granted).send(start_response)
 
     def _page(self, page: _Page, path: str) -> tuple[str, str, str]:
         """The status, title and body of the page at ``path``."""
@@ -109,31 +71,6 @@ class TicketViewer:
             log.warning("ticket page %s cannot be shown: %s: %s", path, type(exc).__name__, exc)
             return "404 Not Found", "Not found", page.nav() + "<p>This ticket cannot be read.</p>"
         return "404 Not Found", "Not found", page.nav() + "<p>No such page or ticket.</p>"
-
-    def _cookie(self, expires: float) -> str:
-        """The cookie value that grants access until ``expires``: the time and its MAC."""
-        stamp = str(int(expires))  # 10 digits until the year 2286
-        mac = hmac.digest(self._key, stamp.encode(), hashlib.sha256)
-        return f"{stamp}.{base64.urlsafe_b64encode(mac).decode().rstrip('=')}"
-
-    def _is_token(self, sent: str) -> bool:
-        return bool(self.token and sent) and hmac.compare_digest(sent.encode(), self.token.encode())
-
-    def _permitted(self, environ: dict, given: str) -> bool:
-        if self.token:
-            header = environ.get("HTTP_AUTHORIZATION", "")
-            if self._is_token(header[7:] if header[:7].lower() == "bearer " else given):
-                return True
-            held = cookie_value(environ.get("HTTP_COOKIE", ""), COOKIE) or ""
-            stamp = held.partition(".")[0]
-            fresh = stamp.isascii() and stamp.isdigit() and time.time() < int(stamp[:12])
-            if fresh and hmac.compare_digest(held.encode(), self._cookie(int(stamp[:12])).encode()):
-                return True
-        try:
-            address = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
-        except ValueError:
-            return False
-        return any(address in network for network in self.allowed)
 
 
 class _Page:
@@ -221,14 +158,3 @@ def _table(values: dict[str, Any]) -> str:
         for k, v in values.items()
     )
     return f"<table>{rows}</table>"
-
-
-def _respond(
-    start_response: Callable, status: str, title: str, body: str, *headers: tuple[str, str]
-) -> list[bytes]:
-    document = (
-        f'<!doctype html><html><head><meta charset="utf-8"><title>{_e(title)}</title>'
-        f"<style>{_STYLE}</style></head><body><h1>{_e(title)}</h1>{body}</body></html>"
-    )
-    answer = pages.page(status, pages.HTML, document.encode(), *_HEADERS, *headers)
-    return answer.send(start_response)

@@ -1,4 +1,4 @@
-"""Serve a :class:`TicketViewer` on its own: what ``scalekit tickets serve`` runs.
+"""Serve an admin app on its own: what ``scalekit tickets serve`` and ``scalekit tasks serve`` run.
 
 A single-threaded ``wsgiref`` server (an admin page for a few people; the stores' connections
 stay in one thread). Request lines are logged without their query string, so a ``?token=``
@@ -19,12 +19,12 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from scalekit.wsgi.pages import NO_STORE, TEXT, page
 
-log = logging.getLogger("scalekit.tickets")
+__all__ = ["open_server", "serve_until_signalled", "url_of"]
 
 
 class _Handler(WSGIRequestHandler):
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.info("%s %s %s", self.command, self.path.partition("?")[0], code)
+        self.server.log.info("%s %s %s", self.command, self.path.partition("?")[0], code)
 
     def log_message(self, format: str, *args: object) -> None:
         """wsgiref's own messages may quote the request line (and its token): dropped."""
@@ -35,27 +35,41 @@ class _Handler(WSGIRequestHandler):
 
 
 class _Server(WSGIServer):
+    log = logging.getLogger("scalekit")
+    name = "viewer"
+
     def __init__(self, address: tuple[str, int], handler: type) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler)
 
     def handle_error(self, request: object, client_address: tuple) -> None:
-        log.warning("tickets viewer: the connection from %s failed", client_address[0])
+        self.log.warning("%s: the connection from %s failed", self.name, client_address[0])
 
 
-def open_server(app: Callable, host: str, port: int) -> WSGIServer:
-    """A server for ``app`` bound to ``host:port`` (0: a free port), not yet serving."""
+def open_server(
+    app: Callable, host: str, port: int, *, name: str, log: logging.Logger
+) -> WSGIServer:
+    """A server for ``app`` bound to ``host:port`` (0: a free port), not yet serving; its
+    lines in ``log`` begin with ``name`` ("tickets viewer")."""
 
     def guarded(environ: dict, start_response: Callable) -> Iterable[bytes]:
         try:
             return app(environ, start_response)
         except Exception as exc:  # noqa: BLE001 - one log line, no traceback to anyone
-            log.error("tickets viewer: %s failed: %s", environ.get("PATH_INFO"), type(exc).__name__)
+            log.error("%s: %s failed: %s", name, environ.get("PATH_INFO"), type(exc).__name__)
             answer = page("500 Internal Server Error", TEXT, b"Internal error\n", NO_STORE)
             return answer.send(start_response)
 
-    return make_server(host, port, guarded, server_class=_Server, handler_class=_Handler)
+    server = make_server(host, port, guarded, server_class=_Server, handler_class=_Handler)
+    server.log, server.name = log, name
+    return server
+
+
+def url_of(server: WSGIServer) -> str:
+    """The URL of the root of ``server``: ``http://127.0.0.1:8001/``, ``http://[::1]:8001/``."""
+    host, port = server.server_address[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def serve_until_signalled(server: WSGIServer) -> None:
