@@ -13,6 +13,7 @@ no task codec. Imports pytest: for tests only.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -291,8 +292,9 @@ class TaskEngineSuite:
         assert first.extend([lost]) == [lost]
         assert second.extend([claim]) == []
         time.sleep(PAST_LEASE)
-        [third] = first.claim([Q], "w1")
+        [third] = first.claim([Q], "w1")  # the first consumer again, under a new lease
         assert (third.task_id, third.deliveries) == ("t1", 3)
+        assert first.extend([lost, claim, third]) == [lost, claim]
 
     def test_an_extended_lease_is_kept(self, workers):
         first, second = workers
@@ -631,8 +633,12 @@ class TaskEngineSuite:
     def test_works_in_forked_children_and_after(self, engine):
         engine.enqueue(Q, "parent", b"p")
         [claim] = engine.claim([Q], "parent")  # connections open before the fork
+        waiting = threading.Thread(target=engine.claim, args=(["idle"], "w"), kwargs={"wait": 1})
+        waiting.start()  # and a thread in a call while the process forks
+        time.sleep(0.1)
 
         def child(index: int) -> None:
+            signal.alarm(10)  # a lock the waiting thread held must not hang the child
             queue = f"child{index}"
             engine.enqueue(queue, f"c{index}", b"child")
             [got] = engine.claim([queue], f"w{index}")
@@ -640,6 +646,7 @@ class TaskEngineSuite:
             engine.ack(got)
 
         assert run_in_children(2, child) == [0, 0]
+        waiting.join()
         engine.ack(claim)
         assert engine.find("parent") is None
         engine.enqueue(Q, "after", b"a")
