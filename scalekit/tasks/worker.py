@@ -439,10 +439,14 @@ class _Child:
     def _stop(self, signum, frame) -> None:
         self.stopping = True
 
+    def _done_claiming(self) -> bool:
+        """Asked to stop, or orphaned (the supervisor was killed: nobody would stop us)."""
+        return self.stopping or os.getppid() != self.parent
+
     def _loop(self) -> int:
         worker, ran = self.worker, 0
         wait = 0.0 if worker.burst else CLAIM_WAIT
-        while not self.stopping and os.getppid() == self.parent:
+        while not self._done_claiming():
             try:
                 claims = self.engine.claim(
                     worker.queues, self.consumer, count=worker.prefetch, wait=wait
@@ -458,7 +462,7 @@ class _Child:
             with self.lock:
                 self.held.update(claims)
             for claim in claims:
-                if self.stopping:
+                if self._done_claiming():  # the rest are handed back
                     return 0
                 with self.lock:
                     if claim not in self.held:  # its lease was lost meanwhile

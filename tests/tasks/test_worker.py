@@ -298,11 +298,15 @@ def running(pid: int) -> bool:
         return False
 
 
-def test_children_of_a_killed_supervisor_finish_their_task_and_exit(tasks, folder, worker):
+def test_children_of_a_killed_supervisor_finish_their_task_hand_back_the_rest_and_exit(
+    tasks, folder, worker
+):
     tasks.defer(jobs.slow, folder, "o", 0.5)
-    process = worker()
+    later = tasks.defer(jobs.done, folder, "later")
+    process = worker(prefetch=4)
     [child] = wait_for(lambda: jobs.runs(folder, "o", "start"))
     os.kill(process.pid, signal.SIGKILL)
     wait_for(lambda: not running(child), timeout=5.0)
-    assert jobs.runs(folder, "o") == [child]
-    assert sum(tasks.engine.counts()["default"].values()) == 0
+    assert jobs.runs(folder, "o") == [child] and jobs.runs(folder, "later") == []
+    [claim] = tasks.engine.claim(["default"], "test")  # handed back: ready at once
+    assert claim.task_id == later
