@@ -1,4 +1,4 @@
-"""``scalekit tasks worker|info|list|show ID|retry ID|purge|relay``: run and operate deferred tasks.
+"""``scalekit tasks worker|info|list|show ID|retry ID|purge|relay|serve``: deferred tasks.
 
 ``scalekit tasks --store redis://cache:6379/0 --app shop worker --queue mail --concurrency 4``
 The engine URL comes from ``--store`` or ``$SCALEKIT_TASKS``, the secret that signs the
@@ -20,6 +20,7 @@ from typing import Any
 from scalekit.cli import EXIT_FAILURE, EXIT_OK
 from scalekit.cli.arguments import duration, non_negative, positive
 from scalekit.cli.tickets import visible
+from scalekit.cli.viewers import run_viewer, serve_arguments, viewer_token
 from scalekit.core.errors import ConfigError, CorruptData
 from scalekit.core.urls import mask
 
@@ -28,6 +29,7 @@ HELP = "run deferred tasks (worker) and look at, retry or purge them"
 STORE_VARIABLE = "SCALEKIT_TASKS"
 SECRET_VARIABLE = "SCALEKIT_TASKS_SECRET"
 APP_VARIABLE = "SCALEKIT_APP"
+TOKEN_VARIABLE = "SCALEKIT_TASKS_TOKEN"
 TICKETS_VARIABLE = "SCALEKIT_TICKET_STORE"
 LOG_FORMAT = "%(asctime)s %(process)d %(name)s %(levelname)s %(task)s%(message)s"
 STATES = ("waiting", "delayed", "running", "dead")  # scalekit.tasks.engines.base.STATES
@@ -415,6 +417,32 @@ def relay(args: argparse.Namespace) -> int:
         engine.close()
     print(visible(f"{NAME}: {count} task(s) relayed from the outbox of {mask(args.db)}"))
     return EXIT_OK
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    serve_arguments(parser, 8002, TOKEN_VARIABLE)
+    parser.add_argument(
+        "--purge", action="store_true", help="a button deletes a queue's dead tasks"
+    )
+
+
+@action(
+    "serve",
+    f"watch the tasks in HTML, retry the dead ones (the TaskViewer); needs --allow or a token "
+    f"(${TOKEN_VARIABLE} or --token-file, as Authorization: Bearer or ?token=)",
+    _serve_arguments,
+)
+def serve(args: argparse.Namespace) -> int:
+    from scalekit.tasks.viewer import TaskViewer
+
+    token = viewer_token(args, TOKEN_VARIABLE, "the tasks' arguments and tracebacks")
+    tasks = open_tasks(args)
+    try:
+        tasks.engine.counts()  # an engine that cannot be reached stops here
+        viewer = TaskViewer(tasks, allowed=args.allow, token=token, purge=args.purge)
+        return run_viewer(NAME, viewer, args, mask(args.store))
+    finally:
+        tasks.close()
 
 
 def _codec(args: argparse.Namespace, like: bytes = b"") -> Any:
