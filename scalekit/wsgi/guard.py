@@ -88,6 +88,10 @@ def form_fields(environ: dict) -> dict[str, str] | None:
     return {name: values[0] for name, values in parsed.items()}
 
 
+def _bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
 class Guard:
     """Access to the admin app ``name`` (``"tickets"``: cookie ``scalekit_tickets``); see the
     module docstring. ``owner`` names the app in configuration errors. ``secret`` keys the
@@ -111,10 +115,12 @@ class Guard:
             raise ConfigError(f"{owner} allowed={allowed!r}: {exc}") from None
         if not self.allowed and not token:
             raise ConfigError(f"{owner} needs allowed=[addresses] or a token=, or both")
-        if isinstance(secret, str):
-            secret = secret.encode()
-        base = secret or (token.encode() if token else os.urandom(32))
-        self._key = hmac.digest(base, f"scalekit:{name} viewer".encode(), hashlib.sha256)
+        label = f"scalekit:{name} viewer".encode()
+        if secret is None:  # the token's key (or this process's), the token not in the label
+            base = token.encode() if token else os.urandom(32)
+        else:  # the token in the label: a new token still ends the cookies of the old one
+            base, label = _bytes(secret), label + b"\0" + (token or "").encode()
+        self._key = hmac.digest(base, label, hashlib.sha256)
         self.cookie, self.token, self.max_age = f"scalekit_{name}", token, max_age
 
     def admit(self, environ: dict) -> list[tuple[str, str]] | None:

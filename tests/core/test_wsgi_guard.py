@@ -65,6 +65,11 @@ def test_form_tokens_are_signed_expire_and_are_not_cookies(monkeypatch):
     shared = Guard("things", "V", allowed=["127.0.0.1"], secret="s" * 32)
     assert Guard("things", "V", allowed=["::1"], secret="s" * 32).form_ok(shared.form_token())
     assert not Guard("things", "V", allowed=["::1"]).form_ok(shared.form_token())
+    with_token = Guard("things", "V", token=TOKEN, secret="s" * 32)
+    cookie = with_token.admit(environ(query=f"token={TOKEN}"))[0][1].split(";")[0]
+    assert with_token.admit(environ(cookie=cookie)) == []
+    renewed = Guard("things", "V", token="a-new-token", secret="s" * 32)
+    assert renewed.admit(environ(cookie=cookie)) is None  # a new token ends the old cookies
     later = time.time() + guard.max_age + 1
     monkeypatch.setattr(time, "time", lambda: later)
     assert not guard.form_ok(form)
