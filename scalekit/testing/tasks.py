@@ -630,6 +630,26 @@ class TaskEngineSuite:
         assert sorted(acked) == task_ids
         assert engines[0].counts()[Q] == zeros()
 
+    def test_tasks_of_dead_workers_run_once_more_amid_busy_ones(self, engine_for):
+        engines = [engine_for(visibility_timeout=LEASE) for _ in range(3)]
+        task_ids = fill(engines[0], Q, 60)
+        acked: dict[str, int] = {}  # task id: deliveries of the claim acked
+        deadline = time.monotonic() + 10
+
+        def work(index: int) -> None:
+            engine = engines[index]
+            while len(acked) < 60 and time.monotonic() < deadline:
+                for claim in engine.claim([Q], f"w{index}", count=3, wait=0.2):
+                    if not (claim.task_id.endswith("0") and claim.deliveries == 1):
+                        assert claim.task_id not in acked, f"{claim} handed out again"
+                        acked[claim.task_id] = claim.deliveries
+                        engine.ack(claim)  # a task ending in 0 is dropped once: a dead worker
+
+        run_threads(3, work)
+        assert sorted(acked) == task_ids
+        assert {task_id: 2 if task_id.endswith("0") else 1 for task_id in task_ids} == acked
+        assert engines[0].counts()[Q] == zeros()
+
     def test_works_in_forked_children_and_after(self, engine):
         engine.enqueue(Q, "parent", b"p")
         [claim] = engine.claim([Q], "parent")  # connections open before the fork
