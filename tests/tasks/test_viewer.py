@@ -5,11 +5,13 @@ dead task's traceback escaped, retries it only on a POST with its form token; an
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,8 +25,10 @@ from scalekit.tasks.task import new_task_id
 from scalekit.tasks.viewer import TaskViewer
 from scalekit.tasks.worker import BURIED, execute
 from scalekit.testing import fresh_app_name
+from scalekit.wsgi.server import open_server, url_of
 from tests.servers import free_port
 from tests.tasks.conftest import engine_url_for
+from tests.tickets.test_viewer import CHROMIUM, chromium
 
 SECRET = "viewer-tests-secret-0123456789abcdefghij"
 TOKEN = "task-viewer-token-123"
@@ -241,6 +245,30 @@ def test_an_object_that_cannot_be_shown_does_not_take_the_page_down(tasks):
     status, _, text = bearer(viewer, f"/task/mail/{task_id}")
     assert status == 200 and "&lt;Mailbox that cannot be shown&gt;" in text
     assert "tests.tasks.test_viewer:Mailbox.send" in bearer(viewer, "/queue/mail")[2]
+
+
+def test_a_browser_renders_the_dead_task_and_its_script_stays_text(tmp_path):
+    assert os.path.exists(CHROMIUM), "headless Chromium is missing: `make test` installs it"
+    tasks = Tasks(f"sqlite://{tmp_path}/tasks.sqlite", fresh_app_name(), secret=SECRET,
+                  max_attempts=1)  # fmt: skip
+    attack = "<script>document.title='owned'</script><img src=x onerror=\"document.title='img'\">"
+    task_id = tasks.defer(explode, attack)
+    assert execute(tasks, tasks.engine.claim(["default"], "test", wait=2)[0]) == BURIED
+    viewer = TaskViewer(tasks, token=TOKEN)
+    log = logging.getLogger("tests.viewer")
+    with open_server(viewer, "127.0.0.1", 0, name="tasks viewer", log=log) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            page = f"{url_of(server)}task/default/{task_id}?token={TOKEN}"
+            dom = chromium(tmp_path, "--dump-dom", page).stdout
+        finally:
+            server.shutdown()
+            thread.join()
+    tasks.close()
+    assert f"<title>Task {task_id}</title>" in dom and "<h2>Traceback</h2>" in dom
+    assert "&lt;script&gt;document.title='owned'&lt;/script&gt;&lt;img" in dom
+    assert "<script" not in dom and "<img" not in dom and "owned</title>" not in dom
 
 
 def fetch(url: str, headers: dict[str, str] | None = None) -> tuple[int, str, dict]:
