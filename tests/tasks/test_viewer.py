@@ -84,11 +84,13 @@ def filled(tasks) -> dict[str, str]:
     return ids
 
 
-def call(app, path="/", *, method="GET", remote="10.1.2.3", query="", form=None, **headers):
+def call(
+    app, path="/", *, method="GET", remote="10.1.2.3", query="", form=None, mount="", **headers
+):
     """Status, headers and text of a request to ``app``; ``form``: a POST of these fields."""
     body = "&".join(f"{k}={v}" for k, v in (form or {}).items()).encode()
     environ = {
-        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": "",
+        "REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": query, "SCRIPT_NAME": mount,
         "REMOTE_ADDR": remote, "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),
         "CONTENT_LENGTH": str(len(body)), "CONTENT_TYPE": "application/x-www-form-urlencoded",
     }  # fmt: skip
@@ -212,6 +214,20 @@ def test_purge_of_the_dead_tasks_is_a_button_only_when_enabled(tasks, filled):
     assert bearer(viewer, "/purge/mail", method="POST")[0] == 403
     status = bearer(viewer, "/purge/mail", method="POST", form={"csrf": form_token(page)})[0]
     assert status == 303 and counted(viewer) == [1, 1, 1, 0]
+
+
+def test_links_forms_cookie_and_redirects_keep_the_mount_point(tasks, filled):
+    viewer = TaskViewer(tasks, token=TOKEN)
+    status, headers, text = call(viewer, "/", query=f"token={TOKEN}", mount="/admin/tasks")
+    assert status == 200 and "Path=/admin/tasks" in headers["Set-Cookie"]
+    assert 'href="/admin/tasks/queue/mail"' in text and TOKEN not in text
+    text = bearer(viewer, "/queue/mail", mount="/admin/tasks")[2]
+    assert f'action="/admin/tasks/retry/mail/{filled[DEAD]}"' in text
+    assert f'href="/admin/tasks/task/mail/{filled[DEAD]}"' in text
+    form = {"csrf": form_token(text)}
+    path = f"/retry/mail/{filled[DEAD]}"
+    done = bearer(viewer, path, method="POST", form=form, mount="/admin/tasks")
+    assert done[0] == 303 and done[1]["Location"] == "/admin/tasks/queue/mail"
 
 
 def test_an_allowed_address_browses_and_retries_without_a_token(tasks, filled):
