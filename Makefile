@@ -21,11 +21,12 @@ SYSDEPS_bench := $(SYSDEPS_cluster) wrk npm
 .PHONY: demo cluster cluster-stop test bench lint format venv clean \
 	sysdeps sysdeps-cluster sysdeps-test sysdeps-bench
 
-# The guestbook on embedded defaults (sqlite, disk cache, files under examples/app/data).
+# The guestbook on embedded defaults (sqlite, disk cache, files under examples/app/data),
+# with a task worker started and stopped by gunicorn (SCALEKIT_TASK_WORKERS).
 demo: $(APP)
 	$(VENV)/bin/scalekit zip-static --brotli examples/app/static
 	@echo "scalekit demo on http://$${SCALEKIT_BIND:-127.0.0.1:8000}/ (stop with Ctrl-C)"
-	$(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
+	SCALEKIT_TASK_WORKERS=$${SCALEKIT_TASK_WORKERS:-1} $(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
 
 # Three nodes behind haproxy with Redis, memcached, PostgreSQL + replica, on loopback.
 cluster: $(APP) sysdeps-cluster

@@ -2,11 +2,15 @@
 
 Environment: SCALEKIT_BIND (default 127.0.0.1:8000), SCALEKIT_WORKERS (default 3),
 SCALEKIT_ACCESSLOG (default "-", stdout; empty: off), SCALEKIT_TRUSTED_PROXIES (the load
-balancers' addresses or networks, comma-separated; default 127.0.0.1,::1), and the app's
-own variables (see examples/app/config.py).
+balancers' addresses or networks, comma-separated; default 127.0.0.1,::1),
+SCALEKIT_TASK_WORKERS (default 0; ``make demo``: 1), and the app's own variables (see
+examples/app/config.py).
 """
 
 import os
+import signal
+import subprocess
+import sys
 
 chdir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app")
 wsgi_app = "wsgi:application"
@@ -49,3 +53,41 @@ def post_fork(server, worker):
 
     _inherited_pools.extend(ConnectionPool.POOLS.values())
     ConnectionPool.POOLS.clear()
+
+
+# The deferred tasks' worker on one machine (``make demo``): SCALEKIT_TASK_WORKERS=N starts
+# ``scalekit tasks worker --concurrency N`` beside the app once it is ready, on the app's
+# tasks URL and secret, and stops it with gunicorn (Ctrl-C, SIGTERM). 0, the default: the
+# workers run as a service of their own (examples/systemd/scalekit-worker.service; one per
+# node in ``make cluster``), and gunicorn serves only.
+task_workers = int(os.environ.get("SCALEKIT_TASK_WORKERS") or "0")
+TASK_GRACE = 10  # seconds a running task gets when the demo stops
+_task_worker: list[subprocess.Popen] = []
+
+
+def when_ready(server):
+    """Start the task worker (with the app's settings: preload_app imported them here)."""
+    if not task_workers:
+        return
+    import config  # the app's (examples/app, gunicorn's chdir)
+
+    env = dict(os.environ, SCALEKIT_TASKS=config.TASKS, SCALEKIT_APP=config.APP,
+               SCALEKIT_TASKS_SECRET=config.tasks_secret(), PYTHONPATH=config.HERE)  # fmt: skip
+    scalekit = os.path.join(os.path.dirname(sys.executable), "scalekit")
+    command = [scalekit, "tasks", "worker", "--concurrency", str(task_workers),
+               "--grace", str(TASK_GRACE), "--tickets", config.TICKETS]  # fmt: skip
+    _task_worker.append(subprocess.Popen(command, cwd=config.HERE, env=env))
+    server.log.info("Started the task worker (pid %d)", _task_worker[-1].pid)
+
+
+def on_exit(server):
+    """Stop the task worker: its running task gets TASK_GRACE seconds (Ctrl-C sent it
+    SIGINT already, as to every process of the terminal: SIGTERM again is harmless)."""
+    for worker in _task_worker:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(TASK_GRACE + 5)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()

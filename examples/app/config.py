@@ -33,6 +33,10 @@ MAINTENANCE_SECRET = os.environ.get("SCALEKIT_MAINTENANCE_SECRET") or None
 TRUSTED_PROXIES = _env("SCALEKIT_TRUSTED_PROXIES", "127.0.0.1,::1").replace(",", " ").split()
 #: "0" on app servers of a cluster: the deploy step ``python models.py`` migrates once.
 MIGRATE = os.environ.get("SCALEKIT_MIGRATE", "1") != "0"
+#: Deferred tasks (the receipts, see jobs.py): SQLite on one machine, Redis or PostgreSQL
+#: on a cluster. The receipts are files of the node whose worker wrote them.
+TASKS = _env("SCALEKIT_TASKS", f"sqlite://{DATA}/tasks.sqlite")
+RECEIPTS = os.path.join(DATA, "receipts")
 
 
 def session_secrets() -> list[str]:
@@ -40,7 +44,18 @@ def session_secrets() -> list[str]:
     in ``DATA/secret``: every worker of this machine then signs with the same key."""
     if os.environ.get("SCALEKIT_SECRET"):
         return os.environ["SCALEKIT_SECRET"].split(",")
-    path = os.path.join(DATA, "secret")
+    return [_kept_secret("secret")]
+
+
+def tasks_secret() -> str:
+    """``$SCALEKIT_TASKS_SECRET`` (it signs every task), else a key kept in
+    ``DATA/tasks-secret`` like the session key: the app and its task worker share it."""
+    return os.environ.get("SCALEKIT_TASKS_SECRET") or _kept_secret("tasks-secret")
+
+
+def _kept_secret(name: str) -> str:
+    """The random key in ``DATA/name``, made by the first process that needs it."""
+    path = os.path.join(DATA, name)
     os.makedirs(DATA, exist_ok=True)
     if not os.path.exists(path):  # write aside, then link: no reader sees a partial key
         temp = f"{path}.{os.getpid()}"
@@ -53,4 +68,4 @@ def session_secrets() -> list[str]:
         finally:
             os.unlink(temp)
     with open(path) as kept:
-        return [kept.read().strip()]
+        return kept.read().strip()

@@ -22,14 +22,18 @@ replicas = db.ReplicaSet(
 
 
 def define_tables(dal: DAL, migrate: bool = False) -> None:
-    """The users who signed in and their guestbook entries."""
+    """The users who signed in and their guestbook entries (with their receipts)."""
     dal.define_table(
         "auth_user", Field("name", length=64, unique=True), Field("password_hash", length=128),
         migrate=migrate,
     )  # fmt: skip
     dal.define_table(
         "entry", Field("author", length=64), Field("body", "text"),
-        Field("created_on", "datetime"), migrate=migrate,
+        Field("created_on", "datetime"),
+        # its receipt (jobs.py): the task deferred when it was signed (None for entries
+        # signed before receipts), then the node whose worker wrote it, and when
+        Field("receipt_task", length=32), Field("receipt_by", length=64),
+        Field("receipt_on", "datetime"), migrate=migrate,
     )  # fmt: skip
 
 

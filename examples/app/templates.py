@@ -13,7 +13,7 @@ PAGE = """<!doctype html>
 {banner}{flash}
 {account}
 <h2>Entries</h2>
-{entries}
+{waiting}{entries}
 <footer>Served by <span id="node">{node}</span> (worker {worker}, scalekit {version}){saved_by}
 &middot; <span id="hits">{hits}</span> page views on all servers &middot;
 <a href="/fail">a page that fails</a></footer>
@@ -36,7 +36,9 @@ SIGNED_IN = """<div class="account">{who}
 <form method="post" action="/sign-out"><button>Sign out</button></form></div>
 <form method="post" action="/entries" class="sign">
 <textarea name="body" required maxlength="500" placeholder="Leave a message"></textarea>
-<button>Sign the guestbook</button></form>"""
+<button>Sign the guestbook</button>
+<button name="then" value="fail" title="the entry and its receipt's task are rolled back">Sign,
+then fail</button></form>"""
 
 #: Instead of the forms while the site is read-only: what still works, and why not the rest.
 PAUSED = """<div class="account">{who}<p id="paused" class="paused">Changes are paused during
@@ -44,28 +46,45 @@ maintenance (signing in or out, signing the guestbook): you can still read the e
 </div>"""
 
 
+#: Receipts pending for long: the tasks wait for a worker (or keep failing).
+WAITING = """<p id="tasks-waiting" class="banner">A receipt has been pending for {seconds} s:
+is a task worker running? <code>make demo</code> starts one beside gunicorn; elsewhere run
+<code>scalekit tasks worker</code> (examples/systemd/scalekit-worker.service).</p>"""
+
+
 def page(*, node: str, worker: int, version: str, hits: int, entries: str, user: str | None,
          views: int, saved_by: str | None, flash: str | None, banner: str | None,
-         paused: bool) -> str:  # fmt: skip
+         paused: bool, pending: float | None = None) -> str:  # fmt: skip
     """The whole page; ``entries`` is already HTML (the cached fragment). ``paused``: the
-    site is read-only, so no form is offered (it would only be refused)."""
+    site is read-only, so no form is offered (it would only be refused). ``pending``:
+    seconds the oldest pending receipt has waited, if too long."""
     who = WHO.format(user=escape(user), views=views) if user else ""
     account = (PAUSED if paused else SIGNED_IN if user else SIGN_IN).format(who=who)
     return PAGE.format(
         banner=f'<p id="banner" class="banner">{escape(banner)}</p>' if banner else "",
         flash=f'<p id="flash" class="flash">{escape(flash)}</p>' if flash else "",
+        waiting=WAITING.format(seconds=round(pending)) if pending else "",
         account=account, entries=entries, node=escape(node), worker=worker,
         version=escape(version), hits=hits,
         saved_by=SAVED_BY.format(escape(saved_by)) if saved_by else "",
     )  # fmt: skip
 
 
-def entries(rows: list[tuple[str, str, str]]) -> str:
-    """The list of ``(author, when, body)``, newest first: the fragment the cache keeps."""
+def entries(rows: list[tuple[int, str, str, str, bool, str | None]]) -> str:
+    """The list of ``(id, author, when, body, receipt asked, node that wrote it)``, newest
+    first: the fragment the cache keeps."""
     if not rows:
         return '<ul id="entries"></ul><p>Nobody has signed yet.</p>'
     items = "".join(
-        f"<li><b>{escape(author)}</b> <time>{escape(when)}</time><p>{escape(body)}</p></li>"
-        for author, when, body in rows
+        f"<li><b>{escape(author)}</b> <time>{escape(when)}</time>"
+        f"{_receipt(id_, written_by) if asked else ''}<p>{escape(body)}</p></li>"
+        for id_, author, when, body, asked, written_by in rows
     )
     return f'<ul id="entries">{items}</ul>'
+
+
+def _receipt(entry_id: int, written_by: str | None) -> str:
+    state, text = ("done", f"receipt written by {written_by}") if written_by else (
+        "pending", "receipt pending")  # fmt: skip
+    return (f' <small class="receipt {state}" id="receipt-{entry_id}">{escape(text)}'
+            "</small>")  # fmt: skip

@@ -9,24 +9,22 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from collections.abc import Callable, Iterable
 from urllib.parse import parse_qs
 
+import cached
 import config
+import jobs
 import templates
 from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
-from scalekit.cache import Cache
 from scalekit.maintenance import READ_ONLY, State, format_time
 
-_SHARED = "redis" if config.CACHE.startswith(("redis:", "rediss:", "unix:")) else "disk"
-cache = Cache(config.APP, **{_SHARED: config.CACHE}, memcache=config.MEMCACHE)
-#: The hit counter: Redis on a cluster (atomic HINCRBY), the disk cache on one machine.
-counter = getattr(cache, _SHARED)
-#: The rendered entries: memcached where there is one (losing it costs one query).
-fragments = cache.memcache if config.MEMCACHE else counter
 MAX_FORM = 16 * 1024
+#: Seconds a receipt may stay pending before the page asks whether a task worker runs.
+RECEIPT_LATE = 5.0
 
 
 def index(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -48,11 +46,13 @@ def _page(environ: dict, start_response: Callable, session: sessions.Session) ->
     flash = session.pop("flash", None)
     if flash:  # popping it changed the session: this node saves it
         _save(session)
+    entries, pending_since = cached.entries(lambda: db.current().db)
+    pending = time.time() - pending_since if pending_since else 0
     body = templates.page(
         node=config.NODE, worker=os.getpid(), version=__version__,
-        hits=counter.increment("hits"),
-        entries=fragments("entries", lambda: _entries(db.current().db), time_expire=30),
-        user=session.user, views=session.views or 0, saved_by=session.saved_by, flash=flash,
+        hits=cached.counter.increment("hits"), entries=entries,
+        pending=pending if pending > RECEIPT_LATE else None, user=session.user,
+        views=session.views or 0, saved_by=session.saved_by, flash=flash,
         banner=_banner(state) if state else None,
         paused=state is not None and state.mode == READ_ONLY,
     )  # fmt: skip
@@ -96,15 +96,25 @@ def sign_out(environ: dict, start_response: Callable) -> Iterable[bytes]:
 
 
 def sign(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """Add an entry; the cached fragment is rebuilt from the primary in this request, so
-    no server caches a page rendered from a replica that has not caught up yet."""
-    body, session = _form(environ).get("body", "").strip()[:500], sessions.current()
+    """Add an entry and defer its receipt; the cached fragment is rebuilt from the primary
+    in this request, so no server caches a page rendered from a replica that has not caught
+    up yet. ``then=fail``: fail after all that, so that the entry and its task are rolled
+    back together (a 500 with its ticket; no entry, no task, no receipt)."""
+    form, session = _form(environ), sessions.current()
+    body = form.get("body", "").strip()[:500]
     if not session.user:
         _save(session, flash="Sign in to sign the guestbook.")
     elif body:
         dal = db.current().db
-        dal.entry.insert(author=session.user, body=body, created_on=datetime.datetime.now())
-        fragments("entries", lambda: _entries(dal), time_expire=0)
+        entry_id = int(
+            dal.entry.insert(author=session.user, body=body, created_on=datetime.datetime.now())
+        )
+        # Written to the outbox in this transaction, enqueued once it has committed.
+        task_id = jobs.tasks.defer(jobs.write_receipt, entry_id, _transactional=True)
+        dal(dal.entry.id == entry_id).update(receipt_task=task_id)
+        if form.get("then") == "fail":
+            raise RuntimeError(f"signed, then failed on purpose, on {config.NODE}")
+        cached.entries(lambda: dal, refresh=True)
         _save(session, flash="Thank you for signing.")
     return _redirect(start_response)
 
@@ -136,13 +146,6 @@ def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
     if view is None:
         return _respond(start_response, "404 Not Found", "not found\n", "text/plain")
     return view(environ, start_response)
-
-
-def _entries(dal) -> str:
-    rows = dal(dal.entry).select(orderby=~dal.entry.id, limitby=(0, 20))
-    return templates.entries(
-        [(r.author, r.created_on.strftime("%Y-%m-%d %H:%M"), r.body) for r in rows]
-    )
 
 
 def _form(environ: dict) -> dict[str, str]:

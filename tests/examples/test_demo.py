@@ -4,6 +4,8 @@ defaults (sqlite sessions and data, disk cache, local tickets folder)."""
 import contextlib
 import http.client
 import os
+import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -183,3 +185,109 @@ def test_demo_sets_no_pin_cookie_without_replicas(demo_url):
     assert status == 303
     assert not any("scalekit_db_pin" in c for c in headers.get_all("Set-Cookie") or [])
     assert "scalekit_db_pin" not in browser.cookies
+
+
+# -- Deferred tasks: signing defers a receipt (examples/app/jobs.py) in its transaction; the
+# worker that gunicorn starts beside the app (SCALEKIT_TASK_WORKERS, as `make demo` sets it)
+# writes the file and marks the entry.
+
+
+@pytest.fixture(scope="module")
+def worker_demo(tmp_path_factory):
+    """``make demo``: the demo with its task worker; ``(URL, data folder)``."""
+    data = tmp_path_factory.mktemp("demo-worker")
+    with running_demo(data, SCALEKIT_TASK_WORKERS="1") as url:
+        yield url, data
+
+
+def newest_receipt(page: str) -> int:
+    """The id of the newest entry that asked for a receipt."""
+    return int(re.search(r'id="receipt-(\d+)"', page).group(1))
+
+
+def wait_for_receipt(browser: Browser, entry: int, seconds: float = 5) -> str:
+    """The page once entry ``entry``'s receipt shows as written (fails after ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        page = browser.get("/")[2]
+        if field(page, f"receipt-{entry}") == f"receipt written by {NODE}":
+            return page
+        assert time.monotonic() < deadline, f"no receipt after {seconds} s: {page}"
+        time.sleep(0.1)
+
+
+def task_counts(data) -> dict[str, int]:
+    """Every task of the demo's engine, by state, summed over the queues."""
+    from scalekit.tasks import open_engine
+
+    engine = open_engine(f"sqlite://{data}/tasks.sqlite", "guestbook")
+    try:
+        totals: dict[str, int] = {}
+        for states in engine.counts().values():
+            for state, number in states.items():
+                totals[state] = totals.get(state, 0) + number
+        return totals
+    finally:
+        engine.close()
+
+
+def test_demo_signing_defers_a_receipt_that_the_worker_writes(worker_demo):
+    url, data = worker_demo
+    browser = Browser(url)
+    browser.post("/sign-in", name="gus", password="secret")
+    assert browser.post("/entries", body="a receipt, please")[0] == 303
+    entry = newest_receipt(browser.get("/")[2])  # pending, or written already
+    page = wait_for_receipt(browser, entry)
+    receipt = (data / "receipts" / f"{entry}.txt").read_text()
+    assert receipt.startswith(f"Entry {entry} by gus, signed ") and "a receipt, please" in receipt
+    assert field(page, "tasks-waiting") is None
+    assert set(task_counts(data).values()) <= {0}  # run and acknowledged: none left
+
+
+def test_demo_signing_that_fails_leaves_no_entry_no_task_and_no_receipt(worker_demo):
+    url, data = worker_demo
+    browser = Browser(url)
+    browser.post("/sign-in", name="hal", password="secret")
+    status, headers, page = browser.post("/entries", body="vanishing entry", then="fail")
+    assert status == 500 and headers["X-Ticket-ID"] in page
+    assert browser.post("/entries", body="committed")[0] == 303
+    page = wait_for_receipt(browser, newest_receipt(browser.get("/")[2]))
+    assert "committed" in page and "vanishing entry" not in page
+    assert set(task_counts(data).values()) <= {0}
+    with contextlib.closing(sqlite3.connect(data / "storage.sqlite")) as db:
+        assert db.execute("SELECT count(*) FROM scalekit_task_outbox").fetchone() == (0,)
+        entries = {row[0] for row in db.execute("SELECT id FROM entry")}
+    receipts = {int(name.removesuffix(".txt")) for name in os.listdir(data / "receipts")}
+    assert receipts == entries  # one receipt per committed entry, none for the failed one
+    for entry in entries:
+        assert "vanishing" not in (data / "receipts" / f"{entry}.txt").read_text()
+
+
+def test_demo_without_a_worker_says_the_receipts_wait(demo_url):
+    """The module's demo runs no task worker (SCALEKIT_TASK_WORKERS unset, as on an app
+    server): the receipt stays pending, and after views.RECEIPT_LATE the page asks why."""
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="ida", password="secret")
+    browser.post("/entries", body="nobody writes my receipt")
+    entry = newest_receipt(browser.get("/")[2])
+    deadline = time.monotonic() + 10
+    while (waiting := field(browser.get("/")[2], "tasks-waiting")) is None:
+        assert time.monotonic() < deadline, "the page never said the receipts wait"
+        time.sleep(0.5)
+    assert "is a task worker running?" in waiting
+    assert field(browser.get("/")[2], f"receipt-{entry}") == "receipt pending"
+
+
+def test_demo_stops_its_task_worker_with_gunicorn(tmp_path):
+    def workers() -> list[str]:  # the processes whose command line names this data folder
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+                if "tasks worker" in command and str(tmp_path) in command:
+                    found.append(command)
+        return found
+
+    with running_demo(tmp_path, SCALEKIT_TASK_WORKERS="1"):
+        assert workers()
+    assert workers() == []  # gunicorn waited for it (SIGTERM, then its grace)
