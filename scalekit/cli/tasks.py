@@ -97,11 +97,11 @@ def secret(args: argparse.Namespace) -> str:
     return value
 
 
-def open_tasks(args: argparse.Namespace) -> Any:
+def open_tasks(args: argparse.Namespace, **options: Any) -> Any:
     """The app's :class:`~scalekit.tasks.Tasks` on ``--store``, with its secret."""
     from scalekit.tasks import Tasks
 
-    return Tasks(args.store, args.app, secret=secret(args))
+    return Tasks(args.store, args.app, secret=secret(args), **options)
 
 
 def open_engine(args: argparse.Namespace) -> Any:
@@ -161,6 +161,13 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
         help="tasks a process claims at a time (default 4; 1 for long tasks)",
     )
     parser.add_argument(
+        "--visibility-timeout",
+        type=duration,
+        metavar="S",
+        help="the lease of a claimed task, renewed every third of it while it runs: a killed "
+        "worker's tasks run again this long after (default 30s)",
+    )
+    parser.add_argument(
         "--tickets",
         metavar="URL",
         default=os.environ.get(TICKETS_VARIABLE),
@@ -185,7 +192,8 @@ def _worker_arguments(parser: argparse.ArgumentParser) -> None:
 def worker(args: argparse.Namespace) -> int:
     from scalekit.tasks.worker import TaskLogContext, Worker
 
-    tasks = open_tasks(args)
+    lease = args.visibility_timeout
+    tasks = open_tasks(args, **({} if lease is None else {"visibility_timeout": lease}))
     for module in args.imports:
         try:
             importlib.import_module(module)

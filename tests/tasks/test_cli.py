@@ -137,6 +137,27 @@ def test_a_dead_task_gets_a_ticket_and_is_shown_retried_and_purged(
     assert scalekit(url, app, "show", task_id).returncode == 1
 
 
+def test_a_task_whose_worker_was_killed_runs_again_after_the_visibility_timeout(
+    url, app, tasks, folder
+):
+    tasks.defer(jobs.slow_once, folder, "k", 60.0)
+    argv = command(url, app, "worker", "--visibility-timeout", "1")
+    worker = subprocess.Popen(argv, env=environment(), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        [victim] = wait_for(lambda: jobs.runs(folder, "k", "start"))
+        killed = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+        [runner] = wait_for(lambda: jobs.runs(folder, "k"))
+        waited = time.monotonic() - killed
+        worker.send_signal(signal.SIGTERM)
+        err = worker.communicate(timeout=10)[1].decode()
+    finally:
+        worker.kill()
+    assert runner != victim and waited < 6, err  # not the default 30 s lease
+    assert worker.returncode == 0 and "killed by signal 9" in err
+
+
 def test_a_forged_payload_is_buried_by_the_worker_and_never_run(url, app, tasks, folder):
     tasks.engine.enqueue("default", "forged", forged(tasks, folder, "x" * 40))
     done = scalekit(url, app, "worker", "--burst")
@@ -163,7 +184,8 @@ def test_the_secret_comes_from_the_environment_or_a_file_only(url, app, tasks, f
 
 USAGE_ERRORS = [
     ["worker", "--concurrency", "0"], ["worker", "--import", "no.such.module"],
-    ["worker", "-q", "no spaces"], ["list", "--state", "lost"], ["purge"],
+    ["worker", "-q", "no spaces"], ["worker", "--visibility-timeout", "0"],
+    ["list", "--state", "lost"], ["purge"],
 ]  # fmt: skip
 
 
