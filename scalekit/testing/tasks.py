@@ -4,8 +4,9 @@ engine in ``tests/tasks/test_conformance.py``).
 Subclass :class:`TaskEngineSuite` in a test module (a class named ``Test...``) and give the
 fixture ``make_engine``: a function ``make_engine(app_name=None, **options)`` that opens a
 :class:`~scalekit.tasks.engines.Engine` for ``app_name`` (a fresh one when None) as your
-users open it, ``visibility_timeout`` and ``name_ttl`` among the options, and closes what it
-opened after the test. An engine whose tasks other processes see (a server, a file)
+users open it, ``visibility_timeout`` and ``name_ttl`` among the options (an unknown one
+a :class:`~scalekit.core.errors.ConfigError` naming it), and closes what it opened after
+the test. An engine whose tasks other processes see (a server, a file)
 subclasses :class:`SharedTaskEngineSuite`. Payloads are opaque bytes here: the suite needs
 no task codec. Imports pytest: for tests only.
 """
@@ -31,7 +32,7 @@ __all__ = ["LEASE", "Q", "SharedTaskEngineSuite", "TaskEngineSuite"]
 Q = "default"
 #: The short ``visibility_timeout`` of the lease tests, in seconds.
 LEASE = 0.5
-#: How long to wait for a short delay or lease to be over.
+#: How long a test sleeps for such a lease to be over (0.2 s for the engine to notice).
 PAST_LEASE = LEASE + 0.2
 
 MakeEngine = Callable[..., Engine]
@@ -60,6 +61,26 @@ def timed(call: Callable[[], object]) -> tuple[object, float]:
     start = time.monotonic()
     result = call()
     return result, time.monotonic() - start
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> None:
+    """Run ``work(index)`` in ``count`` threads; re-raise the first error one raised."""
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
+    if errors:
+        raise errors[0]
 
 
 class TaskEngineSuite:
@@ -683,7 +704,9 @@ class TaskEngineSuite:
 
 
 class SharedTaskEngineSuite(TaskEngineSuite):
-    """An engine whose tasks other processes see: worker processes share the queues."""
+    """An engine whose tasks other processes see: worker processes share the queues, a
+    waiting claim wakes for a task another process enqueued, a process that dies holding a
+    claim loses no task."""
 
     def test_worker_processes_run_each_task_once(self, engine):
         task_ids = fill(engine, Q, 100)
@@ -723,23 +746,3 @@ class SharedTaskEngineSuite(TaskEngineSuite):
         assert run_in_children(1, waiting) == [0]
         timer.join()
         assert engine.find("t1").state == RUNNING
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> None:
-    """Run ``work(index)`` in ``count`` threads; re-raise the first error one raised."""
-    errors: list[BaseException] = []
-
-    def guarded(index: int) -> None:
-        try:
-            work(index)
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
-    if errors:
-        raise errors[0]
