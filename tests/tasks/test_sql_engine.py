@@ -21,7 +21,8 @@ import pytest
 from scalekit.core import urls
 from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.tasks.engines import open_engine
-from scalekit.tasks.engines.sql import SQLEngine, skips_locked
+from scalekit.tasks.engines._sql_tables import skips_locked
+from scalekit.tasks.engines.sql import SQLEngine
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name, run_in_children
 from tests.servers import free_port
@@ -458,3 +459,27 @@ def test_expired_names_are_swept_by_the_next_engine_that_takes_a_name(make_engin
     with connection(engine_url) as conn:
         names = fetch(conn, f"SELECT name FROM scalekit_task_name WHERE app = '{app}'")
     assert sorted(names) == [("kept",), ("new",)]
+
+
+def test_threads_opening_a_new_sqlite_file_at_once_all_work(tmp_path):
+    failures = []
+    for round_ in range(25):  # WAL mode is set as the first connections open the file
+        engine = open_engine(f"sqlite://{tmp_path}/{round_}.sqlite", app_name="shop")
+        barrier = threading.Barrier(8)
+
+        def enqueue(n: int, engine=engine, barrier=barrier) -> None:
+            barrier.wait()
+            try:
+                engine.enqueue("default", f"t{n}", b"x")
+            except StoreUnavailable as exc:
+                failures.append(str(exc))
+
+        threads = [threading.Thread(target=enqueue, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        assert engine.counts()["default"]["waiting"] == 8
+        with connection(f"sqlite://{tmp_path}/{round_}.sqlite") as conn:
+            assert fetch(conn, "PRAGMA journal_mode") == [("wal",)]

@@ -19,34 +19,33 @@ the others add ``_name``, ``_lease`` and ``_queue``)::
     scalekit_task_lease   leases: app, lease_key (UNIQUE), holder, expires
     scalekit_task_queue   the queues that have or had tasks: app, queue (UNIQUE)
 
-A claim is one transaction: the first ``count`` rows of the queue with ``due <= now``
-(queued ones come due, expired leases run out: both are handed out by the same index,
-oldest first), locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and MySQL/MariaDB (a
-claimer never waits for another's rows), under ``BEGIN IMMEDIATE`` on SQLite (one writer at
-a time, WAL mode so readers never wait), then marked ``running`` with a fresh lease token:
-``retry``, ``bury`` and ``extend`` match that token, so a worker that lost its lease
-changes nothing. Times are the clients' clocks: keep the servers' clocks in sync (NTP).
+The schema and how SQL runs on it are in ``_sql_tables``. A claim is one transaction: the
+first ``count`` rows of the queue with ``due <= now`` (queued ones come due, expired leases
+run out: both are handed out by the same index, oldest first), locked with ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL, MySQL 8.0+ and MariaDB 10.6+ (a claimer never waits for
+another's rows; older MySQL/MariaDB: ``FOR UPDATE``), under ``BEGIN IMMEDIATE`` on SQLite
+(one writer at a time, WAL mode so readers never wait), then marked ``running`` with a
+fresh lease token and ``deliveries`` + 1: ``retry``, ``bury`` and ``extend`` match that
+token, so a worker that lost its lease changes nothing. Times are the clients' clocks:
+keep the servers' clocks in sync (NTP).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from pydal import DAL, Field
-from pydal.objects import Table
+from pydal import DAL
 
 from scalekit.connect import sql
 from scalekit.core.checks import check_app_name, check_lease
 from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options, parse_duration
 from scalekit.core.urls import BackendURL
+from scalekit.tasks.engines._sql_tables import LENGTHS, QUEUED, Tables, engine_tables, wal_mode
 from scalekit.tasks.engines.base import (
     DEAD,
     DELAYED,
@@ -60,10 +59,6 @@ from scalekit.tasks.errors import TaskAlreadyExists
 
 __all__ = ["SQLEngine"]
 
-log = logging.getLogger("scalekit.tasks")
-
-#: The stored states: a queued task is ``delayed`` or ``waiting`` by its ``due``.
-QUEUED = "queued"
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "visibility_timeout": parse_duration,
     "name_ttl": parse_duration,
@@ -76,8 +71,6 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "migrate": as_bool,
     "create": as_bool,
 }
-#: Longest queue names, task names, task ids and lease keys (their column lengths).
-_LENGTHS = {"queue": 128, "name": 255, "task id": 128, "lease key": 255}
 #: Seconds between two sweeps of expired names by one engine.
 _SWEEP_EVERY = 600.0
 _TASK_COLUMNS = (
@@ -85,115 +78,6 @@ _TASK_COLUMNS = (
     "deliveries", "created", "updated",
 )  # fmt: skip
 _INFO = "queue, task_id, state, payload, eta, name, deliveries, error, due"
-
-
-def task_fields() -> list[Field]:
-    return [
-        Field("app", length=64),
-        Field("queue", length=_LENGTHS["queue"]),
-        Field("task_id", length=_LENGTHS["task id"]),
-        Field("name", length=_LENGTHS["name"]),
-        Field("payload", "blob"),
-        Field("state", length=8),
-        Field("due", "double"),
-        Field("eta", "double"),
-        Field("consumer", length=255),
-        Field("token", length=32),
-        Field("deliveries", "integer"),
-        Field("created", "double"),
-        Field("updated", "double"),
-        Field("error", "text"),
-    ]
-
-
-def name_fields() -> list[Field]:
-    return [
-        Field("app", length=64),
-        Field("queue", length=_LENGTHS["queue"]),
-        Field("name", length=_LENGTHS["name"]),
-        Field("task_id", length=_LENGTHS["task id"]),
-        Field("expires", "double"),
-    ]
-
-
-def queue_fields() -> list[Field]:
-    return [Field("app", length=64), Field("queue", length=_LENGTHS["queue"])]
-
-
-def lease_fields() -> list[Field]:
-    return [
-        Field("app", length=64),
-        Field("lease_key", length=_LENGTHS["lease key"]),
-        Field("holder", length=128),
-        Field("expires", "double"),
-    ]
-
-
-#: ``ready`` serves claims and the waiting and delayed lists, ``state`` the others.
-TASK_INDEXES: tuple[sql.Index, ...] = (
-    ("task_id", ("app", "task_id"), True),
-    ("ready", ("app", "queue", "due", "id"), False),
-    ("state", ("app", "queue", "state", "updated"), False),
-)
-NAME_INDEXES: tuple[sql.Index, ...] = (
-    ("name", ("app", "queue", "name"), True),
-    ("expires", ("app", "expires"), False),
-)
-LEASE_INDEXES: tuple[sql.Index, ...] = (("lease_key", ("app", "lease_key"), True),)
-QUEUE_INDEXES: tuple[sql.Index, ...] = (("queue", ("app", "queue"), True),)
-
-_schema_lock = threading.Lock()
-#: (pydal URI hash, task table) whose tables this process has created or upgraded.
-_ready: set[tuple[str, str]] = set()
-
-
-def row_locks(db: DAL) -> str:
-    """The clause that locks a claim's rows: ``FOR UPDATE SKIP LOCKED`` where the server has
-    it (PostgreSQL 9.5+, MySQL 8.0+, MariaDB 10.6+), else ``FOR UPDATE`` (claimers then wait
-    for each other's claim transactions: short, but one at a time); none on SQLite, whose
-    claims hold the database's write lock."""
-    engine = db._adapter.dbengine
-    if engine == "sqlite":
-        return ""
-    if engine == "mysql" and not skips_locked(db.executesql("SELECT VERSION();")[0][0]):
-        return " FOR UPDATE"
-    return " FOR UPDATE SKIP LOCKED"
-
-
-def skips_locked(version: str) -> bool:
-    """Whether a MySQL or MariaDB server of ``SELECT VERSION()`` has ``SKIP LOCKED``."""
-    numbers = re.match(r"(\d+)\.(\d+)", version)
-    release = (int(numbers[1]), int(numbers[2])) if numbers else (0, 0)
-    return release >= ((10, 6) if "mariadb" in version.lower() else (8, 0))
-
-
-class _Tables:
-    """One thread's DAL, the engine's tables on it, and how to run SQL there."""
-
-    def __init__(self, db: DAL, tasks: Table, names: Table, leases: Table, queues: Table):
-        self.db, self.tasks, self.names, self.leases, self.queues = (
-            db, tasks, names, leases, queues,
-        )  # fmt: skip
-        adapter = db._adapter
-        self.sqlite = adapter.dbengine == "sqlite"
-        self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
-        self._lock = row_locks(db)
-        self._names = {
-            "task": tasks._rname, "name": names._rname, "lease": leases._rname,
-            "queue": queues._rname,
-        }  # fmt: skip
-        self._statements: dict[str, str] = {}
-
-    def run(self, statement: str, *params: Any) -> Any:
-        """Run ``statement`` (``?`` marks its parameters, ``{task}``, ``{name}``, ``{lease}``,
-        ``{queue}`` the tables, ``{lock}`` the row locks of a claim); the cursor."""
-        text = self._statements.get(statement)
-        if text is None:
-            text = statement.format(lock=self._lock, **self._names).replace("?", self._marker)
-            self._statements[statement] = text
-        adapter = self.db._adapter
-        adapter.execute(text, params)
-        return adapter.cursor
 
 
 class SQLEngine(Engine):
@@ -450,7 +334,7 @@ class SQLEngine(Engine):
                     break
         return claims
 
-    def _take_name(self, tables: _Tables, queue: str, name: str, task_id: str, now: float) -> bool:
+    def _take_name(self, tables: Tables, queue: str, name: str, task_id: str, now: float) -> bool:
         """Take ``name`` in ``queue`` for ``name_ttl``: one that expired, or a new one.
         The UPDATE comes first: on MySQL an INSERT that meets a duplicate holds a shared
         lock on it, and two of them then both waiting to UPDATE it would deadlock."""
@@ -471,7 +355,7 @@ class SQLEngine(Engine):
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[_Tables]:
+    def _transaction(self, write: bool = True) -> Iterator[Tables]:
         """This thread's tables in one transaction (on SQLite, a write one takes the lock
         first), committed after the block; driver errors become :class:`StoreUnavailable`."""
         tables = self._dals.get()
@@ -497,13 +381,13 @@ class SQLEngine(Engine):
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             raise self._unavailable(exc) from None
 
-    def _prepare(self, db: DAL) -> _Tables:
+    def _prepare(self, db: DAL) -> Tables:
         """``db`` with the engine's tables defined (created or upgraded first, once per
         process, with ``migrate``), and its session set up for queues."""
         try:
             engine = db._adapter.dbengine
-            if engine == "sqlite" and self.create:  # readers never wait for the writer
-                db.executesql("PRAGMA journal_mode = WAL;")
+            if engine == "sqlite" and self.create:
+                wal_mode(db)
             elif engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
                 wait = max(1, round(self._statement_timeout))
                 db.executesql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;")
@@ -513,41 +397,12 @@ class SQLEngine(Engine):
             if not self.create:
                 for table in (self.table, self.name_table, self.lease_table, self.queue_table):
                     sql.require_table(db, table, self._where)
-            tables = self._tables(db)
+            names = (self.table, self.name_table, self.lease_table, self.queue_table)
+            tables = engine_tables(db, names, migrate=self.migrate, where=self.masked)
             db.commit()
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
         return tables
-
-    def _tables(self, db: DAL) -> _Tables:
-        """Define the four tables; the first time in this process (with ``migrate``), also
-        create or upgrade them, retried when another process does it at the same time."""
-        key = (db._uri_hash, self.table)
-        specs = (
-            (self.table, task_fields, TASK_INDEXES),
-            (self.name_table, name_fields, NAME_INDEXES),
-            (self.lease_table, lease_fields, LEASE_INDEXES),
-            (self.queue_table, queue_fields, QUEUE_INDEXES),
-        )
-        if self.migrate and key not in _ready:
-            with _schema_lock, sql.schema_lock(db, f"tasks:{self.table}"):
-                # on SQLite (no schema lock) each failure means another process made a
-                # table first, or was writing its pydal .table file as this one read it
-                attempts = 2 * len(specs)
-                for attempt in range(1, attempts + 1):
-                    try:
-                        made = [sql.migrate_table(db, *spec) for spec in specs]
-                        db.commit()
-                        break
-                    except (db._adapter.driver.Error, RuntimeError) as exc:
-                        db.rollback()
-                        if attempt == attempts:
-                            raise
-                        log.info("task tables of %s: retrying setup after %s", self.masked, exc)
-                _ready.add(key)
-            return _Tables(db, *made)
-        made = [sql.define_table(db, name, fields(), migrate=False) for name, fields, _ in specs]
-        return _Tables(db, *made)
 
     @property
     def _where(self) -> str:
@@ -569,9 +424,9 @@ def _positive(where: str, name: str, value: Any) -> float:
 
 def _check(what: str, value: Any) -> str:
     """A queue, name, task id or lease key: a non-empty string that fits its column."""
-    if not isinstance(value, str) or not 0 < len(value) <= _LENGTHS[what]:
+    if not isinstance(value, str) or not 0 < len(value) <= LENGTHS[what]:
         raise InvalidArgument(
-            f"a task {what} is a string of 1 to {_LENGTHS[what]} characters, not {value!r:.60}"
+            f"a task {what} is a string of 1 to {LENGTHS[what]} characters, not {value!r:.60}"
         )
     return value
 
