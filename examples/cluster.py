@@ -1,14 +1,17 @@
 """``make cluster``: the demo on three gunicorn nodes behind haproxy, all on loopback.
 
-Shared services: Redis (sessions, cache, maintenance flag), memcached (the cached page
-fragment), PostgreSQL (a primary and a streaming replica). The cron jobs run as loops in
-the background: sessions2trash on the shared store, tickets2db for each node's errors
-folder. Pids, ports and folders are kept in ``<state>/state.json``.
+Shared services: Redis (sessions, cache, maintenance flag, deferred tasks), memcached (the
+cached page fragment), PostgreSQL (a primary and a streaming replica). Each node runs a
+task worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
+scalekit-worker.service does), so a receipt deferred through any node is written by any
+node's worker. The cron jobs run as loops in the background: sessions2trash on the shared
+store, tickets2db for each node's errors folder. Pids, ports and folders are kept in
+``<state>/state.json``.
 
 Run from the repository root:
   python -m examples.cluster start [--sessions memcache]   start it, or show it if it runs
   python -m examples.cluster status                        each process: up or down, pid, URL
-  python -m examples.cluster restart node2                 restart one gunicorn node
+  python -m examples.cluster restart node2                 restart one node (gunicorn, worker)
   python -m examples.cluster stop                          stop everything, remove the state
 The services are started by the test suite's helpers (``tests/servers.py``): private
 servers on free loopback ports, each in a temporary folder, never one already running.
@@ -87,6 +90,8 @@ class Cluster:
                      enumerate(self.state.get("nodes", []))}  # fmt: skip
         if "haproxy" in self.state:
             addresses["haproxy"] = f"{self.url}/ (stats {self.stats_url})"
+        for node in self.state.get("nodes", []):
+            addresses[f"worker-{node['name']}"] = f"tasks of {self.state['env']['SCALEKIT_TASKS']}"
         found += [(p["name"], p["pid"], addresses.get(p["name"], "")) for p in
                   self.state.get("processes", [])]  # fmt: skip
         return found
@@ -156,6 +161,8 @@ class Cluster:
             "SCALEKIT_DB_REPLICAS": replica.url,
             "SCALEKIT_MAINTENANCE_FLAG": redis.url,
             "SCALEKIT_TICKET_DB": primary.url,
+            "SCALEKIT_TASKS": redis.url,
+            "SCALEKIT_TASKS_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_MIGRATE": "0",
             "SCALEKIT_ACCESSLOG": "",
@@ -178,7 +185,8 @@ class Cluster:
                        stdout=subprocess.DEVNULL)  # fmt: skip
 
     def start_node(self, index: int) -> None:
-        """Start (or restart) gunicorn node ``index`` on its port; wait until it answers."""
+        """Start (or restart) gunicorn node ``index`` on its port and its task worker; wait
+        until it answers."""
         node = self.state["nodes"][index]
         data = os.path.join(self.state_dir, node["name"])
         os.makedirs(os.path.join(data, "errors"), exist_ok=True)
@@ -187,11 +195,22 @@ class Cluster:
                        SCALEKIT_WORKERS=str(self.workers))  # fmt: skip
         command = [os.path.join(BIN, "gunicorn"), "-c", "examples/gunicorn.conf.py"]
         node["pid"] = self._spawn(node["name"], command, env)
+        worker = [os.path.join(BIN, "scalekit"), "tasks", "worker", "--grace", "10",
+                  "--tickets", f"file://{data}/errors"]  # fmt: skip
+        node["worker_pid"] = self._spawn(f"worker-{node['name']}", worker,
+                                         {**env, "PYTHONPATH": APP_DIR})  # fmt: skip
         _wait_answering(self.node_url(index) + "/healthz", node["pid"])
 
+    def stop_node(self, index: int, how: signal.Signals = signal.SIGTERM) -> None:
+        """Stop node ``index``: its task worker and gunicorn. SIGKILL: at once (master,
+        workers, task worker), as a crash of the machine would."""
+        node = self.state["nodes"][index]
+        for pid in (node.get("worker_pid"), node["pid"]):
+            _end(pid, how)
+
     def kill_node(self, index: int) -> None:
-        """SIGKILL node ``index`` (its master and workers at once), as a crash would."""
-        _end(self.state["nodes"][index]["pid"], signal.SIGKILL)
+        """SIGKILL node ``index``, as a crash would (see :meth:`stop_node`)."""
+        self.stop_node(index, signal.SIGKILL)
 
     def _start_cron(self) -> None:
         scalekit, every = os.path.join(BIN, "scalekit"), str(self.cron_sleep)
@@ -270,6 +289,8 @@ class Cluster:
             f"{env['SCALEKIT_CACHE']}, fragments {env['SCALEKIT_MEMCACHE']}\n"
             f"  PostgreSQL primary {env['SCALEKIT_DB_PRIMARY']}, replica "
             f"{env['SCALEKIT_DB_REPLICAS']}\n"
+            f"  a task worker per node (worker-node1...), tasks on {env['SCALEKIT_TASKS']}; "
+            f"sign the guestbook and see which node wrote the receipt\n"
             f"  logs and state in {self.state_dir}/; `python -m examples.cluster status`, "
             f"`restart node2`; stop everything with `make cluster-stop`\n"
             f"  read-only for everyone: .venv/bin/scalekit maintenance on --mode read-only "
@@ -405,8 +426,8 @@ def _restart(cluster: Cluster, node: str) -> int:
     if not cluster.load():
         raise RuntimeError(f"no cluster runs from {cluster.state_dir}/")
     index = cluster.node_index(node)
-    print(f"stopping {node} (pid {cluster.state['nodes'][index]['pid']})")
-    _end(cluster.state["nodes"][index]["pid"], signal.SIGTERM)
+    print(f"stopping {node} (pid {cluster.state['nodes'][index]['pid']}) and its task worker")
+    cluster.stop_node(index)
     cluster.start_node(index)
     print(f"{node} answers again on {cluster.node_url(index)}/ (pid "
           f"{cluster.state['nodes'][index]['pid']})")  # fmt: skip

@@ -15,10 +15,13 @@ from pydal import DAL, Field
 
 from scalekit import db
 
+#: pydal's migration files. Made on app servers too: the tasks' outbox table is created
+#: by the first request that defers a transactional task (scalekit.tasks.outbox).
+FOLDER = os.path.join(config.DATA, "databases")
+os.makedirs(FOLDER, exist_ok=True)
 replicas = db.ReplicaSet(
-    config.DB_PRIMARY, config.DB_REPLICAS, folder=os.path.join(config.DATA, "databases"),
-    pool_size=4, max_lag=5,
-)  # fmt: skip
+    config.DB_PRIMARY, config.DB_REPLICAS, folder=FOLDER, pool_size=4, max_lag=5
+)
 
 
 def define_tables(dal: DAL, migrate: bool = False) -> None:
@@ -39,7 +42,6 @@ def define_tables(dal: DAL, migrate: bool = False) -> None:
 
 def migrate() -> None:
     """Create or alter the tables on the primary, then close the connection."""
-    os.makedirs(os.path.join(config.DATA, "databases"), exist_ok=True)
     dal = replicas.connect(pool_size=0)
     try:
         define_tables(dal, migrate=True)

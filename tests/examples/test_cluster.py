@@ -1,5 +1,6 @@
 """`make cluster` end to end: three gunicorn nodes behind haproxy on loopback, sharing
-Redis, memcached and PostgreSQL (primary + streaming replica), with the cron loops.
+Redis, memcached and PostgreSQL (primary + streaming replica), with the cron loops and a
+task worker per node.
 
 The cluster starts once for the module; the test that kills a node (and restarts it) runs
 next to last, then the last one stops the cluster.
@@ -11,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -139,6 +141,27 @@ def test_a_failure_becomes_a_ticket_in_postgresql(cluster):
     assert found is not None, "tickets2db did not move the ticket into PostgreSQL"
     assert found["app"] == "guestbook"
     assert "a failure on purpose, on node" in json.dumps(found)
+
+
+def test_a_receipt_deferred_through_haproxy_is_written_by_a_nodes_worker(cluster, capsys):
+    """Signing defers the entry's receipt (examples/app/jobs.py) through the outbox into the
+    cluster's Redis; one of the three task workers writes it into its node's folder."""
+    code, lines = status(cluster, capsys)
+    workers = {f"worker-{node}" for node in NODES}
+    assert code == 0 and workers <= set(lines) and all(lines[w][0] == "up" for w in workers)
+    browser, _ = signed_in(cluster)
+    message = f"receipt {uuid.uuid4().hex}"
+    assert browser.post("/entries", body=message)[0] == 303
+    found = re.search(rf'id="receipt-(\d+)"[^<]*</small><p>{message}<', browser.get("/")[2])
+    entry, deadline, state = found.group(1), time.monotonic() + 10, ""
+    while not state.startswith("receipt written by "):
+        assert time.monotonic() < deadline, f"no worker wrote the receipt: {state!r}"
+        time.sleep(0.1)
+        state = field(browser.get("/")[2], f"receipt-{entry}") or ""
+    node = state.removeprefix("receipt written by ")
+    assert node in NODES
+    with open(os.path.join(cluster.state_dir, node, "receipts", f"{entry}.txt")) as receipt:
+        assert message in receipt.read()
 
 
 def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):
