@@ -70,21 +70,22 @@ def page(*, node: str, worker: int, version: str, hits: int, entries: str, user:
     )  # fmt: skip
 
 
-def entries(rows: list[tuple[int, str, str, str, bool, str | None]]) -> str:
-    """The list of ``(id, author, when, body, receipt asked, node that wrote it)``, newest
-    first: the fragment the cache keeps."""
+def entries(rows: list[tuple[int, str, str, str, str | None, str | None]]) -> str:
+    """The list of ``(id, author, when, body, receipt's task id, node that wrote it)``,
+    newest first: the fragment the cache keeps."""
     if not rows:
         return '<ul id="entries"></ul><p>Nobody has signed yet.</p>'
     items = "".join(
         f"<li><b>{escape(author)}</b> <time>{escape(when)}</time>"
-        f"{_receipt(id_, written_by) if asked else ''}<p>{escape(body)}</p></li>"
-        for id_, author, when, body, asked, written_by in rows
+        f"{_receipt(id_, task, written_by) if task else ''}<p>{escape(body)}</p></li>"
+        for id_, author, when, body, task, written_by in rows
     )
     return f'<ul id="entries">{items}</ul>'
 
 
-def _receipt(entry_id: int, written_by: str | None) -> str:
+def _receipt(entry_id: int, task: str, written_by: str | None) -> str:
+    """The receipt's state; its title the task (``scalekit tasks show ID`` while pending)."""
     state, text = ("done", f"receipt written by {written_by}") if written_by else (
         "pending", "receipt pending")  # fmt: skip
-    return (f' <small class="receipt {state}" id="receipt-{entry_id}">{escape(text)}'
-            "</small>")  # fmt: skip
+    return (f' <small class="receipt {state}" id="receipt-{entry_id}" '
+            f'title="task {escape(task)}">{escape(text)}</small>')  # fmt: skip

@@ -5,6 +5,7 @@ import contextlib
 import http.client
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -278,16 +279,55 @@ def test_demo_without_a_worker_says_the_receipts_wait(demo_url):
     assert field(browser.get("/")[2], f"receipt-{entry}") == "receipt pending"
 
 
-def test_demo_stops_its_task_worker_with_gunicorn(tmp_path):
-    def workers() -> list[str]:  # the processes whose command line names this data folder
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
-                if "tasks worker" in command and str(tmp_path) in command:
-                    found.append(command)
-        return found
+def task_workers(data) -> list[str]:
+    """The command lines of the task worker processes working for the demo in ``data``."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            command = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            if "tasks worker" in command and str(data) in command:
+                found.append(command)
+    return found
 
+
+def test_demo_stops_its_task_worker_with_gunicorn(tmp_path):
     with running_demo(tmp_path, SCALEKIT_TASK_WORKERS="1"):
-        assert workers()
-    assert workers() == []  # gunicorn waited for it (SIGTERM, then its grace)
+        assert task_workers(tmp_path)
+    assert task_workers(tmp_path) == []  # gunicorn's on_exit sent SIGTERM and waited
+
+
+def test_demo_ctrl_c_stops_gunicorn_and_its_task_worker(tmp_path):
+    """Ctrl-C in `make demo`'s terminal: SIGINT to every process of the foreground group
+    (gunicorn's master and workers, the task worker and its children); all of them exit."""
+    port = free_port()
+    env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="1",
+               SCALEKIT_DATA=str(tmp_path), SCALEKIT_TASK_WORKERS="1")  # fmt: skip
+    process = subprocess.Popen(
+        [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not task_workers(tmp_path):
+            assert process.poll() is None and time.monotonic() < deadline, "did not start"
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(20)
+        deadline = time.monotonic() + 5  # gunicorn's workers may outlive their master briefly
+        while _group(process.pid):
+            assert time.monotonic() < deadline, f"still running: {_group(process.pid)}"
+            time.sleep(0.1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _group(pgid: int) -> list[int]:
+    """The processes of process group ``pgid`` that have not exited (zombies excepted)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                found.append(int(pid))
+    return found
