@@ -27,6 +27,7 @@ from scalekit.tasks import Tasks
 from scalekit.tasks.outbox import TABLE, relay, relay_name
 from scalekit.testing import fresh_app_name
 from scalekit.tickets import TicketMiddleware
+from tests.tasks import jobs
 from tests.wsgi import Client
 
 SECRET = "o" * 32
@@ -224,6 +225,51 @@ def _killed_after_commit(db_url: str, engine_url: str, app: str, folder: str) ->
     tasks.defer = defer
     Client(make_app(db_url, tasks, folder, before=kill_first)).request("/sign/eve", method="POST")
     raise SystemExit("the request ended: the kill did not happen")
+
+
+def _killed_after_committing_a_job(
+    db_url: str, engine_url: str, app: str, folder: str, runs: str
+) -> None:
+    """A guest book request that also defers :func:`jobs.done` (recording its run in
+    ``runs``) transactionally, killed by SIGKILL after its commit, before its relay."""
+    tasks = Tasks(engine_url, app, secret=SECRET)
+
+    def before(scope) -> None:
+        scope.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))  # before the relays
+        tasks.defer(jobs.done, runs, "relayed", _transactional=True)
+
+    Client(make_app(db_url, tasks, folder, before=before)).request("/sign/gus", method="POST")
+    raise SystemExit("the request ended: the kill did not happen")
+
+
+def test_a_task_left_by_a_crash_between_commit_and_relay_runs_once_on_a_worker(
+    tasks, db_url, tmp_path
+):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCALEKIT_TASKS_SECRET": SECRET}
+    code = "import sys; from tests.tasks.test_outbox import _killed_after_committing_a_job as c; "
+    child = subprocess.run(
+        [sys.executable, "-c", code + "c(*sys.argv[1:])", db_url, tasks.settings.url,
+         tasks.app_name, str(tmp_path), str(runs)],
+        check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 2  # the job and the mail
+    assert sum(sum(states.values()) for states in tasks.engine.counts().values()) == 0
+    assert relay(tasks.engine, db_url, app=tasks.app_name, min_age=0) == 2
+    command = [sys.executable, "-m", "scalekit", "tasks", "--store", tasks.settings.url,
+               "--app", tasks.app_name, "worker", "--burst"]  # fmt: skip
+    worker = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert worker.returncode == 0, worker.stderr
+    [runner] = jobs.runs(str(runs), "relayed")  # ran once, in the worker process
+    assert runner != os.getpid()
+    assert relay(tasks.engine, db_url, app=tasks.app_name, min_age=0) == 0
+    assert outbox_rows(db_url, str(tmp_path), tasks.app_name) == 0
+    assert tasks.engine.counts() == {
+        "default": {"waiting": 0, "delayed": 0, "running": 0, "dead": 0}
+    }
 
 
 if __name__ == "__main__":  # the module again under its own name: send_mail is found there
