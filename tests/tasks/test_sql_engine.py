@@ -22,7 +22,7 @@ from scalekit.core import urls
 from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.tasks.engines import open_engine
 from scalekit.tasks.engines._sql_tables import skips_locked
-from scalekit.tasks.engines.sql import SQLEngine
+from scalekit.tasks.engines.sql import MAX_CLAIM, SQLEngine
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name, run_in_children
 from tests.servers import free_port
@@ -483,3 +483,10 @@ def test_threads_opening_a_new_sqlite_file_at_once_all_work(tmp_path):
         assert engine.counts()["default"]["waiting"] == 8
         with connection(f"sqlite://{tmp_path}/{round_}.sqlite") as conn:
             assert fetch(conn, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_one_claim_hands_out_at_most_max_claim_tasks(make_engine):
+    engine = make_engine()
+    fill(engine, MAX_CLAIM + 10)
+    assert len(engine.claim(["default"], "w", count=10_000)) == MAX_CLAIM
+    assert len(engine.claim(["default"], "w", count=10_000)) == 10

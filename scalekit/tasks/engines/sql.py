@@ -73,6 +73,8 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
 }
 #: Seconds between two sweeps of expired names by one engine.
 _SWEEP_EVERY = 600.0
+#: Most tasks one claim hands out (its UPDATE binds one parameter per task).
+MAX_CLAIM = 500
 _TASK_COLUMNS = (
     "app", "queue", "task_id", "name", "payload", "state", "due", "eta",
     "deliveries", "created", "updated",
@@ -176,7 +178,7 @@ class SQLEngine(Engine):
             raise InvalidArgument(f"claim takes a list of queues, not {queues!r:.60}")
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidArgument(f"count={count!r} must be a whole number of 1 or more")
-        deadline = time.monotonic() + max(wait, 0.0)
+        count, deadline = min(count, MAX_CLAIM), time.monotonic() + max(wait, 0.0)
         while True:
             claims = self._claim_now(queues, consumer, count)
             left = deadline - time.monotonic()
