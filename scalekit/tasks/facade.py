@@ -118,7 +118,8 @@ class Tasks:
     """Deferred tasks of one app on one engine.
 
     ``url``: the engine (``redis://``, ``sqlite://``, ``postgres://``, ``mysql://``), opened
-    on first use with ``visibility_timeout``, ``name_ttl`` and ``engine_options``.
+    on first use with ``visibility_timeout``, ``name_ttl`` and ``engine_options`` (when
+    given; else the URL's query, else the engine's defaults: 30 s and 7 days).
     ``secret``: signs every payload (32+ bytes; a list rotates it: the first signs, all
     verify), else ``$SCALEKIT_TASKS_SECRET``. ``serializer``: ``"json"`` (tagged JSON) or
     ``"pickle"``. ``max_payload``: the largest payload in bytes. ``max_attempts``,
@@ -135,8 +136,8 @@ class Tasks:
         secret: str | bytes | Sequence[str | bytes] | None = None,
         serializer: str = "json",
         max_payload: int = 1 << 20,
-        visibility_timeout: float = 30.0,
-        name_ttl: float = 7 * 24 * 3600.0,
+        visibility_timeout: float | None = None,
+        name_ttl: float | None = None,
         max_attempts: int = 5,
         min_backoff: float = 1.0,
         max_backoff: float = 3600.0,
@@ -162,11 +163,10 @@ class Tasks:
         self.codec = Codec(secret, serializer, max_payload)
         self.app_name = check_app_name(app_name)
         try:
-            self._engine_options = {
-                "visibility_timeout": _seconds(visibility_timeout, "visibility_timeout"),
-                "name_ttl": _seconds(name_ttl, "name_ttl"),
-                **engine_options,
-            }
+            given = {"visibility_timeout": visibility_timeout, "name_ttl": name_ttl}
+            given = {name: value for name, value in given.items() if value is not None}
+            checked = {name: _seconds(value, name) for name, value in given.items()}
+            self._engine_options = {**checked, **engine_options}
         except InvalidArgument as exc:
             raise ConfigError(str(exc)) from None
         options = {"max_attempts": max_attempts, "min_backoff": min_backoff,

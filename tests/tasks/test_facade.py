@@ -251,3 +251,15 @@ def test_the_decorator_and_the_module_level_defer_enqueue(tasks, engine_url):
     task_id = defer(add, 1, _queue="q2")
     assert tasks.decode(default.engine.find(task_id, "q2").payload).args == (1,)
     default.close()
+
+
+def test_the_urls_visibility_timeout_and_name_ttl_hold_unless_given(tmp_path):
+    """Tasks passes its engine the lease and name times only when given: the URL's query
+    (e.g. in ``scalekit tasks worker``'s $SCALEKIT_TASKS) is not overridden by defaults."""
+    url = f"sqlite://{tmp_path}/t.sqlite?visibility_timeout=2&name_ttl=60"
+    from_url = Tasks(url, secret=SECRET)
+    assert (from_url.engine.visibility_timeout, from_url.engine.name_ttl) == (2, 60)
+    given = Tasks(url, secret=SECRET, visibility_timeout=5)
+    assert (given.engine.visibility_timeout, given.engine.name_ttl) == (5, 60)
+    plain = Tasks(f"sqlite://{tmp_path}/u.sqlite", secret=SECRET)
+    assert (plain.engine.visibility_timeout, plain.engine.name_ttl) == (30, 7 * 86400)
