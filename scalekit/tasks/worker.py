@@ -522,7 +522,8 @@ class _Child:
             except ScalekitError as exc:
                 log.error("worker %s: leases not renewed: %s", self.consumer, exc)
                 continue
-            with self.lock:
+            with self.lock:  # a claim settled while extend ran was not lost: it is done
+                lost = [claim for claim in lost if claim in self.held]
                 self.held.difference_update(lost)
             for claim in lost:
                 log.warning("worker %s: lease of task %s lost", self.consumer, claim.task_id)
