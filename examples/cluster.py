@@ -5,8 +5,8 @@ cached page fragment), PostgreSQL (a primary and a streaming replica). Each node
 task worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
 scalekit-worker.service does), so a receipt deferred through any node is written by any
 node's worker. The cron jobs run as loops in the background: sessions2trash on the shared
-store, tickets2db for each node's errors folder. Pids, ports and folders are kept in
-``<state>/state.json``.
+store, tickets2db for each node's errors folder, the tasks' relay. Pids, ports and folders
+are kept in ``<state>/state.json``.
 
 Run from the repository root:
   python -m examples.cluster start [--sessions memcache]   start it, or show it if it runs
@@ -222,6 +222,10 @@ class Cluster:
             errors = os.path.join(self.state_dir, node["name"], "errors")
             self._spawn(f"tickets2db-{node['name']}", [scalekit, "tickets2db", "--folder",
                         errors, "--db", env["SCALEKIT_TICKET_DB"], "-s", every], env)  # fmt: skip
+        # The outbox's leftovers (a node killed between a commit and its relay), as the
+        # crontab's relay line; it has no loop of its own.
+        relay = f'while :; do "{scalekit}" tasks relay --db "$SCALEKIT_DB_PRIMARY"; sleep {every}'
+        self._spawn("tasks-relay", ["/bin/sh", "-c", relay + "; done"], env)
 
     def _start_haproxy(self) -> None:
         """examples/haproxy.cfg on loopback ports, plain http only (no certificate here)."""

@@ -145,9 +145,10 @@ def test_a_failure_becomes_a_ticket_in_postgresql(cluster):
 
 def test_a_receipt_deferred_through_haproxy_is_written_by_a_nodes_worker(cluster, capsys):
     """Signing defers the entry's receipt (examples/app/jobs.py) through the outbox into the
-    cluster's Redis; one of the three task workers writes it into its node's folder."""
+    cluster's Redis; one of the three task workers writes it into its node's folder. The
+    relay loop (for what a crash leaves in the outbox) runs too."""
     code, lines = status(cluster, capsys)
-    workers = {f"worker-{node}" for node in NODES}
+    workers = {*(f"worker-{node}" for node in NODES), "tasks-relay"}
     assert code == 0 and workers <= set(lines) and all(lines[w][0] == "up" for w in workers)
     browser, _ = signed_in(cluster)
     message = f"receipt {uuid.uuid4().hex}"
@@ -162,6 +163,8 @@ def test_a_receipt_deferred_through_haproxy_is_written_by_a_nodes_worker(cluster
     assert node in NODES
     with open(os.path.join(cluster.state_dir, node, "receipts", f"{entry}.txt")) as receipt:
         assert message in receipt.read()
+    with open(os.path.join(cluster.state_dir, "tasks-relay.log")) as log:
+        assert "task(s) relayed from the outbox of postgres://" in log.read()
 
 
 def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):
