@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.tasks.engines.base import DEAD, DELAYED, RUNNING, STATES, WAITING, Engine
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name, run_in_children
@@ -706,7 +706,27 @@ class TaskEngineSuite:
 class SharedTaskEngineSuite(TaskEngineSuite):
     """An engine whose tasks other processes see: worker processes share the queues, a
     waiting claim wakes for a task another process enqueued, a process that dies holding a
-    claim loses no task."""
+    claim loses no task, and a server that is not there is a clean, quick error. Give also
+    the fixture ``make_unreachable_engine``: ``make_unreachable_engine(app_name)`` opens your
+    engine on a server that is not there (its error must not show the password ``hunter2``).
+    """
+
+    def test_a_server_that_is_down_raises_store_unavailable_quickly(
+        self, make_unreachable_engine, app_name
+    ):
+        down = make_unreachable_engine(app_name)  # connections are opened lazily: no error yet
+        calls = {
+            "enqueue": lambda: down.enqueue(Q, "t1", b"p"),
+            "claim": lambda: down.claim([Q], "w1", wait=0.2),
+            "counts": down.counts,
+            "try_lease": lambda: down.try_lease("scheduler", "a", 30),
+        }
+        for what, call in calls.items():
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as caught:
+                call()
+            assert time.monotonic() - started < 10, what
+            assert "hunter2" not in str(caught.value), what
 
     def test_worker_processes_run_each_task_once(self, engine):
         task_ids = fill(engine, Q, 100)

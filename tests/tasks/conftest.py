@@ -12,6 +12,7 @@ import pytest
 
 from scalekit.tasks.engines import Engine, open_engine
 from scalekit.testing import fresh_app_name
+from tests.servers import free_port
 
 # the suite's failed assertions show their operands (scalekit.testing registers its others)
 pytest.register_assert_rewrite("scalekit.testing.tasks")
@@ -31,6 +32,20 @@ def engine_url_for(kind: str, request: pytest.FixtureRequest, tmp_path) -> str:
     if kind == "mariadb":
         return request.getfixturevalue("mysql_url")
     raise AssertionError(kind)
+
+
+def down_url_for(kind: str, tmp_path) -> str:
+    """A URL of ``kind`` whose server is not there (a free port, an unusable path), with the
+    password ``hunter2`` where the URL has one."""
+    port = free_port()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    return {
+        "redis": f"redis://:hunter2@127.0.0.1:{port}/0",
+        "sqlite": f"sqlite://{blocker}/tasks.sqlite",
+        "postgres": f"postgres://postgres:hunter2@127.0.0.1:{port}/scalekit_test",
+        "mariadb": f"mysql://scalekit:hunter2@127.0.0.1:{port}/scalekit_test",
+    }[kind]
 
 
 @pytest.fixture(params=ENGINE_KINDS)
@@ -60,6 +75,20 @@ def make_engine(engine_kind, engine_url):
             opened.append(engine)
             return engine
         pytest.fail(missing, pytrace=False)
+
+    yield make
+    for engine in opened:
+        engine.close()
+
+
+@pytest.fixture
+def make_unreachable_engine(engine_kind, tmp_path):
+    """``make_unreachable_engine(app_name)``: an engine whose server is not there."""
+    opened: list[Engine] = []
+
+    def make(app_name: str) -> Engine:
+        opened.append(open_engine(down_url_for(engine_kind, tmp_path), app_name=app_name))
+        return opened[-1]
 
     yield make
     for engine in opened:
