@@ -521,6 +521,8 @@ class TaskEngineSuite:
         assert engine.counts()["other"] == zeros(waiting=2, delayed=2, running=1, dead=1)
         assert engine.purge("other") == 6
         assert engine.counts() == {Q: zeros(), "other": zeros()}
+        fill(engine, Q, 1, prefix="new")  # a purged queue works on
+        assert ids(engine.claim([Q], "w1")) == ["new000"]
 
     def test_tasks_lists_50_unless_told(self, engine):
         fill(engine, Q, 60)
@@ -642,7 +644,8 @@ class TaskEngineSuite:
 
         def work(index: int) -> None:
             engine = engines[index % 2]
-            while claims := engine.claim([Q], f"w{index}", count=3):
+            consumer = f"node-{index % 2}.example.org:{os.getpid()}:{index}"  # as workers name
+            while claims := engine.claim([Q], consumer, count=3):
                 for claim in claims:
                     engine.ack(claim)
                     acked.append(claim.task_id)
