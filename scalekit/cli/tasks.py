@@ -105,10 +105,11 @@ def open_tasks(args: argparse.Namespace, **options: Any) -> Any:
 
 
 def open_engine(args: argparse.Namespace) -> Any:
-    """The engine alone: what counting, listing and purging need (no secret)."""
+    """The engine alone: what counting, listing and purging need (no secret); an existing
+    one only (a mistyped SQLite path or app is exit 1, nothing created)."""
     from scalekit.tasks import open_engine
 
-    return open_engine(args.store, app_name=args.app)
+    return open_engine(args.store, app_name=args.app, create=False)
 
 
 def _worker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -444,7 +445,7 @@ def serve(args: argparse.Namespace) -> int:
     from scalekit.tasks.viewer import TaskViewer
 
     token = viewer_token(args, TOKEN_VARIABLE, "the tasks' arguments and tracebacks")
-    tasks = open_tasks(args)
+    tasks = open_tasks(args, create=False)
     try:
         tasks.engine.counts()  # an engine that cannot be reached stops here
         viewer = TaskViewer(tasks, allowed=args.allow, token=token, purge=args.purge)

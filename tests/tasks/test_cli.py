@@ -226,3 +226,17 @@ def test_the_worker_schedules_the_periodic_tasks_of_an_imported_module(
     finally:
         worker.kill()
     assert worker.returncode == 0 and jobs.runs(folder, "periodic"), err
+
+
+@pytest.mark.parametrize("view", [["info"], ["list", "--queue", "default", "--state", "dead"],
+                                  ["purge", "--queue", "default"]])  # fmt: skip
+def test_reading_commands_on_a_missing_database_exit_1_and_create_nothing(view, tmp_path, app):
+    """A mistyped SQLite path is named and not created (as `tickets list`, `sessions2trash`)."""
+    missing = tmp_path / "typo" / "tasks.sqlite"
+    done = subprocess.run(
+        command(f"sqlite://{missing}", app, *view),
+        check=False, env=environment(), capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert str(missing) in done.stderr and "Traceback" not in done.stderr
+    assert os.listdir(tmp_path) == []

@@ -29,12 +29,16 @@ ENGINES = Backends({
 })  # fmt: skip
 
 
-def open_engine(url: str, app_name: str = "app", **options: Any) -> Engine:
+def open_engine(url: str, app_name: str = "app", *, create: bool = True, **options: Any) -> Engine:
     """Open the task engine a URL names; ``options`` (also in the URL's query) go to the
-    engine's ``from_url``; an unknown one is a :class:`~scalekit.core.errors.ConfigError`."""
+    engine's ``from_url``; an unknown one is a :class:`~scalekit.core.errors.ConfigError`.
+    ``create=False`` (the commands that read or clean up) opens existing tables only: a
+    missing SQLite file or table is :class:`~scalekit.core.errors.StoreNotFound`."""
     if not isinstance(url, str):
         raise ConfigError(f"a task engine is a URL, not {url!r:.60}")
     settings = urls.parse(url, kinds=ENGINES.kinds)
+    if not create:  # passed only when false: an engine written before it need not know it
+        options["create"] = False
     return ENGINES.for_kind(settings.kind).from_url(settings, app_name=app_name, **options)
 
 

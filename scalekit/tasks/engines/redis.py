@@ -417,9 +417,12 @@ class RedisEngine(Engine):
         self._reaped: dict[str, float] = {}  # queue -> time consumers were last reaped
 
     @classmethod
-    def from_url(cls, settings: Any, app_name: str = "app", **options: Any) -> RedisEngine:
+    def from_url(
+        cls, settings: Any, app_name: str = "app", *, create: bool = True, **options: Any
+    ) -> RedisEngine:
         """``visibility_timeout`` and ``name_ttl`` (seconds, or ``30s``, ``7d`` in a URL)
-        beside the Redis connection options."""
+        beside the Redis connection options. ``create`` changes nothing: Redis keeps no
+        store to create (a queue is its keys)."""
         spec = {**REDIS_OPTIONS, "visibility_timeout": parse_duration, "name_ttl": parse_duration}
         return cls(settings, app_name, **merge_options(settings, spec, options))
 
