@@ -1,7 +1,8 @@
 """The demo's settings: environment variables holding URLs, embedded defaults when unset.
 
 With none set, everything lives under ``$SCALEKIT_DATA`` (default ``examples/app/data``):
-sqlite sessions and data, a disk cache, a local tickets folder, a maintenance flag file.
+sqlite sessions, data and deferred tasks, a disk cache, a local tickets folder, a
+maintenance flag file, the receipts the tasks write.
 """
 
 from __future__ import annotations
