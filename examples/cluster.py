@@ -163,6 +163,7 @@ class Cluster:
             "SCALEKIT_TICKET_DB": primary.url,
             "SCALEKIT_TASKS": redis.url,
             "SCALEKIT_TASKS_SECRET": secrets.token_urlsafe(32),
+            "SCALEKIT_TASK_WORKERS": "0",  # gunicorn only serves: each node's worker is apart
             "SCALEKIT_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_MIGRATE": "0",
             "SCALEKIT_ACCESSLOG": "",
