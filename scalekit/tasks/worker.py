@@ -25,6 +25,7 @@ from typing import Any
 
 from scalekit.core import context
 from scalekit.core.errors import ConfigError, CorruptData, InvalidArgument, ScalekitError
+from scalekit.core.scrub import scrub_text
 from scalekit.tasks.engines.base import Claim
 from scalekit.tasks.errors import (
     NotDeferrable,
@@ -160,7 +161,7 @@ def _failed(tasks, claim, task, exc_info, on_failure, quiet=None) -> str:
 
 
 def _bury(tasks, claim, task, exc_info, on_failure) -> str:
-    error = "".join(traceback.format_exception(*exc_info))
+    error = scrub_text("".join(traceback.format_exception(*exc_info)))  # shown to operators
     outcome = _settled(tasks.engine.bury(claim, tasks.encode(task), error), claim)
     if on_failure is not None and outcome == BURIED:
         try:

@@ -25,13 +25,13 @@ from typing import Any
 
 from scalekit.core import context
 from scalekit.core.options import known_options
+from scalekit.core.scrub import scrub_text
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import (
     build,
     node_name,
     repeated,
     request_id,
-    scrub_text,
     signature,
     versions,
 )

@@ -81,3 +81,8 @@ def slow_once(folder: str, name: str, seconds: float) -> None:
     if record(folder, name, "start") == 1:
         time.sleep(seconds)
     record(folder, name)
+
+
+def cannot_connect(url: str) -> None:
+    """Fail for good with a message holding ``url`` (and any password in it)."""
+    raise PermanentTaskFailure(f"cannot connect to {url}")

@@ -310,3 +310,13 @@ def test_children_of_a_killed_supervisor_finish_their_task_hand_back_the_rest_an
     assert jobs.runs(folder, "o") == [child] and jobs.runs(folder, "later") == []
     [claim] = tasks.engine.claim(["default"], "test")  # handed back: ready at once
     assert claim.task_id == later
+
+
+def test_a_dead_tasks_traceback_keeps_no_password(tasks):
+    """The traceback kept with a dead task (shown by `tasks show` and the task page) is
+    scrubbed like an error ticket: a URL's password and secret-looking pairs masked."""
+    task_id = tasks.defer(jobs.cannot_connect, "postgres://shop:hunter2-pw@db/shop?token=t0k3n-xyz")
+    assert execute(tasks, claim_one(tasks)) == BURIED
+    error = tasks.engine.find(task_id).error
+    assert "cannot connect to postgres://shop:***@db/shop?token=***" in error
+    assert "hunter2-pw" not in error and "t0k3n-xyz" not in error
