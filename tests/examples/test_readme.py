@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import datetime
 import decimal
+import importlib
 import json
 import os
 import re
@@ -383,3 +385,164 @@ def test_the_ticket_node_and_trusted_proxies_example(tmp_path):
     response = Client(from_balancer).request("/", headers={"X-Forwarded-For": "198.51.100.7"})
     ticket = json.loads((tmp_path / f"{response.header('X-Ticket-ID')}.json").read_text())
     assert ticket["node"] == "node2" and ticket["request"]["client"] == "198.51.100.7"
+
+
+ROOT = README.parent
+TASKS_SECRET = "tasks secret of the readme tests, 32+ bytes"
+
+
+@pytest.fixture
+def shop(tmp_path, redis_url, monkeypatch) -> Iterator[dict]:
+    """The tasks example written as the package ``shop`` (``shop/tasks.py``) under
+    ``tmp_path``, importable, on a fresh app of the test Redis; its names."""
+    from scalekit.tasks import facade
+    from scalekit.testing import fresh_app_name
+
+    monkeypatch.setattr(facade, "_default", [])  # default=True replaces it for this test only
+    monkeypatch.setenv("SCALEKIT_TASKS_SECRET", TASKS_SECRET)
+    app, receipts = fresh_app_name(), tmp_path / "receipts"
+    receipts.mkdir()
+    code = snippet("def write_receipt(", {
+        "redis://cache:6379/0": redis_url, 'app_name="shop"': f'app_name="{app}"',
+        "/srv/app/receipts": str(receipts),
+    })  # fmt: skip
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "tasks.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("shop.tasks")
+    yield {"app": app, "tasks": module.tasks, "module": module, "folder": tmp_path,
+           "receipts": receipts, "url": redis_url}  # fmt: skip
+    module.tasks.close()
+    for name in [name for name in sys.modules if name == "shop" or name.startswith("shop.")]:
+        del sys.modules[name]
+
+
+def burst_worker(shop: dict) -> subprocess.CompletedProcess:
+    """``scalekit tasks --app APP worker --burst``, as the README's shell line runs it."""
+    env = {**os.environ, "PYTHONPATH": f"{shop['folder']}{os.pathsep}{ROOT}",
+           "SCALEKIT_TASKS": shop["url"], "SCALEKIT_TASKS_SECRET": TASKS_SECRET}  # fmt: skip
+    command = [sys.executable, "-m", "scalekit", "tasks", "--app", shop["app"], "worker", "--burst"]
+    done = subprocess.run(command, check=False, cwd=shop["folder"], env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_the_smallest_tasks_example_runs_on_a_worker_process(shop):
+    response = Client(shop["module"].checkout).request("/", method="POST")
+    assert response.status == 202
+    task_id = response.text
+    assert re.fullmatch(r"[0-9a-f]{32}", task_id)
+    assert shop["tasks"].engine.find(task_id).state == "waiting"
+    assert not (shop["receipts"] / "42.txt").exists()  # deferred, not run in the view
+    burst_worker(shop)
+    receipt = (shop["receipts"] / "42.txt").read_text()
+    assert receipt == "Thank you for order 42, ann@example.com\n"
+    assert shop["tasks"].engine.find(task_id) is None  # acknowledged: deleted
+    assert shop["tasks"].engine.counts() == {
+        "default": {"waiting": 0, "delayed": 0, "running": 0, "dead": 0}
+    }
+
+
+def define_orders(dal) -> None:
+    from pydal import Field
+
+    dal.define_table("orders", Field("email"))
+
+
+def test_the_transactional_tasks_example_enqueues_only_what_commits(shop, monkeypatch):
+    from scalekit import db as scalekit_db
+    from scalekit.tasks.worker import ACKED, execute
+
+    monkeypatch.chdir(shop["folder"])  # folder="databases"
+    (shop["folder"] / "databases").mkdir()
+    database = f"sqlite://{shop['folder']}/shop.sqlite"
+    code = snippet("_transactional=True)", {"postgres://app:pw@db1/shop": database})
+    namespace = run(code, define_tables=define_orders)
+    response = Client(namespace["application"]).request("/", method="POST")
+    assert response.status == 303 and response.header("Location") == "/orders/1"
+    engine = shop["tasks"].engine
+    [claim] = engine.claim(["default"], "readme-test")  # relayed right after the commit
+    assert execute(shop["tasks"], claim) == ACKED
+    assert (shop["receipts"] / "1.txt").read_text() == "Thank you for order 1, ann@example.com\n"
+
+    def order_then_fail(environ, start_response):  # the README's view, then a failure
+        namespace["order"](environ, start_response)
+        raise RuntimeError("after the defer")
+
+    failing = scalekit_db.DBMiddleware(order_then_fail, namespace["replicas"], define=define_orders)
+    with pytest.raises(RuntimeError, match="after the defer"):
+        Client(failing).request("/", method="POST")
+    assert engine.claim(["default"], "readme-test") == []  # no task for the rollback
+    from scalekit.tasks.outbox import relay
+
+    assert relay(engine, database, app=shop["app"], min_age=0) == 0  # and no row left
+
+
+def test_the_periodic_tasks_example_schedules_each_period_once(shop, monkeypatch):
+    from scalekit.tasks.periodic import Scheduler
+
+    (shop["folder"] / "shop" / "periodic.py").write_text(snippet("tasks.schedule.add(cleanup"))
+    importlib.import_module("shop.periodic")  # registers the entries
+
+    tasks = shop["tasks"]
+    assert [entry.name for entry in tasks.schedule] == [
+        "shop.periodic:refresh_rates", "weekday-report", "shop.periodic:morning_mail",
+        "shop.periodic:cleanup",
+    ]  # fmt: skip
+    monday = datetime.datetime(2030, 6, 3, 7, 31, tzinfo=datetime.timezone.utc).timestamp()
+    ids = Scheduler(tasks).tick(now=monday)  # 07:30, 02:30 (a Monday), 05:00 (07:00 Paris), 00:00
+    assert len(ids) == 4
+    found = [tasks.engine.find(task_id) for task_id in ids]
+    assert [(info.queue, info.name) for info in found] == [
+        ("default", f"periodic:shop.periodic:refresh_rates:{int(monday) - 60}"),
+        ("reports", f"periodic:weekday-report:{int(monday) - 5 * 3600 - 60}"),
+        ("default", f"periodic:shop.periodic:morning_mail:{int(monday) - 2 * 3600 - 31 * 60}"),
+        ("default", f"periodic:shop.periodic:cleanup:{int(monday) - 7 * 3600 - 31 * 60}"),
+    ]
+    report = tasks.decode(found[1].payload)
+    assert (report.args, report.kwargs) == (("sales",), {"fmt": "pdf"})
+    assert Scheduler(tasks).tick(now=monday + 60) == []  # another scheduler: the lease is held
+
+
+def test_the_failure_exceptions_example_steers_the_retries():
+    import urllib.error
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from scalekit.tasks import PermanentTaskFailure, SingularTaskFailure
+
+    class Hook(BaseHTTPRequestHandler):  # answers POST /<status> with that status
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(int(self.path.strip("/")))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        notify = run(snippet("def notify(url, body)"))["notify"]
+        base = f"http://127.0.0.1:{server.server_port}"
+        notify(f"{base}/200", b"ok")  # returns: the task is acknowledged
+        with pytest.raises(PermanentTaskFailure, match="is gone"):
+            notify(f"{base}/410", b"x")
+        with pytest.raises(SingularTaskFailure, match="busy"):
+            notify(f"{base}/503", b"x")
+        with pytest.raises(urllib.error.HTTPError):
+            notify(f"{base}/500", b"x")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_task_viewer_example(shop):
+    admin = Client(run(snippet("admin = TaskViewer("), TOKEN="task viewer token")["admin"])
+    assert admin.get("/").status == 403  # 127.0.0.1 is not in 10.0.0.0/8
+    shop["tasks"].defer(shop["module"].write_receipt, 7, to="bo")
+    page = admin.get("/queue/default", headers={"Authorization": "Bearer task viewer token"})
+    assert page.status == 200 and "write_receipt" in page.text
