@@ -175,11 +175,13 @@ class Cluster:
         return {**os.environ, **self.state["env"], **extra}
 
     def _deploy(self) -> None:
-        """The deploy steps, once for all servers: precompress the static files, migrate."""
-        folder = os.path.join(self.state_dir, "deploy")
-        self._run(os.path.join(BIN, "scalekit"), "zip-static", "--brotli",
-                  os.path.join(APP_DIR, "static"))  # fmt: skip
+        """The deploy steps, once for all servers: precompress the static files, migrate,
+        relay the tasks' outbox once (this creates its table, before the nodes and the
+        relay loop could race to create it)."""
+        folder, scalekit = os.path.join(self.state_dir, "deploy"), os.path.join(BIN, "scalekit")
+        self._run(scalekit, "zip-static", "--brotli", os.path.join(APP_DIR, "static"))
         self._run(sys.executable, "models.py", cwd=APP_DIR, SCALEKIT_DATA=folder)
+        self._run(scalekit, "tasks", "relay", "--db", self.state["env"]["SCALEKIT_DB_PRIMARY"])
 
     def _run(self, *command: str, cwd: str = ROOT, **env: str) -> None:
         subprocess.run(command, cwd=cwd, env=self.env(**env), check=True,
@@ -225,8 +227,9 @@ class Cluster:
                         errors, "--db", env["SCALEKIT_TICKET_DB"], "-s", every], env)  # fmt: skip
         # The outbox's leftovers (a node killed between a commit and its relay), as the
         # crontab's relay line; it has no loop of its own.
-        relay = f'while :; do "{scalekit}" tasks relay --db "$SCALEKIT_DB_PRIMARY"; sleep {every}'
-        self._spawn("tasks-relay", ["/bin/sh", "-c", relay + "; done"], env)
+        relay = f'"{scalekit}" tasks -v relay --db "$SCALEKIT_DB_PRIMARY"'
+        self._spawn("tasks-relay", ["/bin/sh", "-c", f"while :; do {relay}; sleep {every}; done"],
+                    env)  # fmt: skip
 
     def _start_haproxy(self) -> None:
         """examples/haproxy.cfg on loopback ports, plain http only (no certificate here)."""
