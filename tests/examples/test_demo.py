@@ -34,8 +34,9 @@ def demo_data(tmp_path_factory):
 def running_demo(data, **env: str) -> Iterator[str]:
     """``make demo``'s gunicorn on a free port with its data in ``data``; its URL."""
     port = free_port()
-    env = dict(os.environ, SCALEKIT_BIND=f"127.0.0.1:{port}", SCALEKIT_WORKERS="2",
-               SCALEKIT_DATA=str(data), SCALEKIT_NODE=NODE, **env)  # fmt: skip
+    env = {**os.environ, "SCALEKIT_BIND": f"127.0.0.1:{port}", "SCALEKIT_WORKERS": "2",
+           "SCALEKIT_DATA": str(data), "SCALEKIT_NODE": NODE, "SCALEKIT_TASK_WORKERS": "0",
+           **env}  # fmt: skip
     process = subprocess.Popen(
         [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -265,7 +266,7 @@ def test_demo_signing_that_fails_leaves_no_entry_no_task_and_no_receipt(worker_d
 
 
 def test_demo_without_a_worker_says_the_receipts_wait(demo_url):
-    """The module's demo runs no task worker (SCALEKIT_TASK_WORKERS unset, as on an app
+    """The module's demo runs no task worker (SCALEKIT_TASK_WORKERS=0, as on an app
     server): the receipt stays pending, and after views.RECEIPT_LATE the page asks why."""
     browser = Browser(demo_url)
     browser.post("/sign-in", name="ida", password="secret")
