@@ -14,6 +14,7 @@ from redis.crc import key_slot
 
 from scalekit.core.errors import ConfigError, CorruptData, StoreUnavailable
 from scalekit.tasks.engines import open_engine
+from scalekit.tasks.engines.base import RUNNING, WAITING
 from scalekit.tasks.engines.redis import MAINTENANCE_INTERVAL
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.testing import fresh_app_name
@@ -130,7 +131,8 @@ def test_enqueue_is_one_round_trip_and_a_claim_one_between_maintenance(engine, c
     assert delta(before, commands(client)) == {"xreadgroup": 1, "total": 1}
     before = commands(client)
     engine.ack(claim)
-    assert delta(before, commands(client)) == {"evalsha": 1, "xack": 1, "xdel": 1, "total": 3}
+    script = {"xack": 1, "xdel": 1, "del": 1}  # the DEL: a moved task's record, if any
+    assert delta(before, commands(client)) == {"evalsha": 1, **script, "total": 4}
 
 
 def test_an_idle_claim_looks_every_maintenance_interval_not_more(engine, client):
@@ -183,6 +185,60 @@ def test_an_expired_lease_goes_to_another_worker_and_the_first_loses(engine):
     assert engine.retry(second, b"A2", time.time() + 60) is True
     (info,) = engine.tasks("q", "delayed")
     assert (info.task_id, info.payload) == ("a", b"A2")
+
+
+def queue_keys(client: redis.Redis, app_name: str) -> set[str]:
+    """The names of the keys of queue ``q`` (the stream and the sets included)."""
+    keys = client.scan_iter(match=f"scalekit:t:{{{app_name}:q}}:*")
+    return {key.decode().split("}:")[1] for key in keys}
+
+
+@pytest.mark.parametrize(
+    "meanwhile", ["delayed", "waiting", "promoted and running", "dead", "revived"]
+)
+def test_an_ack_after_a_lost_lease_deletes_the_task_wherever_it_went(
+    engine, client, app_name, meanwhile
+):
+    """A second worker took over the task and retried or buried it (then it was maybe
+    claimed again, or revived) while the first still ran it: the first's ack deletes the
+    task and leaves none of its keys."""
+    engine.enqueue("q", "a", b"A")
+    (lost,) = engine.claim(["q"], "w1")
+    time.sleep(0.35)
+    (second,) = engine.claim(["q"], "w2")
+    if meanwhile in ("dead", "revived"):
+        assert engine.bury(second, b"A2", "boom")
+        assert meanwhile == "dead" or engine.revive("q", "a")
+    else:
+        eta = {"delayed": 60, "waiting": -1, "promoted and running": 0.05}[meanwhile]
+        assert engine.retry(second, b"A2", time.time() + eta)
+        if meanwhile == "promoted and running":
+            time.sleep(0.1)
+            (third,) = engine.claim(["q"], "w3")
+            assert third.receipt != lost.receipt
+    assert engine.find("a").state == meanwhile.split()[-1].replace("revived", "waiting")
+    engine.ack(lost)
+    assert engine.find("a") is None
+    assert engine.counts()["q"] == {"waiting": 0, "delayed": 0, "running": 0, "dead": 0}
+    assert queue_keys(client, app_name) == {"stream"}
+
+
+@pytest.mark.parametrize(
+    ("claimed", "end"), [(True, "ack"), (True, RUNNING), (False, WAITING), (False, None)]
+)
+def test_a_moved_tasks_record_goes_with_the_task(engine, client, app_name, claimed, end):
+    """A revived task (like a promoted one) keeps a record naming its entry until it is
+    acked or purged."""
+    engine.enqueue("q", "a", b"A")
+    assert engine.bury(engine.claim(["q"], "w1")[0], b"A", "boom")
+    assert engine.revive("q", "a")
+    assert queue_keys(client, app_name) == {"stream", "t:a"}
+    claims = engine.claim(["q"], "w1") if claimed else []
+    if end == "ack":
+        engine.ack(claims[0])
+    else:
+        assert engine.purge("q", end) == 1
+    assert queue_keys(client, app_name) == {"stream"}
 
 
 def test_extend_resets_the_idle_time(engine):

@@ -9,7 +9,9 @@ Layout, for app ``shop`` and queue ``mail`` (every key of a queue carries the ha
 * ``scalekit:t:{shop:mail}:delayed`` - sorted set of task ids by eta (Unix seconds).
 * ``scalekit:t:{shop:mail}:dead`` - sorted set of task ids by the time they were buried.
 * ``scalekit:t:{shop:mail}:t:<id>`` - a delayed or dead task's hash: the stream fields,
-  and for a dead one ``x`` the error and ``d`` its deliveries.
+  and for a dead one ``x`` the error and ``d`` its deliveries; for a task a script moved
+  into the stream (promoted, retried at once, revived) only ``s``, its entry id, so an ack
+  after a lost lease finds the task wherever it went.
 * ``scalekit:t:{shop:mail}:n:<name>`` - a task name, taken for ``name_ttl`` (``SET NX PX``).
 * ``scalekit:t:shop:queues`` - the set of the app's queue names (outside any queue's tag).
 * ``scalekit:t:shop:lease:<key>`` - a lease (``try_lease``).
@@ -135,8 +137,9 @@ local due = redis.call('ZRANGE', delayed, '-inf', ARGV[3], 'BYSCORE', 'LIMIT', 0
 for _, id in ipairs(due) do
   local fields = redis.call('HGETALL', ARGV[7] .. id)
   if #fields == 0 then fields = {'i', id} end
-  redis.call('XADD', stream, '*', unpack(fields))
+  local entry = redis.call('XADD', stream, '*', unpack(fields))
   redis.call('DEL', ARGV[7] .. id)
+  redis.call('HSET', ARGV[7] .. id, 's', entry)
 end
 if #due > 0 then redis.call('ZREM', delayed, unpack(due)) end
 local claimed, cursor = {}, ARGV[6]
@@ -185,13 +188,24 @@ return out
     keys=1,
 )
 
-# KEYS: stream. ARGV: group, entry id.
+# KEYS: stream, delayed, dead, record. ARGV: group, entry id, task id. Deletes the task
+# wherever it is now: the claim's entry, or (that entry gone: the task was retried, buried
+# or revived after the claim lost its lease) its record and the entry its ``s`` names.
 _ACK = Script(
     """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('XDEL', KEYS[1], ARGV[2])
+if redis.call('XDEL', KEYS[1], ARGV[2]) == 0 then
+  local entry = redis.call('HGET', KEYS[4], 's')
+  if entry then
+    redis.call('XACK', KEYS[1], ARGV[1], entry)
+    redis.call('XDEL', KEYS[1], entry)
+  end
+  redis.call('ZREM', KEYS[2], ARGV[3])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+redis.call('DEL', KEYS[4])
 """,
-    keys=1,
+    keys=4,
 )
 
 # KEYS: stream, delayed, record. ARGV: group, entry id, deliveries, task id, payload, eta,
@@ -205,11 +219,12 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
 local fields = {'i', ARGV[4], 'p', ARGV[5], 'e', ARGV[6]}
 if old['n'] then fields[#fields + 1] = 'n'; fields[#fields + 1] = old['n'] end
+redis.call('DEL', KEYS[3])
 if tonumber(ARGV[6]) > tonumber(ARGV[7]) then
   redis.call('HSET', KEYS[3], unpack(fields))
   redis.call('ZADD', KEYS[2], ARGV[6], ARGV[4])
 else
-  redis.call('XADD', KEYS[1], '*', unpack(fields))
+  redis.call('HSET', KEYS[3], 's', redis.call('XADD', KEYS[1], '*', unpack(fields)))
 end
 return 1
 """,
@@ -246,7 +261,7 @@ redis.call('DEL', KEYS[3])
 local fields = {'i', ARGV[1], 'p', old['p'] or ''}
 if ARGV[2] == '1' then fields[4] = ARGV[3] end
 if old['n'] then fields[#fields + 1] = 'n'; fields[#fields + 1] = old['n'] end
-redis.call('XADD', KEYS[1], '*', unpack(fields))
+redis.call('HSET', KEYS[3], 's', redis.call('XADD', KEYS[1], '*', unpack(fields)))
 return 1
 """,
     keys=3,
@@ -319,9 +334,11 @@ return {length - pending, redis.call('ZCARD', KEYS[2]), pending, redis.call('ZCA
 )
 
 # KEYS: stream, delayed, dead. ARGV: group, state, batch, record key prefix. Deletes up to
-# a batch of the queue's tasks in that state; returns how many.
+# a batch of the queue's tasks in that state (with the records naming purged entries);
+# returns how many.
 _PURGE = Script(
     _LAST_DELIVERED
+    + _HELD
     + """
 local state, batch = ARGV[2], tonumber(ARGV[3])
 if state == 'waiting' or state == 'running' then
@@ -337,6 +354,10 @@ if state == 'waiting' or state == 'running' then
     if pending.err then return 0 end
     for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
     if #ids > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)) end
+  end
+  for _, id in ipairs(ids) do
+    local record = ARGV[4] .. (fields_of(KEYS[1], id)['i'] or '')
+    if redis.call('HGET', record, 's') == id then redis.call('DEL', record) end
   end
   if #ids > 0 then redis.call('XDEL', KEYS[1], unpack(ids)) end
   return #ids
@@ -596,7 +617,8 @@ class RedisEngine(Engine):
 
     def ack(self, claim: Claim) -> None:
         q = self._queue(claim.queue)
-        self._run("acknowledge a task", q, _ACK, [q.stream], [GROUP, claim.receipt])
+        keys = [*q.keys, q.record + claim.task_id]
+        self._run("acknowledge a task", q, _ACK, keys, [GROUP, claim.receipt, claim.task_id])
 
     def retry(self, claim: Claim, payload: bytes, eta: float) -> bool:
         q = self._queue(claim.queue)
