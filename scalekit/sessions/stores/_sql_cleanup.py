@@ -134,31 +134,6 @@ def count(db: DAL, rules: list[Rule]) -> int:
     return int(db._adapter.cursor.fetchone()[0])
 
 
-def begin_sqlite(db: DAL) -> None:
-    """BEGIN IMMEDIATE, retried every millisecond up to the connection's busy timeout.
-
-    SQLite's own busy handler sleeps longer and longer (up to 100 ms a time) and so loses
-    the lock, over and over, to a busy writer: a second's wait is common.
-    """
-    adapter = db._adapter
-    if adapter.connection.in_transaction:  # the app's DAL, with work under way: go on in it
-        return
-    busy_ms = int(db.executesql("PRAGMA busy_timeout;")[0][0])
-    db.executesql("PRAGMA busy_timeout = 0;")
-    deadline = time.monotonic() + busy_ms / 1000
-    try:
-        while True:
-            try:
-                adapter.execute("BEGIN IMMEDIATE;")
-                return
-            except adapter.driver.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(0.001)
-    finally:
-        db.executesql(f"PRAGMA busy_timeout = {busy_ms};")
-
-
 def next_size(rows: int, seconds: float) -> int:
     """The size of the next transaction: toward ``TARGET_SECONDS`` at the rate of the last
     one, at most doubling or halving, within ``MIN_ROWS`` and ``MAX_ROWS``."""

@@ -323,7 +323,7 @@ class DatabaseStore(SessionStore):
             for rule in [] if dry_run else session_rules + lock_rules:
                 while True:
                     if sqlite:  # take the write lock before timing
-                        _sql_cleanup.begin_sqlite(db)
+                        sql.begin_immediate(db)
                     started = time.monotonic()
                     picked, gone = _sql_cleanup.delete(db, rule, size)
                     elapsed = time.monotonic() - started  # the rows' share, not the commit's
