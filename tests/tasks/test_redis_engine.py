@@ -241,6 +241,27 @@ def test_a_moved_tasks_record_goes_with_the_task(engine, client, app_name, claim
     assert queue_keys(client, app_name) == {"stream"}
 
 
+def test_due_delayed_tasks_are_waiting_until_promoted_and_purged_as_such(engine, client):
+    """No claim promoted them: the views read the delayed set by eta around now, after
+    the stream's new entries (where the next claim's pass appends them, in eta order)."""
+    now = time.time()
+    engine.enqueue("q", "new", b"N")
+    engine.enqueue("q", "due2", b"2", eta=now + 0.1)
+    engine.enqueue("q", "due1", b"1", eta=now + 0.05)
+    engine.enqueue("q", "later", b"L", eta=now + 60)
+    time.sleep(max(0.0, now + 0.15 - time.time()))
+    assert [t.task_id for t in engine.tasks("q", "waiting")] == ["new", "due1", "due2"]
+    assert [t.task_id for t in engine.tasks("q", "waiting", limit=2)] == ["new", "due1"]
+    assert [t.task_id for t in engine.tasks("q", "delayed")] == ["later"]
+    info = engine.find("due1", "q")
+    assert (info.state, info.payload, info.eta) == ("waiting", b"1", pytest.approx(now + 0.05))
+    assert engine.counts()["q"] == {"waiting": 3, "delayed": 1, "running": 0, "dead": 0}
+    assert engine.purge("q", "delayed") == 1
+    assert engine.purge("q", "waiting") == 3
+    assert engine.counts()["q"] == {"waiting": 0, "delayed": 0, "running": 0, "dead": 0}
+    assert engine.claim(["q"], "w1") == []
+
+
 def test_extend_resets_the_idle_time(engine):
     engine.enqueue("q", "a", b"A")
     claims = engine.claim(["q"], "w1")

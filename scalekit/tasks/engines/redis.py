@@ -21,7 +21,8 @@ A claim is one ``XREADGROUP`` (blocking up to ``wait``, never past the next know
 every :data:`MAINTENANCE_INTERVAL` seconds per process and queue, and when a delayed task
 this process knows of comes due (:data:`DUE_GAP` at least after the last pass), one script
 first promotes due delayed tasks, hands expired leases to the claimer (``XAUTOCLAIM``) and
-says when the next delayed task is due.
+says when the next delayed task is due. Until then the operations views (``find``,
+``tasks``, ``counts``, ``purge``) read a delayed task whose eta has passed as waiting.
 """
 
 from __future__ import annotations
@@ -267,22 +268,38 @@ return 1
     keys=3,
 )
 
-# KEYS: stream, delayed, dead. ARGV: group, state, limit, record key prefix. Returns
-# {id, flat fields, score or '', deliveries} per task, in the order they will run (dead:
-# newest first).
+# A delayed task whose eta has passed is waiting (a claim's pass promotes it next).
+# by_eta returns {id, eta, ...} of the delayed set, in eta order: up to limit due by now
+# (due true) or still to come.
+_BY_ETA = """
+local function by_eta(delayed, due, now, limit)
+  local min, max = '(' .. now, '+inf'
+  if due then min, max = '-inf', now end
+  return redis.call('ZRANGE', delayed, min, max, 'BYSCORE', 'LIMIT', 0, limit, 'WITHSCORES')
+end
+"""
+
+# KEYS: stream, delayed, dead. ARGV: group, state, limit, record key prefix, now. Returns
+# {key, flat fields, score, deliveries} per task, in the order they will run (dead: newest
+# first): a stream entry's key is its id, its score ''; a record's key is the task id, its
+# score its eta (dead: its burial time). Waiting: the stream's new entries, then the due
+# delayed tasks.
 _LIST = Script(
     _LAST_DELIVERED
+    + _BY_ETA
     + """
-local state, limit, rows = ARGV[2], tonumber(ARGV[3]), {}
-if state == 'waiting' or state == 'running' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return rows end
-  if state == 'waiting' then
-    local start = after_delivered(KEYS[1], ARGV[1])
-    for _, e in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)) do
-      rows[#rows + 1] = {e[1], e[2], '', 0}
-    end
-    return rows
+local state, limit, now, rows = ARGV[2], tonumber(ARGV[3]), ARGV[5], {}
+local function records(flat)
+  for i = 1, #flat, 2 do
+    rows[#rows + 1] = {flat[i], redis.call('HGETALL', ARGV[4] .. flat[i]), flat[i + 1], 0}
   end
+  return rows
+end
+if state == 'dead' then
+  return records(redis.call('ZRANGE', KEYS[3], 0, limit - 1, 'REV', 'WITHSCORES'))
+end
+if state == 'delayed' then return records(by_eta(KEYS[2], false, now, limit)) end
+if state == 'running' then
   local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', limit)
   if pending.err then return rows end
   for _, p in ipairs(pending) do
@@ -291,25 +308,27 @@ if state == 'waiting' or state == 'running' then
   end
   return rows
 end
-local ids
-if state == 'delayed' then
-  ids = redis.call('ZRANGE', KEYS[2], 0, limit - 1, 'WITHSCORES')
-else
-  ids = redis.call('ZRANGE', KEYS[3], 0, limit - 1, 'REV', 'WITHSCORES')
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local start = after_delivered(KEYS[1], ARGV[1])
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', limit)) do
+    rows[#rows + 1] = {e[1], e[2], '', 0}
+  end
 end
-for i = 1, #ids, 2 do
-  rows[#rows + 1] = {ids[i], redis.call('HGETALL', ARGV[4] .. ids[i]), ids[i + 1], 0}
-end
+if #rows < limit then records(by_eta(KEYS[2], true, now, limit - #rows)) end
 return rows
 """,
     keys=3,
 )
 
-# KEYS: delayed, dead, record. ARGV: task id. Returns {state, flat fields, score} or nil.
+# KEYS: delayed, dead, record. ARGV: task id, now. Returns {state, flat fields, score} or
+# nil.
 _FIND_RECORD = Script(
     """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if score then return {'delayed', redis.call('HGETALL', KEYS[3]), score} end
+if score then
+  local state = tonumber(score) <= tonumber(ARGV[2]) and 'waiting' or 'delayed'
+  return {state, redis.call('HGETALL', KEYS[3]), score}
+end
 score = redis.call('ZSCORE', KEYS[2], ARGV[1])
 if score then return {'dead', redis.call('HGETALL', KEYS[3]), score} end
 return false
@@ -317,9 +336,10 @@ return false
     keys=3,
 )
 
-# KEYS: stream, delayed, dead. ARGV: group. Returns {waiting, delayed, running, dead}:
+# KEYS: stream, delayed, dead. ARGV: group, now. Returns {waiting, delayed, running, dead}:
 # every stream entry is either not yet delivered or pending (ack, retry and bury delete
-# the entry and its pending record together), so waiting = XLEN - pending.
+# the entry and its pending record together), so waiting = XLEN - pending + the due
+# delayed tasks.
 _COUNTS = Script(
     """
 local length, pending = 0, 0
@@ -328,47 +348,55 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   local summary = redis.pcall('XPENDING', KEYS[1], ARGV[1])
   if not summary.err then pending = summary[1] end
 end
-return {length - pending, redis.call('ZCARD', KEYS[2]), pending, redis.call('ZCARD', KEYS[3])}
+local due = redis.call('ZCOUNT', KEYS[2], '-inf', ARGV[2])
+local delayed, dead = redis.call('ZCARD', KEYS[2]) - due, redis.call('ZCARD', KEYS[3])
+return {length - pending + due, delayed, pending, dead}
 """,
     keys=3,
 )
 
-# KEYS: stream, delayed, dead. ARGV: group, state, batch, record key prefix. Deletes up to
-# a batch of the queue's tasks in that state (with the records naming purged entries);
-# returns how many.
+# KEYS: stream, delayed, dead. ARGV: group, state, batch, record key prefix, now. Deletes
+# up to a batch of the queue's tasks in that state (waiting: the stream's new entries,
+# then the due delayed tasks), with the records naming purged entries; returns how many.
 _PURGE = Script(
     _LAST_DELIVERED
     + _HELD
+    + _BY_ETA
     + """
-local state, batch = ARGV[2], tonumber(ARGV[3])
-if state == 'waiting' or state == 'running' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-  local ids = {}
-  if state == 'waiting' then
-    local start = after_delivered(KEYS[1], ARGV[1])
-    for _, e in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', batch)) do
-      ids[#ids + 1] = e[1]
-    end
-  else
-    local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', batch)
-    if pending.err then return 0 end
-    for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
-    if #ids > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)) end
-  end
-  for _, id in ipairs(ids) do
-    local record = ARGV[4] .. (fields_of(KEYS[1], id)['i'] or '')
-    if redis.call('HGET', record, 's') == id then redis.call('DEL', record) end
-  end
-  if #ids > 0 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+local state, batch, now = ARGV[2], tonumber(ARGV[3]), ARGV[5]
+local function drop(set, ids)
+  if #ids == 0 then return 0 end
+  local records = {}
+  for i, id in ipairs(ids) do records[i] = ARGV[4] .. id end
+  redis.call('DEL', unpack(records))
+  redis.call('ZREM', set, unpack(ids))
   return #ids
 end
-local set = state == 'delayed' and KEYS[2] or KEYS[3]
-local ids = redis.call('ZRANGE', set, 0, batch - 1)
-if #ids == 0 then return 0 end
-local records = {}
-for i, id in ipairs(ids) do records[i] = ARGV[4] .. id end
-redis.call('DEL', unpack(records))
-redis.call('ZREM', set, unpack(ids))
+local function drop_delayed(due, limit)
+  local flat, ids = by_eta(KEYS[2], due, now, limit), {}
+  for i = 1, #flat, 2 do ids[#ids + 1] = flat[i] end
+  return drop(KEYS[2], ids)
+end
+if state == 'dead' then return drop(KEYS[3], redis.call('ZRANGE', KEYS[3], 0, batch - 1)) end
+if state == 'delayed' then return drop_delayed(false, batch) end
+local ids = {}
+if state == 'waiting' and redis.call('EXISTS', KEYS[1]) == 1 then
+  local start = after_delivered(KEYS[1], ARGV[1])
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', batch)) do
+    ids[#ids + 1] = e[1]
+  end
+elseif state == 'running' then
+  local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', batch)
+  if pending.err then return 0 end
+  for _, p in ipairs(pending) do ids[#ids + 1] = p[1] end
+  if #ids > 0 then redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)) end
+end
+for _, id in ipairs(ids) do
+  local record = ARGV[4] .. (fields_of(KEYS[1], id)['i'] or '')
+  if redis.call('HGET', record, 's') == id then redis.call('DEL', record) end
+end
+if #ids > 0 then redis.call('XDEL', KEYS[1], unpack(ids)) end
+if state == 'waiting' and #ids < batch then return #ids + drop_delayed(true, batch - #ids) end
 return #ids
 """,
     keys=3,
@@ -646,7 +674,7 @@ class RedisEngine(Engine):
         for name in [queue] if queue is not None else self._queue_names():
             q = self._queue(name)
             keys = [q.delayed, q.dead, q.record + task_id]
-            found = self._run("find a task", q, _FIND_RECORD, keys, [task_id])
+            found = self._run("find a task", q, _FIND_RECORD, keys, [task_id, repr(time.time())])
             if found:
                 state, flat, score = found
                 return self._info(q, task_id.encode(), flat, score, 0, state.decode())
@@ -688,17 +716,18 @@ class RedisEngine(Engine):
         _check_state(state)
         if limit < 1:
             return []
-        rows = self._run("list tasks", q, _LIST, q.keys, [GROUP, state, limit, q.record])
+        args = [GROUP, state, limit, q.record, repr(time.time())]
+        rows = self._run("list tasks", q, _LIST, q.keys, args)
         return [
             self._info(q, key, flat, score, deliveries, state)
             for key, flat, score, deliveries in rows
         ]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        result = {}
+        result, now = {}, repr(time.time())
         for name in self._queue_names():
             q = self._queue(name)
-            numbers = self._run("count tasks", q, _COUNTS, q.keys, [GROUP])
+            numbers = self._run("count tasks", q, _COUNTS, q.keys, [GROUP, now])
             result[name] = dict(zip((WAITING, DELAYED, RUNNING, DEAD), numbers, strict=True))
         return result
 
@@ -706,10 +735,11 @@ class RedisEngine(Engine):
         q = self._queue(queue)
         if state is not None:
             _check_state(state)
-        deleted = 0
+        deleted, now = 0, repr(time.time())  # one now: a task coming due is purged once
         for one in STATES if state is None else (state,):
             while True:
-                n = self._run("purge tasks", q, _PURGE, q.keys, [GROUP, one, BATCH, q.record])
+                args = [GROUP, one, BATCH, q.record, now]
+                n = self._run("purge tasks", q, _PURGE, q.keys, args)
                 deleted += n
                 if n < BATCH:
                     break
@@ -722,14 +752,16 @@ class RedisEngine(Engine):
     def _info(
         self, q: _Queue, key: bytes, flat: list, score: bytes, deliveries: int, state: str
     ) -> TaskInfo:
-        """A task's :class:`TaskInfo` from a stream entry (``key`` its id) or a delayed or
-        dead record (``key`` the task id, ``score`` its eta or burial time)."""
+        """A task's :class:`TaskInfo` from a stream entry (``key`` its id, ``score``
+        empty) or a delayed or dead record (``key`` the task id, ``score`` its eta or
+        burial time)."""
         fields = _fields(flat)
-        where = q.stream if state in (WAITING, RUNNING) else q.record + key.decode()
-        task_id = (
-            _task_id(where, key.decode(), fields) if state in (WAITING, RUNNING) else key.decode()
-        )
-        eta = float(score) if state == DELAYED else _float(fields.get("e"))
+        if score:
+            where, task_id = q.record + key.decode(), key.decode()
+        else:
+            where = q.stream
+            task_id = _task_id(where, key.decode(), fields)
+        eta = float(score) if score and state != DEAD else _float(fields.get("e"))
         error = fields.get("x")
         return TaskInfo(
             queue=q.name,
