@@ -175,13 +175,11 @@ class Cluster:
         return {**os.environ, **self.state["env"], **extra}
 
     def _deploy(self) -> None:
-        """The deploy steps, once for all servers: precompress the static files, migrate,
-        relay the tasks' outbox once (this creates its table, before the nodes and the
-        relay loop could race to create it)."""
+        """The deploy steps, once for all servers: precompress the static files, migrate
+        (the tasks' outbox table is made by the first transactional defer)."""
         folder, scalekit = os.path.join(self.state_dir, "deploy"), os.path.join(BIN, "scalekit")
         self._run(scalekit, "zip-static", "--brotli", os.path.join(APP_DIR, "static"))
         self._run(sys.executable, "models.py", cwd=APP_DIR, SCALEKIT_DATA=folder)
-        self._run(scalekit, "tasks", "relay", "--db", self.state["env"]["SCALEKIT_DB_PRIMARY"])
 
     def _run(self, *command: str, cwd: str = ROOT, **env: str) -> None:
         subprocess.run(command, cwd=cwd, env=self.env(**env), check=True,

@@ -415,7 +415,12 @@ def _relay_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@action("relay", "enqueue the transactional tasks a crash left in the outbox", _relay_arguments)
+@action(
+    "relay",
+    "enqueue the transactional tasks a crash left in the outbox; quiet unless it fails or "
+    "-v is given (for cron), creates nothing",
+    _relay_arguments,
+)
 def relay(args: argparse.Namespace) -> int:
     from scalekit.tasks.outbox import relay as relay_outbox
 
@@ -424,7 +429,8 @@ def relay(args: argparse.Namespace) -> int:
         count = relay_outbox(engine, args.db, app=args.app, limit=args.limit, min_age=args.min_age)
     finally:
         engine.close()
-    print(visible(f"{NAME}: {count} task(s) relayed from the outbox of {mask(args.db)}"))
+    if args.verbose:
+        print(visible(f"{NAME}: {count} task(s) relayed from the outbox of {mask(args.db)}"))
     return EXIT_OK
 
 

@@ -26,9 +26,11 @@ too late to tell ``defer()`` (App Engine refuses named transactional tasks too).
 behind for longer than ``name_ttl`` (no relay ran for a week after such a crash) could be
 enqueued twice.
 
-The table is created the first time a process needs it: on SQLite in the request's
-transaction (another connection would wait for the request's write lock), on a server
-through a connection of its own (a CREATE there would commit the request's transaction).
+The table is created the first time a process needs it to write: on SQLite in the
+request's transaction (another connection would wait for the request's write lock), on a
+server through a connection of its own (a CREATE there would commit the request's
+transaction), one process at a time (:func:`~scalekit.connect.sql.schema_lock`). A relay
+creates nothing: without the table there is nothing to relay.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pydal.objects import Table
 
 from scalekit.connect import sql
 from scalekit.core import context, urls
-from scalekit.core.errors import InvalidArgument, MissingContext
+from scalekit.core.errors import InvalidArgument, MissingContext, StoreUnavailable
 from scalekit.tasks.engines.base import Engine
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.tasks.task import Task
@@ -114,16 +116,16 @@ def relay(
 ) -> int:
     """Enqueue into ``engine`` the outbox rows of ``app`` older than ``min_age`` seconds (up
     to ``limit``, oldest first) and delete them; how many tasks were enqueued (a task a
-    relay enqueued before is only deleted). ``db``: a DAL or the database's URL. The
-    payloads go as they are: no secret needed. An engine that fails stops the relay
-    (raised); the rows enqueued until then are deleted."""
+    relay enqueued before is only deleted); 0 without an outbox table (none is created).
+    ``db``: a DAL, or the database's URL (a database that fails is then
+    :class:`StoreUnavailable`, its URL masked). The payloads go as they are: no secret
+    needed. An engine that fails stops the relay (raised); the rows enqueued until then
+    are deleted."""
     if isinstance(db, str):
-        opened = _open(db)
-        try:
-            return relay(engine, opened, app=app, limit=limit, min_age=min_age)
-        finally:
-            sql.close(opened, "rollback")
-    table = _table(db)
+        return _relay_url(engine, db, app=app, limit=limit, min_age=min_age)
+    if sql.columns(db, TABLE) is None:
+        return 0
+    table = sql.define_table(db, TABLE, _fields(), migrate=False)
     query = (table.app == app) & (table.created <= time.time() - min_age)
     rows = db(query).select(orderby=table.created | table._id, limitby=(0, limit))
     done, relayed = [], 0
@@ -136,6 +138,28 @@ def relay(
             db(table._id.belongs(done)).delete()
         db.commit()
     return relayed
+
+
+def _relay_url(engine: Engine, url: str, **options: Any) -> int:
+    """:func:`relay` from the database at ``url``, on a DAL of its own."""
+    settings = urls.parse(url, kinds={"database", "sqlite"})
+    where = f"outbox database {settings.masked}"
+    dal_options = sql.dal_options(settings, folder=None, timeout=None)
+    try:
+        db = sql.open_dal(dal_options, where, create=False)
+    except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
+        raise _unavailable(where, exc, settings) from None
+    try:
+        return relay(engine, db, **options)
+    except db._adapter.driver.Error as exc:
+        raise _unavailable(where, exc, settings) from exc
+    finally:
+        sql.close_quietly(db)
+
+
+def _unavailable(where: str, exc: BaseException, settings: urls.BackendURL) -> StoreUnavailable:
+    reason = sql.failure_reason(exc, getattr(settings, "password", None))
+    return StoreUnavailable(f"{where}: {reason}; check that the server is running")
 
 
 def _enqueue(engine: Engine, queue: str, task_id: str, payload: bytes, eta: float | None) -> bool:
@@ -190,24 +214,25 @@ def _table(db: DAL, transaction: Any = None) -> Table:
 
 
 def _create_apart(db: DAL) -> None:
-    """Create the outbox table through a connection of its own to ``db``'s database."""
-    apart = DAL(
-        db._uri, folder=db._folder, driver_args=db._driver_args, adapter_args=db._adapter_args,
-        decode_credentials=db._decode_credentials, table_hash=db._uri_hash, attempts=1,
-        migrate=False, check_reserved=None, lazy_tables=False,
-    )  # fmt: skip
+    """Create the outbox table through a connection of its own to ``db``'s database, one
+    process at a time: two CREATEs at once fail on PostgreSQL (UniqueViolation). Its
+    pydal ``.table`` files (a cache) go to the private folder: ``db``'s may not exist on
+    an app server that never migrates."""
+    options = {
+        "uri": db._uri, "folder": None, "pool_size": 0, "driver_args": db._driver_args,
+        "adapter_args": db._adapter_args, "decode_credentials": db._decode_credentials,
+    }  # fmt: skip
+    apart = sql.open_dal(options, f"outbox table {TABLE}")
     try:
-        sql.migrate_table(apart, TABLE, _fields, _INDEXES)
-        apart.commit()
+        with sql.schema_lock(apart, f"tasks:{TABLE}"):
+            try:
+                sql.migrate_table(apart, TABLE, _fields, _INDEXES)
+                apart.commit()
+            except BaseException:
+                apart.rollback()  # the lock is given back in a usable transaction
+                raise
     finally:
         sql.close(apart, "rollback")
-
-
-def _open(url: str) -> DAL:
-    """A DAL on the database at ``url``, for :func:`relay`."""
-    settings = urls.parse(url, kinds={"database", "sqlite"})
-    options = sql.dal_options(settings, folder=None, timeout=None)
-    return sql.open_dal(options, f"outbox {settings.masked}", create=False)
 
 
 def _bytes(payload: bytes | str) -> bytes:
