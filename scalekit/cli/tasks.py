@@ -364,9 +364,7 @@ def retry(args: argparse.Namespace) -> int:
             print(visible(f"{NAME}: task {args.task_id!r} cannot be read, not retried: {exc}"))
             return EXIT_FAILURE
         task.attempts = 0
-        revived = engine.revive(
-            found.queue, found.task_id, _codec(args, found.payload).encode(task)
-        )
+        revived = engine.revive(found.queue, found.task_id, codec.reencode(task, found.payload))
     finally:
         engine.close()
     outcome = "waiting again" if revived else "was no longer dead: not retried"
@@ -460,13 +458,11 @@ def serve(args: argparse.Namespace) -> int:
         tasks.close()
 
 
-def _codec(args: argparse.Namespace, like: bytes = b"") -> Any:
-    """The payloads' codec (it needs the secret); encoding with the serializer that wrote
-    the payload ``like`` (its second byte names it)."""
-    from scalekit.tasks.task import SERIALIZERS, Codec
+def _codec(args: argparse.Namespace) -> Any:
+    """The payloads' codec (it needs the secret)."""
+    from scalekit.tasks.task import Codec
 
-    serializer = next((name for name, letter in SERIALIZERS.items() if like[1:2] == letter), "json")
-    return Codec(secret(args), serializer, max(1 << 20, 2 * len(like)))
+    return Codec(secret(args))
 
 
 def _codec_if_any(args: argparse.Namespace) -> Any:

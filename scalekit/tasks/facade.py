@@ -217,6 +217,11 @@ class Tasks:
         """``task`` as this app's signed payload."""
         return self.codec.encode(task)
 
+    def reencode(self, task: Task, like: bytes) -> bytes:
+        """``task``, read from the stored ``like`` and changed, signed anew as ``like`` was
+        stored (:meth:`~scalekit.tasks.task.Codec.reencode`)."""
+        return self.codec.reencode(task, like)
+
     def decode(self, payload: bytes) -> Task:
         """The task in a payload signed with this app's secret (``CorruptData`` if not)."""
         return self.codec.decode(payload)

@@ -123,13 +123,26 @@ class Codec:
     def encode(self, task: Task) -> bytes:
         """The signed payload; :class:`NotDeferrable` if an argument or the target cannot be
         stored, :class:`PayloadTooLarge` (naming both sizes) over ``max_payload``."""
-        head = bytes((VERSION,)) + SERIALIZERS[self.serializer]
-        body = _pickle(task) if self.serializer == "pickle" else _json(task)
+        return self._encode(task, self.serializer, self.max_payload)
+
+    def reencode(self, task: Task, like: bytes) -> bytes:
+        """``task`` (read from the stored payload ``like``, then changed: one more attempt,
+        attempts reset) signed anew with the serializer that wrote ``like`` and no size limit
+        of this codec's: what a task was stored as, it can be stored as again, whatever the
+        serializer and ``max_payload`` of the worker or command settling it."""
+        serializer = next((n for n, letter in SERIALIZERS.items() if like[1:2] == letter), None)
+        return self._encode(
+            task, serializer or self.serializer, max(self.max_payload, 2 * len(like))
+        )
+
+    def _encode(self, task: Task, serializer: str, max_payload: int) -> bytes:
+        head = bytes((VERSION,)) + SERIALIZERS[serializer]
+        body = _pickle(task) if serializer == "pickle" else _json(task)
         size = _HEADER + SIGNATURE_SIZE + len(body)
-        if size > self.max_payload:
+        if size > max_payload:
             raise PayloadTooLarge(
                 f"task {task.function}: the payload is {size} bytes, over max_payload="
-                f"{self.max_payload}: pass a reference (a key, a file name) instead of the data"
+                f"{max_payload}: pass a reference (a key, a file name) instead of the data"
             )
         return head + self._signer.sign(head + body) + body
 

@@ -54,7 +54,7 @@ def retry_dead(tasks: Tasks, queue: str, task_id: str) -> str | None:
     try:
         task = tasks.decode(found.payload)
         task.attempts = 0
-        payload = tasks.encode(task)
+        payload = tasks.reencode(task, found.payload)
     except (CorruptData, NotDeferrable, PayloadTooLarge) as exc:
         return f"its payload cannot be rewritten: {exc}"
     return None if tasks.engine.revive(queue, task_id, payload) else "it is no longer dead"

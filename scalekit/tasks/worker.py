@@ -104,7 +104,7 @@ def execute(
         log.error(
             "task %s of queue %s (%s) %s: buried unrun", task.id, task.queue, task.function, error
         )
-        return _settled(engine.bury(claim, tasks.encode(task), error), claim)
+        return _settled(engine.bury(claim, tasks.reencode(task, claim.payload), error), claim)
     token = _running.set(task)
     try:
         return _run(tasks, claim, task, on_failure, on_start)
@@ -157,12 +157,13 @@ def _failed(tasks, claim, task, exc_info, on_failure, quiet=None) -> str:
             wait,
             exc_info=exc_info,
         )
-    return _settled(tasks.engine.retry(claim, tasks.encode(task), eta), claim, RETRIED)
+    payload = tasks.reencode(task, claim.payload)
+    return _settled(tasks.engine.retry(claim, payload, eta), claim, RETRIED)
 
 
 def _bury(tasks, claim, task, exc_info, on_failure) -> str:
     error = scrub_text("".join(traceback.format_exception(*exc_info)))  # shown to operators
-    outcome = _settled(tasks.engine.bury(claim, tasks.encode(task), error), claim)
+    outcome = _settled(tasks.engine.bury(claim, tasks.reencode(task, claim.payload), error), claim)
     if on_failure is not None and outcome == BURIED:
         try:
             on_failure(task, exc_info)

@@ -42,7 +42,8 @@ def flaky(folder: str, name: str, failures: int) -> None:
     record(folder, name)
 
 
-def always_fails(folder: str, name: str) -> None:
+def always_fails(folder: str, name: str, *data: object) -> None:
+    """Fail every time (``data``: what a test makes the payload carry)."""
     record(folder, name, "start")
     raise ValueError(f"broken task {name}")
 

@@ -320,3 +320,26 @@ def test_a_dead_tasks_traceback_keeps_no_password(tasks):
     error = tasks.engine.find(task_id).error
     assert "cannot connect to postgres://shop:***@db/shop?token=***" in error
     assert "hunter2-pw" not in error and "t0k3n-xyz" not in error
+
+
+def test_a_worker_settles_a_task_in_the_serializer_and_size_it_was_stored_with(url, folder):
+    """A pickle app's task (an argument JSON cannot store) failing under a worker opened
+    with the defaults (JSON, 1 MiB: ``scalekit tasks worker``) is retried and buried as
+    pickle, not stuck re-raising NotDeferrable until its lease expires."""
+    from fractions import Fraction
+
+    app = fresh_app_name()
+    pickled = Tasks(url, app, secret=SECRET, serializer="pickle", max_payload=4 << 20,
+                    max_attempts=2, min_backoff=0.05, max_backoff=0.1)  # fmt: skip
+    worker = Tasks(url, app, secret=SECRET)
+    try:
+        task_id = pickled.defer(jobs.always_fails, folder, "p", Fraction(1, 3), "x" * (2 << 20))
+        assert execute(worker, claim_one(worker)) == RETRIED
+        info = worker.engine.find(task_id)
+        assert info.payload[1:2] == b"p" and worker.decode(info.payload).attempts == 1
+        time.sleep(0.15)
+        assert execute(worker, claim_one(worker)) == BURIED
+        assert worker.engine.find(task_id).state == DEAD
+    finally:
+        pickled.close()
+        worker.close()
