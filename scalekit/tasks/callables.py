@@ -21,7 +21,7 @@ from typing import Any
 
 from scalekit.tasks.errors import NotDeferrable
 
-__all__ = ["class_path", "reference", "resolve"]
+__all__ = ["class_path", "function_path", "reference", "resolve"]
 
 
 def reference(fn: Any) -> tuple[str, object | None]:
@@ -51,6 +51,15 @@ def reference(fn: Any) -> tuple[str, object | None]:
     if resolve(path, target) != fn:
         raise NotDeferrable(f"{fn!r:.80}: its import path {path!r} leads to another object")
     return path, target
+
+
+def function_path(fn: Callable[..., Any]) -> str:
+    """The import path a plain function will have, checked only for what can be seen while
+    its module is still being imported (a decorator registering it): a lambda, a nested
+    function, ``__main__``. :func:`reference` checks the rest when the task is deferred."""
+    if not inspect.isfunction(fn):
+        raise NotDeferrable(f"{fn!r:.80} is not a function")
+    return _path_of(fn)
 
 
 def class_path(cls: type) -> str:

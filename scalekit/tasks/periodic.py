@@ -13,6 +13,7 @@ starts: later, its name may have expired, and a task already run could run again
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from scalekit.core.errors import ConfigError, StoreUnavailable
-from scalekit.tasks.callables import reference
+from scalekit.tasks.callables import function_path, reference
 from scalekit.tasks.cron import Cron
 from scalekit.tasks.errors import TaskAlreadyExists
 
@@ -69,8 +70,13 @@ class Schedule:
     ) -> PeriodicEntry:
         """Register ``function`` to run at each time of ``cron`` (UTC); ``name`` defaults to
         the function's import path. :class:`~scalekit.tasks.errors.NotDeferrable` for a
-        callable a worker could not find, ConfigError for a bad cron or a name taken."""
-        path, _ = reference(function)
+        callable a worker could not find (a plain function: a lambda, nested or in
+        ``__main__``; the rest is checked when a period is deferred, since a decorator
+        registers it before its module has it), ConfigError for a bad cron or a name taken."""
+        if inspect.isfunction(function):
+            path = function_path(function)
+        else:
+            path, _ = reference(function)
         name = path if name is None else name
         if not isinstance(name, str) or not 0 < len(name) <= 150 or not name.isprintable():
             raise ConfigError(

@@ -133,6 +133,31 @@ def test_periodic_decorator_registers_on_the_facade(engine_url) -> None:
     tasks.engine.close()
 
 
+def test_the_decorator_works_on_a_function_its_module_is_still_defining(engine_url, tmp_path):
+    """``@tasks.periodic`` in a module (the README's way): the function is registered while
+    the module is still being imported, and the first tick defers it."""
+    (tmp_path / "nightly_jobs.py").write_text(
+        "from scalekit.tasks import Tasks\n"
+        f"tasks = Tasks({engine_url!r}, {fresh_app_name()!r}, secret={SECRET!r})\n\n"
+        "@tasks.periodic('0 3 * * *', args=('nightly',))\n"
+        "def nightly(word):\n"
+        "    return word\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import nightly_jobs  # imported now, as a worker's --import does
+
+        tasks = nightly_jobs.tasks
+        assert tasks.schedule["nightly_jobs:nightly"].function is nightly_jobs.nightly
+        Scheduler(tasks, "one").tick(T0)
+        [waiting] = tasks.engine.tasks("default", WAITING)
+        assert tasks.decode(waiting.payload).function == "nightly_jobs:nightly"
+        tasks.close()
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("nightly_jobs", None)
+
+
 def test_one_scheduler_enqueues_each_period_once(make_tasks) -> None:
     tasks = make_tasks()
     tasks.schedule.add(cleanup, "*/2 * * * *", queue="maintenance")
