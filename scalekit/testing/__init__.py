@@ -8,7 +8,9 @@ a test module and giving one fixture:
 - :mod:`scalekit.testing.sessions`: ``SessionStoreSuite`` (fixture ``make_store``), and
   ``SharedSessionStoreSuite`` for a store other processes reach;
 - :mod:`scalekit.testing.cache`: ``CacheBackendSuite`` (fixture ``make_backend``), and
-  ``SharedCacheBackendSuite`` for a backend other processes see.
+  ``SharedCacheBackendSuite`` for a backend other processes see;
+- :mod:`scalekit.testing.tasks`: ``TaskEngineSuite`` (fixture ``make_engine``), and
+  ``SharedTaskEngineSuite`` for an engine other processes reach.
 
 The smallest third-party session store running the suite::
 
@@ -31,7 +33,9 @@ from collections.abc import Callable
 import pytest
 
 # failed assertions in the suites show their operands, as in a test module
-pytest.register_assert_rewrite("scalekit.testing.cache", "scalekit.testing.sessions")
+pytest.register_assert_rewrite(
+    "scalekit.testing.cache", "scalekit.testing.sessions", "scalekit.testing.tasks"
+)
 
 __all__ = ["fresh_app_name", "run_in_children"]
 

@@ -14,9 +14,6 @@ from scalekit.tasks.engines import Engine, open_engine
 from scalekit.testing import fresh_app_name
 from tests.servers import free_port
 
-# the suite's failed assertions show their operands (scalekit.testing registers its others)
-pytest.register_assert_rewrite("scalekit.testing.tasks")
-
 #: Every backend the conformance suite runs on.
 ENGINE_KINDS = ["redis", "sqlite", "postgres", "mariadb"]
 

@@ -8,11 +8,13 @@ A task is in one of four states: ``waiting`` (ready to run), ``delayed`` (its ``
 retry time is in the future), ``running`` (handed to a worker, which holds a lease on it) and
 ``dead`` (failed for good, kept with its traceback until revived or purged). A task that
 succeeds is deleted. Within a queue tasks are handed out oldest first (by the time they
-became ready). A lease not renewed for ``visibility_timeout`` seconds has expired: the
-worker is taken for dead and the task is handed out again, its ``deliveries`` raised.
-Every change of state is one atomic step in the engine (a Lua script, one SQL transaction):
-no crash of a worker or of the engine's client between two commands can lose a task or
-hand it to two workers at once within its lease.
+became ready; a delayed task that just came due, or one handed out again after its lease
+expired, may go out before or after tasks enqueued meanwhile: the engines differ). A
+lease not renewed for ``visibility_timeout`` seconds has expired: the worker is taken for
+dead and the task is handed out again, its ``deliveries`` raised. Every change of state is
+one atomic step in the engine (a Lua script, one SQL transaction): no crash of a worker or
+of the engine's client between two commands can lose a task or hand it to two workers at
+once within its lease.
 """
 
 from __future__ import annotations
@@ -96,9 +98,10 @@ class Engine(abc.ABC):
         self, queues: Sequence[str], consumer: str, *, count: int = 1, wait: float = 0.0
     ) -> list[Claim]:
         """Hand out up to ``count`` ready tasks of ``queues`` (earlier queues first) to
-        ``consumer`` (a worker's unique name), each under a new lease. First, delayed tasks
-        now due become ready (each once, however many workers claim at the same time) and
-        tasks whose lease expired are handed out again. With nothing ready, wait up to
+        ``consumer`` (a worker's unique name), each under a new lease. Delayed tasks now due
+        become ready (each once, however many workers claim at the same time) and tasks
+        whose lease expired are handed out again, within a fraction of a second (Redis looks
+        every quarter second). With nothing ready, wait up to
         ``wait`` seconds for one (waking when a delayed task comes due); then ``[]``."""
 
     @abc.abstractmethod
