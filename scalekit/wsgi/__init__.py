@@ -9,6 +9,10 @@
 - ``pages``: the 503 and error pages, HTML or JSON by ``Accept``, never a traceback;
 - ``http``: ``SAFE_METHODS`` and ``prefers_json``;
 - ``environ``: the environ keys the pieces leave their objects under;
-- ``context``: ``RequestVar``, the context variable behind each piece's ``current()``;
-- ``views``: ``per_view``, a middleware's decorator for one view.
+- ``context``: ``RequestVar`` (now in :mod:`scalekit.core.context`), re-exported;
+- ``views``: ``per_view``, a middleware's decorator for one view;
+- ``proxies``: the client's address behind trusted proxies (``X-Forwarded-For``);
+- ``guard``: the operators' pages' access rule (a token or allowed addresses), their form
+  tokens and security headers (the ticket viewer, the task page);
+- ``server``: the small threaded server ``scalekit tickets serve`` and ``tasks serve`` run.
 """
