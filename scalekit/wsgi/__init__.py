@@ -14,5 +14,5 @@
 - ``proxies``: the client's address behind trusted proxies (``X-Forwarded-For``);
 - ``guard``: the operators' pages' access rule (a token or allowed addresses), their form
   tokens and security headers (the ticket viewer, the task page);
-- ``server``: the small threaded server ``scalekit tickets serve`` and ``tasks serve`` run.
+- ``server``: the small single-threaded server ``scalekit tickets serve`` and ``tasks serve`` run.
 """
