@@ -12,7 +12,11 @@ Schemes::
     postgres://user:pw@host:5432/db   postgresql://...  postgres:psycopg2://...
     mysql://user:pw@host:3306/db      mysql:pymysql://...
     redis://[user:pw@]host[:port][/db]   rediss://... (TLS)   unix://[:pw@]/run/redis.sock?db=0
+    valkey://...   valkeys://... (TLS)  the same as redis:// and rediss:// (Valkey speaks Redis)
     memcache://h1:11211,h2:11211      memcached://...
+
+An alias gives the same settings as the scheme it stands for (``parse("valkey://h/1") ==
+parse("redis://h/1")``); ``url`` and ``masked`` keep the scheme the user wrote.
 
 Anything after ``?`` becomes ``options`` (a read-only mapping of strings) for the piece
 that uses the URL to interpret with :meth:`BackendURL.option`.
@@ -217,6 +221,7 @@ def parse(url: str, kinds: Iterable[str] | None = None) -> BackendURL:
         if not sep:
             raise ConfigError(f"{mask(url)!r} is not a URL: write scheme://..., e.g. {_EXAMPLES}")
         name, _, driver = scheme.lower().partition(":")
+        name = _ALIASES.get(name, name)
         parser = _PARSERS.get(name)
         if parser is None:
             raise ConfigError(
@@ -396,5 +401,7 @@ _PARSERS: dict[str, Callable[[_Parts], Any]] = {
     "memcache": _parse_memcache,
     "memcached": _parse_memcache,
 }
-_SCHEMES = tuple(_PARSERS)
+#: Other names of a scheme: Valkey is a fork of Redis and speaks its protocol.
+_ALIASES = {"valkey": "redis", "valkeys": "rediss"}
+_SCHEMES = (*_PARSERS, *_ALIASES)
 _EXAMPLES = "redis://localhost:6379/0 or file:///var/app/sessions"

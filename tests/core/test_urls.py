@@ -1,10 +1,17 @@
-"""scalekit.core.urls: every scheme, every kind of bad URL, and passwords kept out of sight."""
+"""scalekit.core.urls: every scheme, every kind of bad URL, and passwords kept out of sight;
+the Redis-using openers take the ``valkey://`` alias."""
+
+import contextlib
+import uuid
 
 import pytest
 
+from scalekit.cache.backends import open_backend
 from scalekit.core import urls
 from scalekit.core.errors import ConfigError, ScalekitError
 from scalekit.core.urls import DatabaseURL, FileURL, MemcacheURL, RedisURL, SQLiteURL
+from scalekit.sessions.stores import open_store
+from scalekit.tasks.engines import open_engine
 
 
 def test_file_absolute_and_relative():
@@ -78,6 +85,23 @@ def test_rediss_means_tls():
     assert settings.ssl and settings.port == 6380 and settings.password == "pw"
 
 
+@pytest.mark.parametrize(
+    "alias, redis",
+    [
+        ("valkey://cache.local", "redis://cache.local"),
+        ("valkey://worker:pw@10.0.0.5:6380/3?socket_timeout=0.5",
+         "redis://worker:pw@10.0.0.5:6380/3?socket_timeout=0.5"),
+        ("VALKEYS://:pw@h:6380/1", "rediss://:pw@h:6380/1"),
+        ("valkey://h?db=4&password=pw", "redis://h?db=4&password=pw"),
+    ],
+)  # fmt: skip
+def test_valkey_schemes_are_aliases_of_redis_keeping_the_users_url(alias, redis):
+    settings = urls.parse(alias, kinds={"redis"})
+    assert settings == urls.parse(redis) and isinstance(settings, RedisURL)
+    assert settings.ssl == redis.startswith("rediss")
+    assert settings.url == alias and settings.masked.lower().startswith("valkey")
+
+
 def test_redis_unix_socket():
     settings = urls.parse("unix:///run/redis/redis.sock?db=2")
     assert isinstance(settings, RedisURL)
@@ -135,6 +159,8 @@ def test_bad_option_value_is_a_config_error():
         ("redis://h/zero", "database must be a number"),
         ("redis://h/1?db=2", "database number once"),
         ("redis:///0", "no host given"),
+        ("valkey:///0", "no host given"),
+        ("valkeys://h/zero", "database must be a number"),
         ("redis:hiredis://h/0", "takes no driver"),
         ("redis://:a@h/0?password=b", "password once"),
         ("redis://h/0?a=1&a=2", "option 'a' is given twice"),
@@ -166,6 +192,8 @@ SECRET_URLS = [
     "redis://:hunter2-secret@h:6379/0",
     "redis://user:hunter2-secret@h/0?socket_timeout=1",
     "rediss://:hunter2-secret@h:6380/0",
+    "valkey://user:hunter2-secret@h/0",
+    "valkeys://:hunter2-secret@h:6380/0",
     "unix://:hunter2-secret@/run/redis.sock",
     "unix:///run/redis.sock?db=1&password=hunter2-secret",
     "postgres://app:hunter2-secret@db/appdb",
@@ -205,6 +233,7 @@ def test_password_never_in_error_messages(url):
 def test_mask_keeps_what_identifies_the_server():
     assert urls.mask("redis://user:pw@h:6379/0") == "redis://user:***@h:6379/0"
     assert urls.mask("redis://h:6379/0") == "redis://h:6379/0"
+    assert urls.mask("valkeys://user:pw@h/0") == "valkeys://user:***@h/0"
     assert urls.mask("unix:///run/redis@2.sock") == "unix:///run/redis@2.sock"
     assert urls.mask("x?a=1&PASSWORD=pw&b=2") == "x?a=1&PASSWORD=***&b=2"
 
@@ -246,3 +275,34 @@ def test_settings_are_immutable_and_comparable():
     assert first == second
     with pytest.raises(AttributeError):
         first.db = 2  # type: ignore[misc]
+
+
+def _valkey(redis_url: str) -> str:
+    """The test Redis's URL written as ``valkey://``."""
+    return "valkey://" + redis_url.partition("://")[2]
+
+
+def test_a_session_store_opened_by_valkey_url_saves_and_loads(redis_url):
+    app_name = f"valkey_{uuid.uuid4().hex[:8]}"
+    with contextlib.closing(open_store(_valkey(redis_url), app_name=app_name)) as store:
+        sid = uuid.uuid4().hex
+        assert store.save(sid, b"payload", 60, None)
+        assert store.load(sid).data == b"payload"
+        store.delete(sid)
+
+
+def test_a_cache_opened_by_valkey_url_sets_and_gets(redis_url):
+    backend = open_backend(_valkey(redis_url), app_name=f"valkey_{uuid.uuid4().hex[:8]}")
+    with contextlib.closing(backend):
+        backend.set("greeting", "hello", 60)
+        assert backend.get("greeting").value == "hello"
+        backend.delete("greeting")
+
+
+def test_a_task_engine_opened_by_valkey_url_takes_a_lease(redis_url):
+    engine = open_engine(_valkey(redis_url), app_name=f"valkey_{uuid.uuid4().hex[:8]}")
+    with contextlib.closing(engine):
+        assert engine.try_lease("nightly", "worker-1", 5)
+        assert not engine.try_lease("nightly", "worker-2", 5)
+        engine.release_lease("nightly", "worker-1")
+        assert engine.try_lease("nightly", "worker-2", 5)
