@@ -19,6 +19,7 @@ from tests.servers import (
     MariaDBServer,
     MemcachedServer,
     PostgresServer,
+    RedisSentinelGroup,
     RedisServer,
     Server,
     ServerStartError,
@@ -45,6 +46,14 @@ def redis_server() -> Iterator[RedisServer]:
 def redis_url(redis_server: RedisServer) -> str:
     """``redis://127.0.0.1:<port>/0`` of the private redis-server."""
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinelGroup]:
+    """A primary, a replica and three Sentinels: ``addresses`` (the Sentinels), ``service``,
+    and ``primary_killed()`` (SIGKILL of the primary for the body) for failover tests."""
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, RedisSentinelGroup())
 
 
 @pytest.fixture(scope="session")

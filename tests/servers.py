@@ -261,6 +261,179 @@ class TlsRedisServer(RedisServer):
             return client.ping()
 
 
+class SentinelNode(RedisServer):
+    """A redis-server of a :class:`RedisSentinelGroup`: a replica of ``primary_port`` when
+    given; it may be killed (SIGKILL) and started again on the same port."""
+
+    name = "redis-node"
+
+    def __init__(self, primary_port: int | None = None) -> None:
+        super().__init__()
+        self.primary_port = primary_port
+
+    def command(self) -> list[str]:
+        follow = ["--replicaof", "127.0.0.1", str(self.primary_port)] if self.primary_port else []
+        return [*super().command(), "--repl-diskless-sync-delay", "0", *follow]
+
+    def answers(self) -> bool:
+        """A replica answers once its link to the primary is up."""
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1) as client:
+            link = client.info("replication").get("master_link_status")
+        return self.primary_port is None or link == "up"
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with no goodbye to its clients or replicas."""
+        self.process.kill()
+        self.process.wait()
+
+    def restart_as_replica_of(self, primary_port: int) -> None:
+        """Start again, empty, on the same port, as a replica of ``primary_port``."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.workdir = tempfile.mkdtemp(prefix=f"scalekit-{self.name}-")
+        self.primary_port = primary_port
+        self._launch()
+        self._wait_until_answering()
+
+
+class RedisSentinel(_ForegroundServer):
+    """One ``redis-server --sentinel`` watching ``service`` on ``primary_port`` (quorum 2),
+    quick to act: down after 1 s without answer, failover timeout 3 s."""
+
+    name = "redis-sentinel"
+
+    def __init__(self, service: str, primary_port: int) -> None:
+        super().__init__()
+        self.service, self.primary_port = service, primary_port
+
+    def command(self) -> list[str]:
+        config, service = os.path.join(self.workdir, "sentinel.conf"), self.service
+        with open(config, "w") as conf:  # Sentinel rewrites it as it learns
+            conf.write(
+                f"bind 127.0.0.1\nport {self.port}\ndir {self.workdir}\n"
+                f"sentinel monitor {service} 127.0.0.1 {self.primary_port} 2\n"
+                f"sentinel down-after-milliseconds {service} 1000\n"
+                f"sentinel failover-timeout {service} 3000\n"
+            )
+        return [find_binary("redis-server"), config, "--sentinel"]
+
+    def answers(self) -> bool:
+        import redis
+
+        with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1) as client:
+            return client.ping()
+
+
+class RedisSentinelGroup:
+    """A primary redis-server, one replica and three Sentinels watching them as ``service``.
+
+    ``start()`` returns once the replica's link is up and every Sentinel knows the primary,
+    the replica and the two other Sentinels; ``stop()`` ends every process and folder.
+    :meth:`primary_killed` kills the primary for failover tests and, after the body, brings
+    it back as a replica of the promoted one, so the group serves the next test whole.
+    """
+
+    service = "scalekit"
+
+    def __init__(self) -> None:
+        self.nodes: list[SentinelNode] = []
+        self.sentinels: list[RedisSentinel] = []
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels' ``(host, port)``."""
+        return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [server.process for server in (*self.nodes, *self.sentinels) if server.process]
+
+    def start(self) -> RedisSentinelGroup:
+        try:
+            primary = SentinelNode().start()
+            self.nodes.append(primary)
+            self.nodes.append(SentinelNode(primary.port).start())
+            for _ in range(3):
+                self.sentinels.append(RedisSentinel(self.service, primary.port).start())
+            self.wait_settled(primary)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in (*self.sentinels, *self.nodes):
+            server.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[RedisSentinelGroup]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def named_primaries(self) -> set[int]:
+        """The primary's port as each Sentinel names it (one port when they agree)."""
+        import redis
+
+        ports = set()
+        for _, port in self.addresses:
+            with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as sentinel:
+                ports.add(int(sentinel.sentinel_get_master_addr_by_name(self.service)[1]))
+        return ports
+
+    def primary(self) -> SentinelNode:
+        """The node every Sentinel names as the primary now."""
+        (port,) = self.named_primaries()
+        return next(node for node in self.nodes if node.port == port)
+
+    def wait_settled(self, primary: SentinelNode, timeout: float = START_TIMEOUT) -> None:
+        """Wait until every Sentinel names ``primary``, sees the other node as a healthy
+        replica and knows the two other Sentinels."""
+        import redis
+
+        (replica,) = (node for node in self.nodes if node is not primary)
+        deadline, state = time.monotonic() + timeout, {}
+        while time.monotonic() < deadline:
+            settled = True
+            for _, port in self.addresses:
+                with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as sentinel:
+                    state = sentinel.sentinel_master(self.service)
+                    replicas = sentinel.sentinel_slaves(self.service)
+                healthy = [
+                    r["port"] for r in replicas if not (r["is_sdown"] or r["is_disconnected"])
+                ]
+                settled &= (
+                    state["port"] == primary.port
+                    and state["num-other-sentinels"] == 2
+                    and replica.port in healthy
+                )
+            if settled:
+                return
+            time.sleep(0.1)
+        raise ServerStartError(f"the Sentinels did not settle within {timeout:.0f}s: {state}")
+
+    @contextlib.contextmanager
+    def primary_killed(self, timeout: float = START_TIMEOUT) -> Iterator[SentinelNode]:
+        """SIGKILL the primary for the body; after it, wait for the Sentinels to promote the
+        replica and start the killed node again as its replica."""
+        killed = self.primary()
+        (promoted,) = (node for node in self.nodes if node is not killed)
+        killed.kill()
+        try:
+            yield killed
+        finally:
+            deadline = time.monotonic() + timeout
+            while self.named_primaries() != {promoted.port}:
+                if time.monotonic() > deadline:
+                    raise ServerStartError("the Sentinels did not promote the replica")
+                time.sleep(0.1)
+            killed.restart_as_replica_of(promoted.port)
+            self.wait_settled(promoted, timeout)
+
+
 class MemcachedServer(_ForegroundServer):
     """memcached on TCP only (no UDP), 64 MB of memory."""
 

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 
 import psycopg2
 import pymysql
@@ -11,7 +12,7 @@ from pydal import DAL, Field
 from pymemcache.client.base import Client
 
 from scalekit.core import urls
-from tests.servers import RedisServer, ServerStartError
+from tests.servers import RedisSentinelGroup, RedisServer, ServerStartError
 
 
 def test_redis_round_trip_over_tcp_and_unix_socket(redis_server, redis_url):
@@ -103,3 +104,34 @@ def test_mariadb_round_trip_as_the_user_with_a_password(mysql_server, mysql_url)
             assert cursor.fetchone() == (42, "scalekit_test", "scalekit@127.0.0.1")
     finally:
         connection.close()
+
+
+def _named_primary(addresses, service):
+    sentinels = [redis.Redis(host=host, port=port) for host, port in addresses]
+    return {sentinel.sentinel_get_master_addr_by_name(service)[1] for sentinel in sentinels}
+
+
+def test_the_sentinels_name_the_primary_and_promote_the_replica_when_it_is_killed(redis_sentinel):
+    primary = redis_sentinel.primary()
+    assert _named_primary(redis_sentinel.addresses, redis_sentinel.service) == {primary.port}
+    redis.Redis(port=primary.port).set("harness:sentinel", b"replicated")
+    (replica,) = (node for node in redis_sentinel.nodes if node is not primary)
+    with redis_sentinel.primary_killed() as killed:
+        assert killed is primary and killed.process.poll() is not None
+        started, named = time.monotonic(), set()
+        while time.monotonic() - started < 5 and named != {replica.port}:
+            named = _named_primary(redis_sentinel.addresses, redis_sentinel.service)
+            time.sleep(0.05)
+        assert named == {replica.port}, f"still {named} after 5 s"
+        assert redis.Redis(port=replica.port).get("harness:sentinel") == b"replicated"
+    assert redis_sentinel.primary() is replica  # the killed node is back, as its replica
+    assert redis.Redis(port=killed.port).info("replication")["role"] == "slave"
+
+
+def test_a_sentinel_group_stops_every_process_and_folder():
+    group = RedisSentinelGroup().start()
+    processes, folders = group.processes, [s.workdir for s in (*group.nodes, *group.sentinels)]
+    assert len(processes) == 5 and all(process.poll() is None for process in processes)
+    group.stop()
+    assert all(process.poll() is not None for process in processes)
+    assert not any(os.path.exists(folder) for folder in folders)
