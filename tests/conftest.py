@@ -19,6 +19,7 @@ from tests.servers import (
     MariaDBServer,
     MemcachedServer,
     PostgresServer,
+    RedisCluster,
     RedisSentinelGroup,
     RedisServer,
     Server,
@@ -54,6 +55,14 @@ def redis_sentinel() -> Iterator[RedisSentinelGroup]:
     and ``primary_killed()`` (SIGKILL of the primary for the body) for failover tests."""
     with contextlib.ExitStack() as stack:
         yield _running(stack, RedisSentinelGroup())
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[tuple[str, ...]]:
+    """A 6-node Redis Cluster (3 primaries, 3 replicas, every replica's link up): its seed
+    addresses, ``127.0.0.1:<port>`` each."""
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, RedisCluster()).seeds
 
 
 @pytest.fixture(scope="session")

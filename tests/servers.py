@@ -434,6 +434,102 @@ class RedisSentinelGroup:
             self.wait_settled(promoted, timeout)
 
 
+class RedisClusterNode(RedisServer):
+    """One redis-server of a :class:`RedisCluster`: cluster mode, its ``nodes.conf`` and a
+    cluster bus on a free port of its own (not port + 10000, which may be out of range)."""
+
+    name = "redis-cluster-node"
+    node_timeout_ms = 2000
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(), "--cluster-enabled", "yes",
+            "--cluster-config-file", os.path.join(self.workdir, "nodes.conf"),
+            "--cluster-port", str(free_port()),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+        ]  # fmt: skip
+
+
+class RedisCluster:
+    """A Redis Cluster of ``primaries`` primaries with one replica each, made by
+    ``redis-cli --cluster create``.
+
+    ``start()`` returns once every node says ``cluster_state:ok`` and knows every other node,
+    and every replica's link to its primary is up; ``stop()`` ends every process and folder.
+    """
+
+    def __init__(self, primaries: int = 3) -> None:
+        self.nodes = [RedisClusterNode() for _ in range(2 * primaries)]
+
+    @property
+    def seeds(self) -> tuple[str, ...]:
+        """Every node's ``host:port``, to give a cluster client as its seeds."""
+        return tuple(node.address for node in self.nodes)
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [node.process for node in self.nodes if node.process]
+
+    def start(self) -> RedisCluster:
+        try:
+            for node in self.nodes:
+                node.start()
+            created = subprocess.run(
+                [find_binary("redis-cli"), "--cluster", "create", *self.seeds,
+                 "--cluster-replicas", "1", "--cluster-yes"],
+                capture_output=True, text=True, timeout=START_TIMEOUT, check=False,
+            )  # fmt: skip
+            if created.returncode != 0:
+                output = (created.stdout + created.stderr)[-2000:]
+                raise ServerStartError(f"redis-cli --cluster create failed:\n{output}")
+            self.wait_formed()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[RedisCluster]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+    def waiting_for(self) -> list[str]:
+        """What the cluster is not yet: one line per node that is not ready."""
+        import redis
+
+        waiting = []
+        for node in self.nodes:
+            with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
+                info = client.execute_command("CLUSTER", "INFO").decode()
+                replication = client.info("replication")
+            state = dict(line.split(":", 1) for line in info.split() if ":" in line)
+            known = int(state["cluster_known_nodes"])
+            if state["cluster_state"] != "ok" or known != len(self.nodes):
+                waiting.append(f"{node.address}: {state['cluster_state']}, knows {known} nodes")
+            if replication["role"] == "slave" and replication["master_link_status"] != "up":
+                waiting.append(f"{node.address}: replica link {replication['master_link_status']}")
+        return waiting
+
+    def wait_formed(self, timeout: float = START_TIMEOUT) -> None:
+        """Wait until :meth:`waiting_for` is empty."""
+        deadline = time.monotonic() + timeout
+        while waiting := self.waiting_for():
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"the cluster did not form within {timeout:.0f}s: {waiting}")
+            time.sleep(0.05)
+
+
 class MemcachedServer(_ForegroundServer):
     """memcached on TCP only (no UDP), 64 MB of memory."""
 

@@ -12,7 +12,7 @@ from pydal import DAL, Field
 from pymemcache.client.base import Client
 
 from scalekit.core import urls
-from tests.servers import RedisSentinelGroup, RedisServer, ServerStartError
+from tests.servers import RedisCluster, RedisSentinelGroup, RedisServer, ServerStartError
 
 
 def test_redis_round_trip_over_tcp_and_unix_socket(redis_server, redis_url):
@@ -134,4 +134,52 @@ def test_a_sentinel_group_stops_every_process_and_folder():
     assert len(processes) == 5 and all(process.poll() is None for process in processes)
     group.stop()
     assert all(process.poll() is not None for process in processes)
+    assert not any(os.path.exists(folder) for folder in folders)
+
+
+def _cluster_nodes(seed: str) -> list[list[str]]:
+    """``CLUSTER NODES`` as seen from ``seed``: one list of fields per node."""
+    host, port = seed.split(":")
+    with redis.Redis(host=host, port=int(port)) as client:
+        return [
+            line.split()
+            for line in client.execute_command("CLUSTER", "NODES").decode().splitlines()
+        ]
+
+
+def test_the_cluster_has_three_primaries_each_with_one_replica(redis_cluster):
+    assert len(redis_cluster) == 6
+    for seed in redis_cluster:  # every node sees the same healthy layout
+        nodes = _cluster_nodes(seed)
+        primaries = {n[0] for n in nodes if "master" in n[2]}
+        replicas_of = [n[3] for n in nodes if "slave" in n[2]]
+        assert len(primaries) == 3 and sorted(replicas_of) == sorted(primaries)
+        assert all(n[7] == "connected" and "fail" not in n[2] for n in nodes)
+
+
+def test_a_key_set_through_one_seed_is_read_through_another_and_replicated(redis_cluster):
+    first, last = (redis.RedisCluster.from_url(f"redis://{seed}") for seed in redis_cluster[::5])
+    keys = [f"harness:cluster:{n}" for n in range(30)]
+    for key in keys:
+        first.set(key, key.encode())
+    assert [last.get(key) for key in keys] == [key.encode() for key in keys]
+    primaries = last.get_primaries()
+    assert len(primaries) == 3
+    for primary in primaries:  # the keys spread over every primary, each copied to its replica
+        client = last.get_redis_connection(primary)
+        assert client.dbsize() > 0 and client.execute_command("WAIT", 1, 2000) == 1
+    assert last.delete(*keys) == len(keys)
+    first.close()
+    last.close()
+
+
+def test_a_cluster_stops_every_process_and_folder():
+    cluster = RedisCluster().start()
+    processes, folders = cluster.processes, [node.workdir for node in cluster.nodes]
+    assert len(processes) == 6 and all(process.poll() is None for process in processes)
+    cluster.stop()
+    for process in processes:
+        assert process.poll() is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(process.pid, 0)
     assert not any(os.path.exists(folder) for folder in folders)
