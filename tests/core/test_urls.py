@@ -306,3 +306,16 @@ def test_a_task_engine_opened_by_valkey_url_takes_a_lease(redis_url):
         assert not engine.try_lease("nightly", "worker-2", 5)
         engine.release_lease("nightly", "worker-1")
         assert engine.try_lease("nightly", "worker-2", 5)
+
+
+def test_a_maintenance_flag_opened_by_valkey_url_is_seen_through_redis(redis_url):
+    from scalekit.maintenance import State, open_flag
+
+    app_name = f"valkey_{uuid.uuid4().hex[:8]}"
+    flag = open_flag(_valkey(redis_url), app_name=app_name)
+    try:
+        flag.write(State(mode="down", message="upgrade"))
+        assert open_flag(redis_url, app_name=app_name).read().message == "upgrade"
+    finally:
+        flag.clear()
+        flag.close()
