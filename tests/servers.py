@@ -346,6 +346,12 @@ class RedisSentinelGroup:
         return [("127.0.0.1", sentinel.port) for sentinel in self.sentinels]
 
     @property
+    def url(self) -> str:
+        """``redis+sentinel://`` naming the three Sentinels and the service, database 0."""
+        sentinels = ",".join(f"{host}:{port}" for host, port in self.addresses)
+        return f"redis+sentinel://{sentinels}/{self.service}/0"
+
+    @property
     def processes(self) -> list[subprocess.Popen]:
         return [server.process for server in (*self.nodes, *self.sentinels) if server.process]
 

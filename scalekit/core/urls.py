@@ -13,6 +13,7 @@ Schemes::
     mysql://user:pw@host:3306/db      mysql:pymysql://...
     redis://[user:pw@]host[:port][/db]   rediss://... (TLS)   unix://[:pw@]/run/redis.sock?db=0
     valkey://...   valkeys://... (TLS)  the same as redis:// and rediss:// (Valkey speaks Redis)
+    redis+sentinel://[:pw@]s1:26379,s2:26379/service[/db][?sentinel_password=...]
     memcache://h1:11211,h2:11211      memcached://...
 
 An alias gives the same settings as the scheme it stands for (``parse("valkey://h/1") ==
@@ -40,6 +41,7 @@ __all__ = [
     "MemcacheURL",
     "RedisURL",
     "SQLiteURL",
+    "SentinelURL",
     "is_secret",
     "mask",
     "parse",
@@ -197,6 +199,17 @@ class RedisURL(BackendURL):
     ssl: bool = False
     unix_socket: str | None = None
     kind = "redis"
+
+
+@dataclass(frozen=True, repr=False)
+class SentinelURL(RedisURL):
+    """The primary that Redis Sentinels name for ``service``: ``sentinels`` as ``(host,
+    port)`` pairs (26379 by default); ``password`` is the primary's and replicas',
+    ``sentinel_password`` the Sentinels' own. ``host`` and ``port`` are unused."""
+
+    sentinels: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    sentinel_password: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True, repr=False)
@@ -369,20 +382,48 @@ def _parse_redis(parts: _Parts) -> RedisURL:
     )
 
 
+def _parse_sentinel(parts: _Parts) -> SentinelURL:
+    parts.reject_driver()
+    example = "redis+sentinel://s1:26379,s2:26379,s3:26379/service/0"
+    password = parts.pop_password_option()
+    sentinel_password = parts.options.pop("sentinel_password", None)
+    service, _, db_text = parts.path.strip("/").partition("/")
+    if not service or "/" in db_text:
+        raise parts.error(f"name the service, and after it the database if not 0: {example}")
+    if db_text and not db_text.isdigit():
+        raise parts.error(f"the Redis database must be a number: {example}")
+    return SentinelURL(
+        url=parts.url,
+        options=_frozen(parts.options),
+        db=int(db_text or 0),
+        username=parts.user,
+        password=password,
+        sentinels=_servers(parts, 26379, example),
+        service=unquote(service),
+        sentinel_password=sentinel_password,
+    )
+
+
+def _servers(parts: _Parts, default_port: int, example: str) -> tuple[tuple[str, int], ...]:
+    """The comma-separated ``host:port`` list of a URL, each named once."""
+    servers: list[tuple[str, int]] = []
+    for text in parts.hosts.split(","):
+        host, port = parts.host_port(text.strip(), default_port)
+        if not host:
+            raise parts.error(f"every server needs a host: {example}")
+        if (host, port) in servers:
+            raise parts.error(f"server {host}:{port} is listed twice")
+        servers.append((host, port))
+    return tuple(servers)
+
+
 def _parse_memcache(parts: _Parts) -> MemcacheURL:
     parts.reject_driver()
     parts.reject_userinfo()
     if parts.path.strip("/"):
         raise parts.error("a memcache URL has no path: memcache://h1:11211,h2:11211")
-    servers = []
-    for text in parts.hosts.split(","):
-        host, port = parts.host_port(text.strip(), 11211)
-        if not host:
-            raise parts.error("every server needs a host: memcache://h1:11211,h2:11211")
-        if (host, port) in servers:
-            raise parts.error(f"server {host}:{port} is listed twice")
-        servers.append((host, port))
-    return MemcacheURL(url=parts.url, options=_frozen(parts.options), servers=tuple(servers))
+    servers = _servers(parts, 11211, "memcache://h1:11211,h2:11211")
+    return MemcacheURL(url=parts.url, options=_frozen(parts.options), servers=servers)
 
 
 def _frozen(options: dict[str, str]) -> Mapping[str, str]:
@@ -398,6 +439,7 @@ _PARSERS: dict[str, Callable[[_Parts], Any]] = {
     "redis": _parse_redis,
     "rediss": _parse_redis,
     "unix": _parse_redis,
+    "redis+sentinel": _parse_sentinel,
     "memcache": _parse_memcache,
     "memcached": _parse_memcache,
 }

@@ -4,7 +4,8 @@
 :class:`RedisConnector`. Every piece stands on the same floor:
 
 * :mod:`.topology` - where commands go. :class:`Standalone` is one server over TCP, TLS
-  (``rediss://``) or a unix socket; Sentinel or Cluster later is a new :class:`Topology`.
+  (``rediss://``) or a unix socket; :class:`Sentinel` (``redis+sentinel://``) the primary
+  that Redis Sentinels name; Cluster later is a new :class:`Topology`.
 * :mod:`.lean` - the per-request path, :meth:`RedisConnector.call`: hiredis on a blocking
   socket whose timeouts are kernel socket options, two system calls per command (on a
   2-CPU VM a loopback command takes about 33 µs this way, 80 µs through ``redis.Redis``).
@@ -28,7 +29,7 @@ from typing import Any
 from scalekit.connect.redis.connector import REDIS_OPTIONS, RedisConnector
 from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import Script
-from scalekit.connect.redis.topology import Standalone, Topology
+from scalekit.connect.redis.topology import Sentinel, Standalone, Topology
 from scalekit.core import urls
 from scalekit.core.options import merge_options
 
@@ -37,6 +38,7 @@ __all__ = [
     "Namespace",
     "RedisConnector",
     "Script",
+    "Sentinel",
     "Standalone",
     "Topology",
     "open_redis",
@@ -44,7 +46,8 @@ __all__ = [
 
 
 def open_redis(url_or_settings: str | urls.RedisURL, **options: Any) -> RedisConnector:
-    """The connector to the Redis a URL names (``redis://``, ``rediss://``, ``unix://``).
+    """The connector to the Redis a URL names (``redis://``, ``rediss://``, ``unix://``,
+    ``redis+sentinel://``).
 
     From a URL, its query options are read and ``options`` override them. From parsed
     settings, ``options`` are all there is: a piece with options of its own has merged the
@@ -57,4 +60,6 @@ def open_redis(url_or_settings: str | urls.RedisURL, **options: Any) -> RedisCon
     else:
         settings = url_or_settings  # its query options are the caller's: check the keywords
         options = merge_options(dataclasses.replace(settings, options={}), REDIS_OPTIONS, options)
+    if isinstance(settings, urls.SentinelURL):
+        return RedisConnector(Sentinel(settings, **options))
     return RedisConnector(Standalone(settings, **options))

@@ -1,8 +1,8 @@
 """Where a connector's commands go: the topology seam.
 
 A :class:`Topology` makes redis-py connections and clients; the connector and the pieces
-never see hosts, ports, TLS or sockets. :class:`Standalone` is one server. Sentinel is
-another subclass whose connections go to the primary the sentinels name. Cluster is one
+never see hosts, ports, TLS or sockets. :class:`Standalone` is one server.
+:class:`Sentinel`'s connections go to the primary the Sentinels name. Cluster is one
 that also sets :attr:`Topology.hash_tags`: each piece's keys for one app then share a slot,
 and its scripts, which declare every key they touch, can run on the node that holds it
 (routing there is that topology's work).
@@ -14,10 +14,11 @@ import abc
 from typing import Any
 
 import redis
+import redis.sentinel
 
-from scalekit.core.urls import RedisURL
+from scalekit.core.urls import RedisURL, SentinelURL
 
-__all__ = ["Standalone", "Topology"]
+__all__ = ["Sentinel", "Standalone", "Topology"]
 
 
 class Topology(abc.ABC):
@@ -43,6 +44,14 @@ class Topology(abc.ABC):
         self.socket_connect_timeout = socket_connect_timeout
         self.max_connections = max_connections
         self.ssl_ca_certs, self.ssl_cert_reqs = ssl_ca_certs, ssl_cert_reqs
+        #: What every connection to a data server takes: database, credentials, timeouts.
+        self.connection_options: dict[str, Any] = {
+            "db": settings.db,
+            "username": settings.username,
+            "password": settings.password,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_connect_timeout,
+        }
 
     @abc.abstractmethod
     def connection(self) -> redis.connection.AbstractConnection:
@@ -63,13 +72,7 @@ class Standalone(Topology):
 
     def __init__(self, settings: RedisURL, **options: Any):
         super().__init__(settings, **options)
-        self._options: dict[str, Any] = {
-            "db": settings.db,
-            "username": settings.username,
-            "password": settings.password,
-            "socket_timeout": self.socket_timeout,
-            "socket_connect_timeout": self.socket_connect_timeout,
-        }
+        self._options = dict(self.connection_options)
         if settings.unix_socket:
             self._class: type[redis.connection.AbstractConnection] = (
                 redis.UnixDomainSocketConnection
@@ -92,3 +95,35 @@ class Standalone(Topology):
             connection_class=self._class, max_connections=self.max_connections, **self._options
         )
         return redis.Redis(connection_pool=pool)
+
+
+class Sentinel(Topology):
+    """The primary that Redis Sentinels name for a service (``redis+sentinel://``).
+
+    Every new connection asks the Sentinels, in turn, where the primary is, so after a
+    failover the connections made to replace the lost ones go to the promoted replica; the
+    client's pool (redis-py's ``SentinelConnectionPool``) does the same. While no Sentinel
+    names a healthy primary, connecting raises ``MasterNotFoundError``, a
+    ``redis.ConnectionError``. A primary demoted while running drops its clients (Sentinel
+    kills their connections as it reconfigures it), so they reconnect to the new one.
+    """
+
+    def __init__(self, settings: SentinelURL, **options: Any):
+        super().__init__(settings, **options)
+        self.service = settings.service
+        self._sentinels = redis.sentinel.Sentinel(
+            settings.sentinels,
+            sentinel_kwargs={
+                "password": settings.sentinel_password,
+                "socket_timeout": self.socket_timeout,
+                "socket_connect_timeout": self.socket_connect_timeout,
+            },
+            **self.connection_options,
+        )
+
+    def connection(self) -> redis.connection.AbstractConnection:
+        host, port = self._sentinels.discover_master(self.service)
+        return redis.Connection(host=host, port=port, protocol=2, **self.connection_options)
+
+    def client(self) -> redis.Redis:
+        return self._sentinels.master_for(self.service, max_connections=self.max_connections)
