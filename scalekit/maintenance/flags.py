@@ -38,7 +38,7 @@ __all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "ope
 FLAG_VARIABLE = "SCALEKIT_MAINTENANCE_FLAG"
 WEB2PY_NAME = "DISABLED"
 #: The URL schemes a flag can be kept at: a file, or a Redis key.
-_FLAG_SCHEMES = ("file", "redis", "rediss", "unix", "valkey", "valkeys")
+_FLAG_SCHEMES = ("file", "redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel")
 _MEMCACHE = "is a memcached URL, and memcached may evict a key at any time (ending maintenance)"
 _NOT_A_FLAG = {"memcache": _MEMCACHE, "memcached": _MEMCACHE}
 LOG_EVERY = 60.0  # seconds between two log lines about the same unreadable flag
@@ -182,7 +182,7 @@ def open_flag(url: str, app_name: str = "app", **options: Any) -> Flag:
         raise ConfigError(
             f"{urls.mask(url)!r} {problem}; a maintenance flag is file:///path/to/flag (for "
             "the servers that see that file) or redis://host:6379/0 (for every server; also "
-            "rediss://, valkey:// or unix:///path/to/redis.sock)"
+            "rediss://, valkey://, redis+sentinel:// or unix:///path/to/redis.sock)"
         )
     settings = urls.parse(url, kinds={"file", "redis"})
     if isinstance(settings, urls.FileURL):

@@ -68,3 +68,27 @@ def test_the_connector_follows_the_primary_through_a_failover(redis_sentinel):
         assert promoted is not killed
         assert redis.Redis(port=promoted.port).get("sentinel:key") == b"after"
     connector.close()
+
+
+def test_a_maintenance_flag_and_a_task_engine_work_on_a_sentinel_url(redis_sentinel):
+    """Every Redis-using opener takes a Sentinel URL: the maintenance flag and the task
+    engine as well as sessions and the cache (their suites run in tests/sessions, tests/cache)."""
+    from scalekit.maintenance import State, open_flag
+    from scalekit.tasks import open_engine
+    from scalekit.testing import fresh_app_name
+
+    app_name = fresh_app_name()
+    flag = open_flag(redis_sentinel.url, app_name=app_name)
+    engine = open_engine(redis_sentinel.url, app_name=app_name)
+    try:
+        flag.write(State(mode="read-only", message="moving"))
+        assert flag.read().message == "moving"
+        engine.enqueue("default", "t1", b"payload")
+        [claim] = engine.claim(["default"], "worker-1", wait=1.0)
+        assert (claim.task_id, claim.payload) == ("t1", b"payload")
+        engine.ack(claim)
+        assert engine.find("t1") is None
+    finally:
+        flag.clear()
+        flag.close()
+        engine.close()
