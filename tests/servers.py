@@ -20,11 +20,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 3
 _S = TypeVar("_S", bound="Server")
+_G = TypeVar("_G", bound="ServerGroup")
 
 
 class ServerStartError(RuntimeError):
@@ -325,7 +326,33 @@ class RedisSentinel(_ForegroundServer):
             return client.ping()
 
 
-class RedisSentinelGroup:
+class ServerGroup(abc.ABC):
+    """Servers started together (a Sentinel group, a cluster): :meth:`stop` stops each
+    member, :meth:`running` starts, yields and stops like one server's."""
+
+    @abc.abstractmethod
+    def members(self) -> list[Any]:
+        """Every server of the group."""
+
+    @abc.abstractmethod
+    def start(self: _G) -> _G:
+        """Start every member; return when the group is ready (stopped again on failure)."""
+
+    def stop(self) -> None:
+        for member in self.members():
+            member.stop()
+
+    @contextlib.contextmanager
+    def running(self: _G) -> Iterator[_G]:  # noqa: PYI019 - typing.Self needs 3.11
+        """Start, yield, and stop even when the body raises."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+class RedisSentinelGroup(ServerGroup):
     """A primary redis-server, one replica and three Sentinels watching them as ``service``.
 
     ``start()`` returns once the replica's link is up and every Sentinel knows the primary,
@@ -368,17 +395,8 @@ class RedisSentinelGroup:
             raise
         return self
 
-    def stop(self) -> None:
-        for server in (*self.sentinels, *self.nodes):
-            server.stop()
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[RedisSentinelGroup]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
+    def members(self) -> list[Any]:
+        return [*self.sentinels, *self.nodes]
 
     def named_primaries(self) -> set[int]:
         """The primary's port as each Sentinel names it (one port when they agree)."""
@@ -460,7 +478,7 @@ class RedisClusterNode(RedisServer):
         ]  # fmt: skip
 
 
-class RedisCluster:
+class RedisCluster(ServerGroup):
     """A Redis Cluster of ``primaries`` primaries with one replica each, made by
     ``redis-cli --cluster create``.
 
@@ -498,17 +516,8 @@ class RedisCluster:
             raise
         return self
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-
-    @contextlib.contextmanager
-    def running(self) -> Iterator[RedisCluster]:
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
+    def members(self) -> list[Any]:
+        return list(self.nodes)
 
     def waiting_for(self) -> list[str]:
         """What the cluster is not yet: one line per node that is not ready."""
