@@ -54,7 +54,8 @@ def parse_address(text: str) -> Address | None:
 
 
 def within(address: Address, trusted: tuple[Network, ...]) -> bool:
-    return any(address.version == net.version and address in net for net in trusted)
+    """Whether ``address`` is in one of ``trusted`` (``in`` is False across IP versions)."""
+    return any(address in net for net in trusted)
 
 
 def client_address(environ: dict, trusted_proxies: tuple[Network, ...] = ()) -> Address | None:
