@@ -192,8 +192,7 @@ class MaintenanceMiddleware:
             and environ.get("CONTENT_TYPE", "").lower().startswith(_FORM_TYPES)
             and not prefers_json(environ.get("HTTP_ACCEPT", ""))
         ):
-            script = environ.get("SCRIPT_NAME", "").rstrip("/")  # a client may set it
-            location = (script if local_path(script) else "") + self.page_url
+            location = _script_name(environ) + self.page_url
             start_response("303 See Other", [
                 ("Location", location), ("Content-Length", "0"), ("Cache-Control", "no-store"),
             ])  # fmt: skip
@@ -232,8 +231,7 @@ class MaintenanceMiddleware:
     def _back(self, environ: dict) -> str:
         """Where "back" leads: the referring page when it is on this site (and not the
         maintenance page), else the site's root."""
-        script = environ.get("SCRIPT_NAME", "").rstrip("/")
-        script = script if local_path(script) else ""
+        script = _script_name(environ)
         referer = urlsplit(environ.get("HTTP_REFERER", ""))
         path = referer.path
         if (
@@ -270,6 +268,13 @@ def maintenance_check(
         stacklevel=2,
     )
     return with_maintenance(flag, **options)
+
+
+def _script_name(environ: dict) -> str:
+    """The app's ``SCRIPT_NAME`` without its last ``/``, or "" if it is not a path on this
+    site (a client may set it)."""
+    script = environ.get("SCRIPT_NAME", "").rstrip("/")
+    return script if local_path(script) else ""
 
 
 def _when(state: State, retry: int) -> str:
