@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import re
 
+from scalekit.core.urls import MASK
+
 __all__ = ["MASK", "MAX_TEXT", "SECRET_NAME", "scrub_text"]
 
-MASK = "***"
 #: A name that says its value is a secret (header, query parameter, local, dict key).
 SECRET_NAME = re.compile(
     r"pass|pwd|secret|token|key|auth|cookie|credential|csrf|signature|private", re.IGNORECASE
