@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 START_TIMEOUT = 30.0
 PORT_ATTEMPTS = 3
 _S = TypeVar("_S", bound="Server")
-_G = TypeVar("_G", bound="ServerGroup")
+_R = TypeVar("_R", bound="_Runs")
 
 
 class ServerStartError(RuntimeError):
@@ -65,7 +65,26 @@ def _version_key(path: str) -> int:
     return int(version) if version.isdigit() else 0
 
 
-class Server(abc.ABC):
+class _Runs(abc.ABC):
+    """Something with ``start()`` and ``stop()``; :meth:`running` wraps a body in them."""
+
+    @abc.abstractmethod
+    def start(self: _R) -> _R: ...
+
+    @abc.abstractmethod
+    def stop(self) -> None: ...
+
+    @contextlib.contextmanager
+    def running(self: _R) -> Iterator[_R]:  # noqa: PYI019 - typing.Self needs 3.11
+        """Start, yield, and stop even when the body raises."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
+
+
+class Server(_Runs):
     """One server process in its own temporary folder."""
 
     name = "server"
@@ -117,15 +136,6 @@ class Server(abc.ABC):
         self.process = None
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    @contextlib.contextmanager
-    def running(self: _S) -> Iterator[_S]:  # noqa: PYI019 - typing.Self needs 3.11
-        """Start, yield, and stop even when the body raises."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
 
     def freeze(self) -> None:
         """Stop the process (SIGSTOP) and wait until every thread of it has stopped (the
@@ -326,7 +336,7 @@ class RedisSentinel(_ForegroundServer):
             return client.ping()
 
 
-class ServerGroup(abc.ABC):
+class ServerGroup(_Runs):
     """Servers started together (a Sentinel group, a cluster): :meth:`stop` stops each
     member, :meth:`running` starts, yields and stops like one server's."""
 
@@ -335,21 +345,12 @@ class ServerGroup(abc.ABC):
         """Every server of the group."""
 
     @abc.abstractmethod
-    def start(self: _G) -> _G:
+    def start(self: _R) -> _R:
         """Start every member; return when the group is ready (stopped again on failure)."""
 
     def stop(self) -> None:
         for member in self.members():
             member.stop()
-
-    @contextlib.contextmanager
-    def running(self: _G) -> Iterator[_G]:  # noqa: PYI019 - typing.Self needs 3.11
-        """Start, yield, and stop even when the body raises."""
-        self.start()
-        try:
-            yield self
-        finally:
-            self.stop()
 
 
 class RedisSentinelGroup(ServerGroup):
