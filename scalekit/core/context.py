@@ -46,8 +46,7 @@ class RequestVar(Generic[T]):
         return value
 
     def reset(self, token: contextvars.Token) -> None:
-        """Undo :meth:`set`; from another context (a server closing the response on another
-        thread) the token does not apply, so the object is just forgotten there."""
+        """Undo :meth:`set` (see :func:`reset`: from another context, just forget it)."""
         reset(self._var, token)
 
 
