@@ -24,10 +24,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEAD", "DELAYED", "RUNNING", "STATES", "WAITING", "Claim", "Engine", "TaskInfo"]
+from scalekit.core.errors import ConfigError
+
+__all__ = [
+    "DEAD",
+    "DELAYED",
+    "RUNNING",
+    "STATES",
+    "WAITING",
+    "Claim",
+    "Engine",
+    "TaskInfo",
+    "positive_seconds",
+]
 
 WAITING, DELAYED, RUNNING, DEAD = "waiting", "delayed", "running", "dead"
 STATES = (WAITING, DELAYED, RUNNING, DEAD)
+
+
+def positive_seconds(value: Any, what: str) -> float:
+    """An engine's duration option: a number of seconds more than 0, else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,7 @@ from scalekit.tasks.engines.base import (
     Claim,
     Engine,
     TaskInfo,
+    positive_seconds,
 )
 from scalekit.tasks.errors import TaskAlreadyExists
 
@@ -448,7 +449,7 @@ class RedisEngine(Engine):
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis task engine needs a redis:// URL")
         self.app_name = check_app_name(app_name)
-        self.visibility_timeout = _positive(visibility_timeout, "visibility_timeout")
+        self.visibility_timeout = positive_seconds(visibility_timeout, "visibility_timeout")
         self.name_ttl = check_ttl(name_ttl, "name_ttl")
         self.settings = settings
         self._redis = open_redis(settings, **redis_options)
@@ -856,12 +857,6 @@ def _payload(key: str, entry_id: str, fields: dict[str, bytes]) -> bytes:
 
 def _float(value: bytes | None) -> float | None:
     return None if value is None else float(value)
-
-
-def _positive(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{what} must be a positive number of seconds, got {value!r}")
-    return float(value)
 
 
 def _check_state(state: str) -> None:

@@ -42,7 +42,7 @@ from pydal import DAL
 
 from scalekit.connect import sql
 from scalekit.core.checks import check_app_name, check_lease
-from scalekit.core.errors import ConfigError, InvalidArgument, StoreUnavailable
+from scalekit.core.errors import InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options, parse_duration
 from scalekit.core.urls import BackendURL
 from scalekit.tasks.engines._sql_tables import LENGTHS, QUEUED, Tables, engine_tables, wal_mode
@@ -54,6 +54,7 @@ from scalekit.tasks.engines.base import (
     Claim,
     Engine,
     TaskInfo,
+    positive_seconds,
 )
 from scalekit.tasks.errors import TaskAlreadyExists
 
@@ -111,9 +112,11 @@ class SQLEngine(Engine):
     ):
         self.masked = settings.masked
         self.app_name = check_app_name(app_name)
-        self.visibility_timeout = _positive(self.masked, "visibility_timeout", visibility_timeout)
-        self.name_ttl = _positive(self.masked, "name_ttl", name_ttl)
-        self.poll_interval = _positive(self.masked, "poll_interval", poll_interval)
+        self.visibility_timeout = positive_seconds(
+            visibility_timeout, f"{self.masked}: visibility_timeout"
+        )
+        self.name_ttl = positive_seconds(name_ttl, f"{self.masked}: name_ttl")
+        self.poll_interval = positive_seconds(poll_interval, f"{self.masked}: poll_interval")
         self.table = sql.check_table_name(table, self.masked)
         self.name_table = sql.identifier(f"{table}_name")
         self.lease_table = sql.identifier(f"{table}_lease")
@@ -416,12 +419,6 @@ class SQLEngine(Engine):
             f"{self._where}: {reason}; check that the server is running and table "
             f"{self.table} is usable (migrate=true creates it)"
         )
-
-
-def _positive(where: str, name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(f"{where}: {name} must be a positive number of seconds, not {value!r}")
-    return float(value)
 
 
 def _check(what: str, value: Any) -> str:
