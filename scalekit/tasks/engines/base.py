@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, InvalidArgument
 
 __all__ = [
     "DEAD",
@@ -35,11 +35,18 @@ __all__ = [
     "Claim",
     "Engine",
     "TaskInfo",
+    "check_state",
     "positive_seconds",
 ]
 
 WAITING, DELAYED, RUNNING, DEAD = "waiting", "delayed", "running", "dead"
 STATES = (WAITING, DELAYED, RUNNING, DEAD)
+
+
+def check_state(state: str) -> None:
+    """:class:`InvalidArgument` unless ``state`` is one of :data:`STATES`."""
+    if state not in STATES:
+        raise InvalidArgument(f"state {state!r} is not one of {', '.join(STATES)}")
 
 
 def positive_seconds(value: Any, what: str) -> float:

@@ -50,6 +50,7 @@ from scalekit.tasks.engines.base import (
     Claim,
     Engine,
     TaskInfo,
+    check_state,
     positive_seconds,
 )
 from scalekit.tasks.errors import TaskAlreadyExists
@@ -714,7 +715,7 @@ class RedisEngine(Engine):
 
     def tasks(self, queue: str, state: str, limit: int = 50) -> list[TaskInfo]:
         q = self._queue(queue)
-        _check_state(state)
+        check_state(state)
         if limit < 1:
             return []
         args = [GROUP, state, limit, q.record, repr(time.time())]
@@ -735,7 +736,7 @@ class RedisEngine(Engine):
     def purge(self, queue: str, state: str | None = None) -> int:
         q = self._queue(queue)
         if state is not None:
-            _check_state(state)
+            check_state(state)
         deleted, now = 0, repr(time.time())  # one now: a task coming due is purged once
         for one in STATES if state is None else (state,):
             while True:
@@ -857,8 +858,3 @@ def _payload(key: str, entry_id: str, fields: dict[str, bytes]) -> bytes:
 
 def _float(value: bytes | None) -> float | None:
     return None if value is None else float(value)
-
-
-def _check_state(state: str) -> None:
-    if state not in STATES:
-        raise InvalidArgument(f"state {state!r} is not one of {', '.join(STATES)}")

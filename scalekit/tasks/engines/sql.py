@@ -54,6 +54,7 @@ from scalekit.tasks.engines.base import (
     Claim,
     Engine,
     TaskInfo,
+    check_state,
     positive_seconds,
 )
 from scalekit.tasks.errors import TaskAlreadyExists
@@ -432,8 +433,7 @@ def _check(what: str, value: Any) -> str:
 
 def _in_state(state: str, now: float) -> tuple[str, tuple[float, ...]]:
     """The WHERE condition (and its parameters) of the tasks in ``state`` at ``now``."""
-    if state not in STATES:
-        raise InvalidArgument(f"state {state!r} is not one of {', '.join(STATES)}")
+    check_state(state)
     if state == WAITING:
         return "state = 'queued' AND due <= ?", (now,)
     if state == DELAYED:
