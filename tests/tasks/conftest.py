@@ -90,3 +90,11 @@ def make_unreachable_engine(engine_kind, tmp_path):
     yield make
     for engine in opened:
         engine.close()
+
+
+@pytest.fixture
+def folder(tmp_path) -> str:
+    """A folder where the tasks of :mod:`tests.tasks.jobs` record their runs."""
+    path = tmp_path / "runs"
+    path.mkdir()
+    return str(path)

@@ -34,13 +34,6 @@ def app() -> str:
 
 
 @pytest.fixture
-def folder(tmp_path) -> str:
-    path = tmp_path / "runs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
 def tasks(url, app):
     made = Tasks(url, app, secret=SECRET, min_backoff=0.05, max_backoff=0.1)
     yield made

@@ -38,13 +38,6 @@ def url(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def folder(tmp_path) -> str:
-    path = tmp_path / "runs"
-    path.mkdir()
-    return str(path)
-
-
-@pytest.fixture
 def tasks(url):
     made = Tasks(url, fresh_app_name(), secret=SECRET, visibility_timeout=LEASE,
                  max_attempts=3, min_backoff=0.05, max_backoff=0.1)  # fmt: skip
