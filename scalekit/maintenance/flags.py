@@ -5,7 +5,9 @@
   app *folder* (its ``DISABLED`` file is used), means "down" whatever it holds, unless it
   holds a JSON flag.
 * ``redis://host:6379/0``: one key, ``scalekit:m:<app>`` (the name of the ``m`` namespace of
-  :mod:`scalekit.connect.redis`), shared by every server; one command flips them all.
+  :mod:`scalekit.connect.redis`), shared by every server; one command flips them all. The
+  same on Redis behind Sentinels (``redis+sentinel://``) and on a Redis Cluster
+  (``redis+cluster://``; one key needs no hash tag), and on Valkey (``valkey...://``).
 
 :class:`Maintenance` reads the flag at most once per ``cache_seconds`` (default 1) per
 process. Between reads, asking costs one monotonic-clock compare. If the flag cannot be read
@@ -25,7 +27,7 @@ from typing import Any
 import redis
 
 from scalekit.connect.files import describe_os_error, replace_atomically
-from scalekit.connect.redis import REDIS_OPTIONS, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, Namespace, open_redis
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, CorruptData, StoreNotFound, StoreUnavailable
@@ -37,8 +39,11 @@ __all__ = ["FLAG_VARIABLE", "FileFlag", "Flag", "Maintenance", "RedisFlag", "ope
 #: The environment variable the CLI and :func:`writes_enabled_for` read the flag URL from.
 FLAG_VARIABLE = "SCALEKIT_MAINTENANCE_FLAG"
 WEB2PY_NAME = "DISABLED"
-#: The URL schemes a flag can be kept at: a file, or a Redis key.
-_FLAG_SCHEMES = ("file", "redis", "rediss", "unix", "valkey", "valkeys", "redis+sentinel")
+#: The URL schemes a flag can be kept at: a file, or a Redis key (any topology, or Valkey).
+_FLAG_SCHEMES = (
+    "file", "redis", "rediss", "unix", "redis+sentinel", "redis+cluster",
+    "valkey", "valkeys", "valkey+sentinel", "valkey+cluster",
+)  # fmt: skip
 _MEMCACHE = "is a memcached URL, and memcached may evict a key at any time (ending maintenance)"
 _NOT_A_FLAG = {"memcache": _MEMCACHE, "memcached": _MEMCACHE}
 LOG_EVERY = 60.0  # seconds between two log lines about the same unreadable flag
@@ -140,7 +145,7 @@ class RedisFlag(Flag):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **redis_options}
         self._redis = open_redis(settings, **options)
-        self.key = self._redis.namespace("m", app_name).name
+        self.key = Namespace("m", app_name).name  # one key: no hash tag on a Cluster
         self.where = f"{settings.masked} key {self.key}"
 
     def read(self) -> State | None:
@@ -175,14 +180,16 @@ class RedisFlag(Flag):
 
 @renamed_keyword("app", "app_name")
 def open_flag(url: str, app_name: str = "app", **options: Any) -> Flag:
-    """The flag at ``url``: ``file:///path`` or ``redis://``/``rediss://``/``unix://``."""
+    """The flag at ``url``: ``file:///path``, or a Redis key (``redis://``, ``rediss://``,
+    ``unix://``, ``redis+sentinel://``, ``redis+cluster://``, or their ``valkey`` forms)."""
     scheme = url.partition("://")[0].partition(":")[0].lower() if "://" in url else ""
     if scheme not in _FLAG_SCHEMES:
         problem = _NOT_A_FLAG.get(scheme, f"is a {scheme}:// URL" if scheme else "is not a URL")
         raise ConfigError(
             f"{urls.mask(url)!r} {problem}; a maintenance flag is file:///path/to/flag (for "
             "the servers that see that file) or redis://host:6379/0 (for every server; also "
-            "rediss://, valkey://, redis+sentinel:// or unix:///path/to/redis.sock)"
+            "rediss://, redis+sentinel://, redis+cluster://, their valkey forms, or "
+            "unix:///path/to/redis.sock)"
         )
     settings = urls.parse(url, kinds={"file", "redis"})
     if isinstance(settings, urls.FileURL):

@@ -1,0 +1,113 @@
+"""The maintenance flag on Redis behind Sentinels and on a Redis Cluster: the flag suite
+(every test of test_middleware, test_schedule, test_gunicorn and the CLI's flip that takes
+the flag) runs here again on each, and a read while the primary fails over keeps the last
+known state, as the README says."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+
+import pytest
+import redis
+
+from scalekit.core.errors import ConfigError
+from scalekit.maintenance import Maintenance, RedisFlag, State, open_flag
+from scalekit.testing import fresh_app_name
+from tests.maintenance import test_cli, test_gunicorn, test_middleware, test_schedule
+from tests.servers import RedisSentinelGroup
+
+TOPOLOGIES = ["sentinel"]
+
+
+def _flag_suite() -> dict:
+    """The tests of the flag modules that take the flag (by ``flag``, ``flag_url``, a site
+    or a server made on it, or the CLI's ``redis_url``), with those modules' fixtures."""
+    takes = {"flag", "flag_url", "site", "served", "redis_url"}
+    suite = {"site": test_middleware.site, "served": test_gunicorn.served}
+    for module in (test_middleware, test_schedule, test_gunicorn, test_cli):
+        for name, test in vars(module).items():
+            if name.startswith("test_") and takes & set(inspect.signature(test).parameters):
+                suite[name] = test
+    return suite
+
+
+globals().update(_flag_suite())
+
+
+@pytest.fixture(params=TOPOLOGIES)
+def flag_url(request) -> str:
+    """The URL of the flag under test: the Sentinel group's or the cluster's."""
+    return request.getfixturevalue("redis_sentinel").url
+
+
+@pytest.fixture
+def redis_url(flag_url) -> str:
+    """The CLI test's flag URL: the topology's."""
+    return flag_url
+
+
+@pytest.mark.parametrize("scheme", ["redis+sentinel", "valkey+sentinel"])
+def test_every_sentinel_scheme_opens_a_flag_every_server_shares(redis_sentinel, scheme):
+    url = redis_sentinel.url.replace("redis+sentinel", scheme, 1)
+    app_name = fresh_app_name()
+    writer, reader = open_flag(url, app_name), open_flag(url, app_name)
+    try:
+        assert isinstance(writer, RedisFlag) and writer.key == f"scalekit:m:{app_name}"
+        writer.write(State("down", "moving"))
+        assert reader.read() == State("down", "moving")
+        writer.clear()
+        assert reader.read() is None
+    finally:
+        writer.close()
+        reader.close()
+
+
+@pytest.mark.parametrize("url", ["redis+shard://n1:7000", "memcache+cluster://n1:11211"])
+def test_other_schemes_are_refused_naming_the_flag_urls(url):
+    with pytest.raises(ConfigError, match="redis\\+sentinel://, redis\\+cluster://"):
+        open_flag(url)
+
+
+def test_a_read_during_a_sentinel_failover_keeps_the_last_state(caplog, record_property):
+    with RedisSentinelGroup().running() as group:
+        app_name = fresh_app_name()
+        flag = open_flag(group.url, app_name)
+        checker = Maintenance(group.url, app_name, cache_seconds=0, retry_seconds=0)
+        flag.write(State("read-only", "Failover"))
+        replica = next(node for node in group.nodes if node is not group.primary())
+        _wait_for(lambda: redis.Redis(port=replica.port).exists(flag.key))
+        assert checker.current().mode == "read-only"
+        with group.primary_killed():
+            failed, seconds = _read_until_readable(checker)
+        record_property("failed_reads", failed)
+        record_property("seconds_until_readable", round(seconds, 2))
+        assert failed > 0  # the fallback was exercised, not skipped by a fast failover
+        assert checker.current() == State("read-only", "Failover")  # the replica had it
+        flag.clear()
+        assert checker.current() is None
+        flag.close()
+        checker.close()
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and "keeping the last known state (read-only on: Failover)" in logged[0]
+
+
+def _read_until_readable(checker: Maintenance, timeout: float = 30.0) -> tuple[int, float]:
+    """Read the flag until a read succeeds; every answer meanwhile must be the last known
+    state. The number of failed reads, and how long until one succeeded."""
+    known, started, failed = checker.state, time.monotonic(), 0
+    while time.monotonic() - started < timeout:
+        assert checker.current() == known
+        if checker.error is None:
+            return failed, time.monotonic() - started
+        failed += 1
+        time.sleep(0.05)
+    raise AssertionError(f"the flag was not readable again within {timeout} s")
+
+
+def _wait_for(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
