@@ -29,8 +29,10 @@ demo: $(APP)
 	SCALEKIT_TASK_WORKERS=$${SCALEKIT_TASK_WORKERS:-1} $(VENV)/bin/gunicorn -c examples/gunicorn.conf.py
 
 # Three nodes behind haproxy with Redis, memcached, PostgreSQL + replica, on loopback.
+# make cluster REDIS=sentinel: Redis as examples/sentinel/ (a primary, a replica and three
+# Sentinels), every Redis user of the demo on redis+sentinel://.
 cluster: $(APP) sysdeps-cluster
-	$(PY) -m examples.cluster start
+	$(PY) -m examples.cluster start$(if $(REDIS), --redis $(REDIS))
 
 cluster-stop: $(APP)
 	$(PY) -m examples.cluster stop

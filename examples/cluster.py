@@ -1,7 +1,10 @@
 """``make cluster``: the demo on three gunicorn nodes behind haproxy, all on loopback.
 
 Shared services: Redis (sessions, cache, maintenance flag, deferred tasks), memcached (the
-cached page fragment), PostgreSQL (a primary and a streaming replica). Each node runs a
+cached page fragment), PostgreSQL (a primary and a streaming replica). With ``--redis
+sentinel`` Redis is examples/sentinel/'s deploy on loopback: a primary (redis1), its replica
+(redis2) and three Sentinels, started from those very files, and every Redis user of the demo
+gets a ``redis+sentinel://`` URL. Each node runs a
 task worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
 scalekit-worker.service does), so a receipt deferred through any node is written by any
 node's worker. The cron jobs run as loops in the background: sessions2trash on the shared
@@ -9,12 +12,14 @@ store, tickets2db for each node's errors folder, the tasks' relay. Pids, ports a
 are kept in ``<state>/state.json``.
 
 Run from the repository root:
-  python -m examples.cluster start [--sessions memcache]   start it, or show it if it runs
+  python -m examples.cluster start [--sessions memcache] [--redis sentinel]
+                                                           start it, or show it if it runs
   python -m examples.cluster status                        each process: up or down, pid, URL
   python -m examples.cluster restart node2                 restart one node (gunicorn, worker)
   python -m examples.cluster stop                          stop everything, remove the state
-The services are started by the test suite's helpers (``tests/servers.py``): private
-servers on free loopback ports, each in a temporary folder, never one already running.
+The services are private servers on free loopback ports, never one already running: Redis,
+memcached and PostgreSQL started by the test suite's helpers (``tests/servers.py``), each in a
+temporary folder; the Sentinel group from examples/sentinel/ in the state folder.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ import time
 import urllib.request
 from collections.abc import Callable
 
+import redis
+
+from scalekit.core.urls import mask
 from tests.servers import (
     MemcachedServer,
     PostgresReplica,
@@ -46,15 +54,21 @@ APP_DIR = os.path.join(ROOT, "examples", "app")
 BIN = os.path.dirname(sys.executable)
 APP = "guestbook"
 START_TIMEOUT = 30.0
+#: The service the Sentinels of examples/sentinel/sentinel.conf watch.
+SERVICE = "scalekit"
+#: The Redis deploys ``--redis`` chooses from.
+REDIS_DEPLOYS = ("single", "sentinel")
 
 
 class Cluster:
     """The cluster whose state lives in ``state_dir``: :meth:`start` it, :meth:`stop` it."""
 
     def __init__(self, state_dir: str = ".cluster", *, nodes: int = 3, workers: int = 2,
-                 sessions: str = "redis", cron_sleep: int = 5) -> None:  # fmt: skip
+                 sessions: str = "redis", redis: str = "single",
+                 cron_sleep: int = 5) -> None:  # fmt: skip
         self.state_dir = os.path.abspath(state_dir)
         self.nodes, self.workers, self.sessions = nodes, workers, sessions
+        self.redis = redis
         self.cron_sleep = cron_sleep
         self.state: dict = {}
 
@@ -91,7 +105,8 @@ class Cluster:
         if "haproxy" in self.state:
             addresses["haproxy"] = f"{self.url}/ (stats {self.stats_url})"
         for node in self.state.get("nodes", []):
-            addresses[f"worker-{node['name']}"] = f"tasks of {self.state['env']['SCALEKIT_TASKS']}"
+            tasks = mask(self.state["env"]["SCALEKIT_TASKS"])
+            addresses[f"worker-{node['name']}"] = f"tasks of {tasks}"
         found += [(p["name"], p["pid"], addresses.get(p["name"], "")) for p in
                   self.state.get("processes", [])]  # fmt: skip
         return found
@@ -120,7 +135,7 @@ class Cluster:
         if os.path.exists(self.state_path):
             raise RuntimeError(f"a cluster runs from {self.state_dir}: stop it first")
         os.makedirs(self.state_dir, exist_ok=True)
-        self.state = {"servers": [], "processes": [], "nodes": []}
+        self.state = {"servers": [], "processes": [], "nodes": [], "redis": self.redis}
         try:
             self._start_services()
             self._deploy()
@@ -134,34 +149,34 @@ class Cluster:
             raise
 
     def _start_services(self) -> None:
-        redis, memcached = RedisServer(), MemcachedServer()
-        primary = PostgresServer()
+        redis_url = self._start_sentinel_group() if self.redis == "sentinel" else None
+        memcached, primary = MemcachedServer(), PostgresServer()
         replica = PostgresReplica(primary)
         primary.database = replica.database = APP
-        for server in (redis, memcached, primary, replica):
+        servers = [memcached, primary, replica]
+        if not redis_url:
+            servers.insert(0, RedisServer())
+        for server in servers:
             try:
                 server.start()
             finally:  # recorded even when it failed: stop() removes its folder
                 pid = server.process.pid if server.process else _postmaster_pid(server)
-                self.state["servers"].append(
-                    {"name": server.name, "workdir": server.workdir, "pid": pid,
-                     "url": f"memcache://{server.address}" if server is memcached
-                     else server.url}
-                )  # fmt: skip
-                self._save()
+                self._record_server(server.name, server.workdir, pid,
+                                    f"memcache://{server.address}" if server is memcached
+                                    else server.url)  # fmt: skip
+        redis_url = redis_url or servers[0].url
         memcache = f"memcache://{memcached.address}"
+        sessions = _with_option(redis_url, "client_cache=true")
         self.state["env"] = {
             "SCALEKIT_APP": APP,
-            "SCALEKIT_SESSION_STORE": (
-                f"{redis.url}?client_cache=true" if self.sessions == "redis" else memcache
-            ),
-            "SCALEKIT_CACHE": redis.url,
+            "SCALEKIT_SESSION_STORE": sessions if self.sessions == "redis" else memcache,
+            "SCALEKIT_CACHE": redis_url,
             "SCALEKIT_MEMCACHE": memcache,
             "SCALEKIT_DB_PRIMARY": primary.url,
             "SCALEKIT_DB_REPLICAS": replica.url,
-            "SCALEKIT_MAINTENANCE_FLAG": redis.url,
+            "SCALEKIT_MAINTENANCE_FLAG": redis_url,
             "SCALEKIT_TICKET_DB": primary.url,
-            "SCALEKIT_TASKS": redis.url,
+            "SCALEKIT_TASKS": redis_url,
             "SCALEKIT_TASKS_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_TASK_WORKERS": "0",  # gunicorn only serves: each node's worker is apart
             "SCALEKIT_SECRET": secrets.token_urlsafe(32),
@@ -169,6 +184,68 @@ class Cluster:
             "SCALEKIT_ACCESSLOG": "",
         }
         self._save()
+
+    def _record_server(self, name: str, workdir: str, pid: int | None, url: str) -> None:
+        """Note a started service for status() and stop(); its URL masked (status shows it)."""
+        self.state["servers"].append({"name": name, "workdir": workdir, "pid": pid,
+                                      "url": mask(url)})  # fmt: skip
+        self._save()
+
+    def _start_sentinel_group(self) -> str:
+        """examples/sentinel/ on loopback: redis1 (the primary), redis2 (its replica) and three
+        Sentinels, each started from the example's file with its address, port, folder and
+        passwords made local, quick to sync and to fail over (down after 1 s). Returns once the
+        replica is in sync and every Sentinel knows the replica and the other two, with the
+        ``redis+sentinel://`` URL of the service."""
+        password, sentinel_password = secrets.token_hex(16), secrets.token_hex(16)
+        primary, replica = free_port(), free_port()
+        node = {"requirepass": password, "masterauth": password, "repl-diskless-sync-delay": "0"}
+        self._start_redis("redis1", "sentinel/redis.conf", primary, password, node)
+        self._start_redis("redis2", "sentinel/redis.conf", replica, password,
+                          {**node, "# replicaof": f"127.0.0.1 {primary}"})  # fmt: skip
+        sentinels = [free_port() for _ in range(3)]
+        for number, port in enumerate(sentinels, 1):
+            self._start_redis(f"sentinel{number}", "sentinel/sentinel.conf", port,
+                              sentinel_password, {
+                                  "requirepass": sentinel_password,
+                                  f"sentinel monitor {SERVICE}": f"127.0.0.1 {primary} 2",
+                                  f"sentinel auth-pass {SERVICE}": password,
+                                  f"sentinel down-after-milliseconds {SERVICE}": "1000",
+                                  f"sentinel failover-timeout {SERVICE}": "3000",
+                              }, "--sentinel")  # fmt: skip
+
+        def settled(port: int) -> bool:
+            with _redis(port, sentinel_password) as sentinel:
+                state = sentinel.sentinel_master(SERVICE)
+            return (state["port"], state["num-slaves"], state["num-other-sentinels"]) == (
+                primary, 1, 2,
+            )  # fmt: skip
+
+        _wait_for(lambda: all(settled(port) for port in sentinels), "the Sentinels",
+                  [s["pid"] for s in self.state["servers"]])  # fmt: skip
+        addresses = ",".join(f"127.0.0.1:{port}" for port in sentinels)
+        return (f"redis+sentinel://:{password}@{addresses}/{SERVICE}/0"
+                f"?sentinel_password={sentinel_password}")  # fmt: skip
+
+    def _start_redis(self, name: str, example: str, port: int, password: str,
+                     settings: dict[str, str], *flags: str) -> None:  # fmt: skip
+        """``redis-server`` with ``examples/<example>`` on 127.0.0.1:``port``, in the folder
+        ``<state>/<name>``, ``settings`` changed too; wait until it answers (a replica: until
+        its link to the primary is up)."""
+        folder = os.path.join(self.state_dir, name)
+        os.makedirs(folder)
+        path = os.path.join(folder, os.path.basename(example))
+        with open(path, "w") as out:  # Sentinel and CONFIG REWRITE write to it later
+            out.write(redis_config(example, {"bind": "127.0.0.1", "port": str(port),
+                                             "dir": folder, **settings}))  # fmt: skip
+        pid = self._launch(name, [find_binary("redis-server"), path, *flags], os.environ)
+        self._record_server(name, folder, pid, f"redis://:{password}@127.0.0.1:{port}")
+
+        def answers() -> bool:
+            with _redis(port, password) as client:
+                return client.info("replication").get("master_link_status", "up") == "up"
+
+        _wait_for(answers, f"{name} on port {port}", [pid])
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the app and of the cron jobs: every URL of the cluster."""
@@ -198,8 +275,9 @@ class Cluster:
         node["pid"] = self._spawn(node["name"], command, env)
         worker = [os.path.join(BIN, "scalekit"), "tasks", "worker", "--grace", "10",
                   "--tickets", f"file://{data}/errors"]  # fmt: skip
+        path = os.pathsep.join(filter(None, [APP_DIR, env.get("PYTHONPATH")]))
         node["worker_pid"] = self._spawn(f"worker-{node['name']}", worker,
-                                         {**env, "PYTHONPATH": APP_DIR})  # fmt: skip
+                                         {**env, "PYTHONPATH": path})  # fmt: skip
         _wait_answering(self.node_url(index) + "/healthz", node["pid"])
 
     def stop_node(self, index: int, how: signal.Signals = signal.SIGTERM) -> None:
@@ -241,22 +319,25 @@ class Cluster:
         self._save()
         _wait_answering(self.url + "/healthz", pid)
 
-    def _spawn(self, name: str, command: list[str], env) -> int:
+    def _launch(self, name: str, command: list[str], env) -> int:
         """Start a long-running process in its own session (so that closing the terminal
-        does not end it), output to ``<state>/<name>.log``; recorded for stop()."""
+        does not end it), output to ``<state>/<name>.log``; its pid."""
         with open(os.path.join(self.state_dir, f"{name}.log"), "ab") as log:
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
-        entry = {"name": name, "pid": process.pid}
+            ).pid  # fmt: skip
+
+    def _spawn(self, name: str, command: list[str], env) -> int:
+        """:meth:`_launch` a process of the cluster, recorded for stop()."""
+        entry = {"name": name, "pid": self._launch(name, command, env)}
         names = [p["name"] for p in self.state["processes"]]
         if name in names:  # a restart: same place in the stopping order
             self.state["processes"][names.index(name)] = entry
         else:
             self.state["processes"].append(entry)
         self._save()
-        return process.pid
+        return entry["pid"]
 
     def _save(self) -> None:
         with open(self.state_path + ".tmp", "w") as out:
@@ -285,12 +366,13 @@ class Cluster:
         self.state = {}
 
     def summary(self) -> str:
-        env = self.state["env"]
+        env = {name: mask(value) for name, value in self.state["env"].items()}
         nodes = ", ".join(f"{n['name']} {self.node_url(i)}" for i, n in
                           enumerate(self.state["nodes"]))  # fmt: skip
         return (
             f"scalekit cluster on {self.url}/ (haproxy, round robin over {nodes})\n"
             f"  haproxy's statistics: {self.stats_url}\n"
+            f"{self._redis_summary()}"
             f"  sessions {env['SCALEKIT_SESSION_STORE']}, cache + maintenance flag "
             f"{env['SCALEKIT_CACHE']}, fragments {env['SCALEKIT_MEMCACHE']}\n"
             f"  PostgreSQL primary {env['SCALEKIT_DB_PRIMARY']}, replica "
@@ -301,7 +383,32 @@ class Cluster:
             f"`restart node2`; stop everything with `make cluster-stop`\n"
             f"  read-only for everyone: .venv/bin/scalekit maintenance on --mode read-only "
             f"--flag {env['SCALEKIT_MAINTENANCE_FLAG']} --app {APP}"
+            + (" (passwords in state.json)" if self.state.get("redis") == "sentinel" else "")
         )
+
+    def _redis_summary(self) -> str:
+        if self.state.get("redis") != "sentinel":
+            return ""
+        pids = {server["name"]: server["pid"] for server in self.state["servers"]}
+        return (
+            f"  Redis: redis1 (pid {pids['redis1']}) the primary, redis2 its replica, "
+            f"sentinel1..3 (examples/sentinel/); kill -9 {pids['redis1']}: redis2 takes over\n"
+        )
+
+
+def redis_config(name: str, settings: dict[str, str]) -> str:
+    """``examples/<name>`` (a redis.conf or sentinel.conf) with the line of each of
+    ``settings`` (its first words: ``port``, ``sentinel monitor scalekit``; ``# replicaof``
+    uncomments it) set to the value given; RuntimeError if the file has no such line."""
+    with open(os.path.join(ROOT, "examples", name)) as example:
+        lines = example.read().splitlines()
+    for key, value in settings.items():
+        found = [index for index, line in enumerate(lines) if line.startswith(key + " ")]
+        if len(found) != 1:
+            raise RuntimeError(f"examples/{name} has {len(found)} lines {key!r}, not one: "
+                               "update examples/cluster.py")  # fmt: skip
+        lines[found[0]] = f"{key.removeprefix('# ')} {value}"
+    return "\n".join(lines) + "\n"
 
 
 def haproxy_config(
@@ -338,6 +445,14 @@ def _replace(name: str, text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+def _with_option(url: str, option: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{option}"
+
+
+def _redis(port: int, password: str) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
+
+
 def _postmaster_pid(server) -> int | None:
     """The pid of a PostgreSQL server started by pg_ctl (first line of postmaster.pid)."""
     path = os.path.join(server.datadir, "postmaster.pid")
@@ -347,14 +462,25 @@ def _postmaster_pid(server) -> int | None:
 
 
 def _wait_answering(url: str, pid: int) -> None:
-    """Wait until ``url`` answers 200; raise if process ``pid`` exits or time runs out."""
+    """Wait until ``url`` answers 200 (see :func:`_wait_for`)."""
+
+    def answers() -> bool:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+
+    _wait_for(answers, url, [pid])
+
+
+def _wait_for(ready: Callable[[], bool], what: str, pids: list[int]) -> None:
+    """Wait until ``ready()`` is true (OSError and RedisError count as not yet); raise if
+    one of ``pids`` exits or time runs out."""
     deadline = time.monotonic() + START_TIMEOUT
     while True:
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
-            if response.status == 200:
+        with contextlib.suppress(OSError, redis.RedisError):
+            if ready():
                 return
-        if _gone(pid) or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer (see the logs in the state folder)")
+        if any(map(_gone, pids)) or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready (see the logs in the state folder)")
         time.sleep(0.1)
 
 
@@ -397,10 +523,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", default=".cluster", help="state folder (default .cluster)")
     parser.add_argument("--sessions", choices=["redis", "memcache"], default="redis",
                         help="the session store (default redis)")  # fmt: skip
+    parser.add_argument("--redis", choices=REDIS_DEPLOYS, default="single",
+                        help="one Redis (default), or sentinel: a primary, a replica and "
+                        "three Sentinels (examples/sentinel/)")  # fmt: skip
     args = parser.parse_args(argv)
     if (args.command == "restart") != (args.node is not None):
         parser.error("restart takes a NODE, the other commands none")
-    cluster = Cluster(args.state, sessions=args.sessions)
+    cluster = Cluster(args.state, sessions=args.sessions, redis=args.redis)
     try:
         return _COMMANDS[args.command](cluster, args.node)
     except (RuntimeError, ValueError, subprocess.CalledProcessError) as exc:

@@ -105,6 +105,13 @@ def test_haproxy_and_the_app_name_the_nodes_alike_on_the_loopback_stats_page(clu
 
 
 def test_maintenance_read_only_is_obeyed_by_every_node(cluster):
+    read_only_is_obeyed_by_every_node(cluster)
+
+
+def read_only_is_obeyed_by_every_node(cluster: Cluster) -> None:
+    """``scalekit maintenance on --mode read-only`` (the cluster's flag URL): every node
+    refuses a POST and shows the banner; after ``off`` every node takes it again."""
+
     def maintenance(*args: str) -> None:
         subprocess.run([os.path.join(BIN, "scalekit"), "maintenance", *args], check=True,
                        env=cluster.env(), stdout=subprocess.DEVNULL)  # fmt: skip
@@ -150,6 +157,15 @@ def test_a_receipt_deferred_through_haproxy_is_written_by_a_nodes_worker(cluster
     code, lines = status(cluster, capsys)
     workers = {*(f"worker-{node}" for node in NODES), "tasks-relay"}
     assert code == 0 and workers <= set(lines) and all(lines[w][0] == "up" for w in workers)
+    receipt_is_written_by_a_worker(cluster)
+    with open(os.path.join(cluster.state_dir, "tasks-relay.log")) as log:  # relay -v, each pass
+        relayed = log.read()
+    assert "task(s) relayed from the outbox of postgres://" in relayed
+    assert "Traceback" not in relayed
+
+
+def receipt_is_written_by_a_worker(cluster: Cluster) -> None:
+    """Sign the guestbook through haproxy; a node's task worker writes the receipt."""
     browser, _ = signed_in(cluster)
     message = f"receipt {uuid.uuid4().hex}"
     assert browser.post("/entries", body=message)[0] == 303
@@ -163,10 +179,6 @@ def test_a_receipt_deferred_through_haproxy_is_written_by_a_nodes_worker(cluster
     assert node in NODES
     with open(os.path.join(cluster.state_dir, node, "receipts", f"{entry}.txt")) as receipt:
         assert message in receipt.read()
-    with open(os.path.join(cluster.state_dir, "tasks-relay.log")) as log:  # relay -v, each pass
-        relayed = log.read()
-    assert "task(s) relayed from the outbox of postgres://" in relayed
-    assert "Traceback" not in relayed
 
 
 def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):

@@ -1,0 +1,156 @@
+"""`make cluster REDIS=sentinel`: the demo on examples/sentinel/'s deploy, started from those
+very files on loopback (a primary, its replica, three Sentinels), every Redis user of the demo
+(sessions, cache, maintenance flag, tasks) on one ``redis+sentinel://`` URL.
+
+The cluster starts once for the module; the Redis primary is killed (SIGKILL) under load in
+the second test, the next ones run on the promoted replica, the last one stops everything.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import threading
+import time
+
+import pytest
+import redis
+
+from examples.cluster import Cluster, _gone
+from scalekit.core import urls
+from tests.examples.browser import Browser, field
+from tests.examples.test_cluster import (
+    command,
+    read_only_is_obeyed_by_every_node,
+    receipt_is_written_by_a_worker,
+    signed_in,
+    status,
+)
+
+REDIS_USERS = ("SCALEKIT_SESSION_STORE", "SCALEKIT_CACHE", "SCALEKIT_MAINTENANCE_FLAG",
+               "SCALEKIT_TASKS")  # fmt: skip
+REDIS_PROCESSES = {"redis1", "redis2", "sentinel1", "sentinel2", "sentinel3"}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    state = str(tmp_path_factory.mktemp("cluster") / "state")
+    cluster = Cluster(state, redis="sentinel", cron_sleep=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        Cluster(cluster.state_dir).stop()
+
+
+def sentinel_settings(cluster: Cluster) -> urls.SentinelURL:
+    return urls.parse(cluster.state["env"]["SCALEKIT_CACHE"])
+
+
+def named_primary(cluster: Cluster) -> str:
+    """The name (redis1, redis2) of the node every Sentinel names as the primary now."""
+    settings, ports = sentinel_settings(cluster), set()
+    for host, port in settings.sentinels:
+        with redis.Redis(host=host, port=port, password=settings.sentinel_password,
+                         socket_timeout=1) as sentinel:  # fmt: skip
+            ports.add(sentinel.sentinel_get_master_addr_by_name(settings.service)[1])
+    (port,) = ports
+    return next(s["name"] for s in cluster.state["servers"] if s["url"].endswith(f":{port}"))
+
+
+def pid_of(cluster: Cluster, name: str) -> int:
+    return next(s["pid"] for s in cluster.state["servers"] if s["name"] == name)
+
+
+def test_every_redis_user_is_on_the_sentinels_and_no_password_shows(cluster, capsys):
+    env, settings = cluster.state["env"], sentinel_settings(cluster)
+    assert all(env[name].startswith("redis+sentinel://") for name in REDIS_USERS)
+    assert (settings.service, len(settings.sentinels)) == ("scalekit", 3)
+    assert named_primary(cluster) == "redis1"
+    code, lines = status(cluster, capsys)
+    assert code == 0 and set(lines) >= REDIS_PROCESSES
+    assert all(line[0] == "up" for line in lines.values())
+    output = command(cluster, capsys, "start")[1] + command(cluster, capsys, "status")[1]
+    assert "redis1 (pid" in output and "sentinel_password=***" in output  # start shows it
+    assert settings.password not in output and settings.sentinel_password not in output
+    browser, name = signed_in(cluster)
+    pages = [browser.get("/") for _ in range(6)]
+    assert {headers["X-Node"] for _, headers, _ in pages} == {"node1", "node2", "node3"}
+    assert [field(page, "views") for _, _, page in pages] == ["1", "2", "3", "4", "5", "6"]
+    assert all(field(page, "user") == name for _, _, page in pages)
+
+
+def test_killing_the_redis_primary_keeps_every_user_signed_in(cluster, capsys):
+    """Four users load ``/`` (it saves the session) through haproxy while redis1 is killed:
+    the Sentinels promote redis2 and every user is still signed in, still counting. Meanwhile
+    the session policy answers 503 (no session to be had); a request that had its session
+    when Redis went fails in the view (the hit counter): a 500 page with its ticket."""
+    users = [signed_in(cluster) for _ in range(4)]
+    answers: list[list[tuple[float, int, str | None, str | None]]] = [[] for _ in users]
+    failures: list[tuple[float, int, bool]] = []
+    stop = threading.Event()
+
+    def load(browser: Browser, seen: list) -> None:
+        while not stop.is_set():
+            status, headers, page = browser.get("/")
+            if status == 200:
+                seen.append((time.monotonic(), field(page, "user"), int(field(page, "views"))))
+            else:
+                ticketed = status == 503 or bool(headers["X-Ticket-ID"])
+                failures.append((time.monotonic(), status, ticketed and "Traceback" not in page))
+
+    threads = [threading.Thread(target=load, args=(browser, seen))
+               for (browser, _), seen in zip(users, answers, strict=True)]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        killed = time.monotonic()
+        os.kill(pid_of(cluster, "redis1"), signal.SIGKILL)
+        deadline = killed + 20
+        while named_primary_or_none(cluster) != "redis2" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # served by the new primary for a while
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    recovered = max((at for at, _, _ in failures), default=killed) - killed
+    went_back = 0
+    for (_, name), served in zip(users, answers, strict=True):
+        assert {user for _, user, _ in served} == {name}, "a user was signed out"
+        before = max(views for at, _, views in served if at < killed)
+        assert served[-1][0] > killed + recovered and served[-1][2] > before, "not counting"
+        went_back += sum(b < a for (_, _, a), (_, _, b) in itertools.pairwise(served))
+    codes = [code for _, code, _ in failures]
+    assert set(codes) <= {500, 503} and all(clean for _, _, clean in failures)
+    assert recovered < 15  # measured: 2-3 s (down after 1 s, then the election)
+    assert named_primary(cluster) == "redis2"
+    code, lines = status(cluster, capsys)
+    assert code == 3 and lines["redis1"][0] == "down" and lines["redis2"][0] == "up"
+    with capsys.disabled():
+        print(f"\nSentinel failover under the demo: {sum(map(len, answers))} pages served, "
+              f"{codes.count(503)} 503 and {codes.count(500)} 500 (ticketed), the last "
+              f"{recovered:.2f} s after the SIGKILL; view counters that went back: "
+              f"{went_back}")  # fmt: skip
+
+
+def named_primary_or_none(cluster: Cluster) -> str | None:
+    try:
+        return named_primary(cluster)
+    except ValueError:  # the Sentinels do not agree yet
+        return None
+
+
+def test_tasks_and_the_maintenance_flag_work_on_the_promoted_replica(cluster):
+    receipt_is_written_by_a_worker(cluster)
+    read_only_is_obeyed_by_every_node(cluster)
+
+
+def test_stop_ends_the_redis_nodes_and_the_sentinels(cluster, capsys):
+    pids = [pid_of(cluster, name) for name in REDIS_PROCESSES]
+    code, output = command(cluster, capsys, "stop")
+    assert code == 0 and all(f"stopping {name} (pid" in output for name in REDIS_PROCESSES)
+    assert all(map(_gone, pids))
+    assert not os.path.exists(cluster.state_dir)
