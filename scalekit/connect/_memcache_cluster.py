@@ -24,17 +24,29 @@ calls fail fast and the server is retried every ``retry_timeout`` seconds. HashC
 is not used because it answers "missing" or "not stored" for a node in its retry window
 (a live session would read as gone), does not count an unexpectedly closed connection as a
 failure, and updates its failure bookkeeping from several threads without a lock.
+
+Replicas (``replicas=n`` > 1, the session store's option): a key lives on the ``n`` nodes
+that score it highest among *every configured* node (:meth:`Cluster.each_replica`), whatever
+their health, so a node that fails moves no key: its keys are served by their other
+replicas, and it is retried every ``retry_timeout`` (never taken out of the ring for
+``dead_timeout``, never flushed on return). A write it misses makes it stale instead: the
+caller names the keys (:meth:`Cluster.each_replica`'s ``missed``), and before this process
+sends it anything else once it answers again, it deletes them there (or, past
+``_MAX_MISSED`` keys, empties it with ``flush_all``), so it never serves a copy older than
+its replicas'. That memory is this process's: another process that never saw the node fail
+may read such a copy until then (see the session store's notes).
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import math
 import select
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 from pymemcache.client.base import Client, PooledClient
@@ -48,6 +60,9 @@ _T = TypeVar("_T")
 
 # Errors that say the node (or the connection to it) is broken, not the request.
 _NODE_FAILURES = (OSError, MemcacheUnexpectedCloseError)
+
+# Keys a replica node may miss before it is emptied on return instead of catching up key by key.
+_MAX_MISSED = 10_000
 
 
 class Settings(Protocol):
@@ -82,13 +97,19 @@ class _Node:
         self.failures = 0  # consecutive failed calls
         self.failed_at = 0.0  # time.monotonic() of the last failure
         self.dead_until = 0.0  # out of the ring until then (time.monotonic())
+        # With replicas: keys whose writes it missed, deleted when it answers again (or all of
+        # them, flush_first, past _MAX_MISSED); catching_up guards both and the catching up.
+        self.missed: set[bytes] = set()
+        self.flush_first = False
+        self.catching_up = threading.Lock()
 
 
 class Cluster:
     """This process's nodes, the ring that places keys on them, and their health.
 
     ``error`` is the exception class raised when a node cannot answer, ``label`` names the
-    user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer.
+    user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer,
+    ``replicas`` the number of nodes :meth:`each_replica` runs on (1: no replicas).
     """
 
     def __init__(
@@ -99,8 +120,10 @@ class Cluster:
         label: str,
         logger: logging.Logger,
         serde: Any = None,
+        replicas: int = 1,
     ):
         self.error, self.label, self.log = error, label, logger
+        self.replicas = replicas
         self.url = settings.url
         self.retry_attempts = settings.retry_attempts
         self.retry_timeout = settings.retry_timeout
@@ -112,6 +135,7 @@ class Cluster:
         self._lock = threading.Lock()  # guards health changes; calls themselves run unlocked
         self._live: tuple[str, ...] = tuple(self.nodes)
         self._ring = _Ring(self._live)  # replaced, never changed in place
+        self._placement = _Ring(self.nodes)  # the replicas' ring: every node, never changed
         self._next_revival = math.inf
 
     def run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
@@ -119,6 +143,43 @@ class Cluster:
         if time.monotonic() >= self._next_revival:
             self._revive()
         return self._run_on(self.nodes[self._ring.node_for(key)], action, command)
+
+    def each_replica(
+        self, action: str, key: bytes, command: Callable[[Client], _T], *,
+        missed: Iterable[bytes] = (),
+    ) -> Iterator[tuple[str, _T]]:  # fmt: skip
+        """Run ``command`` on each replica node of ``key``, best first, as the caller
+        iterates; yield ``(node name, result)`` for each that answers. One that fails is
+        skipped and remembers the keys ``missed`` (those a write was about to change there),
+        deleted when it answers again. Raises the first failure if no replica answered."""
+        failure: StoreUnavailable | None = None
+        answered = False
+        for name in self._placement.top(key, self.replicas):
+            try:
+                result = self._run_on(self.nodes[name], action, command)
+            except StoreUnavailable as exc:
+                failure = failure or exc
+                if missed:
+                    self.remember_missed(name, missed)
+                continue
+            answered = True
+            yield name, result
+        if not answered:
+            raise failure  # type: ignore[misc] - replicas >= 1: at least one node failed
+
+    def run_at(self, name: str, action: str, command: Callable[[Client], _T]) -> _T:
+        """Run ``command`` on the node ``name`` (a name :meth:`each_replica` yielded)."""
+        return self._run_on(self.nodes[name], action, command)
+
+    def remember_missed(self, name: str, keys: Iterable[bytes]) -> None:
+        """Note that the node ``name`` missed writes to ``keys``: it deletes them before it
+        answers anything else (see :meth:`_catch_up`)."""
+        node = self.nodes[name]
+        with node.catching_up:
+            if not node.flush_first:
+                node.missed.update(keys)
+                if len(node.missed) > _MAX_MISSED:
+                    node.flush_first, node.missed = True, set()
 
     def run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
         """Run ``command`` on every configured node, dead or alive (a node that fails
@@ -142,6 +203,8 @@ class Cluster:
         try:
             if conn.sock is not None and _readable(conn.sock):
                 conn.close()  # closed by the server (a restart) or unread bytes: reconnect
+            if node.missed or node.flush_first:
+                self._catch_up(node, conn)
             result = command(conn)
         except BaseException as exc:
             node.pool.destroy(conn)  # its stream may be mid-reply: never reuse it
@@ -177,9 +240,12 @@ class Cluster:
             node.failed_at = time.monotonic()
             if node.failures == 1:
                 self.log.warning("%s %s: memcached %s failed", self.label, self.url, node.name)
-            if node.failures > self.retry_attempts and len(self._live) > 1 and (
-                node.name in self._live
-            ):  # fmt: skip
+            if (
+                self.replicas == 1  # replicas never move: other replicas serve its keys
+                and node.failures > self.retry_attempts
+                and len(self._live) > 1
+                and node.name in self._live
+            ):
                 node.dead_until = node.failed_at + self.dead_timeout
                 self._next_revival = min(self._next_revival, node.dead_until)
                 self._set_live(name for name in self._live if name != node.name)
@@ -194,6 +260,22 @@ class Cluster:
                 node.failures = 0
                 self.log.info("%s %s: memcached %s answers again", self.label, self.url,
                               node.name)  # fmt: skip
+
+    def _catch_up(self, node: _Node, conn: Client) -> None:
+        """Before anything else on a replica node that answers again, delete the keys whose
+        writes it missed (empty it past ``_MAX_MISSED``): their copies there may be older
+        than the other replicas'. Readers then miss there and read another replica."""
+        with node.catching_up:
+            if node.flush_first:
+                conn.flush_all(noreply=False)
+                self.log.warning(
+                    "%s %s: memcached %s missed writes to over %d keys while unreachable; "
+                    "emptied it (its keys are read from their other replicas)",
+                    self.label, self.url, node.name, _MAX_MISSED,
+                )  # fmt: skip
+            elif node.missed:
+                conn.delete_many(list(node.missed), noreply=False)
+            node.missed, node.flush_first = set(), False
 
     def _revive(self) -> None:
         """Put back in the ring the nodes whose ``dead_timeout`` has passed, each flushed
@@ -244,14 +326,17 @@ class _Ring:
                        for name in names]  # fmt: skip
 
     def node_for(self, key: bytes) -> str:
-        best, best_score = "", -1
+        return max(self._scores(key))[1]
+
+    def top(self, key: bytes, count: int) -> list[str]:
+        """The ``count`` nodes that score ``key`` highest, best first."""
+        return [name for _, name in heapq.nlargest(count, self._scores(key))]
+
+    def _scores(self, key: bytes) -> Iterator[tuple[int, str]]:
         for name, seed in self._seeds:
             digest = seed.copy()
             digest.update(key)
-            score = int.from_bytes(digest.digest(), "big")
-            if score > best_score:
-                best, best_score = name, score
-        return best
+            yield int.from_bytes(digest.digest(), "big"), name
 
 
 def node_name(server: tuple[str, int]) -> str:

@@ -8,7 +8,7 @@ with keyword options by :func:`client_options` (the one rule of
 keeps this process's :class:`Cluster` in a :class:`~scalekit.core.process.PerProcess`: made
 on first use, made again in a forked child, never shared with a parent.
 
-Placement (rendezvous hashing) and node health: :mod:`._memcache_cluster`.
+Placement (rendezvous hashing), replicas and node health: :mod:`._memcache_cluster`.
 
 Operations, run on one connection inside :meth:`Cluster.run`: :func:`add_unless_live` (the
 ``add``, ``gets``, ``cas`` retry loop), and one lease (a lock) primitive, :func:`take_lease`
@@ -26,7 +26,7 @@ import logging
 import math
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
@@ -179,23 +179,48 @@ class MemcacheClient:
         label: str,
         logger: logging.Logger,
         serde: Any = None,
+        replicas: int = 1,
     ) -> None:
-        """Check the settings (:meth:`ClientSettings.checked`); ``error``, ``label``,
-        ``logger`` and ``serde`` go to the :class:`Cluster`, made in each process that runs
-        a command. Its factory holds the settings, not this object: a client nobody closes
-        still goes, and its sockets with it, as soon as nobody holds it."""
+        """Check the settings (:meth:`ClientSettings.checked`) and ``replicas`` (1 to the
+        number of nodes); they, ``error``, ``label``, ``logger`` and ``serde`` go to the
+        :class:`Cluster`, made in each process that runs a command. Its factory holds the
+        settings, not this object: a client nobody closes still goes, and its sockets with
+        it, as soon as nobody holds it."""
         settings = ClientSettings.checked(
             servers, url, options, label=self.option_label, min_value_size=min_value_size
         )
-        vars(self).update(dataclasses.asdict(settings))
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or not (
+            1 <= replicas <= len(settings.servers)
+        ):  # fmt: skip
+            raise ConfigError(
+                f"{settings.url}: {self.option_label} replicas={replicas!r} must be a whole "
+                f"number from 1 to the number of servers ({len(settings.servers)})"
+            )
+        vars(self).update(dataclasses.asdict(settings), replicas=replicas)
         self._cluster = PerProcess(
-            partial(Cluster, settings, error=error, label=label, logger=logger, serde=serde),
+            partial(Cluster, settings, error=error, label=label, logger=logger, serde=serde,
+                    replicas=replicas),
             Cluster.close,
-        )
+        )  # fmt: skip
 
     def _run(self, action: str, key: bytes, command: Callable[[Client], _T]) -> _T:
         """``command`` on a connection to the node of ``key`` (see :meth:`Cluster.run`)."""
         return self._cluster.get().run(action, key, command)
+
+    def _each_replica(
+        self, action: str, key: bytes, command: Callable[[Client], _T], *,
+        missed: Iterable[bytes] = (),
+    ) -> Iterator[tuple[str, _T]]:  # fmt: skip
+        """``command`` on each replica of ``key`` (see :meth:`Cluster.each_replica`)."""
+        return self._cluster.get().each_replica(action, key, command, missed=missed)
+
+    def _run_at(self, name: str, action: str, command: Callable[[Client], _T]) -> _T:
+        """``command`` on the node ``name`` (see :meth:`Cluster.run_at`)."""
+        return self._cluster.get().run_at(name, action, command)
+
+    def _remember_missed(self, name: str, keys: Iterable[bytes]) -> None:
+        """The node ``name`` missed writes to ``keys`` (see :meth:`Cluster.remember_missed`)."""
+        self._cluster.get().remember_missed(name, keys)
 
     def _run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
         """``command`` on every node (see :meth:`Cluster.run_on_each`)."""

@@ -36,10 +36,12 @@ the lease primitive are :mod:`scalekit.connect.memcache`'s, shared with the memc
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 import struct
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple, TypeVar
 
 from pymemcache.client.base import Client
 
@@ -72,8 +74,16 @@ __all__ = ["DEFAULT_MAX_VALUE_SIZE", "MemcacheStore"]
 
 log = logging.getLogger("scalekit.sessions")
 
+_T = TypeVar("_T")
+
 _RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
 _RECORD_MAGIC = b"SKs1"
+_REPLICATED = struct.Struct("!4sdIQQ")  # the same, then the version: generation, nonce
+_REPLICATED_MAGIC = b"SKs2"
+_DELETED = b"SKd1"  # with replicas, a deleted session's record, kept for _DELETED_EXPIRE
+_DELETED_EXPIRE = exptime(3600)
+_PUT_ATTEMPTS = 5  # tries of a replica write racing with other writers
+_OPTIONS = {"replicas": int}  # the store's URL options beyond the client's
 _TOUCH = struct.Struct("!4sd")  # magic, touched_at
 _TOUCH_MAGIC = b"SKt1"
 
@@ -98,6 +108,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         app_name: str = "app",
         *,
         url: str | None = None,
+        replicas: int = 1,
         **client_options: Any,
     ):
         super().__init__(app_name)
@@ -105,10 +116,11 @@ class MemcacheStore(MemcacheClient, SessionStore):
             servers,
             url,
             client_options,
-            min_value_size=_RECORD.size + 1,
+            min_value_size=_REPLICATED.size + 1,
             error=StoreUnavailable,
             label="session store",
             logger=log,
+            replicas=replicas,
         )
         self._prefix = b"scalekit:%s:" + self.app_name.encode("ascii") + b":"
 
@@ -117,55 +129,42 @@ class MemcacheStore(MemcacheClient, SessionStore):
     def from_url(
         cls, settings: BackendURL, app_name: str = "app", *, create: bool = True, **options: Any
     ) -> MemcacheStore:
-        """Open from ``memcache://h1:11211,h2:11211?timeout=0.5``; keywords override the URL.
-        ``create`` changes nothing: memcached keeps no store per app."""
-        return cls(app_name=app_name, **client_options(settings, options, what="a memcache store"))
+        """Open from ``memcache://h1:11211,h2:11211?timeout=0.5&replicas=2``; keywords
+        override the URL. ``create`` changes nothing: memcached keeps no store per app."""
+        opened = client_options(settings, options, what="a memcache store", extra=_OPTIONS)
+        return cls(app_name=app_name, **opened)
 
     # -- the protocol -------------------------------------------------------------------
     def load(self, sid: str) -> Record | None:
-        record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
+        keys = [self._key(b"s", sid), self._key(b"t", sid)]
+        if self.replicas > 1:
+            return self._load_replicated(sid, keys)
         server, found = self._run(
-            "load a session",
-            record_key,
-            lambda conn: (conn.server, conn.gets_many([record_key, touch_key])),
+            "load a session", keys[0], lambda conn: (conn.server, conn.gets_many(keys))
         )
-        if record_key not in found:
+        value, cas = found.get(keys[0], (None, 0))
+        stored = self._stored(sid, value)
+        if stored is None:
             return None
-        value, cas = found[record_key]
-        if len(value) < _RECORD.size or value[:4] != _RECORD_MAGIC:
-            log.warning(
-                "session store %s: session %s has a corrupt record (%d bytes, no scalekit "
-                "header); treating it as missing",
-                self.url, _short(sid), len(value),
-            )  # fmt: skip
-            return None
-        _, saved_at, _ttl = _RECORD.unpack_from(value)
-        touched_at = saved_at
-        if touch_key in found:
-            stamp = found[touch_key][0]
-            if len(stamp) == _TOUCH.size and stamp[:4] == _TOUCH_MAGIC:
-                touched_at = max(saved_at, _TOUCH.unpack(stamp)[1])
-            else:
-                log.warning(
-                    "session store %s: session %s has a corrupt touch time; using its save time",
-                    self.url, _short(sid),
-                )  # fmt: skip
-        version = (node_name(server), int(cas))
-        return Record(data=value[_RECORD.size :], version=version, touched_at=touched_at)
+        touched_at = self._touched_at(sid, stored, found.get(keys[1], (None,))[0])
+        return Record(stored.data, (node_name(server), int(cas)), touched_at)
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
         key = self._key(b"s", sid)
         ttl = ttl_seconds(ttl)
         expire = exptime(ttl)
         data = check_payload(data)
-        value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + data
-        if len(value) > self.max_value_size:
+        header = _REPLICATED if self.replicas > 1 else _RECORD
+        if header.size + len(data) > self.max_value_size:
             raise SerializationError(
                 f"session store {self.url}: a session of {len(data):,} bytes is over the "
-                f"{self.max_value_size - _RECORD.size:,}-byte limit of memcached items; store "
+                f"{self.max_value_size - header.size:,}-byte limit of memcached items; store "
                 "less in the session (or start memcached with a bigger -I and raise "
                 "max_value_size)"
             )
+        if self.replicas > 1:
+            return self._save_replicated(key, data, ttl, expected, expire)
+        value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + data
         if expected is ANY:
             written = self._run(
                 "save a session", key, lambda conn: conn.set(key, value, expire, noreply=False)
@@ -175,7 +174,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
                 "create a session", key, lambda conn: conn.add(key, value, expire, noreply=False)
             )
         else:
-            loaded_from, cas = _version(expected)
+            loaded_from, cas = _version(expected, str)
 
             def command(conn: Client) -> bool | None:
                 if node_name(conn.server) != loaded_from:
@@ -190,42 +189,54 @@ class MemcacheStore(MemcacheClient, SessionStore):
         expire = exptime(ttl_seconds(ttl))
         stamp = _TOUCH.pack(_TOUCH_MAGIC, now())
 
-        def command(conn: Client) -> None:
+        def command(conn: Client) -> bool:
             # The set is answered by nothing; the touch's reply, read after it on the same
             # connection, proves the server has processed both.
             conn.set(touch_key, stamp, expire, noreply=True)
-            if not conn.touch(record_key, expire, noreply=False):
-                conn.delete(touch_key, noreply=True)  # no record: leave no touch time behind
+            if conn.touch(record_key, expire, noreply=False):
+                return True
+            conn.delete(touch_key, noreply=True)  # no record: leave no touch time behind
+            return False
 
-        self._run("touch a session", record_key, command)
+        found = dict(self._each("touch a session", record_key, command))
+        if any(found.values()) and not all(found.values()):
+            self._copy_to_empty(sid, found)
 
     def delete(self, sid: str) -> None:
         record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
 
         def command(conn: Client) -> None:
             conn.delete(touch_key, noreply=True)
-            conn.delete(record_key, noreply=False)
+            if self.replicas > 1:  # a deletion mark: no stale copy or racing save revives it
+                conn.set(record_key, _DELETED, _DELETED_EXPIRE, noreply=False)
+            else:
+                conn.delete(record_key, noreply=False)
 
-        self._run("delete a session", record_key, command)
+        for _ in self._each("delete a session", record_key, command, missed=(record_key,)):
+            pass
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
         expire = exptime(_lock_ttl(check_lease(token, ttl)))
         holder = token.encode("utf-8")
-        return self._run(
+        for _, taken in self._each(
             "lock a session", record_key, lambda conn: take_lease(conn, lock_key, holder, expire)
-        )
+        ):
+            return taken  # on the first replica that answers
+        raise AssertionError("unreachable: _each yields or raises")
 
     def release_lease(self, sid: str, token: str) -> None:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
         if not isinstance(token, str):
             return  # try_lease takes only str tokens: this one holds nothing
         holder = token.encode("utf-8")
-        self._run(
+        for _, released in self._each(
             "unlock a session",
             record_key,
             lambda conn: release_lease(conn, lock_key, lambda found: found == holder),
-        )
+        ):
+            if released:
+                return  # (taken on a later replica when the first was down: tried in turn)
 
     def cleanup(
         self,
@@ -244,9 +255,231 @@ class MemcacheStore(MemcacheClient, SessionStore):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} app_name={self.app_name!r}>"
 
+    # -- with replicas ------------------------------------------------------------------
+    def _load_replicated(self, sid: str, keys: list[bytes]) -> Record | None:
+        """The record of the first replica that has it; replicas that answered without it
+        first (restarted empty, evicted, caught up) get a copy."""
+        empty: list[str] = []
+        for name, found in self._each_replica(
+            "load a session", keys[0], lambda conn: conn.get_many(keys)
+        ):
+            value = found.get(keys[0])
+            if value == _DELETED:
+                return None  # deleted: whatever a later replica still holds
+            stored = self._stored(sid, value)
+            if stored is None:
+                empty.append(name)
+                continue
+            touched_at = self._touched_at(sid, stored, found.get(keys[1]))
+            self._repair(empty, keys, value, stored, touched_at)
+            return Record(stored.data, stored.version, touched_at)
+        return None
+
+    def _copy_to_empty(self, sid: str, found: dict[str, bool]) -> None:
+        """Copy a session onto the replicas where ``found`` says it is missing (a node
+        back empty: a load reads the first replica only, so the others wait for this, a
+        touch, or the next save)."""
+        keys = [self._key(b"s", sid), self._key(b"t", sid)]
+        source = next(name for name, there in found.items() if there)
+        with contextlib.suppress(StoreUnavailable):
+            copy = self._run_at(source, "repair a session", lambda conn: conn.get_many(keys))
+            stored = self._stored(sid, copy.get(keys[0]))
+            if stored is not None:
+                touched_at = self._touched_at(sid, stored, copy.get(keys[1]))
+                empty = [name for name, there in found.items() if not there]
+                self._repair(empty, keys, copy[keys[0]], stored, touched_at)
+
+    def _repair(
+        self, names: list[str], keys: list[bytes], value: bytes, stored: _Stored,
+        touched_at: float,
+    ) -> None:  # fmt: skip
+        """Copy a record, and its touch time, onto the replicas ``names`` that lack it,
+        with ``add`` (a write that got there meanwhile wins), for the rest of its TTL. Best
+        effort: a replica that fails now is repaired by a later load."""
+        left = stored.ttl and touched_at + stored.ttl - now()
+        if not names or (stored.ttl and left <= 0):
+            return
+        expire = exptime(left or None)
+        stamp = _TOUCH.pack(_TOUCH_MAGIC, touched_at)
+
+        def command(conn: Client) -> None:
+            conn.add(keys[1], stamp, expire, noreply=True)
+            conn.add(keys[0], value, expire, noreply=False)
+
+        for name in names:
+            with contextlib.suppress(StoreUnavailable):
+                self._run_at(name, "repair a session", command)
+
+    def _save_replicated(
+        self, key: bytes, data: bytes, ttl: int | None, expected: Any, expire: int
+    ) -> bool:
+        """Compare with the first replica that holds a record, then write every replica,
+        best first, each unless it holds a version as new or a later deletion (see the
+        module notes)."""
+        if expected is not ANY and expected is not None:
+            _version(expected, int)
+        base, known = self._current(key)
+        if expected is not ANY and base != expected:
+            return False
+        saved_at = now()
+        generation = base[0] + 1 if base else _generation(saved_at)
+        value = (
+            _REPLICATED.pack(
+                _REPLICATED_MAGIC, saved_at, ttl or 0, generation, random.getrandbits(63)
+            )
+            + data
+        )
+        written: list[str] = []
+
+        def put(conn: Client) -> tuple[bool, bytes | None]:
+            return _put(conn, key, value, base, known.pop(node_name(conn.server), None), expire)
+
+        for name, (done, held) in self._each_replica("save a session", key, put, missed=(key,)):
+            if not done:  # this replica holds a newer version, or a deletion
+                built_on = bool(written) and held is not None
+                built_on = built_on and self._restore(written, key, value, held)
+                # ANY: ours came first, then the concurrent write or deletion that won
+                return expected is ANY or (built_on and held != _DELETED)
+            written.append(name)
+        return True
+
+    def _current(self, key: bytes) -> tuple[tuple[int, int] | None, dict[str, Any]]:
+        """The version of the first replica that holds a record (None: none does, or it is
+        deleted), and each replica's ``gets`` read on the way, by node."""
+        known: dict[str, Any] = {}
+        for name, (value, cas) in self._each_replica(
+            "save a session", key, lambda conn: conn.gets(key), missed=(key,)
+        ):
+            known[name] = value, cas
+            if value is not None:
+                stored = _parse(value)
+                return (stored and stored.version), known
+        return None, known
+
+    def _restore(self, names: list[str], key: bytes, ours: bytes, winner: bytes) -> bool:
+        """Put ``winner`` back on the replicas ``names`` where ``ours`` replaced it, unless
+        they changed since (one that fails deletes it when it answers again). True if a
+        later generation had already replaced ours on the first of them: a save made from
+        ours (every writer compares on that replica), so ours is not lost."""
+        generation = _parse(ours).version[0]
+        stored = _parse(winner)
+        expire = exptime(stored.ttl or None) if stored else _DELETED_EXPIRE
+
+        def command(conn: Client) -> bool:
+            found, cas = conn.gets(key)
+            if found == ours:
+                conn.cas(key, winner, cas, expire, noreply=False)
+                return False
+            stored = None if found is None else _parse(found)
+            return stored is not None and stored.version[0] > generation
+
+        replaced = []
+        for name in names:
+            try:
+                replaced.append(self._run_at(name, "save a session", command))
+            except StoreUnavailable:
+                replaced.append(False)
+                self._remember_missed(name, (key,))
+        return replaced[0]
+
     # -- helpers ------------------------------------------------------------------------
+    def _each(
+        self, action: str, key: bytes, command: Callable[[Client], _T], *,
+        missed: tuple[bytes, ...] = (),
+    ) -> Iterator[tuple[str | None, _T]]:  # fmt: skip
+        """``command`` on each replica of ``key`` that answers, best first (see
+        :meth:`~scalekit.connect.memcache.Cluster.each_replica`); without replicas, on its
+        node (``None``)."""
+        if self.replicas > 1:
+            yield from self._each_replica(action, key, command, missed=missed)
+        else:
+            yield None, self._run(action, key, command)
+
+    def _stored(self, sid: str, value: bytes | None) -> _Stored | None:
+        """The record in ``value``; None if there is none (missing, deleted, corrupt)."""
+        if value is None or value == _DELETED:
+            return None
+        stored = _parse(value)
+        if stored is None:
+            log.warning(
+                "session store %s: session %s has a corrupt record (%d bytes, no scalekit "
+                "header); treating it as missing",
+                self.url, _short(sid), len(value),
+            )  # fmt: skip
+        return stored
+
+    def _touched_at(self, sid: str, stored: _Stored, stamp: bytes | None) -> float:
+        """The later of the save time and the touch time ``stamp`` (if any, and sound)."""
+        if stamp is None:
+            return stored.saved_at
+        if len(stamp) == _TOUCH.size and stamp[:4] == _TOUCH_MAGIC:
+            return max(stored.saved_at, _TOUCH.unpack(stamp)[1])
+        log.warning(
+            "session store %s: session %s has a corrupt touch time; using its save time",
+            self.url, _short(sid),
+        )  # fmt: skip
+        return stored.saved_at
+
     def _key(self, kind: bytes, sid: str) -> bytes:
         return self._prefix % kind + check_session_id(sid).encode("ascii")
+
+
+class _Stored(NamedTuple):
+    saved_at: float
+    ttl: int  # 0: none
+    version: tuple[int, int]  # (generation, nonce); a SKs1 record: (its save time's, 0)
+    data: bytes
+
+
+def _parse(value: bytes) -> _Stored | None:
+    """The fields of a record, either layout; None if ``value`` is none (or a deletion)."""
+    if value[:4] == _REPLICATED_MAGIC and len(value) >= _REPLICATED.size:
+        _, saved_at, ttl, generation, nonce = _REPLICATED.unpack_from(value)
+        return _Stored(saved_at, ttl, (generation, nonce), value[_REPLICATED.size :])
+    if value[:4] == _RECORD_MAGIC and len(value) >= _RECORD.size:
+        _, saved_at, ttl = _RECORD.unpack_from(value)
+        return _Stored(saved_at, ttl, (_generation(saved_at), 0), value[_RECORD.size :])
+    return None
+
+
+def _put(
+    conn: Client, key: bytes, value: bytes, base: tuple[int, int] | None,
+    known: tuple[bytes | None, Any] | None, expire: int,
+) -> tuple[bool, bytes | None]:  # fmt: skip
+    """Write ``value``, a version made from ``base``, on this node if it holds nothing,
+    ``base``, or older (see :func:`_may_replace`); ``known``: its ``gets``, if just read.
+    ``(True, None)`` if written, else ``(False, what it holds)``."""
+    found, cas = known or conn.gets(key)
+    for _ in range(_PUT_ATTEMPTS):
+        if found is None:
+            if conn.add(key, value, expire, noreply=False):
+                return True, None
+        elif not _may_replace(found, base):
+            return False, found
+        elif conn.cas(key, value, cas, expire, noreply=False):
+            return True, None
+        found, cas = conn.gets(key)  # raced with another write: look again
+    return False, found
+
+
+def _may_replace(found: bytes, base: tuple[int, int] | None) -> bool:
+    """May a version made from ``base`` replace ``found``? Over ``base`` itself, an older
+    version (a replica that missed writes), a corrupt record, and a deletion only if made
+    from none. Not over another version as new or newer: a concurrent save won there."""
+    if found == _DELETED:
+        return base is None
+    stored = _parse(found)
+    if stored is None or stored.version == base:
+        return True
+    return base is not None and stored.version[0] < base[0]
+
+
+def _generation(saved_at: float) -> int:
+    """The generation of a record with no base, saved at ``saved_at``: its microseconds.
+    Each save after it adds one, so two saves made from one version share a generation
+    (a conflict, see :func:`_may_replace`), and a record without replicas (which carries
+    only its save time) outranks replicated versions saved before it."""
+    return int(saved_at * 1_000_000)
 
 
 def _short(sid: str) -> str:
@@ -254,12 +487,15 @@ def _short(sid: str) -> str:
     return sid[:6] + "…"
 
 
-def _version(version: Any) -> tuple[str, int]:
-    """``(node, cas unique)``: CAS uniques count per server, so the node is part of it."""
+def _version(version: Any, first: type) -> tuple[Any, int]:
+    """Check a version load returned: ``(node, cas unique)`` without replicas (CAS uniques
+    count per server, so the node is part of it; ``first`` is str), ``(generation, nonce)``
+    with them (``first`` is int)."""
     if (
         isinstance(version, tuple)
         and len(version) == 2
-        and isinstance(version[0], str)
+        and isinstance(version[0], first)
+        and not isinstance(version[0], bool)
         and isinstance(version[1], int)
         and not isinstance(version[1], bool)
         and version[1] >= 0
