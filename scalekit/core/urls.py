@@ -14,6 +14,8 @@ Schemes::
     redis://[user:pw@]host[:port][/db]   rediss://... (TLS)   unix://[:pw@]/run/redis.sock?db=0
     valkey://...   valkeys://... (TLS)  the same as redis:// and rediss:// (Valkey speaks Redis)
     redis+sentinel://[:pw@]s1:26379,s2:26379/service[/db][?sentinel_password=...]
+    redis+cluster://[user:pw@]n1:7000,n2:7000 (seed nodes; database 0 only)
+    valkey+sentinel://...   valkey+cluster://...   the same as redis+sentinel, redis+cluster
     memcache://h1:11211,h2:11211      memcached://...
 
 An alias gives the same settings as the scheme it stands for (``parse("valkey://h/1") ==
@@ -36,6 +38,7 @@ from scalekit.core.errors import ConfigError
 
 __all__ = [
     "BackendURL",
+    "ClusterURL",
     "DatabaseURL",
     "FileURL",
     "MemcacheURL",
@@ -210,6 +213,15 @@ class SentinelURL(RedisURL):
     sentinels: tuple[tuple[str, int], ...] = ()
     service: str = ""
     sentinel_password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, repr=False)
+class ClusterURL(RedisURL):
+    """A Redis Cluster reached through its seed ``nodes``, ``(host, port)`` pairs (6379 by
+    default): any of them tells where the others are. ``host`` and ``port`` are the first
+    seed's; the database is always 0 (a Cluster has no other)."""
+
+    nodes: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, repr=False)
@@ -404,6 +416,25 @@ def _parse_sentinel(parts: _Parts) -> SentinelURL:
     )
 
 
+def _parse_cluster(parts: _Parts) -> ClusterURL:
+    parts.reject_driver()
+    example = "redis+cluster://n1:7000,n2:7000,n3:7000"
+    password = parts.pop_password_option()
+    for db_text in (parts.path.strip("/"), parts.options.pop("db", "")):
+        if db_text not in ("", "0"):
+            raise parts.error(f"a Redis Cluster has database 0 only, not {db_text!r}")
+    nodes = _servers(parts, 6379, example)
+    return ClusterURL(
+        url=parts.url,
+        options=_frozen(parts.options),
+        host=nodes[0][0],
+        port=nodes[0][1],
+        username=parts.user,
+        password=password,
+        nodes=nodes,
+    )
+
+
 def _servers(parts: _Parts, default_port: int, example: str) -> tuple[tuple[str, int], ...]:
     """The comma-separated ``host:port`` list of a URL, each named once."""
     servers: list[tuple[str, int]] = []
@@ -440,10 +471,16 @@ _PARSERS: dict[str, Callable[[_Parts], Any]] = {
     "rediss": _parse_redis,
     "unix": _parse_redis,
     "redis+sentinel": _parse_sentinel,
+    "redis+cluster": _parse_cluster,
     "memcache": _parse_memcache,
     "memcached": _parse_memcache,
 }
 #: Other names of a scheme: Valkey is a fork of Redis and speaks its protocol.
-_ALIASES = {"valkey": "redis", "valkeys": "rediss"}
+_ALIASES = {
+    "valkey": "redis",
+    "valkeys": "rediss",
+    "valkey+sentinel": "redis+sentinel",
+    "valkey+cluster": "redis+cluster",
+}
 _SCHEMES = (*_PARSERS, *_ALIASES)
 _EXAMPLES = "redis://localhost:6379/0 or file:///var/app/sessions"

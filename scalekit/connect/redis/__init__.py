@@ -5,7 +5,13 @@
 
 * :mod:`.topology` - where commands go. :class:`Standalone` is one server over TCP, TLS
   (``rediss://``) or a unix socket; :class:`Sentinel` (``redis+sentinel://``) the primary
-  that Redis Sentinels name; Cluster later is a new :class:`Topology`.
+  that Redis Sentinels name; :class:`Cluster` (``redis+cluster://``) the nodes of a Redis
+  Cluster, by the slot map it reads from them (``hash_tags`` and ``routes`` are true).
+* :mod:`.cluster` - :class:`ClusterConnector`, what :func:`open_redis` returns on a
+  Cluster: each command goes to its key's node (``MOVED``, ``ASK``, ``TRYAGAIN``,
+  ``CLUSTERDOWN`` followed), each node with its own links and cache of reads;
+  :meth:`~RedisConnector.scan` walks every primary, :meth:`~RedisConnector.unlink`
+  batches keys by slot.
 * :mod:`.lean` - the per-request path, :meth:`RedisConnector.call`: hiredis on a blocking
   socket whose timeouts are kernel socket options, two system calls per command (on a
   2-CPU VM a loopback command takes about 33 µs this way, 80 µs through ``redis.Redis``).
@@ -17,6 +23,13 @@
 * :mod:`.namespace` - :class:`Namespace`, ``scalekit:<piece>:<app>:``, hash-tagged when a
   topology needs it.
 
+Failover: a reply that says the command did not run (``MOVED``, ``ASK``, ``TRYAGAIN``,
+``CLUSTERDOWN``, ``READONLY``, ``LOADING``, ``MASTERDOWN``) is retried where the topology
+says the primary is now; after a lost connection a command runs again (once) only when the
+caller passed ``safe=True``. ``run(..., replicas=n)`` follows the script with ``WAIT`` and
+raises :class:`NotReplicated` (a ``redis.RedisError``) when fewer than ``n`` replicas
+acknowledged the write: it is then on the primary only, and a failover would lose it.
+
 Options (:data:`REDIS_OPTIONS`) are merged by :func:`scalekit.core.options.merge_options`:
 URL query options, then keywords. Connections are made per process, after a fork too.
 """
@@ -26,16 +39,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from scalekit.connect.redis.connector import REDIS_OPTIONS, RedisConnector
+from scalekit.connect.redis.cluster import ClusterConnector
+from scalekit.connect.redis.connector import REDIS_OPTIONS, NotReplicated, RedisConnector
 from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import Script
-from scalekit.connect.redis.topology import Sentinel, Standalone, Topology
+from scalekit.connect.redis.topology import Cluster, Sentinel, Standalone, Topology
 from scalekit.core import urls
 from scalekit.core.options import merge_options
 
 __all__ = [
     "REDIS_OPTIONS",
+    "Cluster",
+    "ClusterConnector",
     "Namespace",
+    "NotReplicated",
     "RedisConnector",
     "Script",
     "Sentinel",
@@ -47,7 +64,7 @@ __all__ = [
 
 def open_redis(url_or_settings: str | urls.RedisURL, **options: Any) -> RedisConnector:
     """The connector to the Redis a URL names (``redis://``, ``rediss://``, ``unix://``,
-    ``redis+sentinel://``).
+    ``redis+sentinel://``, ``redis+cluster://``, and the ``valkey`` aliases).
 
     From a URL, its query options are read and ``options`` override them. From parsed
     settings, ``options`` are all there is: a piece with options of its own has merged the
@@ -60,6 +77,8 @@ def open_redis(url_or_settings: str | urls.RedisURL, **options: Any) -> RedisCon
     else:
         settings = url_or_settings  # its query options are the caller's: check the keywords
         options = merge_options(dataclasses.replace(settings, options={}), REDIS_OPTIONS, options)
+    if isinstance(settings, urls.ClusterURL):
+        return ClusterConnector(Cluster(settings, **options))
     if isinstance(settings, urls.SentinelURL):
         return RedisConnector(Sentinel(settings, **options))
     return RedisConnector(Standalone(settings, **options))

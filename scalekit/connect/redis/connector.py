@@ -2,29 +2,40 @@
 
 It runs commands on the lean path (:meth:`RedisConnector.call`), reads through a cache that
 Redis keeps fresh (:meth:`~RedisConnector.cached`), runs declared-key scripts
-(:meth:`~RedisConnector.run`), takes and releases leases, names keys
-(:meth:`~RedisConnector.namespace`) and lends a redis-py client for multi-command work.
-Where commands go is its :class:`~.topology.Topology`'s business. Every connection, pool and
-cache it holds lives in a :class:`~scalekit.core.process.PerProcess`: made on first use in
-the process that uses it, never shared with a forked child.
+(:meth:`~RedisConnector.run`), scans and unlinks keys, takes and releases leases, names
+keys (:meth:`~RedisConnector.namespace`) and lends a redis-py client for multi-command work.
+Where commands go is its :class:`~.topology.Topology`'s business (a Cluster's routing is
+:class:`~.cluster.ClusterConnector`'s). Every connection, pool and cache it holds lives in a
+:class:`~scalekit.core.process.PerProcess`: made on first use in the process that uses it,
+never shared with a forked child.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import redis
+import redis.cluster
 
 from scalekit.connect.redis.lean import Link, LinkPool, open_link
 from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import RELEASE_LEASE, Script
-from scalekit.connect.redis.topology import Topology
+from scalekit.connect.redis.topology import Node, Topology
 from scalekit.connect.redis.tracking import TrackedReads
 from scalekit.core.process import PerProcess
 
-__all__ = ["REDIS_OPTIONS", "RedisConnector"]
+__all__ = [
+    "REDIS_OPTIONS",
+    "NotReplicated",
+    "RedisConnector",
+    "Server",
+    "acknowledged",
+    "replied",
+    "scan_keys",
+]
 
 #: The options of every Redis user, in a URL's query or as keywords, with their converters:
 #: a piece merges ``{**REDIS_OPTIONS, its own}`` with :func:`~scalekit.core.options.merge_options`.
@@ -37,6 +48,27 @@ REDIS_OPTIONS = {
 }
 
 
+class NotReplicated(redis.RedisError):
+    """A write ran on the primary, but fewer replicas than asked acknowledged it in time
+    (``WAIT``): it is on the primary only, and a failover now would lose it."""
+
+
+class Server:
+    """One process's links to one server (a topology's, or a Cluster node) and its cache of
+    reads; :meth:`close` drops both (the server is lost or no longer the primary)."""
+
+    __slots__ = ("endpoint", "links", "reads")
+
+    def __init__(self, endpoint: Topology | Node, max_connections: int | None):
+        self.endpoint = endpoint
+        self.links = LinkPool(max_connections)
+        self.reads = TrackedReads(endpoint)
+
+    def close(self) -> None:
+        self.links.close()
+        self.reads.close()
+
+
 class RedisConnector:
     """Commands to the Redis that ``topology`` names, from any thread of any process.
 
@@ -45,12 +77,16 @@ class RedisConnector:
     piece turns it into its own error, naming what it was doing.
     """
 
+    #: Whether commands go to a Cluster node by their key (:class:`.ClusterConnector`).
+    routes = False
+
     def __init__(self, topology: Topology):
+        if topology.routes != self.routes:
+            raise TypeError(f"{topology!r} needs open_redis(), which picks its connector")
         self.topology = topology
         # no factory refers to self: a connector nobody closes still goes (and its sockets)
         # as soon as nobody holds it
-        self._links = PerProcess(partial(LinkPool, topology.max_connections), LinkPool.close)
-        self._reads = PerProcess(partial(TrackedReads, topology), TrackedReads.close)
+        self._server = PerProcess(partial(Server, topology, topology.max_connections), Server.close)
         self._client = PerProcess(topology.client, _disconnect)
 
     def __repr__(self) -> str:
@@ -66,60 +102,75 @@ class RedisConnector:
         """This process's redis-py client, for pipelines, ``SCAN`` and ``INFO``."""
         return self._client.get()
 
-    def call(self, *args: Any, redirect: int | None = None) -> Any:
+    def call(self, *args: Any, safe: bool = False, redirect: int | None = None) -> Any:
         """Run one command and return its raw reply (no redis-py response callbacks).
         With ``redirect``, the connection first has key tracking on, its invalidations
-        sent to that client id (see :meth:`cached`).
+        sent to that client id (see :meth:`cached`). ``safe`` says the command may run
+        twice (a read, a compare-and-set): after a lost connection it is retried once on
+        the primary found again (Sentinel, Cluster).
 
         A reply error leaves its connection clean for reuse; any other failure closes it.
         When a reused connection turns out dead (the server restarted or dropped idle
         clients), every idle connection goes and the command runs once more on a new one.
         With ``max_connections``, a caller waits up to the connect timeout for a free one.
         """
-        pool = self._links.get()
-        slots = pool.slots
-        if slots is not None and not slots.acquire(timeout=self._wait_for_slot):
-            raise redis.ConnectionError(
-                f"all {self.topology.max_connections} connections to {self.topology.where} are busy"
-            )
-        try:
-            try:
-                link = pool.idle.pop()
-            except IndexError:
-                return self._run(pool, open_link(self.topology), args, redirect)
-            try:
-                return self._run(pool, link, args, redirect)
-            except redis.ConnectionError:
-                pool.close()
-                return self._run(pool, open_link(self.topology), args, redirect)
-        finally:
-            if slots is not None:
-                slots.release()
+        return self._on(self._server.get(), args, redirect)
 
     def cached(self, key: str, *args: Any, max_age: float) -> Any:
         """The reply of the read command ``args`` of ``key``, from this process's cache
         while Redis has not said that ``key`` changed (``CLIENT TRACKING``: a repeated
         read costs no round trip) and it is less than ``max_age`` seconds old. The cache
         empties when a connection it was read on is lost (see :class:`.TrackedReads`)."""
-        return self._reads.get().read(key.encode(), args, self.call, max_age)
+        return self._server.get().reads.read(key.encode(), args, self.call, max_age)
 
-    def forget(self, *keys: str) -> None:
+    def forget(self, *keys: str | bytes) -> None:
         """Drop ``keys`` from this process's cache of reads (after writing them)."""
-        reads = self._reads.peek()
-        if reads is not None:
-            reads.forget([key.encode() for key in keys])
+        server = self._server.peek()
+        if server is not None:
+            server.reads.forget(keys)
 
-    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+    def run(
+        self,
+        script: Script,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        *,
+        safe: bool = False,
+        replicas: int = 0,
+        replica_timeout: float = 1.0,
+    ) -> Any:
         """Run ``script`` on ``keys`` (exactly those it declares) with ``args``, by its SHA1,
-        loading it first where the server lacks it. Its keys' cached reads go."""
+        loading it first where the server lacks it; ``safe`` as for :meth:`call`. Its
+        keys' cached reads go.
+
+        With ``replicas``, a ``WAIT`` follows on the same connection (one write for both):
+        :class:`NotReplicated` when fewer replicas acknowledge within ``replica_timeout``
+        seconds (the write is done, but on the primary only).
+        """
         command = script.evalsha(keys, args)
+        if replicas:
+            wait = ("WAIT", replicas, max(1, int(replica_timeout * 1000)))
+            run = partial(self._replicated, [command, wait], keys, safe)
+        else:
+            run = partial(self.call, *command, safe=safe)
         try:
-            return self.call(*command)
-        except redis.exceptions.NoScriptError:
-            self.call("SCRIPT", "LOAD", script.source)
-            return self.call(*command)
+            try:
+                return run()
+            except redis.exceptions.NoScriptError:
+                self._load(script)
+                return run()
         finally:
             self.forget(*keys)
+
+    def scan(self, match: str, count: int = 1000) -> Iterator[bytes]:
+        """Every key matching the glob ``match`` (``SCAN``, ``count`` keys a step); a key
+        written or deleted meanwhile may or may not be among them."""
+        return scan_keys(self.call, match, count)
+
+    def unlink(self, keys: Iterable[Any]) -> int:
+        """Delete ``keys`` (``UNLINK``: freed in the background), 1000 a command; how many
+        existed."""
+        return sum(self.call("UNLINK", *batch) for batch in _batches(keys, 1000))
 
     # -- the lease: one owner at a time, until it releases or its TTL runs out -------------
     def try_lease(self, key: Any, token: str, ttl: float) -> bool:
@@ -134,17 +185,37 @@ class RedisConnector:
     def close(self) -> None:
         """Disconnect this process's connections (new ones open on next use)."""
         self._client.reset()
-        self._links.reset()
-        self._reads.reset()
+        self._server.reset()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _run(self, pool: LinkPool, link: Link, args: tuple, redirect: int | None) -> Any:
+    def _on(self, server: Server, args: tuple, redirect: int | None) -> Any:
+        """Run ``args`` on one of ``server``'s links (see :meth:`call`)."""
+        pool = server.links
+        slots = pool.slots
+        if slots is not None:
+            self._take_slot(slots, server)
+        try:
+            try:
+                link = pool.idle.pop()
+            except IndexError:
+                return self._run(server, open_link(server.endpoint), args, redirect)
+            try:
+                return self._run(server, link, args, redirect)
+            except redis.ConnectionError:
+                pool.close()
+                return self._run(server, open_link(server.endpoint), args, redirect)
+        finally:
+            if slots is not None:
+                slots.release()
+
+    def _run(self, server: Server, link: Link, args: tuple, redirect: int | None) -> Any:
+        pool = server.links
         link.busy = True
         try:
             if redirect is not None and link.redirect != redirect:
                 link.execute(("CLIENT", "TRACKING", "ON", "REDIRECT", redirect))
                 link.redirect = redirect
-                self._reads.get().track(link)
+                server.reads.track(link)
             reply = link.execute(args)
         except redis.ResponseError:
             link.busy = False
@@ -157,10 +228,86 @@ class RedisConnector:
         pool.idle.append(link)
         return reply
 
-    @property
-    def _wait_for_slot(self) -> float:
-        return self.topology.socket_connect_timeout or 1.0
+    def _pipeline(self, server: Server, commands: list[tuple]) -> list[Any]:
+        """The replies of ``commands`` written at once on one of ``server``'s links (error
+        replies returned, not raised)."""
+        pool = server.links
+        if pool.slots is not None:
+            self._take_slot(pool.slots, server)
+        try:
+            try:
+                link = pool.idle.pop()
+            except IndexError:
+                link = open_link(server.endpoint)
+            try:
+                replies = link.pipeline(commands)
+            except BaseException:
+                link.close()
+                raise
+            pool.idle.append(link)
+            return replies
+        finally:
+            if pool.slots is not None:
+                pool.slots.release()
+
+    def _replicated(self, commands: list[tuple], keys: Sequence[Any], safe: bool) -> Any:
+        """Run a script and its ``WAIT`` (``commands``) on the primary of ``keys``."""
+        return acknowledged(self._pipeline(self._server.get(), commands), commands[-1][1])
+
+    def _load(self, script: Script) -> None:
+        """Load ``script`` where :meth:`run` runs it."""
+        self.call("SCRIPT", "LOAD", script.source)
+
+    def _take_slot(self, slots: threading.BoundedSemaphore, server: Server) -> None:
+        if not slots.acquire(timeout=self.topology.socket_connect_timeout or 1.0):
+            raise redis.ConnectionError(
+                f"all {self.topology.max_connections} connections to "
+                f"{server.endpoint.where} are busy"
+            )
 
 
-def _disconnect(client: redis.Redis) -> None:
-    client.connection_pool.disconnect()
+def replied(reply: Any) -> Any:
+    """``reply`` from a pipeline, raised if it is an error."""
+    if isinstance(reply, Exception):
+        raise reply
+    return reply
+
+
+def acknowledged(replies: list[Any], replicas: int) -> Any:
+    """A script's reply, from the replies to it and to its ``WAIT replicas``; raises the
+    script's error, or :class:`NotReplicated` when too few replicas acknowledged."""
+    reply, acknowledged = map(replied, replies)
+    if acknowledged < replicas:
+        raise NotReplicated(
+            f"the write is on the primary only: {acknowledged} of {replicas} replicas "
+            "acknowledged it in time"
+        )
+    return reply
+
+
+def scan_keys(call: Callable[..., Any], match: str, count: int) -> Iterator[bytes]:
+    """The keys matching ``match`` on the server ``call`` runs commands on."""
+    cursor = b"0"
+    while True:
+        cursor, keys = call("SCAN", cursor, "MATCH", match, "COUNT", count, safe=True)
+        yield from keys
+        if cursor == b"0":
+            return
+
+
+def _batches(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _disconnect(client: redis.Redis | redis.cluster.RedisCluster) -> None:
+    if isinstance(client, redis.cluster.RedisCluster):
+        client.close()
+    else:
+        client.connection_pool.disconnect()

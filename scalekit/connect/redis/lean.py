@@ -32,18 +32,18 @@ except ImportError:  # the hiredis extra is not installed: redis-py does the I/O
     hiredis = None
 
 if TYPE_CHECKING:
-    from scalekit.connect.redis.topology import Topology
+    from scalekit.connect.redis.topology import Node, Topology
 
 __all__ = ["Link", "LinkPool", "SocketLink", "any_lost", "open_link"]
 
 
-def open_link(topology: Topology) -> Link:
-    """A new lean-path link to ``topology``'s server (connected now on a plain socket with
-    hiredis, on first use otherwise)."""
-    connection = topology.connection()
+def open_link(server: Topology | Node) -> Link:
+    """A new lean-path link to ``server`` (a topology's server, or a Cluster node),
+    connected now on a plain socket with hiredis, on first use otherwise."""
+    connection = server.connection()
     if hiredis is None or isinstance(connection, redis.SSLConnection):
         return Link(connection)
-    return SocketLink(connection, topology.where)
+    return SocketLink(connection, server.where)
 
 
 class Link:
@@ -57,6 +57,18 @@ class Link:
     def execute(self, args: tuple) -> Any:
         self.connection.send_command(*args)
         return self.connection.read_response()
+
+    def pipeline(self, commands: list[tuple]) -> list[Any]:
+        """The replies of ``commands``, written at once; an error reply is returned (the
+        exception redis-py would raise), not raised."""
+        self.connection.send_packed_command(self.connection.pack_commands(commands))
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(self.connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
 
     def pending(self) -> list[Any]:
         """The messages that have arrived (a subscribed connection), read without waiting.
@@ -93,17 +105,37 @@ class SocketLink(Link):
             sock.sendall(hiredis.pack_command(args))
             reply = reader.gets()
             while reply is False:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise redis.ConnectionError(f"Redis at {self.where} closed the connection")
-                reader.feed(chunk)
-                reply = reader.gets()
+                reply = self._more()
         except BlockingIOError:  # EAGAIN: SO_RCVTIMEO or SO_SNDTIMEO ran out
             raise redis.TimeoutError(f"timeout talking to Redis at {self.where}") from None
         except OSError as exc:
             raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
         if isinstance(reply, redis.ResponseError):
             raise reply
+        return reply
+
+    def pipeline(self, commands: list[tuple]) -> list[Any]:
+        replies = []
+        try:
+            self.sock.sendall(b"".join(hiredis.pack_command(args) for args in commands))
+            while len(replies) < len(commands):
+                reply = self.reader.gets()
+                replies.append(self._more() if reply is False else reply)
+        except BlockingIOError:
+            raise redis.TimeoutError(f"timeout talking to Redis at {self.where}") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
+        return replies
+
+    def _more(self) -> Any:
+        """Read from the socket until a whole reply has arrived; that reply."""
+        reply = False
+        while reply is False:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise redis.ConnectionError(f"Redis at {self.where} closed the connection")
+            self.reader.feed(chunk)
+            reply = self.reader.gets()
         return reply
 
     def pending(self) -> list[Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
@@ -75,11 +75,11 @@ class TrackedReads:
         with self._lock:
             self._tracked.append(link)
 
-    def forget(self, keys: list[bytes]) -> None:
+    def forget(self, keys: Iterable[str | bytes]) -> None:
         """Drop ``keys`` (this process wrote them), and keep no read that overlapped."""
         with self._lock:
             for key in keys:
-                self._entries.pop(key, None)
+                self._entries.pop(key.encode() if isinstance(key, str) else key, None)
             self._epoch += 1
 
     def close(self) -> None:
