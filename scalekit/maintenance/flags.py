@@ -134,7 +134,8 @@ class FileFlag(Flag):
 
 
 class RedisFlag(Flag):
-    """The key ``scalekit:m:<app>`` on a Redis server, holding the state as JSON.
+    """The key ``scalekit:m:<app>`` on a Redis server (or behind Sentinels, or in a Cluster),
+    holding the state as JSON.
 
     A window with an end expires from Redis a minute after it closes. Short timeouts by
     default (0.25 s), so a down server costs a request little; URL options override them.
@@ -150,7 +151,7 @@ class RedisFlag(Flag):
 
     def read(self) -> State | None:
         try:
-            raw = self._redis.call("GET", self.key)
+            raw = self._redis.call("GET", self.key, safe=True)
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"cannot read the maintenance flag at {self.where}: {exc}"
@@ -167,8 +168,10 @@ class RedisFlag(Flag):
         self._command("DEL", self.key)
 
     def _command(self, *args: Any) -> None:
+        """Run ``args``, a ``SET`` or ``DEL``: doing one twice is harmless, so it is retried
+        after a lost connection."""
         try:
-            self._redis.call(*args)
+            self._redis.call(*args, safe=True)
         except redis.RedisError as exc:
             raise StoreUnavailable(
                 f"cannot change the maintenance flag at {self.where}: {exc}"

@@ -18,7 +18,7 @@ from scalekit.testing import fresh_app_name
 from tests.maintenance import test_cli, test_gunicorn, test_middleware, test_schedule
 from tests.servers import RedisSentinelGroup
 
-TOPOLOGIES = ["sentinel"]
+TOPOLOGIES = ["sentinel", "cluster"]
 
 
 def _flag_suite() -> dict:
@@ -36,10 +36,17 @@ def _flag_suite() -> dict:
 globals().update(_flag_suite())
 
 
+def topology_url(request: pytest.FixtureRequest, topology: str) -> str:
+    """The URL of the shared Sentinel group or cluster (started on first use)."""
+    if topology == "sentinel":
+        return request.getfixturevalue("redis_sentinel").url
+    return "redis+cluster://" + ",".join(request.getfixturevalue("redis_cluster"))
+
+
 @pytest.fixture(params=TOPOLOGIES)
 def flag_url(request) -> str:
     """The URL of the flag under test: the Sentinel group's or the cluster's."""
-    return request.getfixturevalue("redis_sentinel").url
+    return topology_url(request, request.param)
 
 
 @pytest.fixture
@@ -48,9 +55,12 @@ def redis_url(flag_url) -> str:
     return flag_url
 
 
-@pytest.mark.parametrize("scheme", ["redis+sentinel", "valkey+sentinel"])
-def test_every_sentinel_scheme_opens_a_flag_every_server_shares(redis_sentinel, scheme):
-    url = redis_sentinel.url.replace("redis+sentinel", scheme, 1)
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+@pytest.mark.parametrize("valkey", [False, True])
+def test_each_topologys_schemes_open_a_flag_every_server_shares(request, topology, valkey):
+    url = topology_url(request, topology)
+    if valkey:
+        url = url.replace("redis+", "valkey+", 1)
     app_name = fresh_app_name()
     writer, reader = open_flag(url, app_name), open_flag(url, app_name)
     try:

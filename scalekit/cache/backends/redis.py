@@ -9,14 +9,20 @@ another's and none holds a glob character):
   key itself in field ``k`` (so ``clear(regex)`` can match it); keys stay bounded.
 * ``scalekit:c:shop:l:<key or h:sha256>`` — a single-flight lease: the owner's token, PX TTL.
 
+The same names on every topology: every command and script touches one key, so the names
+carry no hash tag and on a Redis Cluster one app's entries spread over every primary (a tag
+would put them all in one slot: one hot shard).
+
 A hash rather than a string with a header, so a counter's value is a plain number that
 ``HINCRBY`` counts on atomically while its store time sits next to it. ``set``/``add`` are one
 Lua script call (replace the hash, set its TTL, ``add`` only if absent), ``get`` one
 ``HMGET``, ``incr`` one script (``HINCRBY``, keeping the TTL). ``clear`` walks this app's
-keys with ``SCAN MATCH ... COUNT 1000`` and removes matches with ``UNLINK``: never ``KEYS``
-(blocks the server), never ``FLUSHDB`` (other apps' keys, sessions). Leases, apart from
-values, are :mod:`scalekit.connect.redis`'s one lease (``SET NX PX``, released by a
-compare-and-delete script), as are the lean path, the scripts and the key namespace (``c``).
+keys with ``SCAN MATCH ... COUNT 1000`` (on every primary of a Cluster) and removes matches
+with ``UNLINK``: never ``KEYS`` (blocks the server), never ``FLUSHDB`` (other apps' keys,
+sessions). Leases, apart from values, are :mod:`scalekit.connect.redis`'s one lease (``SET
+NX PX``, released by a compare-and-delete script), as are the lean path, the scripts, the
+scan and the key namespace (``c``). Reads and ``set`` are retried once after a lost
+connection (running them twice is harmless); ``add``, ``delete`` and ``incr`` are not.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import redis
 
 from scalekit.cache.backends import _codec
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
-from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, Namespace, Script, open_redis
 from scalekit.core.checks import check_lease
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
@@ -108,7 +114,7 @@ class RedisBackend(CacheBackend):
         self._codec = _codec.Codec(serializer, secret, settings.masked)
         self.serializer = serializer
         self._redis = open_redis(settings, **redis_options)
-        self._prefix = self._redis.namespace("c", self.app_name).prefix.encode("ascii")
+        self._prefix = Namespace("c", self.app_name).prefix.encode("ascii")  # no hash tag
 
     @classmethod
     @renamed_keyword("app", "app_name")
@@ -133,7 +139,7 @@ class RedisBackend(CacheBackend):
     def get(self, key: str) -> Entry | None:
         name, hashed = self._name(key)
         fields = ("f", "v", "t") if hashed is None else ("f", "v", "t", "k")
-        fmt, data, stored_at, *original = self._call("read", "HMGET", name, *fields)
+        fmt, data, stored_at, *original = self._call("read", "HMGET", name, *fields, safe=True)
         if fmt is None and data is None and stored_at is None:
             return None
         try:
@@ -177,39 +183,34 @@ class RedisBackend(CacheBackend):
             raise self._unavailable("increment", exc) from None
 
     def clear(self, pattern: re.Pattern[str] | None = None) -> int:
-        match = self._prefix + b"[vh]:*"
         removed, batch = 0, []
         try:
-            client = self._redis.client
-            for name in client.scan_iter(match=match, count=1000):
+            for name in self._redis.scan(self._prefix + b"[vh]:*"):
                 batch.append(name)
                 if len(batch) >= 1000:
-                    removed += self._remove(client, batch, pattern)
+                    removed += self._remove(batch, pattern)
                     batch = []
             if batch:
-                removed += self._remove(client, batch, pattern)
+                removed += self._remove(batch, pattern)
         except redis.RedisError as exc:
             raise self._unavailable("clear", exc) from None
         return removed
 
-    def _remove(self, client: redis.Redis, names: list[bytes], pattern: re.Pattern | None) -> int:
+    def _remove(self, names: list[bytes], pattern: re.Pattern[str] | None) -> int:
         """UNLINK the entries among ``names`` whose key matches ``pattern``; how many."""
         if pattern is not None:
-            start = len(self._prefix) + 2
-            hashed = [name for name in names if name[start - 2 : start] == b"h:"]
-            pipe = client.pipeline(transaction=False)
-            for name in hashed:
-                pipe.hget(name, "k")
-            original = dict(zip(hashed, pipe.execute(), strict=True))
-            doomed = []
-            for name in names:
-                raw = original.get(name, name[start:])
-                if raw is None:
-                    continue  # gone meanwhile
-                if pattern.match(raw.decode("utf-8", "surrogatepass")):
-                    doomed.append(name)
-            names = doomed
-        return client.unlink(*names) if names else 0
+            names = [name for name in names if self._matches(name, pattern)]
+        return self._redis.unlink(names) if names else 0
+
+    def _matches(self, name: bytes, pattern: re.Pattern[str]) -> bool:
+        """Whether the key of the entry ``name`` matches (a hashed one's is in field ``k``)."""
+        start = len(self._prefix)
+        raw = name[start + 2 :]
+        if name[start : start + 2] == b"h:":
+            raw = self._redis.call("HGET", name, "k", safe=True)
+            if raw is None:
+                return False  # gone meanwhile
+        return pattern.match(raw.decode("utf-8", "surrogatepass")) is not None
 
     # -- leases -------------------------------------------------------------------------
     def try_lease(self, key: str, token: str, ttl: float) -> bool:
@@ -226,14 +227,16 @@ class RedisBackend(CacheBackend):
             raise self._unavailable("release a lease", exc) from None
 
     def server_stats(self) -> dict[str, Any]:
-        """Selected ``INFO`` fields, and this database's key count."""
+        """Selected ``INFO`` fields and this database's key count; on a Cluster, those of
+        each primary, by its ``host:port`` (as memcached's are by node)."""
         try:
-            info = self._redis.client.info()
+            client = self._redis.client
+            if self._redis.topology.routes:
+                infos = client.info(target_nodes=client.PRIMARIES)
+                return {node: self._stats(info) for node, info in infos.items()}
+            return self._stats(client.info())
         except redis.RedisError as exc:
             raise self._unavailable("read stats", exc) from None
-        stats = {name: info[name] for name in _STATS if name in info}
-        stats["db_keys"] = info.get(f"db{self.settings.db}", {}).get("keys", 0)
-        return stats
 
     # -- helpers ------------------------------------------------------------------------
     def _name(self, key: str) -> tuple[bytes, bytes | None]:
@@ -242,6 +245,11 @@ class RedisBackend(CacheBackend):
         if len(raw) <= MAX_PLAIN_KEY:
             return self._prefix + b"v:" + raw, None
         return self._prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode("ascii"), raw
+
+    def _stats(self, info: dict[str, Any]) -> dict[str, Any]:
+        stats = {name: info[name] for name in _STATS if name in info}
+        stats["db_keys"] = info.get(f"db{self.settings.db}", {}).get("keys", 0)
+        return stats
 
     def _lease_name(self, key: str) -> bytes:
         name, _ = self._name(key)
@@ -254,13 +262,13 @@ class RedisBackend(CacheBackend):
         ttl_ms = "" if ttl is None else max(1, int(ttl * 1000))
         args = [int(only_if_absent), fmt, data, repr(time()), ttl_ms, hashed or b""]
         try:
-            return self._redis.run(_SET, [name], args) == 1
+            return self._redis.run(_SET, [name], args, safe=not only_if_absent) == 1
         except redis.RedisError as exc:
             raise self._unavailable("write", exc) from None
 
-    def _call(self, action: str, *command: Any) -> Any:
+    def _call(self, action: str, *command: Any, safe: bool = False) -> Any:
         try:
-            return self._redis.call(*command)
+            return self._redis.call(*command, safe=safe)
         except redis.RedisError as exc:
             raise self._unavailable(action, exc) from None
 
