@@ -152,6 +152,11 @@ class Server(_Runs):
             time.sleep(0.01)
         raise ServerStartError(f"{self.name} did not stop on SIGSTOP: thread states {states}")
 
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with no goodbye to its clients or replicas."""
+        self.process.kill()
+        self.process.wait()
+
     def thaw(self) -> None:
         """Let a frozen process run again (SIGCONT)."""
         self.process.send_signal(signal.SIGCONT)
@@ -294,11 +299,6 @@ class SentinelNode(RedisServer):
             link = client.info("replication").get("master_link_status")
         return self.primary_port is None or link == "up"
 
-    def kill(self) -> None:
-        """SIGKILL: gone at once, with no goodbye to its clients or replicas."""
-        self.process.kill()
-        self.process.wait()
-
     def restart_as_replica_of(self, primary_port: int) -> None:
         """Start again, empty, on the same port, as a replica of ``primary_port``."""
         shutil.rmtree(self.workdir, ignore_errors=True)
@@ -414,6 +414,11 @@ class RedisSentinelGroup(ServerGroup):
         (port,) = self.named_primaries()
         return next(node for node in self.nodes if node.port == port)
 
+    def replica(self) -> SentinelNode:
+        """The node that is not the primary now."""
+        primary = self.primary()
+        return next(node for node in self.nodes if node is not primary)
+
     def wait_settled(self, primary: SentinelNode, timeout: float = START_TIMEOUT) -> None:
         """Wait until every Sentinel names ``primary``, sees the other node as a healthy
         replica and knows the two other Sentinels."""
@@ -466,17 +471,29 @@ class RedisClusterNode(RedisServer):
     name = "redis-cluster-node"
     node_timeout_ms = 2000
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.bus_port = 0
+
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        self.bus_port = self.bus_port or free_port()  # the same after a restart
         return [
             *super().command(), "--cluster-enabled", "yes",
             "--cluster-config-file", os.path.join(self.workdir, "nodes.conf"),
-            "--cluster-port", str(free_port()),
+            "--cluster-port", str(self.bus_port),
             "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--repl-diskless-sync-delay", "0",
         ]  # fmt: skip
+
+    def restart(self) -> None:
+        """Start again after :meth:`kill`, on the same ports with the same ``nodes.conf``
+        (no data): it rejoins the cluster, as a replica if its slots went to another."""
+        self._launch()
+        self._wait_until_answering()
 
 
 class RedisCluster(ServerGroup):
@@ -484,7 +501,9 @@ class RedisCluster(ServerGroup):
     ``redis-cli --cluster create``.
 
     ``start()`` returns once every node says ``cluster_state:ok`` and knows every other node,
-    and every replica's link to its primary is up; ``stop()`` ends every process and folder.
+    and every replica's link to its primary is up (its initial sync done); ``stop()`` ends
+    every process and folder. :meth:`primary_killed` kills the primary of a key for failover
+    tests and, after the body, brings it back as a replica.
     """
 
     def __init__(self, primaries: int = 3) -> None:
@@ -496,8 +515,73 @@ class RedisCluster(ServerGroup):
         return tuple(node.address for node in self.nodes)
 
     @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every node as a seed."""
+        return "redis+cluster://" + ",".join(self.seeds)
+
+    @property
     def processes(self) -> list[subprocess.Popen]:
         return [node.process for node in self.nodes if node.process]
+
+    def serving(
+        self, key: str | bytes | None = None
+    ) -> tuple[RedisClusterNode, RedisClusterNode | None]:
+        """The primary that serves ``key``'s slot (slot 0 without a key) and its replica
+        (``None`` while it has none), as the first live node that answers says."""
+        import redis
+        from redis.crc import key_slot
+
+        slot = 0 if key is None else key_slot(key.encode() if isinstance(key, str) else key)
+        by_address = {node.address: node for node in self.nodes}
+        for node in self.nodes:
+            if node.process is None or node.process.poll() is not None:
+                continue
+            try:
+                with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
+                    lines = client.execute_command("CLUSTER", "NODES")
+            except redis.RedisError:
+                continue
+            # <id> <ip:port@bus> <flags> <primary id or -> ... <slot ranges>
+            rows = [line.split() for line in lines.decode().splitlines()]
+            for row in rows:
+                ranges = [r.split("-") for r in row[8:] if not r.startswith("[")]
+                if "master" in row[2] and any(int(r[0]) <= slot <= int(r[-1]) for r in ranges):
+                    replicas = [
+                        by_address[other[1].split("@")[0]]
+                        for other in rows
+                        if other[3] == row[0] and "fail" not in other[2]
+                    ]
+                    return by_address[row[1].split("@")[0]], (replicas or [None])[0]
+        raise ServerStartError(f"no live node names a primary for slot {slot}")
+
+    @contextlib.contextmanager
+    def primary_killed(
+        self, key: str | bytes | None = None, timeout: float = START_TIMEOUT
+    ) -> Iterator[RedisClusterNode]:
+        """SIGKILL the primary of ``key``'s slot (see :meth:`serving`) for the body; after
+        it, wait until its replica is promoted, start the killed node again (it rejoins as
+        a replica) and wait until the cluster is whole (:meth:`wait_formed`)."""
+        killed, replica = self.serving(key)
+        killed.kill()
+        try:
+            yield killed
+        finally:
+            self.wait_promoted(replica, key, timeout)
+            killed.restart()
+            self.wait_formed(timeout)
+
+    def wait_promoted(
+        self, node: RedisClusterNode, key: str | bytes | None, timeout: float = START_TIMEOUT
+    ) -> None:
+        """Wait until ``node`` serves ``key``'s slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(ServerStartError):
+                if self.serving(key)[0] is node:
+                    return
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{node.address} was not promoted within {timeout:.0f}s")
+            time.sleep(0.05)
 
     def start(self) -> RedisCluster:
         try:

@@ -14,39 +14,24 @@ the caller said it is ``safe`` to (it may have run).
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import redis
 from redis.exceptions import (
     AskError,
-    BusyLoadingError,
     ClusterCrossSlotError,
-    ClusterDownError,
     MovedError,
-    ReadOnlyError,
-    TryAgainError,
 )
 
-from scalekit.connect.redis.connector import (
-    RedisConnector,
-    Server,
-    acknowledged,
-    replied,
-    scan_keys,
-)
+from scalekit.connect.redis.connector import SETTLING, RedisConnector, Server, scan_keys
 from scalekit.connect.redis.scripts import Script
 from scalekit.connect.redis.topology import Cluster, Node, key_of, slot_of
 from scalekit.core.process import PerProcess
 
 __all__ = ["ClusterConnector"]
-
-#: Replies that say the command did not run, and will once the cluster settles.
-_SETTLING = (TryAgainError, ClusterDownError, ReadOnlyError, BusyLoadingError)
-_ASKING = ("ASKING",)
 
 
 class ClusterConnector(RedisConnector):
@@ -54,19 +39,16 @@ class ClusterConnector(RedisConnector):
 
     routes = True
     topology: Cluster
-    #: The most ``MOVED``/``ASK`` redirections one command follows.
-    MAX_REDIRECTIONS = 5
 
     def __init__(self, topology: Cluster):
         super().__init__(topology)
         self._servers: PerProcess[dict[str, Server]] = PerProcess(dict, _close_all)
-        self._generation = topology.generation  # the slot map this process's caches knew
 
     def __repr__(self) -> str:
         return f"<ClusterConnector {self.topology!r}>"
 
     def call(self, *args: Any, safe: bool = False, redirect: int | None = None) -> Any:
-        return self._routed(key_of(args), partial(self._attempt, args, redirect), safe)
+        return self._attempted(key_of(args), partial(self._attempt, args, redirect), safe)
 
     def cached(self, key: str, *args: Any, max_age: float) -> Any:
         if self._generation != self.topology.generation:  # a failover, a migration
@@ -78,7 +60,7 @@ class ClusterConnector(RedisConnector):
             return server.reads.read(key.encode(), args, partial(self._on_node, server), max_age)
         except MovedError as exc:
             self.topology.moved(exc.slot_id, exc.host, exc.port)
-        except (*_SETTLING, AskError):
+        except (*SETTLING, AskError):
             pass
         except (redis.ConnectionError, redis.TimeoutError):
             self._drop(server.endpoint)
@@ -114,65 +96,9 @@ class ClusterConnector(RedisConnector):
         self._servers.reset()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _routed(self, key: Any, attempt: Callable[[Server, bool], Any], safe: bool) -> Any:
-        """``attempt(server, asking)`` on the node of ``key``, following redirections and
-        settling replies, and once more after a lost connection when ``safe``."""
-        topology = self.topology
-        node, asking, redirections, lost = topology.node_for(key), False, 0, False
-        deadline, pause = time.monotonic() + topology.socket_timeout, 0.01
-        while True:
-            try:
-                return attempt(self._server_of(node), asking)
-            except MovedError as exc:
-                node, asking = topology.moved(exc.slot_id, exc.host, exc.port), False
-                topology.refresh()
-                redirections += 1
-            except AskError as exc:
-                node, asking = topology.node(exc.host, exc.port), True
-                redirections += 1
-            except _SETTLING as exc:
-                if time.monotonic() + pause > deadline:
-                    raise
-                if isinstance(exc, ReadOnlyError):  # a replica now
-                    self._drop(node)
-                time.sleep(pause)
-                pause *= 2
-                topology.refresh()
-                node, asking, redirections = topology.node_for(key), False, 0
-            except (redis.ConnectionError, redis.TimeoutError):
-                self._drop(node)
-                topology.refresh(avoid=node)
-                if not safe or lost:
-                    raise
-                node, asking, lost = topology.node_for(key), False, True
-            except ClusterCrossSlotError as exc:
-                raise ClusterCrossSlotError(
-                    f"{exc}: the keys of one command must share a hash tag, e.g. {{app}}:a "
-                    "and {app}:b"
-                ) from None
-            if redirections > self.MAX_REDIRECTIONS:
-                raise redis.exceptions.ClusterError(
-                    f"{key!r} was redirected {redirections} times on {topology.where}"
-                )
-
-    def _attempt(self, args: tuple, redirect: int | None, server: Server, asking: bool) -> Any:
-        if asking:
-            return replied(self._pipeline(server, [_ASKING, args])[1])
-        return self._on(server, args, redirect)
-
     def _on_node(self, server: Server, *args: Any, safe: bool = False, redirect: int | None = None):
         """Run ``args`` on ``server``'s node, whatever its key (``safe`` has no use here)."""
         return self._on(server, args, redirect)
-
-    def _replicated(self, commands: list[tuple], keys: Sequence[Any], safe: bool) -> Any:
-        replicas = commands[-1][1]
-
-        def attempt(server: Server, asking: bool) -> Any:
-            if asking:
-                return acknowledged(self._pipeline(server, [_ASKING, *commands])[1:], replicas)
-            return acknowledged(self._pipeline(server, commands), replicas)
-
-        return self._routed(key_of(commands[0]), attempt, safe)
 
     def _load(self, script: Script) -> None:
         for node in self.topology.primaries():

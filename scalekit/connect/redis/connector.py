@@ -13,22 +13,33 @@ never shared with a forked child.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import redis
 import redis.cluster
+from redis.exceptions import (
+    AskError,
+    BusyLoadingError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    TryAgainError,
+)
 
 from scalekit.connect.redis.lean import Link, LinkPool, open_link
 from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import RELEASE_LEASE, Script
-from scalekit.connect.redis.topology import Node, Topology
+from scalekit.connect.redis.topology import Node, Topology, key_of
 from scalekit.connect.redis.tracking import TrackedReads
 from scalekit.core.process import PerProcess
 
 __all__ = [
     "REDIS_OPTIONS",
+    "SETTLING",
     "NotReplicated",
     "RedisConnector",
     "Server",
@@ -46,6 +57,13 @@ REDIS_OPTIONS = {
     "ssl_ca_certs": str,
     "ssl_cert_reqs": str,
 }
+
+
+#: Replies that say the command did not run, and will once a failover settles.
+SETTLING = (TryAgainError, ClusterDownError, ReadOnlyError, BusyLoadingError)
+#: What a failover may look like to a command: retried by :meth:`RedisConnector._retried`.
+_FAILED = (redis.ResponseError, redis.ConnectionError, redis.TimeoutError)
+_ASKING = ("ASKING",)
 
 
 class NotReplicated(redis.RedisError):
@@ -79,6 +97,8 @@ class RedisConnector:
 
     #: Whether commands go to a Cluster node by their key (:class:`.ClusterConnector`).
     routes = False
+    #: The most ``MOVED``/``ASK`` redirections one command follows.
+    MAX_REDIRECTIONS = 5
 
     def __init__(self, topology: Topology):
         if topology.routes != self.routes:
@@ -88,14 +108,16 @@ class RedisConnector:
         # as soon as nobody holds it
         self._server = PerProcess(partial(Server, topology, topology.max_connections), Server.close)
         self._client = PerProcess(topology.client, _disconnect)
+        self._generation = topology.generation  # the primaries this process's reads knew
 
     def __repr__(self) -> str:
         return f"<RedisConnector {self.topology!r}>"
 
-    def namespace(self, piece: str, app_name: str) -> Namespace:
-        """The key namespace of ``piece`` for ``app_name``, hash-tagged if the topology
-        needs it."""
-        return Namespace(piece, app_name, hash_tag=self.topology.hash_tags)
+    def namespace(self, piece: str, app_name: str, *, spread: bool = False) -> Namespace:
+        """The key namespace of ``piece`` for ``app_name``: hash-tagged if the topology
+        needs it, unless ``spread`` (a piece whose commands and scripts each touch one key:
+        on a Cluster its keys then spread over every primary instead of sharing a slot)."""
+        return Namespace(piece, app_name, hash_tag=self.topology.hash_tags and not spread)
 
     @property
     def client(self) -> redis.Redis:
@@ -114,14 +136,24 @@ class RedisConnector:
         clients), every idle connection goes and the command runs once more on a new one.
         With ``max_connections``, a caller waits up to the connect timeout for a free one.
         """
-        return self._on(self._server.get(), args, redirect)
+        try:
+            return self._on(self._server.get(), args, redirect)
+        except _FAILED as exc:
+            if not self.topology.fails_over:
+                raise
+            attempt = partial(self._attempt, args, redirect)
+            return self._retried(exc, self.topology, None, attempt, safe)
 
     def cached(self, key: str, *args: Any, max_age: float) -> Any:
         """The reply of the read command ``args`` of ``key``, from this process's cache
         while Redis has not said that ``key`` changed (``CLIENT TRACKING``: a repeated
         read costs no round trip) and it is less than ``max_age`` seconds old. The cache
         empties when a connection it was read on is lost (see :class:`.TrackedReads`)."""
-        return self._server.get().reads.read(key.encode(), args, self.call, max_age)
+        server = self._server.get()
+        if self._generation != self.topology.generation:  # a failover: forget every read
+            self._generation = self.topology.generation
+            server.reads.close()
+        return server.reads.read(key.encode(), args, self.call, max_age)
 
     def forget(self, *keys: str | bytes) -> None:
         """Drop ``keys`` from this process's cache of reads (after writing them)."""
@@ -150,7 +182,9 @@ class RedisConnector:
         command = script.evalsha(keys, args)
         if replicas:
             wait = ("WAIT", replicas, max(1, int(replica_timeout * 1000)))
-            run = partial(self._replicated, [command, wait], keys, safe)
+            run = partial(
+                self._attempted, key_of(command), partial(self._waited, command, wait), safe
+            )
         else:
             run = partial(self.call, *command, safe=safe)
         try:
@@ -250,9 +284,89 @@ class RedisConnector:
             if pool.slots is not None:
                 pool.slots.release()
 
-    def _replicated(self, commands: list[tuple], keys: Sequence[Any], safe: bool) -> Any:
-        """Run a script and its ``WAIT`` (``commands``) on the primary of ``keys``."""
-        return acknowledged(self._pipeline(self._server.get(), commands), commands[-1][1])
+    def _attempt(self, args: tuple, redirect: int | None, server: Server, asking: bool) -> Any:
+        """Run ``args`` on ``server`` (after ``ASKING`` if ``asking``)."""
+        if asking:
+            return replied(self._pipeline(server, [_ASKING, args])[1])
+        return self._on(server, args, redirect)
+
+    def _waited(self, command: tuple, wait: tuple, server: Server, asking: bool) -> Any:
+        """Run ``command`` and ``wait`` (``WAIT n ms``) in one write on ``server``."""
+        commands = [_ASKING, command, wait] if asking else [command, wait]
+        return acknowledged(self._pipeline(server, commands)[-2:], wait[1])
+
+    def _attempted(self, key: Any, attempt: Callable[[Server, bool], Any], safe: bool) -> Any:
+        """``attempt(server, asking)`` on the primary of ``key``, retried as :meth:`call` says."""
+        node = self.topology.node_for(key)
+        try:
+            return attempt(self._server_of(node), False)
+        except _FAILED as exc:
+            if not self.topology.fails_over:
+                raise
+            return self._retried(exc, node, key, attempt, safe)
+
+    def _retried(
+        self,
+        error: Exception,
+        node: Topology | Node,
+        key: Any,
+        attempt: Callable[[Server, bool], Any],
+        safe: bool,
+    ) -> Any:
+        """After ``error`` on ``node``, ``attempt`` again where the topology says ``key``'s
+        primary is now: after a redirection (``MOVED``, ``ASK``) at once; after a reply that
+        says the command did not run (a failover under way), after a pause, while the socket
+        timeout lasts; after a lost connection, once and only if ``safe``. A lost or
+        demoted node's links and cached reads go."""
+        topology = self.topology
+        asking, redirections, lost = False, 0, False
+        deadline, pause = time.monotonic() + topology.socket_timeout, 0.01
+        while True:
+            if isinstance(error, MovedError):
+                node, asking = topology.moved(error.slot_id, error.host, error.port), False
+                topology.refresh()
+                redirections += 1
+            elif isinstance(error, AskError):
+                node, asking = topology.node(error.host, error.port), True
+                redirections += 1
+            elif isinstance(error, SETTLING):
+                if time.monotonic() + pause > deadline:
+                    raise error
+                if isinstance(error, ReadOnlyError):  # a replica now
+                    self._drop(node)
+                time.sleep(pause)
+                pause *= 2
+                topology.refresh()
+                node, asking, redirections = topology.node_for(key), False, 0
+            elif isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+                self._drop(node)
+                topology.refresh(avoid=node)
+                if not safe or lost:
+                    raise error
+                node, asking, lost = topology.node_for(key), False, True
+            elif isinstance(error, ClusterCrossSlotError):
+                raise ClusterCrossSlotError(
+                    f"{error}: the keys of one command must share a hash tag, e.g. {{app}}:a "
+                    "and {app}:b"
+                ) from None
+            else:
+                raise error
+            if redirections > self.MAX_REDIRECTIONS:
+                raise redis.exceptions.ClusterError(
+                    f"{key!r} was redirected {redirections} times on {topology.where}"
+                )
+            try:
+                return attempt(self._server_of(node), asking)
+            except _FAILED as exc:
+                error = exc
+
+    def _server_of(self, node: Topology | Node) -> Server:
+        """This process's links to ``node`` (here: the one server)."""
+        return self._server.get()
+
+    def _drop(self, node: Topology | Node) -> None:
+        """Close ``node``'s links and cache of reads (lost, or not the primary now)."""
+        self._server.reset()
 
     def _load(self, script: Script) -> None:
         """Load ``script`` where :meth:`run` runs it."""

@@ -4,7 +4,8 @@
 (a Cluster topology asks for one) the app is wrapped in braces, ``scalekit:s:{shop}:...``:
 Redis Cluster hashes only the tag, so every key of one app's piece lands in one slot and a
 script may touch several. Without one (a standalone server) the keys are those stored so
-far, byte for byte.
+far, byte for byte. A piece whose commands each touch one key (the cache, the maintenance
+flag) asks for ``spread``: no tag, its keys spread over the primaries.
 """
 
 from __future__ import annotations

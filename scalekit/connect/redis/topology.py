@@ -34,6 +34,12 @@ class Topology(abc.ABC):
     hash_tags = False
     #: Whether commands go to different servers by their keys (a Cluster's nodes).
     routes = False
+    #: Whether the primary may move (Sentinel, Cluster): the connector then finds it again
+    #: and retries (see :meth:`.RedisConnector.call`).
+    fails_over = False
+    #: Counts the changes of primary noticed: a connector empties its cache of reads when
+    #: it sees a new one.
+    generation = 0
 
     def __init__(
         self,
@@ -68,6 +74,15 @@ class Topology(abc.ABC):
     def client(self) -> redis.Redis:
         """A new redis-py client with a pool of its own, for multi-command work
         (pipelines, ``SCAN``, ``INFO``)."""
+
+    def node_for(self, key: Any) -> Topology | Node:
+        """Where the command on ``key`` goes: here the one server, this topology."""
+        return self
+
+    def refresh(self, force: bool = False, avoid: Node | None = None) -> Any:
+        """Find the primary again after a failure; here nothing: every new connection
+        asks where it is."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.where}>"
@@ -111,13 +126,18 @@ class Sentinel(Topology):
     failover the connections made to replace the lost ones go to the promoted replica; the
     client's pool (redis-py's ``SentinelConnectionPool``) does the same. While no Sentinel
     names a healthy primary, connecting raises ``MasterNotFoundError``, a
-    ``redis.ConnectionError``. A primary demoted while running drops its clients (Sentinel
-    kills their connections as it reconfigures it), so they reconnect to the new one.
+    ``redis.ConnectionError``. A primary demoted while running drops its clients when
+    Sentinel reconfigures it; demoted otherwise it answers writes ``READONLY``, and the
+    connector drops its links and connects again. :attr:`generation` counts the primaries
+    found after the first.
     """
+
+    fails_over = True
 
     def __init__(self, settings: SentinelURL, **options: Any):
         super().__init__(settings, **options)
         self.service = settings.service
+        self._primary: tuple[str, int] | None = None
         self._sentinels = redis.sentinel.Sentinel(
             settings.sentinels,
             sentinel_kwargs={
@@ -129,7 +149,11 @@ class Sentinel(Topology):
         )
 
     def connection(self) -> redis.connection.AbstractConnection:
-        host, port = self._sentinels.discover_master(self.service)
+        primary = self._sentinels.discover_master(self.service)
+        if primary != self._primary:
+            self.generation += self._primary is not None
+            self._primary = primary
+        host, port = primary
         return redis.Connection(host=host, port=port, protocol=2, **self.connection_options)
 
     def client(self) -> redis.Redis:
@@ -168,13 +192,13 @@ class Cluster(Topology):
 
     hash_tags = True
     routes = True
+    fails_over = True
     #: The least time between two reads of the slot map (``MOVED`` storms, a down node).
     REFRESH_INTERVAL = 0.25
 
     def __init__(self, settings: ClusterURL, **options: Any):
         super().__init__(settings, **options)
         self.seeds = settings.nodes
-        self.generation = 0
         self._nodes: dict[str, Node] = {}
         self._slots: list[Node | None] = []  # slot -> primary, once read
         self._primaries: list[Node] = []
