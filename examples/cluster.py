@@ -35,7 +35,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import redis
 
@@ -45,6 +46,7 @@ from tests.servers import (
     PostgresReplica,
     PostgresServer,
     RedisServer,
+    Server,
     find_binary,
     free_port,
 )
@@ -56,6 +58,7 @@ APP = "guestbook"
 START_TIMEOUT = 30.0
 #: The service the Sentinels of examples/sentinel/sentinel.conf watch.
 SERVICE = "scalekit"
+_S = TypeVar("_S", bound=Server)
 #: The Redis deploys ``--redis`` chooses from.
 REDIS_DEPLOYS = ("single", "sentinel")
 
@@ -132,39 +135,60 @@ class Cluster:
     # -- starting -------------------------------------------------------------------------
     def start(self) -> None:
         """Start everything, or stop what started and raise."""
-        if os.path.exists(self.state_path):
-            raise RuntimeError(f"a cluster runs from {self.state_dir}: stop it first")
-        os.makedirs(self.state_dir, exist_ok=True)
-        self.state = {"servers": [], "processes": [], "nodes": [], "redis": self.redis}
-        try:
-            self._start_services()
+        with self._starting():
+            self._start_services(self._start_redis_deploy())
             self._deploy()
             for index in range(self.nodes):
                 self.state["nodes"].append({"name": f"node{index + 1}", "port": free_port()})
                 self.start_node(index)
             self._start_cron()
             self._start_haproxy()
+
+    def start_redis(self) -> str:
+        """Start the Redis deploy alone, as :meth:`start` does first: its URL. :meth:`stop`
+        stops it."""
+        with self._starting():
+            return self._start_redis_deploy()
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """A new state for the body; if it fails, stop what it started."""
+        if os.path.exists(self.state_path):
+            raise RuntimeError(f"a cluster runs from {self.state_dir}: stop it first")
+        os.makedirs(self.state_dir, exist_ok=True)
+        self.state = {"servers": [], "processes": [], "nodes": [], "redis": self.redis}
+        try:
+            yield
         except BaseException:
             self.stop()
             raise
 
-    def _start_services(self) -> None:
-        redis_url = self._start_sentinel_group() if self.redis == "sentinel" else None
+    def _start_redis_deploy(self) -> str:
+        """The Redis deploy ``redis`` names; its URL."""
+        if self.redis == "sentinel":
+            return self._start_sentinel_group()
+        if self.redis == "cluster":
+            return self._start_cluster_group()
+        return self._start_server(RedisServer()).url
+
+    def _start_server(self, server: _S) -> _S:
+        """Start one of the test suite's servers; recorded even when it fails (stop() removes
+        its folder)."""
+        try:
+            return server.start()
+        finally:
+            pid = server.process.pid if server.process else _postmaster_pid(server)
+            memcached = isinstance(server, MemcachedServer)
+            url = f"memcache://{server.address}" if memcached else server.url
+            self._record_server(server.name, server.workdir, pid, url)
+
+    def _start_services(self, redis_url: str) -> None:
+        """memcached, PostgreSQL and its replica; every URL of the cluster."""
         memcached, primary = MemcachedServer(), PostgresServer()
         replica = PostgresReplica(primary)
         primary.database = replica.database = APP
-        servers = [memcached, primary, replica]
-        if not redis_url:
-            servers.insert(0, RedisServer())
-        for server in servers:
-            try:
-                server.start()
-            finally:  # recorded even when it failed: stop() removes its folder
-                pid = server.process.pid if server.process else _postmaster_pid(server)
-                self._record_server(server.name, server.workdir, pid,
-                                    f"memcache://{server.address}" if server is memcached
-                                    else server.url)  # fmt: skip
-        redis_url = redis_url or servers[0].url
+        for server in (memcached, primary, replica):
+            self._start_server(server)
         memcache = f"memcache://{memcached.address}"
         sessions = _with_option(redis_url, "client_cache=true")
         self.state["env"] = {
@@ -200,12 +224,12 @@ class Cluster:
         password, sentinel_password = secrets.token_hex(16), secrets.token_hex(16)
         primary, replica = free_port(), free_port()
         node = {"requirepass": password, "masterauth": password, "repl-diskless-sync-delay": "0"}
-        self._start_redis("redis1", "sentinel/redis.conf", primary, password, node)
-        self._start_redis("redis2", "sentinel/redis.conf", replica, password,
+        self._start_redis_server("redis1", "sentinel/redis.conf", primary, password, node)
+        self._start_redis_server("redis2", "sentinel/redis.conf", replica, password,
                           {**node, "# replicaof": f"127.0.0.1 {primary}"})  # fmt: skip
         sentinels = [free_port() for _ in range(3)]
         for number, port in enumerate(sentinels, 1):
-            self._start_redis(f"sentinel{number}", "sentinel/sentinel.conf", port,
+            self._start_redis_server(f"sentinel{number}", "sentinel/sentinel.conf", port,
                               sentinel_password, {
                                   "requirepass": sentinel_password,
                                   f"sentinel monitor {SERVICE}": f"127.0.0.1 {primary} 2",
@@ -227,11 +251,41 @@ class Cluster:
         return (f"redis+sentinel://:{password}@{addresses}/{SERVICE}/0"
                 f"?sentinel_password={sentinel_password}")  # fmt: skip
 
-    def _start_redis(self, name: str, example: str, port: int, password: str,
+    def _start_cluster_group(self) -> str:
+        """examples/redis-cluster/ on loopback: six nodes redis1..6 started from its redis.conf
+        (address, port, folder and password made local, the cluster bus on a free port of its
+        own, quick to sync), made one cluster of three primaries with a replica each by its
+        create-cluster.sh. Returns once every node says ``cluster_state:ok`` and knows the
+        five others and every replica is linked, with the ``redis+cluster://`` URL."""
+        password, ports = secrets.token_hex(16), [free_port() for _ in range(6)]
+        for number, port in enumerate(ports, 1):
+            self._start_redis_server(f"redis{number}", "redis-cluster/redis.conf", port, password,
+                              {"requirepass": password, "masterauth": password,
+                               "cluster-config-file": f"nodes-{port}.conf",
+                               "repl-diskless-sync-delay": "0"},
+                              "--cluster-port", str(free_port()))  # fmt: skip
+        nodes = [f"127.0.0.1:{port}" for port in ports]
+        script = os.path.join(ROOT, "examples", "redis-cluster", "create-cluster.sh")
+        with open(os.path.join(self.state_dir, "create-cluster.log"), "ab") as log:
+            subprocess.run(["/bin/sh", script, "--cluster-yes"], stdout=log, check=True,
+                           stderr=subprocess.STDOUT, env={**os.environ, "NODES": " ".join(nodes),
+                           "REDISCLI_AUTH": password})  # fmt: skip
+
+        def formed(port: int) -> bool:
+            with _redis(port, password) as node:
+                info = node.execute_command("CLUSTER", "INFO").decode()
+                formed = "cluster_state:ok" in info and "cluster_known_nodes:6" in info
+                return formed and _in_sync(node)
+
+        _wait_for(lambda: all(map(formed, ports)), "the Redis Cluster",
+                  [s["pid"] for s in self.state["servers"]])  # fmt: skip
+        return f"redis+cluster://:{password}@{','.join(nodes)}"
+
+    def _start_redis_server(self, name: str, example: str, port: int, password: str,
                      settings: dict[str, str], *flags: str) -> None:  # fmt: skip
         """``redis-server`` with ``examples/<example>`` on 127.0.0.1:``port``, in the folder
         ``<state>/<name>``, ``settings`` changed too; wait until it answers (a replica: until
-        its link to the primary is up)."""
+        it is :func:`_in_sync`)."""
         folder = os.path.join(self.state_dir, name)
         os.makedirs(folder)
         path = os.path.join(folder, os.path.basename(example))
@@ -243,7 +297,7 @@ class Cluster:
 
         def answers() -> bool:
             with _redis(port, password) as client:
-                return client.info("replication").get("master_link_status", "up") == "up"
+                return _in_sync(client)
 
         _wait_for(answers, f"{name} on port {port}", [pid])
 
@@ -383,17 +437,19 @@ class Cluster:
             f"`restart node2`; stop everything with `make cluster-stop`\n"
             f"  read-only for everyone: .venv/bin/scalekit maintenance on --mode read-only "
             f"--flag {env['SCALEKIT_MAINTENANCE_FLAG']} --app {APP}"
-            + (" (passwords in state.json)" if self.state.get("redis") == "sentinel" else "")
+            + (" (passwords in state.json)" if env != self.state["env"] else "")
         )
 
     def _redis_summary(self) -> str:
-        if self.state.get("redis") != "sentinel":
-            return ""
-        pids = {server["name"]: server["pid"] for server in self.state["servers"]}
-        return (
-            f"  Redis: redis1 (pid {pids['redis1']}) the primary, redis2 its replica, "
-            f"sentinel1..3 (examples/sentinel/); kill -9 {pids['redis1']}: redis2 takes over\n"
-        )
+        deploy, pids = self.state.get("redis"), {s["name"]: s["pid"] for s in self.state["servers"]}
+        if deploy == "sentinel":
+            return (
+                f"  Redis: redis1 (pid {pids['redis1']}) the primary, redis2 its replica, "
+                f"sentinel1..3 (examples/sentinel/); kill -9 {pids['redis1']}: redis2 takes over\n"
+            )
+        if deploy == "cluster":
+            return "  Redis: a Redis Cluster, redis1..6 (examples/redis-cluster/), 3 primaries\n"
+        return ""
 
 
 def redis_config(name: str, settings: dict[str, str]) -> str:
@@ -451,6 +507,16 @@ def _with_option(url: str, option: str) -> str:
 
 def _redis(port: int, password: str) -> redis.Redis:
     return redis.Redis(host="127.0.0.1", port=port, password=password, socket_timeout=1)
+
+
+def _in_sync(client: redis.Redis) -> bool:
+    """Is this node a primary (or a Sentinel), or a replica linked to its primary whose
+    first copy is saved? (Redis ignores a SIGTERM while it writes its first append-only
+    file.)"""
+    info = client.info()
+    return info.get("master_link_status", "up") == "up" and not (
+        info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled")
+    )
 
 
 def _postmaster_pid(server) -> int | None:
