@@ -1,6 +1,6 @@
 """Redis session store: one hash per session with a native TTL, one round trip per call.
 
-Layout, for app ``shop`` and session ``S``:
+Layout, for app ``shop`` and session ``S`` on one Redis or behind Sentinels:
 
 * ``scalekit:s:shop:S`` — a hash: ``d`` the payload, ``v`` a random version token, ``t`` the
   time of the last save or touch (ms). Expires natively after the session's TTL.
@@ -10,8 +10,13 @@ Layout, for app ``shop`` and session ``S``:
   atomic batches, without ``KEYS`` and without looking at each session.
 * ``scalekit:s:shop:lock:S`` — the session's lock (locking mode): owner token, PX TTL.
 
-``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch`` and ``release_lease`` are one
-Lua script call each, atomic on the server. Everything Redis goes through
+On a Cluster one app's sessions spread over :data:`BUCKETS` buckets, so over every primary:
+session ``S`` is in bucket ``n = crc32(S) % 64``, its keys ``scalekit:s:{shop:n}:S``,
+``scalekit:s:{shop:n}:due`` and ``scalekit:s:{shop:n}:lock:S``; the hash tag puts a session,
+its lock and its bucket's index in one slot, so every script runs on one node.
+
+``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch``, ``delete`` and
+``release_lease`` are one Lua script call each, atomic on the server. Everything Redis goes through
 :mod:`scalekit.connect.redis`: its lean path, its declared-key scripts, its lease (the lock
 is that lease) and its key namespace (``s``).
 """
@@ -19,13 +24,14 @@ is that lease) and its key namespace (``s``).
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
 import redis
 
-from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, NotReplicated, RedisConnector, Script, open_redis
 from scalekit.core.compat import renamed_keyword
-from scalekit.core.errors import StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import RedisURL
 from scalekit.sessions.stores.base import (
@@ -79,6 +85,15 @@ return 1
     keys=2,
 )
 
+# KEYS: session, due index. ARGV: session id.
+_DELETE = Script(
+    """
+redis.call('ZREM', KEYS[2], ARGV[1])
+return redis.call('DEL', KEYS[1])
+""",
+    keys=2,
+)
+
 # One cleanup batch, atomic. KEYS: due index. ARGV: key prefix, cutoff ms, phase, dry run
 # ('1' or '0'), offset, batch size. Phase "due": the entries scored at or before the cutoff,
 # whose sessions are all gone or expired by the -x rule (the score is an expiry time, or a
@@ -86,7 +101,7 @@ return 1
 # entries after the cutoff, sessions with a TTL still running; delete those unused since
 # the cutoff (field t). Returns {examined, sessions deleted, entries of gone sessions
 # dropped, entries left in place}. It names the sessions' keys from the prefix and the ids
-# it finds: on a Cluster they share the due index's slot through the namespace's hash tag.
+# it finds: on a Cluster they share the due index's slot through the bucket's hash tag.
 _CLEANUP = Script(
     """
 local cutoff, forced, dry = ARGV[2], ARGV[3] == 'forced', ARGV[4] == '1'
@@ -127,12 +142,37 @@ return {#sids, deleted, dropped, #sids - #doomed - #gone}
 )
 
 
+#: How many buckets one app's sessions spread over on a Cluster.
+BUCKETS = 64
+
+
+class Layout:
+    """Where one app's sessions live: the key :attr:`prefixes` of its buckets, one on a
+    single Redis or behind Sentinels (``scalekit:s:<app>:``, the layout of every earlier
+    version: an upgrade logs nobody out), :data:`BUCKETS` on a Cluster
+    (``scalekit:s:{<app>:<n>}:``). A bucket holds its sessions, their locks and its due
+    index (``<prefix>due``); session ``S`` is in bucket ``crc32(S) % len(prefixes)``."""
+
+    __slots__ = ("prefixes",)
+
+    def __init__(self, connector: RedisConnector, app_name: str):
+        names = [f"{app_name}:{n}" for n in range(BUCKETS)]
+        if not connector.topology.hash_tags:
+            names = [app_name]
+        self.prefixes = [connector.namespace("s", name).prefix for name in names]
+
+    def prefix(self, sid: str) -> str:
+        """The key prefix of the bucket that session ``sid`` (a checked id) is in."""
+        return self.prefixes[zlib.crc32(sid.encode()) % len(self.prefixes)]
+
+
 class RedisStore(SessionStore):
     """Sessions in Redis (``redis://``, ``rediss://`` for TLS, ``unix://`` sockets).
 
     Connections are pooled and opened lazily in the process that uses them (safe with
     gunicorn's ``preload_app``); hiredis parses replies when installed. Timeouts are short
-    by default so a down server costs at most about a second per call.
+    by default so a down server costs at most about a second per call. Loads, saves,
+    touches, deletes and cleanups are retried once after a failover; locks are not.
     """
 
     kind = "redis"
@@ -145,17 +185,26 @@ class RedisStore(SessionStore):
         *,
         client_cache: bool = False,
         client_cache_max_age: float = 5.0,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
         **redis_options: Any,
     ):
         """``client_cache``: keep this process's reads until Redis says they changed, or
-        ``client_cache_max_age`` seconds at most. ``redis_options``: those of
+        ``client_cache_max_age`` seconds at most. ``min_replicas``: a save, touch or delete
+        succeeds only once that many replicas have it (``WAIT``, up to ``replica_timeout``
+        seconds), so it survives the loss of the primary. ``redis_options``: those of
         :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app_name)
+        if min_replicas < 0 or replica_timeout <= 0:
+            raise ConfigError(
+                f"{settings.masked}: min_replicas={min_replicas!r} must be 0 or more and "
+                f"replica_timeout={replica_timeout!r} more than 0 seconds"
+            )
         self.client_cache, self.client_cache_max_age = client_cache, client_cache_max_age
+        self.min_replicas, self.replica_timeout = min_replicas, replica_timeout
         self.settings = settings
         self._redis = open_redis(settings, **redis_options)
-        self._prefix = self._redis.namespace("s", self.app_name).prefix
-        self._due = self._prefix + "due"
+        self.layout = Layout(self._redis, self.app_name)
 
     @classmethod
     @renamed_keyword("app", "app_name")
@@ -164,7 +213,13 @@ class RedisStore(SessionStore):
     ) -> RedisStore:
         """``create`` changes nothing: Redis keeps no store per app (an app without sessions
         has no key); :meth:`cleanup` says so when it finds none."""
-        spec = {**REDIS_OPTIONS, "client_cache": as_bool, "client_cache_max_age": float}
+        spec = {
+            **REDIS_OPTIONS,
+            "client_cache": as_bool,
+            "client_cache_max_age": float,
+            "min_replicas": int,
+            "replica_timeout": float,
+        }
         return cls(settings, app_name, **merge_options(settings, spec, options))
 
     @property
@@ -178,14 +233,28 @@ class RedisStore(SessionStore):
             f"{type(exc).__name__}: {exc}; check that Redis is running and reachable"
         )
 
-    def _script(self, action: str, script: Script, keys: list[str], args: list[Any]) -> Any:
+    def _run(
+        self, action: str, script: Script, keys: list[str], args: list[Any], replicas: int = 0
+    ) -> Any:
+        """Run ``script``, retried once after a failover; with ``replicas``, a success once
+        that many replicas have its writes."""
         try:
-            return self._redis.run(script, keys, args)
+            return self._redis.run(
+                script, keys, args, safe=True, replicas=replicas,
+                replica_timeout=self.replica_timeout,
+            )  # fmt: skip
+        except NotReplicated as exc:
+            raise StoreUnavailable(
+                f"session store {self.settings.masked} failed to {action} on "
+                f"{replicas} replica(s) within {self.replica_timeout:g}s (min_replicas): "
+                f"{exc}; check the replicas and their links to the primary"
+            ) from None
         except redis.RedisError as exc:
             raise self._unavailable(action, exc) from None
 
     def load(self, sid: str) -> Record | None:
-        key = self._prefix + check_session_id(sid)
+        sid = check_session_id(sid)
+        key = self.layout.prefix(sid) + sid
         command = ("HMGET", key, "d", "v", "t")
         try:
             if self.client_cache:
@@ -193,7 +262,7 @@ class RedisStore(SessionStore):
                     key, *command, max_age=self.client_cache_max_age
                 )
             else:
-                data, version, saved_ms = self._redis.call(*command)
+                data, version, saved_ms = self._redis.call(*command, safe=True)
         except redis.RedisError as exc:
             raise self._unavailable("load a session", exc) from None
         if data is None:
@@ -201,7 +270,6 @@ class RedisStore(SessionStore):
         return Record(data, version, int(saved_ms) / 1000)
 
     def save(self, sid: str, data: bytes, ttl: int | None, expected: Any) -> bool:
-        key = self._prefix + check_session_id(sid)
         if expected is None:
             expected_arg: Any = ""
         elif expected is ANY:
@@ -209,34 +277,28 @@ class RedisStore(SessionStore):
         else:
             expected_arg = expected
         args = [expected_arg, data, _ttl_ms(ttl), _now_ms(), os.urandom(9).hex(), sid]
-        return self._script("save a session", _SAVE, [key, self._due], args) == 1
+        return self._write("save a session", _SAVE, sid, args) == 1
 
     def touch(self, sid: str, ttl: int | None) -> None:
-        key = self._prefix + check_session_id(sid)
-        args = [_ttl_ms(ttl), _now_ms(), sid]
-        self._script("touch a session", _TOUCH, [key, self._due], args)
+        self._write("touch a session", _TOUCH, sid, [_ttl_ms(ttl), _now_ms(), sid])
 
     def delete(self, sid: str) -> None:
-        key = self._prefix + check_session_id(sid)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.delete(key)
-        pipe.zrem(self._due, sid)
-        try:
-            pipe.execute()
-        except redis.RedisError as exc:
-            raise self._unavailable("delete a session", exc) from None
-        finally:
-            self._redis.forget(key)  # its cached read goes, whatever the outcome
+        self._write("delete a session", _DELETE, sid, [sid])
+
+    def _write(self, action: str, script: Script, sid: str, args: list[Any]) -> Any:
+        """Run ``script`` on session ``sid``'s key and its bucket's due index."""
+        prefix = self.layout.prefix(check_session_id(sid))
+        return self._run(action, script, [prefix + sid, prefix + "due"], args, self.min_replicas)
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
-        key = self._prefix + "lock:" + check_session_id(sid)
+        key = self._lock_key(sid)
         try:
             return self._redis.try_lease(key, token, ttl)
         except redis.RedisError as exc:
             raise self._unavailable("lock a session", exc) from None
 
     def release_lease(self, sid: str, token: str) -> bool:
-        key = self._prefix + "lock:" + check_session_id(sid)
+        key = self._lock_key(sid)
         try:
             return self._redis.release_lease(key, token)
         except redis.RedisError as exc:
@@ -259,29 +321,37 @@ class RedisStore(SessionStore):
         An app with no session at all (its index is gone: a mistyped app name?) is noted.
         """
         stats = CleanupStats()
-        for phase in ("due", "forced") if force else ("due",):
-            args, offset = [self._prefix, int(cutoff * 1000), phase, int(dry_run)], 0
-            while True:
-                examined, deleted, dropped, kept = self._script(
-                    "clean up sessions", _CLEANUP, [self._due], [*args, offset, batch]
-                )
-                stats.examined += examined
-                stats.deleted += deleted + dropped
-                offset += kept
-                if progress is not None and examined:
-                    progress(stats)
-                if examined < batch:
-                    break
+        for prefix in self.layout.prefixes:
+            for phase in ("due", "forced") if force else ("due",):
+                args, offset = [prefix, int(cutoff * 1000), phase, int(dry_run)], 0
+                while True:
+                    examined, deleted, dropped, kept = self._run(
+                        "clean up sessions", _CLEANUP, [prefix + "due"], [*args, offset, batch]
+                    )
+                    stats.examined += examined
+                    stats.deleted += deleted + dropped
+                    offset += kept
+                    if progress is not None and examined:
+                        progress(stats)
+                    if examined < batch:
+                        break
         if not stats.examined and not self._has_sessions():
             stats.note = f"no session of app {self.app_name} is stored; is the app name right?"
         return stats
 
     def _has_sessions(self) -> bool:
-        """Whether this app has any session: its index exists while it has one."""
+        """Whether this app has any session: a bucket's index exists while it has one."""
         try:
-            return bool(self._redis.call("EXISTS", self._due))
+            return any(
+                self._redis.call("EXISTS", prefix + "due", safe=True)
+                for prefix in self.layout.prefixes
+            )
         except redis.RedisError as exc:
             raise self._unavailable("clean up sessions", exc) from None
+
+    def _lock_key(self, sid: str) -> str:
+        sid = check_session_id(sid)
+        return self.layout.prefix(sid) + "lock:" + sid
 
     def close(self) -> None:
         self._redis.close()
