@@ -23,13 +23,15 @@ import pytest
 
 from scalekit import sessions
 from scalekit.core.errors import StoreUnavailable
+from scalekit.sessions.middleware import failure_page
 from scalekit.sessions.stores import ANY, SessionStore, open_store
 from scalekit.testing import fresh_app_name
-from tests.servers import RedisSentinelGroup
+from scalekit.testing.sessions import SID
+from tests.servers import RedisCluster, RedisSentinelGroup
 from tests.wsgi import Client
 
 SECRET = "failover-secret-0123456789abcdef-0123"
-TOPOLOGIES = {"sentinel": RedisSentinelGroup}
+TOPOLOGIES = {"sentinel": RedisSentinelGroup, "cluster": RedisCluster}
 THREADS = 6  # per workload
 RECOVERY_BOUND = 5.0  # seconds: the issue's "writes succeed again within 5 s"
 
@@ -77,11 +79,18 @@ class Load:
         return min(ok for ok in self.oks if ok > last) - killed_at
 
 
-class Failover:
-    """One app's sessions on ``url`` under every workload at once, through one kill."""
+def primary_killed(group, key: str):
+    """The primary that holds ``key`` killed for the body (behind Sentinels, the primary)."""
+    return group.primary_killed(key) if isinstance(group, RedisCluster) else group.primary_killed()
 
-    COUNTERS = [f"Counter{n:017d}" for n in range(3)]
-    SEQUENCES = [f"Sequence{n:016d}" for n in range(3)]
+
+def key_of(store: SessionStore, sid: str) -> str:
+    return store.layout.prefix(sid) + sid
+
+
+class Failover:
+    """One app's sessions on ``url`` under every workload at once, through one kill: of the
+    primary of the bucket that holds the counters and the sequences (:attr:`key`)."""
 
     def __init__(self, url: str, stack: contextlib.ExitStack):
         app_name = fresh_app_name()
@@ -93,6 +102,12 @@ class Failover:
 
         self.plain, self.replicated = store(), store(min_replicas=1)
         self.cached = store(client_cache=True, client_cache_max_age=3600)
+        ids = [f"Counter{n:017d}" for n in range(1000)]
+        bucket = [
+            sid for sid in ids if self.plain.layout.prefix(sid) == self.plain.layout.prefix(ids[0])
+        ]
+        self.COUNTERS, self.SEQUENCES = bucket[:3], bucket[3:6]
+        self.key = key_of(self.plain, bucket[0])
         self.acked: dict[int, list[str]] = {0: [], 1: []}  # min_replicas: saved session ids
         self.increments = [0] * THREADS  # acknowledged, per thread
         self.confirmed = [0] * THREADS  # unacknowledged, found applied on the next load
@@ -181,7 +196,7 @@ def failover(group) -> Iterator[tuple[Failover, float]]:
         try:
             time.sleep(0.5)
             killed_at = time.monotonic()
-            with group.primary_killed():
+            with primary_killed(group, run.key):
                 pass  # after the body: promoted, the killed node back as a replica
             run.failed_over.set()
             time.sleep(1.0)
@@ -207,6 +222,18 @@ def report(topology: str, run: Failover, killed_at: float) -> None:
         f" a reply {sum(run.confirmed)}, counted {total}, lost {applied - total}"
     )
     print(f"  cached reads after the failover {len(run.reads_after)}, stale {len(run.stale)}")
+
+
+def test_min_replicas_unmet_is_store_unavailable_and_the_write_on_the_primary(redis_url, app_name):
+    url = f"{redis_url}?min_replicas=1&replica_timeout=0.05"  # a Redis without replicas
+    with contextlib.closing(open_store(url, app_name=app_name)) as store:
+        with pytest.raises(
+            StoreUnavailable, match=r"save a session on 1 replica\(s\) within 0.05s"
+        ):
+            store.save(SID, b"on the primary only", 60, None)
+        assert store.load(SID).data == b"on the primary only"
+        with pytest.raises(StoreUnavailable, match="min_replicas"):
+            store.touch(SID, 60)
 
 
 def test_writes_succeed_again_within_5_seconds(failover):
@@ -236,10 +263,11 @@ def test_no_cached_read_is_stale_after_the_failover(failover):
 
 
 def counter_app(environ, start_response):
+    """One more in the session's counter: answers the counter and the session's id."""
     session = environ[sessions.ENVIRON_KEY]
     session["n"] = (session.n or 0) + 1
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [str(session.n).encode()]
+    return [f"{session.n} {session.session_id}".encode()]
 
 
 def test_through_the_middleware_no_traceback_reaches_a_client(group):
@@ -264,21 +292,22 @@ def test_through_the_middleware_no_traceback_reaches_a_client(group):
 
     with contextlib.closing(store):
         for index in range(len(browsers)):
-            assert browse(index, 0)  # each has its session before the kill
+            assert browse(index, 0) and browse(index, 1)  # each has its stored session
+        sid = seen[0][-1][1].split()[1].decode()
         load = Load(browse)
         try:
             time.sleep(0.3)
-            with group.primary_killed():
+            with primary_killed(group, key_of(store, sid)):
                 pass
             time.sleep(0.5)
         finally:
             load.stop()
         assert tracebacks == []
         pages = {(status, body) for answers in seen for status, body in answers if status != 200}
-        assert {status for status, _ in pages} == {503}
+        assert pages == {(503, failure_page(app.engine, StoreUnavailable()).body)}
         for index, answers in enumerate(seen):
-            numbers = [int(body) for status, body in answers if status == 200]
+            numbers = [int(body.split()[0]) for status, body in answers if status == 200]
             assert numbers == sorted(set(numbers)), "an acknowledged increment was lost"
-            assert int(browsers[index].request("/").body) > numbers[-1]
+            assert int(browsers[index].request("/").body.split()[0]) > numbers[-1]
         errors = sum(len(answers) - len([a for a in answers if a[0] == 200]) for answers in seen)
         print(f"\n  middleware: {sum(map(len, seen))} responses, {errors} were 503, no traceback")
