@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
 from scalekit.testing.sessions import SharedSessionStoreSuite
 from tests.servers import MemcachedServer, free_port
@@ -240,3 +241,35 @@ def test_compare_and_set_conflicts_are_caught_when_stores_disagree_about_a_node(
         assert seeing.load(SID).data == skipping.load(SID).data == winner.encode()
         for node in ranked(nodes, record_key(app_name, SID))[:2]:
             assert stored_on(node, app_name, SID).endswith(winner.encode())
+
+
+def test_concurrent_increments_from_two_stores_lose_nothing_while_a_node_flaps(nodes, app_name):
+    url = url_of(nodes, replicas=2, timeout=0.2, retry_timeout=0.3)
+    with opened(url, app_name) as first, opened(url, app_name) as second:
+        assert first.save(SID, b"0", 60, None)
+        leader = ranked(nodes, record_key(app_name, SID))[0]
+        stop, done, errors = threading.Event(), [0, 0, 0, 0], []
+
+        def work(index: int, store) -> None:
+            try:
+                while not stop.is_set():
+                    increment(store, SID)
+                    done[index] += 1
+            except StoreUnavailable as exc:  # both replicas failed at once: not expected
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(i, store))
+                   for i, store in enumerate((first, second, first, second))]  # fmt: skip
+        for thread in threads:
+            thread.start()
+        for _ in range(4):
+            time.sleep(0.3)
+            with leader.frozen():
+                time.sleep(0.4)
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join()
+        assert not errors
+        print(f"increments while the node flapped: {done} (total {sum(done)})")
+        assert int(first.load(SID).data) == int(second.load(SID).data) == sum(done)

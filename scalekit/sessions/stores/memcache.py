@@ -78,7 +78,9 @@ _T = TypeVar("_T")
 
 _RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
 _RECORD_MAGIC = b"SKs1"
-_REPLICATED = struct.Struct("!4sdIQQ")  # the same, then the version: generation, nonce
+# The same, then the version (generation, nonce) and its ancestors' nonces, parent first.
+_REPLICATED = struct.Struct("!4sdIQQ8Q")
+_ANCESTORS = 8
 _REPLICATED_MAGIC = b"SKs2"
 _DELETED = b"SKd1"  # with replicas, a deleted session's record, kept for _DELETED_EXPIRE
 _DELETED_EXPIRE = exptime(3600)
@@ -318,33 +320,38 @@ class MemcacheStore(MemcacheClient, SessionStore):
         module notes)."""
         if expected is not ANY and expected is not None:
             _version(expected, int)
-        base, known = self._current(key)
+        current, known = self._current(key)
+        base = current and current.version
         if expected is not ANY and base != expected:
             return False
-        saved_at = now()
-        generation = base[0] + 1 if base else _generation(saved_at)
-        value = (
-            _REPLICATED.pack(
-                _REPLICATED_MAGIC, saved_at, ttl or 0, generation, random.getrandbits(63)
+        ours = _Stored(now(), ttl or 0, (0, random.randrange(1, 1 << 63)), (), data)
+        if current is None:
+            ours = ours._replace(version=(_generation(ours.saved_at), ours.version[1]))
+        else:
+            ancestors = (current.version[1], *current.ancestors)
+            ours = ours._replace(
+                version=(current.version[0] + 1, ours.version[1]),
+                ancestors=tuple(nonce for nonce in ancestors if nonce)[:_ANCESTORS],
             )
-            + data
-        )
+        value = _encode(ours)
         written: list[str] = []
 
         def put(conn: Client) -> tuple[bool, bytes | None]:
-            return _put(conn, key, value, base, known.pop(node_name(conn.server), None), expire)
+            known_here = known.pop(node_name(conn.server), None)
+            return _put(conn, key, value, ours, base, known_here, expire)
 
         for name, (done, held) in self._each_replica("save a session", key, put, missed=(key,)):
-            if not done:  # this replica holds a newer version, or a deletion
-                built_on = bool(written) and held is not None
-                built_on = built_on and self._restore(written, key, value, held)
-                # ANY: ours came first, then the concurrent write or deletion that won
-                return expected is ANY or (built_on and held != _DELETED)
+            if not done:  # this replica holds a newer or concurrent version, or a deletion
+                if written:
+                    self._restore(written, key, value, held)
+                # ANY: ours came first, then the concurrent write or deletion that won;
+                # else ours is kept only inside a later save made from it
+                return expected is ANY or (bool(written) and _made_from(held, ours))
             written.append(name)
         return True
 
-    def _current(self, key: bytes) -> tuple[tuple[int, int] | None, dict[str, Any]]:
-        """The version of the first replica that holds a record (None: none does, or it is
+    def _current(self, key: bytes) -> tuple[_Stored | None, dict[str, Any]]:
+        """The record of the first replica that holds one (None: none does, or it is
         deleted), and each replica's ``gets`` read on the way, by node."""
         known: dict[str, Any] = {}
         for name, (value, cas) in self._each_replica(
@@ -352,35 +359,28 @@ class MemcacheStore(MemcacheClient, SessionStore):
         ):
             known[name] = value, cas
             if value is not None:
-                stored = _parse(value)
-                return (stored and stored.version), known
+                return _parse(value), known
         return None, known
 
-    def _restore(self, names: list[str], key: bytes, ours: bytes, winner: bytes) -> bool:
+    def _restore(self, names: list[str], key: bytes, ours: bytes, winner: bytes | None) -> None:
         """Put ``winner`` back on the replicas ``names`` where ``ours`` replaced it, unless
-        they changed since (one that fails deletes it when it answers again). True if a
-        later generation had already replaced ours on the first of them: a save made from
-        ours (every writer compares on that replica), so ours is not lost."""
-        generation = _parse(ours).version[0]
-        stored = _parse(winner)
+        they changed since; one that fails deletes ours when it answers again."""
+        stored = None if winner is None else _parse(winner)
         expire = exptime(stored.ttl or None) if stored else _DELETED_EXPIRE
 
-        def command(conn: Client) -> bool:
+        def command(conn: Client) -> None:
             found, cas = conn.gets(key)
             if found == ours:
-                conn.cas(key, winner, cas, expire, noreply=False)
-                return False
-            stored = None if found is None else _parse(found)
-            return stored is not None and stored.version[0] > generation
+                if winner is None:
+                    conn.cas(key, b"", cas, expire=-1, noreply=False)
+                else:
+                    conn.cas(key, winner, cas, expire, noreply=False)
 
-        replaced = []
         for name in names:
             try:
-                replaced.append(self._run_at(name, "save a session", command))
+                self._run_at(name, "save a session", command)
             except StoreUnavailable:
-                replaced.append(False)
                 self._remember_missed(name, (key,))
-        return replaced[0]
 
     # -- helpers ------------------------------------------------------------------------
     def _each(
@@ -428,33 +428,42 @@ class _Stored(NamedTuple):
     saved_at: float
     ttl: int  # 0: none
     version: tuple[int, int]  # (generation, nonce); a SKs1 record: (its save time's, 0)
+    ancestors: tuple[int, ...]  # the nonces of the versions it was made from, parent first
     data: bytes
 
 
 def _parse(value: bytes) -> _Stored | None:
     """The fields of a record, either layout; None if ``value`` is none (or a deletion)."""
     if value[:4] == _REPLICATED_MAGIC and len(value) >= _REPLICATED.size:
-        _, saved_at, ttl, generation, nonce = _REPLICATED.unpack_from(value)
-        return _Stored(saved_at, ttl, (generation, nonce), value[_REPLICATED.size :])
+        _, saved_at, ttl, generation, nonce, *ancestors = _REPLICATED.unpack_from(value)
+        ancestors = tuple(ancestor for ancestor in ancestors if ancestor)
+        return _Stored(saved_at, ttl, (generation, nonce), ancestors, value[_REPLICATED.size :])
     if value[:4] == _RECORD_MAGIC and len(value) >= _RECORD.size:
         _, saved_at, ttl = _RECORD.unpack_from(value)
-        return _Stored(saved_at, ttl, (_generation(saved_at), 0), value[_RECORD.size :])
+        return _Stored(saved_at, ttl, (_generation(saved_at), 0), (), value[_RECORD.size :])
     return None
 
 
+def _encode(stored: _Stored) -> bytes:
+    padded = (*stored.ancestors, *[0] * _ANCESTORS)[:_ANCESTORS]
+    return _REPLICATED.pack(
+        _REPLICATED_MAGIC, stored.saved_at, stored.ttl, *stored.version, *padded
+    ) + stored.data  # fmt: skip
+
+
 def _put(
-    conn: Client, key: bytes, value: bytes, base: tuple[int, int] | None,
+    conn: Client, key: bytes, value: bytes, ours: _Stored, base: tuple[int, int] | None,
     known: tuple[bytes | None, Any] | None, expire: int,
 ) -> tuple[bool, bytes | None]:  # fmt: skip
-    """Write ``value``, a version made from ``base``, on this node if it holds nothing,
-    ``base``, or older (see :func:`_may_replace`); ``known``: its ``gets``, if just read.
-    ``(True, None)`` if written, else ``(False, what it holds)``."""
+    """Write ``value`` (``ours``, made from ``base``) on this node if it holds nothing or
+    what :func:`_may_replace` allows; ``known``: its ``gets``, if just read. ``(True,
+    None)`` if written, else ``(False, what it holds)``."""
     found, cas = known or conn.gets(key)
     for _ in range(_PUT_ATTEMPTS):
         if found is None:
             if conn.add(key, value, expire, noreply=False):
                 return True, None
-        elif not _may_replace(found, base):
+        elif not _may_replace(found, ours, base):
             return False, found
         elif conn.cas(key, value, cas, expire, noreply=False):
             return True, None
@@ -462,23 +471,35 @@ def _put(
     return False, found
 
 
-def _may_replace(found: bytes, base: tuple[int, int] | None) -> bool:
-    """May a version made from ``base`` replace ``found``? Over ``base`` itself, an older
-    version (a replica that missed writes), a corrupt record, and a deletion only if made
-    from none. Not over another version as new or newer: a concurrent save won there."""
+def _may_replace(found: bytes, ours: _Stored, base: tuple[int, int] | None) -> bool:
+    """May ``ours``, made from ``base``, replace ``found``? Over ``base``, one of its
+    ancestors or a version older than they reach (a replica that missed writes), or a
+    corrupt record; over a deletion only if made from none. Not over any other version: a
+    concurrent save (made from ``base`` or an ancestor too) got there first."""
     if found == _DELETED:
         return base is None
-    stored = _parse(found)
-    if stored is None or stored.version == base:
+    held = _parse(found)
+    if held is None or held.version == base:
         return True
-    return base is not None and stored.version[0] < base[0]
+    if base is None:
+        return False
+    return held.version[1] in ours.ancestors or held.version[0] + _ANCESTORS < ours.version[0]
+
+
+def _made_from(held: bytes | None, ours: _Stored) -> bool:
+    """Was ``held`` made from ``ours`` (so ours is not lost)? Sure if ours is among its
+    ancestors; assumed if it is newer than they reach: with every writer comparing on the
+    first replica, that many saves since ours can only have been made from it."""
+    newer = None if held is None else _parse(held)
+    return newer is not None and (
+        ours.version[1] in newer.ancestors or newer.version[0] > ours.version[0] + _ANCESTORS
+    )
 
 
 def _generation(saved_at: float) -> int:
     """The generation of a record with no base, saved at ``saved_at``: its microseconds.
-    Each save after it adds one, so two saves made from one version share a generation
-    (a conflict, see :func:`_may_replace`), and a record without replicas (which carries
-    only its save time) outranks replicated versions saved before it."""
+    Each save after it adds one, and a record without replicas (which carries only its
+    save time) outranks replicated versions saved before it."""
     return int(saved_at * 1_000_000)
 
 
