@@ -469,11 +469,11 @@ class RedisClusterNode(RedisServer):
     cluster bus on a free port of its own (not port + 10000, which may be out of range)."""
 
     name = "redis-cluster-node"
-    node_timeout_ms = 2000
 
-    def __init__(self) -> None:
+    def __init__(self, node_timeout_ms: int = 2000) -> None:
         super().__init__()
         self.bus_port = 0
+        self.node_timeout_ms = node_timeout_ms
 
     @property
     def address(self) -> str:
@@ -498,7 +498,7 @@ class RedisClusterNode(RedisServer):
 
 class RedisCluster(ServerGroup):
     """A Redis Cluster of ``primaries`` primaries with one replica each, made by
-    ``redis-cli --cluster create``.
+    ``redis-cli --cluster create``; a node missing ``node_timeout_ms`` is failing.
 
     ``start()`` returns once every node says ``cluster_state:ok`` and knows every other node,
     and every replica's link to its primary is up (its initial sync done); ``stop()`` ends
@@ -506,8 +506,8 @@ class RedisCluster(ServerGroup):
     tests and, after the body, brings it back as a replica.
     """
 
-    def __init__(self, primaries: int = 3) -> None:
-        self.nodes = [RedisClusterNode() for _ in range(2 * primaries)]
+    def __init__(self, primaries: int = 3, node_timeout_ms: int = 2000) -> None:
+        self.nodes = [RedisClusterNode(node_timeout_ms) for _ in range(2 * primaries)]
 
     @property
     def seeds(self) -> tuple[str, ...]:
@@ -526,32 +526,26 @@ class RedisCluster(ServerGroup):
     def serving(
         self, key: str | bytes | None = None
     ) -> tuple[RedisClusterNode, RedisClusterNode | None]:
-        """The primary that serves ``key``'s slot (slot 0 without a key) and its replica
-        (``None`` while it has none), as the first live node that answers says."""
+        """The primary that serves ``key``'s slot (slot 0 without a key), as the first live
+        node that answers says, and its replica (``None`` while it has none) as it says."""
         import redis
         from redis.crc import key_slot
 
         slot = 0 if key is None else key_slot(key.encode() if isinstance(key, str) else key)
-        by_address = {node.address: node for node in self.nodes}
+        by_port = {node.port: node for node in self.nodes}
         for node in self.nodes:
             if node.process is None or node.process.poll() is not None:
                 continue
             try:
                 with redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1) as client:
-                    lines = client.execute_command("CLUSTER", "NODES")
-            except redis.RedisError:
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+                primary = next(by_port[r[2][1]] for r in ranges if r[0] <= slot <= r[1])
+                with redis.Redis(host="127.0.0.1", port=primary.port, socket_timeout=1) as client:
+                    replication = client.info("replication")  # its own word on its replicas
+            except (redis.RedisError, StopIteration):
                 continue
-            # <id> <ip:port@bus> <flags> <primary id or -> ... <slot ranges>
-            rows = [line.split() for line in lines.decode().splitlines()]
-            for row in rows:
-                ranges = [r.split("-") for r in row[8:] if not r.startswith("[")]
-                if "master" in row[2] and any(int(r[0]) <= slot <= int(r[-1]) for r in ranges):
-                    replicas = [
-                        by_address[other[1].split("@")[0]]
-                        for other in rows
-                        if other[3] == row[0] and "fail" not in other[2]
-                    ]
-                    return by_address[row[1].split("@")[0]], (replicas or [None])[0]
+            replica = replication.get("slave0", {}).get("port")
+            return primary, by_port.get(replica)
         raise ServerStartError(f"no live node names a primary for slot {slot}")
 
     @contextlib.contextmanager

@@ -335,7 +335,7 @@ class RedisConnector:
                 if isinstance(error, ReadOnlyError):  # a replica now
                     self._drop(node)
                 time.sleep(pause)
-                pause *= 2
+                pause = min(2 * pause, 0.1)
                 topology.refresh()
                 node, asking, redirections = topology.node_for(key), False, 0
             elif isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
