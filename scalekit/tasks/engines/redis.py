@@ -11,10 +11,12 @@ Layout, for app ``shop`` and queue ``mail`` (every key of a queue carries the ha
 * ``scalekit:t:{shop:mail}:t:<id>`` - a delayed or dead task's hash: the stream fields,
   and for a dead one ``x`` the error and ``d`` its deliveries; for a task a script moved
   into the stream (promoted, retried at once, revived) only ``s``, its entry id, so an ack
-  after a lost lease finds the task wherever it went.
+  after a lost lease finds the task wherever it went. Scripts build these keys from the
+  prefix they are given: the tag puts them in the slot of the keys they declare.
 * ``scalekit:t:{shop:mail}:n:<name>`` - a task name, taken for ``name_ttl`` (``SET NX PX``).
-* ``scalekit:t:shop:queues`` - the set of the app's queue names (outside any queue's tag).
-* ``scalekit:t:shop:lease:<key>`` - a lease (``try_lease``).
+* ``scalekit:t:shop:queues`` - the set of the app's queue names (outside any queue's tag;
+  ``scalekit:t:{shop}:queues`` where the topology hash-tags, as on a Cluster).
+* ``scalekit:t:shop:lease:<key>`` - a lease (``try_lease``; tagged likewise).
 
 An enqueue is one round trip: a bare ``XADD``, or one script when it is named or delayed.
 A claim is one ``XREADGROUP`` (blocking up to ``wait``, never past the next known eta);
@@ -23,10 +25,27 @@ this process knows of comes due (:data:`DUE_GAP` at least after the last pass), 
 first promotes due delayed tasks, hands expired leases to the claimer (``XAUTOCLAIM``) and
 says when the next delayed task is due. Until then the operations views (``find``,
 ``tasks``, ``counts``, ``purge``) read a delayed task whose eta has passed as waiting.
+
+On a Cluster (``redis+cluster://``) each queue lives in its own slot, so one queue's tasks
+are on one primary and different queues spread over the primaries. One ``XREADGROUP``
+reads one slot: a claim over several queues reads them one by one in their order and
+blocks on one at a time, for :data:`ROUTED_BLOCK` at most, so a task enqueued meanwhile in
+another queue waits up to that long. The operations views visit the queues one by one.
+
+After a failover (Sentinel or Cluster) every step but the enqueue is retried once on the
+new primary: reads, and the scripts that settle a claim, which check the claim first and
+so do nothing the second time. An enqueue is not (a retried ``XADD`` could queue the task
+twice): it raises :class:`~scalekit.core.errors.StoreUnavailable`, and the task may or may
+not be queued. Redis replicates asynchronously: the tasks enqueued on a primary in the
+moment before it is lost may not have reached its replica, and are lost with it (their
+enqueues were acknowledged). ``min_replicas=1`` closes that gap: an enqueue returns once a
+replica has the task (``WAIT``), or raises StoreUnavailable when none confirms in time.
+Lost acks, retries and hand-outs only make a task run again (at least once, as ever).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -36,7 +55,7 @@ from typing import Any
 
 import redis
 
-from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, NotReplicated, Script, open_redis
 from scalekit.core.checks import check_app_name, check_lease, check_ttl
 from scalekit.core.errors import ConfigError, CorruptData, InvalidArgument, StoreUnavailable
 from scalekit.core.options import merge_options, parse_duration
@@ -55,7 +74,7 @@ from scalekit.tasks.engines.base import (
 )
 from scalekit.tasks.errors import TaskAlreadyExists
 
-__all__ = ["DUE_GAP", "MAINTENANCE_INTERVAL", "RedisEngine"]
+__all__ = ["DUE_GAP", "MAINTENANCE_INTERVAL", "ROUTED_BLOCK", "RedisEngine"]
 
 log = logging.getLogger("scalekit.tasks")
 
@@ -64,6 +83,11 @@ MAINTENANCE_INTERVAL = 0.25
 #: Seconds at least between two such passes when a known delayed task comes due (many
 #: etas close together cost a pass per this gap, not one per claim).
 DUE_GAP = 0.05
+#: Seconds a claim over several queues on a routed topology (a Cluster: one read, one slot)
+#: blocks on one queue before it reads the others again: the latency it adds, at most, to a
+#: task enqueued meanwhile in another queue; an idle claim over n queues makes about
+#: 10 (n + 1) reads a second.
+ROUTED_BLOCK = 0.1
 #: The consumer group every worker of a queue belongs to.
 GROUP = "workers"
 #: Tasks promoted, purged or scanned per script call (bounds how long Redis is busy).
@@ -107,7 +131,8 @@ end
 """
 
 # KEYS: stream, delayed, record, name. ARGV: id, payload, eta or '', name or '', name ttl
-# ms, now. Returns 0 (name taken), 1 (waiting) or 2 (delayed).
+# ms, now. Returns 0 (name taken), 1 (waiting) or 2 (delayed). Never retried after a lost
+# reply: a second run would queue the task twice, or find its own name taken.
 _ENQUEUE = Script(
     """
 if ARGV[4] ~= '' and not redis.call('SET', KEYS[4], ARGV[1], 'NX', 'PX', ARGV[5]) then
@@ -131,7 +156,8 @@ return 1
 
 # KEYS: stream, delayed. ARGV: group, consumer, now, min idle ms, count, XAUTOCLAIM cursor,
 # record key prefix, batch, consumer idle ms to reap ('' not now). Returns {reclaimed
-# {id, fields, deliveries}..., next cursor, next eta or ''}.
+# {id, fields, deliveries}..., next cursor, next eta or ''}. Retried after a lost reply: the
+# second run finds no task due twice, and what the first reclaimed waits out a lease.
 _MAINTAIN = Script(
     """
 local stream, delayed, group = KEYS[1], KEYS[2], ARGV[1]
@@ -172,7 +198,7 @@ return {claimed, cursor, first[2] or ''}
 )
 
 # KEYS: stream. ARGV: group, then entry id and deliveries of each claim. Returns 1 (lease
-# renewed: idle time reset, count unchanged) or 0 (lost) for each.
+# renewed: idle time reset, count unchanged) or 0 (lost) for each. Idempotent.
 _EXTEND = Script(
     _HELD
     + """
@@ -194,6 +220,7 @@ return out
 # KEYS: stream, delayed, dead, record. ARGV: group, entry id, task id. Deletes the task
 # wherever it is now: the claim's entry, or (that entry gone: the task was retried, buried
 # or revived after the claim lost its lease) its record and the entry its ``s`` names.
+# Idempotent.
 _ACK = Script(
     """
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
@@ -212,7 +239,8 @@ redis.call('DEL', KEYS[4])
 )
 
 # KEYS: stream, delayed, record. ARGV: group, entry id, deliveries, task id, payload, eta,
-# now. Returns 1, or 0 when the claim is no longer held (nothing done).
+# now. Returns 1, or 0 when the claim is no longer held (nothing done: also what a second
+# run after a lost reply answers, the retry done).
 _RETRY = Script(
     _HELD
     + """
@@ -235,7 +263,7 @@ return 1
 )
 
 # KEYS: stream, dead, record. ARGV: group, entry id, deliveries, task id, payload, error,
-# now. Returns 1, or 0 when the claim is no longer held (nothing done).
+# now. Returns 1, or 0 when the claim is no longer held (as _RETRY).
 _BURY = Script(
     _HELD
     + """
@@ -254,6 +282,7 @@ return 1
 )
 
 # KEYS: stream, dead, record. ARGV: task id, '1' to replace the payload by ARGV[3] or '0'.
+# Returns 1, or 0 when the task is not dead (a second run after a lost reply: revived).
 _REVIVE = Script(
     """
 if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 0 end
@@ -359,7 +388,8 @@ return {length - pending + due, delayed, pending, dead}
 
 # KEYS: stream, delayed, dead. ARGV: group, state, batch, record key prefix, now. Deletes
 # up to a batch of the queue's tasks in that state (waiting: the stream's new entries,
-# then the due delayed tasks), with the records naming purged entries; returns how many.
+# then the due delayed tasks), with the records naming purged entries; returns how many
+# (a second run after a lost reply purges the next batch: the lost one goes uncounted).
 _PURGE = Script(
     _LAST_DELIVERED
     + _HELD
@@ -404,7 +434,8 @@ return #ids
     keys=3,
 )
 
-# KEYS: lease. ARGV: holder, ttl ms. Takes the lease, or renews it for its holder.
+# KEYS: lease. ARGV: holder, ttl ms. Takes the lease, or renews it for its holder
+# (idempotent).
 _TRY_LEASE = Script(
     """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -434,8 +465,9 @@ class _Queue:
 
 
 class RedisEngine(Engine):
-    """Tasks in Redis (``redis://``, ``rediss://`` for TLS, ``unix://`` sockets): see the
-    module docstring for the layout. Connections open lazily, per process."""
+    """Tasks in Redis (``redis://``, ``rediss://`` for TLS, ``unix://`` sockets, Sentinel's
+    ``redis+sentinel://``, ``redis+cluster://``): see the module docstring for the layout.
+    Connections open lazily, per process."""
 
     def __init__(
         self,
@@ -444,14 +476,22 @@ class RedisEngine(Engine):
         *,
         visibility_timeout: float = 30.0,
         name_ttl: float = 7 * 86400.0,
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
         **redis_options: Any,
     ):
-        """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
+        """``min_replicas``: an enqueue returns once that many replicas have the task
+        (``WAIT``, up to ``replica_timeout`` seconds), so it survives the loss of the
+        primary. ``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis task engine needs a redis:// URL")
         self.app_name = check_app_name(app_name)
         self.visibility_timeout = positive_seconds(visibility_timeout, "visibility_timeout")
         self.name_ttl = check_ttl(name_ttl, "name_ttl")
+        if isinstance(min_replicas, bool) or not isinstance(min_replicas, int) or min_replicas < 0:
+            raise ConfigError(f"min_replicas must be an int of 0 or more, got {min_replicas!r}")
+        self.min_replicas = min_replicas
+        self.replica_timeout = positive_seconds(replica_timeout, "replica_timeout")
         self.settings = settings
         self._redis = open_redis(settings, **redis_options)
         namespace = self._redis.namespace("t", app_name)
@@ -471,10 +511,16 @@ class RedisEngine(Engine):
     def from_url(
         cls, settings: Any, app_name: str = "app", *, create: bool = True, **options: Any
     ) -> RedisEngine:
-        """``visibility_timeout`` and ``name_ttl`` (seconds, or ``30s``, ``7d`` in a URL)
-        beside the Redis connection options. ``create`` changes nothing: Redis keeps no
-        store to create (a queue is its keys)."""
-        spec = {**REDIS_OPTIONS, "visibility_timeout": parse_duration, "name_ttl": parse_duration}
+        """``visibility_timeout``, ``name_ttl``, ``replica_timeout`` (seconds, or ``30s``,
+        ``7d`` in a URL) and ``min_replicas`` beside the Redis connection options.
+        ``create`` changes nothing: Redis keeps no store to create (a queue is its keys)."""
+        spec = {
+            **REDIS_OPTIONS,
+            "visibility_timeout": parse_duration,
+            "name_ttl": parse_duration,
+            "min_replicas": int,
+            "replica_timeout": parse_duration,
+        }
         return cls(settings, app_name, **merge_options(settings, spec, options))
 
     def __repr__(self) -> str:
@@ -490,9 +536,12 @@ class RedisEngine(Engine):
         eta: float | None = None,
         name: str | None = None,
     ) -> None:
+        """Not retried after a lost connection (a second ``XADD`` could queue the task
+        twice): :class:`StoreUnavailable` then, and the task may be queued or not. With
+        ``min_replicas``, it returns once that many replicas have the task."""
         q = self._queue(queue)
         self._register(q)
-        if eta is None and name is None:
+        if eta is None and name is None and not self.min_replicas:
             self._call(
                 "enqueue a task", q.stream, "XADD", q.stream, "*", "i", task_id, "p", payload
             )
@@ -501,7 +550,8 @@ class RedisEngine(Engine):
         keys = [q.stream, q.delayed, q.record + task_id, q.prefix + "n:" + (name or "")]
         ttl_ms = int(self.name_ttl * 1000)
         args = [task_id, payload, "" if eta is None else repr(float(eta)), name or "", ttl_ms, now]
-        outcome = self._run("enqueue a task", q, _ENQUEUE, keys, args)
+        replicas = {"replicas": self.min_replicas, "replica_timeout": self.replica_timeout}
+        outcome = self._run("enqueue a task", q, _ENQUEUE, keys, args, **replicas)
         if outcome == 0:
             raise TaskAlreadyExists(
                 f"a task named {name!r} was enqueued in queue {queue!r} within name_ttl "
@@ -514,7 +564,9 @@ class RedisEngine(Engine):
         """Add the queue to the app's registry once a while per process (not per enqueue)."""
         now = time.monotonic()
         if now - self._registered.get(q.name, -math.inf) >= REGISTER_INTERVAL:
-            self._call("register a queue", self._registry, "SADD", self._registry, q.name)
+            self._call(
+                "register a queue", self._registry, "SADD", self._registry, q.name, safe=True
+            )
             self._registered[q.name] = now
 
     # -- claim --------------------------------------------------------------------------
@@ -528,6 +580,7 @@ class RedisEngine(Engine):
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise InvalidArgument(f"count must be an int of 1 or more, not {count!r}")
         qs = [self._queue(name) for name in queues]
+        turns = itertools.cycle(qs)  # a routed topology blocks on one queue at a time
         deadline = time.monotonic() + max(0.0, wait)
         claims: list[Claim] = []
         while True:
@@ -544,7 +597,10 @@ class RedisEngine(Engine):
                     return claims
             next_pass = min(self._next_promotion(q) for q in qs) - time.time()
             block = min(left, self._block_limit, max(0.0, next_pass))
-            claims = self._read(qs, consumer, count, block)
+            if self._redis.topology.routes and len(qs) > 1:
+                claims = self._read([next(turns)], consumer, count, min(block, ROUTED_BLOCK))
+            else:
+                claims = self._read(qs, consumer, count, block)
             if claims:
                 return claims
 
@@ -567,7 +623,7 @@ class RedisEngine(Engine):
         idle_ms, cursor = int(self.visibility_timeout * 1000), self._cursor.get(q.name, "0-0")
         args = [GROUP, consumer, repr(now), idle_ms, count, cursor, q.record, BATCH, reap]
         reclaimed, cursor, first = self._run(
-            "promote and reclaim tasks", q, _MAINTAIN, [q.stream, q.delayed], args
+            "promote and reclaim tasks", q, _MAINTAIN, [q.stream, q.delayed], args, safe=True
         )
         self._cursor[q.name] = cursor.decode()
         self._checked[q.name] = now
@@ -578,13 +634,15 @@ class RedisEngine(Engine):
         self, qs: list[_Queue], consumer: str, count: int, block: float | None
     ) -> list[Claim]:
         """``XREADGROUP`` of up to ``count`` new entries (blocking ``block`` seconds); an
-        entry beyond ``count`` (several streams answered at once) is given back."""
+        entry beyond ``count`` (several streams answered at once) is given back. Retried
+        after a lost reply: what the first read handed out waits out a lease, then goes
+        out again."""
         command: list[Any] = ["XREADGROUP", "GROUP", GROUP, consumer, "COUNT", count]
         if block is not None:
             command += ["BLOCK", max(1, int(block * 1000))]
         command += ["STREAMS", *(q.stream for q in qs), *(">" for _ in qs)]
         try:
-            reply = self._redis.call(*command)
+            reply = self._redis.call(*command, safe=True)
         except redis.ResponseError as exc:
             if not str(exc).startswith("NOGROUP"):
                 raise self._failure("claim tasks", qs[0].stream, exc) from None
@@ -608,7 +666,7 @@ class RedisEngine(Engine):
         maintenance pass (this process's at once) hands it out."""
         idle = int(self.visibility_timeout * 1000)
         command = ("XCLAIM", q.stream, GROUP, consumer, 0, entry_id, "IDLE", idle)
-        self._call("give back a task", q.stream, *command, "RETRYCOUNT", 0, "JUSTID")
+        self._call("give back a task", q.stream, *command, "RETRYCOUNT", 0, "JUSTID", safe=True)
         self._checked[q.name] = 0.0
 
     def _claims(self, q: _Queue, consumer: str, entries: list[tuple]) -> list[Claim]:
@@ -641,20 +699,21 @@ class RedisEngine(Engine):
             args = [GROUP]
             for claim in group:
                 args += [claim.receipt, claim.deliveries]
-            held = self._run("extend task leases", q, _EXTEND, [q.stream], args)
+            held = self._run("extend task leases", q, _EXTEND, [q.stream], args, safe=True)
             lost += [claim for claim, ok in zip(group, held, strict=True) if not ok]
         return lost
 
     def ack(self, claim: Claim) -> None:
         q = self._queue(claim.queue)
         keys = [*q.keys, q.record + claim.task_id]
-        self._run("acknowledge a task", q, _ACK, keys, [GROUP, claim.receipt, claim.task_id])
+        args = [GROUP, claim.receipt, claim.task_id]
+        self._run("acknowledge a task", q, _ACK, keys, args, safe=True)
 
     def retry(self, claim: Claim, payload: bytes, eta: float) -> bool:
         q = self._queue(claim.queue)
         keys = [q.stream, q.delayed, q.record + claim.task_id]
         args = [*_held(claim), claim.task_id, payload, repr(float(eta)), repr(time.time())]
-        done = self._run("retry a task", q, _RETRY, keys, args) == 1
+        done = self._run("retry a task", q, _RETRY, keys, args, safe=True) == 1
         if done:
             self._due[q.name] = min(self._due.get(q.name, math.inf), float(eta))
         return done
@@ -663,20 +722,21 @@ class RedisEngine(Engine):
         q = self._queue(claim.queue)
         keys = [q.stream, q.dead, q.record + claim.task_id]
         args = [*_held(claim), claim.task_id, payload, error, repr(time.time())]
-        return self._run("bury a task", q, _BURY, keys, args) == 1
+        return self._run("bury a task", q, _BURY, keys, args, safe=True) == 1
 
     def revive(self, queue: str, task_id: str, payload: bytes | None = None) -> bool:
         q = self._queue(queue)
         keys = [q.stream, q.dead, q.record + task_id]
         args = [task_id, "0" if payload is None else "1", b"" if payload is None else payload]
-        return self._run("revive a task", q, _REVIVE, keys, args) == 1
+        return self._run("revive a task", q, _REVIVE, keys, args, safe=True) == 1
 
     # -- what operators see -------------------------------------------------------------
     def find(self, task_id: str, queue: str | None = None) -> TaskInfo | None:
         for name in [queue] if queue is not None else self._queue_names():
             q = self._queue(name)
             keys = [q.delayed, q.dead, q.record + task_id]
-            found = self._run("find a task", q, _FIND_RECORD, keys, [task_id, repr(time.time())])
+            args = [task_id, repr(time.time())]
+            found = self._run("find a task", q, _FIND_RECORD, keys, args, safe=True)
             if found:
                 state, flat, score = found
                 return self._info(q, task_id.encode(), flat, score, 0, state.decode())
@@ -689,9 +749,8 @@ class RedisEngine(Engine):
         """Scan the stream, a batch at a time (operations only: O(length))."""
         wanted, start = task_id.encode(), "-"
         while True:
-            batch = self._call(
-                "find a task", q.stream, "XRANGE", q.stream, start, "+", "COUNT", BATCH
-            )
+            command = ("XRANGE", q.stream, start, "+", "COUNT", BATCH)
+            batch = self._call("find a task", q.stream, *command, safe=True)
             for entry_id, flat in batch:
                 if _fields(flat).get("i") == wanted:
                     pending = self._pending_entry(q, entry_id)
@@ -704,7 +763,7 @@ class RedisEngine(Engine):
     def _pending_entry(self, q: _Queue, entry_id: bytes) -> int | None:
         """The delivery count of a pending entry, None if it is not pending."""
         try:
-            rows = self._redis.call("XPENDING", q.stream, GROUP, entry_id, entry_id, 1)
+            rows = self._redis.call("XPENDING", q.stream, GROUP, entry_id, entry_id, 1, safe=True)
         except redis.ResponseError as exc:
             if str(exc).startswith("NOGROUP"):
                 return None
@@ -719,7 +778,7 @@ class RedisEngine(Engine):
         if limit < 1:
             return []
         args = [GROUP, state, limit, q.record, repr(time.time())]
-        rows = self._run("list tasks", q, _LIST, q.keys, args)
+        rows = self._run("list tasks", q, _LIST, q.keys, args, safe=True)
         return [
             self._info(q, key, flat, score, deliveries, state)
             for key, flat, score, deliveries in rows
@@ -729,7 +788,7 @@ class RedisEngine(Engine):
         result, now = {}, repr(time.time())
         for name in self._queue_names():
             q = self._queue(name)
-            numbers = self._run("count tasks", q, _COUNTS, q.keys, [GROUP, now])
+            numbers = self._run("count tasks", q, _COUNTS, q.keys, [GROUP, now], safe=True)
             result[name] = dict(zip((WAITING, DELAYED, RUNNING, DEAD), numbers, strict=True))
         return result
 
@@ -741,14 +800,14 @@ class RedisEngine(Engine):
         for one in STATES if state is None else (state,):
             while True:
                 args = [GROUP, one, BATCH, q.record, now]
-                n = self._run("purge tasks", q, _PURGE, q.keys, args)
+                n = self._run("purge tasks", q, _PURGE, q.keys, args, safe=True)
                 deleted += n
                 if n < BATCH:
                     break
         return deleted
 
     def _queue_names(self) -> list[str]:
-        names = self._call("list queues", self._registry, "SMEMBERS", self._registry)
+        names = self._call("list queues", self._registry, "SMEMBERS", self._registry, safe=True)
         return sorted(name.decode() for name in names)
 
     def _info(
@@ -781,7 +840,8 @@ class RedisEngine(Engine):
         ttl = check_lease(holder, ttl)
         lease = self._leases + key
         try:
-            return self._redis.run(_TRY_LEASE, [lease], [holder, max(1, int(ttl * 1000))]) == 1
+            args = [holder, max(1, int(ttl * 1000))]
+            return self._redis.run(_TRY_LEASE, [lease], args, safe=True) == 1
         except redis.RedisError as exc:
             raise self._failure("take a lease", lease, exc) from None
 
@@ -806,21 +866,32 @@ class RedisEngine(Engine):
             q = self._queues[name] = _Queue(self.app_name, name)
         return q
 
-    def _call(self, action: str, key: str, *args: Any) -> Any:
+    def _call(self, action: str, key: str, *args: Any, safe: bool = False) -> Any:
+        """``RedisConnector.call``; ``safe``: retried on a new connection after a lost one
+        (running it twice does no harm)."""
         try:
-            return self._redis.call(*args)
+            return self._redis.call(*args, safe=safe)
         except redis.RedisError as exc:
             raise self._failure(action, key, exc) from None
 
-    def _run(self, action: str, q: _Queue, script: Script, keys: list, args: list) -> Any:
+    def _run(
+        self, action: str, q: _Queue, script: Script, keys: list, args: list, **run: Any
+    ) -> Any:
+        """``RedisConnector.run`` with its ``safe`` and ``replicas`` keywords."""
         try:
-            return self._redis.run(script, keys, args)
+            return self._redis.run(script, keys, args, **run)
         except redis.RedisError as exc:
             raise self._failure(action, q.prefix + "*", exc) from None
 
     def _failure(self, action: str, key: str, exc: redis.RedisError) -> Exception:
         """A key of the wrong type is :class:`CorruptData` naming it; anything else
         :class:`StoreUnavailable` naming the server."""
+        if isinstance(exc, NotReplicated):
+            return StoreUnavailable(
+                f"task engine {self.settings.masked} failed to {action} on {self.min_replicas} "
+                f"replica(s) within {self.replica_timeout:g}s (min_replicas): {exc}; the task "
+                "may run, or be lost with the primary; check the replicas and their links"
+            )
         if isinstance(exc, redis.ResponseError) and str(exc).startswith("WRONGTYPE"):
             return CorruptData(
                 f"task engine {self.settings.masked} failed to {action}: {key} holds another "
