@@ -16,9 +16,10 @@ session ``S`` is in bucket ``n = crc32(S) % 64``, its keys ``scalekit:s:{shop:n}
 its lock and its bucket's index in one slot, so every script runs on one node.
 
 ``load`` is one ``HMGET``; ``save`` (compare-and-set), ``touch``, ``delete`` and
-``release_lease`` are one Lua script call each, atomic on the server. Everything Redis goes through
-:mod:`scalekit.connect.redis`: its lean path, its declared-key scripts, its lease (the lock
-is that lease) and its key namespace (``s``).
+``release_lease`` are one Lua script call each, atomic on the server; with ``min_replicas``
+a write also waits (``WAIT``) until that many replicas have it. Everything Redis goes
+through :mod:`scalekit.connect.redis`: its lean path, its declared-key scripts, its retries
+after a failover, its lease (the lock is that lease) and its key namespace (``s``).
 """
 
 from __future__ import annotations
@@ -167,7 +168,8 @@ class Layout:
 
 
 class RedisStore(SessionStore):
-    """Sessions in Redis (``redis://``, ``rediss://`` for TLS, ``unix://`` sockets).
+    """Sessions in Redis (``redis://``, ``rediss://`` for TLS, ``unix://`` sockets), behind
+    Sentinels (``redis+sentinel://``) or on a Cluster (``redis+cluster://``).
 
     Connections are pooled and opened lazily in the process that uses them (safe with
     gunicorn's ``preload_app``); hiredis parses replies when installed. Timeouts are short
