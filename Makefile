@@ -30,7 +30,8 @@ demo: $(APP)
 
 # Three nodes behind haproxy with Redis, memcached, PostgreSQL + replica, on loopback.
 # make cluster REDIS=sentinel: Redis as examples/sentinel/ (a primary, a replica and three
-# Sentinels), every Redis user of the demo on redis+sentinel://.
+# Sentinels), every Redis user of the demo on redis+sentinel://; REDIS=cluster: a Redis
+# Cluster as examples/redis-cluster/ (six nodes), on redis+cluster://.
 cluster: $(APP) sysdeps-cluster
 	$(PY) -m examples.cluster start$(if $(REDIS), --redis $(REDIS))
 

@@ -3,23 +3,24 @@
 Shared services: Redis (sessions, cache, maintenance flag, deferred tasks), memcached (the
 cached page fragment), PostgreSQL (a primary and a streaming replica). With ``--redis
 sentinel`` Redis is examples/sentinel/'s deploy on loopback: a primary (redis1), its replica
-(redis2) and three Sentinels, started from those very files, and every Redis user of the demo
-gets a ``redis+sentinel://`` URL. Each node runs a
-task worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
+(redis2) and three Sentinels; with ``--redis cluster`` examples/redis-cluster/'s six-node
+Redis Cluster (redis1..6), each started from those very files; every Redis user of the demo
+gets the deploy's ``redis+sentinel://`` or ``redis+cluster://`` URL. Each node runs a task
+worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
 scalekit-worker.service does), so a receipt deferred through any node is written by any
 node's worker. The cron jobs run as loops in the background: sessions2trash on the shared
 store, tickets2db for each node's errors folder, the tasks' relay. Pids, ports and folders
 are kept in ``<state>/state.json``.
 
 Run from the repository root:
-  python -m examples.cluster start [--sessions memcache] [--redis sentinel]
+  python -m examples.cluster start [--sessions memcache] [--redis sentinel|cluster]
                                                            start it, or show it if it runs
   python -m examples.cluster status                        each process: up or down, pid, URL
   python -m examples.cluster restart node2                 restart one node (gunicorn, worker)
   python -m examples.cluster stop                          stop everything, remove the state
 The services are private servers on free loopback ports, never one already running: Redis,
 memcached and PostgreSQL started by the test suite's helpers (``tests/servers.py``), each in a
-temporary folder; the Sentinel group from examples/sentinel/ in the state folder.
+temporary folder; a Sentinel group or a Redis Cluster in the state folder.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ START_TIMEOUT = 30.0
 SERVICE = "scalekit"
 _S = TypeVar("_S", bound=Server)
 #: The Redis deploys ``--redis`` chooses from.
-REDIS_DEPLOYS = ("single", "sentinel")
+REDIS_DEPLOYS = ("single", "sentinel", "cluster")
 
 
 class Cluster:
@@ -143,12 +144,6 @@ class Cluster:
                 self.start_node(index)
             self._start_cron()
             self._start_haproxy()
-
-    def start_redis(self) -> str:
-        """Start the Redis deploy alone, as :meth:`start` does first: its URL. :meth:`stop`
-        stops it."""
-        with self._starting():
-            return self._start_redis_deploy()
 
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:
@@ -254,15 +249,16 @@ class Cluster:
     def _start_cluster_group(self) -> str:
         """examples/redis-cluster/ on loopback: six nodes redis1..6 started from its redis.conf
         (address, port, folder and password made local, the cluster bus on a free port of its
-        own, quick to sync), made one cluster of three primaries with a replica each by its
-        create-cluster.sh. Returns once every node says ``cluster_state:ok`` and knows the
-        five others and every replica is linked, with the ``redis+cluster://`` URL."""
+        own, quick to sync and to fail over: node timeout 2 s), made one cluster of three
+        primaries with a replica each by its create-cluster.sh. Returns once every node says
+        ``cluster_state:ok`` and knows the five others and every replica is in sync, with the
+        ``redis+cluster://`` URL."""
         password, ports = secrets.token_hex(16), [free_port() for _ in range(6)]
         for number, port in enumerate(ports, 1):
             self._start_redis_server(f"redis{number}", "redis-cluster/redis.conf", port, password,
                               {"requirepass": password, "masterauth": password,
                                "cluster-config-file": f"nodes-{port}.conf",
-                               "repl-diskless-sync-delay": "0"},
+                               "cluster-node-timeout": "2000", "repl-diskless-sync-delay": "0"},
                               "--cluster-port", str(free_port()))  # fmt: skip
         nodes = [f"127.0.0.1:{port}" for port in ports]
         script = os.path.join(ROOT, "examples", "redis-cluster", "create-cluster.sh")
@@ -590,8 +586,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sessions", choices=["redis", "memcache"], default="redis",
                         help="the session store (default redis)")  # fmt: skip
     parser.add_argument("--redis", choices=REDIS_DEPLOYS, default="single",
-                        help="one Redis (default), or sentinel: a primary, a replica and "
-                        "three Sentinels (examples/sentinel/)")  # fmt: skip
+                        help="one Redis (default); sentinel: a primary, a replica and three "
+                        "Sentinels (examples/sentinel/); cluster: a Redis Cluster of six "
+                        "nodes (examples/redis-cluster/)")  # fmt: skip
     args = parser.parse_args(argv)
     if (args.command == "restart") != (args.node is not None):
         parser.error("restart takes a NODE, the other commands none")
