@@ -27,7 +27,7 @@ from typing import Any
 import redis
 
 from scalekit.connect.files import describe_os_error, replace_atomically
-from scalekit.connect.redis import REDIS_OPTIONS, Namespace, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, open_redis
 from scalekit.core import urls
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, CorruptData, StoreNotFound, StoreUnavailable
@@ -146,7 +146,7 @@ class RedisFlag(Flag):
         """``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         options = {"socket_timeout": 0.25, "socket_connect_timeout": 0.25, **redis_options}
         self._redis = open_redis(settings, **options)
-        self.key = Namespace("m", app_name).name  # one key: no hash tag on a Cluster
+        self.key = self._redis.namespace("m", app_name, spread=True).name  # one key: no tag
         self.where = f"{settings.masked} key {self.key}"
 
     def read(self) -> State | None:

@@ -38,7 +38,7 @@ import redis
 
 from scalekit.cache.backends import _codec
 from scalekit.cache.backends.base import CacheBackend, Entry, check_key, check_ttl
-from scalekit.connect.redis import REDIS_OPTIONS, Namespace, Script, open_redis
+from scalekit.connect.redis import REDIS_OPTIONS, Script, open_redis
 from scalekit.core.checks import check_lease
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CacheUnavailable, ConfigError, InvalidArgument, InvalidArgumentType
@@ -114,7 +114,7 @@ class RedisBackend(CacheBackend):
         self._codec = _codec.Codec(serializer, secret, settings.masked)
         self.serializer = serializer
         self._redis = open_redis(settings, **redis_options)
-        self._prefix = Namespace("c", self.app_name).prefix.encode("ascii")  # no hash tag
+        self._prefix = self._redis.namespace("c", self.app_name, spread=True).prefix.encode()
 
     @classmethod
     @renamed_keyword("app", "app_name")
