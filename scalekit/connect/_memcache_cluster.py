@@ -40,7 +40,6 @@ may read such a copy until then (see the session store's notes).
 from __future__ import annotations
 
 import hashlib
-import heapq
 import logging
 import math
 import select
@@ -330,7 +329,7 @@ class _Ring:
 
     def top(self, key: bytes, count: int) -> list[str]:
         """The ``count`` nodes that score ``key`` highest, best first."""
-        return [name for _, name in heapq.nlargest(count, self._scores(key))]
+        return [name for _, name in sorted(self._scores(key), reverse=True)[:count]]
 
     def _scores(self, key: bytes) -> Iterator[tuple[int, str]]:
         for name, seed in self._seeds:

@@ -1,4 +1,5 @@
-"""Memcached session store: consistent hashing over the nodes, one round trip per load.
+"""Memcached session store: consistent hashing over the nodes, one round trip per load, and
+optionally every session on two nodes (``replicas=2``), so losing a node logs nobody out.
 
 Layout, for app ``shop`` and session ``S``; all three keys live on the same node, the one
 rendezvous hashing picks for the record key, so one request talks to one node:
@@ -30,6 +31,50 @@ Round trips: ``load``, ``save``, ``touch``, ``delete`` and ``try_lease`` one eac
 two (the connector's compare-and-delete: ``gets`` the lock, then ``cas`` it with a negative
 exptime, so it never removes a lock someone else took meanwhile).
 
+Replicas (``memcache://a,b,c?replicas=2``, or the keyword; 1 to the number of servers): the
+three keys of a session live on each of the two nodes that score it highest, among every
+configured node whatever its health (the first is the node ``replicas=1`` uses, so turning
+replicas on or off logs nobody out: each reads the other's layout). A node that fails moves
+no key; it is skipped (one request pays the timeout, then none for ``retry_timeout``) and
+tried again every ``retry_timeout`` (``dead_timeout`` does not apply).
+
+* The record is ``SKs2``: the ``SKs1`` header, then its version (a generation and a
+  random nonce: memcached CAS uniques differ per node) and its last 8 ancestors' nonces
+  (:mod:`._memcache_records`).
+* ``load`` reads the first replica that answers and holds the record. A replica that
+  answers "missing" first (restarted empty, evicted, or cleared, see below) does not end
+  the search: the next one's copy is returned and ``add``-ed back there (for the rest of
+  its TTL, with its touch time). A down node is skipped. Every answering replica missing
+  it means no session: the down one could hold it only if the answering one also lost it.
+* ``save`` (4 round trips: ``gets`` + ``cas`` per node) compares ``expected`` with the
+  first replica holding a record, then writes each replica best first with ``cas``
+  (``add`` where missing) unless it holds something else than the base, one of its
+  ancestors, or a version older than they reach. A replica that refuses holds a concurrent
+  save (made while another app server compared on the other replica: a node flapping) or
+  a deletion: its record is put back where ours was written, and the save succeeds only if
+  that record was made from ours (ours among its ancestors, or more than 8 generations
+  newer), else it is a conflict — the concurrent save got there first. An unconditional
+  save (``ANY``) always succeeds: ours came first, then the concurrent write.
+* ``delete`` replaces the record by a deletion mark (``SKd1``, kept an hour) on every
+  replica: a replica still holding the session (it missed the delete) cannot bring it back
+  through a save or a repair — a load stops at the mark, a save made from an older
+  version is refused by it.
+* ``touch`` goes to every replica; one that lacks the record gets a copy (so a node back
+  empty is repaired for the sessions of which it is the second replica too, which loads
+  never read). ``try_lease`` locks on the first replica that answers; ``release_lease``
+  tries each in turn.
+* A replica that misses a write (down, timed out) is stale, not lost: the connector
+  remembers the keys and deletes them there before sending it anything else once it
+  answers again (past 10,000 keys it empties the node instead); loads then go on to the
+  other replica and repair it. That memory is per process: another app server that never
+  saw the node fail can read its older copy until then (a save made from it is refused).
+
+What replicas do not protect against: both replicas of a session lost together (two nodes
+down or restarted at once, or one restarted empty while the other is down); memcached
+evicting the session on both nodes; an app server restarting before it cleared a node it
+skipped (empty such a node: restart it); a network split in which app servers each reach
+a different replica (each side's saves succeed; one side's are lost when it heals).
+
 The client (settings, URL options, placement, node failures, the per-process cluster) and
 the lease primitive are :mod:`scalekit.connect.memcache`'s, shared with the memcache cache.
 """
@@ -38,10 +83,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
-import struct
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from pymemcache.client.base import Client
 
@@ -58,6 +101,21 @@ from scalekit.core.checks import MAX_TTL, check_lease
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import ConfigError, InvalidArgument, SerializationError, StoreUnavailable
 from scalekit.core.urls import BackendURL
+from scalekit.sessions.stores._memcache_records import (
+    DELETED,
+    DELETED_EXPIRE,
+    RECORD,
+    RECORD_MAGIC,
+    REPLICATED,
+    TOUCH,
+    TOUCH_MAGIC,
+    Stored,
+    encode,
+    made_after,
+    made_from,
+    parse,
+    put,
+)
 from scalekit.sessions.stores.base import (
     ANY,
     CleanupStats,
@@ -76,18 +134,7 @@ log = logging.getLogger("scalekit.sessions")
 
 _T = TypeVar("_T")
 
-_RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
-_RECORD_MAGIC = b"SKs1"
-# The same, then the version (generation, nonce) and its ancestors' nonces, parent first.
-_REPLICATED = struct.Struct("!4sdIQQ8Q")
-_ANCESTORS = 8
-_REPLICATED_MAGIC = b"SKs2"
-_DELETED = b"SKd1"  # with replicas, a deleted session's record, kept for _DELETED_EXPIRE
-_DELETED_EXPIRE = exptime(3600)
-_PUT_ATTEMPTS = 5  # tries of a replica write racing with other writers
 _OPTIONS = {"replicas": int}  # the store's URL options beyond the client's
-_TOUCH = struct.Struct("!4sd")  # magic, touched_at
-_TOUCH_MAGIC = b"SKt1"
 
 
 class MemcacheStore(MemcacheClient, SessionStore):
@@ -118,7 +165,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             servers,
             url,
             client_options,
-            min_value_size=_REPLICATED.size + 1,
+            min_value_size=REPLICATED.size + 1,
             error=StoreUnavailable,
             label="session store",
             logger=log,
@@ -156,7 +203,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         ttl = ttl_seconds(ttl)
         expire = exptime(ttl)
         data = check_payload(data)
-        header = _REPLICATED if self.replicas > 1 else _RECORD
+        header = REPLICATED if self.replicas > 1 else RECORD
         if header.size + len(data) > self.max_value_size:
             raise SerializationError(
                 f"session store {self.url}: a session of {len(data):,} bytes is over the "
@@ -166,7 +213,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             )
         if self.replicas > 1:
             return self._save_replicated(key, data, ttl, expected, expire)
-        value = _RECORD.pack(_RECORD_MAGIC, now(), ttl or 0) + data
+        value = RECORD.pack(RECORD_MAGIC, now(), ttl or 0) + data
         if expected is ANY:
             written = self._run(
                 "save a session", key, lambda conn: conn.set(key, value, expire, noreply=False)
@@ -189,7 +236,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
     def touch(self, sid: str, ttl: int | None) -> None:
         record_key, touch_key = self._key(b"s", sid), self._key(b"t", sid)
         expire = exptime(ttl_seconds(ttl))
-        stamp = _TOUCH.pack(_TOUCH_MAGIC, now())
+        stamp = TOUCH.pack(TOUCH_MAGIC, now())
 
         def command(conn: Client) -> bool:
             # The set is answered by nothing; the touch's reply, read after it on the same
@@ -210,7 +257,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         def command(conn: Client) -> None:
             conn.delete(touch_key, noreply=True)
             if self.replicas > 1:  # a deletion mark: no stale copy or racing save revives it
-                conn.set(record_key, _DELETED, _DELETED_EXPIRE, noreply=False)
+                conn.set(record_key, DELETED, DELETED_EXPIRE, noreply=False)
             else:
                 conn.delete(record_key, noreply=False)
 
@@ -266,7 +313,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             "load a session", keys[0], lambda conn: conn.get_many(keys)
         ):
             value = found.get(keys[0])
-            if value == _DELETED:
+            if value == DELETED:
                 return None  # deleted: whatever a later replica still holds
             stored = self._stored(sid, value)
             if stored is None:
@@ -292,7 +339,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
                 self._repair(empty, keys, copy[keys[0]], stored, touched_at)
 
     def _repair(
-        self, names: list[str], keys: list[bytes], value: bytes, stored: _Stored,
+        self, names: list[str], keys: list[bytes], value: bytes, stored: Stored,
         touched_at: float,
     ) -> None:  # fmt: skip
         """Copy a record, and its touch time, onto the replicas ``names`` that lack it,
@@ -302,7 +349,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         if not names or (stored.ttl and left <= 0):
             return
         expire = exptime(left or None)
-        stamp = _TOUCH.pack(_TOUCH_MAGIC, touched_at)
+        stamp = TOUCH.pack(TOUCH_MAGIC, touched_at)
 
         def command(conn: Client) -> None:
             conn.add(keys[1], stamp, expire, noreply=True)
@@ -324,33 +371,25 @@ class MemcacheStore(MemcacheClient, SessionStore):
         base = current and current.version
         if expected is not ANY and base != expected:
             return False
-        ours = _Stored(now(), ttl or 0, (0, random.randrange(1, 1 << 63)), (), data)
-        if current is None:
-            ours = ours._replace(version=(_generation(ours.saved_at), ours.version[1]))
-        else:
-            ancestors = (current.version[1], *current.ancestors)
-            ours = ours._replace(
-                version=(current.version[0] + 1, ours.version[1]),
-                ancestors=tuple(nonce for nonce in ancestors if nonce)[:_ANCESTORS],
-            )
-        value = _encode(ours)
+        ours = made_after(current, now(), ttl or 0, data)
+        value = encode(ours)
         written: list[str] = []
 
-        def put(conn: Client) -> tuple[bool, bytes | None]:
+        def command(conn: Client) -> tuple[bool, bytes | None]:
             known_here = known.pop(node_name(conn.server), None)
-            return _put(conn, key, value, ours, base, known_here, expire)
+            return put(conn, key, value, ours, base, known_here, expire)
 
-        for name, (done, held) in self._each_replica("save a session", key, put, missed=(key,)):
+        for name, (done, held) in self._each_replica("save a session", key, command, missed=(key,)):
             if not done:  # this replica holds a newer or concurrent version, or a deletion
                 if written:
                     self._restore(written, key, value, held)
                 # ANY: ours came first, then the concurrent write or deletion that won;
                 # else ours is kept only inside a later save made from it
-                return expected is ANY or (bool(written) and _made_from(held, ours))
+                return expected is ANY or (bool(written) and made_from(held, ours))
             written.append(name)
         return True
 
-    def _current(self, key: bytes) -> tuple[_Stored | None, dict[str, Any]]:
+    def _current(self, key: bytes) -> tuple[Stored | None, dict[str, Any]]:
         """The record of the first replica that holds one (None: none does, or it is
         deleted), and each replica's ``gets`` read on the way, by node."""
         known: dict[str, Any] = {}
@@ -359,14 +398,14 @@ class MemcacheStore(MemcacheClient, SessionStore):
         ):
             known[name] = value, cas
             if value is not None:
-                return _parse(value), known
+                return parse(value), known
         return None, known
 
     def _restore(self, names: list[str], key: bytes, ours: bytes, winner: bytes | None) -> None:
         """Put ``winner`` back on the replicas ``names`` where ``ours`` replaced it, unless
         they changed since; one that fails deletes ours when it answers again."""
-        stored = None if winner is None else _parse(winner)
-        expire = exptime(stored.ttl or None) if stored else _DELETED_EXPIRE
+        stored = None if winner is None else parse(winner)
+        expire = exptime(stored.ttl or None) if stored else DELETED_EXPIRE
 
         def command(conn: Client) -> None:
             found, cas = conn.gets(key)
@@ -395,11 +434,11 @@ class MemcacheStore(MemcacheClient, SessionStore):
         else:
             yield None, self._run(action, key, command)
 
-    def _stored(self, sid: str, value: bytes | None) -> _Stored | None:
+    def _stored(self, sid: str, value: bytes | None) -> Stored | None:
         """The record in ``value``; None if there is none (missing, deleted, corrupt)."""
-        if value is None or value == _DELETED:
+        if value is None or value == DELETED:
             return None
-        stored = _parse(value)
+        stored = parse(value)
         if stored is None:
             log.warning(
                 "session store %s: session %s has a corrupt record (%d bytes, no scalekit "
@@ -408,12 +447,12 @@ class MemcacheStore(MemcacheClient, SessionStore):
             )  # fmt: skip
         return stored
 
-    def _touched_at(self, sid: str, stored: _Stored, stamp: bytes | None) -> float:
+    def _touched_at(self, sid: str, stored: Stored, stamp: bytes | None) -> float:
         """The later of the save time and the touch time ``stamp`` (if any, and sound)."""
         if stamp is None:
             return stored.saved_at
-        if len(stamp) == _TOUCH.size and stamp[:4] == _TOUCH_MAGIC:
-            return max(stored.saved_at, _TOUCH.unpack(stamp)[1])
+        if len(stamp) == TOUCH.size and stamp[:4] == TOUCH_MAGIC:
+            return max(stored.saved_at, TOUCH.unpack(stamp)[1])
         log.warning(
             "session store %s: session %s has a corrupt touch time; using its save time",
             self.url, _short(sid),
@@ -422,85 +461,6 @@ class MemcacheStore(MemcacheClient, SessionStore):
 
     def _key(self, kind: bytes, sid: str) -> bytes:
         return self._prefix % kind + check_session_id(sid).encode("ascii")
-
-
-class _Stored(NamedTuple):
-    saved_at: float
-    ttl: int  # 0: none
-    version: tuple[int, int]  # (generation, nonce); a SKs1 record: (its save time's, 0)
-    ancestors: tuple[int, ...]  # the nonces of the versions it was made from, parent first
-    data: bytes
-
-
-def _parse(value: bytes) -> _Stored | None:
-    """The fields of a record, either layout; None if ``value`` is none (or a deletion)."""
-    if value[:4] == _REPLICATED_MAGIC and len(value) >= _REPLICATED.size:
-        _, saved_at, ttl, generation, nonce, *ancestors = _REPLICATED.unpack_from(value)
-        ancestors = tuple(ancestor for ancestor in ancestors if ancestor)
-        return _Stored(saved_at, ttl, (generation, nonce), ancestors, value[_REPLICATED.size :])
-    if value[:4] == _RECORD_MAGIC and len(value) >= _RECORD.size:
-        _, saved_at, ttl = _RECORD.unpack_from(value)
-        return _Stored(saved_at, ttl, (_generation(saved_at), 0), (), value[_RECORD.size :])
-    return None
-
-
-def _encode(stored: _Stored) -> bytes:
-    padded = (*stored.ancestors, *[0] * _ANCESTORS)[:_ANCESTORS]
-    return _REPLICATED.pack(
-        _REPLICATED_MAGIC, stored.saved_at, stored.ttl, *stored.version, *padded
-    ) + stored.data  # fmt: skip
-
-
-def _put(
-    conn: Client, key: bytes, value: bytes, ours: _Stored, base: tuple[int, int] | None,
-    known: tuple[bytes | None, Any] | None, expire: int,
-) -> tuple[bool, bytes | None]:  # fmt: skip
-    """Write ``value`` (``ours``, made from ``base``) on this node if it holds nothing or
-    what :func:`_may_replace` allows; ``known``: its ``gets``, if just read. ``(True,
-    None)`` if written, else ``(False, what it holds)``."""
-    found, cas = known or conn.gets(key)
-    for _ in range(_PUT_ATTEMPTS):
-        if found is None:
-            if conn.add(key, value, expire, noreply=False):
-                return True, None
-        elif not _may_replace(found, ours, base):
-            return False, found
-        elif conn.cas(key, value, cas, expire, noreply=False):
-            return True, None
-        found, cas = conn.gets(key)  # raced with another write: look again
-    return False, found
-
-
-def _may_replace(found: bytes, ours: _Stored, base: tuple[int, int] | None) -> bool:
-    """May ``ours``, made from ``base``, replace ``found``? Over ``base``, one of its
-    ancestors or a version older than they reach (a replica that missed writes), or a
-    corrupt record; over a deletion only if made from none. Not over any other version: a
-    concurrent save (made from ``base`` or an ancestor too) got there first."""
-    if found == _DELETED:
-        return base is None
-    held = _parse(found)
-    if held is None or held.version == base:
-        return True
-    if base is None:
-        return False
-    return held.version[1] in ours.ancestors or held.version[0] + _ANCESTORS < ours.version[0]
-
-
-def _made_from(held: bytes | None, ours: _Stored) -> bool:
-    """Was ``held`` made from ``ours`` (so ours is not lost)? Sure if ours is among its
-    ancestors; assumed if it is newer than they reach: with every writer comparing on the
-    first replica, that many saves since ours can only have been made from it."""
-    newer = None if held is None else _parse(held)
-    return newer is not None and (
-        ours.version[1] in newer.ancestors or newer.version[0] > ours.version[0] + _ANCESTORS
-    )
-
-
-def _generation(saved_at: float) -> int:
-    """The generation of a record with no base, saved at ``saved_at``: its microseconds.
-    Each save after it adds one, and a record without replicas (which carries only its
-    save time) outranks replicated versions saved before it."""
-    return int(saved_at * 1_000_000)
 
 
 def _short(sid: str) -> str:
