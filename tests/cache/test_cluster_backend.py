@@ -1,6 +1,6 @@
 """The Redis cache on a Redis Cluster (``redis+cluster://``): the shared cache semantics,
 one app's entries spread over every primary (no hot shard), ``clear`` on every primary,
-single flight across processes, and each primary's stats."""
+single flight across processes, each primary's stats, and a primary's failover."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import re
 import pytest
 import redis
 
-from scalekit.cache import open_backend
+from scalekit.cache import CacheModel, open_backend
 from scalekit.testing import fresh_app_name
 from scalekit.testing.cache import SharedCacheBackendSuite
 from tests.cache.test_single_flight import (  # noqa: F401 (run here again, on the Cluster)
     test_32_workers_in_threads_and_processes_run_f_once,
 )
+from tests.servers import RedisCluster
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,25 @@ def _key_of(client: redis.Redis, name: bytes) -> str:
     """The cache key an entry is stored for (a hashed one's is in its field ``k``)."""
     _, _, _, kind, key = name.split(b":", 4)
     return (client.hget(name, "k") if kind == b"h" else key).decode()
+
+
+def test_a_killed_primary_costs_only_its_keys_and_only_until_the_promotion():
+    """With a primary SIGKILLed, the keys it served fail open (computed, no error reaches
+    the caller) and every other key is served from the cache; after its replica took
+    over, its keys are cached again."""
+    with RedisCluster().running() as cluster:
+        model = CacheModel(open_backend(cluster.url, app_name=fresh_app_name()))
+        keys = [f"k{index}" for index in range(30)]
+        for key in keys:
+            model.set(key, "cached", 600)
+        name = f"scalekit:c:{model.backend.app_name}:v:%s"
+        victim = cluster.serving(name % keys[0])[0]
+        lost = {key for key in keys if cluster.serving(name % key)[0] is victim}
+        with cluster.primary_killed(name % keys[0]):
+            answers = {key: model(key, lambda: "computed", 600) for key in keys}
+        assert {key for key, answer in answers.items() if answer == "computed"} == lost
+        assert 0 < len(lost) < len(keys) and model.stats()["errors"] >= len(lost)
+        for key in lost:
+            model.set(key, "again", 600)
+            assert model(key, lambda: "computed", 600) == "again"
+        model.backend.close()
