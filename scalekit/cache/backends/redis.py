@@ -87,7 +87,8 @@ _STATS = (
 
 
 class RedisBackend(CacheBackend):
-    """Entries in one Redis database (``redis://``, ``rediss://`` for TLS, ``unix://``).
+    """Entries in one Redis database (``redis://``, ``rediss://`` for TLS, ``unix://``),
+    behind Sentinels (``redis+sentinel://``) or in a Redis Cluster (``redis+cluster://``).
 
     The client and its connection pool are created lazily in the process that uses them
     (gunicorn workers); socket timeouts (1 s by default) bound what a down server costs.
@@ -247,6 +248,7 @@ class RedisBackend(CacheBackend):
         return self._prefix + b"h:" + hashlib.sha256(raw).hexdigest().encode("ascii"), raw
 
     def _stats(self, info: dict[str, Any]) -> dict[str, Any]:
+        """The :data:`_STATS` fields of one server's ``INFO``, and its key count."""
         stats = {name: info[name] for name in _STATS if name in info}
         stats["db_keys"] = info.get(f"db{self.settings.db}", {}).get("keys", 0)
         return stats
