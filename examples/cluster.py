@@ -17,6 +17,7 @@ Run from the repository root:
                                                            start it, or show it if it runs
   python -m examples.cluster status                        each process: up or down, pid, URL
   python -m examples.cluster restart node2                 restart one node (gunicorn, worker)
+  python -m examples.cluster restart redis1                or a Redis server (or Sentinel)
   python -m examples.cluster stop                          stop everything, remove the state
 The services are private servers on free loopback ports, never one already running: Redis,
 memcached and PostgreSQL started by the test suite's helpers (``tests/servers.py``), each in a
@@ -125,6 +126,11 @@ class Cluster:
             f"{name:<20} {'up' if up else 'down':<5} pid {pid or '-':<8} {url}".rstrip()
             for (name, pid, url), up in zip(self.processes(), self.up(), strict=True)
         )
+
+    def server(self, name: str) -> dict:
+        """The state of the service ``name`` (redis1, sentinel1, memcached...): its pid, url,
+        folder."""
+        return next(server for server in self.state["servers"] if server["name"] == name)
 
     def node_index(self, name: str) -> int:
         """The index of the node called ``name``; ValueError names the nodes there are."""
@@ -288,14 +294,31 @@ class Cluster:
         with open(path, "w") as out:  # Sentinel and CONFIG REWRITE write to it later
             out.write(redis_config(example, {"bind": "127.0.0.1", "port": str(port),
                                              "dir": folder, **settings}))  # fmt: skip
-        pid = self._launch(name, [find_binary("redis-server"), path, *flags], os.environ)
-        self._record_server(name, folder, pid, f"redis://:{password}@127.0.0.1:{port}")
+        self._record_server(name, folder, None, f"redis://:{password}@127.0.0.1:{port}")
+        server = self.state["servers"][-1]
+        server.update(command=[find_binary("redis-server"), path, *flags], port=port,
+                      password=password)  # fmt: skip
+        self._run_redis(server)
+
+    def _run_redis(self, server: dict) -> None:
+        """Launch the Redis server (or Sentinel) ``server`` of the state; wait until it is
+        :func:`_in_sync`."""
+        server["pid"] = self._launch(server["name"], server["command"], os.environ)
+        self._save()
 
         def answers() -> bool:
-            with _redis(port, password) as client:
+            with _redis(server["port"], server["password"]) as client:
                 return _in_sync(client)
 
-        _wait_for(answers, f"{name} on port {port}", [pid])
+        _wait_for(answers, f"{server['name']} on port {server['port']}", [server["pid"]])
+
+    def restart_redis(self, name: str) -> None:
+        """Stop the Redis server (or Sentinel) ``name`` if it runs, start it again with its
+        config file and data; a primary that was replaced comes back as a replica (the
+        Sentinels or the cluster make it one)."""
+        server = self.server(name)
+        _end(server["pid"], signal.SIGTERM, group=False)
+        self._run_redis(server)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of the app and of the cron jobs: every URL of the cluster."""
@@ -444,7 +467,7 @@ class Cluster:
                 f"sentinel1..3 (examples/sentinel/); kill -9 {pids['redis1']}: redis2 takes over\n"
             )
         if deploy == "cluster":
-            return "  Redis: a Redis Cluster, redis1..6 (examples/redis-cluster/), 3 primaries\n"
+            return "  Redis: redis1..6, 3 primaries + 3 replicas (examples/redis-cluster/)\n"
         return ""
 
 
@@ -581,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("command", choices=["start", "status", "restart", "stop"])
-    parser.add_argument("node", nargs="?", help="restart: the node (node1, node2, ...)")
+    parser.add_argument("node", nargs="?", help="restart: the node (node1, node2, ...) or "
+                        "Redis server (redis1, sentinel1, ...)")  # fmt: skip
     parser.add_argument("--state", default=".cluster", help="state folder (default .cluster)")
     parser.add_argument("--sessions", choices=["redis", "memcache"], default="redis",
                         help="the session store (default redis)")  # fmt: skip
@@ -623,6 +647,10 @@ def _status(cluster: Cluster, _node: None) -> int:
 def _restart(cluster: Cluster, node: str) -> int:
     if not cluster.load():
         raise RuntimeError(f"no cluster runs from {cluster.state_dir}/")
+    if any(s["name"] == node and "command" in s for s in cluster.state["servers"]):
+        cluster.restart_redis(node)
+        print(f"{node} runs again (pid {cluster.server(node)['pid']})")
+        return 0
     index = cluster.node_index(node)
     print(f"stopping {node} (pid {cluster.state['nodes'][index]['pid']}) and its task worker")
     cluster.stop_node(index)

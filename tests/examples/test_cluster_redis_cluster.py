@@ -9,7 +9,6 @@ third test, the next one runs on the promoted replica, the last one stops everyt
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 import redis
@@ -23,12 +22,14 @@ from tests.examples.test_cluster import (
     receipt_is_written_by_a_worker,
 )
 from tests.examples.test_cluster_sentinel import (
-    FLAG_RETRY_SECONDS,
     every_redis_user_is_on,
     failover_under_load,
+    flag_read_again,
+    restarted_as_replica,
 )
 
 REDIS_NODES = {f"redis{number}" for number in range(1, 7)}
+FAILOVER: dict[str, float] = {}  # see test_cluster_sentinel.FAILOVER
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +98,20 @@ def test_killing_a_primary_keeps_every_user_signed_in(cluster, capsys):
         now = primaries(cluster)
         return len(now) == 3 and victim not in now
 
-    failover_under_load(cluster, capsys, victim, "Redis Cluster", promoted)
+    FAILOVER["last failure"] = failover_under_load(
+        cluster, capsys, victim, "Redis Cluster", promoted
+    )
     assert len(primaries(cluster) - before) == 1  # the victim's replica
+
+
+def test_restart_brings_the_killed_primary_back_as_a_replica(cluster, capsys):
+    restarted_as_replica(cluster, capsys)
+    assert len(primaries(cluster)) == 3
 
 
 def test_tasks_and_the_maintenance_flag_work_after_the_failover(cluster):
     receipt_is_written_by_a_worker(cluster)
-    time.sleep(FLAG_RETRY_SECONDS)  # a worker whose flag read failed in the failover waits
+    flag_read_again(FAILOVER)
     read_only_is_obeyed_by_every_node(cluster)
 
 

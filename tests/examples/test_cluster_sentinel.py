@@ -18,7 +18,7 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from examples.cluster import Cluster, _gone
+from examples.cluster import Cluster, _gone, _in_sync
 from scalekit.core import urls
 from tests.examples.browser import Browser, field
 from tests.examples.test_cluster import (
@@ -35,6 +35,8 @@ REDIS_PROCESSES = {"redis1", "redis2", "sentinel1", "sentinel2", "sentinel3"}
 #: Maintenance(retry_seconds=): after a failed read of the flag, the next one comes this
 #: much later (the last known state holds meanwhile).
 FLAG_RETRY_SECONDS = 5.0
+#: When the failover test saw its last failure (see flag_read_again).
+FAILOVER: dict[str, float] = {}
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +65,6 @@ def named_primary(cluster: Cluster) -> str:
     return next(s["name"] for s in cluster.state["servers"] if s["url"].endswith(f":{port}"))
 
 
-def pid_of(cluster: Cluster, name: str) -> int:
-    return next(s["pid"] for s in cluster.state["servers"] if s["name"] == name)
-
-
 def test_every_redis_user_is_on_the_sentinels_and_no_password_shows(cluster, capsys):
     settings = sentinel_settings(cluster)
     assert (settings.service, len(settings.sentinels)) == ("scalekit", 3)
@@ -75,8 +73,14 @@ def test_every_redis_user_is_on_the_sentinels_and_no_password_shows(cluster, cap
 
 
 def test_killing_the_redis_primary_keeps_every_user_signed_in(cluster, capsys):
-    failover_under_load(cluster, capsys, "redis1", "Sentinel",
-                        lambda: named_primary_or_none(cluster) == "redis2")  # fmt: skip
+    FAILOVER["last failure"] = failover_under_load(
+        cluster, capsys, "redis1", "Sentinel", lambda: named_primary_or_none(cluster) == "redis2"
+    )
+    assert named_primary(cluster) == "redis2"
+
+
+def test_restart_brings_the_killed_primary_back_as_a_replica(cluster, capsys):
+    restarted_as_replica(cluster, capsys)
     assert named_primary(cluster) == "redis2"
 
 
@@ -109,12 +113,13 @@ def every_redis_user_is_on(cluster: Cluster, capsys, scheme: str, processes: set
 
 
 def failover_under_load(cluster: Cluster, capsys, victim: str, what: str,
-                        promoted: Callable[[], bool]) -> None:  # fmt: skip
+                        promoted: Callable[[], bool]) -> float:  # fmt: skip
     """Four signed-in users load ``/`` (it saves the session) through haproxy while the Redis
     node ``victim`` is killed (SIGKILL), until ``promoted()`` and 2 s more: every user is
     still signed in and still counting. Meanwhile the session policy answers 503 (no session
     to be had); a request that had its session when Redis went may fail in the view (the hit
-    counter): a 500 page with its ticket. Prints the counts and the recovery time."""
+    counter): a 500 page with its ticket. Prints the counts and the recovery time; returns
+    the moment (``time.monotonic()``) of the last failure."""
     users = [signed_in(cluster) for _ in range(4)]
     answers: list[list[tuple[float, str | None, int]]] = [[] for _ in users]
     failures: list[tuple[float, int, bool]] = []
@@ -136,7 +141,7 @@ def failover_under_load(cluster: Cluster, capsys, victim: str, what: str,
     try:
         time.sleep(1)
         killed = time.monotonic()
-        os.kill(pid_of(cluster, victim), signal.SIGKILL)
+        os.kill(cluster.server(victim)["pid"], signal.SIGKILL)
         while not promoted() and time.monotonic() < killed + 20:
             time.sleep(0.1)
         time.sleep(2)  # served by the promoted replica for a while
@@ -161,16 +166,40 @@ def failover_under_load(cluster: Cluster, capsys, victim: str, what: str,
               f"{codes.count(503)} 503 and {codes.count(500)} 500 (ticketed), the last "
               f"{recovered:.2f} s after the SIGKILL; view counters that went back: "
               f"{went_back}")  # fmt: skip
+    return killed + recovered
+
+
+def restarted_as_replica(cluster: Cluster, capsys) -> None:
+    """``restart`` the Redis node that ``status`` shows down: it comes back with its config
+    file and data, and the Sentinels (or the cluster) make it a replica of the node promoted
+    in its place; then every process is up again."""
+    (victim,) = [name for name, line in status(cluster, capsys)[1].items() if line[0] == "down"]
+    code, output = command(cluster, capsys, "restart", victim)
+    assert code == 0 and f"{victim} runs again (pid" in output
+    cluster.load()  # the new pid
+    server, deadline = cluster.server(victim), time.monotonic() + 30
+    with redis.Redis(host="127.0.0.1", port=server["port"], password=server["password"]) as client:
+        while client.info("replication")["role"] != "slave" or not _in_sync(client):
+            assert time.monotonic() < deadline, f"{victim} is not a replica in sync"
+            time.sleep(0.1)
+    assert status(cluster, capsys)[0] == 0
 
 
 def test_tasks_and_the_maintenance_flag_work_on_the_promoted_replica(cluster):
     receipt_is_written_by_a_worker(cluster)
-    time.sleep(FLAG_RETRY_SECONDS)  # a worker whose flag read failed in the failover waits
+    flag_read_again(FAILOVER)
     read_only_is_obeyed_by_every_node(cluster)
 
 
+def flag_read_again(failover: dict[str, float]) -> None:
+    """Wait until a worker whose read of the flag failed in the failover reads it again
+    (a second more: its last failed read may follow the last failed page a little)."""
+    last = failover.get("last failure", 0.0) + FLAG_RETRY_SECONDS + 1
+    time.sleep(max(0.0, last - time.monotonic()))
+
+
 def test_stop_ends_the_redis_nodes_and_the_sentinels(cluster, capsys):
-    pids = [pid_of(cluster, name) for name in REDIS_PROCESSES]
+    pids = [cluster.server(name)["pid"] for name in REDIS_PROCESSES]
     code, output = command(cluster, capsys, "stop")
     assert code == 0 and all(f"stopping {name} (pid" in output for name in REDIS_PROCESSES)
     assert all(map(_gone, pids))
