@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.maintenance import Maintenance, RedisFlag, State, open_flag
 from scalekit.testing import fresh_app_name
 from tests.maintenance import test_cli, test_gunicorn, test_middleware, test_schedule
@@ -97,6 +97,8 @@ def test_a_read_during_a_failover_keeps_the_last_state(own_group, caplog, reques
     _wait_replicated(primary)
     assert checker.current().mode == "read-only"
     with killed:
+        with pytest.raises(StoreUnavailable, match="cannot change the maintenance flag"):
+            flag.write(State("down"))  # no primary: the flip fails (the CLI exits 1)
         failed, seconds = _read_until_readable(checker)
     print(f"\n{request.node.callspec.id}: {failed} reads failed, the flag read again "
           f"{seconds:.2f}s after the kill")  # fmt: skip
