@@ -210,10 +210,12 @@ class Cluster:
         }
         self._save()
 
-    def _record_server(self, name: str, workdir: str, pid: int | None, url: str) -> None:
-        """Note a started service for status() and stop(); its URL masked (status shows it)."""
+    def _record_server(self, name: str, workdir: str, pid: int | None, url: str,
+                       **more: object) -> None:  # fmt: skip
+        """Note a started service for status() and stop(); its URL masked (status shows it),
+        ``more`` kept too."""
         self.state["servers"].append({"name": name, "workdir": workdir, "pid": pid,
-                                      "url": mask(url)})  # fmt: skip
+                                      "url": mask(url), **more})  # fmt: skip
         self._save()
 
     def _start_sentinel_group(self) -> str:
@@ -227,17 +229,18 @@ class Cluster:
         node = {"requirepass": password, "masterauth": password, "repl-diskless-sync-delay": "0"}
         self._start_redis_server("redis1", "sentinel/redis.conf", primary, password, node)
         self._start_redis_server("redis2", "sentinel/redis.conf", replica, password,
-                          {**node, "# replicaof": f"127.0.0.1 {primary}"})  # fmt: skip
+                                 {**node, "# replicaof": f"127.0.0.1 {primary}"})  # fmt: skip
         sentinels = [free_port() for _ in range(3)]
+        watch = {
+            "requirepass": sentinel_password,
+            f"sentinel monitor {SERVICE}": f"127.0.0.1 {primary} 2",
+            f"sentinel auth-pass {SERVICE}": password,
+            f"sentinel down-after-milliseconds {SERVICE}": "1000",
+            f"sentinel failover-timeout {SERVICE}": "3000",
+        }
         for number, port in enumerate(sentinels, 1):
             self._start_redis_server(f"sentinel{number}", "sentinel/sentinel.conf", port,
-                              sentinel_password, {
-                                  "requirepass": sentinel_password,
-                                  f"sentinel monitor {SERVICE}": f"127.0.0.1 {primary} 2",
-                                  f"sentinel auth-pass {SERVICE}": password,
-                                  f"sentinel down-after-milliseconds {SERVICE}": "1000",
-                                  f"sentinel failover-timeout {SERVICE}": "3000",
-                              }, "--sentinel")  # fmt: skip
+                                     sentinel_password, watch, "--sentinel")  # fmt: skip
 
         def settled(port: int) -> bool:
             with _redis(port, sentinel_password) as sentinel:
@@ -260,12 +263,14 @@ class Cluster:
         ``cluster_state:ok`` and knows the five others and every replica is in sync, with the
         ``redis+cluster://`` URL."""
         password, ports = secrets.token_hex(16), [free_port() for _ in range(6)]
+        node = {"requirepass": password, "masterauth": password, "cluster-node-timeout": "2000",
+                "repl-diskless-sync-delay": "0"}  # fmt: skip
         for number, port in enumerate(ports, 1):
-            self._start_redis_server(f"redis{number}", "redis-cluster/redis.conf", port, password,
-                              {"requirepass": password, "masterauth": password,
-                               "cluster-config-file": f"nodes-{port}.conf",
-                               "cluster-node-timeout": "2000", "repl-diskless-sync-delay": "0"},
-                              "--cluster-port", str(free_port()))  # fmt: skip
+            self._start_redis_server(
+                f"redis{number}", "redis-cluster/redis.conf", port, password,
+                {**node, "cluster-config-file": f"nodes-{port}.conf"},
+                "--cluster-port", str(free_port()),
+            )  # fmt: skip
         nodes = [f"127.0.0.1:{port}" for port in ports]
         script = os.path.join(ROOT, "examples", "redis-cluster", "create-cluster.sh")
         with open(os.path.join(self.state_dir, "create-cluster.log"), "ab") as log:
@@ -284,7 +289,7 @@ class Cluster:
         return f"redis+cluster://:{password}@{','.join(nodes)}"
 
     def _start_redis_server(self, name: str, example: str, port: int, password: str,
-                     settings: dict[str, str], *flags: str) -> None:  # fmt: skip
+                            settings: dict[str, str], *flags: str) -> None:  # fmt: skip
         """``redis-server`` with ``examples/<example>`` on 127.0.0.1:``port``, in the folder
         ``<state>/<name>``, ``settings`` changed too; wait until it answers (a replica: until
         it is :func:`_in_sync`)."""
@@ -294,11 +299,10 @@ class Cluster:
         with open(path, "w") as out:  # Sentinel and CONFIG REWRITE write to it later
             out.write(redis_config(example, {"bind": "127.0.0.1", "port": str(port),
                                              "dir": folder, **settings}))  # fmt: skip
-        self._record_server(name, folder, None, f"redis://:{password}@127.0.0.1:{port}")
-        server = self.state["servers"][-1]
-        server.update(command=[find_binary("redis-server"), path, *flags], port=port,
-                      password=password)  # fmt: skip
-        self._run_redis(server)
+        self._record_server(name, folder, None, f"redis://:{password}@127.0.0.1:{port}",
+                            command=[find_binary("redis-server"), path, *flags], port=port,
+                            password=password)  # fmt: skip
+        self._run_redis(self.state["servers"][-1])
 
     def _run_redis(self, server: dict) -> None:
         """Launch the Redis server (or Sentinel) ``server`` of the state; wait until it is
