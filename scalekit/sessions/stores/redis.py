@@ -157,8 +157,9 @@ class Layout:
     __slots__ = ("prefixes",)
 
     def __init__(self, connector: RedisConnector, app_name: str):
-        names = [f"{app_name}:{n}" for n in range(BUCKETS)]
-        if not connector.topology.hash_tags:
+        if connector.topology.hash_tags:
+            names = [f"{app_name}:{n}" for n in range(BUCKETS)]
+        else:
             names = [app_name]
         self.prefixes = [connector.namespace("s", name).prefix for name in names]
 
