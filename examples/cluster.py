@@ -258,12 +258,12 @@ class Cluster:
     def _start_cluster_group(self) -> str:
         """examples/redis-cluster/ on loopback: six nodes redis1..6 started from its redis.conf
         (address, port, folder and password made local, the cluster bus on a free port of its
-        own, quick to sync and to fail over: node timeout 2 s), made one cluster of three
+        own, quick to sync and to fail over: node timeout 1 s), made one cluster of three
         primaries with a replica each by its create-cluster.sh. Returns once every node says
         ``cluster_state:ok`` and knows the five others and every replica is in sync, with the
         ``redis+cluster://`` URL."""
         password, ports = secrets.token_hex(16), [free_port() for _ in range(6)]
-        node = {"requirepass": password, "masterauth": password, "cluster-node-timeout": "2000",
+        node = {"requirepass": password, "masterauth": password, "cluster-node-timeout": "1000",
                 "repl-diskless-sync-delay": "0"}  # fmt: skip
         for number, port in enumerate(ports, 1):
             self._start_redis_server(
