@@ -189,13 +189,13 @@ class MemcacheClient:
         settings = ClientSettings.checked(
             servers, url, options, label=self.option_label, min_value_size=min_value_size
         )
-        servers = len(set(settings.servers))
+        distinct = len(set(settings.servers))
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not (
-            1 <= replicas <= servers
+            1 <= replicas <= distinct
         ):  # fmt: skip
             raise ConfigError(
                 f"{settings.url}: {self.option_label} replicas={replicas!r} must be a whole "
-                f"number from 1 to the number of servers ({servers})"
+                f"number from 1 to the number of servers ({distinct})"
             )
         vars(self).update(dataclasses.asdict(settings), replicas=replicas)
         self._cluster = PerProcess(
