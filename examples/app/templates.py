@@ -52,7 +52,7 @@ is a task worker running? <code>make demo</code> starts one beside gunicorn; els
 <code>scalekit tasks worker</code> (examples/systemd/scalekit-worker.service).</p>"""
 
 
-def page(*, node: str, worker: int, version: str, hits: int, entries: str, user: str | None,
+def page(*, node: str, worker: int, version: str, hits: int | str, entries: str, user: str | None,
          views: int, saved_by: str | None, flash: str | None, banner: str | None,
          paused: bool, pending: float | None = None) -> str:  # fmt: skip
     """The whole page; ``entries`` is already HTML (the cached fragment). ``paused``: the

@@ -20,6 +20,7 @@ import templates
 from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
+from scalekit.core.errors import CacheUnavailable
 from scalekit.maintenance import READ_ONLY, State, format_time
 
 MAX_FORM = 16 * 1024
@@ -50,13 +51,22 @@ def _page(environ: dict, start_response: Callable, session: sessions.Session) ->
     pending = time.time() - pending_since if pending_since else 0
     body = templates.page(
         node=config.NODE, worker=os.getpid(), version=__version__,
-        hits=cached.counter.increment("hits"), entries=entries,
+        hits=_count_hit(), entries=entries,
         pending=pending if pending > RECEIPT_LATE else None, user=session.user,
         views=session.views or 0, saved_by=session.saved_by, flash=flash,
         banner=_banner(state) if state else None,
         paused=state is not None and state.mode == READ_ONLY,
     )  # fmt: skip
     return _respond(start_response, "200 OK", body, "text/html; charset=utf-8")
+
+
+def _count_hit() -> int | str:
+    """The hit counter after this view, or "?" while the cache is down (an increment is
+    not retried: it may have counted): an outage costs the number, not the page."""
+    try:
+        return cached.counter.increment("hits")
+    except CacheUnavailable:
+        return "?"
 
 
 def _save(session: sessions.Session, **changes: object) -> None:
