@@ -419,14 +419,17 @@ class RedisSentinelGroup(ServerGroup):
         primary = self.primary()
         return next(node for node in self.nodes if node is not primary)
 
-    def wait_settled(self, primary: SentinelNode, timeout: float = START_TIMEOUT) -> None:
-        """Wait until every Sentinel names ``primary``, sees the other node as a healthy
-        replica and knows the two other Sentinels."""
+    def wait_settled(
+        self, primary: SentinelNode | None = None, timeout: float = START_TIMEOUT
+    ) -> None:
+        """Wait until every Sentinel names ``primary`` (without one: the same node, which
+        may fail over again meanwhile), sees the other node as a healthy replica and knows
+        the two other Sentinels."""
         import redis
 
-        (replica,) = (node for node in self.nodes if node is not primary)
         deadline, state = time.monotonic() + timeout, {}
         while time.monotonic() < deadline:
+            named = set()
             settled = True
             for _, port in self.addresses:
                 with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as sentinel:
@@ -435,12 +438,10 @@ class RedisSentinelGroup(ServerGroup):
                 healthy = [
                     r["port"] for r in replicas if not (r["is_sdown"] or r["is_disconnected"])
                 ]
-                settled &= (
-                    state["port"] == primary.port
-                    and state["num-other-sentinels"] == 2
-                    and replica.port in healthy
-                )
-            if settled:
+                (replica,) = (node.port for node in self.nodes if node.port != state["port"])
+                named.add(state["port"])
+                settled &= state["num-other-sentinels"] == 2 and replica in healthy
+            if settled and named == {primary.port if primary else state["port"]}:
                 return
             time.sleep(0.1)
         raise ServerStartError(f"the Sentinels did not settle within {timeout:.0f}s: {state}")
@@ -461,7 +462,7 @@ class RedisSentinelGroup(ServerGroup):
                     raise ServerStartError("the Sentinels did not promote the replica")
                 time.sleep(0.1)
             killed.restart_as_replica_of(promoted.port)
-            self.wait_settled(promoted, timeout)
+            self.wait_settled(timeout=timeout)  # a loaded machine may fail over once more
 
 
 class RedisClusterNode(RedisServer):
@@ -556,6 +557,12 @@ class RedisCluster(ServerGroup):
         it, wait until its replica is promoted, start the killed node again (it rejoins as
         a replica) and wait until the cluster is whole (:meth:`wait_formed`)."""
         killed, replica = self.serving(key)
+        deadline = time.monotonic() + timeout
+        while replica is None:  # one being resynced: wait for it, there is nothing to promote
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"{killed.address} has no replica to promote")
+            time.sleep(0.05)
+            killed, replica = self.serving(key)
         killed.kill()
         try:
             yield killed
