@@ -30,8 +30,9 @@ that score it highest among *every configured* node (:meth:`Cluster.each_replica
 their health, so a node that fails moves no key: its keys are served by their other
 replicas, and it is retried every ``retry_timeout`` (never taken out of the ring for
 ``dead_timeout``, never flushed on return). A write it misses makes it stale instead: the
-caller names the keys (:meth:`Cluster.each_replica`'s ``missed``), and before this process
-sends it anything else once it answers again, it deletes them there (or, past
+caller, once its write landed on another replica, names the keys
+(:meth:`Cluster.remember_missed`), and before this process sends the node anything else once
+it answers again, it deletes them there (or, past
 ``_MAX_MISSED`` keys, empties it with ``flush_all``), so it never serves a copy older than
 its replicas'. That memory is this process's: another process that never saw the node fail
 may read such a copy until then (see the session store's notes).
@@ -145,12 +146,12 @@ class Cluster:
 
     def each_replica(
         self, action: str, key: bytes, command: Callable[[Client], _T], *,
-        missed: Iterable[bytes] = (),
+        skipped: list[str] | None = None,
     ) -> Iterator[tuple[str, _T]]:  # fmt: skip
         """Run ``command`` on each replica node of ``key``, best first, as the caller
         iterates; yield ``(node name, result)`` for each that answers. One that fails is
-        skipped and remembers the keys ``missed`` (those a write was about to change there),
-        deleted when it answers again. Raises the first failure if no replica answered."""
+        skipped (its name appended to ``skipped``: a writer tells :meth:`remember_missed`
+        once its write landed elsewhere). Raises the first failure if none answered."""
         failure: StoreUnavailable | None = None
         answered = False
         for name in self._placement.top(key, self.replicas):
@@ -158,8 +159,8 @@ class Cluster:
                 result = self._run_on(self.nodes[name], action, command)
             except StoreUnavailable as exc:
                 failure = failure or exc
-                if missed:
-                    self.remember_missed(name, missed)
+                if skipped is not None:
+                    skipped.append(name)
                 continue
             answered = True
             yield name, result
@@ -171,8 +172,9 @@ class Cluster:
         return self._run_on(self.nodes[name], action, command)
 
     def remember_missed(self, name: str, keys: Iterable[bytes]) -> None:
-        """Note that the node ``name`` missed writes to ``keys``: it deletes them before it
-        answers anything else (see :meth:`_catch_up`)."""
+        """Note that the node ``name`` missed writes to ``keys`` that another replica got:
+        it deletes them before it answers anything else (see :meth:`_catch_up`). Never for
+        a write that landed nowhere: its copy may then be the only one."""
         node = self.nodes[name]
         with node.catching_up:
             if not node.flush_first:

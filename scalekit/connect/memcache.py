@@ -210,18 +210,21 @@ class MemcacheClient:
 
     def _each_replica(
         self, action: str, key: bytes, command: Callable[[Client], _T], *,
-        missed: Iterable[bytes] = (),
+        skipped: list[str] | None = None,
     ) -> Iterator[tuple[str, _T]]:  # fmt: skip
         """``command`` on each replica of ``key`` (see :meth:`Cluster.each_replica`)."""
-        return self._cluster.get().each_replica(action, key, command, missed=missed)
+        return self._cluster.get().each_replica(action, key, command, skipped=skipped)
 
     def _run_at(self, name: str, action: str, command: Callable[[Client], _T]) -> _T:
         """``command`` on the node ``name`` (see :meth:`Cluster.run_at`)."""
         return self._cluster.get().run_at(name, action, command)
 
-    def _remember_missed(self, name: str, keys: Iterable[bytes]) -> None:
-        """The node ``name`` missed writes to ``keys`` (see :meth:`Cluster.remember_missed`)."""
-        self._cluster.get().remember_missed(name, keys)
+    def _remember_missed(self, names: Iterable[str], keys: Iterable[bytes]) -> None:
+        """The nodes ``names`` missed writes to ``keys`` that another replica got (see
+        :meth:`Cluster.remember_missed`)."""
+        cluster = self._cluster.get()
+        for name in names:
+            cluster.remember_missed(name, keys)
 
     def _run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
         """``command`` on every node (see :meth:`Cluster.run_on_each`)."""

@@ -219,6 +219,26 @@ def test_a_frozen_node_costs_at_most_one_timeout_per_request_and_no_save(nodes, 
     assert slowest < timeout + 0.4  # one timeout at most, then the node is skipped
 
 
+def test_a_session_missing_on_one_replica_while_the_other_is_silent_is_unavailable(nodes, app_name):
+    url = url_of(nodes, replicas=2, timeout=0.3, retry_timeout=0.2)
+    with opened(url, app_name) as store:
+        assert store.save(SID, b"kept", 60, None)
+        version = store.load(SID).version
+        first, second = ranked(nodes, record_key(app_name, SID))[:2]
+        first.process.kill()
+        first.process.wait()
+        nodes[nodes.index(first)] = first = MemcachedOnPort(first.port).start()  # empty
+        time.sleep(0.25)
+        with second.frozen():  # "missing" from a node that lost it is no answer: not None
+            with pytest.raises(StoreUnavailable, match="do not hold it"):
+                store.load(SID)
+            with pytest.raises(StoreUnavailable, match="do not hold it"):
+                store.save(SID, b"lost?", 60, version)
+        time.sleep(0.25)
+        assert store.load(SID).data == b"kept"  # and copied back to the first replica
+        assert stored_on(first, app_name, SID).endswith(b"kept")
+
+
 @pytest.mark.parametrize("first", ["skipping", "seeing"])
 def test_compare_and_set_conflicts_are_caught_when_stores_disagree_about_a_node(
     nodes, app_name, first

@@ -261,8 +261,10 @@ class MemcacheStore(MemcacheClient, SessionStore):
             else:
                 conn.delete(record_key, noreply=False)
 
-        for _ in self._each("delete a session", record_key, command, missed=(record_key,)):
+        skipped: list[str] = []
+        for _ in self._each("delete a session", record_key, command, skipped=skipped):
             pass
+        self._remember_missed(skipped, (record_key,))  # the mark is on another replica
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
@@ -307,7 +309,9 @@ class MemcacheStore(MemcacheClient, SessionStore):
     # -- with replicas ------------------------------------------------------------------
     def _load_replicated(self, sid: str, keys: list[bytes]) -> Record | None:
         """The record of the first replica that has it; replicas that answered without it
-        first (restarted empty, evicted, caught up) get a copy."""
+        first (restarted empty, evicted, caught up) get a copy. None only if every replica
+        answered without it: one that answers "missing" may have lost it, so while another
+        cannot be asked, the session is unavailable, not gone (the session policy decides)."""
         empty: list[str] = []
         for name, found in self._each_replica(
             "load a session", keys[0], lambda conn: conn.get_many(keys)
@@ -322,6 +326,8 @@ class MemcacheStore(MemcacheClient, SessionStore):
             touched_at = self._touched_at(sid, stored, found.get(keys[1]))
             self._repair(empty, keys, value, stored, touched_at)
             return Record(stored.data, stored.version, touched_at)
+        if len(empty) < self.replicas:
+            raise self._unsure("load a session", len(empty))
         return None
 
     def _copy_to_empty(self, sid: str, found: dict[str, bool]) -> None:
@@ -368,6 +374,10 @@ class MemcacheStore(MemcacheClient, SessionStore):
         if expected is not ANY and expected is not None:
             _version(expected, int)
         current, known = self._current(key)
+        if current is None and expected is not None and expected is not ANY:
+            if len(known) < self.replicas and not any(value for value, _ in known.values()):
+                raise self._unsure("save a session", len(known))  # maybe on the silent one
+            return False
         base = current and current.version
         if expected is not ANY and base != expected:
             return False
@@ -379,7 +389,12 @@ class MemcacheStore(MemcacheClient, SessionStore):
             known_here = known.pop(node_name(conn.server), None)
             return put(conn, key, value, ours, base, known_here, expire)
 
-        for name, (done, held) in self._each_replica("save a session", key, command, missed=(key,)):
+        skipped: list[str] = []  # replicas that miss this save, once another one got it
+        for name, (done, held) in self._each_replica(
+            "save a session", key, command, skipped=skipped
+        ):
+            self._remember_missed(skipped, (key,))  # older than what this replica holds now
+            skipped.clear()
             if not done:  # this replica holds a newer or concurrent version, or a deletion
                 if written:
                     self._restore(written, key, value, held)
@@ -387,6 +402,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
                 # else ours is kept only inside a later save made from it
                 return expected is ANY or (bool(written) and made_from(held, ours))
             written.append(name)
+        self._remember_missed(skipped, (key,))
         return True
 
     def _current(self, key: bytes) -> tuple[Stored | None, dict[str, Any]]:
@@ -394,7 +410,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         deleted), and each replica's ``gets`` read on the way, by node."""
         known: dict[str, Any] = {}
         for name, (value, cas) in self._each_replica(
-            "save a session", key, lambda conn: conn.gets(key), missed=(key,)
+            "save a session", key, lambda conn: conn.gets(key)
         ):
             known[name] = value, cas
             if value is not None:
@@ -419,18 +435,25 @@ class MemcacheStore(MemcacheClient, SessionStore):
             try:
                 self._run_at(name, "save a session", command)
             except StoreUnavailable:
-                self._remember_missed(name, (key,))
+                self._remember_missed([name], (key,))
 
     # -- helpers ------------------------------------------------------------------------
+    def _unsure(self, action: str, answered: int) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"session store {self.url} failed to {action}: the {answered} memcached "
+            f"replica(s) of its {self.replicas} that answered do not hold it (they may have "
+            "lost it: restarted, evicted), and the others did not answer"
+        )
+
     def _each(
         self, action: str, key: bytes, command: Callable[[Client], _T], *,
-        missed: tuple[bytes, ...] = (),
+        skipped: list[str] | None = None,
     ) -> Iterator[tuple[str | None, _T]]:  # fmt: skip
         """``command`` on each replica of ``key`` that answers, best first (see
         :meth:`~scalekit.connect.memcache.Cluster.each_replica`); without replicas, on its
         node (``None``)."""
         if self.replicas > 1:
-            yield from self._each_replica(action, key, command, missed=missed)
+            yield from self._each_replica(action, key, command, skipped=skipped)
         else:
             yield None, self._run(action, key, command)
 
