@@ -44,8 +44,10 @@ tried again every ``retry_timeout`` (``dead_timeout`` does not apply).
 * ``load`` reads the first replica that answers and holds the record. A replica that
   answers "missing" first (restarted empty, evicted, or cleared, see below) does not end
   the search: the next one's copy is returned and ``add``-ed back there (for the rest of
-  its TTL, with its touch time). A down node is skipped. Every answering replica missing
-  it means no session: the down one could hold it only if the answering one also lost it.
+  its TTL, with its touch time). A down node is skipped. No session (None) only if every
+  replica answered without it: "missing" from a node that lost it (restarted, evicted,
+  cleared) is no answer, so while another replica is silent the session is unavailable
+  (:class:`StoreUnavailable`, the session policy decides), and a compare-and-set save too.
 * ``save`` (4 round trips: ``gets`` + ``cas`` per node) compares ``expected`` with the
   first replica holding a record, then writes each replica best first with ``cas``
   (``add`` where missing) unless it holds something else than the base, one of its
@@ -63,11 +65,13 @@ tried again every ``retry_timeout`` (``dead_timeout`` does not apply).
   empty is repaired for the sessions of which it is the second replica too, which loads
   never read). ``try_lease`` locks on the first replica that answers; ``release_lease``
   tries each in turn.
-* A replica that misses a write (down, timed out) is stale, not lost: the connector
-  remembers the keys and deletes them there before sending it anything else once it
-  answers again (past 10,000 keys it empties the node instead); loads then go on to the
-  other replica and repair it. That memory is per process: another app server that never
-  saw the node fail can read its older copy until then (a save made from it is refused).
+* A replica that misses a write (down, timed out) that another replica got is stale: the
+  connector remembers the keys and deletes them there before sending it anything else
+  once it answers again (past 10,000 keys it empties the node instead); loads then go on
+  to the other replica and repair it. A write that landed nowhere marks nothing (the
+  copy a silent node keeps may be the only one). That memory is per process: another app
+  server that never saw the node fail can read its older copy until then (a save made
+  from it is refused).
 
 What replicas do not protect against: both replicas of a session lost together (two nodes
 down or restarted at once, or one restarted empty while the other is down); memcached
