@@ -57,6 +57,17 @@ def test_wait_acknowledges_and_a_stopped_replica_raises_not_replicated(group):
     connector.close()
 
 
+def test_a_timed_out_command_is_not_run_again_unless_safe(sentinel_group):
+    """It may have run (here: late, once the stopped primary runs again): only the caller
+    knows whether running it twice is harmless."""
+    connector = open_redis(sentinel_group.url, socket_timeout=0.2)
+    connector.call("DEL", "timed-out")
+    with sentinel_group.primary().frozen(), pytest.raises(redis.TimeoutError):
+        connector.call("INCR", "timed-out")
+    assert connector.call("GET", "timed-out", safe=True) == b"1"  # it ran, once
+    connector.close()
+
+
 def test_a_sentinel_primary_demoted_while_running_is_left_for_the_new_one(sentinel_group):
     connector = open_redis(sentinel_group.url, socket_timeout=2)
     connector.call("SET", "demoted", "before")

@@ -21,14 +21,16 @@
   ``EVALSHA``; and the one lease: ``try_lease`` is ``SET NX PX``, ``release_lease`` a
   compare-and-delete script, the same for the session lock and the cache's single flight.
 * :mod:`.namespace` - :class:`Namespace`, ``scalekit:<piece>:<app>:``, hash-tagged when a
-  topology needs it.
+  topology needs it (a piece whose commands each touch one key asks to ``spread``).
 
 Failover: a reply that says the command did not run (``MOVED``, ``ASK``, ``TRYAGAIN``,
 ``CLUSTERDOWN``, ``READONLY``, ``LOADING``, ``MASTERDOWN``) is retried where the topology
 says the primary is now; after a lost connection a command runs again (once) only when the
-caller passed ``safe=True``. ``run(..., replicas=n)`` follows the script with ``WAIT`` and
-raises :class:`NotReplicated` (a ``redis.RedisError``) when fewer than ``n`` replicas
-acknowledged the write: it is then on the primary only, and a failover would lose it.
+caller passed ``safe=True``. A lost or demoted node's links and cached reads go, and the
+cache of reads empties whenever a new primary is found. ``run(..., replicas=n)`` follows the
+script with ``WAIT`` on the same connection and raises :class:`NotReplicated` (a
+``redis.RedisError``) when fewer than ``n`` replicas acknowledged the write: it is then on
+the primary only, and a failover could lose it.
 
 Options (:data:`REDIS_OPTIONS`) are merged by :func:`scalekit.core.options.merge_options`:
 URL query options, then keywords. Connections are made per process, after a fork too.

@@ -68,7 +68,7 @@ _ASKING = ("ASKING",)
 
 class NotReplicated(redis.RedisError):
     """A write ran on the primary, but fewer replicas than asked acknowledged it in time
-    (``WAIT``): it is on the primary only, and a failover now would lose it."""
+    (``WAIT``): it is on the primary only, and a failover now could lose it."""
 
 
 class Server:
