@@ -188,7 +188,7 @@ def test_killing_any_node_logs_nobody_out_and_a_node_back_empty_is_repaired(node
                 assert stored_on(nodes[victim], app_name, sid).endswith(latest[sid])
 
 
-def test_a_frozen_node_costs_at_most_one_timeout_per_request_and_no_save(nodes, app_name):
+def test_a_frozen_node_costs_at_most_one_timeout_per_request_and_loses_no_save(nodes, app_name):
     timeout = 0.5
     url = url_of(nodes, replicas=2, timeout=timeout, retry_timeout=1)
     with opened(url, app_name) as store, opened(url, app_name) as bystander:
