@@ -477,12 +477,13 @@ class RedisEngine(Engine):
         visibility_timeout: float = 30.0,
         name_ttl: float = 7 * 86400.0,
         min_replicas: int = 0,
-        replica_timeout: float = 1.0,
+        replica_timeout: float = 0.5,
         **redis_options: Any,
     ):
         """``min_replicas``: an enqueue returns once that many replicas have the task
-        (``WAIT``, up to ``replica_timeout`` seconds), so it survives the loss of the
-        primary. ``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
+        (``WAIT``, up to ``replica_timeout`` seconds: keep it below ``socket_timeout``), so
+        it survives the loss of the primary. ``redis_options``: those of
+        :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         if not isinstance(settings, RedisURL):
             raise ConfigError(f"{settings!s}: a Redis task engine needs a redis:// URL")
         self.app_name = check_app_name(app_name)
