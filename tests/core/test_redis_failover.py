@@ -6,6 +6,8 @@ is left for the new one with no error; ``NotReplicated`` when no replica acknowl
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -48,13 +50,37 @@ def replica_of(group, key: str):
 
 
 def test_wait_acknowledges_and_a_stopped_replica_raises_not_replicated(group):
-    connector = open_redis(group.url)
+    connector = open_redis(group.url, socket_timeout=0.2)
     key = "{wait}key"
     assert connector.run(SET, [key], ["one"], replicas=1) == b"OK"
     with replica_of(group, key).frozen(), pytest.raises(NotReplicated, match="primary only"):
-        connector.run(SET, [key], ["two"], replicas=1, replica_timeout=0.2)
+        # WAIT's reply may take its own timeout on top of the socket's
+        connector.run(SET, [key], ["two"], replicas=1, replica_timeout=0.3)
     assert connector.call("GET", key) == b"two"  # done, on the primary only
     connector.close()
+
+
+@pytest.mark.parametrize("hiredis", ["installed", "missing"])
+def test_wait_with_no_replica_raises_not_replicated_after_its_own_timeout(redis_url, hiredis):
+    """On both I/O paths (hiredis on the socket, redis-py's), WAIT's reply may take longer
+    than the socket timeout; with no replica at all, none acknowledges."""
+    program = f"""
+import sys
+if {hiredis == "missing"}:
+    sys.modules["hiredis"] = None  # as if the package were not installed
+from scalekit.connect.redis import NotReplicated, Script, open_redis
+client = open_redis({redis_url!r}, socket_timeout=0.2)
+script = Script("return redis.call('SET', KEYS[1], ARGV[1])", keys=1)
+try:
+    client.run(script, ["wait:alone"], ["v"], replicas=1, replica_timeout=0.3)
+except NotReplicated as exc:
+    print(exc, client.call("GET", "wait:alone"))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.startswith("the write is on the primary only"), done.stderr
+    assert done.stdout.endswith("b'v'\n")
 
 
 def test_a_timed_out_command_is_not_run_again_unless_safe(sentinel_group):

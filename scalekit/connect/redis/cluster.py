@@ -15,18 +15,23 @@ the caller said it is ``safe`` to (it may have run).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from functools import partial
 from typing import Any
 
 import redis
 from redis.exceptions import (
     AskError,
-    ClusterCrossSlotError,
     MovedError,
 )
 
-from scalekit.connect.redis.connector import SETTLING, RedisConnector, Server, scan_keys
+from scalekit.connect.redis.connector import (
+    FAILED,
+    SETTLING,
+    RedisConnector,
+    Server,
+    scan_keys,
+)
 from scalekit.connect.redis.scripts import Script
 from scalekit.connect.redis.topology import Cluster, Node, key_of, slot_of
 from scalekit.core.process import PerProcess
@@ -42,13 +47,20 @@ class ClusterConnector(RedisConnector):
 
     def __init__(self, topology: Cluster):
         super().__init__(topology)
-        self._servers: PerProcess[dict[str, Server]] = PerProcess(dict, _close_all)
+        self._servers: PerProcess[dict[Node, Server]] = PerProcess(dict, _close_all)
 
     def __repr__(self) -> str:
         return f"<ClusterConnector {self.topology!r}>"
 
     def call(self, *args: Any, safe: bool = False, redirect: int | None = None) -> Any:
-        return self._attempted(key_of(args), partial(self._attempt, args, redirect), safe)
+        key = key_of(args)
+        node = self.topology.node_for(key)
+        server = self._servers.get().get(node) or self._server_of(node)
+        try:
+            return self._on(server, args, redirect)
+        except FAILED as exc:
+            attempt = partial(self._attempt, args, redirect)
+            return self._retried(exc, node, key, attempt, safe)
 
     def cached(self, key: str, *args: Any, max_age: float) -> Any:
         if self._generation != self.topology.generation:  # a failover, a migration
@@ -71,14 +83,6 @@ class ClusterConnector(RedisConnector):
         if servers:
             for server in list(servers.values()):
                 server.reads.forget(keys)
-
-    def run(self, script: Script, keys: Sequence[Any], args: Sequence[Any], **options: Any) -> Any:
-        if len({slot_of(key) for key in keys}) > 1:
-            raise ClusterCrossSlotError(
-                f"script {script.sha1[:8]}: its keys {list(keys)!r} are in different Cluster "
-                "slots; give them one hash tag, e.g. {app}:a and {app}:b"
-            )
-        return super().run(script, keys, args, **options)
 
     def scan(self, match: str, count: int = 1000) -> Iterator[bytes]:
         for node in self.topology.primaries():
@@ -106,18 +110,18 @@ class ClusterConnector(RedisConnector):
 
     def _server_of(self, node: Node) -> Server:
         servers = self._servers.get()
-        server = servers.get(node.where)
+        server = servers.get(node)
         if server is None:
-            server = servers.setdefault(node.where, Server(node, self.topology.max_connections))
+            server = servers.setdefault(node, Server(node, self.topology.max_connections))
         return server
 
     def _drop(self, node: Node) -> None:
         """Close ``node``'s links and cache of reads (lost, or not the primary now)."""
-        server = self._servers.get().pop(node.where, None)
+        server = self._servers.get().pop(node, None)
         if server is not None:
             server.close()
 
 
-def _close_all(servers: dict[str, Server]) -> None:
+def _close_all(servers: dict[Node, Server]) -> None:
     for server in servers.values():
         server.close()

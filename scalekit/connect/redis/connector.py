@@ -62,7 +62,7 @@ REDIS_OPTIONS = {
 #: Replies that say the command did not run, and will once a failover settles.
 SETTLING = (TryAgainError, ClusterDownError, ReadOnlyError, BusyLoadingError)
 #: What a failover may look like to a command: retried by :meth:`RedisConnector._retried`.
-_FAILED = (redis.ResponseError, redis.ConnectionError, redis.TimeoutError)
+FAILED = (redis.ResponseError, redis.ConnectionError, redis.TimeoutError)
 _ASKING = ("ASKING",)
 
 
@@ -138,7 +138,7 @@ class RedisConnector:
         """
         try:
             return self._on(self._server.get(), args, redirect)
-        except _FAILED as exc:
+        except FAILED as exc:
             if not self.topology.fails_over:
                 raise
             attempt = partial(self._attempt, args, redirect)
@@ -180,19 +180,12 @@ class RedisConnector:
         seconds (the write is done, but on the primary only).
         """
         command = script.evalsha(keys, args)
-        if replicas:
-            wait = ("WAIT", replicas, max(1, int(replica_timeout * 1000)))
-            run = partial(
-                self._attempted, key_of(command), partial(self._waited, command, wait), safe
-            )
-        else:
-            run = partial(self.call, *command, safe=safe)
         try:
             try:
-                return run()
+                return self._script(command, safe, replicas, replica_timeout)
             except redis.exceptions.NoScriptError:
                 self._load(script)
-                return run()
+                return self._script(command, safe, replicas, replica_timeout)
         finally:
             self.forget(*keys)
 
@@ -262,9 +255,9 @@ class RedisConnector:
         pool.idle.append(link)
         return reply
 
-    def _pipeline(self, server: Server, commands: list[tuple]) -> list[Any]:
+    def _pipeline(self, server: Server, commands: list[tuple], wait: float = 0.0) -> list[Any]:
         """The replies of ``commands`` written at once on one of ``server``'s links (error
-        replies returned, not raised)."""
+        replies returned, not raised; ``wait``: seconds more the replies may take)."""
         pool = server.links
         if pool.slots is not None:
             self._take_slot(pool.slots, server)
@@ -274,7 +267,7 @@ class RedisConnector:
             except IndexError:
                 link = open_link(server.endpoint)
             try:
-                replies = link.pipeline(commands)
+                replies = link.pipeline(commands, wait)
             except BaseException:
                 link.close()
                 raise
@@ -290,17 +283,26 @@ class RedisConnector:
             return replied(self._pipeline(server, [_ASKING, args])[1])
         return self._on(server, args, redirect)
 
+    def _script(self, command: tuple, safe: bool, replicas: int, timeout: float) -> Any:
+        """Run the ``EVALSHA`` ``command``, and with ``replicas`` its ``WAIT`` (see :meth:`run`)."""
+        if not replicas:
+            return self.call(*command, safe=safe)
+        wait = ("WAIT", replicas, max(1, int(timeout * 1000)))
+        return self._attempted(key_of(command), partial(self._waited, command, wait), safe)
+
     def _waited(self, command: tuple, wait: tuple, server: Server, asking: bool) -> Any:
-        """Run ``command`` and ``wait`` (``WAIT n ms``) in one write on ``server``."""
+        """Run ``command`` and ``wait`` (``WAIT n ms``) in one write on ``server``, its
+        reply awaited for the socket timeout plus ``WAIT``'s own."""
         commands = [_ASKING, command, wait] if asking else [command, wait]
-        return acknowledged(self._pipeline(server, commands)[-2:], wait[1])
+        replies = self._pipeline(server, commands, wait[2] / 1000)
+        return acknowledged(replies[-2:], wait[1])
 
     def _attempted(self, key: Any, attempt: Callable[[Server, bool], Any], safe: bool) -> Any:
         """``attempt(server, asking)`` on the primary of ``key``, retried as :meth:`call` says."""
         node = self.topology.node_for(key)
         try:
             return attempt(self._server_of(node), False)
-        except _FAILED as exc:
+        except FAILED as exc:
             if not self.topology.fails_over:
                 raise
             return self._retried(exc, node, key, attempt, safe)
@@ -357,7 +359,7 @@ class RedisConnector:
                 )
             try:
                 return attempt(self._server_of(node), asking)
-            except _FAILED as exc:
+            except FAILED as exc:
                 error = exc
 
     def _server_of(self, node: Topology | Node) -> Server:

@@ -58,17 +58,26 @@ class Link:
         self.connection.send_command(*args)
         return self.connection.read_response()
 
-    def pipeline(self, commands: list[tuple]) -> list[Any]:
+    def pipeline(self, commands: list[tuple], wait: float = 0.0) -> list[Any]:
         """The replies of ``commands``, written at once; an error reply is returned (the
-        exception redis-py would raise), not raised."""
-        self.connection.send_packed_command(self.connection.pack_commands(commands))
-        replies = []
-        for _ in commands:
-            try:
-                replies.append(self.connection.read_response())
-            except redis.ResponseError as exc:
-                replies.append(exc)
-        return replies
+        exception redis-py would raise), not raised. ``wait``: seconds more than the
+        socket timeout that the replies may take (a ``WAIT``)."""
+        timeout = self.connection.socket_timeout
+        sock = _socket_of(self.connection)
+        if wait and timeout:
+            sock.settimeout(timeout + wait)
+        try:
+            self.connection.send_packed_command(self.connection.pack_commands(commands))
+            replies = []
+            for _ in commands:
+                try:
+                    replies.append(self.connection.read_response())
+                except redis.ResponseError as exc:
+                    replies.append(exc)
+            return replies
+        finally:
+            if wait and timeout:
+                sock.settimeout(timeout)
 
     def pending(self) -> list[Any]:
         """The messages that have arrived (a subscribed connection), read without waiting.
@@ -90,11 +99,9 @@ class SocketLink(Link):
         self.where = where
         self.sock = _socket_of(connection)
         self.sock.settimeout(None)  # no poll() before each call: the kernel keeps the timeout
-        timeout = connection.socket_timeout or 0
-        seconds = int(timeout)
-        limit = struct.pack("ll", seconds, int((timeout - seconds) * 1e6))
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
+        self.timeout = connection.socket_timeout or 0  # 0: none
+        self._limit(socket.SO_RCVTIMEO, self.timeout)
+        self._limit(socket.SO_SNDTIMEO, self.timeout)
         self.reader = hiredis.Reader(
             protocolError=redis.exceptions.InvalidResponse, replyError=BaseParser.parse_error
         )
@@ -114,7 +121,10 @@ class SocketLink(Link):
             raise reply
         return reply
 
-    def pipeline(self, commands: list[tuple]) -> list[Any]:
+    def pipeline(self, commands: list[tuple], wait: float = 0.0) -> list[Any]:
+        longer = bool(wait and self.timeout)
+        if longer:
+            self._limit(socket.SO_RCVTIMEO, self.timeout + wait)
         replies = []
         try:
             self.sock.sendall(b"".join(hiredis.pack_command(args) for args in commands))
@@ -125,7 +135,16 @@ class SocketLink(Link):
             raise redis.TimeoutError(f"timeout talking to Redis at {self.where}") from None
         except OSError as exc:
             raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
+        finally:
+            if longer:
+                self._limit(socket.SO_RCVTIMEO, self.timeout)
         return replies
+
+    def _limit(self, option: int, seconds: float) -> None:
+        """Set the socket's receive or send timeout (``SO_RCVTIMEO``, ``SO_SNDTIMEO``)."""
+        whole = int(seconds)
+        limit = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        self.sock.setsockopt(socket.SOL_SOCKET, option, limit)
 
     def _more(self) -> Any:
         """Read from the socket until a whole reply has arrived; that reply."""

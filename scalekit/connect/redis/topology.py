@@ -219,6 +219,10 @@ class Cluster(Topology):
 
     def node_for(self, key: Any) -> Node:
         """The primary that holds ``key``'s slot (the first primary for ``None``)."""
+        if key is not None and self._slots:
+            node = self._slots[slot_of(key)]
+            if node is not None:
+                return node
         if not self._slots:
             self.refresh()
         if key is None:
@@ -311,29 +315,48 @@ KEYLESS = frozenset(
     b"PING ECHO INFO CLIENT SCRIPT WAIT CLUSTER TIME DBSIZE CONFIG COMMAND FUNCTION PUBLISH "
     b"ASKING READONLY READWRITE HELLO AUTH SELECT MEMORY SLOWLOG LATENCY LASTSAVE".split()
 )
+_FIRST, _SCRIPT, _STREAM, _NONE = range(4)  # where a command's routing key is
+_WHERE: dict[str | bytes, int] = {}  # command name, as callers spell it -> where
 
 
 def key_of(args: tuple) -> Any:
     """The key that routes the command ``args`` on a Cluster: its first argument, the first
     key of a script (``EVAL``/``EVALSHA``/``FCALL``), the first stream of ``XREAD`` and
     ``XREADGROUP``; ``None`` for a command without keys."""
-    name = args[0]
-    name = (name.encode() if isinstance(name, str) else bytes(name)).upper()
-    if name in KEYLESS or len(args) < 2:
+    where = _WHERE.get(args[0])
+    if where is None:
+        where = _where(args[0])
+    if len(args) < 2 or where == _NONE:
         return None
-    if name.startswith((b"EVAL", b"FCALL")):
+    if where == _FIRST:
+        return args[1]
+    if where == _SCRIPT:
         return args[3] if int(args[2]) > 0 else None
-    if name in (b"XREAD", b"XREADGROUP"):
-        words = [arg.upper() if isinstance(arg, (str, bytes)) else arg for arg in args]
-        marker = "STREAMS" if "STREAMS" in words else b"STREAMS"
-        return args[words.index(marker) + 1]
-    return args[1]
+    words = [arg.upper() if isinstance(arg, (str, bytes)) else arg for arg in args]
+    marker = "STREAMS" if "STREAMS" in words else b"STREAMS"
+    return args[words.index(marker) + 1]
+
+
+def _where(name: str | bytes) -> int:
+    """Where the routing key of command ``name`` is (remembered for the next call)."""
+    upper = (name.encode() if isinstance(name, str) else bytes(name)).upper()
+    if upper in KEYLESS:
+        where = _NONE
+    elif upper.startswith((b"EVAL", b"FCALL")):
+        where = _SCRIPT
+    elif upper in (b"XREAD", b"XREADGROUP"):
+        where = _STREAM
+    else:
+        where = _FIRST
+    if isinstance(name, (str, bytes)) and len(_WHERE) < 1000:
+        _WHERE[name] = where
+    return where
 
 
 def slot_of(key: Any) -> int:
     """The Cluster slot of ``key`` (str, bytes or number), its ``{hash tag}`` if it has one."""
-    if isinstance(key, str):
+    if type(key) is str:
         key = key.encode()
-    elif not isinstance(key, (bytes, bytearray, memoryview)):
-        key = str(key).encode()
-    return key_slot(bytes(key))
+    elif type(key) is not bytes:
+        key = bytes(key) if isinstance(key, (bytearray, memoryview)) else str(key).encode()
+    return key_slot(key)

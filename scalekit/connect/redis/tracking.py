@@ -77,6 +77,8 @@ class TrackedReads:
 
     def forget(self, keys: Iterable[str | bytes]) -> None:
         """Drop ``keys`` (this process wrote them), and keep no read that overlapped."""
+        if self._link is None:  # nothing read, nothing reading (a read subscribes first)
+            return
         with self._lock:
             for key in keys:
                 self._entries.pop(key.encode() if isinstance(key, str) else key, None)
