@@ -87,8 +87,9 @@ def test_a_worker_runs_the_tasks_of_queues_on_every_primary(tasks, redis_cluster
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A cluster of this module's own: the failover tests kill its nodes."""
-    with RedisCluster().running() as started:
+    """A cluster of this module's own (the failover tests kill its nodes), quick to fail over
+    (node timeout 1 s, as the Sentinels' down-after)."""
+    with RedisCluster(node_timeout_ms=1000).running() as started:
         yield started
 
 
