@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,7 @@ from scalekit.sessions.stores import ANY, SessionStore, open_store
 from scalekit.testing import fresh_app_name
 from scalekit.testing.sessions import SID
 from tests.servers import RedisCluster, RedisSentinelGroup
-from tests.wsgi import Client
+from tests.wsgi import Client, Response
 
 SECRET = "failover-secret-0123456789abcdef-0123"
 
@@ -46,6 +47,10 @@ class QuickCluster(RedisCluster):
 TOPOLOGIES = {"sentinel": RedisSentinelGroup, "cluster": QuickCluster}
 THREADS = 6  # per workload
 RECOVERY_BOUND = 5.0  # seconds: the issue's "writes succeed again within 5 s"
+#: Seconds the group may take to settle after its failover: on a loaded machine a Sentinel
+#: may miss the new primary's first pings and fail over once more, and the primary left
+#: over is made a replica again some 8 s later (a write with min_replicas waits for that).
+SETTLE = 15.0
 
 
 @pytest.fixture(scope="module", params=sorted(TOPOLOGIES))
@@ -93,7 +98,19 @@ class Load:
         if not self.failures:
             return 0.0
         last = max(self.failures)
-        return min(ok for ok in self.oks if ok > last) - killed_at
+        return min((ok for ok in self.oks if ok > last), default=math.inf) - killed_at
+
+
+def settled(attempt: Callable[[], bool]) -> bool:
+    """Whether ``attempt()`` returns true (without StoreUnavailable) within :data:`SETTLE`
+    seconds of trying again."""
+    deadline = time.monotonic() + SETTLE
+    while time.monotonic() < deadline:
+        with contextlib.suppress(StoreUnavailable):
+            if attempt():
+                return True
+        time.sleep(0.1)
+    return False
 
 
 def primary_killed(group, key: str):
@@ -216,6 +233,7 @@ def failover(group) -> Iterator[tuple[Failover, float]]:
             killed_at = time.monotonic()
             with primary_killed(group, run.key):
                 pass  # after the body: promoted, the killed node back as a replica
+            assert settled(lambda: run.replicated.touch(run.counter_ids[0], 600) is None)
             run.failed_over.set()
             time.sleep(1.0)
         finally:
@@ -237,7 +255,8 @@ def report(topology: str, run: Failover, killed_at: float) -> None:
         )
     print(
         f"  compare-and-set increments: acknowledged {sum(run.increments)}, applied without"
-        f" a reply {sum(run.confirmed)}, counted {total}, lost {applied - total}"
+        f" a reply {sum(run.confirmed)}, failed {len(loads['increments'].failures)},"
+        f" counted {total}, lost {applied - total}"
     )
     print(f"  cached reads after the failover {len(run.reads_after)}, stale {len(run.stale)}")
 
@@ -272,12 +291,14 @@ def test_no_acknowledged_save_is_lost_with_min_replicas(failover):
 def test_no_compare_and_set_update_is_lost(failover):
     run, _ = failover
     total, applied = run.counters()
-    assert sum(run.increments) > 0 and total == applied
+    assert run.loads["increments"].failures and sum(run.increments) > 0
+    assert total == applied
 
 
 def test_no_cached_read_is_stale_after_the_failover(failover):
     run, _ = failover
-    assert run.reads_after and run.stale == []
+    assert run.loads["sequences"].failures and run.reads_after
+    assert run.stale == []
 
 
 def counter_app(environ, start_response):
@@ -286,6 +307,13 @@ def counter_app(environ, start_response):
     session["n"] = (session.n or 0) + 1
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [f"{session.n} {session.session_id}".encode()]
+
+
+def reloaded(browser: Client) -> Response:
+    """The first 200 a browser gets by reloading a 503 while the group settles."""
+    answers = []
+    settled(lambda: answers.append(browser.request("/")) or answers[-1].status == 200)
+    return answers[-1]
 
 
 def test_through_the_middleware_no_traceback_reaches_a_client(group):
@@ -321,6 +349,6 @@ def test_through_the_middleware_no_traceback_reaches_a_client(group):
         for index, answers in enumerate(seen):
             numbers = [int(body.split()[0]) for status, body in answers if status == 200]
             assert numbers == sorted(set(numbers)), "an acknowledged increment was lost"
-            assert int(browsers[index].request("/").body.split()[0]) > numbers[-1]
+            assert int(reloaded(browsers[index]).body.split()[0]) > numbers[-1]
         errors = sum(status != 200 for answers in seen for status, _ in answers)
         print(f"\n  middleware: {sum(map(len, seen))} responses, {errors} were 503, no traceback")

@@ -189,14 +189,14 @@ class RedisStore(SessionStore):
         client_cache: bool = False,
         client_cache_max_age: float = 5.0,
         min_replicas: int = 0,
-        replica_timeout: float = 1.0,
+        replica_timeout: float = 0.5,
         **redis_options: Any,
     ):
         """``client_cache``: keep this process's reads until Redis says they changed, or
         ``client_cache_max_age`` seconds at most. ``min_replicas``: a save, touch or delete
         succeeds only once that many replicas have it (``WAIT``, up to ``replica_timeout``
-        seconds), so it survives the loss of the primary. ``redis_options``: those of
-        :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
+        seconds, less than ``socket_timeout``), so it survives the loss of the primary.
+        ``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app_name)
         if min_replicas < 0 or replica_timeout <= 0:
             raise ConfigError(
