@@ -29,8 +29,10 @@ says when the next delayed task is due. Until then the operations views (``find`
 On a Cluster (``redis+cluster://``) each queue lives in its own slot, so one queue's tasks
 are on one primary and different queues spread over the primaries. One ``XREADGROUP``
 reads one slot: a claim over several queues reads them one by one in their order and
-blocks on one at a time, for :data:`ROUTED_BLOCK` at most, so a task enqueued meanwhile in
-another queue waits up to that long. The operations views visit the queues one by one.
+blocks on one at a time for :data:`ROUTED_BLOCK`, so a task enqueued meanwhile in another
+queue waits up to that long, and longer as Redis ends a blocked read on its clock tick
+(``hz``: up to 0.1 s later at the default 10). The operations views visit the queues one by
+one.
 
 After a failover (Sentinel or Cluster) every step but the enqueue is retried once on the
 new primary: reads, and the scripts that settle a claim, which check the claim first and
@@ -84,9 +86,9 @@ MAINTENANCE_INTERVAL = 0.25
 #: etas close together cost a pass per this gap, not one per claim).
 DUE_GAP = 0.05
 #: Seconds a claim over several queues on a routed topology (a Cluster: one read, one slot)
-#: blocks on one queue before it reads the others again: the latency it adds, at most, to a
-#: task enqueued meanwhile in another queue; an idle claim over n queues makes about
-#: 10 (n + 1) reads a second.
+#: blocks on one queue before it reads the others again: the latency it adds to a task
+#: enqueued meanwhile in another queue (and Redis's clock tick, see above); an idle claim
+#: over n queues makes up to 10 (n + 1) reads a second.
 ROUTED_BLOCK = 0.1
 #: The consumer group every worker of a queue belongs to.
 GROUP = "workers"
