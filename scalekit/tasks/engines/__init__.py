@@ -4,7 +4,8 @@
 URL                                        engine
 =========================================  ==============================================
 ``redis://h:6379/0`` (``rediss://``,       :class:`RedisEngine`: a Redis stream and
-``unix://``)                               consumer group per queue
+``unix://``, ``redis+sentinel://``,        consumer group per queue (on a Cluster, each
+``redis+cluster://``, ``valkey...``)       queue in a slot of its own)
 ``sqlite://tasks.sqlite``,                 :class:`SQLEngine`: one table through pydal,
 ``postgres://``, ``mysql://``              claims with ``FOR UPDATE SKIP LOCKED``
 =========================================  ==============================================
