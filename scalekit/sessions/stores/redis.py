@@ -195,7 +195,7 @@ class RedisStore(SessionStore):
         """``client_cache``: keep this process's reads until Redis says they changed, or
         ``client_cache_max_age`` seconds at most. ``min_replicas``: a save, touch or delete
         succeeds only once that many replicas have it (``WAIT``, up to ``replica_timeout``
-        seconds, less than ``socket_timeout``), so it survives the loss of the primary.
+        seconds), so it survives the loss of the primary.
         ``redis_options``: those of :data:`~scalekit.connect.redis.REDIS_OPTIONS`."""
         super().__init__(app_name)
         if min_replicas < 0 or replica_timeout <= 0:
