@@ -30,11 +30,12 @@ that score it highest among *every configured* node (:meth:`Cluster.each_replica
 their health, so a node that fails moves no key: its keys are served by their other
 replicas, and it is retried every ``retry_timeout`` (never taken out of the ring for
 ``dead_timeout``, never flushed on return). A write it misses makes it stale instead: the
-caller, once its write landed on another replica, names the keys
+caller, once its write landed on another replica, names the key and what it wrote
 (:meth:`Cluster.remember_missed`), and before this process sends the node anything else once
-it answers again, it deletes them there (or, past
-``_MAX_MISSED`` keys, empties it with ``flush_all``), so it never serves a copy older than
-its replicas'. That memory is this process's: another process that never saw the node fail
+it answers again, it deletes there each copy that ``stale`` says is older than that, with a
+compare-and-delete (a newer one another process wrote meanwhile stays); past ``_MAX_MISSED``
+keys it empties the node with ``flush_all``. So it never serves a copy older than its
+replicas'. That memory is this process's: another process that never saw the node fail
 may read such a copy until then (see the session store's notes).
 """
 
@@ -97,9 +98,9 @@ class _Node:
         self.failures = 0  # consecutive failed calls
         self.failed_at = 0.0  # time.monotonic() of the last failure
         self.dead_until = 0.0  # out of the ring until then (time.monotonic())
-        # With replicas: keys whose writes it missed, deleted when it answers again (or all of
-        # them, flush_first, past _MAX_MISSED); catching_up guards both and the catching up.
-        self.missed: set[bytes] = set()
+        # With replicas: keys whose writes it missed, and what was written elsewhere (cleared
+        # when it answers again; flush_first past _MAX_MISSED); catching_up guards them.
+        self.missed: dict[bytes, Any] = {}
         self.flush_first = False
         self.catching_up = threading.Lock()
 
@@ -109,7 +110,9 @@ class Cluster:
 
     ``error`` is the exception class raised when a node cannot answer, ``label`` names the
     user in messages ("session store", "cache"), ``serde`` is pymemcache's (de)serializer,
-    ``replicas`` the number of nodes :meth:`each_replica` runs on (1: no replicas).
+    ``replicas`` the number of nodes :meth:`each_replica` runs on (1: no replicas),
+    ``stale(value, written)`` whether a node's copy is older than what was written elsewhere
+    (see :meth:`remember_missed`).
     """
 
     def __init__(
@@ -121,9 +124,10 @@ class Cluster:
         logger: logging.Logger,
         serde: Any = None,
         replicas: int = 1,
+        stale: Callable[[bytes, Any], bool] | None = None,
     ):
         self.error, self.label, self.log = error, label, logger
-        self.replicas = replicas
+        self.replicas, self.stale = replicas, stale
         self.url = settings.url
         self.retry_attempts = settings.retry_attempts
         self.retry_timeout = settings.retry_timeout
@@ -171,16 +175,17 @@ class Cluster:
         """Run ``command`` on the node ``name`` (a name :meth:`each_replica` yielded)."""
         return self._run_on(self.nodes[name], action, command)
 
-    def remember_missed(self, name: str, keys: Iterable[bytes]) -> None:
-        """Note that the node ``name`` missed writes to ``keys`` that another replica got:
-        it deletes them before it answers anything else (see :meth:`_catch_up`). Never for
-        a write that landed nowhere: its copy may then be the only one."""
+    def remember_missed(self, name: str, key: bytes, written: Any) -> None:
+        """Note that the node ``name`` missed a write of ``written`` to ``key`` that another
+        replica got: before it answers anything else, its copy goes if ``stale`` says it is
+        older (see :meth:`_catch_up`). Never for a write that landed nowhere: its copy may
+        then be the only one."""
         node = self.nodes[name]
         with node.catching_up:
             if not node.flush_first:
-                node.missed.update(keys)
+                node.missed[key] = written  # the latest write it missed
                 if len(node.missed) > _MAX_MISSED:
-                    node.flush_first, node.missed = True, set()
+                    node.flush_first, node.missed = True, {}
 
     def run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
         """Run ``command`` on every configured node, dead or alive (a node that fails
@@ -263,9 +268,10 @@ class Cluster:
                               node.name)  # fmt: skip
 
     def _catch_up(self, node: _Node, conn: Client) -> None:
-        """Before anything else on a replica node that answers again, delete the keys whose
-        writes it missed (empty it past ``_MAX_MISSED``): their copies there may be older
-        than the other replicas'. Readers then miss there and read another replica."""
+        """Before anything else on a replica node that answers again, delete its copies of
+        the keys whose writes it missed, where still older than what was written elsewhere
+        (``gets``, then ``cas`` with a negative exptime: a compare-and-delete); empty it
+        past ``_MAX_MISSED``. Readers then miss there and read another replica."""
         with node.catching_up:
             if node.flush_first:
                 conn.flush_all(noreply=False)
@@ -275,8 +281,10 @@ class Cluster:
                     self.label, self.url, node.name, _MAX_MISSED,
                 )  # fmt: skip
             elif node.missed:
-                conn.delete_many(list(node.missed), noreply=False)
-            node.missed, node.flush_first = set(), False
+                for key, (value, cas) in conn.gets_many(list(node.missed)).items():
+                    if self.stale is None or self.stale(value, node.missed[key]):
+                        conn.cas(key, b"", cas, expire=-1, noreply=False)
+            node.missed, node.flush_first = {}, False
 
     def _revive(self) -> None:
         """Put back in the ring the nodes whose ``dead_timeout`` has passed, each flushed

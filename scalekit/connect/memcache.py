@@ -180,10 +180,11 @@ class MemcacheClient:
         logger: logging.Logger,
         serde: Any = None,
         replicas: int = 1,
+        stale: Callable[[bytes, Any], bool] | None = None,
     ) -> None:
         """Check the settings (:meth:`ClientSettings.checked`) and ``replicas`` (1 to the
-        number of nodes); they, ``error``, ``label``, ``logger`` and ``serde`` go to the
-        :class:`Cluster`, made in each process that runs a command. Its factory holds the
+        number of nodes); they, ``error``, ``label``, ``logger``, ``serde`` and ``stale`` go
+        to the :class:`Cluster`, made in each process that runs a command. Its factory holds the
         settings, not this object: a client nobody closes still goes, and its sockets with
         it, as soon as nobody holds it."""
         settings = ClientSettings.checked(
@@ -200,7 +201,7 @@ class MemcacheClient:
         vars(self).update(dataclasses.asdict(settings), replicas=replicas)
         self._cluster = PerProcess(
             partial(Cluster, settings, error=error, label=label, logger=logger, serde=serde,
-                    replicas=replicas),
+                    replicas=replicas, stale=stale),
             Cluster.close,
         )  # fmt: skip
 
@@ -219,12 +220,12 @@ class MemcacheClient:
         """``command`` on the node ``name`` (see :meth:`Cluster.run_at`)."""
         return self._cluster.get().run_at(name, action, command)
 
-    def _remember_missed(self, names: Iterable[str], keys: Iterable[bytes]) -> None:
-        """The nodes ``names`` missed writes to ``keys`` that another replica got (see
-        :meth:`Cluster.remember_missed`)."""
+    def _remember_missed(self, names: Iterable[str], key: bytes, written: Any) -> None:
+        """The nodes ``names`` missed a write of ``written`` to ``key`` that another replica
+        got (see :meth:`Cluster.remember_missed`)."""
         cluster = self._cluster.get()
         for name in names:
-            cluster.remember_missed(name, keys)
+            cluster.remember_missed(name, key, written)
 
     def _run_on_each(self, action: str, command: Callable[[Client], _T]) -> list[_T]:
         """``command`` on every node (see :meth:`Cluster.run_on_each`)."""

@@ -30,7 +30,8 @@ from scalekit.connect.memcache import exptime
 
 __all__ = [
     "ANCESTORS", "DELETED", "DELETED_EXPIRE", "RECORD", "RECORD_MAGIC", "REPLICATED",
-    "TOUCH", "TOUCH_MAGIC", "Stored", "encode", "made_after", "made_from", "parse", "put",
+    "TOUCH", "TOUCH_MAGIC", "Stored", "encode", "made_after", "made_from", "older_than",
+    "parse", "put",
 ]  # fmt: skip
 
 RECORD = struct.Struct("!4sdI")  # magic, saved_at, ttl (0: no expiry)
@@ -123,14 +124,27 @@ def may_replace(found: bytes, ours: Stored, base: tuple[int, int] | None) -> boo
     return held.version[1] in ours.ancestors or held.version[0] + ANCESTORS < ours.version[0]
 
 
-def made_from(held: bytes | None, ours: Stored) -> bool:
+def made_from(held: bytes, ours: Stored) -> bool:
     """Was ``held`` made from ``ours`` (so ours is not lost)? Sure if ours is among its
     ancestors; assumed if it is newer than they reach: with every writer comparing on the
     first replica, that many saves since ours can only have been made from it."""
-    newer = None if held is None else parse(held)
+    newer = parse(held)
     return newer is not None and (
         ours.version[1] in newer.ancestors or newer.version[0] > ours.version[0] + ANCESTORS
     )
+
+
+def older_than(value: bytes, written: tuple[int, int] | None) -> bool:
+    """Is ``value``, a replica's copy, older than ``written`` (a version; None: a
+    deletion), which another replica got while this one missed it? A deletion mark never
+    is (what a deletion raced with loses); a version as new or newer, another app server's
+    write made after, neither."""
+    if value == DELETED:
+        return False
+    held = parse(value)
+    if held is None or written is None:
+        return True
+    return held.version != written and held.version[0] <= written[0]
 
 
 def generation(saved_at: float) -> int:

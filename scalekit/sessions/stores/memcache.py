@@ -117,6 +117,7 @@ from scalekit.sessions.stores._memcache_records import (
     encode,
     made_after,
     made_from,
+    older_than,
     parse,
     put,
 )
@@ -174,6 +175,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             label="session store",
             logger=log,
             replicas=replicas,
+            stale=older_than,
         )
         self._prefix = b"scalekit:%s:" + self.app_name.encode("ascii") + b":"
 
@@ -268,7 +270,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         skipped: list[str] = []
         for _ in self._each("delete a session", record_key, command, skipped=skipped):
             pass
-        self._remember_missed(skipped, (record_key,))  # the mark is on another replica
+        self._remember_missed(skipped, record_key, None)  # the mark is on another replica
 
     def try_lease(self, sid: str, token: str, ttl: float) -> bool:
         record_key, lock_key = self._key(b"s", sid), self._key(b"l", sid)
@@ -397,16 +399,20 @@ class MemcacheStore(MemcacheClient, SessionStore):
         for name, (done, held) in self._each_replica(
             "save a session", key, command, skipped=skipped
         ):
-            self._remember_missed(skipped, (key,))  # older than what this replica holds now
-            skipped.clear()
             if not done:  # this replica holds a newer or concurrent version, or a deletion
+                if held is None:  # it kept changing under us: the next save settles it
+                    return expected is ANY or bool(written)
+                winner = _version_of(held)
+                self._remember_missed(skipped, key, winner)
                 if written:
-                    self._restore(written, key, value, held)
+                    self._restore(written, key, value, held, winner)
                 # ANY: ours came first, then the concurrent write or deletion that won;
                 # else ours is kept only inside a later save made from it
                 return expected is ANY or (bool(written) and made_from(held, ours))
+            self._remember_missed(skipped, key, ours.version)  # older than this one's now
+            skipped.clear()
             written.append(name)
-        self._remember_missed(skipped, (key,))
+        self._remember_missed(skipped, key, ours.version)
         return True
 
     def _current(self, key: bytes) -> tuple[Stored | None, dict[str, Any]]:
@@ -421,25 +427,26 @@ class MemcacheStore(MemcacheClient, SessionStore):
                 return parse(value), known
         return None, known
 
-    def _restore(self, names: list[str], key: bytes, ours: bytes, winner: bytes | None) -> None:
-        """Put ``winner`` back on the replicas ``names`` where ``ours`` replaced it, unless
-        they changed since; one that fails deletes ours when it answers again."""
-        stored = None if winner is None else parse(winner)
+    def _restore(
+        self, names: list[str], key: bytes, ours: bytes, held: bytes,
+        version: tuple[int, int] | None,
+    ) -> None:  # fmt: skip
+        """Put ``held`` (of ``version``; None: a deletion mark) back on the replicas
+        ``names`` where ``ours`` replaced it, unless they changed since; one that fails
+        drops ours when it answers again."""
+        stored = parse(held)
         expire = exptime(stored.ttl or None) if stored else DELETED_EXPIRE
 
         def command(conn: Client) -> None:
             found, cas = conn.gets(key)
             if found == ours:
-                if winner is None:
-                    conn.cas(key, b"", cas, expire=-1, noreply=False)
-                else:
-                    conn.cas(key, winner, cas, expire, noreply=False)
+                conn.cas(key, held, cas, expire, noreply=False)
 
         for name in names:
             try:
                 self._run_at(name, "save a session", command)
             except StoreUnavailable:
-                self._remember_missed([name], (key,))
+                self._remember_missed([name], key, version)
 
     # -- helpers ------------------------------------------------------------------------
     def _unsure(self, action: str, answered: int) -> StoreUnavailable:
@@ -488,6 +495,12 @@ class MemcacheStore(MemcacheClient, SessionStore):
 
     def _key(self, kind: bytes, sid: str) -> bytes:
         return self._prefix % kind + check_session_id(sid).encode("ascii")
+
+
+def _version_of(held: bytes | None) -> tuple[int, int] | None:
+    """The version of a record a replica held; None for a deletion mark (or nothing)."""
+    stored = None if held is None else parse(held)
+    return stored and stored.version
 
 
 def _short(sid: str) -> str:
