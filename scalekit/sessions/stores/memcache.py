@@ -66,12 +66,13 @@ tried again every ``retry_timeout`` (``dead_timeout`` does not apply).
   never read). ``try_lease`` locks on the first replica that answers; ``release_lease``
   tries each in turn.
 * A replica that misses a write (down, timed out) that another replica got is stale: the
-  connector remembers the keys and deletes them there before sending it anything else
-  once it answers again (past 10,000 keys it empties the node instead); loads then go on
-  to the other replica and repair it. A write that landed nowhere marks nothing (the
-  copy a silent node keeps may be the only one). That memory is per process: another app
-  server that never saw the node fail can read its older copy until then (a save made
-  from it is refused).
+  connector remembers the key and the version written, and before sending the node
+  anything else once it answers again, drops its copy where still older (a
+  compare-and-delete: a newer write another app server made there meanwhile stays; past
+  10,000 keys it empties the node instead); loads then go on to the other replica and
+  repair it. A write that landed nowhere marks nothing (the copy a silent node keeps may
+  be the only one). That memory is per process: another app server that never saw the
+  node fail can read its older copy until then (a save made from it is refused).
 
 What replicas do not protect against: both replicas of a session lost together (two nodes
 down or restarted at once, or one restarted empty while the other is down); memcached
