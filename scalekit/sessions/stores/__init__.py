@@ -7,7 +7,8 @@ URL                    store
 ``sqlite://x.sqlite``  :class:`DatabaseStore`: web2py's ``web2py_session_<app>`` table
 ``postgres://...``     :class:`DatabaseStore` (also ``mysql://``)
 ``memcache://h1,h2``   :class:`MemcacheStore`: consistent hashing over the nodes
-``redis://h/0``        :class:`RedisStore` (also ``rediss://``, ``unix://``)
+``redis://h/0``        :class:`RedisStore` (also ``rediss://``, ``unix://``,
+                       ``redis+sentinel://``, ``redis+cluster://``, ``valkey...``)
 =====================  ==========================================================
 """
 
