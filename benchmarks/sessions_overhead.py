@@ -18,6 +18,11 @@ What the sessions issue claims, measured in one run against the same private ser
 2. Round trips per request, counted by Redis (INFO commandstats): read-only 1, untouched 0.
 3. A session lookup with 1,000,000 stored sessions is at most 1.2x slower than with 1,000,
    on Redis and on PostgreSQL.
+4. The read-and-write overhead on Redis Sentinel (a primary, a replica, three Sentinels) and
+   on a Redis Cluster (three primaries, three replicas) is at most 1.1x a single Redis's.
+   The benchmark and every server it talks to (the single Redis, the Sentinel primary, the
+   cluster's primaries) share one CPU as in 1.; replicas and Sentinels run on the other, as
+   they would on other hosts, so what is compared is the path of a request.
 
 The machine may be noisy: the cases take turns within each round, every figure is a median
 over the rounds, and every ratio is the median of the per-round ratios.
@@ -57,7 +62,7 @@ from scalekit.sessions.cookies import new_session_id
 from scalekit.sessions.serializers import PayloadCodec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.servers import PostgresServer, RedisServer
+from tests.servers import PostgresServer, RedisCluster, RedisSentinelGroup, RedisServer
 
 SECRET = "benchmark secret, not for production"
 CODEC = PayloadCodec(SECRET)  # what SessionMiddleware(..., SECRET) signs and reads with
@@ -224,19 +229,25 @@ class Placement:
     mine: frozenset[int]
     server: frozenset[int]
 
-    @contextlib.contextmanager
-    def applied(self, server_pid: int) -> Iterator[None]:
-        threads = [int(tid) for tid in os.listdir(f"/proc/{server_pid}/task")]
-        before = {tid: os.sched_getaffinity(tid) for tid in [0, *threads]}
-        os.sched_setaffinity(0, self.mine)
-        for tid in threads:
-            os.sched_setaffinity(tid, self.server)
-        try:
-            yield
-        finally:
-            for tid, cpus in before.items():
-                with contextlib.suppress(ProcessLookupError):
-                    os.sched_setaffinity(tid, cpus)
+    def applied(self, server_pid: int) -> contextlib.AbstractContextManager[None]:
+        return pinned({0: self.mine, server_pid: self.server})
+
+
+@contextlib.contextmanager
+def pinned(cpus_of: dict[int, frozenset[int]]) -> Iterator[None]:
+    """Every thread of each process (pid 0: this one) on its CPUs for the body."""
+    before = {}
+    for pid, cpus in cpus_of.items():
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid or os.getpid()}/task")]
+        for tid in [0] if pid == 0 else threads:
+            before[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, cpus)
+    try:
+        yield
+    finally:
+        for tid, cpus in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(tid, cpus)
 
 
 def placements() -> list[Placement]:
@@ -512,6 +523,57 @@ def postgres_lookups(stack: contextlib.ExitStack, populations: dict, plan: Plan)
     return f"PostgreSQL in {seconds[plan.many]:.1f} s (COPY, VACUUM ANALYZE)"
 
 
+# -- 4. topologies --------------------------------------------------------------------------
+def is_primary(port: int) -> bool:
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+        return client.info("replication")["role"] == "master"
+
+
+def topologies(redis_server: RedisServer, stack: contextlib.ExitStack, plan: Plan) -> None:
+    group = stack.enter_context(RedisSentinelGroup().running())
+    cluster = stack.enter_context(RedisCluster().running())
+    apps = {
+        "single": ScalekitApp(redis_server.url),
+        "sentinel": ScalekitApp(group.url),
+        "cluster": ScalekitApp("redis+cluster://" + ",".join(cluster.seeds)),
+    }
+    primaries = [group.primary(), *(node for node in cluster.nodes if is_primary(node.port))]
+    others = [server for server in (*group.members(), *cluster.nodes) if server not in primaries]
+    first, *rest = sorted(os.sched_getaffinity(0))
+    apart = frozenset(rest[:1] or [first])
+    cpus_of = {0: frozenset({first}), redis_server.process.pid: frozenset({first})}
+    cpus_of.update({server.process.pid: frozenset({first}) for server in primaries})
+    cpus_of.update({server.process.pid: apart for server in others})
+    base = {name: environ(cookie=app.cookie) for name, app in apps.items()}
+    cases = {"app": lambda: serve(bare_app, base["single"])}
+    cases.update(
+        {
+            name: lambda app=app, env=base[name]: serve(app.middleware, env)
+            for name, app in apps.items()
+        }
+    )
+    print(
+        f"\n4. Read-and-write request on each topology: overhead of sessions, µs per request "
+        f"(median of {plan.rounds} rounds x {plan.requests:,} requests)\n"
+        f"   the benchmark and the primaries on CPU {first}; replicas and Sentinels on CPU "
+        f"{min(apart)}; target: Sentinel and Cluster <= 1.1x the single Redis"
+    )
+    with pinned(cpus_of):
+        interleaved(cases, max(plan.requests // 10, 20), rounds=1)  # warm up
+        before = {name: app.hits() for name, app in apps.items()}
+        t = interleaved(cases, plan.requests, plan.rounds)
+    made = plan.requests * plan.rounds
+    if any(app.hits() - before[name] != made for name, app in apps.items()):
+        raise RuntimeError("not every measured request was a read-and-write of one session")
+    overhead = {name: [s - a for s, a in zip(t[name], t["app"], strict=True)] for name in apps}
+    for name in apps:
+        line = f"   {name:<10}{median(overhead[name]):8.1f}"
+        if name != "single":
+            ratio = per_round(lambda x, y: x / y, overhead[name], overhead["single"])
+            line += f"   {ratio:5.2f}x single   target <= 1.1x   {verdict(ratio <= 1.1)}"
+        print(line)
+
+
 # -- main ----------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -535,6 +597,7 @@ def main() -> None:
         scalekit = request_overhead(redis_server, plan)
         round_trips(redis_server.url, scalekit)
         lookup_scaling(redis_server, stack, plan)
+        topologies(redis_server, stack, plan)
 
 
 if __name__ == "__main__":
