@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +16,22 @@ import pytest
 
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.sessions.stores import ANY, open_store
+from scalekit.sessions.stores._memcache_records import (
+    RECORD,
+    RECORD_MAGIC,
+    REPLICATED,
+    TOUCH,
+    TOUCH_MAGIC,
+)
 from scalekit.testing.sessions import SharedSessionStoreSuite
 from tests.servers import MemcachedServer, free_port
-from tests.sessions.test_memcache_store import MemcachedOnPort, direct, new_sid, record_key
+from tests.sessions.test_memcache_store import (
+    MemcachedOnPort,
+    direct,
+    new_sid,
+    record_key,
+    touch_key,
+)
 
 SID = "AbCdEfGhIjKlMnOpQrStUvWx"
 
@@ -298,3 +313,50 @@ def test_concurrent_increments_from_two_stores_lose_nothing_while_a_node_flaps(n
               f"{sum(unknown)} unknown), counter {final}")  # fmt: skip
         assert int(second.load(SID).data) == final
         assert sum(done) <= final <= sum(done) + sum(unknown)  # no update lost or made twice
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_a_forged_record_with_impossible_numbers_is_corrupt_not_a_crash(
+    shared_nodes, app_name, replicas, caplog
+):
+    """Someone who can write memcached forges a record whose save time is not a number or
+    whose version cannot be followed: it loads as missing, with a warning, and a new
+    session replaces it."""
+    forged = [
+        RECORD.pack(RECORD_MAGIC, math.nan, 60) + b"x",
+        RECORD.pack(RECORD_MAGIC, -math.inf, 60) + b"x",
+        REPLICATED.pack(b"SKs2", time.time(), 60, (1 << 64) - 1, 1, *[0] * 8) + b"x",
+        REPLICATED.pack(b"SKs2", math.nan, 60, 1, 1, *[0] * 8) + b"x",
+    ]
+    with opened(url_of(shared_nodes, replicas=replicas), app_name) as store:
+        for value in forged:
+            sid = new_sid()
+            for node in ranked(shared_nodes, record_key(app_name, sid))[:replicas]:
+                with direct(node) as client:
+                    client.set(record_key(app_name, sid), value)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="scalekit.sessions"):
+                assert store.load(sid) is None
+            assert "corrupt record" in caplog.text
+            assert store.save(sid, b"new", 60, ANY)
+            assert store.load(sid).data == b"new"
+
+
+def test_a_forged_touch_time_that_is_not_finite_falls_back_to_the_save_time(
+    shared_nodes, app_name, caplog
+):
+    """A touch time of infinity on the replica a load copies from: the copy made for the
+    first replica uses the save time (no crash on an infinite expiry)."""
+    with opened(url_of(shared_nodes, replicas=2), app_name) as store:
+        sid = new_sid()
+        assert store.save(sid, b"kept", 60, None)
+        first, second = ranked(shared_nodes, record_key(app_name, sid))[:2]
+        with direct(first) as client:
+            client.delete(record_key(app_name, sid))  # evicted there
+        with direct(second) as client:
+            client.set(touch_key(app_name, sid), TOUCH.pack(TOUCH_MAGIC, math.inf))
+        with caplog.at_level(logging.WARNING, logger="scalekit.sessions"):
+            record = store.load(sid)
+        assert record.data == b"kept" and math.isfinite(record.touched_at)
+        assert "corrupt touch time" in caplog.text
+        assert stored_on(first, app_name, sid).endswith(b"kept")  # copied back

@@ -20,6 +20,7 @@ one, and refuses it; :func:`made_from` then tells whether that record was made f
 
 from __future__ import annotations
 
+import math
 import random
 import struct
 from typing import Any, NamedTuple
@@ -42,6 +43,7 @@ ANCESTORS = 8
 REPLICATED_MAGIC = b"SKs2"
 DELETED = b"SKd1"  # with replicas, a deleted session's record, kept for DELETED_EXPIRE
 DELETED_EXPIRE = exptime(3600)
+_GENERATIONS = 1 << 63  # a sound generation is below: saves add one each, in 64 bits
 _PUT_ATTEMPTS = 5  # tries of a replica write racing with other writers
 TOUCH = struct.Struct("!4sd")  # magic, touched_at
 TOUCH_MAGIC = b"SKt1"
@@ -58,15 +60,23 @@ class Stored(NamedTuple):
 
 
 def parse(value: bytes) -> Stored | None:
-    """The fields of a record, either layout; None if ``value`` is none (or a deletion)."""
+    """The fields of a record, either layout; None if ``value`` is none (or a deletion),
+    or holds numbers no save writes (a forged record: a save time that is not a finite
+    number, a generation outside ``0 <= g < 2**63``)."""
     if value[:4] == REPLICATED_MAGIC and len(value) >= REPLICATED.size:
         _, saved_at, ttl, made, nonce, *ancestors = REPLICATED.unpack_from(value)
         ancestors = tuple(ancestor for ancestor in ancestors if ancestor)
-        return Stored(saved_at, ttl, (made, nonce), ancestors, value[REPLICATED.size :])
-    if value[:4] == RECORD_MAGIC and len(value) >= RECORD.size:
+        data = value[REPLICATED.size :]
+    elif value[:4] == RECORD_MAGIC and len(value) >= RECORD.size:
         _, saved_at, ttl = RECORD.unpack_from(value)
-        return Stored(saved_at, ttl, (generation(saved_at), 0), (), value[RECORD.size :])
-    return None
+        made, nonce, ancestors, data = -1, 0, (), value[RECORD.size :]
+        if math.isfinite(saved_at):
+            made = generation(saved_at)
+    else:
+        return None
+    if not (math.isfinite(saved_at) and 0 <= made < _GENERATIONS):
+        return None
+    return Stored(saved_at, ttl, (made, nonce), ancestors, data)
 
 
 def made_after(current: Stored | None, saved_at: float, ttl: int, data: bytes) -> Stored:

@@ -88,6 +88,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -477,7 +478,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
         if stored is None:
             log.warning(
                 "session store %s: session %s has a corrupt record (%d bytes, no scalekit "
-                "header); treating it as missing",
+                "header, or impossible numbers); treating it as missing",
                 self.url, _short(sid), len(value),
             )  # fmt: skip
         return stored
@@ -487,7 +488,9 @@ class MemcacheStore(MemcacheClient, SessionStore):
         if stamp is None:
             return stored.saved_at
         if len(stamp) == TOUCH.size and stamp[:4] == TOUCH_MAGIC:
-            return max(stored.saved_at, TOUCH.unpack(stamp)[1])
+            touched_at = TOUCH.unpack(stamp)[1]
+            if math.isfinite(touched_at):  # else forged: inf or nan
+                return max(stored.saved_at, touched_at)
         log.warning(
             "session store %s: session %s has a corrupt touch time; using its save time",
             self.url, _short(sid),
