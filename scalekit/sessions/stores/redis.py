@@ -20,12 +20,16 @@ its lock and its bucket's index in one slot, so every script runs on one node.
 a write also waits (``WAIT``) until that many replicas have it. Everything Redis goes
 through :mod:`scalekit.connect.redis`: its lean path, its declared-key scripts, its retries
 after a failover, its lease (the lock is that lease) and its key namespace (``s``).
+:meth:`RedisStore.copy_to` copies an app's sessions into another Redis store of any
+topology, create-only (``scalekit sessions copy``: moving to a Cluster signs nobody out).
 """
 
 from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -141,6 +145,64 @@ return {#sids, deleted, dropped, #sids - #doomed - #gone}
 """,
     keys=1,
 )
+
+# One batch of a bucket's sessions to copy, read at one instant. KEYS: due index. ARGV: key
+# prefix, lowest score (inclusive), batch size, then the ids already read at that score.
+# Returns {entries in range, {id, due score, d, v, t, PTTL}...} (d false: the session is gone).
+_EXPORT = Script(
+    """
+local seen = {}
+for i = 4, #ARGV do seen[ARGV[i]] = true end
+local limit = tonumber(ARGV[3]) + #ARGV - 3
+local range = redis.call('ZRANGE', KEYS[1], ARGV[2], '+inf', 'BYSCORE', 'LIMIT', 0, limit,
+  'WITHSCORES')
+local rows = {}
+for i = 1, #range, 2 do
+  if not seen[range[i]] then
+    local key = ARGV[1] .. range[i]
+    local d, v, t = unpack(redis.call('HMGET', key, 'd', 'v', 't'))
+    rows[#rows + 1] = {range[i], range[i + 1], d, v, t, redis.call('PTTL', key)}
+  end
+end
+return {#range / 2, rows}
+""",
+    keys=1,
+)
+
+# Create-only writes of sessions of one bucket. KEYS: due index. ARGV: key prefix, dry run
+# ('1' or '0'), then per session: id, d, v, t, ttl ms ('' for none), due score. A session
+# that exists is left as it is. Returns how many were (dry: would be) written.
+_IMPORT = Script(
+    """
+local written = 0
+for i = 3, #ARGV, 6 do
+  local key = ARGV[1] .. ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    written = written + 1
+    if ARGV[2] == '0' then
+      redis.call('HSET', key, 'd', ARGV[i + 1], 'v', ARGV[i + 2], 't', ARGV[i + 3])
+      if ARGV[i + 4] ~= '' then redis.call('PEXPIRE', key, ARGV[i + 4]) end
+      redis.call('ZADD', KEYS[1], ARGV[i + 5], ARGV[i])
+    end
+  end
+end
+return written
+""",
+    keys=1,
+)
+
+
+@dataclass
+class CopyStats:
+    """What :meth:`RedisStore.copy_to` did (dry: would do)."""
+
+    copied: int = 0
+    #: Sessions already in the target, left as they are there.
+    existing: int = 0
+    #: Sessions in the index that expired or went before they were read.
+    gone: int = 0
+    #: An app with no session at all.
+    note: str = ""
 
 
 #: How many buckets one app's sessions spread over on a Cluster.
@@ -338,19 +400,81 @@ class RedisStore(SessionStore):
                         progress(stats)
                     if examined < batch:
                         break
-        if not stats.examined and not self._has_sessions():
-            stats.note = f"no session of app {self.app_name} is stored; is the app name right?"
+        if not stats.examined:
+            stats.note = self._no_sessions_note("clean up sessions")
         return stats
 
-    def _has_sessions(self) -> bool:
-        """Whether this app has any session: a bucket's index exists while it has one."""
+    def copy_to(
+        self,
+        target: RedisStore,
+        *,
+        dry_run: bool = False,
+        batch: int = 1000,
+        progress: Callable[[CopyStats], None] | None = None,
+    ) -> CopyStats:
+        """Copy this app's sessions into ``target`` (any topology, in its layout): the
+        fields, the remaining TTL and the due score as they are here. Create-only: a session
+        already in ``target`` (saved there meanwhile) is left as it is, so a second run
+        copies nothing. This store is only read, in batches walked up its due indexes by
+        score (one atomic script per batch, no ``KEYS``); sessions gone by then are skipped.
+        ``dry_run`` counts and writes nothing; ``progress`` gets the totals after each batch.
+        """
+        stats = CopyStats()
+        for prefix in self.layout.prefixes:
+            lowest, seen = b"-inf", []
+            while True:
+                limit = batch + len(seen)
+                ranged, rows = self._run(
+                    "read sessions", _EXPORT, [prefix + "due"], [prefix, lowest, batch, *seen]
+                )
+                if rows:
+                    self._copy_rows(target, rows, dry_run, stats)
+                    score = rows[-1][1]
+                    ties = [row[0] for row in rows if row[1] == score]
+                    seen = seen + ties if score == lowest else ties
+                    lowest = score
+                    if progress is not None:
+                        progress(stats)
+                if ranged < limit:
+                    break
+        if not stats.copied + stats.existing + stats.gone:
+            stats.note = self._no_sessions_note("read sessions")
+        return stats
+
+    def _copy_rows(self, target: RedisStore, rows: list, dry_run: bool, stats: CopyStats) -> None:
+        """Write the sessions ``_EXPORT`` read into ``target``, create-only, one script per
+        bucket of ``target``'s layout."""
+        buckets: dict[str, list] = {}
+        for sid, score, data, version, used_ms, pttl in rows:
+            if data is None or pttl == 0:  # expired or deleted since it was indexed
+                stats.gone += 1
+                continue
+            sid = sid.decode()
+            ttl = "" if pttl == -1 else pttl
+            buckets.setdefault(target.layout.prefix(sid), []).extend(
+                (sid, data, version, used_ms, ttl, score)
+            )
+        for prefix, args in buckets.items():
+            written = target._run(
+                "copy sessions", _IMPORT, [prefix + "due"], [prefix, int(dry_run), *args],
+                0 if dry_run else target.min_replicas,
+            )  # fmt: skip
+            stats.copied += written
+            stats.existing += len(args) // 6 - written
+
+    def _no_sessions_note(self, action: str) -> str:
+        """A note when this app has no session at all (a bucket's index exists while it
+        has one: a mistyped app name?), else ``""``."""
         try:
-            return any(
+            found = any(
                 self._redis.call("EXISTS", prefix + "due", safe=True)
                 for prefix in self.layout.prefixes
             )
         except redis.RedisError as exc:
-            raise self._unavailable("clean up sessions", exc) from None
+            raise self._unavailable(action, exc) from None
+        if found:
+            return ""
+        return f"no session of app {self.app_name} is stored; is the app name right?"
 
     def _lock_key(self, sid: str) -> str:
         sid = check_session_id(sid)
