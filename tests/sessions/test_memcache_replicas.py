@@ -360,3 +360,22 @@ def test_a_forged_touch_time_that_is_not_finite_falls_back_to_the_save_time(
         assert record.data == b"kept" and math.isfinite(record.touched_at)
         assert "corrupt touch time" in caplog.text
         assert stored_on(first, app_name, sid).endswith(b"kept")  # copied back
+
+
+def test_a_corrupt_copy_on_the_first_replica_is_skipped_by_saves_as_by_loads(
+    shared_nodes, app_name
+):
+    """A load skips a corrupt first copy and returns the second replica's record; a save
+    made from it compares with that same record (not the corrupt one: every save would
+    conflict) and replaces the corrupt copy."""
+    with opened(url_of(shared_nodes, replicas=2), app_name) as store:
+        sid = new_sid()
+        assert store.save(sid, b"v1", 60, None)
+        first = ranked(shared_nodes, record_key(app_name, sid))[0]
+        with direct(first) as client:
+            client.set(record_key(app_name, sid), b"garbage")
+        loaded = store.load(sid)
+        assert loaded.data == b"v1"
+        assert store.save(sid, b"v2", 60, loaded.version) is True
+        assert store.load(sid).data == b"v2"
+        assert stored_on(first, app_name, sid).endswith(b"v2")

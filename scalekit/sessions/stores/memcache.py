@@ -383,7 +383,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             _version(expected, int)
         current, known = self._current(key)
         if current is None and expected is not None and expected is not ANY:
-            if len(known) < self.replicas and not any(value for value, _ in known.values()):
+            if len(known) < self.replicas and all(v != DELETED for v, _ in known.values()):
                 raise self._unsure("save a session", len(known))  # maybe on the silent one
             return False
         base = current and current.version
@@ -418,15 +418,17 @@ class MemcacheStore(MemcacheClient, SessionStore):
         return True
 
     def _current(self, key: bytes) -> tuple[Stored | None, dict[str, Any]]:
-        """The record of the first replica that holds one (None: none does, or it is
-        deleted), and each replica's ``gets`` read on the way, by node."""
+        """The record of the first replica that holds one, skipping corrupt copies as
+        :meth:`load` does (None: none does, or it is deleted), and each replica's ``gets``
+        read on the way, by node."""
         known: dict[str, Any] = {}
         for name, (value, cas) in self._each_replica(
             "save a session", key, lambda conn: conn.gets(key)
         ):
             known[name] = value, cas
-            if value is not None:
-                return parse(value), known
+            current = None if value is None else parse(value)
+            if current is not None or value == DELETED:
+                return current, known
         return None, known
 
     def _restore(
