@@ -100,7 +100,9 @@ class ClusterConnector(RedisConnector):
         self._servers.reset()
 
     # -- helpers ----------------------------------------------------------------------------
-    def _on_node(self, server: Server, *args: Any, safe: bool = False, redirect: int | None = None):
+    def _on_node(
+        self, server: Server, *args: Any, safe: bool = False, redirect: int | None = None
+    ) -> Any:
         """Run ``args`` on ``server``'s node, whatever its key (``safe`` has no use here)."""
         return self._on(server, args, redirect)
 
