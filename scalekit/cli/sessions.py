@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 
 from scalekit.cli import cron
 from scalekit.cli.arguments import positive
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from scalekit.sessions.stores import open_store
 
     source_url, target_url = (parse(url, kinds={"redis"}) for url in (args.source, args.target))
-    if source_url == target_url:
+    if replace(source_url, options={}) == replace(target_url, options={}):  # options aside
         raise ConfigError(f"--from and --to name the same store: {source_url.masked}")
     stores = []
     try:

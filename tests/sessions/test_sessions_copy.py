@@ -186,6 +186,7 @@ def test_an_unknown_app_has_nothing_to_copy(redis_url, cluster_url, app_name):
     "args, message",
     [
         (["--from", "redis://127.0.0.1/0", "--to", "redis://127.0.0.1:6379/0"], "the same store"),
+        (["--from", "redis://h/0", "--to", "redis://h:6379?socket_timeout=1"], "the same store"),
         (["--from", "redis://127.0.0.1/0", "--to", "memcache://127.0.0.1"], "is a memcache URL"),
         (["--from", "file:///tmp/sessions", "--to", "redis://127.0.0.1/0"], "is a file URL"),
         (["--from", "redis://127.0.0.1/0"], "the following arguments are required: --to"),
@@ -198,10 +199,15 @@ def test_wrong_urls_are_usage_errors(args, message):
     assert "Traceback" not in done.stderr
 
 
-def test_an_unreachable_source_exits_1_without_its_password(redis_url, app_name):
+@pytest.mark.parametrize("down_end", ["--from", "--to"])
+def test_an_unreachable_store_exits_1_without_its_password(down_end, redis_url, app_name):
+    with contextlib.closing(open_store(redis_url, app_name=app_name)) as store:
+        fill(store, 3)
     down = f"redis://:hunter2@127.0.0.1:{free_port()}/0"
-    done = copy_cli("--from", down, "--to", redis_url, "--app", app_name)
+    ends = {"--from": redis_url, "--to": redis_url, down_end: down}
+    done = copy_cli(*(arg for end in ends.items() for arg in end), "--app", app_name)
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith("scalekit sessions: session store redis://:***@127.0.0.1:")
-    assert "failed to read sessions" in done.stderr
+    action = "read sessions" if down_end == "--from" else "copy sessions"
+    assert f"failed to {action}: ConnectionError" in done.stderr, done.stderr
     assert "hunter2" not in done.stderr + done.stdout and "Traceback" not in done.stderr
