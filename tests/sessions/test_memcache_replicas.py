@@ -133,7 +133,7 @@ def test_the_replicas_option_comes_from_the_url_or_a_keyword(shared_nodes, app_n
             assert store.replicas == replicas
     for query, keywords in [
         ("?replicas=0", {}), ("?replicas=4", {}), ("?replicas=two", {}), ("", {"replicas": 2.0}),
-        ("", {"replicas": True}), ("", {"replicas": -1}),
+        ("", {"replicas": True}), ("", {"replicas": -1}), ("", {"replicas": "2"}),
     ]:  # fmt: skip
         with pytest.raises(ConfigError, match="replicas"):
             open_store(url + query, app_name=app_name, **keywords)
@@ -379,3 +379,17 @@ def test_a_corrupt_copy_on_the_first_replica_is_skipped_by_saves_as_by_loads(
         assert store.save(sid, b"v2", 60, loaded.version) is True
         assert store.load(sid).data == b"v2"
         assert stored_on(first, app_name, sid).endswith(b"v2")
+
+
+def test_the_smallest_max_value_size_is_the_header_of_the_records_written(shared_nodes, app_name):
+    """Without replicas the least max_value_size is as before (the 16-byte header + 1);
+    with them, the 96-byte header + 1."""
+    url = url_of(shared_nodes)
+    with opened(url, app_name, max_value_size=RECORD.size + 1) as store:
+        assert store.save(SID, b"x", 60, None) and store.load(SID).data == b"x"
+    with pytest.raises(ConfigError, match="max_value_size"):
+        open_store(url, app_name=app_name, max_value_size=RECORD.size)
+    with pytest.raises(ConfigError, match="max_value_size"):
+        open_store(url, app_name=app_name, replicas=2, max_value_size=REPLICATED.size)
+    with opened(url, app_name, replicas=2, max_value_size=REPLICATED.size + 1) as store:
+        assert store.save(new_sid(), b"x", 60, None)

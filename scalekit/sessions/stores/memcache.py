@@ -172,7 +172,7 @@ class MemcacheStore(MemcacheClient, SessionStore):
             servers,
             url,
             client_options,
-            min_value_size=REPLICATED.size + 1,
+            min_value_size=(RECORD if replicas == 1 else REPLICATED).size + 1,
             error=StoreUnavailable,
             label="session store",
             logger=log,
