@@ -424,7 +424,9 @@ class RedisSentinelGroup(ServerGroup):
     ) -> None:
         """Wait until every Sentinel names ``primary`` (without one: the same node, which
         may fail over again meanwhile), sees the other node as a healthy replica and knows
-        the two other Sentinels."""
+        the two other Sentinels, and the nodes agree: the other one a replica of it, its
+        link up (after a spurious second failover, two primaries until Sentinel converts
+        one)."""
         import redis
 
         deadline, state = time.monotonic() + timeout, {}
@@ -442,7 +444,15 @@ class RedisSentinelGroup(ServerGroup):
                 named.add(state["port"])
                 settled &= state["num-other-sentinels"] == 2 and replica in healthy
             if settled and named == {primary.port if primary else state["port"]}:
-                return
+                (other,) = (node for node in self.nodes if node.port != state["port"])
+                with redis.Redis(host="127.0.0.1", port=other.port, socket_timeout=1) as node:
+                    replication = node.info("replication")
+                if (
+                    replication["role"] == "slave"
+                    and replication["master_port"] == state["port"]
+                    and replication["master_link_status"] == "up"
+                ):
+                    return
             time.sleep(0.1)
         raise ServerStartError(f"the Sentinels did not settle within {timeout:.0f}s: {state}")
 
