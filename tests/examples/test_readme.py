@@ -546,3 +546,72 @@ def test_the_task_viewer_example(shop):
     shop["tasks"].defer(shop["module"].write_receipt, 7, to="bo")
     page = admin.get("/queue/default", headers={"Authorization": "Bearer task viewer token"})
     assert page.status == 200 and "write_receipt" in page.text
+
+
+# -- Redis Sentinel and Redis Cluster ----------------------------------------------------
+SENTINEL_URL = "redis+sentinel://s1:26379,s2:26379,s3:26379/mymaster/0"
+
+
+@pytest.fixture
+def on_topologies(redis_sentinel, redis_cluster):
+    """``snippet`` with the README's Sentinel and Cluster URLs made the test groups'."""
+    cluster_url = "redis+cluster://" + ",".join(redis_cluster)
+
+    def snippet_here(marker: str, replace: dict[str, str] | None = None) -> str:
+        code = snippet(marker, replace).replace(SENTINEL_URL, redis_sentinel.url)
+        code, found = re.subn(r"redis\+cluster://n1:7000(,n\d:7000)*", cluster_url, code)
+        assert found, f"the README block with {marker!r} names no Cluster"
+        return code
+
+    return snippet_here
+
+
+def test_the_sentinel_and_cluster_session_examples(on_topologies):
+    code = on_topologies(f'sessions.open_store("{SENTINEL_URL}"')
+    stores = []
+    for line in code.strip().splitlines()[:2]:  # a Sentinel store, then a Cluster one
+        store = run(line, sessions=sessions)["store"]
+        sid = new_session_id()
+        assert store.save(sid, b"signed payload", 60, None)
+        assert store.load(sid).data == b"signed payload"
+        stores.append(store)
+    assert [store.min_replicas for store in stores] == [0, 1]
+    secret = "readme secret of 32 bytes or more!"
+    namespace = run(code, sessions=sessions, app=hello, SECRET=secret)
+    assert Client(namespace["app"]).get("/").text == "hello"
+    for store in [*stores, namespace["store"]]:
+        store.close()
+
+
+def test_the_cluster_cache_example(on_topologies):
+    cache = run(on_topologies("cache.ram = cache.redis"), Cache=Cache)["cache"]
+    key = f"readme-{new_session_id()}"
+    assert cache.ram(key, lambda: "on the Cluster", time_expire=60) == "on the Cluster"
+    assert cache.redis(key, lambda: "recomputed", time_expire=60) == "on the Cluster"
+
+
+def test_the_sentinel_and_cluster_tasks_examples(on_topologies):
+    from scalekit.tasks import Tasks
+
+    code = on_topologies('Tasks("redis+sentinel://', {"secret=...": f"secret={TASKS_SECRET!r}"})
+    for line in code.strip().splitlines():
+        tasks = run(line, Tasks=Tasks)["tasks"]
+        assert isinstance(tasks.engine.counts(), dict)  # the engine answers
+        tasks.close()
+
+
+def test_the_open_redis_cluster_example(on_topologies):
+    redis = run(on_topologies('open_redis("redis+cluster://'))["redis"]
+    assert redis.call("GET", "{cart:7}:total") == b"42"
+    assert redis.call("DEL", "{cart:7}:total") == 1
+    redis.close()
+
+
+def test_the_memcached_replicas_example(memcache_url):
+    nodes = "memcache://10.0.0.1:11211,10.0.0.2:11211,10.0.0.3:11211"
+    store = run(snippet("?replicas=2", {nodes: memcache_url}))["store"]
+    assert store.replicas == 2
+    sid = new_session_id()
+    assert store.save(sid, b"signed payload", 60, None)
+    assert store.load(sid).data == b"signed payload"
+    store.close()
