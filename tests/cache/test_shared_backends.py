@@ -8,12 +8,13 @@ import time
 
 import pytest
 import redis
+from pymemcache.client.base import Client
 
 from scalekit import sessions
 from scalekit.cache import open_backend
 from scalekit.core.errors import ConfigError, SerializationError
 from tests.cache.conftest import backend_url_for
-from tests.servers import RedisServer
+from tests.servers import MemcachedServer, RedisServer
 
 ODD_KEYS = ["with space", "ctrl\x01char", "ünïcode", "tab\there", "long:" + "x" * 600]
 
@@ -102,6 +103,33 @@ def test_memcache_spreads_keys_over_both_nodes(request, tmp_path, app_name):
     per_node = [stats["curr_items"] for stats in backend.server_stats().values()]
     assert len(per_node) == 2 and all(count > 0 for count in per_node)
     assert backend.clear() == 40
+
+
+def test_memcache_counts_in_slabs_an_older_item_left_minus_signs_in(app_name):
+    """memcached (1.6.18) refuses to ``incr`` a number of 2**63 or more as "non-numeric" when
+    the bytes after it in its slab chunk, left by a deleted item, hold a ``-``: counters stay
+    below 2**63, and a bare number it refuses (the former ``n + 2**63``) becomes a record."""
+    with MemcachedServer().running() as server:
+        raw = Client(("127.0.0.1", server.port), default_noreply=False)
+        backend = open_backend(f"memcache://{server.address}", app_name=app_name)
+
+        def litter():  # deleted items of the counters' size, full of minus signs
+            names = [f"scalekit:c:{app_name}:v:g{index:03d}" for index in range(200)]
+            for name in names:
+                raw.set(name, b"-" * 24)
+            raw.delete_many(names)
+
+        litter()
+        assert [backend.incr("n") for _ in range(3)] == [1, 2, 3]
+        assert backend.incr("n", -5) == -2 and backend.get("n").value == -2
+        litter()
+        former = f"scalekit:c:{app_name}:v:m"
+        raw.set(former, str(2**63 + 5).encode(), flags=int(time.time()))
+        assert backend.get("m").value == 5
+        assert [backend.incr("m") for _ in range(3)] == [6, 7, 8]
+        assert backend.get("m").value == 8
+        backend.close()
+        raw.close()
 
 
 def test_redis_clear_uses_scan_and_leaves_other_apps_and_sessions_alone(app_name):

@@ -16,10 +16,16 @@ Values: an entry is the disk backend's record (:mod:`._diskfile`: header with th
 expiry times, the key, the value in :mod:`._codec`'s format), memcached flags 0. Expiry is
 checked from the header, so TTLs are exact although memcached's clock ticks in seconds: the
 exptime sent is the TTL rounded up plus one second (relative, at most 30 days). A counter
-made by ``incr`` on a missing key is a bare number, ``value + 2**63`` (memcached counts
+made by ``incr`` on a missing key is a bare number, ``value + 2**62`` (memcached counts
 unsigned 64-bit ints), its flags the second it was created, so ``incr``/``decr`` run
 natively and atomically; a missing one is created with ``add`` (a lost race just retries).
-Counters under a hashed name, and ints stored by ``set``, count with ``gets``/``cas``.
+The stored number stays below ``2**63`` while the count is within ``±2**61``: memcached
+(1.6.18 and older) refuses to ``incr`` a number of ``2**63`` or more as "non-numeric" when
+the bytes left after it in its slab chunk by an older item hold a ``-`` (its sign check
+runs ``strchr`` past the value), so an offset of ``2**63`` failed at random. A bare number
+memcached refuses (one so large, or one written with the former ``2**63`` offset: read as
+such from ``3 * 2**61`` up) is rewritten as a record. Counters under a hashed name, and
+ints stored by ``set``, count with ``gets``/``cas``.
 
 ``clear`` lists keys with ``lru_crawler metadump hash`` on every node (memcached 1.6, LRU
 crawler on by default) and deletes this app's matches, reading the key of hashed names from
@@ -64,7 +70,8 @@ from scalekit.core.urls import BackendURL
 
 log = logging.getLogger("scalekit.cache")
 
-_OFFSET = 1 << 63  # a counter n is stored as n + 2**63: memcached counts unsigned
+_OFFSET = 1 << 62  # a counter n is stored as n + 2**62: memcached counts unsigned
+_FORMER = 1 << 63  # the offset before; stored numbers from 3 * 2**61 up are read with it
 _PLAIN = re.compile(rb"[!-~]+")  # printable ASCII, no space: usable as is in a key
 _MAX_NAME = 248  # memcached's 250 bytes, less the lease's extra "l:"
 
@@ -177,42 +184,46 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
             raise InvalidArgumentType(
                 f"increment of {key!r}: the delta must be an int, got {delta!r}"
             )
-        if not -_OFFSET < delta < _OFFSET:
+        if not -_FORMER < delta < _FORMER:
             raise InvalidArgument(f"increment of {key!r}: the delta must fit in 64 bits")
 
-        def command(conn: Client) -> int | None:
+        def command(conn: Client) -> int | bool | None:
+            native = not hashed
             for _ in range(5):
-                if not hashed:
+                if native:
                     try:
                         count = conn.incr(name, delta) if delta >= 0 else conn.decr(name, -delta)
-                    except MemcacheClientError:  # not a bare counter: a record
-                        count = None
+                    except MemcacheClientError:  # a record, or a number memcached refuses
+                        native = False
                     else:
                         if count is not None:
-                            return int(count) - _OFFSET
+                            return _counted(int(count))
                         start = str(_OFFSET).encode("ascii")
                         conn.add(name, start, 0, noreply=False, flags=int(time.time()))
                         continue  # count on it (or on the one a racing worker added)
                 result = self._incr_record(conn, key, name, delta)
                 if result is not False:
                     return result
-            raise CacheUnavailable(f"memcache cache {self.url}: increment of {key!r} kept "
-                                   "racing with other writers; try again")  # fmt: skip
+            return False
 
         result = self._run("increment", name, command)
+        if result is False:  # raised here: inside the command it would count as a node failure
+            raise CacheUnavailable(f"memcache cache {self.url}: increment of {key!r} kept "
+                                   "racing with other writers; try again")  # fmt: skip
         if result is None:
             raise InvalidArgument(f"cannot increment cache key {key!r}: it holds no 64-bit int")
         return result
 
     def _incr_record(self, conn: Client, key: str, name: bytes, delta: int) -> int | bool | None:
-        """Add ``delta`` to a record with ``gets``/``cas``: the new value, ``None`` if it
-        holds no int, ``False`` if another writer won the race (or it is a bare counter)."""
+        """Add ``delta`` to a record with ``gets``/``cas`` (a bare counter found there is
+        rewritten as a record): the new value, ``None`` if it holds no int, ``False`` if
+        another writer won the race."""
         found, cas = conn.gets(name)
         stamp = time.time()
         current, expires_at = 0, None
-        if found is not None:
-            if found[1]:
-                return False  # a bare counter now: count on it natively
+        if found is not None and found[1]:
+            current = _counter(key, found[0])
+        elif found is not None:
             entry = self._record(key, found[0])
             if entry is not None and entry[0].live(stamp):
                 header, data = entry
@@ -332,9 +343,14 @@ class MemcacheBackend(MemcacheClient, CacheBackend):
         return entry is not None and entry[0].live(time.time())
 
 
+def _counted(stored: int) -> int:
+    """The count a bare counter's stored number stands for (see the module docstring)."""
+    return stored - (_FORMER if stored >= 3 << 61 else _OFFSET)
+
+
 def _counter(key: str, value: bytes) -> int:
     try:
-        return int(value) - _OFFSET
+        return _counted(int(value))
     except ValueError:
         raise CacheUnavailable(f"cache key {key!r}: memcached holds a damaged counter") from None
 
