@@ -53,7 +53,7 @@ from typing import Any, Protocol, TypeVar
 from pymemcache.client.base import Client, PooledClient
 from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
 
-from scalekit.core.errors import SerializationError, StoreUnavailable
+from scalekit.core.errors import ScalekitError, SerializationError, StoreUnavailable
 
 __all__ = ["Cluster", "Settings", "node_name"]
 
@@ -216,6 +216,8 @@ class Cluster:
             node.pool.destroy(conn)  # its stream may be mid-reply: never reuse it
             if not isinstance(exc, Exception):
                 raise  # KeyboardInterrupt, SystemExit: not the store's failure
+            if isinstance(exc, ScalekitError):
+                raise  # the command's own verdict on an answer (corrupt, a race): the node is fine
             if isinstance(exc, _NODE_FAILURES):
                 self._failed(node)
             elif isinstance(exc, MemcacheError) and "too large" in str(exc):

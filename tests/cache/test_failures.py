@@ -122,3 +122,28 @@ def test_a_failure_logs_again_after_the_interval(outage, app_name, caplog):
         time.sleep(0.6)
         model.get("c")
     assert len(policy_logs(caplog)) == 2
+
+
+@pytest.mark.parametrize("verdict", ["CorruptData", "CacheUnavailable"])
+def test_a_commands_own_error_does_not_mark_a_memcached_node_failed(
+    memcache_url, app_name, verdict
+):
+    """A scalekit error raised by a command on a reply (a corrupt entry, a race lost) is
+    the command's verdict: it reaches the caller as it is, and the node keeps serving."""
+    from scalekit.cache.backends import open_backend
+    from scalekit.core import errors
+
+    error = getattr(errors, verdict)
+    one_node = memcache_url.split(",")[0]  # every key on it
+    backend = open_backend(one_node, app_name, retry_attempts=1, retry_timeout=60)
+
+    def judged(conn):
+        conn.get(b"scalekit-probe")  # a real round trip, answered
+        raise error("this reply is not an entry")
+
+    for _ in range(5):  # more failures than would take the node out for retry_timeout
+        with pytest.raises(error, match=r"^this reply is not an entry$"):
+            backend._run("read an entry", b"probe", judged)
+    backend.set("after", "still served", 60)
+    assert backend.get("after").value == "still served"
+    backend.close()
