@@ -26,6 +26,7 @@ from tests.examples.test_cluster_sentinel import (
     failover_under_load,
     flag_read_again,
     restarted_as_replica,
+    started,
 )
 
 REDIS_NODES = {f"redis{number}" for number in range(1, 7)}
@@ -34,13 +35,7 @@ FAILOVER: dict[str, float] = {}  # see test_cluster_sentinel.FAILOVER
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    state = str(tmp_path_factory.mktemp("cluster") / "state")
-    cluster = Cluster(state, redis="cluster", cron_sleep=1)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        Cluster(cluster.state_dir).stop()
+    yield from started(tmp_path_factory, "cluster")
 
 
 def redis_client(cluster: Cluster) -> RedisCluster:

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -39,15 +39,20 @@ FLAG_RETRY_SECONDS = 5.0
 FAILOVER: dict[str, float] = {}
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def started(tmp_path_factory, redis: str) -> Iterator[Cluster]:
+    """The demo cluster on ``redis`` ("sentinel", "cluster") for a module, stopped after."""
     state = str(tmp_path_factory.mktemp("cluster") / "state")
-    cluster = Cluster(state, redis="sentinel", cron_sleep=1)
+    cluster = Cluster(state, redis=redis, cron_sleep=1)
     cluster.start()
     try:
         yield cluster
     finally:
         Cluster(cluster.state_dir).stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    yield from started(tmp_path_factory, "sentinel")
 
 
 def sentinel_settings(cluster: Cluster) -> urls.SentinelURL:
