@@ -125,8 +125,12 @@ def _run(tasks, claim, task, on_failure, on_start) -> str:
         with _request(task.request_id), _time_limit(task.timeout):
             function(*task.args, **task.kwargs)
     except PermanentTaskFailure:
-        log.exception(
-            "task %s of queue %s (%s) failed for good:", task.id, task.queue, task.function
+        log.error(
+            "task %s of queue %s (%s) failed for good:\n%s",
+            task.id,
+            task.queue,
+            task.function,
+            _traceback(sys.exc_info()),
         )
         return _bury(tasks, claim, task, sys.exc_info(), on_failure)
     except SingularTaskFailure as exc:
@@ -143,33 +147,43 @@ def _failed(tasks, claim, task, exc_info, on_failure, quiet=None) -> str:
     eta = task.next_retry(time.time())
     where = f"task {task.id} of queue {task.queue} ({task.function})"
     if eta is None:
-        log.error("%s failed %d time(s), buried:", where, task.attempts, exc_info=exc_info)
+        log.error("%s failed %d time(s), buried:\n%s", where, task.attempts, _traceback(exc_info))
         return _bury(tasks, claim, task, exc_info, on_failure)
     wait = max(eta - time.time(), 0.0)
     if quiet is not None:
-        log.info("%s asked to be retried (%s): again in %.1f s", where, quiet, wait)
+        log.info(
+            "%s asked to be retried (%s): again in %.1f s", where, scrub_text(str(quiet)), wait
+        )
     else:
         log.warning(
-            "%s failed (attempt %d of %d), again in %.1f s:",
+            "%s failed (attempt %d of %d), again in %.1f s:\n%s",
             where,
             task.attempts,
             task.max_attempts,
             wait,
-            exc_info=exc_info,
+            _traceback(exc_info),
         )
     payload = tasks.reencode(task, claim.payload)
     return _settled(tasks.engine.retry(claim, payload, eta), claim, RETRIED)
 
 
 def _bury(tasks, claim, task, exc_info, on_failure) -> str:
-    error = scrub_text("".join(traceback.format_exception(*exc_info)))  # shown to operators
+    error = _traceback(exc_info)  # shown to operators
     outcome = _settled(tasks.engine.bury(claim, tasks.reencode(task, claim.payload), error), claim)
     if on_failure is not None and outcome == BURIED:
         try:
             on_failure(task, exc_info)
-        except Exception:  # a broken hook must not stop the worker
-            log.exception("the failure hook failed on task %s:", task.id)
+        except Exception:  # noqa: BLE001 - a broken hook must not stop the worker
+            log.error(
+                "the failure hook failed on task %s:\n%s", task.id, _traceback(sys.exc_info())
+            )
     return outcome
+
+
+def _traceback(exc_info) -> str:
+    """The failure's traceback with its secrets scrubbed, as logged and kept with a dead task:
+    a task's exception may quote a URL with its password, a token..."""
+    return scrub_text("".join(traceback.format_exception(*exc_info))).rstrip()
 
 
 def _settled(done: bool, claim: Claim, outcome: str = BURIED) -> str:

@@ -87,3 +87,8 @@ def slow_once(folder: str, name: str, seconds: float) -> None:
 def cannot_connect(url: str) -> None:
     """Fail for good with a message holding ``url`` (and any password in it)."""
     raise PermanentTaskFailure(f"cannot connect to {url}")
+
+
+def leaks(url: str) -> None:
+    """Fail (to be retried) with a message holding ``url`` (and any password in it)."""
+    raise ConnectionError(f"cannot reach {url}")

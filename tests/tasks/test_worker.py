@@ -315,6 +315,24 @@ def test_a_dead_tasks_traceback_keeps_no_password(tasks):
     assert "hunter2-pw" not in error and "t0k3n-xyz" not in error
 
 
+LEAKY_URL = "postgres://shop:hunter2-pw@db/shop?token=t0k3n-xyz"
+
+
+@pytest.mark.parametrize(
+    ("job", "outcomes"), [("leaks", [RETRIED, BURIED]), ("cannot_connect", [BURIED])]
+)
+def test_the_workers_log_keeps_no_password(tasks, caplog, job, outcomes):
+    """What the worker logs of a failure (retried, buried after its last attempt, failed
+    for good) is scrubbed as the dead task's traceback is: no URL password, no token."""
+    tasks.defer(getattr(jobs, job), LEAKY_URL, _retries=1)
+    with caplog.at_level(logging.INFO, logger="scalekit.tasks"):
+        assert [execute(tasks, claim_one(tasks, wait=5.0)) for _ in outcomes] == outcomes
+    logged = caplog.text
+    assert "postgres://shop:***@db/shop?token=***" in logged and "Traceback" in logged
+    assert "hunter2-pw" not in logged and "t0k3n-xyz" not in logged
+    assert all(record.exc_info is None for record in caplog.records)
+
+
 def test_a_worker_settles_a_task_in_the_serializer_and_size_it_was_stored_with(url, folder):
     """A pickle app's task (an argument JSON cannot store) failing under a worker opened
     with the defaults (JSON, 1 MiB: ``scalekit tasks worker``) is retried and buried as
