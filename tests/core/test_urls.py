@@ -319,3 +319,27 @@ def test_a_maintenance_flag_opened_by_valkey_url_is_seen_through_redis(redis_url
     finally:
         flag.clear()
         flag.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis+sentinel://s1:26379", "name the service"),
+        ("redis+sentinel://s1/app/x", "must be a number"),
+        ("redis+sentinel://s1/app/1/2", "name the service"),
+        ("redis+sentinel://s1,s1:26379/app", "listed twice"),
+        ("redis+sentinel://s1,/app", "every server needs a host"),
+        ("redis+sentinel:hiredis://s1/app", "no driver"),
+        ("redis+sentinel://:pw@s1/app?password=pw2", "give the password once"),
+        ("redis+cluster://n1:7000/1", "database 0 only"),
+        ("redis+cluster://n1:7000?db=2", "database 0 only"),
+        ("redis+cluster://n1:7000,n1:7000", "listed twice"),
+        ("redis+cluster://n1,", "every server needs a host"),
+        ("redis+cluster:hiredis://n1", "no driver"),
+        ("redis+cluster://:pw@n1?password=pw", "give the password once"),
+    ],
+)
+def test_a_bad_sentinel_or_cluster_url_is_a_config_error_without_its_password(url, problem):
+    with pytest.raises(ConfigError, match=problem) as caught:
+        urls.parse(url)
+    assert "pw" not in str(caught.value).replace("password", "")
