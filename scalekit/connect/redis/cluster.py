@@ -63,10 +63,7 @@ class ClusterConnector(RedisConnector):
             return self._retried(exc, node, key, attempt, safe)
 
     def cached(self, key: str, *args: Any, max_age: float) -> Any:
-        if self._generation != self.topology.generation:  # a failover, a migration
-            self._generation = self.topology.generation
-            for server in self._servers.get().values():
-                server.reads.close()
+        self._forget_after_failover()  # or a migration
         server = self._server_of(self.topology.node_for(key))
         try:
             return server.reads.read(key.encode(), args, partial(self._on_node, server), max_age)
@@ -77,12 +74,6 @@ class ClusterConnector(RedisConnector):
         except (redis.ConnectionError, redis.TimeoutError):
             self._drop(server.endpoint)
         return self.call(*args, safe=True)  # where the key is now, not cached this time
-
-    def forget(self, *keys: str | bytes) -> None:
-        servers = self._servers.peek()
-        if servers:
-            for server in list(servers.values()):
-                server.reads.forget(keys)
 
     def scan(self, match: str, count: int = 1000) -> Iterator[bytes]:
         for node in self.topology.primaries():
@@ -105,6 +96,10 @@ class ClusterConnector(RedisConnector):
     ) -> Any:
         """Run ``args`` on ``server``'s node, whatever its key (``safe`` has no use here)."""
         return self._on(server, args, redirect)
+
+    def _servers_held(self) -> list[Server]:
+        servers = self._servers.peek()
+        return [] if servers is None else list(servers.values())
 
     def _load(self, script: Script) -> None:
         for node in self.topology.primaries():

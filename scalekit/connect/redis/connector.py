@@ -149,16 +149,12 @@ class RedisConnector:
         while Redis has not said that ``key`` changed (``CLIENT TRACKING``: a repeated
         read costs no round trip) and it is less than ``max_age`` seconds old. The cache
         empties when a connection it was read on is lost (see :class:`.TrackedReads`)."""
-        server = self._server.get()
-        if self._generation != self.topology.generation:  # a failover: forget every read
-            self._generation = self.topology.generation
-            server.reads.close()
-        return server.reads.read(key.encode(), args, self.call, max_age)
+        self._forget_after_failover()
+        return self._server.get().reads.read(key.encode(), args, self.call, max_age)
 
     def forget(self, *keys: str | bytes) -> None:
         """Drop ``keys`` from this process's cache of reads (after writing them)."""
-        server = self._server.peek()
-        if server is not None:
+        for server in self._servers_held():
             server.reads.forget(keys)
 
     def run(
@@ -369,6 +365,18 @@ class RedisConnector:
     def _drop(self, node: Topology | Node) -> None:
         """Close ``node``'s links and cache of reads (lost, or not the primary now)."""
         self._server.reset()
+
+    def _servers_held(self) -> list[Server]:
+        """This process's links and caches of reads, per server, made so far."""
+        server = self._server.peek()
+        return [] if server is None else [server]
+
+    def _forget_after_failover(self) -> None:
+        """Empty every cache of reads if the primaries changed since it was filled."""
+        if self._generation != self.topology.generation:
+            self._generation = self.topology.generation
+            for server in self._servers_held():
+                server.reads.close()
 
     def _load(self, script: Script) -> None:
         """Load ``script`` where :meth:`run` runs it."""
