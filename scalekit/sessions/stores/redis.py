@@ -227,7 +227,10 @@ class Layout:
 
     def prefix(self, sid: str) -> str:
         """The key prefix of the bucket that session ``sid`` (a checked id) is in."""
-        return self.prefixes[zlib.crc32(sid.encode()) % len(self.prefixes)]
+        prefixes = self.prefixes
+        if len(prefixes) == 1:  # a single Redis, Sentinel: no hashing per request
+            return prefixes[0]
+        return prefixes[zlib.crc32(sid.encode()) % len(prefixes)]
 
 
 class RedisStore(SessionStore):
