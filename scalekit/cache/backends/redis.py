@@ -184,24 +184,13 @@ class RedisBackend(CacheBackend):
             raise self._unavailable("increment", exc) from None
 
     def clear(self, pattern: re.Pattern[str] | None = None) -> int:
-        removed, batch = 0, []
+        names = self._redis.scan(self._prefix + b"[vh]:*")
+        if pattern is not None:
+            names = (name for name in names if self._matches(name, pattern))
         try:
-            for name in self._redis.scan(self._prefix + b"[vh]:*"):
-                batch.append(name)
-                if len(batch) >= 1000:
-                    removed += self._remove(batch, pattern)
-                    batch = []
-            if batch:
-                removed += self._remove(batch, pattern)
+            return self._redis.unlink(names)  # in batches, as the scan goes
         except redis.RedisError as exc:
             raise self._unavailable("clear", exc) from None
-        return removed
-
-    def _remove(self, names: list[bytes], pattern: re.Pattern[str] | None) -> int:
-        """UNLINK the entries among ``names`` whose key matches ``pattern``; how many."""
-        if pattern is not None:
-            names = [name for name in names if self._matches(name, pattern)]
-        return self._redis.unlink(names) if names else 0
 
     def _matches(self, name: bytes, pattern: re.Pattern[str]) -> bool:
         """Whether the key of the entry ``name`` matches (a hashed one's is in field ``k``)."""

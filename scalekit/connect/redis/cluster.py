@@ -15,7 +15,7 @@ the caller said it is ``safe`` to (it may have run).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -79,13 +79,6 @@ class ClusterConnector(RedisConnector):
         for node in self.topology.primaries():
             yield from scan_keys(partial(self._on_node, self._server_of(node)), match, count)
 
-    def unlink(self, keys: Iterable[Any]) -> int:
-        by_slot = defaultdict(list)
-        for key in keys:
-            by_slot[slot_of(key)].append(key)
-        unlink = super().unlink
-        return sum(unlink(keys) for keys in by_slot.values())
-
     def close(self) -> None:
         super().close()
         self._servers.reset()
@@ -96,6 +89,12 @@ class ClusterConnector(RedisConnector):
     ) -> Any:
         """Run ``args`` on ``server``'s node, whatever its key (``safe`` has no use here)."""
         return self._on(server, args, redirect)
+
+    def _unlink(self, keys: list[Any]) -> int:
+        by_slot = defaultdict(list)
+        for key in keys:
+            by_slot[slot_of(key)].append(key)
+        return sum(self.call("UNLINK", *same_slot) for same_slot in by_slot.values())
 
     def _servers_held(self) -> list[Server]:
         servers = self._servers.peek()

@@ -193,7 +193,7 @@ class RedisConnector:
     def unlink(self, keys: Iterable[Any]) -> int:
         """Delete ``keys`` (``UNLINK``: freed in the background), 1000 a command; how many
         existed."""
-        return sum(self.call("UNLINK", *batch) for batch in _batches(keys, 1000))
+        return sum(self._unlink(batch) for batch in _batches(keys, 1000))
 
     # -- the lease: one owner at a time, until it releases or its TTL runs out -------------
     def try_lease(self, key: Any, token: str, ttl: float) -> bool:
@@ -365,6 +365,10 @@ class RedisConnector:
     def _drop(self, node: Topology | Node) -> None:
         """Close ``node``'s links and cache of reads (lost, or not the primary now)."""
         self._server.reset()
+
+    def _unlink(self, keys: list[Any]) -> int:
+        """``UNLINK`` one batch of keys (see :meth:`unlink`)."""
+        return self.call("UNLINK", *keys)
 
     def _servers_held(self) -> list[Server]:
         """This process's links and caches of reads, per server, made so far."""
