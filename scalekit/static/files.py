@@ -23,14 +23,9 @@ from typing import BinaryIO
 from scalekit.core.errors import InvalidArgumentType, NotAFolder
 from scalekit.core.options import known_options
 from scalekit.static import manifest
-from scalekit.static.http import (
-    Unsatisfiable,
-    choose_encoding,
-    etag_matches,
-    http_date,
-    parse_http_date,
-    parse_range,
-)
+from scalekit.static.http import Unsatisfiable, http_date, parse_http_date, parse_range
+from scalekit.wsgi.encodings import choose_encoding
+from scalekit.wsgi.http import etag_matches
 from scalekit.wsgi.pages import TEXT, page
 from scalekit.wsgi.response import ClosingBody
 

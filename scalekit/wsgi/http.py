@@ -1,5 +1,5 @@
 """HTTP rules the pieces share: which methods are safe, what content an error page takes,
-and which configured values may go into a response header."""
+which configured values may go into a response header, and how ``If-None-Match`` reads."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import re
 
 from scalekit.core.errors import ConfigError
 
-__all__ = ["SAFE_METHODS", "header_value", "local_path", "prefers_json"]
+__all__ = [
+    "SAFE_METHODS",
+    "etag_matches",
+    "header_value",
+    "local_path",
+    "parse_etags",
+    "prefers_json",
+]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL...: tab alone is allowed
 _LOCAL_PATH = re.compile(r"/|(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
+_ETAG = re.compile(r'\s*((?:W/)?"[^"]*"|\*)\s*(?:,|$)')
 
 #: Methods that only read (RFC 9110 §9.2.1): they may go to a replica or pass maintenance.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -63,3 +71,25 @@ def prefers_json(accept: str) -> bool:
         elif kind == "*/*":
             best["html"] = max(best["html"], q / 2)
     return best["json"] > best["html"]
+
+
+def parse_etags(header: str) -> list[str] | None:
+    """The entity tags of an ``If-None-Match`` / ``If-Match`` list as sent (``W/"x"``,
+    ``"y"``, ``*``), ``None`` when the header is malformed (then it is to be ignored)."""
+    tags: list[str] = []
+    position = 0
+    while position < len(header):
+        match = _ETAG.match(header, position)
+        if match is None or match.end() == position:
+            return None
+        tags.append(match.group(1))
+        position = match.end()
+    return tags
+
+
+def etag_matches(header: str, etag: str) -> bool:
+    """``If-None-Match``: weak comparison (RFC 9110 §8.8.3.2) of ``etag`` against a list of
+    tags, or ``*``; a malformed header matches nothing."""
+    target = etag.removeprefix("W/")
+    tags = parse_etags(header) or ()
+    return any(tag == "*" or tag.removeprefix("W/") == target for tag in tags)

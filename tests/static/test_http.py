@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scalekit.static.http import (
-    Unsatisfiable,
-    choose_encoding,
-    etag_matches,
-    http_date,
-    parse_accept_encoding,
-    parse_http_date,
-    parse_range,
-)
+from scalekit.static.http import Unsatisfiable, http_date, parse_http_date, parse_range
+from scalekit.wsgi.encodings import choose_encoding, parse_accept_encoding
+from scalekit.wsgi.http import etag_matches
 
 BOTH = ["br", "gzip"]
 
