@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["make_private", "vary_on_cookie"]
+__all__ = ["EXPIRED", "add_vary", "make_private", "vary_on_cookie", "without_expiry"]
+
+#: An ``Expires`` long past (App Engine's): an HTTP/1.0 cache, which reads no ``Cache-Control``,
+#: never keeps the response.
+EXPIRED = ("Expires", "Fri, 01 Jan 1990 00:00:00 GMT")
 
 
 def _take(headers: list[tuple[str, str]], name: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -16,13 +20,19 @@ def _take(headers: list[tuple[str, str]], name: str) -> tuple[list[tuple[str, st
     return rest, values
 
 
+def add_vary(headers: list[tuple[str, str]], name: str) -> list[tuple[str, str]]:
+    """Headers with ``name`` in one merged ``Vary`` (once, whatever its case; nothing added
+    to ``Vary: *``), so a shared cache keys the response on that request header too."""
+    rest, vary = _take(headers, "vary")
+    if "*" not in vary and name.lower() not in {v.lower() for v in vary}:
+        vary.append(name)
+    return [*rest, ("Vary", ", ".join(vary))]
+
+
 def vary_on_cookie(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Headers of a response built from what a cookie names (a session): ``Cookie`` added
     to ``Vary``, so a shared cache never serves it to a request with another cookie."""
-    rest, vary = _take(headers, "vary")
-    if "*" not in vary and "cookie" not in {v.lower() for v in vary}:
-        vary.append("Cookie")
-    return [*rest, ("Vary", ", ".join(vary))]
+    return add_vary(headers, "Cookie")
 
 
 def make_private(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -34,3 +44,10 @@ def make_private(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         cache_control = [d for d in cache_control if d.lower() != "public"]
         cache_control.insert(0, "private")
     return [*result, ("Cache-Control", ", ".join(cache_control))]
+
+
+def without_expiry(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Headers of a response no cache may keep, however old: any ``Expires`` replaced by
+    :data:`EXPIRED` (with ``Set-Cookie``: an old proxy must not serve one user's cookie to
+    another)."""
+    return [*_take(headers, "expires")[0], EXPIRED]
