@@ -82,11 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_lines(entries: list[Entry]) -> list[str]:
-    lines = [f"{'UTC':<20}{'ticket':<24}{'app':<12}{'node':<16}error"]
+    lines = [f"{'UTC':<20}{'ticket':<24}{'app':<12}{'node':<16}{'version':<12}error"]
     for item in entries:
         lines.append(
             f"{item.created:<20}{item.ticket_id:<24}{item.app[:11]:<12}"
-            f"{item.node[:15]:<16}{item.summary[:100]}"
+            f"{item.node[:15]:<16}{(item.version or '-')[:11]:<12}{item.summary[:100]}"
         )
     return lines
 
@@ -107,7 +107,10 @@ def show_lines(ticket: dict[str, Any]) -> list[str]:
     query = f"?{request['query']}" if request.get("query") else ""
     peer = request.get("peer", request["client"])  # older tickets have no peer
     via = f" via {peer}" if peer != request["client"] else ""
-    where = f"node {ticket.get('node', ticket['hostname'])}  host {ticket['hostname']}"
+    where = (
+        f"node {ticket.get('node', ticket['hostname'])}  host {ticket['hostname']}  "
+        f"version {ticket.get('version', '-')}"
+    )
     lines = [
         f"ticket {ticket['id']}  app {ticket['app']}  {ticket['created']}",
         f"{where}  pid {ticket['pid']}  request {ticket['request_id']}",

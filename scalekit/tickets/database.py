@@ -6,8 +6,9 @@ lists and summaries need without reading the JSON::
     ticket_id         string    the ticket's id; UNIQUE index (a re-run inserts nothing twice)
     ticket_data       text      the whole ticket, JSON
     created_datetime  datetime  when the error happened (naive UTC); indexed
-    app, hostname, node, error_type, location, summary   strings, from the ticket (node:
-                      NULL in rows of older versions: the hostname)
+    app, hostname, node, version, error_type, location, summary   strings, from the ticket
+                      (node: NULL in rows of older versions: the hostname; version: NULL
+                      in rows of older versions, and in those of tickets without one)
     occurrences       integer   identical failures counted on the ticket (NULL in rows of
                                 older versions: one)
 
@@ -47,6 +48,7 @@ _INSERT_COLUMNS = (
     "app",
     "hostname",
     "node",
+    "version",
     "error_type",
     "location",
     "summary",
@@ -64,6 +66,7 @@ _ENTRY_COLUMNS = (
     "created_datetime",
     "hostname",
     "node",
+    "version",
     "error_type",
     "location",
     "summary",
@@ -90,6 +93,7 @@ def ticket_fields() -> list[Field]:
         Field("app", length=64),
         Field("hostname", length=255),
         Field("node", length=255),
+        Field("version", length=128),
         Field("error_type", length=255),
         Field("location", length=512),
         Field("summary", length=512),
@@ -164,6 +168,7 @@ class DatabaseStore(TicketStore):
                 row.summary,
                 row.occurrences or 1,
                 row.node or row.hostname,
+                row.version or "",
             )
             for row in rows
         ]
@@ -308,6 +313,7 @@ def _row(ticket: dict[str, Any], raw: str) -> tuple[str, ...]:
         item.app[:64],
         item.hostname[:255],
         item.node[:255],
+        item.version[:128] or None,
         item.error_type[:255],
         item.location[:512],
         item.summary[:512],

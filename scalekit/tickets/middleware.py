@@ -5,11 +5,15 @@ client asks for it) that shows the ticket id and nothing else. Writing the ticke
 best-effort: if the store fails, that failure and the original error are both logged.
 A failure identical to one of the last ``repeat_window`` seconds in this process (same
 exception type and location) is counted on that ticket (its ``count``) instead of being
-written as a new one. Each ticket names the server (``node``) and the client's real address
-(``X-Forwarded-For`` believed from ``trusted_proxies`` only). ``error_page`` replaces the
-HTML page, as web2py's ``routes_onerror`` does: an HTML file with ``{{ticket}}`` and
-``{{request_id}}`` in it, or a callable ``(ticket_id, request_id) -> str``; if it fails,
-the built-in page is sent.
+written as a new one. Each ticket names the request's id, the server (``node``), the app's
+``version`` and the client's real address (``X-Forwarded-For`` believed from
+``trusted_proxies`` only). Behind :mod:`scalekit.frontend` the request id, node and version
+are the front end's (the ones its access log and ``X-Request-ID`` show), and the front end
+writes its own tickets (response too large, deadline passed) through the middleware's
+:meth:`~TicketMiddleware.capture`, which it finds in ``environ[TICKET_CAPTURE_KEY]``.
+``error_page`` replaces the HTML page, as web2py's ``routes_onerror`` does: an HTML file
+with ``{{ticket}}`` and ``{{request_id}}`` in it, or a callable
+``(ticket_id, request_id) -> str``; if it fails, the built-in page is sent.
 """
 
 from __future__ import annotations
@@ -24,17 +28,12 @@ from contextvars import Token
 from typing import Any
 
 from scalekit.core import context
+from scalekit.core.instance import app_version, node_name
 from scalekit.core.options import known_options
 from scalekit.core.scrub import scrub_text
 from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
-from scalekit.tickets.ticket import (
-    build,
-    node_name,
-    repeated,
-    request_id,
-    signature,
-    versions,
-)
+from scalekit.tickets.ticket import build, repeated, request_id, signature, versions
+from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, TICKET_CAPTURE_KEY, VERSION_KEY
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
 from scalekit.wsgi.http import prefers_json
 from scalekit.wsgi.pages import HTML, NO_STORE, fill, negotiated, page, read_template
@@ -63,14 +62,17 @@ class TicketMiddleware:
     identical failure within it of the ticket's first is counted on that ticket.
     ``error_page``: the path of an HTML file (read now; ``{{ticket}}`` and ``{{request_id}}``
     filled in) or an :data:`ErrorPage` callable, shown instead of the built-in page to
-    clients that do not ask for JSON. ``node``: this server's name in the tickets (default
-    ``$SCALEKIT_NODE``, else the host name). ``trusted_proxies``: addresses and networks of
-    the balancers whose ``X-Forwarded-For`` gives the client's address (see
+    clients that do not ask for JSON. ``node`` and ``version``: this server's name and the
+    app's version in the tickets (default: the front end's ``environ[NODE_KEY]`` and
+    ``environ[VERSION_KEY]``, else :func:`~scalekit.core.instance.node_name` and
+    :func:`~scalekit.core.instance.app_version`). ``trusted_proxies``: addresses and
+    networks of the balancers whose ``X-Forwarded-For`` gives the client's address (see
     :mod:`scalekit.wsgi.proxies`); without them the client is ``REMOTE_ADDR``.
 
-    The request's id (the incoming ``X-Request-ID`` if it is a sane token, else a new one)
-    is :data:`scalekit.core.context.request_id` until the response is closed; the error
-    page and the ticket show the same id.
+    The request's id (the front end's ``environ[REQUEST_ID_KEY]`` or the current
+    :data:`scalekit.core.context.request_id`, else the incoming ``X-Request-ID`` if it is a
+    sane token, else a new one) is that context variable and ``environ[REQUEST_ID_KEY]``
+    until the response is closed; the error page and the ticket show the same id.
     """
 
     @known_options()
@@ -83,9 +85,11 @@ class TicketMiddleware:
         error_page: str | ErrorPage | None = None,
         node: str | None = None,
         trusted_proxies: Iterable[str] | str = (),
+        version: str | None = None,
     ):
         self.app = app
-        self.node = node or node_name()
+        self.node, self.version = node, version  # None: the front end's, else this process's
+        self._instance = (node_name(), app_version())
         self.trusted_proxies = networks(trusted_proxies, "trusted_proxies")
         self.error_page = _template_page(error_page) if isinstance(error_page, str) else error_page
         self.store = open_store(store) if isinstance(store, str) else store
@@ -96,7 +100,9 @@ class TicketMiddleware:
         versions()  # read once now, not in the first failing request
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
-        request = request_id(environ)
+        request = environ.get(REQUEST_ID_KEY) or context.request_id.get() or request_id(environ)
+        environ[REQUEST_ID_KEY] = request
+        environ.setdefault(TICKET_CAPTURE_KEY, self.capture)  # an outer one covers more
         token = context.request_id.set(request)
         try:
             result = self.app(environ, start_response)
@@ -110,21 +116,26 @@ class TicketMiddleware:
             return result
         return _Guarded(result, self, environ, start_response, request, token)
 
-    def capture(self, exc: BaseException, environ: dict, request: str) -> str | None:
-        """Write the ticket of ``exc`` (or count it on the same failure's recent ticket); its
-        id, or None (logged) if it could not be written."""
+    def capture(self, exc: BaseException, environ: dict, request_id: str) -> str | None:
+        """Write the ticket of ``exc`` raised serving ``environ`` (or count it on the same
+        failure's recent ticket); its id, or None (logged) if it could not be written.
+
+        Safe from any thread: a deadline's watchdog calls it with an exception whose
+        traceback it built from the stuck thread's frames, while that thread runs on."""
         try:
             failure = signature(exc)
             ticket = self._count_repeat(failure)
             if ticket is None:
                 client = client_address(environ, self.trusted_proxies)
+                node, version = self._instance
                 ticket = build(
                     exc,
                     environ,
                     app_name=self.app_name,
-                    request_id=request,
-                    node=self.node,
+                    request_id=request_id,
+                    node=self.node or environ.get(NODE_KEY) or node,
                     client="" if client is None else str(client),
+                    version=self.version or environ.get(VERSION_KEY) or version,
                 )
                 self.store.save(ticket)
                 self._remember(failure, ticket)
@@ -264,8 +275,16 @@ def with_tickets(
     error_page: str | ErrorPage | None = None,
     node: str | None = None,
     trusted_proxies: Iterable[str] | str = (),
+    version: str | None = None,
 ) -> Callable[[Callable], Callable]:
     """Decorate one WSGI view so its errors become tickets, as ``TicketMiddleware`` does."""
     return per_view(
-        TicketMiddleware, store, app_name, repeat_window, error_page, node, trusted_proxies
+        TicketMiddleware,
+        store,
+        app_name,
+        repeat_window,
+        error_page,
+        node,
+        trusted_proxies,
+        version,
     )

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CorruptData
+from scalekit.core.instance import app_version, node_name
 from scalekit.core.scrub import MASK, SECRET_NAME, scrub_text
 
 SCHEMA_VERSION = 1
@@ -40,8 +41,6 @@ _NAME = re.compile(r"[\w.-]+")
 #: A masked value this short is not searched for elsewhere in the ticket.
 MIN_SECRET_VALUE = 6
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
-#: The environment variable naming this server in a cluster (``node1``); else the host name.
-NODE_VARIABLE = "SCALEKIT_NODE"
 MAX_FRAMES = 40
 CONTEXT_LINES = 2  # lines of code shown before and after each frame's line
 MAX_LOCALS = 40
@@ -60,11 +59,6 @@ def utc_text(at: float) -> str:
     seconds = int(at)
     micro = min(int((at - seconds) * 1e6), 999_999)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micro:06d}Z"
-
-
-def node_name() -> str:
-    """This server's name in tickets: ``$SCALEKIT_NODE``, else the host name."""
-    return os.environ.get(NODE_VARIABLE) or socket.gethostname()
 
 
 def request_id(environ: Mapping[str, Any]) -> str:
@@ -225,7 +219,9 @@ def _frames(tb: TracebackType | None, scrub: Scrubber) -> list[dict[str, Any]]:
         ]
         while context and not context[-1]:
             context.pop()
-        names = itertools.islice(frame.f_locals.items(), MAX_LOCALS)
+        # copied in one go: the frame may be running in another thread (a deadline's
+        # watchdog writes the stuck thread's ticket), changing its locals between reprs
+        names = itertools.islice(dict(frame.f_locals).items(), MAX_LOCALS)
         frames.append(
             {
                 "file": code.co_filename,
@@ -268,9 +264,12 @@ def build(
     request_id: str,
     node: str | None = None,
     client: str | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """The ticket of ``exc`` raised while serving ``environ`` on ``node`` (default
-    :func:`node_name`) for ``client`` (default ``REMOTE_ADDR``; "" if it cannot be told)."""
+    :func:`~scalekit.core.instance.node_name`) for ``client`` (default ``REMOTE_ADDR``; ""
+    if it cannot be told), the app at ``version`` (default
+    :func:`~scalekit.core.instance.app_version`)."""
     peer = str(environ.get("REMOTE_ADDR", ""))
     scrub = Scrubber()
     frames = _frames(exc.__traceback__, scrub)
@@ -299,6 +298,7 @@ def build(
         "created": utc_text(time.time()),
         "hostname": socket.gethostname(),
         "node": node or node_name(),
+        "version": version or app_version(),
         "pid": os.getpid(),
         "request_id": request_id,
         "count": 1,  # how many identical failures this ticket stands for (see repeated)
@@ -344,6 +344,7 @@ class Entry:
     summary: str
     count: int = 1  # identical failures counted on this ticket
     node: str = ""  # the server's name in its cluster (older tickets: the host name)
+    version: str = ""  # the app's deployed version ("" in tickets of older versions)
 
 
 @dataclass(frozen=True)
@@ -377,13 +378,14 @@ def entry(ticket: Any) -> Entry:
         created = time.strptime(ticket["created"], TIME_FORMAT)
         count = count_of(ticket)
         node = ticket.get("node") or fields[2]
-        if not isinstance(node, str):
-            raise TypeError("the node is not a string")
+        version = ticket.get("version") or ""
+        if not isinstance(node, str) or not isinstance(version, str):
+            raise TypeError("the node or the version is not a string")
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptData(f"not a valid ticket: {type(exc).__name__}: {exc}") from None
     when = time.strftime("%Y-%m-%d %H:%M:%S", created)
     return Entry(
-        fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5], count, node
+        fields[0], fields[1], when, fields[2], fields[3], fields[4], fields[5], count, node, version
     )
 
 

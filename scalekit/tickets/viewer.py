@@ -89,14 +89,14 @@ class _Page:
         rows = "".join(
             f"<tr><td>{_e(item.created)}</td>"
             f"<td>{self.link('/ticket/' + item.ticket_id, item.ticket_id)}</td>"
-            f"<td>{_e(item.app)}</td><td>{_e(item.node)}</td>"
+            f"<td>{_e(item.app)}</td><td>{_e(item.node)}</td><td>{_e(item.version)}</td>"
             f"<td>{_e(item.summary)}</td><td><code>{_e(item.location)}</code></td></tr>"
             for item in entries
         )
-        head = "<tr><th>UTC</th><th>ticket</th><th>app</th><th>node</th><th>error</th>"
+        head = "<tr><th>UTC</th><th>ticket</th><th>app</th><th>node</th><th>version</th>"
         return (
             f"{self.nav()}<p>{len(entries)} newest ticket(s)</p><table>{head}"
-            f"<th>where</th></tr>{rows}</table>"
+            f"<th>error</th><th>where</th></tr>{rows}</table>"
         )
 
     def summary(self, groups: list[Group]) -> str:
@@ -115,6 +115,7 @@ class _Page:
             "app": ticket.get("app"),
             "time (UTC)": ticket.get("created"),
             "node": ticket.get("node", ticket.get("hostname")),
+            "version": ticket.get("version", "-"),
             "host": ticket.get("hostname"),
             "pid": ticket.get("pid"),
             "request id": ticket.get("request_id"),

@@ -229,6 +229,6 @@ def test_a_web2py_ticket_table_gains_the_missing_columns(folder, postgres_url, t
     assert {ticket_id: row[1] for ticket_id, row in stored.items()} == {
         ticket["id"]: "shop" for ticket in tickets
     }
-    added = "app, hostname, node, error_type, location, summary, occurrences"
+    added = "app, hostname, node, version, error_type, location, summary, occurrences"
     upgrades = [r.getMessage() for r in caplog.records if "adding columns" in r.getMessage()]
     assert upgrades == [f"table {table}: adding columns {added}"]
