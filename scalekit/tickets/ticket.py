@@ -33,6 +33,7 @@ from scalekit.core.compat import renamed_keyword
 from scalekit.core.errors import CorruptData
 from scalekit.core.instance import app_version, node_name
 from scalekit.core.scrub import MASK, SECRET_NAME, scrub_text
+from scalekit.wsgi.environ import PEER_KEY
 
 SCHEMA_VERSION = 1
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,64}\Z")
@@ -269,8 +270,11 @@ def build(
     """The ticket of ``exc`` raised while serving ``environ`` on ``node`` (default
     :func:`~scalekit.core.instance.node_name`) for ``client`` (default ``REMOTE_ADDR``; ""
     if it cannot be told), the app at ``version`` (default
-    :func:`~scalekit.core.instance.app_version`)."""
-    peer = str(environ.get("REMOTE_ADDR", ""))
+    :func:`~scalekit.core.instance.app_version`). The ``peer`` it keeps is the TCP peer: the
+    front end's ``environ[PEER_KEY]`` when it corrected ``REMOTE_ADDR`` from a proxy's
+    headers, else ``REMOTE_ADDR``."""
+    remote = str(environ.get("REMOTE_ADDR", ""))
+    peer = str(environ.get(PEER_KEY) or remote)
     scrub = Scrubber()
     frames = _frames(exc.__traceback__, scrub)
     kind, location = signature(exc)
@@ -279,7 +283,7 @@ def build(
         "method": str(environ.get("REQUEST_METHOD", "")),
         "path": str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", "")),
         "query": scrub.query(str(environ.get("QUERY_STRING", ""))),
-        "client": peer if client is None else client,
+        "client": remote if client is None else client,
         "peer": peer,  # the proxy, when the client came through one
         "headers": scrub.headers(environ),
     }

@@ -19,6 +19,7 @@ from scalekit.core.instance import app_version, node_name
 from scalekit.tickets import FolderStore, TicketMiddleware, with_tickets
 from scalekit.wsgi.environ import (
     NODE_KEY,
+    PEER_KEY,
     REQUEST_ID_KEY,
     TICKET_CAPTURE_KEY,
     TICKET_KEY,
@@ -28,6 +29,7 @@ from tests.tickets.apps import app
 from tests.wsgi import Client
 
 FRONT_ID = "front-req.42"
+CLIENT = "198.51.100.7"  # the client's address a trusted proxy gave
 
 
 class TooLarge(Exception):
@@ -41,7 +43,8 @@ def front(inner: Callable, node: str = "node-f", version: str = "v7") -> Callabl
 
     def middleware(environ, start_response):
         environ.update({REQUEST_ID_KEY: FRONT_ID, "HTTP_X_REQUEST_ID": FRONT_ID,
-                        NODE_KEY: node, VERSION_KEY: version})  # fmt: skip
+                        NODE_KEY: node, VERSION_KEY: version,
+                        PEER_KEY: environ["REMOTE_ADDR"], "REMOTE_ADDR": CLIENT})  # fmt: skip
         token = context.request_id.set(FRONT_ID)
         try:
             body = b"".join(inner(environ, start_response))
@@ -80,6 +83,7 @@ def test_a_ticket_behind_the_front_end_has_its_request_id_node_and_version(folde
     assert response.status == 500 and response.header("X-Request-ID") == FRONT_ID
     ticket = folder.load(response.header("X-Ticket-ID"))
     assert (ticket["request_id"], ticket["node"], ticket["version"]) == (FRONT_ID, "node-f", "v7")
+    assert (ticket["request"]["client"], ticket["request"]["peer"]) == (CLIENT, "127.0.0.1")
 
 
 def test_explicit_node_and_version_win_and_without_a_front_end_the_process_decides(
