@@ -10,14 +10,31 @@ from a peer that is not a trusted proxy is ignored. Parse the setting once with
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from scalekit.core.errors import ConfigError
 
-__all__ = ["Address", "Network", "client_address", "networks", "parse_address", "within"]
+__all__ = [
+    "CUT",
+    "MAX_HOPS",
+    "Address",
+    "Network",
+    "client_address",
+    "client_hop",
+    "forwarded_hops",
+    "networks",
+    "parse_address",
+    "within",
+]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+#: Hops read from the right of a forwarding header; more proxies than this in a row is not a
+#: deploy, and the work per request stays bounded whatever a header holds.
+MAX_HOPS = 16
+#: The hop standing for the entries cut off on the left: not an address, so a walk that
+#: reaches it gives an unknown client, never the left-most proxy read.
+CUT = "unknown"
 
 
 def networks(values: Iterable[str] | str, setting: str) -> tuple[Network, ...]:
@@ -58,17 +75,35 @@ def within(address: Address, trusted: tuple[Network, ...]) -> bool:
     return any(address in net for net in trusted)
 
 
+def forwarded_hops(value: str) -> list[str]:
+    """The comma-separated entries of a forwarding header, stripped, empty ones dropped: at
+    most the last :data:`MAX_HOPS`, with :data:`CUT` first when there were more."""
+    entries = value.rsplit(",", MAX_HOPS)
+    hops = [entry.strip() for entry in entries[-MAX_HOPS:] if entry and not entry.isspace()]
+    if len(entries) > MAX_HOPS:
+        hops.insert(0, CUT)
+    return hops
+
+
+def client_hop(hops: Sequence[str], trusted: tuple[Network, ...]) -> tuple[int, Address | None]:
+    """The client's index in ``hops`` and its address: right to left, the first hop that is
+    not a trusted proxy (a hop that is not an address is not one: its address is None); when
+    every hop is, the left-most; ``(-1, None)`` when there are no hops (the peer itself is
+    the client)."""
+    address = None
+    for index in range(len(hops) - 1, -1, -1):
+        address = parse_address(hops[index])
+        if address is None or not within(address, trusted):
+            return index, address
+    return (0, address) if hops else (-1, None)
+
+
 def client_address(environ: dict, trusted_proxies: tuple[Network, ...] = ()) -> Address | None:
     """The client's address, ``X-Forwarded-For`` honoured only from ``trusted_proxies``
     (see the module docstring); None when it cannot be told (a malformed address)."""
     peer = parse_address(environ.get("REMOTE_ADDR", ""))
     if peer is None or not trusted_proxies or not within(peer, trusted_proxies):
         return peer
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
-    hops = [hop for hop in forwarded.split(",") if hop.strip()]
-    for hop in reversed(hops):
-        address = parse_address(hop)
-        if address is None or not within(address, trusted_proxies):
-            return address
-        peer = address
-    return peer  # every hop is a trusted proxy: the left-most one
+    hops = forwarded_hops(environ.get("HTTP_X_FORWARDED_FOR", ""))
+    index, address = client_hop(hops, trusted_proxies)
+    return peer if index < 0 else address

@@ -8,7 +8,14 @@ import ipaddress
 import pytest
 
 from scalekit.core.errors import ConfigError
-from scalekit.wsgi.proxies import client_address, networks
+from scalekit.wsgi.proxies import (
+    CUT,
+    MAX_HOPS,
+    client_address,
+    client_hop,
+    forwarded_hops,
+    networks,
+)
 
 TRUSTED = networks(["10.0.0.0/8", "192.168.1.7", "fd00::/8"], "trusted_proxies")
 CLIENT, STRANGER = "203.0.113.9", "198.51.100.66"
@@ -58,3 +65,20 @@ def test_the_setting_takes_addresses_and_networks_and_names_itself_when_wrong():
     assert networks([" 10.0.0.0/8 ", "::1"], "x")[1] == ipaddress.ip_network("::1/128")
     with pytest.raises(ConfigError, match="trusted_proxies: 'haproxy' is not an address"):
         networks(["10.0.0.1", "haproxy"], "trusted_proxies")
+
+
+def test_the_walk_reads_a_bounded_number_of_hops_and_never_guesses_past_them():
+    ours = ", ".join(["10.0.0.7"] * 1000)
+    assert client("10.0.0.2", f"{ours}, {CLIENT}") == CLIENT
+    assert client("10.0.0.2", ours) is None  # every hop read is ours: who sent it is unknown
+    assert client("10.0.0.2", ", ".join(["10.0.0.7"] * MAX_HOPS)) == "10.0.0.7"  # all read
+    hops = forwarded_hops(" , ".join(str(n) for n in range(1000)))
+    assert hops == [CUT, *(str(n) for n in range(1000 - MAX_HOPS, 1000))]
+    assert forwarded_hops(" a,, b ,") == ["a", "b"] and forwarded_hops("") == []
+
+
+def test_client_hop_gives_the_index_and_the_address_of_the_client():
+    assert client_hop([CLIENT, "10.0.0.3"], TRUSTED) == (0, ipaddress.ip_address(CLIENT))
+    assert client_hop(["10.0.0.4", "10.0.0.3"], TRUSTED) == (0, ipaddress.ip_address("10.0.0.4"))
+    assert client_hop([CLIENT, "_hidden", "10.0.0.3"], TRUSTED) == (1, None)
+    assert client_hop([], TRUSTED) == (-1, None)
