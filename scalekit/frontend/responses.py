@@ -1,0 +1,150 @@
+"""The response rules of the front end: the app's headers cleaned before they leave, the 500
+page it answers with itself, and the abort of a response that went wrong after its headers.
+
+Header hygiene (:func:`clean_headers`), in one pass over the app's headers:
+
+- hop-by-hop headers (``Connection``, ``Keep-Alive``, ``Proxy-Authenticate``,
+  ``Proxy-Authorization``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``) are the
+  server's to send, not the app's: dropped;
+- a header whose name is not an HTTP token, whose value is not printable ASCII (a CR or LF
+  would split the response), or a ``Content-Length`` that is not a number: dropped;
+  each drop is logged (``scalekit.frontend``, WARNING) with the header's name and the request
+  id, never its value (it could be a secret);
+- a response that sets a cookie gets ``Cache-Control: private`` (unless already private or
+  ``no-store``), ``Vary: Cookie`` and an ``Expires`` in the past, so no shared cache, not even
+  an HTTP/1.0 one, hands one user's cookie to another;
+- ``Content-Type`` defaults to ``text/html; charset=utf-8`` on every response that has a
+  body, ``HEAD`` included (it answers with ``GET``'s headers); not on 1xx, 204 and 304.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import logging
+import re
+import socket
+from collections.abc import Iterable
+
+from scalekit.core.errors import ScalekitError
+from scalekit.wsgi.headers import make_private, without_expiry
+from scalekit.wsgi.pages import HTML, negotiated
+
+__all__ = [
+    "HOP_BY_HOP",
+    "ResponseAborted",
+    "ResponseTooLarge",
+    "abort",
+    "bodiless",
+    "clean_headers",
+    "error_body",
+]
+
+log = logging.getLogger("scalekit.frontend")
+
+#: Response headers that concern one connection, sent by the server alone (RFC 9110 §7.6.1).
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+     "trailer", "transfer-encoding", "upgrade"}
+)  # fmt: skip
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")  # printable ASCII and tab: no CR, LF, NUL, DEL
+_SPECIAL = {
+    **dict.fromkeys(HOP_BY_HOP, "drop"),
+    "set-cookie": "cookie",
+    "content-type": "type",
+    "content-length": "length",
+}
+
+
+class ResponseTooLarge(ScalekitError):
+    """The app's response is over the front end's ``max_response_size``."""
+
+
+class ResponseAborted(ScalekitError):
+    """A response went wrong after its headers were sent: the server must drop the connection
+    (raised only when the server gave no socket to shut down)."""
+
+
+def bodiless(status: str) -> bool:
+    """True for a status that never has a body: 1xx, 204, 304."""
+    return status[0] == "1" or status[:3] in ("204", "304")
+
+
+def clean_headers(
+    status: str, headers: Iterable[tuple[str, str]], request_id: str, replaced: frozenset[str]
+) -> tuple[list[tuple[str, str]], int | None]:
+    """The app's ``headers`` by the rules of the module docstring, without those named in
+    ``replaced`` (lower case: the front end sends its own), and the declared
+    ``Content-Length`` (None if none)."""
+    kept = []
+    cookie = typed = False
+    length = None
+    for header in headers:
+        name, value = header
+        try:
+            lower = name.lower()
+            kind = _SPECIAL.get(lower)
+            good = (
+                kind != "drop"
+                and value.isascii()
+                and (value.isprintable() or _VALUE.fullmatch(value) is not None)
+                and _TOKEN.fullmatch(name) is not None
+            )
+        except (AttributeError, TypeError):  # not a str (PEP 3333 wants str)
+            good, lower = False, ""
+        if not good:
+            log.warning("response header %.80r dropped (request %s)", name, request_id)
+            continue
+        if lower in replaced:
+            continue
+        if kind is not None:
+            if kind == "cookie":
+                cookie = True
+            elif kind == "type":
+                typed = True
+            elif value.strip().isdigit():
+                length = int(value)
+            else:
+                log.warning("response header %r dropped (request %s)", name, request_id)
+                continue
+        kept.append(header)
+    if cookie:
+        kept = without_expiry(make_private(kept))
+    if not typed and not bodiless(status):
+        kept.append(("Content-Type", HTML))
+    return kept, length
+
+
+def error_body(accept: str, ticket: str | None, request_id: str) -> tuple[str, bytes]:
+    """The 500 page's content type and bytes (HTML, or JSON when ``accept`` prefers it): the
+    ticket and request ids, no details of what went wrong."""
+    document = {"error": "internal server error", "ticket": ticket, "request_id": request_id}
+    return negotiated(accept, document, lambda: _error_html(ticket, request_id))
+
+
+def _error_html(ticket: str | None, request_id: str) -> str:
+    said = (
+        f"<p>It was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
+        if ticket
+        else "<p>It was logged.</p>"
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
+        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
+        f"{said}<p>Request <code>{html.escape(request_id)}</code></p></body></html>"
+    )
+
+
+def abort(environ: dict, request_id: str) -> None:
+    """End a response whose headers are sent but whose body cannot be: the connection is
+    shut down (gunicorn's ``environ["gunicorn.socket"]``), so the client sees a truncated
+    response, not a short one that looks whole; :class:`ResponseAborted` for a server that
+    gave no socket (it drops the connection on an error in the body)."""
+    connection = environ.get("gunicorn.socket")
+    if connection is None:
+        raise ResponseAborted(
+            f"response of request {request_id} aborted after its headers"
+        ) from None  # the error that led here is logged: not again, unscrubbed, by the server
+    with contextlib.suppress(OSError):  # the client is gone already
+        connection.shutdown(socket.SHUT_RDWR)
