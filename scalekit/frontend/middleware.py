@@ -11,7 +11,9 @@ closes the response.
 A finished body (a list) takes the short path: checked, compressed in one go, given a
 ``Content-Length``, and logged before it is returned. Any other body is passed on chunk by
 chunk by one wrapper, the headers held until its first chunk (so that a body failing or
-too large before it said anything still becomes a 500 page).
+too large before it said anything still becomes a 500 page); but the server's own
+``wsgi.file_wrapper`` with a ``Content-Length`` and nothing to compress is handed back as it
+is, so that the server can still ``sendfile`` it.
 """
 
 from __future__ import annotations
@@ -132,6 +134,11 @@ class FrontendMiddleware:
             raise
         if type(result) is list and not exchange.sent:  # (sent: the app used write())
             return exchange.finished(result)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and type(result) is wrapper and not exchange.sent:
+            passed = exchange.file(result)
+            if passed is not None:
+                return passed
         return _Streamed(result, exchange)
 
 
@@ -186,6 +193,31 @@ class _Exchange:
             return self.failed(exc)
         finally:
             self.close()
+
+    def file(self, body: Any) -> Any:
+        """The server's ``wsgi.file_wrapper`` passed on as it is (so the server can use
+        ``sendfile``), its ``close()`` ending the request, when it needs nothing done to it:
+        not compressed, its declared length within the limit. Else None: it is streamed."""
+        headers, declared = self.prepared(None)
+        if self.encoder is not None or declared is None or declared > self.frontend.limit:
+            self.encoder = None
+            return None
+        closing = getattr(body, "close", None)
+
+        def close() -> None:
+            try:
+                if closing is not None:
+                    closing()
+            finally:
+                self.close()
+
+        try:
+            body.close = close
+        except AttributeError:  # a wrapper class that takes no attribute: streamed
+            return None
+        self.send(headers)
+        self.produced = self.sent_bytes = declared
+        return body
 
     def opened(self, first: int) -> list[bytes] | None:
         """Send the headers of a streamed body whose first chunk is ``first`` bytes long;

@@ -7,7 +7,9 @@ import gzip
 import http.client
 import json
 import logging
+import os
 import socket
+import wsgiref.util
 
 import pytest
 
@@ -23,9 +25,19 @@ from tests.gunicorn import gunicorn
 LIMIT = 64 << 10
 OPTIONS = {"access_log": None, "compress": False, "deadline": None}
 
-#: ``app`` behind the front end, as the ``served`` gunicorn runs it.
+
+def files(environ, start_response):
+    """``app``, and ``/file``: this test file through the server's ``wsgi.file_wrapper``."""
+    if environ["PATH_INFO"] != "/file":
+        return app(environ, start_response)
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(os.path.getsize(__file__)))])  # fmt: skip
+    return environ["wsgi.file_wrapper"](open(__file__, "rb"), 4096)  # closed by the server
+
+
+#: ``files`` behind the front end, as the ``served`` gunicorn runs it.
 application = FrontendMiddleware(
-    app, max_response_size=LIMIT, node="node-test", node_header=True, version="v-test",
+    files, max_response_size=LIMIT, node="node-test", node_header=True, version="v-test",
     deadline=20.0,
 )  # fmt: skip
 
@@ -176,6 +188,28 @@ def test_the_legacy_write_goes_through_the_same_checks():
     response = call(FrontendMiddleware(view, **OPTIONS))
     assert response.body == b"written returned" and response.header("Connection") is None
     assert response.header("X-Request-ID")
+
+
+def test_a_file_wrapper_is_handed_to_the_server_as_it_is(caplog):
+    caplog.set_level(logging.INFO, "scalekit.access")
+    environ = make_environ("/file")
+    environ["wsgi.file_wrapper"] = wsgiref.util.FileWrapper
+    body = FrontendMiddleware(files, deadline=None)(environ, lambda *args: None)
+    assert type(body) is wsgiref.util.FileWrapper
+    with open(__file__, "rb") as file:
+        assert b"".join(body) == file.read()
+    assert not access_records(caplog)
+    body.close()
+    [record] = access_records(caplog)
+    assert record["bytes"] == os.path.getsize(__file__) and body.filelike.closed
+    assert context.request_id.get() is None
+
+
+def test_a_file_under_gunicorn(served):
+    response = get(served, "/file")
+    with open(__file__, "rb") as file:
+        assert response.read() == file.read()
+    assert response.getheader("X-Request-ID")
 
 
 # -- size limit ------------------------------------------------------------------------------
