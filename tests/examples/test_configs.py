@@ -51,8 +51,9 @@ def test_haproxy_config_is_valid(name, tmp_path):
     assert "Configuration file is valid" in output
 
 
-def test_nginx_reverse_proxy_config_is_valid(tmp_path):
-    nginx = NginxServer(read("nginx-proxy.conf"))
+@pytest.mark.parametrize("name", ["nginx-proxy.conf", "nginx.conf"])
+def test_nginx_config_is_valid(name, tmp_path):
+    nginx = NginxServer(read(name))
     nginx.workdir = str(tmp_path)
     check([*nginx.command(), "-t"])
 
@@ -61,7 +62,7 @@ class ProxyApache(ApacheServer):
     """Apache with the modules examples/apache-proxy.conf needs."""
 
     modules = (*ApacheServer.modules, "proxy", "proxy_http", "proxy_balancer",
-               "lbmethod_byrequests", "slotmem_shm")  # fmt: skip
+               "lbmethod_byrequests", "slotmem_shm", "unique_id")  # fmt: skip
 
 
 def test_apache_reverse_proxy_config_is_valid(tmp_path):

@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
+import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -63,6 +65,14 @@ def _view(environ: dict, start_response) -> list[bytes]:
     return [body.encode()]
 
 
+def _headers(environ: dict, start_response) -> list[bytes]:
+    """/headers: the forwarding headers and the request id the balancer sent, as JSON."""
+    names = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+             "HTTP_FORWARDED", "HTTP_X_REQUEST_ID", "HTTP_HOST")  # fmt: skip
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({name: environ.get(name) for name in names}).encode()]
+
+
 def _healthz(environ: dict, start_response) -> list[bytes]:
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [b"ok"]
@@ -72,6 +82,8 @@ def app(environ: dict, start_response) -> list[bytes]:
     """The WSGI app gunicorn serves on each node (``tests.examples.test_proxies:app``)."""
     if environ["PATH_INFO"] == "/healthz":  # no log line: haproxy checks every second
         return _healthz(environ, start_response)
+    if environ["PATH_INFO"] == "/headers":
+        return _headers(environ, start_response)
     return _sessions()(environ, start_response)
 
 
@@ -84,7 +96,7 @@ def _sessions() -> SessionMiddleware:
 
 # -- fixtures ----------------------------------------------------------------------------
 @contextlib.contextmanager
-def _process(command: list[str], env: dict[str, str], log: str) -> Iterator[None]:
+def process(command: list[str], env: dict[str, str], log: str) -> Iterator[None]:
     with open(log, "ab") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
@@ -99,7 +111,7 @@ def _process(command: list[str], env: dict[str, str], log: str) -> Iterator[None
             process.wait()
 
 
-def _wait_answering(connect, log: str) -> None:
+def wait_answering(connect, log: str) -> None:
     deadline = time.monotonic() + 30
     while True:
         with contextlib.suppress(OSError):
@@ -133,15 +145,15 @@ def nodes(folder) -> Iterator[dict[str, int]]:
             command = [GUNICORN, "-c", "examples/gunicorn.conf.py", "--pythonpath", ROOT,
                        "tests.examples.test_proxies:app"]  # fmt: skip
             log = str(folder / f"{name}.log")
-            stack.enter_context(_process(command, env, log))
-            _wait_answering(lambda port=port: http.client.HTTPConnection("127.0.0.1", port), log)
+            stack.enter_context(process(command, env, log))
+            wait_answering(lambda port=port: http.client.HTTPConnection("127.0.0.1", port), log)
         yield ports
 
 
-def _haproxy(folder, name: str, config: str) -> contextlib.AbstractContextManager[None]:
+def run_haproxy(folder, name: str, config: str) -> contextlib.AbstractContextManager[None]:
     path = folder / f"{name}.cfg"
     path.write_text(config.replace("timeout server 30s", f"timeout server {SERVER_TIMEOUT}s"))
-    return _process([find_binary("haproxy"), "-db", "-f", str(path)], dict(os.environ),
+    return process([find_binary("haproxy"), "-db", "-f", str(path)], dict(os.environ),
                     str(folder / f"{name}.log"))  # fmt: skip
 
 
@@ -173,8 +185,8 @@ def plain(request, folder, nodes) -> Iterator[int]:
             yield server.port
         return
     port = free_port()
-    with _haproxy(folder, name, haproxy_config(name, port=port, nodes=nodes)):
-        _wait_answering(lambda: http.client.HTTPConnection("127.0.0.1", port),
+    with run_haproxy(folder, name, haproxy_config(name, port=port, nodes=nodes)):
+        wait_answering(lambda: http.client.HTTPConnection("127.0.0.1", port),
                         str(folder / f"{name}.log"))  # fmt: skip
         yield port
 
@@ -187,8 +199,8 @@ def tls(folder, nodes) -> Iterator[tuple[int, int, ssl.SSLContext]]:
     certificate, pem = make_certificate(str(folder))
     config = haproxy_config(port=port, nodes=nodes, tls=(tls_port, pem))
     context = ssl.create_default_context(cafile=certificate)
-    with _haproxy(folder, "tls", config):
-        _wait_answering(
+    with run_haproxy(folder, "tls", config):
+        wait_answering(
             lambda: http.client.HTTPSConnection("127.0.0.1", tls_port, context=context),
             str(folder / "tls.log"),
         )
@@ -264,3 +276,17 @@ def test_over_plain_http_a_client_cannot_claim_https(plain):
     status, headers, body = request(connection, "GET", "/session", **claims)
     assert status == 200 and "Secure" not in session_cookie(headers)
     assert body.split()[1:] == ["http", "127.0.0.1"]
+
+
+# -- point: the balancer sends what scalekit.frontend reads, and nothing of the client's -----
+def test_the_balancer_replaces_the_client_s_forwarding_headers_and_sends_a_request_id(plain):
+    connection = http.client.HTTPConnection("127.0.0.1", plain)
+    claims = {"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Proto": "https",
+              "X-Forwarded-Host": "evil.example", "Forwarded": "for=203.0.113.9;proto=https",
+              "X-Request-ID": "chosen-by-the-client"}  # fmt: skip
+    status, _, body = request(connection, "GET", "/headers", **claims)
+    seen = json.loads(body)
+    assert status == 200 and seen["HTTP_FORWARDED"] is None
+    assert (seen["HTTP_X_FORWARDED_FOR"], seen["HTTP_X_FORWARDED_PROTO"]) == ("127.0.0.1", "http")
+    assert seen["HTTP_X_FORWARDED_HOST"] == f"127.0.0.1:{plain}"  # the Host the client sent
+    assert re.fullmatch(r"[0-9A-Za-z@_-]{20,40}", seen["HTTP_X_REQUEST_ID"])  # the balancer's
