@@ -42,10 +42,11 @@ application = FrontendMiddleware(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def served():
-    """The port of a gunicorn serving :data:`application` (one worker, two threads)."""
-    with gunicorn("tests.frontend.test_middleware:application", {}, workers=1) as port:
+@pytest.fixture(scope="module", params=[1, 2], ids=["sync", "gthread"])
+def served(request):
+    """The port of a gunicorn serving :data:`application`: one worker, sync or threaded."""
+    app_path = "tests.frontend.test_middleware:application"
+    with gunicorn(app_path, {}, workers=1, threads=request.param) as port:
         yield port
 
 
