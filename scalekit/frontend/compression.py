@@ -248,7 +248,7 @@ class Compression:
             return headers, None
         headers = [_weakened(h) for h in headers if h[0].lower() != "content-length"]
         headers.append(("Content-Encoding", coding))
-        padding = secrets.randbelow(self.max_random_bytes + 1) if self.max_random_bytes else 0
+        padding = secrets.randbelow(self.max_random_bytes) if self.max_random_bytes else 0
         if coding == "br":
             return headers, BrotliEncoder(self.brotli_quality, padding)
         return headers, GzipEncoder(self.gzip_level, padding)

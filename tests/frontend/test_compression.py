@@ -10,11 +10,14 @@ import brotli
 import pytest
 
 from scalekit.core.errors import ConfigError
+from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.compression import Compression, available_encodings
 from scalekit.wsgi.http import etag_matches, parse_etags
+from tests.frontend.conftest import call, make_environ
 
 BODY = b"<html><body>" + b"".join(b"<p>row %d of the table</p>\n" % i for i in range(400))
 SIZE = len(BODY)
+OPTIONS = {"access_log": None, "deadline": None}
 HTML = ("Content-Type", "text/html; charset=utf-8")
 
 
@@ -214,65 +217,36 @@ def etag_app(environ, start_response):
     return [BODY]
 
 
-def compressing(app, compression):
-    """A small WSGI layer driving Compression the way FrontendMiddleware does."""
-
-    def layer(environ, start_response):
-        compression.prepare(environ)
-        held = {}
-
-        def hold(status, headers, exc_info=None):
-            held.update(status=status, headers=headers)
-
-        body = app(environ, hold)
-        length = next((int(v) for n, v in held["headers"] if n.lower() == "content-length"),
-                      len(b"".join(body)) if isinstance(body, list) else None)  # fmt: skip
-        headers, encoder = compression.respond(environ, held["status"], held["headers"], length)
-        if encoder is None:
-            start_response(held["status"], headers)
-            return body
-        if isinstance(body, list):
-            data = encoder.whole(b"".join(body))
-            start_response(held["status"], [*headers, ("Content-Length", str(len(data)))])
-            return [data]
-        start_response(held["status"], headers)
-        return streamed(body, encoder)
-
-    return layer
-
-
-def streamed(body, encoder):
-    """Each chunk sent as soon as the app yields it (never buffered)."""
-    for chunk in body:
-        yield encoder.chunk(chunk)
-    yield encoder.finish()
-
-
-def call(app, **environ):
-    result = {}
-
-    def start_response(status, headers, exc_info=None):
-        result.update(status=status, headers=headers)
-
-    body = b"".join(app({"REQUEST_METHOD": "GET", **environ}, start_response))
-    return result["status"], result["headers"], body
-
-
 def test_the_apps_304_still_answers_a_weakened_etag():
-    app = compressing(etag_app, Compression())
-    status, headers, body = call(app, HTTP_ACCEPT_ENCODING="gzip")
-    assert status == "200 OK" and gzip.decompress(body) == BODY
-    assert header(headers, "Content-Length") == str(len(body))
-    etag = header(headers, "ETag")
+    app = FrontendMiddleware(etag_app, **OPTIONS)
+    response = call(app, headers={"Accept-Encoding": "gzip"})
+    assert response.status == 200 and gzip.decompress(response.body) == BODY
+    assert response.header("Content-Length") == str(len(response.body))
+    etag = response.header("ETag")
     assert etag == 'W/"v1"'
-    status, headers, _ = call(app, HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=etag)
-    assert status == "304 Not Modified"
-    assert header(headers, "ETag") == 'W/"v1"'  # the tag the client holds
+    response = call(app, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
+    assert response.status == 304
+    assert response.header("ETag") == 'W/"v1"'  # the tag the client holds
     # without compression nothing is rewritten: the strong tag is the app's business
-    status, headers, _ = call(app, HTTP_IF_NONE_MATCH='"v1"')
-    assert status == "304 Not Modified" and header(headers, "ETag") == '"v1"'
-    status, _, _ = call(app, HTTP_IF_NONE_MATCH=etag)
-    assert status == "200 OK"
+    response = call(app, headers={"If-None-Match": '"v1"'})
+    assert response.status == 304 and response.header("ETag") == '"v1"'
+    assert call(app, headers={"If-None-Match": etag}).status == 200
+
+
+def test_through_the_middleware_a_stream_is_sent_as_it_is_made():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/event-stream")])
+        for n in range(3):
+            yield b"data: %d\n\n" % n
+            assert decoded == n + 1  # the server had this event before the next is made
+
+    decoded = 0
+    decoder = brotli.Decompressor()
+    environ = make_environ(headers={"Accept-Encoding": "br"})
+    for out in FrontendMiddleware(app, **OPTIONS)(environ, lambda status, headers: None):
+        if decoder.process(out):
+            decoded += 1
+    assert decoder.is_finished() and decoded == 3
 
 
 def test_if_none_match_rewritten_by_tags_malformed_left_alone():

@@ -14,8 +14,8 @@ import zlib
 import brotli
 import pytest
 
-from scalekit.frontend.compression import Compression
-from tests.frontend.test_compression import BODY, HTML, compressing
+from scalekit.frontend import FrontendMiddleware
+from tests.frontend.test_compression import BODY, HTML
 from tests.gunicorn import gunicorn
 
 GATE = "COMPRESSION_GATE"  # a folder: /events waits for the file its ?gate= names
@@ -51,7 +51,7 @@ def events(gate: str):
     yield from EVENTS[1:]
 
 
-application = compressing(app, Compression())
+application = FrontendMiddleware(app, access_log=None)
 
 
 @pytest.fixture(scope="module", params=["sync", "gthread"])
