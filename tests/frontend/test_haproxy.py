@@ -17,7 +17,9 @@ import functools
 import http.client
 import json
 import os
+import re
 import ssl
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -25,7 +27,8 @@ from pydal import DAL, Field
 
 from examples.cluster import haproxy_config
 from scalekit.db import DBMiddleware, ReplicaSet, current
-from scalekit.frontend.forwarded import FORWARDING_HEADERS, Forwarding, strip_hop_by_hop
+from scalekit.frontend import FrontendMiddleware
+from scalekit.frontend.forwarded import FORWARDING_HEADERS
 from scalekit.maintenance import MaintenanceMiddleware, State, open_flag
 from scalekit.sessions import SessionMiddleware
 from scalekit.tickets import FolderStore, TicketMiddleware
@@ -77,14 +80,7 @@ def _site():
     tickets = TicketMiddleware(dispatch, FolderStore(f"{folder}/errors"), repeat_window=0)
     maintenance = MaintenanceMiddleware(tickets, f"file://{folder}/flag", allow=[ALLOWED],
                                         cache_seconds=0, exempt=("/healthz",))  # fmt: skip
-    forwarding = Forwarding([PROXY])
-
-    def frontend(environ: dict, start_response):
-        forwarding.apply(environ)
-        strip_hop_by_hop(environ)
-        return maintenance(environ, start_response)
-
-    return frontend
+    return FrontendMiddleware(maintenance, trusted_proxies=[PROXY])
 
 
 def app(environ: dict, start_response):
@@ -185,6 +181,17 @@ def test_a_client_s_spoofed_forwarding_headers_are_ignored(balancers):
     assert "HTTP_FORWARDED" not in seen["forwarding"]
     _, _, seen = call(https(tls_port, context, OTHER), "/seen", **SPOOFS)
     assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"]) == (OTHER, "https")
+
+
+def test_haproxy_s_request_id_is_the_app_s_and_in_haproxy_s_log_line(balancers, folder):
+    _, tls_port, context = balancers
+    _, headers, _ = call(https(tls_port, context), "/seen", **{"X-Request-ID": "mine-123"})
+    request_id = headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12}", request_id)  # not mine
+    deadline = time.monotonic() + 5  # haproxy writes its line once the response is sent
+    while request_id not in (folder / "tls.log").read_text():
+        assert time.monotonic() < deadline, "haproxy did not log the request id"
+        time.sleep(0.05)
 
 
 def test_a_client_reaching_the_node_directly_is_not_believed_either(node):
