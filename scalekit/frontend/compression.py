@@ -12,10 +12,11 @@ An :class:`Encoder` compresses one response: a finished body in one call (``whol
 streamed one chunk by chunk, each flushed (``chunk``), so a client decodes every chunk as it
 arrives — ``text/event-stream`` included.
 
-BREACH: every compressed response carries 0..``max_random_bytes`` bytes of padding, its
-length drawn from :mod:`secrets` — in gzip's file-name field (as Django does), in a brotli
-metadata block (skipped by decoders) — so the length an attacker measures is noisy: more
-requests per guessed byte, not none. It does not make secrets in a compressed page safe.
+BREACH: every compressed response carries 0 to ``max_random_bytes - 1`` bytes of padding
+(``max_random_bytes=100`` by default, as Django), its length drawn from :mod:`secrets` — in
+gzip's file-name field (as Django does), in a brotli metadata block (skipped by decoders) —
+so the length an attacker measures is noisy: more requests per guessed byte, not none. It
+does not make secrets in a compressed page safe.
 """
 
 from __future__ import annotations
@@ -226,8 +227,8 @@ class Compression:
             self.prepare(environ)
         coding, rewritten = environ[_STATE_KEY]
         if status.startswith(_SKIPPED_STATUS) or environ.get("REQUEST_METHOD") == "HEAD":
-            if rewritten and status.startswith("304"):
-                return [_weakened(h) for h in headers], None  # the ETag the client holds
+            if rewritten and status.startswith("304"):  # what the client's copy was sent with
+                return add_vary([_weakened(h) for h in headers], "Accept-Encoding"), None
             return headers, None
         content_type = ""
         transform = True

@@ -3,6 +3,7 @@ streaming flushes and the BREACH padding, on the classes and through a WSGI stac
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zlib
 
@@ -227,6 +228,7 @@ def test_the_apps_304_still_answers_a_weakened_etag():
     response = call(app, headers={"Accept-Encoding": "gzip", "If-None-Match": etag})
     assert response.status == 304
     assert response.header("ETag") == 'W/"v1"'  # the tag the client holds
+    assert response.header("Vary") == "Accept-Encoding"
     # without compression nothing is rewritten: the strong tag is the app's business
     response = call(app, headers={"If-None-Match": '"v1"'})
     assert response.status == 304 and response.header("ETag") == '"v1"'
@@ -243,9 +245,11 @@ def test_through_the_middleware_a_stream_is_sent_as_it_is_made():
     decoded = 0
     decoder = brotli.Decompressor()
     environ = make_environ(headers={"Accept-Encoding": "br"})
-    for out in FrontendMiddleware(app, **OPTIONS)(environ, lambda status, headers: None):
-        if decoder.process(out):
-            decoded += 1
+    body = FrontendMiddleware(app, **OPTIONS)(environ, lambda status, headers: None)
+    with contextlib.closing(body):  # closing ends the request (its context variables)
+        for out in body:
+            if decoder.process(out):
+                decoded += 1
     assert decoder.is_finished() and decoded == 3
 
 
