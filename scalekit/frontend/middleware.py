@@ -128,7 +128,10 @@ class FrontendMiddleware:
         try:
             result = self.app(environ, exchange)
         except Exception as exc:  # noqa: BLE001 - nothing but a 500 page reaches the client
-            return exchange.failed(exc)
+            try:
+                return exchange.failed(exc)
+            finally:
+                exchange.close()
         except BaseException:
             exchange.close()
             raise

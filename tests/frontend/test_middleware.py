@@ -50,6 +50,14 @@ def served(request):
         yield port
 
 
+@pytest.fixture(autouse=True)
+def outside_a_request():
+    """Each test starts outside a request, whatever an earlier test left in the context."""
+    token = context.request_id.set(None)
+    yield
+    context.request_id.reset(token)
+
+
 def get(port: int, path: str, headers: dict | None = None) -> http.client.HTTPResponse:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     connection.request("GET", path, headers=headers or {})
@@ -306,9 +314,11 @@ def test_a_finished_body_over_the_limit_under_gunicorn(served):
 
 # -- an escaping exception -------------------------------------------------------------------
 def test_an_escaping_exception_is_a_500_page_without_details(caplog):
-    caplog.set_level(logging.ERROR, "scalekit.frontend")
-    response = call(FrontendMiddleware(app, **OPTIONS), "/boom")
-    assert response.status == 500
+    caplog.set_level(logging.INFO)
+    response = call(FrontendMiddleware(app, access_log="json", compress=False), "/boom")
+    assert response.status == 500 and context.request_id.get() is None
+    [record] = access_records(caplog)
+    assert record["status"] == 500 and record["level"] == "ERROR"
     assert b"boom" not in response.body and b"Traceback" not in response.body
     assert response.header("X-Request-ID").encode() in response.body
     assert "RuntimeError" in caplog.text and "Traceback" in caplog.text
