@@ -106,6 +106,8 @@ class FrontendMiddleware:
         self.limit = max_response_size
         self.node = header_value(node or node_name(), "node")
         self.version = header_value(version or app_version(), "version")
+        if node_header and not self.node.isascii():
+            raise ConfigError(f"node={self.node!r}: X-Node needs an ASCII name")
         self.added = [("X-Node", self.node)] if node_header else []
         self.replaced = frozenset({"x-request-id", *(n.lower() for n, _ in self.added)})
         install_log_records()
@@ -219,15 +221,16 @@ class _Exchange:
         except AttributeError:  # a wrapper class that takes no attribute: streamed
             return None
         self.send(headers)
-        self.produced = self.sent_bytes = declared
+        self.produced = self.sent_bytes = 0 if self.head_or_bodiless() else declared
         return body
 
-    def opened(self, first: int) -> list[bytes] | None:
-        """Send the headers of a streamed body whose first chunk is ``first`` bytes long;
-        the 500 page to send instead when the body is too large already."""
+    def opened(self, first: int, length: int | None = None) -> list[bytes] | None:
+        """Send the headers of a streamed body whose first chunk is ``first`` bytes long
+        (``length``: the whole body's, when it ended already); the 500 page to send instead
+        when the body is too large already."""
         if first > self.frontend.limit:
             return self.too_large(first)
-        headers, declared = self.prepared(None)
+        headers, declared = self.prepared(length)
         if declared is not None and declared > self.frontend.limit:
             return self.too_large(declared)
         self.send(headers)
@@ -396,7 +399,7 @@ class _Streamed(ClosingBody):
                     yield out
             else:
                 if not exchange.sent:
-                    replaced = exchange.opened(0)
+                    replaced = exchange.opened(0, 0)  # an empty body
                     if replaced is not None:
                         yield from replaced
                         return

@@ -188,6 +188,13 @@ def test_a_streamed_body_is_compressed_chunk_by_chunk():
     assert gzip.decompress(b"".join(data)) == b"".join(b"line %d\n" % n for n in range(100))
 
 
+def test_an_empty_stream_is_sent_empty_and_uncompressed():
+    front = FrontendMiddleware(app, access_log=None, deadline=None)
+    response = call(front, "/stream?chunks=0", headers={"Accept-Encoding": "gzip"})
+    assert response.status == 200 and response.body == b""
+    assert response.header("Content-Encoding") is None
+
+
 def test_the_legacy_write_goes_through_the_same_checks():
     def view(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "x")])
@@ -376,6 +383,7 @@ def test_with_frontend_on_one_view():
         {"max_response_size": True},
         {"compress": False, "min_size": 100},
         {"node": "web\r\nX-Evil: 1"},
+        {"node": "nœud", "node_header": True},
         {"trusted_proxies": ["not-an-address"]},
         {"no_such_option": 1},
     ],
