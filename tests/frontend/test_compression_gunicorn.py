@@ -1,12 +1,15 @@
 """Compression under a real gunicorn (sync and gthread workers), decoded by real clients:
-curl ``--compressed`` for gzip and brotli, an event stream read as it arrives, ETag/304.
+curl ``--compressed`` and Chromium for gzip and brotli, an event stream read as it arrives,
+ETag/304.
 
-The module is also the app gunicorn serves (``application``)."""
+The module is also the app gunicorn serves (``application``): ``/gzip/...`` behind a front
+end offering gzip only, the rest behind the default one (brotli first)."""
 
 from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import subprocess
 import time
 import zlib
@@ -18,6 +21,7 @@ from scalekit.frontend import FrontendMiddleware
 from tests.frontend.test_compression import BODY, HTML
 from tests.gunicorn import gunicorn
 
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 GATE = "COMPRESSION_GATE"  # a folder: /events waits for the file its ?gate= names
 EVENTS = [b"data: first %s\n\n" % (b"x" * 600), b"data: second\n\n", b"data: third\n\n"]
 
@@ -34,6 +38,10 @@ def app(environ, start_response):
     if path == "/stream":
         start_response("200 OK", [("Content-Type", "text/html")])
         return (BODY[i : i + 1000] for i in range(0, len(BODY), 1000))
+    if path == "/echo":  # what the client accepts, in a page worth compressing
+        start_response("200 OK", [HTML])
+        accepted = environ.get("HTTP_ACCEPT_ENCODING", "").encode()
+        return [b'<html><body><p id="accepted">%s</p>%s</body></html>' % (accepted, BODY)]
     if path == "/events":
         start_response("200 OK", [("Content-Type", "text/event-stream")])
         return events(os.path.join(os.environ[GATE], environ["QUERY_STRING"]))
@@ -51,7 +59,15 @@ def events(gate: str):
     yield from EVENTS[1:]
 
 
-application = FrontendMiddleware(app, access_log=None)
+default = FrontendMiddleware(app, access_log=None)
+gzip_only = FrontendMiddleware(app, access_log=None, encodings=["gzip"])
+
+
+def application(environ, start_response):
+    if environ["PATH_INFO"].startswith("/gzip/"):
+        environ["PATH_INFO"] = environ["PATH_INFO"].removeprefix("/gzip")
+        return gzip_only(environ, start_response)
+    return default(environ, start_response)
 
 
 @pytest.fixture(scope="module", params=["sync", "gthread"])
@@ -123,3 +139,19 @@ def test_etag_and_if_none_match_give_304_through_the_server(server):
     assert status == b"304"
     headers, body = curl(url + "/page", "-H", f"If-None-Match: {headers['etag']}")
     assert headers["etag"] == '"v1"' and body == BODY  # identity: the strong tag
+
+
+@pytest.mark.parametrize(("prefix", "coding"), [("", "br"), ("/gzip", "gzip")])
+def test_chromium_renders_the_compressed_page(server, tmp_path, prefix, coding):
+    url, _ = server
+    headers, _ = curl(url + prefix + "/echo", "--compressed")
+    assert headers["content-encoding"] == coding
+    done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
+                           "--no-first-run", "--disable-background-networking",
+                           "--disable-component-update", "--disable-sync",
+                           f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                           url + prefix + "/echo"],
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    accepted = done.stdout.partition('<p id="accepted">')[2].partition("</p>")[0]
+    assert "br" in accepted.replace(" ", "").split(","), done.stderr[-2000:]
+    assert done.stdout.count("of the table</p>") == BODY.count(b"of the table</p>")
