@@ -273,6 +273,14 @@ def test_a_response_over_the_limit_is_a_500_with_a_ticket(path):
     assert ticket_request == request
 
 
+def test_the_limit_counts_the_apps_bytes_before_compression():
+    front = FrontendMiddleware(app, max_response_size=1024, access_log=None, deadline=None)
+    squeezed = call(front, "/big?n=1025", headers={"Accept-Encoding": "gzip"})
+    assert squeezed.status == 500 and squeezed.header("Content-Encoding") is None
+    fits = call(front, "/big?n=1024", headers={"Accept-Encoding": "gzip"})
+    assert fits.status == 200 and gzip.decompress(fits.body) == b"x" * 1024
+
+
 def test_over_the_limit_without_tickets_the_500_page_is_html_and_the_error_logged(caplog):
     caplog.set_level(logging.ERROR, "scalekit.frontend")
     front = FrontendMiddleware(app, max_response_size=1024, **OPTIONS)
