@@ -202,8 +202,12 @@ class _Exchange:
     def file(self, body: Any) -> Any:
         """The server's ``wsgi.file_wrapper`` passed on as it is (so the server can use
         ``sendfile``), its ``close()`` ending the request, when it needs nothing done to it:
-        not compressed, its declared length within the limit. Else None: it is streamed."""
-        headers, declared = self.prepared(None)
+        not compressed, its declared length within the limit. Else None: it is streamed
+        (where a failure to prepare its headers becomes the 500 page)."""
+        try:
+            headers, declared = self.prepared(None)
+        except Exception:  # noqa: BLE001 - answered by the streamed path
+            return None
         if self.encoder is not None or declared is None or declared > self.frontend.limit:
             self.encoder = None
             return None
