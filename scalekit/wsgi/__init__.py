@@ -7,7 +7,10 @@
 - ``headers``: ``make_private`` for every response that sets a cookie, ``vary_on_cookie``
   for one built from what a cookie names;
 - ``pages``: the 503 and error pages, HTML or JSON by ``Accept``, never a traceback;
-- ``http``: ``SAFE_METHODS`` and ``prefers_json``;
+- ``http``: ``SAFE_METHODS``, ``prefers_json``, ``If-None-Match`` read (``parse_etags``,
+  ``etag_matches``);
+- ``encodings``: ``Accept-Encoding`` read and a coding chosen (static files' variants, the
+  front end's compression);
 - ``environ``: the environ keys the pieces leave their objects under;
 - ``context``: ``RequestVar`` (now in :mod:`scalekit.core.context`), re-exported;
 - ``views``: ``per_view``, a middleware's decorator for one view;
