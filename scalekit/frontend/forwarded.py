@@ -31,7 +31,14 @@ import re
 from collections.abc import Iterable
 
 from scalekit.wsgi.environ import PEER_KEY
-from scalekit.wsgi.proxies import CUT, client_hop, forwarded_hops, networks, parse_address
+from scalekit.wsgi.proxies import (
+    CUT,
+    client_hop,
+    forwarded_hops,
+    networks,
+    parse_address,
+    within,
+)
 
 __all__ = ["FORWARDING_HEADERS", "Forwarding", "strip_hop_by_hop"]
 
@@ -85,8 +92,9 @@ class Forwarding:
         self._peer_trusted = functools.lru_cache(maxsize=256)(self._check_peer)
 
     def trusts(self, environ: dict) -> bool:
-        """Whether the TCP peer (before :meth:`apply`) is a trusted proxy, or there are no
-        trusted proxies at all (the app faces its clients): may its headers be believed?"""
+        """Whether the TCP peer is a trusted proxy, or there are no trusted proxies at all
+        (the app faces its clients): may its headers be believed? The same answer before and
+        after :meth:`apply` (which keeps the peer in ``environ[PEER_KEY]``)."""
         if not self.trusted:
             return True
         return self._peer_trusted(environ.get(PEER_KEY, environ.get("REMOTE_ADDR", "")))
@@ -107,7 +115,7 @@ class Forwarding:
 
     def _check_peer(self, peer: str) -> bool:
         address = parse_address(peer)
-        return address is not None and any(address in net for net in self.trusted)
+        return address is not None and within(address, self.trusted)
 
     def _apply_trusted(self, environ: dict) -> None:
         if any(key in environ for key in _X_FORWARDED):
@@ -123,8 +131,8 @@ class Forwarding:
             chosen = elements[index] if index >= 0 else {}
             proto, host = chosen.get("proto"), chosen.get("host")
             unbelieved = _UNBELIEVED_FORWARDED
-        else:
-            return
+        else:  # nothing of what is read here: the others (X-Real-IP...) go all the same
+            unbelieved, index, proto, host = _ALL, -1, None, None
         for key in unbelieved:
             environ.pop(key, None)
         if index >= 0:

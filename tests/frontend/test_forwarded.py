@@ -112,6 +112,11 @@ def test_x_forwarded_wins_over_forwarded_and_the_other_family_is_removed():
     assert forwarded(env) == {"HTTP_FORWARDED"} and env["REMOTE_ADDR"] == CLIENT
 
 
+def test_from_a_trusted_proxy_too_the_headers_not_read_here_are_removed():
+    env = applied(X_Real_IP=CLIENT, X_Forwarded_Ssl="on", Front_End_Https="on")
+    assert forwarded(env) == set() and seen(env)[:2] == (PROXY, "http")
+
+
 def test_a_client_that_is_not_an_address_is_unknown_never_the_proxy():
     for garbage in ("garbage", "1.2.3.4.5", "<script>", "_x" * 100):
         assert applied(X_Forwarded_For=f"{CLIENT}, {garbage}")["REMOTE_ADDR"] == "unknown"
