@@ -13,6 +13,7 @@ import pytest
 from scalekit.core.errors import ConfigError
 from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.compression import Compression, available_encodings
+from scalekit.static import StaticFiles
 from scalekit.wsgi.http import etag_matches, parse_etags
 from tests.frontend.conftest import call, make_environ
 
@@ -317,3 +318,23 @@ def test_empty_and_large_bodies(coding):
 def test_gzip_is_level_6_and_the_size_of_zlibs():
     _, encoder = respond("gzip", compression=Compression(max_random_bytes=0))
     assert len(encoder.whole(BODY)) == len(zlib.compress(BODY, 6, wbits=31))
+
+
+def test_static_files_behind_the_front_end(tmp_path):
+    """A precompressed variant goes out as it is; a text file without one is compressed,
+    and its 304 still works; a range is sent as asked."""
+    (tmp_path / "app.js").write_bytes(BODY)
+    (tmp_path / "app.js.br").write_bytes(brotli.compress(BODY, quality=11))
+    (tmp_path / "page.html").write_bytes(BODY)
+    app = FrontendMiddleware(StaticFiles(None, tmp_path), **OPTIONS)
+    accept = {"Accept-Encoding": "br, gzip"}
+    variant = call(app, "/app.js", headers=accept)
+    assert variant.body == (tmp_path / "app.js.br").read_bytes()
+    assert variant.header("Content-Encoding") == "br"
+    page = call(app, "/page.html", headers=accept)
+    assert page.header("Content-Encoding") == "br" and brotli.decompress(page.body) == BODY
+    assert page.header("ETag").startswith('W/"')
+    again = call(app, "/page.html", headers={**accept, "If-None-Match": page.header("ETag")})
+    assert again.status == 304
+    part = call(app, "/page.html", headers={**accept, "Range": "bytes=0-9"})
+    assert part.status == 206 and part.body == BODY[:10]
