@@ -4,9 +4,10 @@
 comes from the request's ``Accept-Encoding`` q-values (``br`` before ``gzip`` on a tie);
 only compressible types over ``min_size`` are compressed; ``Vary: Accept-Encoding`` goes on
 every compressible response, compressed or not; a strong ``ETag`` becomes weak (the bytes
-differ from the app's), and a client's weak ``If-None-Match`` is made strong before the app
-sees it, so the app's own 304 still answers. Nothing is done for ``HEAD``, 1xx/204/304,
-ranges, ``Cache-Control: no-transform`` or a response the app encoded itself.
+differ from the app's), and the weak tags a client sends back (``If-None-Match``,
+``If-Match``) are made strong before the app sees them, so the app's own 304 still answers
+and an update conditional on the tag is not refused. Nothing is done for ``HEAD``,
+1xx/204/206/304, ranges, ``Cache-Control: no-transform`` or a response already encoded.
 
 An :class:`Encoder` compresses one response: a finished body in one call (``whole``), a
 streamed one chunk by chunk, each flushed (``chunk``), so a client decodes every chunk as it
@@ -61,6 +62,7 @@ DEFAULT_TYPES = (
 )
 _EVENT_STREAM = "text/event-stream"
 _STATE_KEY = "scalekit.frontend.compression"  # (coding or None, If-None-Match rewritten)
+_CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH")  # the ETag lists made strong again
 _SKIPPED_STATUS = ("1", "204", "206", "304")
 _MAX_PADDING = 256  # one byte of brotli metadata length: MSKIPLEN - 1 < 256
 _CACHED = 512  # distinct Accept-Encoding / Content-Type values remembered per Compression
@@ -204,17 +206,19 @@ class Compression:
 
     def prepare(self, environ: dict) -> None:
         """Request side, before the app: choose the coding (none for ``HEAD`` or a
-        ``Range``), and when there is one make a weak ``If-None-Match`` strong — the client
-        holds our weakened ETag, the app knows its strong one."""
+        ``Range``), and when there is one make the weak tags of ``If-None-Match`` and
+        ``If-Match`` strong — the client holds our weakened ETag, the app knows its strong
+        one (its 304 answers, and an ``If-Match`` update is not refused for our ``W/``)."""
         coding = None
         if environ.get("REQUEST_METHOD") != "HEAD" and "HTTP_RANGE" not in environ:
             coding = self._choose(environ.get("HTTP_ACCEPT_ENCODING"))
         rewritten = False
         if coding is not None:
-            tags = parse_etags(environ.get("HTTP_IF_NONE_MATCH") or "")
-            if tags and any(tag.startswith("W/") for tag in tags):
-                environ["HTTP_IF_NONE_MATCH"] = ", ".join(tag.removeprefix("W/") for tag in tags)
-                rewritten = True
+            for key in _CONDITIONS:
+                tags = parse_etags(environ.get(key) or "")
+                if tags and any(tag.startswith("W/") for tag in tags):
+                    environ[key] = ", ".join(tag.removeprefix("W/") for tag in tags)
+                    rewritten = True
         environ[_STATE_KEY] = (coding, rewritten)
 
     def respond(

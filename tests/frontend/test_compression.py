@@ -254,14 +254,14 @@ def test_through_the_middleware_a_stream_is_sent_as_it_is_made():
     assert decoder.is_finished() and decoded == 3
 
 
-def test_if_none_match_rewritten_by_tags_malformed_left_alone():
+@pytest.mark.parametrize("key", ["HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH"])
+def test_etag_lists_rewritten_by_tags_malformed_left_alone(key):
     compression = Compression()
     for sent, seen in (('W/"a", "b", W/"c,W/"', '"a", "b", "c,W/"'), ('"a"', '"a"'),
                        ('W/"a" garbage', 'W/"a" garbage'), ("*", "*")):  # fmt: skip
-        environ = {"REQUEST_METHOD": "GET", "HTTP_ACCEPT_ENCODING": "br",
-                   "HTTP_IF_NONE_MATCH": sent}  # fmt: skip
+        environ = {"REQUEST_METHOD": "PUT", "HTTP_ACCEPT_ENCODING": "br", key: sent}
         compression.prepare(environ)
-        assert environ["HTTP_IF_NONE_MATCH"] == seen
+        assert environ[key] == seen
     assert parse_etags('W/"a" , "b",*') == ['W/"a"', '"b"', "*"]
     assert parse_etags('"a" "b"') is None
     assert etag_matches('W/"x", "v1"', 'W/"v1"') and not etag_matches("v1", '"v1"')
