@@ -1,8 +1,9 @@
 """The request's logs: its id on every log record, its highest level, one access record.
 
 - :func:`install_log_records` chains a LogRecord factory that gives every record, from any
-  logger, a ``request_id`` attribute (``"-"`` outside a request) and tells the request's
-  :class:`LogWatch` the record's level. Handlers can then format ``%(request_id)s``.
+  logger, a ``request_id`` attribute (``"-"`` outside a request or task) and tells the
+  request's :class:`LogWatch` the record's level. Handlers can then format
+  ``%(request_id)s``.
 - :class:`RequestIdFilter` does the same for one handler, without the factory (also for
   records made before it was installed).
 - :class:`LogWatch` is the request's highest level, kept in a context variable, so the
@@ -51,16 +52,14 @@ def install_log_records() -> None:
 
         def record(*args: Any, **kwargs: Any) -> logging.LogRecord:
             made = previous(*args, **kwargs)
-            made.request_id = request_id()
+            current = request_id()
             watch = watching()
             if watch is not None and watch.active:
-                if made.request_id is None:
-                    made.request_id = watch.request_id
+                current = current or watch.request_id
                 level, highest = made.levelno, watch.highest
                 if level is not None and (highest is None or level > highest):
                     watch.highest = level  # (logging.makeLogRecord makes one with None)
-            if made.request_id is None:
-                made.request_id = "-"
+            made.request_id = current or "-"
             return made
 
         logging.setLogRecordFactory(record)
