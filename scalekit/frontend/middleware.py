@@ -19,7 +19,6 @@ is, so that the server can still ``sendfile`` it.
 from __future__ import annotations
 
 import logging
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
 from time import perf_counter
@@ -40,11 +39,12 @@ from scalekit.frontend.responses import (
     abort,
     bodiless,
     clean_headers,
-    error_body,
+    error_page,
+    report,
+    status_code,
 )
-from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, TICKET_CAPTURE_KEY, VERSION_KEY
+from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, VERSION_KEY
 from scalekit.wsgi.http import header_value
-from scalekit.wsgi.pages import NO_STORE, page
 from scalekit.wsgi.response import ClosingBody
 from scalekit.wsgi.views import per_view
 
@@ -311,12 +311,8 @@ class _Exchange:
                 self.aborted(f"{type(exc).__name__}: {scrub_text(str(exc))}")
             return []
         environ = self.environ
-        ticket = self.ticket(exc)
-        content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, self.request)
-        ids = [("X-Request-ID", self.request), *self.frontend.added]
-        if ticket is not None:
-            ids.append(("X-Ticket-ID", ticket))
-        answer = page("500 Internal Server Error", content_type, body, NO_STORE, *ids)
+        ticket = report(exc, environ, self.request)
+        answer = error_page(environ, ticket, self.request, self.frontend.added)
         self.status, self.encoder = answer.status, None
         self.writer = self.start_response(answer.status, answer.headers, (type(exc), exc, None))
         self.sent = True
@@ -324,25 +320,6 @@ class _Exchange:
             return []
         self.sent_bytes = len(answer.body)
         return [answer.body]
-
-    def ticket(self, exc: Exception) -> str | None:
-        """The ticket of ``exc`` written by the ticket middleware below, or None (logged)."""
-        environ = self.environ
-        capture = environ.get(TICKET_CAPTURE_KEY)
-        ticket = None
-        if capture is not None:
-            try:
-                ticket = capture(exc, environ, self.request)
-            except Exception:  # a failing ticket store must not hide the error
-                log.exception("writing the ticket failed (request %s)", self.request)
-        where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
-        if ticket is not None:
-            log.error("%s failed: %s (ticket %s, request %s)", where, type(exc).__name__,
-                      ticket, self.request)  # fmt: skip
-        else:
-            trace = "".join(traceback.format_exception(exc))
-            log.error("%s failed (request %s): %s", where, self.request, scrub_text(trace))
-        return ticket
 
     def aborted(self, why: str) -> None:
         """Log why the response cannot be finished, and abort it."""
@@ -364,7 +341,7 @@ class _Exchange:
                     request_id=self.request,
                     method=environ.get("REQUEST_METHOD", ""),
                     path=environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""),
-                    status=_code(self.status),
+                    status=status_code(self.status),
                     bytes=self.sent_bytes,
                     duration=perf_counter() - self.began,
                     client=environ.get("REMOTE_ADDR", ""),
@@ -416,14 +393,6 @@ class _Streamed(ClosingBody):
             yield from exchange.failed(exc)
             return
         exchange.aborted("over max_response_size")
-
-
-def _code(status: str | None) -> int:
-    """The number of a WSGI status line (0 when there is none)."""
-    try:
-        return int((status or "0")[:3])
-    except ValueError:
-        return 0
 
 
 @known_options(FrontendMiddleware)

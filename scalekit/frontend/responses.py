@@ -1,5 +1,6 @@
-"""The response rules of the front end: the app's headers cleaned before they leave, the 500
-page it answers with itself, and the abort of a response that went wrong after its headers.
+"""The response rules of the front end: the app's headers cleaned before they leave, a failure
+recorded (ticket or log) and answered with the 500 page, and the abort of a response that
+went wrong after its headers.
 
 Header hygiene (:func:`clean_headers`), in one pass over the app's headers:
 
@@ -24,11 +25,14 @@ import html
 import logging
 import re
 import socket
+import traceback
 from collections.abc import Iterable
 
 from scalekit.core.errors import ScalekitError
+from scalekit.core.scrub import scrub_text
+from scalekit.wsgi.environ import TICKET_CAPTURE_KEY
 from scalekit.wsgi.headers import make_private, without_expiry
-from scalekit.wsgi.pages import HTML, negotiated
+from scalekit.wsgi.pages import HTML, NO_STORE, Page, negotiated, page
 
 __all__ = [
     "HOP_BY_HOP",
@@ -38,6 +42,9 @@ __all__ = [
     "bodiless",
     "clean_headers",
     "error_body",
+    "error_page",
+    "report",
+    "status_code",
 ]
 
 log = logging.getLogger("scalekit.frontend")
@@ -69,6 +76,14 @@ class ResponseAborted(ScalekitError):
 def bodiless(status: str) -> bool:
     """True for a status that never has a body: 1xx, 204, 304."""
     return status[0] == "1" or status[:3] in ("204", "304")
+
+
+def status_code(status: str | None) -> int:
+    """The number of a WSGI status line (0 when there is none)."""
+    try:
+        return int((status or "0")[:3])
+    except ValueError:
+        return 0
 
 
 def clean_headers(
@@ -114,6 +129,39 @@ def clean_headers(
     if not typed and not bodiless(status):
         kept.append(("Content-Type", HTML))
     return kept, length
+
+
+def report(exc: BaseException, environ: dict, request_id: str) -> str | None:
+    """Record a failure: its ticket written through the ticket middleware below
+    (``environ[TICKET_CAPTURE_KEY]``), else its traceback logged, scrubbed. The ticket id,
+    or None."""
+    capture = environ.get(TICKET_CAPTURE_KEY)
+    ticket = None
+    if capture is not None:
+        try:
+            ticket = capture(exc, environ, request_id)
+        except Exception:  # a failing ticket store must not hide the error
+            log.exception("writing the ticket failed (request %s)", request_id)
+    where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+    if ticket is not None:
+        log.error("%s failed: %s (ticket %s, request %s)", where, type(exc).__name__, ticket,
+                  request_id)  # fmt: skip
+    else:
+        trace = "".join(traceback.format_exception(exc))
+        log.error("%s failed (request %s): %s", where, request_id, scrub_text(trace))
+    return ticket
+
+
+def error_page(
+    environ: dict, ticket: str | None, request_id: str, headers: Iterable[tuple[str, str]]
+) -> Page:
+    """The 500 page (not stored by any cache) of a request whose response failed, with
+    ``headers`` added."""
+    content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, request_id)
+    ids = [("X-Request-ID", request_id), *headers]
+    if ticket is not None:
+        ids.append(("X-Ticket-ID", ticket))
+    return page("500 Internal Server Error", content_type, body, NO_STORE, *ids)
 
 
 def error_body(accept: str, ticket: str | None, request_id: str) -> tuple[str, bytes]:
