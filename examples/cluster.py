@@ -206,7 +206,7 @@ class Cluster:
             "SCALEKIT_TASK_WORKERS": "0",  # gunicorn only serves: each node's worker is apart
             "SCALEKIT_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_MIGRATE": "0",
-            "SCALEKIT_ACCESSLOG": "",
+            "SCALEKIT_NODE_HEADER": "1",  # X-Node: which node served each response
         }
         self._save()
 
@@ -347,6 +347,7 @@ class Cluster:
         os.makedirs(os.path.join(data, "errors"), exist_ok=True)
         env = self.env(SCALEKIT_NODE=node["name"], SCALEKIT_DATA=data,
                        SCALEKIT_BIND=f"127.0.0.1:{node['port']}",
+                       SCALEKIT_ACCESSLOG=os.path.join(data, "access.log"),
                        SCALEKIT_WORKERS=str(self.workers))  # fmt: skip
         command = [os.path.join(BIN, "gunicorn"), "-c", "examples/gunicorn.conf.py"]
         node["pid"] = self._spawn(node["name"], command, env)
@@ -456,6 +457,8 @@ class Cluster:
             f"{env['SCALEKIT_DB_REPLICAS']}\n"
             f"  a task worker per node (worker-node1...), tasks on {env['SCALEKIT_TASKS']}; "
             f"sign the guestbook and see which node wrote the receipt\n"
+            f"  X-Node names the node that served a response, X-Request-ID its line in that "
+            f"node's access log ({self.state_dir}/node1/access.log...)\n"
             f"  logs and state in {self.state_dir}/; `python -m examples.cluster status`, "
             f"`restart node2`; stop everything with `make cluster-stop`\n"
             f"  read-only for everyone: .venv/bin/scalekit maintenance on --mode read-only "

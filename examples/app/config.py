@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
+
+from scalekit.core.instance import app_version, node_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STATIC = os.path.join(HERE, "static")
 DATA = os.path.abspath(os.environ.get("SCALEKIT_DATA") or os.path.join(HERE, "data"))
 APP = os.environ.get("SCALEKIT_APP") or "guestbook"
-NODE = os.environ.get("SCALEKIT_NODE") or socket.gethostname()
+NODE = node_name()  # $SCALEKIT_NODE, else the host name
+VERSION = app_version()  # $SCALEKIT_VERSION (the deploy's tag or commit), else "unknown"
 
 
 def _env(name: str, default: str) -> str:
@@ -30,8 +32,20 @@ DB_PRIMARY = _env("SCALEKIT_DB_PRIMARY", f"sqlite://{DATA}/storage.sqlite")
 DB_REPLICAS = os.environ.get("SCALEKIT_DB_REPLICAS", "").replace(",", " ").split()
 MAINTENANCE_FLAG = _env("SCALEKIT_MAINTENANCE_FLAG", f"file://{DATA}/MAINTENANCE")
 MAINTENANCE_SECRET = os.environ.get("SCALEKIT_MAINTENANCE_SECRET") or None
-#: The balancers whose X-Forwarded-For is believed (gunicorn.conf.py trusts the same ones).
+#: The balancers whose X-Forwarded-For, -Proto, -Host and X-Request-ID are believed (by the
+#: front end; gunicorn.conf.py trusts the same ones for the scheme).
 TRUSTED_PROXIES = _env("SCALEKIT_TRUSTED_PROXIES", "127.0.0.1,::1").replace(",", " ").split()
+#: gunicorn's worker timeout (gunicorn.conf.py sets ``timeout`` from it): a sync worker still
+#: in a request after it is killed, with no answer and no ticket.
+SERVER_TIMEOUT = int(_env("SCALEKIT_TIMEOUT", "30"))
+#: The front end's deadline per request, in seconds: DeadlineExceeded in the view, then a 503
+#: page and a ticket after 1 s of grace. With the grace it must end before SERVER_TIMEOUT
+#: (the front end refuses to start otherwise) and before haproxy's ``timeout server 30s``.
+DEADLINE = float(_env("SCALEKIT_DEADLINE", "25"))
+#: Where the front end writes its JSON access log: "-" stdout, a file's path, "" none.
+ACCESS_LOG = os.environ.get("SCALEKIT_ACCESSLOG", "-")
+#: "1": every response names the node that served it in X-Node (``make cluster`` sets it).
+NODE_HEADER = os.environ.get("SCALEKIT_NODE_HEADER", "0") == "1"
 #: "0" on app servers of a cluster: the deploy step ``python models.py`` migrates once.
 MIGRATE = os.environ.get("SCALEKIT_MIGRATE", "1") != "0"
 #: Deferred tasks (the receipts, see jobs.py): SQLite on one machine, Redis or PostgreSQL

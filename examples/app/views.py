@@ -169,12 +169,10 @@ def _form(environ: dict) -> dict[str, str]:
 
 def _respond(start_response: Callable, status: str, text: str, kind: str) -> list[bytes]:
     body = text.encode()
-    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body))),
-                            ("X-Node", config.NODE)])  # fmt: skip
+    start_response(status, [("Content-Type", kind), ("Content-Length", str(len(body)))])
     return [body]
 
 
 def _redirect(start_response: Callable) -> list[bytes]:
-    start_response("303 See Other", [("Location", "/"), ("Content-Length", "0"),
-                                     ("X-Node", config.NODE)])  # fmt: skip
+    start_response("303 See Other", [("Location", "/"), ("Content-Length", "0")])
     return [b""]

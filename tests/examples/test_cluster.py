@@ -104,6 +104,21 @@ def test_haproxy_and_the_app_name_the_nodes_alike_on_the_loopback_stats_page(clu
     assert all(state.startswith("UP") for state in servers.values())  # "UP 1/2" while checked
 
 
+def test_x_node_and_x_request_id_lead_to_the_line_in_that_nodes_access_log(cluster):
+    served = {}
+    for _ in range(6):
+        _, headers, _ = Browser(cluster.url).get("/entries")
+        served[headers["X-Request-ID"]] = headers["X-Node"]
+    assert set(served.values()) == NODES
+    logs = {}
+    for name in NODES:
+        with open(os.path.join(cluster.state_dir, name, "access.log")) as log:
+            logs[name] = {record["id"]: record for record in map(json.loads, log)}
+    for request, node in served.items():
+        assert [name for name in sorted(NODES) if request in logs[name]] == [node]
+        assert (logs[node][request]["path"], logs[node][request]["node"]) == ("/entries", node)
+
+
 def test_maintenance_read_only_is_obeyed_by_every_node(cluster):
     read_only_is_obeyed_by_every_node(cluster)
 

@@ -1,8 +1,10 @@
 """The demo that `make demo` runs: gunicorn with examples/gunicorn.conf.py on embedded
-defaults (sqlite sessions and data, disk cache, local tickets folder)."""
+defaults (sqlite sessions and data, disk cache, local tickets folder), behind the request
+front end (compression, request ids, the JSON access log)."""
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import signal
@@ -18,10 +20,12 @@ import pytest
 from scalekit.maintenance import State, format_time, open_flag
 from tests.examples.browser import Browser, field
 from tests.servers import free_port
+from tests.tickets.test_viewer import chromium
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 NODE = "demo-node"
+VERSION = "2026.12.5-demo"
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +36,12 @@ def demo_data(tmp_path_factory):
 
 @contextlib.contextmanager
 def running_demo(data, **env: str) -> Iterator[str]:
-    """``make demo``'s gunicorn on a free port with its data in ``data``; its URL."""
+    """``make demo``'s gunicorn on a free port with its data in ``data`` (its access log in
+    ``data/access.log``); its URL."""
     port = free_port()
     env = {**os.environ, "SCALEKIT_BIND": f"127.0.0.1:{port}", "SCALEKIT_WORKERS": "2",
            "SCALEKIT_DATA": str(data), "SCALEKIT_NODE": NODE, "SCALEKIT_TASK_WORKERS": "0",
+           "SCALEKIT_VERSION": VERSION, "SCALEKIT_ACCESSLOG": str(data / "access.log"),
            **env}  # fmt: skip
     process = subprocess.Popen(
         [GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
@@ -108,21 +114,81 @@ def test_demo_fails_with_a_ticket_and_serves_precompressed_static(demo_url):
     assert Browser(demo_url).get("/healthz")[0] == 200
 
 
-def test_demo_tickets_name_the_node_and_the_client_behind_a_trusted_balancer(tmp_path):
+def test_demo_tickets_name_the_request_node_and_client_behind_a_trusted_balancer(tmp_path):
     """The demo trusts the balancer on loopback (``$SCALEKIT_TRUSTED_PROXIES``' default), as
-    gunicorn.conf.py does: the ticket keeps the address the balancer saw, and the node. (A
-    demo of its own: a worker keeps the first ticket of a repeated failure for a while.)"""
+    gunicorn.conf.py does: the ticket keeps the balancer's request id, the address the
+    balancer saw, the node and the version, as the access record does. (A demo of its own:
+    a worker counts a repeated failure on its first ticket for a while.)"""
     from scalekit.tickets import open_store
 
     with running_demo(tmp_path) as url:
         host, port = url.removeprefix("http://").split(":")
         connection = http.client.HTTPConnection(host, int(port), timeout=10)
-        connection.request("GET", "/fail", headers={"X-Forwarded-For": "203.0.113.9"})
-        ticket_id = connection.getresponse().headers["X-Ticket-ID"]
+        connection.request("GET", "/fail", headers={"X-Forwarded-For": "203.0.113.9",
+                                                    "X-Request-ID": "haproxy-id-9"})  # fmt: skip
+        response = connection.getresponse()
+        response.read()
         connection.close()
-    ticket = open_store(f"file://{tmp_path}/errors", create=False).load(ticket_id)
-    assert ticket["node"] == NODE
+    ticket = open_store(f"file://{tmp_path}/errors", create=False).load(
+        response.headers["X-Ticket-ID"]
+    )
+    assert (ticket["request_id"], ticket["node"], ticket["version"]) == (
+        response.headers["X-Request-ID"], NODE, VERSION,
+    ) == ("haproxy-id-9", NODE, VERSION)  # fmt: skip
     assert (ticket["request"]["client"], ticket["request"]["peer"]) == ("203.0.113.9", host)
+    record = access_records(tmp_path)["haproxy-id-9"]
+    assert (record["client"], record["status"], record["level"]) == ("203.0.113.9", 500, "ERROR")
+
+
+def curl(url: str, *args: str) -> tuple[dict[str, str], str]:
+    """The headers (lowercase names) and the decoded body curl got for ``url``."""
+    done = subprocess.run(["curl", "-s", "-D", "-", *args, url], capture_output=True,
+                          check=True, timeout=20)  # fmt: skip
+    head, _, body = done.stdout.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")[1:]
+    return {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, (
+        body.decode()
+    )
+
+
+def test_demo_page_arrives_compressed_and_chromium_renders_it(demo_url, tmp_path):
+    plain_headers, plain = curl(demo_url + "/entries")
+    assert "content-encoding" not in plain_headers and field(plain, "node") == NODE
+    for asked, sent in (("gzip", "gzip"), ("br", "br"), ("gzip;q=0.5, br", "br")):
+        headers, page = curl(demo_url + "/entries", "--compressed", "-H",
+                             f"Accept-Encoding: {asked}")  # fmt: skip
+        assert headers["content-encoding"] == sent and "Accept-Encoding" in headers["vary"]
+        assert field(page, "node") == NODE and "<form" in page  # curl decoded it
+        assert int(headers["content-length"]) < len(plain.encode())
+    net_log = tmp_path / "net-log.json"
+    done = chromium(tmp_path, f"--log-net-log={net_log}", "--dump-dom", demo_url + "/entries")
+    assert field(done.stdout, "node") == NODE, done.stderr[-2000:]  # rendered, decoded
+    assert 'action="/sign-in"' in done.stdout
+    assert re.search(r"Content-Encoding: (br|gzip)", net_log.read_text(errors="replace"))
+
+
+def access_records(data) -> dict[str, dict]:
+    """The demo's access log (one JSON object a line), by request id."""
+    lines = (data / "access.log").read_text().splitlines()
+    return {record["id"]: record for record in map(json.loads, lines)}
+
+
+def test_demo_request_id_is_in_the_response_and_the_access_log(demo_url, demo_data):
+    status, headers, _ = Browser(demo_url).get("/entries")
+    made = headers["X-Request-ID"]
+    assert status == 200 and re.fullmatch(r"[0-9a-f]{32}", made)
+    connection = http.client.HTTPConnection(*demo_url[7:].split(":"), timeout=10)
+    connection.request("GET", "/fail", headers={"X-Request-ID": "balancer-id-7"})
+    failed = connection.getresponse()  # from loopback, a trusted balancer: its id is kept
+    failed.read()
+    connection.close()
+    assert (failed.status, failed.headers["X-Request-ID"]) == (500, "balancer-id-7")
+    records = access_records(demo_data)
+    assert {key: records[made][key] for key in ("method", "path", "status", "node", "version")} == {
+        "method": "GET", "path": "/entries", "status": 200, "node": NODE, "version": VERSION,
+    }  # fmt: skip
+    assert records[made]["client"] == "127.0.0.1" and records[made]["bytes"] > 0
+    assert (records["balancer-id-7"]["status"], records["balancer-id-7"]["level"]) == (500, "ERROR")
 
 
 def test_demo_unknown_path_is_404(demo_url):
@@ -173,7 +239,7 @@ def test_demo_offers_no_form_in_read_only_mode_and_says_why(demo_url, demo_data)
 def test_demo_shows_the_node_that_served_and_the_node_that_saved_the_session(demo_url):
     browser = Browser(demo_url)
     _, headers, page = browser.get("/")
-    assert field(page, "node") == headers["X-Node"] == NODE
+    assert field(page, "node") == NODE and "X-Node" not in headers  # make cluster's only
     assert field(page, "saved-by") is None  # no session saved yet
     browser.post("/sign-in", name="eve", password="secret")
     _, _, page = browser.get("/")
