@@ -38,7 +38,14 @@ try:
 except ImportError:  # the ``all`` extra installs it; gzip alone without it
     brotli = None
 
-__all__ = ["DEFAULT_TYPES", "Compression", "Encoder", "available_encodings"]
+__all__ = [
+    "DEFAULT_TYPES",
+    "BrotliEncoder",
+    "Compression",
+    "Encoder",
+    "GzipEncoder",
+    "available_encodings",
+]
 
 #: What is compressed by default: text, scripts, data formats and fonts that are not already
 #: compressed. ``type/*`` names a whole top-level type, ``*+suffix`` a structured suffix.
@@ -61,7 +68,7 @@ DEFAULT_TYPES = (
     "image/bmp",
 )
 _EVENT_STREAM = "text/event-stream"
-_STATE_KEY = "scalekit.frontend.compression"  # (coding or None, If-None-Match rewritten)
+_STATE_KEY = "scalekit.frontend.compression"  # (coding or None, an ETag list rewritten)
 _CONDITIONS = ("HTTP_IF_NONE_MATCH", "HTTP_IF_MATCH")  # the ETag lists made strong again
 _SKIPPED_STATUS = ("1", "204", "206", "304")
 _MAX_PADDING = 256  # one byte of brotli metadata length: MSKIPLEN - 1 < 256
