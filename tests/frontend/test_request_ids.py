@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+import http.client
 import json
 import logging
+import os
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from logging.handlers import MemoryHandler
 
 import pytest
@@ -18,6 +22,7 @@ from scalekit.tasks import Tasks
 from scalekit.tasks.worker import ACKED, execute
 from scalekit.tickets import TicketMiddleware, open_store
 from scalekit.tickets.ticket import request_id as tickets_request_id
+from tests.gunicorn import gunicorn
 from tests.wsgi import Client
 
 NEW = re.compile(r"[0-9a-f]{32}\Z")
@@ -246,3 +251,55 @@ def test_a_failing_app_s_request_is_logged_and_ends(tasks, records):
     line = access_line(records)
     assert (line["id"], line["status"], line["level"]) == ("req-8", 500, "ERROR")
     assert records[-1].request_id == "-"
+
+
+# -- under a real gunicorn: requests served at once by one worker's threads never mix ids --
+
+#: The log file gunicorn's worker writes (this module is its app); unset in pytest itself.
+LOG_FILE = "REQUEST_IDS_LOG"
+if os.environ.get(LOG_FILE):
+    logging.basicConfig(
+        filename=os.environ[LOG_FILE], level=logging.INFO,
+        format="%(request_id)s %(name)s %(message)s",
+    )  # fmt: skip
+
+
+def overlapping(environ: dict, start_response) -> list[bytes]:
+    """Logs before and after a pause, so that the worker's threads serve requests at once."""
+    view_log.warning("serving %s", environ["PATH_INFO"])
+    time.sleep(0.3)
+    view_log.info("served %s", environ["PATH_INFO"])
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+application = FrontendMiddleware(overlapping, access_log="logfmt")
+
+
+def test_threads_serving_requests_at_once_keep_each_request_s_id(tmp_path):
+    log_file = tmp_path / "app.log"
+    env = {LOG_FILE: str(log_file)}
+    with gunicorn("tests.frontend.test_request_ids:application", env, workers=1, threads=4) as port:
+
+        def get(n: int) -> tuple[str, str]:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            given = {"X-Request-ID": f"req-{n}"} if n % 2 else {}
+            connection.request("GET", f"/r/{n}", headers=given)
+            response = connection.getresponse()
+            assert (response.status, response.read()) == (200, b"ok")
+            return f"/r/{n}", response.getheader("X-Request-ID")
+
+        with ThreadPoolExecutor(8) as pool:
+            ids = dict(pool.map(get, range(8)))
+    assert all(ids[f"/r/{n}"] == f"req-{n}" for n in range(1, 8, 2))
+    assert len(set(ids.values())) == 8
+    lines = log_file.read_text().splitlines()
+    first_served = next(i for i, line in enumerate(lines) if " served " in line)
+    assert first_served >= 2  # requests did overlap
+    for path, given in ids.items():
+        assert f"{given} test.frontend.view serving {path}" in lines
+        assert f"{given} test.frontend.view served {path}" in lines
+        [access] = [line for line in lines if line.startswith(f"{given} scalekit.access ")]
+        assert f" id={given} method=GET path={path} status=200 " in access
+        assert access.endswith(" level=WARNING")
+    assert len(lines) == 3 * 8
