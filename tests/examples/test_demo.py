@@ -191,6 +191,19 @@ def test_demo_request_id_is_in_the_response_and_the_access_log(demo_url, demo_da
     assert (records["balancer-id-7"]["status"], records["balancer-id-7"]["level"]) == (500, "ERROR")
 
 
+def test_demo_refuses_a_deadline_that_would_outlast_gunicorns_timeout(tmp_path):
+    """gunicorn.conf.py gives gunicorn's ``timeout`` to the front end: a deadline that would
+    end after it (a sync worker killed with no answer) stops the demo at start, saying why."""
+    env = {**os.environ, "SCALEKIT_BIND": f"127.0.0.1:{free_port()}", "SCALEKIT_WORKERS": "1",
+           "SCALEKIT_DATA": str(tmp_path), "SCALEKIT_TIMEOUT": "10",
+           "SCALEKIT_DEADLINE": "9.5"}  # fmt: skip
+    done = subprocess.run([GUNICORN, "-c", "examples/gunicorn.conf.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode != 0
+    assert "a deadline of 9.5 s with 1 s of grace does not end" in done.stderr
+    assert "the server's timeout of 10 s" in done.stderr
+
+
 def test_demo_unknown_path_is_404(demo_url):
     assert Browser(demo_url).get("/nope")[0] == 404
 
