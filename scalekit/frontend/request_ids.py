@@ -1,8 +1,8 @@
 """The request's id: the one a trusted proxy or client sent, else one made here.
 
 One id ties together the access record, every log record of the request, its error ticket
-and the tasks it defers (App Engine's ``X-Appengine-Request-Log-Id``). An incoming id is
-believed only from a trusted peer (a trusted proxy, or any peer when no proxy is configured):
+and the tasks it defers (App Engine's ``REQUEST_LOG_ID``). An incoming id is believed only
+from a trusted peer (a trusted proxy, or any peer when no proxy is configured):
 
 1. ``X-Request-ID`` when it is 1-128 characters of ``A-Z a-z 0-9 . _ : @ -`` (nginx's
    ``$request_id``, haproxy's ``unique-id-format``, a UUID; the alphabet ``TicketMiddleware``
