@@ -8,16 +8,12 @@ only (no file name, no timestamp), so every server behind a balancer writes the 
 
 from __future__ import annotations
 
-import struct
 import zlib
 from collections.abc import Callable
 from typing import Protocol
 
 from scalekit.core.errors import ConfigError
-
-#: gzip's XFL byte as the gzip module writes it: 2 for the best compression, 4 for the fastest.
-_XFL = {9: 2, 1: 4}
-_OS_UNIX = 3
+from scalekit.wsgi.encodings import gzip_header, gzip_trailer
 
 
 class Encoder(Protocol):
@@ -26,11 +22,6 @@ class Encoder(Protocol):
     def update(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
-
-
-def gzip_header(level: int) -> bytes:
-    """A gzip member header with no name and mtime 0 (RFC 1952: "no time stamp")."""
-    return b"\x1f\x8b\x08\x00" + struct.pack("<I", 0) + bytes([_XFL.get(level, 0), _OS_UNIX])
 
 
 class GzipEncoder:
@@ -52,7 +43,7 @@ class GzipEncoder:
 
     def finish(self) -> bytes:
         head = self._header or b""
-        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        trailer = gzip_trailer(self._crc, self._size)
         return head + self._deflate.flush() + trailer
 
 
@@ -72,8 +63,11 @@ class WholeEncoder:
 
     def finish(self) -> bytes:
         data, self._chunks = b"".join(self._chunks), []
-        trailer = struct.pack("<II", zlib.crc32(data), len(data) & 0xFFFFFFFF)
-        return gzip_header(self._level) + self._deflate(data) + trailer
+        return (
+            gzip_header(self._level)
+            + self._deflate(data)
+            + gzip_trailer(zlib.crc32(data), len(data))
+        )
 
 
 def libdeflate_encoder(level: int) -> WholeEncoder:

@@ -1,5 +1,6 @@
 """``Accept-Encoding``: which content coding a client takes, for every piece that sends one
-(static files' precompressed variants, the front end's compression).
+(static files' precompressed variants, the front end's compression), and the gzip framing
+both write around a raw deflate stream.
 
 Lenient the way RFC 9110 asks: a malformed item is ignored (as if absent), never an error
 for the client.
@@ -8,9 +9,10 @@ for the client.
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Sequence
 
-__all__ = ["choose_encoding", "parse_accept_encoding"]
+__all__ = ["choose_encoding", "gzip_header", "gzip_trailer", "parse_accept_encoding"]
 
 _CODING = re.compile(
     r"^\s*([!#$%&'*+.^_`|~0-9A-Za-z-]+)\s*(?:;\s*q\s*=\s*([0-9.]+)\s*)?$", re.IGNORECASE
@@ -55,3 +57,22 @@ def choose_encoding(header: str | None, available: Sequence[str]) -> str | None:
     if best is not None and accepted.get("identity", 0.0) > best_q:
         return None
     return best
+
+
+#: gzip's XFL byte as the gzip module writes it: 2 for the best compression, 4 for the fastest.
+_XFL = {9: 2, 1: 4}
+_OS_UNIX = 3
+
+
+def gzip_header(level: int, name_length: int = 0) -> bytes:
+    """A gzip member header (RFC 1952) with mtime 0 ("no time stamp": the same bytes on every
+    server); with ``name_length``, a file name of that many bytes, which decoders skip (the
+    front end's BREACH padding)."""
+    flags = 0x08 if name_length else 0
+    head = bytes([0x1F, 0x8B, 8, flags, 0, 0, 0, 0, _XFL.get(level, 0), _OS_UNIX])
+    return head + b"a" * name_length + b"\x00" if name_length else head
+
+
+def gzip_trailer(crc: int, size: int) -> bytes:
+    """A gzip member's end: the CRC-32 and the length (mod 2**32) of the uncompressed data."""
+    return struct.pack("<II", crc, size & 0xFFFFFFFF)

@@ -23,7 +23,9 @@ SESSION_KEY = "scalekit.session"  # the request's Session (scalekit.sessions)
 DB_KEY = "scalekit.db"  # the request's DBScope (scalekit.db)
 MAINTENANCE_KEY = "scalekit.maintenance"  # the active maintenance State, for a banner
 TICKET_KEY = "scalekit.ticket"  # the id of the request's error ticket, once written
-TICKET_CAPTURE_KEY = "scalekit.ticket.capture"  # TicketMiddleware's capture(exc, environ, request_id)
+TICKET_CAPTURE_KEY = (
+    "scalekit.ticket.capture"  # TicketMiddleware's capture(exc, environ, request_id)
+)
 REQUEST_ID_KEY = "scalekit.request_id"  # the request's id (scalekit.frontend, else tickets)
 NODE_KEY = "scalekit.node"  # this server's name (App Engine's INSTANCE_ID), by scalekit.frontend
 VERSION_KEY = "scalekit.version"  # the app's version (App Engine's CURRENT_VERSION_ID)

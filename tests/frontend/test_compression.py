@@ -300,7 +300,7 @@ def test_breach_padding_varies_the_length_and_still_decodes(coding):
         _, encoder = respond(coding, length=None)
         assert decode(coding, encoder.chunk(BODY) + encoder.finish()) == BODY
     assert len(lengths) > 5  # 0..100 bytes: 30 draws give many lengths
-    assert max(lengths) - min(lengths) <= 100
+    assert max(lengths) - min(lengths) <= 100 + 2  # + a brotli metadata block's 2-byte header
     no_padding = Compression(max_random_bytes=0)
     outputs = {respond(coding, compression=no_padding)[1].whole(BODY) for _ in range(3)}
     assert len(outputs) == 1 and decode(coding, outputs.pop()) == BODY
@@ -315,9 +315,13 @@ def test_empty_and_large_bodies(coding):
         assert decode(coding, encoder.finish()) == b""
 
 
-def test_gzip_is_level_6_and_the_size_of_zlibs():
+def test_gzip_of_a_finished_body_is_no_larger_than_zlibs_level_6():
+    """libdeflate (the ``all`` extra) at level 6 writes less than zlib at level 6; a
+    stream, which only zlib can flush, is zlib's size."""
     _, encoder = respond("gzip", compression=Compression(max_random_bytes=0))
-    assert len(encoder.whole(BODY)) == len(zlib.compress(BODY, 6, wbits=31))
+    whole = encoder.whole(BODY)
+    assert gzip.decompress(whole) == BODY
+    assert len(whole) <= len(zlib.compress(BODY, 6, wbits=31))
 
 
 def test_static_files_behind_the_front_end(tmp_path):
