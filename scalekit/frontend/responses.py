@@ -61,7 +61,14 @@ _SPECIAL = {
     "set-cookie": "cookie",
     "content-type": "type",
     "content-length": "length",
+    "x-request-id": "ours",
+    "x-node": "ours",
 }
+#: What each header name an app sent is (``"plain"``, ``"bad"``, a kind of :data:`_SPECIAL`),
+#: learnt once: an app sends a few names over and over. Bounded: past it, names are looked
+#: at every time.
+_KINDS: dict[str, str] = {}
+_KINDS_KEPT = 1024
 
 
 class ResponseTooLarge(ScalekitError):
@@ -98,27 +105,27 @@ def clean_headers(
     for header in headers:
         name, value = header
         try:
-            lower = name.lower()
-            kind = _SPECIAL.get(lower)
+            kind = _KINDS.get(name) or _kind(name)
             good = (
-                kind != "drop"
+                kind != "bad"
+                and kind != "drop"
                 and value.isascii()
                 and (value.isprintable() or _VALUE.fullmatch(value) is not None)
-                and _TOKEN.fullmatch(name) is not None
             )
         except (AttributeError, TypeError):  # not a str (PEP 3333 wants str)
-            good, lower = False, ""
+            good = False
         if not good:
             log.warning("response header %.80r dropped (request %s)", name, request_id)
             continue
-        if lower in replaced:
-            continue
-        if kind is not None:
+        if kind != "plain":
             if kind == "cookie":
                 cookie = True
             elif kind == "type":
                 typed = True
-            elif value.strip().isdigit():
+            elif kind == "ours":
+                if name.lower() in replaced:
+                    continue
+            elif value.strip().isdigit():  # Content-Length
                 length = int(value)
             else:
                 log.warning("response header %r dropped (request %s)", name, request_id)
@@ -129,6 +136,14 @@ def clean_headers(
     if not typed and not bodiless(status):
         kept.append(("Content-Type", HTML))
     return kept, length
+
+
+def _kind(name: str) -> str:
+    """What the header ``name`` is (see :data:`_KINDS`), remembered while there is room."""
+    kind = "bad" if _TOKEN.fullmatch(name) is None else _SPECIAL.get(name.lower(), "plain")
+    if len(_KINDS) < _KINDS_KEPT:
+        _KINDS[name] = kind
+    return kind
 
 
 def report(exc: BaseException, environ: dict, request_id: str) -> str | None:

@@ -53,6 +53,8 @@ def test_hop_by_hop_headers_are_dropped_and_logged(header, caplog):
         ("X-Tökèn", "secret"),
         ("", "secret"),
         ("X-Token", b"secret"),  # bytes, not str
+        (b"X-Token", "secret"),
+        (["X-Token"], "secret"),  # not even hashable
         ("Content-Length", "12; secret"),
     ],
 )
