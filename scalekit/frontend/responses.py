@@ -6,7 +6,8 @@ Header hygiene (:func:`clean_headers`), in one pass over the app's headers:
 
 - hop-by-hop headers (``Connection``, ``Keep-Alive``, ``Proxy-Authenticate``,
   ``Proxy-Authorization``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``) are the
-  server's to send, not the app's: dropped;
+  server's to send, not the app's: dropped (but a ``101 Switching Protocols``, a WebSocket's
+  answer, keeps its ``Connection`` and ``Upgrade``: they are what it says);
 - a header whose name is not an HTTP token, whose value is not printable ASCII (a CR or LF
   would split the response), or a ``Content-Length`` that is not a number: dropped;
   each drop is logged (``scalekit.frontend``, WARNING) with the header's name and the request
@@ -58,6 +59,8 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _VALUE = re.compile(r"[\t\x20-\x7e]*")  # printable ASCII and tab: no CR, LF, NUL, DEL
 _SPECIAL = {
     **dict.fromkeys(HOP_BY_HOP, "drop"),
+    "connection": "switch",
+    "upgrade": "switch",
     "set-cookie": "cookie",
     "content-type": "type",
     "content-length": "length",
@@ -124,6 +127,10 @@ def clean_headers(
                 typed = True
             elif kind == "ours":
                 if name.lower() in replaced:
+                    continue
+            elif kind == "switch":  # hop-by-hop, but what a 101 (a WebSocket) is about
+                if status[:3] != "101":
+                    log.warning("response header %r dropped (request %s)", name, request_id)
                     continue
             elif value.strip().isdigit():  # Content-Length
                 length = int(value)

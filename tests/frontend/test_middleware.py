@@ -27,7 +27,11 @@ OPTIONS = {"access_log": None, "compress": False, "deadline": None}
 
 
 def files(environ, start_response):
-    """``app``, and ``/file``: this test file through the server's ``wsgi.file_wrapper``."""
+    """``app``; ``/file``: this test file through the server's ``wsgi.file_wrapper``;
+    ``/bad-header``: a header gunicorn refuses (and fails the whole response for)."""
+    if environ["PATH_INFO"] == "/bad-header":
+        start_response("200 OK", [("X-Secret", "token\r\nX-Injected: 1"), ("X-Fine", "1")])
+        return [b"still answered"]
     if environ["PATH_INFO"] != "/file":
         return app(environ, start_response)
     start_response("200 OK", [("Content-Type", "application/octet-stream"),
@@ -219,6 +223,13 @@ def test_a_file_wrapper_is_handed_to_the_server_as_it_is(caplog):
     [record] = access_records(caplog)
     assert record["bytes"] == os.path.getsize(__file__) and body.filelike.closed
     assert context.request_id.get() is None
+
+
+def test_a_header_gunicorn_refuses_is_dropped_and_the_response_kept(served):
+    response = get(served, "/bad-header")
+    assert response.status == 200 and response.read() == b"still answered"
+    assert response.getheader("X-Fine") == "1" and response.getheader("X-Secret") is None
+    assert response.getheader("X-Injected") is None
 
 
 def test_a_file_under_gunicorn(served):

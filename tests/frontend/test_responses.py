@@ -40,6 +40,12 @@ def test_hop_by_hop_headers_are_dropped_and_logged(header, caplog):
     assert response.header("X-Request-ID") in record.getMessage()
 
 
+def test_a_switching_protocols_answer_keeps_its_connection_and_upgrade():
+    headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Accept", "x")]
+    response = call(answering("101 Switching Protocols", headers, b""))
+    assert all(response.header(name) == value for name, value in headers)
+
+
 @pytest.mark.parametrize(
     "header",
     [
