@@ -241,6 +241,9 @@ def request_overhead(plan: Plan, folder: str) -> dict[str, Callable]:
     def setup(name: str) -> None:  # the access logger enabled for "logged" only
         access.setLevel(logging.INFO if name == "logged" else logging.NOTSET)
 
+    setup("defaults")
+    if access.isEnabledFor(logging.INFO):  # the access record is an INFO record
+        raise RuntimeError("the scalekit.access logger is enabled by the configuration")
     for name, case in cases.items():
         setup(name)
         status, headers, body = case()
