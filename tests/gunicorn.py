@@ -20,13 +20,24 @@ GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 
 @contextlib.contextmanager
 def gunicorn(
-    app: str, env: dict[str, str], *, workers: int = 3, threads: int = 2, preload: bool = True
+    app: str,
+    env: dict[str, str],
+    *,
+    workers: int = 3,
+    threads: int = 2,
+    preload: bool = True,
+    worker_class: str | None = None,
+    timeout: float | None = None,
 ) -> Iterator[int]:
     """Run ``app`` (``module:callable``) with ``env`` added to the environment; yields the
-    port once it accepts connections, fails the test with gunicorn's output if it cannot."""
+    port once it accepts connections, fails the test with gunicorn's output if it cannot.
+    ``worker_class`` and ``timeout``: gunicorn's ``--worker-class`` and ``--timeout`` (its
+    defaults when None: a sync worker, made a gthread one by ``threads`` > 1, and 30 s)."""
     port = free_port()
+    options = [*(["--worker-class", worker_class] if worker_class else []),
+               *(["--timeout", f"{timeout:g}"] if timeout is not None else [])]  # fmt: skip
     command = [GUNICORN, *(["--preload"] if preload else []), "--workers", str(workers),
-               "--threads", str(threads), "--bind", f"127.0.0.1:{port}", app]  # fmt: skip
+               "--threads", str(threads), *options, "--bind", f"127.0.0.1:{port}", app]  # fmt: skip
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **env},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
     try:

@@ -8,6 +8,9 @@ another piece reads them without importing the first (pieces never import each o
 - :data:`transaction`: the request's database transaction (a :class:`Transaction`), set by
   ``scalekit.db``'s ``DBMiddleware`` and ``@with_db``; ``scalekit.tasks`` writes a
   transactional task through it.
+- :data:`deadline`: the request's time limit (a :class:`Limit`), set by
+  ``scalekit.frontend``'s ``Deadline``; :func:`remaining` tells how much of it is left, and
+  scalekit's own Redis and PostgreSQL calls wait no longer than that.
 
 Each is a context variable, so each thread or asyncio task serving a request sees its own.
 """
@@ -15,12 +18,23 @@ Each is a context variable, so each thread or asyncio task serving a request see
 from __future__ import annotations
 
 import contextvars
+import math
+import time
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from scalekit.core.errors import MissingContext
 
-__all__ = ["RequestVar", "Transaction", "request_id", "reset", "transaction"]
+__all__ = [
+    "Limit",
+    "RequestVar",
+    "Transaction",
+    "deadline",
+    "remaining",
+    "request_id",
+    "reset",
+    "transaction",
+]
 
 T = TypeVar("T")
 
@@ -82,3 +96,32 @@ transaction: RequestVar[Transaction] = RequestVar(
     "scalekit_transaction",
     "no database transaction here: run inside scalekit.db's DBMiddleware or @with_db",
 )
+
+
+class Limit:
+    """When the current request's time runs out: ``at``, in :func:`time.monotonic` seconds.
+
+    An object rather than the bare number, because the thread that enforces the limit
+    moves ``at`` on (to the end of the grace) when it interrupts the request, and a thread
+    cannot set another thread's context variable."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: float):
+        self.at = at
+
+
+#: The request's time limit, or None outside a request that has one.
+deadline: contextvars.ContextVar[Limit | None] = contextvars.ContextVar(
+    "scalekit_deadline", default=None
+)
+
+
+def remaining() -> float:
+    """Seconds left before the current request's deadline (0.0 once it has passed;
+    ``math.inf`` outside a request with a deadline). After ``DeadlineExceeded`` was raised
+    in the request: the seconds left of its grace."""
+    limit = deadline.get()
+    if limit is None:
+        return math.inf
+    return max(limit.at - time.monotonic(), 0.0)

@@ -35,6 +35,7 @@ from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import RELEASE_LEASE, Script
 from scalekit.connect.redis.topology import Node, Topology, key_of
 from scalekit.connect.redis.tracking import TrackedReads
+from scalekit.core.context import remaining
 from scalekit.core.process import PerProcess
 
 __all__ = [
@@ -90,7 +91,8 @@ class Server:
 class RedisConnector:
     """Commands to the Redis that ``topology`` names, from any thread of any process.
 
-    Timeouts are short by default (1 s) so a down server costs about a second per call;
+    Timeouts are short by default (1 s) so a down server costs about a second per call,
+    and inside a request with a deadline no call waits past it (see :mod:`.lean`);
     hiredis parses replies when installed. Every method raises ``redis.RedisError``: the
     piece turns it into its own error, naming what it was doing.
     """
@@ -318,7 +320,8 @@ class RedisConnector:
         demoted node's links and cached reads go."""
         topology = self.topology
         asking, redirections, lost = False, 0, False
-        deadline, pause = time.monotonic() + topology.socket_timeout, 0.01
+        deadline = time.monotonic() + min(topology.socket_timeout, remaining())
+        pause = 0.01
         while True:
             if isinstance(error, MovedError):
                 node, asking = topology.moved(error.slot_id, error.host, error.port), False
@@ -387,7 +390,8 @@ class RedisConnector:
         self.call("SCRIPT", "LOAD", script.source)
 
     def _take_slot(self, slots: threading.BoundedSemaphore, server: Server) -> None:
-        if not slots.acquire(timeout=self.topology.socket_connect_timeout or 1.0):
+        wait = min(self.topology.socket_connect_timeout or 1.0, remaining())
+        if not slots.acquire(timeout=wait):
             raise redis.ConnectionError(
                 f"all {self.topology.max_connections} connections to "
                 f"{server.endpoint.where} are busy"

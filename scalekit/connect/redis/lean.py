@@ -7,6 +7,12 @@ straight on the blocking socket, its timeouts kernel socket options (``SO_RCVTIM
 this makes two system calls per command instead of four. Over TLS, or without hiredis, a
 :class:`Link` lets redis-py do the I/O.
 
+Inside a request with a deadline (:data:`scalekit.core.context.deadline`) a command waits no
+longer than the time left (and :data:`LATE`): when that is shorter than the socket timeout,
+the timeout is lowered for that one command (and put back after it), and a command with no
+time left fails at once with the ``redis.TimeoutError`` a timeout raises. Outside one, that
+costs a context variable read and a comparison per command.
+
 redis-py has no public API for two things this path needs; both are used here and only here:
 the socket of a connection it opened (:func:`_socket_of`), and its table that turns an error
 reply into the exception redis-py would raise (``NoScriptError``, ``BusyLoadingError``...),
@@ -15,10 +21,12 @@ so that a command raises the same exceptions on either path.
 
 from __future__ import annotations
 
+import math
 import select
 import socket
 import struct
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -31,10 +39,19 @@ try:
 except ImportError:  # the hiredis extra is not installed: redis-py does the I/O
     hiredis = None
 
+from scalekit.core.context import Limit, deadline
+
 if TYPE_CHECKING:
     from scalekit.connect.redis.topology import Node, Topology
 
 __all__ = ["Link", "LinkPool", "SocketLink", "any_lost", "open_link"]
+
+#: Seconds a command blocked at the request's deadline waits past it: the deadline's own
+#: interrupt (``DeadlineExceeded``, which a thread sees once the read returns) ends the
+#: request, rather than a timeout error its code might take for Redis being down.
+LATE = 0.1
+_limit_now = deadline.get  # the current request's time limit, or None
+_monotonic = time.monotonic
 
 
 def open_link(server: Topology | Node) -> Link:
@@ -42,42 +59,73 @@ def open_link(server: Topology | Node) -> Link:
     connected now on a plain socket with hiredis, on first use otherwise."""
     connection = server.connection()
     if hiredis is None or isinstance(connection, redis.SSLConnection):
-        return Link(connection)
+        return Link(connection, server.where)
     return SocketLink(connection, server.where)
 
 
 class Link:
     """One lean-path connection, its I/O done by redis-py (TLS, or no hiredis)."""
 
-    def __init__(self, connection: redis.connection.AbstractConnection):
-        self.connection = connection
+    def __init__(self, connection: redis.connection.AbstractConnection, where: str):
+        self.connection, self.where = connection, where
         self.redirect: int | None = None  # client id its key invalidations go to
         self.busy = False  # a command of the connector's is running on it
+        self.timeout = connection.socket_timeout or 0  # 0: none
+        self.bound = (self.timeout or math.inf) - LATE  # a deadline nearer than this lowers it
 
     def execute(self, args: tuple) -> Any:
-        self.connection.send_command(*args)
-        return self.connection.read_response()
+        """The reply of the command ``args``; an error reply raised."""
+        limit = _limit_now()
+        if limit is not None and limit.at - _monotonic() < self.bound:
+            return self._timed(self._left(limit), self._roundtrip, args)
+        return self._roundtrip(args)
 
     def pipeline(self, commands: list[tuple], wait: float = 0.0) -> list[Any]:
         """The replies of ``commands``, written at once; an error reply is returned (the
         exception redis-py would raise), not raised. ``wait``: seconds more than the
         socket timeout that the replies may take (a ``WAIT``)."""
-        timeout = self.connection.socket_timeout
-        sock = _socket_of(self.connection)
-        if wait and timeout:
-            sock.settimeout(timeout + wait)
+        seconds = self.timeout + wait if self.timeout else 0  # 0: none
+        limit = _limit_now()
+        if limit is not None and limit.at - _monotonic() + LATE < (seconds or math.inf):
+            seconds = self._left(limit)
+        if seconds == self.timeout:
+            return self._replies(commands)
+        return self._timed(seconds, self._replies, commands)
+
+    def _left(self, limit: Limit) -> float:
+        """The timeout of a command near the request's deadline (the seconds left, and
+        :data:`LATE`); ``redis.TimeoutError`` if it has passed."""
+        left = limit.at - _monotonic()
+        if left <= 0:
+            raise redis.TimeoutError(
+                f"no time left for Redis at {self.where}: the request's deadline has passed"
+            )
+        return left + LATE
+
+    def _timed(self, seconds: float, run: Any, arg: Any) -> Any:
+        """``run(arg)`` with the socket timeout ``seconds``, then the link's own again."""
+        self._set_timeout(seconds)
         try:
-            self.connection.send_packed_command(self.connection.pack_commands(commands))
-            replies = []
-            for _ in commands:
-                try:
-                    replies.append(self.connection.read_response())
-                except redis.ResponseError as exc:
-                    replies.append(exc)
-            return replies
+            return run(arg)
         finally:
-            if wait and timeout:
-                sock.settimeout(timeout)
+            self._set_timeout(self.timeout)
+
+    def _set_timeout(self, seconds: float) -> None:
+        _socket_of(self.connection).settimeout(seconds or None)
+
+    def _roundtrip(self, args: tuple) -> Any:
+        self.connection.send_command(*args)
+        return self.connection.read_response()
+
+    def _replies(self, commands: list[tuple]) -> list[Any]:
+        self.connection.send_packed_command(self.connection.pack_commands(commands))
+        replies = []
+        for _ in commands:
+            try:
+                replies.append(self.connection.read_response())
+            except redis.ResponseError as exc:
+                replies.append(exc)
+        return replies
 
     def pending(self) -> list[Any]:
         """The messages that have arrived (a subscribed connection), read without waiting.
@@ -95,18 +143,15 @@ class SocketLink(Link):
     """A connection whose commands go straight over its blocking socket, read by hiredis."""
 
     def __init__(self, connection: redis.connection.AbstractConnection, where: str):
-        super().__init__(connection)
-        self.where = where
+        super().__init__(connection, where)
         self.sock = _socket_of(connection)
         self.sock.settimeout(None)  # no poll() before each call: the kernel keeps the timeout
-        self.timeout = connection.socket_timeout or 0  # 0: none
-        self._limit(socket.SO_RCVTIMEO, self.timeout)
-        self._limit(socket.SO_SNDTIMEO, self.timeout)
+        self._set_timeout(self.timeout)
         self.reader = hiredis.Reader(
             protocolError=redis.exceptions.InvalidResponse, replyError=BaseParser.parse_error
         )
 
-    def execute(self, args: tuple) -> Any:
+    def _roundtrip(self, args: tuple) -> Any:
         sock, reader = self.sock, self.reader
         try:
             sock.sendall(hiredis.pack_command(args))
@@ -121,10 +166,7 @@ class SocketLink(Link):
             raise reply
         return reply
 
-    def pipeline(self, commands: list[tuple], wait: float = 0.0) -> list[Any]:
-        longer = bool(wait and self.timeout)
-        if longer:
-            self._limit(socket.SO_RCVTIMEO, self.timeout + wait)
+    def _replies(self, commands: list[tuple]) -> list[Any]:
         replies = []
         try:
             self.sock.sendall(b"".join(hiredis.pack_command(args) for args in commands))
@@ -135,16 +177,15 @@ class SocketLink(Link):
             raise redis.TimeoutError(f"timeout talking to Redis at {self.where}") from None
         except OSError as exc:
             raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
-        finally:
-            if longer:
-                self._limit(socket.SO_RCVTIMEO, self.timeout)
         return replies
 
-    def _limit(self, option: int, seconds: float) -> None:
-        """Set the socket's receive or send timeout (``SO_RCVTIMEO``, ``SO_SNDTIMEO``)."""
+    def _set_timeout(self, seconds: float) -> None:
+        """The socket's receive and send timeouts (``SO_RCVTIMEO``, ``SO_SNDTIMEO``; 0: none)."""
         whole = int(seconds)
-        limit = struct.pack("ll", whole, int((seconds - whole) * 1e6))
-        self.sock.setsockopt(socket.SOL_SOCKET, option, limit)
+        micro = int((seconds - whole) * 1e6)
+        limit = struct.pack("ll", whole, micro if whole or micro or not seconds else 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, limit)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, limit)
 
     def _more(self) -> Any:
         """Read from the socket until a whole reply has arrived; that reply."""

@@ -6,7 +6,8 @@ acknowledges what is sent, so TCP keepalives and ``tcp_user_timeout`` see nothin
 libpq would wait forever, and psycopg2 has no read timeout. So each statement, commit and
 rollback on a :func:`bounded_connection` is watched by one thread per process: past its
 deadline the connection's socket is shut down, libpq fails at once with a connection error,
-and the connection is dropped.
+and the connection is dropped. Inside a request with a deadline
+(:func:`scalekit.core.context.remaining`) the bound is the time left when that is shorter.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from scalekit.core.context import remaining
 from scalekit.core.process import PerProcess
 
 __all__ = ["bounded_connection"]
@@ -75,14 +77,15 @@ _watchdog = PerProcess(_Watchdog)
 @functools.cache
 def bounded_connection(seconds: float) -> type:
     """psycopg2's ``connection_factory`` for connections whose every statement, commit and
-    rollback ends within ``seconds``, or fails with ``psycopg2.OperationalError``."""
+    rollback ends within ``seconds`` (or the current request's :func:`remaining` time, when
+    shorter), or fails with ``psycopg2.OperationalError``."""
     import psycopg2.extensions
 
     def bounded(method: Any) -> Any:
         @functools.wraps(method)
         def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             connection = getattr(self, "connection", self)  # a cursor's, or this connection
-            with _watchdog.get().watching(connection.fileno(), seconds):
+            with _watchdog.get().watching(connection.fileno(), min(seconds, remaining())):
                 return method(self, *args, **kwargs)
 
         return call

@@ -1,0 +1,82 @@
+"""remaining(): the time left of the current request's deadline, and scalekit's own Redis
+and PostgreSQL calls bounded by it (real redis-server and PostgreSQL)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from scalekit.cache import Cache, CacheUnavailable
+from scalekit.connect.redis import open_redis
+from scalekit.connect.sql.deadline import bounded_connection
+from scalekit.core import context
+from scalekit.core.context import Limit, remaining
+
+
+@contextlib.contextmanager
+def deadline_in(seconds: float) -> Iterator[Limit]:
+    """Run the block as a request whose deadline is ``seconds`` from now."""
+    limit = Limit(time.monotonic() + seconds)
+    token = context.deadline.set(limit)
+    try:
+        yield limit
+    finally:
+        context.deadline.reset(token)
+
+
+def test_remaining_is_infinite_outside_a_deadline_and_counts_down_inside():
+    assert remaining() == math.inf
+    with deadline_in(5):
+        assert 4 < remaining() <= 5
+    with deadline_in(-1):
+        assert remaining() == 0.0
+    assert remaining() == math.inf
+
+
+def test_a_blocked_redis_call_ends_at_the_deadline_not_at_its_socket_timeout(redis_url):
+    connector = open_redis(f"{redis_url}?socket_timeout=30")
+    started = time.monotonic()
+    with deadline_in(0.3), pytest.raises(redis.TimeoutError):
+        connector.call("BLPOP", "test-remaining-empty", 0)
+    assert 0.3 <= time.monotonic() - started < 2
+    # the socket timeout is the connector's own again: a 1 s BLPOP outside a deadline
+    # answers (nil) instead of timing out, and a short deadline no longer applies
+    assert connector.call("BLPOP", "test-remaining-empty", 1) is None
+    connector.close()
+
+
+def test_a_redis_call_with_no_time_left_fails_at_once_and_the_connector_works_on(redis_url):
+    connector = open_redis(f"{redis_url}?socket_timeout=30")
+    connector.call("SET", "test-remaining-key", "v")
+    started = time.monotonic()
+    with deadline_in(-0.1), pytest.raises(redis.TimeoutError, match="deadline has passed"):
+        connector.call("GET", "test-remaining-key")
+    assert time.monotonic() - started < 0.1
+    with deadline_in(10):  # far: the socket's own timeout, nothing lowered
+        assert connector.call("GET", "test-remaining-key") == b"v"
+    connector.close()
+
+
+def test_a_piece_turns_a_deadline_that_has_passed_into_its_unavailable_error(redis_url):
+    cache = Cache("test_remaining", redis=redis_url)
+    with deadline_in(-0.1), pytest.raises(CacheUnavailable):
+        cache.redis.increment("hits")
+    assert cache.redis.increment("hits") >= 1
+
+
+def test_a_postgresql_statement_ends_at_the_deadline(postgres_url):
+    import psycopg2
+
+    connection = psycopg2.connect(postgres_url, connection_factory=bounded_connection(30.0))
+    started = time.monotonic()
+    try:
+        with deadline_in(0.5), pytest.raises(psycopg2.OperationalError):
+            connection.cursor().execute("SELECT pg_sleep(5)")
+        assert time.monotonic() - started < 3
+    finally:
+        connection.close()

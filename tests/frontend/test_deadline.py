@@ -1,0 +1,126 @@
+"""The deadline layer called in-process: the exception's kind, the configuration checks,
+remaining() inside and after a request, streamed bodies under the deadline, and the ticket
+or log of a late request. (Under real gunicorn: test_deadline_gunicorn.)"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from scalekit.core.errors import ConfigError
+from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
+from scalekit.tickets import FolderStore, TicketMiddleware
+
+
+def call(app, path: str = "/", **environ) -> tuple[str, dict, bytes]:
+    """Run one request through ``app`` on this thread: its status, headers and body."""
+    got = {}
+
+    def start_response(status, headers, exc_info=None):
+        got.update(status=status, headers=dict(headers))
+        return lambda data: None
+
+    body = app({"REQUEST_METHOD": "GET", "PATH_INFO": path, **environ}, start_response)
+    try:
+        data = b"".join(body)
+    finally:
+        getattr(body, "close", lambda: None)()
+    return got["status"], got["headers"], data
+
+
+def on_a_thread(app, path: str = "/", **environ) -> tuple[str, dict, bytes]:
+    """:func:`call` on a thread of a pool, as a threaded server runs requests."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call, app, path, **environ).result(timeout=10)
+
+
+def answer(text: str, start_response) -> list[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [text.encode()]
+
+
+def busy(environ, start_response):
+    while True:
+        pass
+
+
+def test_deadline_exceeded_passes_except_exception_and_is_caught_by_name():
+    assert issubclass(DeadlineExceeded, BaseException)
+    assert not issubclass(DeadlineExceeded, Exception)
+    assert str(DeadlineExceeded()) == "the request ran past its deadline"
+
+
+def test_a_deadline_that_cannot_end_before_the_server_timeout_is_refused():
+    with pytest.raises(ConfigError, match="server's timeout of 30 s"):
+        Deadline(busy, seconds=30, grace=1, server_timeout=30)
+    Deadline(busy, seconds=20, grace=1, server_timeout=30)
+    for seconds, grace in ((0, 1), (-1, 1), (10, -1)):
+        with pytest.raises(ConfigError):
+            Deadline(busy, seconds=seconds, grace=grace)
+
+
+def test_remaining_counts_down_inside_a_request_and_is_infinite_after():
+    seen = []
+
+    def app(environ, start_response):
+        seen.append(remaining())
+        return answer("ok", start_response)
+
+    assert call(Deadline(app, seconds=5))[2] == b"ok"
+    assert 4 < seen[0] <= 5 and remaining() == math.inf
+
+
+def test_a_streamed_body_stuck_before_its_first_chunk_gets_the_503_page():
+    def stuck_body(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            while True:
+                pass
+            yield b"never"
+
+        return body()
+
+    status, headers, body = on_a_thread(Deadline(stuck_body, seconds=0.3, grace=0.2),
+                                        HTTP_ACCEPT="application/json")  # fmt: skip
+    assert status.startswith("503") and headers["Cache-Control"] == "no-store"
+    assert json.loads(body)["error"] == "service unavailable"
+
+
+def test_a_streamed_body_stuck_after_it_started_is_cut_short():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            yield b"first"
+            while True:
+                pass
+
+        return body()
+
+    with pytest.raises(ConnectionAbortedError, match="cut short"):
+        on_a_thread(Deadline(app, seconds=0.3, grace=0.2))
+
+
+def test_a_late_request_gets_a_ticket_holding_where_it_was_stuck(tmp_path):
+    store = FolderStore(str(tmp_path))
+    app = Deadline(TicketMiddleware(busy, f"file://{tmp_path}"), seconds=0.3, grace=0.2)
+    status, headers, body = on_a_thread(app, HTTP_X_REQUEST_ID="late-request-1")
+    assert status.startswith("503") and headers["X-Request-ID"] == "late-request-1"
+    assert headers["X-Ticket-ID"].encode() in body and b"busy" not in body
+    ticket = store.load(headers["X-Ticket-ID"])
+    assert ticket["request_id"] == "late-request-1"
+    assert ticket["frames"][-1]["function"] == "busy"
+
+
+def test_without_a_ticket_middleware_the_stack_is_logged(caplog):
+    with caplog.at_level(logging.ERROR, logger="scalekit.frontend"):
+        status, _, _ = on_a_thread(Deadline(busy, seconds=0.3, grace=0.2))
+    assert status.startswith("503")
+    stacks = [record for record in caplog.records if record.exc_info]
+    assert "in busy" in caplog.text and stacks
+    assert stacks[0].exc_info[0] is DeadlineExceeded
