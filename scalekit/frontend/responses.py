@@ -85,7 +85,7 @@ class ResponseAborted(ScalekitError):
 
 def bodiless(status: str) -> bool:
     """True for a status that never has a body: 1xx, 204, 304."""
-    return status[0] == "1" or status[:3] in ("204", "304")
+    return status[:1] == "1" or status[:3] in ("204", "304")
 
 
 def status_code(status: str | None) -> int:
