@@ -2,6 +2,7 @@
 a busy loop, one blocked on a Redis call (BLPOP with a 30 s socket timeout: only the
 deadline bounds it) get the 503 page; one that catches DeadlineExceeded answers itself.
 Each leaves a ticket whose frames name the line it was stuck on, and the worker serves on.
+The same with the Deadline alone and inside FrontendMiddleware.
 
 This module is also the app gunicorn serves (``app``, built from the environment)."""
 
@@ -16,12 +17,13 @@ import time
 import pytest
 
 from scalekit.connect.redis import open_redis
+from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
 from scalekit.tickets import FolderStore, TicketMiddleware
 from tests.gunicorn import gunicorn
 
-TICKETS, REDIS, SECONDS, LOG = (f"SCALEKIT_TEST_DEADLINE_{name}"
-                                for name in ("TICKETS", "REDIS", "SECONDS", "LOG"))  # fmt: skip
+TICKETS, REDIS, SECONDS, LOG, FRONTEND = (f"SCALEKIT_TEST_DEADLINE_{name}"
+    for name in ("TICKETS", "REDIS", "SECONDS", "LOG", "FRONTEND"))  # fmt: skip
 
 
 def handlers(environ: dict, start_response) -> list[bytes]:
@@ -45,32 +47,38 @@ def handlers(environ: dict, start_response) -> list[bytes]:
     return [body.encode()]
 
 
-def _app() -> Deadline | None:
+def _app() -> Deadline | FrontendMiddleware | None:
     if TICKETS not in os.environ:  # imported by pytest, not served
         return None
     handler = logging.FileHandler(os.environ[LOG])
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     logging.getLogger("scalekit").addHandler(handler)
     tickets = TicketMiddleware(handlers, os.environ[TICKETS], repeat_window=0)
-    return Deadline(tickets, seconds=float(os.environ.get(SECONDS, "1")), grace=0.5)
+    seconds = float(os.environ.get(SECONDS, "1"))
+    if os.environ.get(FRONTEND):
+        return FrontendMiddleware(tickets, deadline=seconds, grace=0.5, access_log=None)
+    return Deadline(tickets, seconds=seconds, grace=0.5)
 
 
 app = _app()
 blocked = open_redis(os.environ[REDIS]) if REDIS in os.environ else None
 
 
-def serve(tmp_path_factory, redis_url: str, seconds: str = "1", **options):
+def serve(tmp_path_factory, redis_url: str, seconds: str = "1", frontend: bool = False,
+          **options):  # fmt: skip
     folder = tmp_path_factory.mktemp("deadline")
     env = {TICKETS: f"file://{folder}/errors", REDIS: f"{redis_url}?socket_timeout=30",
-           SECONDS: seconds, LOG: str(folder / "app.log")}  # fmt: skip
+           SECONDS: seconds, LOG: str(folder / "app.log"),
+           FRONTEND: "1" if frontend else ""}  # fmt: skip
     served = gunicorn("tests.frontend.test_deadline_gunicorn:app", env, workers=1, **options)
     return served, FolderStore(str(folder / "errors")), folder / "app.log"
 
 
-@pytest.fixture(scope="module", params=["sync", "gthread"])
+@pytest.fixture(scope="module", params=["sync", "gthread", "sync-frontend", "gthread-frontend"])
 def server(request, tmp_path_factory, redis_url):
-    threads = 1 if request.param == "sync" else 4
-    served, store, _ = serve(tmp_path_factory, redis_url, threads=threads)
+    threads = 1 if request.param.startswith("sync") else 4
+    frontend = request.param.endswith("frontend")
+    served, store, _ = serve(tmp_path_factory, redis_url, frontend=frontend, threads=threads)
     with served as port:
         yield port, store
 
