@@ -209,7 +209,7 @@ PAGE = (
 
 
 # -- 1. overhead per request, compression off ----------------------------------------------
-#: name: (label, FrontendMiddleware options besides compress=False, with a target). "logged"
+#: name: (label, FrontendMiddleware options over compress=False, with a target). "logged"
 #: is "defaults" with the access logger enabled, writing to a file.
 VARIANTS = {
     "defaults": ("defaults (access log on, its logger not enabled)", {}, True),
@@ -220,6 +220,7 @@ VARIANTS = {
     "no_log": ("  parts: defaults with access_log=None", {"access_log": None}, False),
     "neither": ("  parts: deadline=None, access_log=None", {"deadline": None, "access_log": None},
                 False),
+    "compress": ("  parts: compress=True (the page under min_size)", {"compress": True}, False),
 }  # fmt: skip
 
 
@@ -230,7 +231,7 @@ def request_overhead(plan: Plan, folder: str) -> dict[str, Callable]:
     check_proxies(forwarded)
     cases = {"bare": lambda: serve(app, plain)}
     for name, (_, options, _) in VARIANTS.items():
-        frontend = FrontendMiddleware(app, compress=False, **options)
+        frontend = FrontendMiddleware(app, **{"compress": False, **options})
         environ = forwarded if name == "proxies" else plain
         cases[name] = lambda frontend=frontend, environ=environ: serve(frontend, environ)
     access = logging.getLogger("scalekit.access")
