@@ -181,7 +181,7 @@ class Compression:
         min_size: int = 512,
         types: Iterable[str] = DEFAULT_TYPES,
         gzip_level: int = 6,
-        brotli_quality: int = 4,
+        brotli_quality: int = 5,
         encodings: Iterable[str] | None = None,
         max_random_bytes: int = 100,
     ) -> None:
