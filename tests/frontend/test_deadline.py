@@ -124,3 +124,23 @@ def test_without_a_ticket_middleware_the_stack_is_logged(caplog):
     stacks = [record for record in caplog.records if record.exc_info]
     assert "in busy" in caplog.text and stacks
     assert stacks[0].exc_info[0] is DeadlineExceeded
+
+
+def test_an_answer_begun_with_write_is_cut_short_not_followed_by_a_503():
+    written = []
+
+    def start_response(status, headers, exc_info=None):
+        written.append(status)
+        return written.append
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"begun")
+        while True:
+            pass
+
+    layer = Deadline(app, seconds=0.3, grace=0.2)
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/"}
+    with ThreadPoolExecutor(1) as pool, pytest.raises(ConnectionAbortedError, match="cut short"):
+        pool.submit(lambda: list(layer(environ, start_response))).result(timeout=10)
+    assert written == ["200 OK", b"begun"]
