@@ -122,6 +122,8 @@ class Watchdog:
     def _expire(self, request: Request) -> None:
         """The deadline passed: the stack now, the interrupt, then the overtime thread."""
         request.due = math.inf
+        if request.done:  # ended since the copy of the requests was taken
+            return
         frame = sys._current_frames().get(request.thread)
         error = DeadlineExceeded(
             f"the request ran past its deadline of {request.layer.seconds:g} s"
