@@ -61,7 +61,9 @@ class Deadline:
     def __init__(self, app: Callable, seconds: float = 60.0, grace: float = 1.0,
                  server_timeout: float | None = None):  # fmt: skip
         if not seconds > 0 or not grace >= 0:
-            raise ConfigError(f"deadline {seconds!r} s, grace {grace!r} s: both must be positive")
+            raise ConfigError(
+                f"deadline {seconds!r} s, grace {grace!r} s: a deadline > 0, grace >= 0"
+            )
         if server_timeout is not None and seconds + grace + SETTLE + MARGIN > server_timeout:
             raise ConfigError(
                 f"a deadline of {seconds:g} s with {grace:g} s of grace does not end "
