@@ -16,6 +16,7 @@ from scalekit.connect.redis import open_redis
 from scalekit.connect.sql.deadline import bounded_connection
 from scalekit.core import context
 from scalekit.core.context import Limit, remaining
+from tests.servers import TlsRedisServer
 
 
 @contextlib.contextmanager
@@ -38,8 +39,17 @@ def test_remaining_is_infinite_outside_a_deadline_and_counts_down_inside():
     assert remaining() == math.inf
 
 
-def test_a_blocked_redis_call_ends_at_the_deadline_not_at_its_socket_timeout(redis_url):
-    connector = open_redis(f"{redis_url}?socket_timeout=30")
+@pytest.fixture(scope="module")
+def tls_redis_url() -> Iterator[str]:
+    with TlsRedisServer().running() as server:
+        yield server.url
+
+
+@pytest.mark.parametrize("kind", ["tcp", "tls"])
+def test_a_blocked_redis_call_ends_at_the_deadline_not_at_its_socket_timeout(kind, request):
+    """Over TCP the lean path's own socket I/O (SO_RCVTIMEO); over TLS redis-py's."""
+    url = request.getfixturevalue("redis_url" if kind == "tcp" else "tls_redis_url")
+    connector = open_redis(url + ("&" if "?" in url else "?") + "socket_timeout=30")
     started = time.monotonic()
     with deadline_in(0.3), pytest.raises(redis.TimeoutError):
         connector.call("BLPOP", "test-remaining-empty", 0)
