@@ -287,7 +287,7 @@ def page_of(request: Request) -> tuple[str, bytes, list[tuple[str, str]]]:
     document = {"error": "service unavailable", "request_id": request_id, "ticket": ticket}
     content_type, body = negotiated(environ.get("HTTP_ACCEPT", ""), document, lambda: _html(
         request_id, ticket))  # fmt: skip
-    headers = [NO_STORE, ("Connection", "close")]
+    headers = [NO_STORE]
     headers += [("X-Request-ID", request_id)] if request_id else []
     headers += [("X-Ticket-ID", ticket)] if ticket else []
     return content_type, body, headers
@@ -309,7 +309,8 @@ def _answer_for(request: Request, claimed: bool) -> None:
     environ = request.environ
     if claimed:
         content_type, body, headers = page_of(request)
-        framing = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        framing = [("Content-Type", content_type), ("Content-Length", str(len(body))),
+                   ("Connection", "close")]  # fmt: skip
         lines = ["HTTP/1.1 503 Service Unavailable\r\n"]
         lines += [f"{name}: {value}\r\n" for name, value in [*framing, *headers]]
         head = "".join(lines).encode("latin-1") + b"\r\n"

@@ -78,9 +78,9 @@ def serve(tmp_path_factory, redis_url: str, seconds: str = "1", frontend: bool =
 def server(request, tmp_path_factory, redis_url):
     threads = 1 if request.param.startswith("sync") else 4
     frontend = request.param.endswith("frontend")
-    served, store, _ = serve(tmp_path_factory, redis_url, frontend=frontend, threads=threads)
+    served, store, log = serve(tmp_path_factory, redis_url, frontend=frontend, threads=threads)
     with served as port:
-        yield port, store
+        yield port, store, log
 
 
 def get(port: int, path: str, request_id: str = "") -> tuple[int, dict, bytes, float]:
@@ -128,7 +128,7 @@ def stuck_line(ticket: dict, marker: str) -> bool:
 def test_a_stuck_handler_gets_the_503_page_and_a_ticket_and_the_worker_serves_on(
     server, path, marker
 ):
-    port, store = server
+    port, store, log = server
     _, _, pid, _ = get(port, "/pid")
     request_id = f"deadline{path.replace('/', '-')}-{time.monotonic_ns()}"
     status, headers, body, took = get(port, path, request_id)
@@ -141,10 +141,11 @@ def test_a_stuck_handler_gets_the_503_page_and_a_ticket_and_the_worker_serves_on
     assert stuck_line(ticket, marker)
     assert b"Traceback" not in body and b"stuck" not in body
     assert get(port, "/pid")[2] == pid  # the same worker answers the next request
+    assert "WARNING" not in log.read_text()  # the page's headers pass the front end as they are
 
 
 def test_a_handler_that_catches_the_deadline_answers_within_the_grace(server):
-    port, store = server
+    port, store, _ = server
     request_id = f"deadline-catch-{time.monotonic_ns()}"
     status, _, body, took = get(port, "/catch", request_id)
     assert status == 200 and body.startswith(b"caught, 0.") and took < 3
