@@ -35,6 +35,7 @@ from scalekit.frontend.watchdog import (
     page_of,
     shorten,
     watchdog,
+    where,
     write_ticket,
 )
 from scalekit.wsgi.pages import page
@@ -144,11 +145,7 @@ class Deadline:
             request.ticketed.wait(max(request.at - time.monotonic(), 0.0) + SETTLE)
         if not watchdog.get().claim(request):
             return self._dropped(request, [], start_response)
-        environ = request.environ
-        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO")
-        log.error(
-            "%s %s: deadline exceeded, answered 503 (ticket %s)", method, path, request.ticket
-        )
+        log.error("%s: deadline exceeded, answered 503 (ticket %s)", where(request), request.ticket)
         content_type, body, headers = page_of(request)
         answer = page("503 Service Unavailable", content_type, body, *headers)
         return answer.send(start_response, (DeadlineExceeded, exc, exc.__traceback__))

@@ -49,6 +49,7 @@ __all__ = [
     "page_of",
     "shorten",
     "watchdog",
+    "where",
     "write_ticket",
 ]
 
@@ -113,7 +114,10 @@ class Watchdog:
             soonest = now + _shortest  # no request registered from now on is due sooner
             for request in self.requests.copy():
                 if request.due <= now:
-                    self._expire(request)
+                    try:
+                        self._expire(request)
+                    except Exception:  # the watchdog must go on watching the others
+                        log.exception("%s: its deadline could not be enforced", where(request))
                 else:
                     soonest = min(soonest, request.due)
             self.wake.wait(min(max(soonest - now, 0.001), 3600.0))
@@ -145,8 +149,8 @@ class Watchdog:
             return
         environ = request.environ
         if "gunicorn.socket" not in environ:  # it answers 503 itself when it returns
-            log.error("%s %s is stuck past its deadline and grace; no socket to answer it on",
-                      environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))  # fmt: skip
+            log.error("%s is stuck past its deadline and grace; no socket to answer it on",
+                      where(request))  # fmt: skip
             return
         with self.lock:
             if request.done or (request.answer == APP and not request.inside):
@@ -264,10 +268,19 @@ def _traceback(frame: FrameType, stops: frozenset[CodeType]) -> TracebackType | 
     return tb
 
 
+def where(request: Request) -> str:
+    """The request's method and path for a log line (the path quoted: a client chose it)."""
+    return _where(request.environ)
+
+
+def _where(environ: dict) -> str:
+    return f"{str(environ.get('REQUEST_METHOD'))[:16]} {str(environ.get('PATH_INFO'))[:200]!r}"
+
+
 def write_ticket(exc: BaseException, environ: dict) -> str | None:
     """The ticket of ``exc`` through the ticket middleware's hook, else an ERROR log."""
     capture = environ.get(TICKET_CAPTURE_KEY)
-    where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+    where = _where(environ)
     if capture is None:
         log.error("%s: deadline exceeded (no ticket middleware)", where, exc_info=exc)
         return None
@@ -318,8 +331,7 @@ def _answer_for(request: Request, claimed: bool) -> None:
         with contextlib.suppress(OSError):
             environ["gunicorn.socket"].send(data, socket.MSG_DONTWAIT)
     cut(environ)
-    log.error("%s %s is stuck past its deadline and grace: %s (ticket %s)",
-              environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"),
+    log.error("%s is stuck past its deadline and grace: %s (ticket %s)", where(request),
               "answered 503" if claimed else "response cut short", request.ticket)  # fmt: skip
 
 
