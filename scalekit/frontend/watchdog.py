@@ -19,6 +19,7 @@ into the server's code.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import ctypes
 import logging
@@ -28,7 +29,6 @@ import socket
 import sys
 import threading
 import time
-from functools import partial
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Protocol
 
@@ -135,8 +135,7 @@ class Watchdog:
         request.ticketed, request.finished = threading.Event(), threading.Event()
         request.at = time.monotonic() + request.layer.grace
         self.interrupt(request)
-        overtime = partial(self._overtime, request, error)
-        threading.Thread(target=overtime, name="scalekit-deadline-overtime", daemon=True).start()
+        _thread.start_new_thread(self._overtime, (request, error))  # no wait for it to start
 
     def _overtime(self, request: Request, error: DeadlineExceeded) -> None:
         """Write the ticket; past the grace interrupt again, and answer for a stuck request."""

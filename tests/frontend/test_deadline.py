@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -144,3 +145,18 @@ def test_an_answer_begun_with_write_is_cut_short_not_followed_by_a_503():
     with ThreadPoolExecutor(1) as pool, pytest.raises(ConnectionAbortedError, match="cut short"):
         pool.submit(lambda: list(layer(environ, start_response))).result(timeout=10)
     assert written == ["200 OK", b"begun"]
+
+
+def test_under_load_only_the_late_requests_are_interrupted_and_nothing_escapes():
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/late":
+            ends = time.monotonic() + 2
+            while time.monotonic() < ends:
+                pass
+        return answer("ok", start_response)
+
+    layer = Deadline(app, seconds=0.3, grace=0.05)
+    paths = ["/late" if n % 10 == 0 else "/fast" for n in range(200)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda path: call(layer, path)[0][:3], paths))
+    assert results == ["503" if path == "/late" else "200" for path in paths]
