@@ -17,16 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import Token
-from functools import partial
 from types import CodeType, FrameType
-from typing import Any
 
 from scalekit.core import context
 from scalekit.core.context import remaining
 from scalekit.core.errors import ConfigError
 from scalekit.core.process import PerProcess
 from scalekit.frontend.watchdog import (
-    APP,
     SETTLE,
     WATCHDOG,
     DeadlineExceeded,
@@ -81,13 +78,14 @@ class Deadline:
         outer = context.deadline.get()
         at = time.monotonic() + self.seconds
         thread = threading.get_ident()
-        request = Request(at if outer is None else min(at, outer.at), thread, environ, self)
+        at = at if outer is None else min(at, outer.at)
+        request = Request(at, thread, environ, self, start_response)
         if thread == dog.main and not dog.alarm:
             dog.install_alarm()
         token = context.deadline.set(request)
         dog.requests.add(request)
         try:
-            body = self.app(environ, partial(_start, request, start_response))
+            body = self.app(environ, request.start)
         except DeadlineExceeded as exc:
             dog.leave(request, claim=False, done=False)
             try:
@@ -99,7 +97,7 @@ class Deadline:
             raise
         if type(body) is list:  # a finished answer: the request is over
             answering = dog.leave(request, claim=True, done=True)
-            context.reset(context.deadline, token)
+            context.deadline.reset(token)  # set above, in this context
             return body if answering else self._dropped(request, body, start_response)
         dog.leave(request, claim=False, done=False)
         return self._steps(request, body, start_response, token)
@@ -184,20 +182,6 @@ class Deadline:
 
 
 Deadline.codes = frozenset({Deadline.__call__.__code__, Deadline._steps.__code__})
-
-
-def _start(request: Request, start_response: Callable, status: str, headers: list,
-           exc_info: Any = None) -> Callable[[bytes], None]:  # fmt: skip
-    """The app's ``start_response``: its ``write()`` claims the answer before writing."""
-    return partial(_write, request, start_response(status, headers, exc_info))
-
-
-def _write(request: Request, write: Callable[[bytes], None], data: bytes) -> None:
-    """WSGI's ``write()``: the response starts here, unless the watchdog answered for it."""
-    if request.answer is None:
-        watchdog.get().claim(request)
-    if request.answer == APP:
-        write(data)
 
 
 def _end(request: Request, token: Token) -> None:

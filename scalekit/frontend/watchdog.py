@@ -29,6 +29,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from types import CodeType, FrameType, TracebackType
 from typing import Any, Protocol
 
@@ -83,18 +84,31 @@ class Request(Limit):
     """One request in flight: its thread, its environ, and who answers it."""
 
     __slots__ = ("answer", "done", "due", "environ", "finished", "inside", "layer", "pending",
-                 "thread", "ticket", "ticketed")  # fmt: skip
+                 "start_response", "thread", "ticket", "ticketed", "write")  # fmt: skip
 
-    def __init__(self, at: float, thread: int, environ: dict, layer: Layer):
+    def __init__(self, at: float, thread: int, environ: dict, layer: Layer,
+                 start_response: Callable) -> None:  # fmt: skip
         self.at = self.due = at  # due: when the watchdog acts on it next (inf: not its job)
         self.thread, self.environ, self.layer = thread, environ, layer
+        self.start_response = start_response  # the server's
         self.inside = True  # the app's code is running (its call, a step of its body)
-        self.pending = False  # interrupted; not yet seen to be delivered
-        self.done = False
+        self.pending = self.done = False  # pending: interrupted, not yet seen delivered
         self.answer: str | None = None  # APP or WATCHDOG, claimed under the watchdog's lock
         self.ticket: str | None = None
         self.ticketed: threading.Event | None = None  # set once the ticket is written
         self.finished: threading.Event | None = None  # set when the request ends
+
+    def start(self, status: str, headers: list, exc_info: Any = None) -> Callable:
+        """The ``start_response`` the app is given: its ``write()`` claims the answer."""
+        self.write = self.start_response(status, headers, exc_info)
+        return self.written
+
+    def written(self, data: bytes) -> None:
+        """WSGI's ``write()``: the response starts here, unless the watchdog answered it."""
+        if self.answer is None:
+            watchdog.get().claim(self)
+        if self.answer == APP:
+            self.write(data)
 
 
 class Watchdog:
