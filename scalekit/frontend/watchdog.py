@@ -293,14 +293,14 @@ def _where(environ: dict) -> str:
 def write_ticket(exc: BaseException, environ: dict) -> str | None:
     """The ticket of ``exc`` through the ticket middleware's hook, else an ERROR log."""
     capture = environ.get(TICKET_CAPTURE_KEY)
-    where = _where(environ)
+    place = _where(environ)
     if capture is None:
-        log.error("%s: deadline exceeded (no ticket middleware)", where, exc_info=exc)
+        log.error("%s: deadline exceeded (no ticket middleware)", place, exc_info=exc)
         return None
     try:
         return capture(exc, environ, environ.get(REQUEST_ID_KEY) or "-")
     except Exception:
-        log.exception("%s: deadline exceeded, and its ticket failed", where)
+        log.exception("%s: deadline exceeded, and its ticket failed", place)
         return None
 
 
