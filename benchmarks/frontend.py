@@ -66,7 +66,7 @@ from scalekit.frontend.compression import Compression
 
 TARGET_US = 15.0
 LEVEL = 6  # gzip level on all three sides
-PADDED = 101  # responses whose sizes are shown: with random padding, their median
+PADDED = 101  # responses sized per contender: the random padding varies them
 PROXIES = ["10.0.0.0/8"]  # the load balancers' network, trusted in the proxies case
 
 
@@ -303,43 +303,12 @@ def check_proxies(forwarded: dict) -> None:
 
 # -- 2. and 3. compression of dynamic bodies -----------------------------------------------
 WORDS = [
-    "alpine",
-    "basket",
-    "canvas",
-    "copper",
-    "denim",
-    "ember",
-    "fjord",
-    "garnet",
-    "harbor",
-    "indigo",
-    "juniper",
-    "kettle",
-    "lantern",
-    "meadow",
-    "nickel",
-    "orchard",
-    "pepper",
-    "quartz",
-    "river",
-    "saddle",
-    "timber",
-    "umber",
-    "velvet",
-    "walnut",
-    "yarrow",
-    "zephyr",
-    "linen",
-    "cotton",
-    "wool",
-    "leather",
-    "ceramic",
-    "glass",
-    "oak",
-    "maple",
-    "slate",
+    "alpine", "basket", "canvas", "copper", "denim", "ember", "fjord", "garnet", "harbor",
+    "indigo", "juniper", "kettle", "lantern", "meadow", "nickel", "orchard", "pepper",
+    "quartz", "river", "saddle", "timber", "umber", "velvet", "walnut", "yarrow", "zephyr",
+    "linen", "cotton", "wool", "leather", "ceramic", "glass", "oak", "maple", "slate",
     "marble",
-]
+]  # fmt: skip
 
 
 def html_body(size: int, rng: random.Random) -> bytes:
@@ -454,26 +423,26 @@ def unpadded(data: bytes) -> int:
 
 @dataclass
 class Measured:
-    """One contender on one body: µs per response in every round, the sizes of responses."""
+    """One contender on one body: µs per response in every round, and its outputs."""
 
     label: str
     cost: list[float]
-    sizes: list[bytes]
+    outputs: list[bytes]
 
     @property
     def sent(self) -> float:
         """Bytes sent, the mean response (random padding varies them)."""
-        return statistics.fmean(len(data) for data in self.sizes)
+        return statistics.fmean(len(data) for data in self.outputs)
 
     @property
     def stream(self) -> int:
         """Bytes of the compressed stream itself, without padding (gzip: the same in every
         response)."""
-        return int(median(unpadded(data) for data in self.sizes))
+        return int(median(unpadded(data) for data in self.outputs))
 
     @property
     def note(self) -> str:
-        low, high = min(map(len, self.sizes)), max(map(len, self.sizes))
+        low, high = min(map(len, self.outputs)), max(map(len, self.outputs))
         return "" if low == high else f"{low:,}..{high:,}: random padding"
 
 
@@ -524,8 +493,8 @@ def compression(plan: Plan, environ: dict, quality: int) -> list[tuple[str, int,
             if without is None:  # a floor: the bare compressor's output
                 found[name] = Measured(title, t[case], [cases[case]()])
             else:
-                sizes = responses(cases[case], title, encoding, body)
-                found[name] = Measured(title, differences(t[case], t[without]), sizes)
+                outputs = responses(cases[case], title, encoding, body)
+                found[name] = Measured(title, differences(t[case], t[without]), outputs)
         results.append((label, len(body), found))
     return results
 
