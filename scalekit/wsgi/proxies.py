@@ -9,6 +9,7 @@ from a peer that is not a trusted proxy is ignored. Parse the setting once with
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -54,9 +55,12 @@ def networks(values: Iterable[str] | str, setting: str) -> tuple[Network, ...]:
     return tuple(parsed)
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_address(text: str) -> Address | None:
     """The address in ``text`` (a port, ``[v6]:port`` brackets and a zone dropped, an
-    IPv4-mapped IPv6 address as IPv4), or None if there is none."""
+    IPv4-mapped IPv6 address as IPv4), or None if there is none. Remembered: the balancers'
+    and a client's addresses come again and again (``ipaddress`` takes over 1 µs each), and
+    a flood of new ones only evicts."""
     text = text.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1 : text.index("]")]
