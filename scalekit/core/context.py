@@ -3,8 +3,11 @@
 A piece sets them for the request it serves and resets them when the response is closed;
 another piece reads them without importing the first (pieces never import each other):
 
-- :data:`request_id`: the request's id (``X-Request-ID``), set by ``TicketMiddleware``;
-  ``None`` outside a request. ``scalekit.tasks`` stamps it on the tasks a request defers.
+- :data:`request_id`: the request's id (``X-Request-ID``), set by ``scalekit.frontend``'s
+  ``FrontendMiddleware``, else by ``TicketMiddleware``; ``None`` outside a request.
+  ``scalekit.tasks`` stamps it on the tasks a request defers. Both middlewares keep an
+  incoming id that :func:`well_formed_request_id` accepts, else make one with
+  :func:`new_request_id`, so they agree on the same request's id.
 - :data:`transaction`: the request's database transaction (a :class:`Transaction`), set by
   ``scalekit.db``'s ``DBMiddleware`` and ``@with_db``; ``scalekit.tasks`` writes a
   transactional task through it.
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import contextvars
 import math
+import os
+import re
 import time
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
@@ -30,10 +35,12 @@ __all__ = [
     "RequestVar",
     "Transaction",
     "deadline",
+    "new_request_id",
     "remaining",
     "request_id",
     "reset",
     "transaction",
+    "well_formed_request_id",
 ]
 
 T = TypeVar("T")
@@ -91,6 +98,16 @@ class Transaction(Protocol):
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "scalekit_request_id", default=None
 )
+#: Whether an incoming request id is worth keeping: 1-128 characters of ``A-Z a-z 0-9 . _ :
+#: @ -`` (nginx's ``$request_id``, haproxy's ``unique-id``, a UUID); ``None`` if not.
+well_formed_request_id: Callable[[str], Any] = re.compile(r"[A-Za-z0-9._:@-]{1,128}").fullmatch
+
+
+def new_request_id() -> str:
+    """A new request id: 128 random bits as 32 hex digits."""
+    return os.urandom(16).hex()
+
+
 #: The request's database transaction; ``get()`` outside one raises MissingContext.
 transaction: RequestVar[Transaction] = RequestVar(
     "scalekit_transaction",

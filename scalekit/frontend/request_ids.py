@@ -17,15 +17,12 @@ cleaned: an id is either exactly what was sent or a new one.
 
 from __future__ import annotations
 
-import os
 import re
 
 from scalekit.core import context
 
 __all__ = ["current", "request_id_of", "trace_id"]
 
-#: A well-formed incoming id (the same alphabet and bound as the tickets' own check).
-_INCOMING = re.compile(r"[A-Za-z0-9._:@-]{1,128}").fullmatch
 #: version-traceid-parentid-flags, lowercase hex; a later version may append "-..." fields.
 _TRACEPARENT = re.compile(
     r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", re.DOTALL
@@ -40,14 +37,14 @@ def request_id_of(environ: dict, trusted: bool) -> str:
     formed, else a new random one."""
     if trusted:
         given = environ.get("HTTP_X_REQUEST_ID")
-        if given is not None and _INCOMING(given):
+        if given is not None and context.well_formed_request_id(given):
             return given
         parent = environ.get("HTTP_TRACEPARENT")
         if parent is not None:
             trace = trace_id(parent)
             if trace is not None:
                 return trace
-    return os.urandom(16).hex()
+    return context.new_request_id()
 
 
 def trace_id(traceparent: str) -> str | None:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 from scalekit.core.compat import renamed_keyword
+from scalekit.core.context import new_request_id, well_formed_request_id
 from scalekit.core.errors import CorruptData
 from scalekit.core.instance import app_version, node_name
 from scalekit.core.scrub import MASK, SECRET_NAME, scrub_text
@@ -41,7 +42,6 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _NAME = re.compile(r"[\w.-]+")
 #: A masked value this short is not searched for elsewhere in the ticket.
 MIN_SECRET_VALUE = 6
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
 MAX_FRAMES = 40
 CONTEXT_LINES = 2  # lines of code shown before and after each frame's line
 MAX_LOCALS = 40
@@ -65,7 +65,7 @@ def utc_text(at: float) -> str:
 def request_id(environ: Mapping[str, Any]) -> str:
     """The incoming ``X-Request-ID`` if it is a sane token, else a new random one."""
     given = environ.get("HTTP_X_REQUEST_ID", "")
-    return given if _REQUEST_ID.match(given) else secrets.token_hex(16)
+    return given if well_formed_request_id(given) else new_request_id()
 
 
 class Scrubber:
