@@ -12,12 +12,14 @@ import ast
 import contextlib
 import datetime
 import decimal
+import gzip
 import importlib
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -385,6 +387,113 @@ def test_the_ticket_node_and_trusted_proxies_example(tmp_path):
     response = Client(from_balancer).request("/", headers={"X-Forwarded-For": "198.51.100.7"})
     ticket = json.loads((tmp_path / f"{response.header('X-Ticket-ID')}.json").read_text())
     assert ticket["node"] == "node2" and ticket["request"]["client"] == "198.51.100.7"
+    assert ticket["version"] == "2026.12.5"
+
+
+def _from(address: str, app):
+    """``app`` as reached from ``address`` (the TCP peer the server would see)."""
+
+    def reached(environ, start_response):
+        environ["REMOTE_ADDR"] = address
+        return app(environ, start_response)
+
+    return reached
+
+
+def _page(environ, start_response):
+    """A dynamic page that fails at /fail and says who the client is otherwise."""
+    if environ["PATH_INFO"] == "/fail":
+        raise ValueError("boom")
+    body = f"{environ['REMOTE_ADDR']} {environ['wsgi.url_scheme']} ".encode() * 200
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+    return [body]
+
+
+def test_the_front_end_example(tmp_path):
+    code = snippet(
+        "deadline=25, server_timeout=30", {"file:///srv/shop/errors": f"file://{tmp_path}"}
+    )
+    application = run(code, app=_page)["application"]
+    balancer = Client(_from("10.0.1.2", application))
+    forwarded = {"X-Forwarded-For": "198.51.100.7", "X-Forwarded-Proto": "https",
+                 "Accept-Encoding": "gzip", "X-Request-ID": "req-from-haproxy"}  # fmt: skip
+    page = balancer.request("/", headers=forwarded)
+    assert (
+        page.header("Content-Encoding") == "gzip"
+        and page.header("X-Request-ID") == "req-from-haproxy"
+    )
+    assert gzip.decompress(page.body).startswith(b"198.51.100.7 https ")
+    spoofed = Client(_from("203.0.113.9", application)).request("/", headers=forwarded)
+    assert gzip.decompress(spoofed.body).startswith(b"203.0.113.9 http ")  # not believed
+    assert spoofed.header("X-Request-ID") != "req-from-haproxy"
+    failed = balancer.request("/fail", headers=forwarded)
+    ticket = json.loads((tmp_path / f"{failed.header('X-Ticket-ID')}.json").read_text())
+    assert failed.status == 500 and ticket["request_id"] == "req-from-haproxy"
+    assert ticket["request"]["client"] == "198.51.100.7"
+
+
+def test_the_logging_and_deadline_examples(capfd):
+    """The dictConfig block (in a process of its own: it replaces every handler) formats the
+    request id of a record and writes the access line; the deadline block answers in time."""
+    config = snippet('"()": "scalekit.frontend.RequestIdFilter"')
+    driver = """
+from scalekit.frontend import FrontendMiddleware
+from tests.wsgi import Client
+
+def view(environ, start_response):
+    logging.getLogger("app.views").warning("signed")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+Client(FrontendMiddleware(view)).request("/sign", headers={"X-Request-ID": "req-readme"})
+logging.getLogger("app.cron").info("idle")
+"""
+    done = subprocess.run([sys.executable, "-c", config + driver], capture_output=True,
+                          text=True, timeout=60, check=False, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    records = [line.split(" ", 2)[2] for line in done.stderr.splitlines()]  # after asctime
+    assert records == ["WARNING app.views [req-readme] signed", "INFO app.cron [-] idle"]
+    [access] = [json.loads(line) for line in done.stdout.splitlines()]
+    assert access["id"] == "req-readme" and access["path"] == "/sign"
+    assert access["status"] == 200 and access["level"] == "WARNING"
+
+    def slow_query():
+        while True:  # Python code: interrupted in any thread
+            pass
+
+    def partial_page(start_response, seconds_left):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [f"partial, {seconds_left:.1f} s left".encode()]
+
+    from scalekit.frontend import FrontendMiddleware
+
+    code = snippet("except DeadlineExceeded:")
+    report = run(code, slow_query=slow_query, partial_page=partial_page)["report"]
+    answers = []
+    app = FrontendMiddleware(report, deadline=0.3, grace=2)
+    thread = threading.Thread(target=lambda: answers.append(Client(app).request("/report")))
+    thread.start()
+    thread.join(10)
+    [answer] = answers
+    assert answer.status == 200 and answer.text.startswith("partial, ")
+    assert 0 < float(answer.text.split()[1]) <= 2.0
+
+
+def _code_lines(text: str) -> list[str]:
+    """``text``'s lines without comments and whitespace, the empty ones left out."""
+    lines = (re.sub(r"\s+", "", line.split("#", 1)[0]) for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+@pytest.mark.parametrize(
+    ("marker", "path"),
+    [("# examples/gunicorn.conf.py (excerpt)", "examples/gunicorn.conf.py"),
+     ("# examples/app/wsgi.py (excerpt)", "examples/app/wsgi.py")],
+)  # fmt: skip
+def test_the_deploy_excerpts_are_in_the_example_files(marker, path):
+    shipped = "".join(_code_lines((ROOT / path).read_text()))
+    for line in _code_lines(snippet(marker)):
+        assert line in shipped, f"README's excerpt of {path} says {line!r}, the file does not"
 
 
 ROOT = README.parent

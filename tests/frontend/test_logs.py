@@ -9,8 +9,6 @@ import io
 import json
 import logging
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -210,59 +208,6 @@ def test_the_filter_gives_records_made_without_the_factory_an_id():
         "req-4 inside",
         "req-own its own id",
     ]
-
-
-#: The README's logging configuration, run in a process of its own (dictConfig replaces
-#: every handler of the process it runs in).
-README_CONFIG = """
-import logging, logging.config
-from scalekit.frontend.logs import AccessLog, LogWatch
-
-logging.config.dictConfig({
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "scalekit.frontend.RequestIdFilter"}},
-    "formatters": {
-        "app": {"format": "%(levelname)s %(name)s [%(request_id)s] %(message)s"},
-        "access": {"format": "%(message)s"},
-    },
-    "handlers": {
-        "app": {"class": "logging.StreamHandler", "filters": ["request_id"],
-                "formatter": "app"},
-        "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
-                   "formatter": "access"},
-    },
-    "root": {"level": "INFO", "handlers": ["app"]},
-    "loggers": {"scalekit.access": {"level": "INFO", "handlers": ["access"],
-                                    "propagate": False}},
-})
-watch = LogWatch.start("req-5")
-logging.getLogger("app.views").warning("signed")
-AccessLog("logfmt").write(
-    request_id="req-5", method="POST", path="/sign", status=303, bytes=0, duration=0.0042,
-    client="203.0.113.9", node="web-1", version="1.4.2", level=watch.highest,
-)
-watch.stop()
-logging.getLogger("app.cron").info("idle")
-"""
-
-
-def test_the_readme_dict_config_formats_the_request_id():
-    done = subprocess.run(
-        [sys.executable, "-c", README_CONFIG],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.splitlines() == [
-        "WARNING app.views [req-5] signed",
-        "INFO app.cron [-] idle",
-    ]
-    [line] = done.stdout.splitlines()
-    assert logfmt(line) | {"time": "-"} == {
-        "time": "-", "id": "req-5", "method": "POST", "path": "/sign", "status": "303",
-        "bytes": "0", "duration": "4.200", "client": "203.0.113.9", "node": "web-1",
-        "version": "1.4.2", "level": "WARNING",
-    }  # fmt: skip
 
 
 def write(access: AccessLog, **changes) -> None:
