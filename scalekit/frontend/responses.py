@@ -22,7 +22,6 @@ Header hygiene (:func:`clean_headers`), in one pass over the app's headers:
 from __future__ import annotations
 
 import contextlib
-import html
 import logging
 import re
 import socket
@@ -33,7 +32,7 @@ from scalekit.core.errors import ScalekitError
 from scalekit.core.scrub import scrub_text
 from scalekit.wsgi.environ import TICKET_CAPTURE_KEY
 from scalekit.wsgi.headers import make_private, without_expiry
-from scalekit.wsgi.pages import HTML, NO_STORE, Page, negotiated, page
+from scalekit.wsgi.pages import HTML, NO_STORE, Page, internal_error, page
 
 __all__ = [
     "HOP_BY_HOP",
@@ -42,7 +41,6 @@ __all__ = [
     "abort",
     "bodiless",
     "clean_headers",
-    "error_body",
     "error_page",
     "report",
     "status_code",
@@ -179,31 +177,11 @@ def error_page(
 ) -> Page:
     """The 500 page (not stored by any cache) of a request whose response failed, with
     ``headers`` added."""
-    content_type, body = error_body(environ.get("HTTP_ACCEPT", ""), ticket, request_id)
+    content_type, body = internal_error(environ.get("HTTP_ACCEPT", ""), ticket, request_id)
     ids = [("X-Request-ID", request_id), *headers]
     if ticket is not None:
         ids.append(("X-Ticket-ID", ticket))
     return page("500 Internal Server Error", content_type, body, NO_STORE, *ids)
-
-
-def error_body(accept: str, ticket: str | None, request_id: str) -> tuple[str, bytes]:
-    """The 500 page's content type and bytes (HTML, or JSON when ``accept`` prefers it): the
-    ticket and request ids, no details of what went wrong."""
-    document = {"error": "internal server error", "ticket": ticket, "request_id": request_id}
-    return negotiated(accept, document, lambda: _error_html(ticket, request_id))
-
-
-def _error_html(ticket: str | None, request_id: str) -> str:
-    said = (
-        f"<p>It was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
-        if ticket
-        else "<p>It was logged.</p>"
-    )
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
-        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
-        f"{said}<p>Request <code>{html.escape(request_id)}</code></p></body></html>"
-    )
 
 
 def abort(environ: dict, request_id: str) -> None:

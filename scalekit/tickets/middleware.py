@@ -18,7 +18,6 @@ with ``{{ticket}}`` and ``{{request_id}}`` in it, or a callable
 
 from __future__ import annotations
 
-import html
 import logging
 import sys
 import threading
@@ -36,7 +35,8 @@ from scalekit.tickets.ticket import build, repeated, request_id, signature, vers
 from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, TICKET_CAPTURE_KEY, VERSION_KEY
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
 from scalekit.wsgi.http import prefers_json
-from scalekit.wsgi.pages import HTML, NO_STORE, fill, negotiated, page, read_template
+from scalekit.wsgi.pages import HTML, NO_STORE, fill, page, read_template
+from scalekit.wsgi.pages import internal_error as error_body  # its public name here
 from scalekit.wsgi.proxies import client_address, networks
 from scalekit.wsgi.response import ClosingBody
 from scalekit.wsgi.views import per_view
@@ -246,25 +246,6 @@ class _Guarded(ClosingBody):
                 type(exc).__name__,
                 scrub_text(str(exc)),
             )
-
-
-def error_body(accept: str, ticket: str | None, request: str) -> tuple[str, bytes]:
-    """The 500 page's content type and bytes: the ticket id, no details of the error."""
-    document = {"error": "internal server error", "ticket": ticket, "request_id": request}
-    return negotiated(accept, document, lambda: _error_html(ticket, request))
-
-
-def _error_html(ticket: str | None, request: str) -> str:
-    said = (
-        f"<p>The error was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
-        if ticket
-        else "<p>The error was logged.</p>"
-    )
-    return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
-        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
-        f"{said}<p>Request <code>{html.escape(request)}</code></p></body></html>"
-    )
 
 
 @known_options()

@@ -1,5 +1,6 @@
 """Pages a middleware answers with itself instead of the app: a 503 while a backend is down,
-an error or maintenance page in HTML or JSON as the client's ``Accept`` prefers.
+the 500 page of a failure, an error or maintenance page in HTML or JSON as the client's
+``Accept`` prefers.
 
 A page says what failed in general terms and when to retry; an exception's traceback or
 details never reach the client (they go to the log, or into a ticket).
@@ -24,6 +25,7 @@ __all__ = [
     "TEXT",
     "Page",
     "fill",
+    "internal_error",
     "negotiated",
     "page",
     "read_template",
@@ -67,6 +69,27 @@ def unavailable(what: str, retry_after: int) -> Page:
         "Please try again in a few seconds.\n"
     ).encode()
     return page("503 Service Unavailable", TEXT, body, ("Retry-After", str(retry_after)), NO_STORE)
+
+
+def internal_error(accept: str, ticket: str | None, request_id: str) -> tuple[str, bytes]:
+    """The 500 page's content type and bytes (HTML, or JSON when ``accept`` prefers it): the
+    ticket id (None: the error was only logged) and the request id, nothing of the error.
+    One page for every layer that answers a failure (tickets, the front end)."""
+    document = {"error": "internal server error", "ticket": ticket, "request_id": request_id}
+    return negotiated(accept, document, lambda: _internal_error_html(ticket, request_id))
+
+
+def _internal_error_html(ticket: str | None, request_id: str) -> str:
+    said = (
+        f"<p>The error was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
+        if ticket
+        else "<p>The error was logged.</p>"
+    )
+    return (
+        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
+        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
+        f"{said}<p>Request <code>{html.escape(request_id)}</code></p></body></html>"
+    )
 
 
 def negotiated(accept: str, document: dict[str, Any], html: Callable[[], str]) -> tuple[str, bytes]:
