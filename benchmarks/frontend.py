@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import gzip
 import json
 import logging
@@ -44,7 +43,6 @@ import socket
 import statistics
 import sys
 import tempfile
-import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +58,7 @@ from gunicorn.config import Config
 from gunicorn.http import wsgi as gunicorn_wsgi
 from gunicorn.http.message import Request
 from gunicorn.http.unreader import IterUnreader
+from harness import differences, interleaved, median, per_round, spread, verdict
 
 from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.compression import Compression
@@ -83,51 +82,6 @@ QUICK = Plan(rounds=9, requests=1_000, compress_rounds=5, compress_bytes=500_000
 
 
 # -- timing --------------------------------------------------------------------------------
-def interleaved(
-    cases: dict[str, Callable],
-    number: int,
-    rounds: int,
-    setup: Callable[[str], None] = lambda name: None,
-) -> dict[str, list[float]]:
-    """Each case's µs per call in every round; the cases take turns, one later each round.
-    ``setup(name)`` runs, untimed, before each case's turn."""
-    names = list(cases)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            func = cases[name]
-            setup(name)
-            gc.collect()
-            start = time.perf_counter()
-            for _ in range(number):
-                func()
-            times[name].append((time.perf_counter() - start) / number * 1e6)
-    return times
-
-
-def median(values) -> float:
-    return statistics.median(values)
-
-
-def differences(a: list[float], b: list[float]) -> list[float]:
-    return [x - y for x, y in zip(a, b, strict=True)]
-
-
-def per_round(op: Callable[[float, float], float], a: list[float], b: list[float]) -> float:
-    """The median over the rounds of ``op(a, b)``: immune to the machine's speed drifting."""
-    return median(op(x, y) for x, y in zip(a, b, strict=True))
-
-
-def spread(values: list[float]) -> str:
-    """The middle half of the per-round values: where the median sits in the noise."""
-    q1, _, q3 = statistics.quantiles(values, n=4)
-    return f"{q1:.1f}..{q3:.1f}"
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 def pin() -> int:
     """This process on one CPU, as the other benchmarks: no migrations between cases."""
     cpu = min(os.sched_getaffinity(0))

@@ -36,14 +36,12 @@ import argparse
 import base64
 import contextlib
 import csv
-import gc
 import importlib.util
 import io
 import itertools
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -55,6 +53,7 @@ import flask
 import psycopg2
 import redis
 from flask_session import Session as FlaskSession
+from harness import interleaved, median, per_round, verdict
 from werkzeug.test import EnvironBuilder
 
 from scalekit import sessions
@@ -100,34 +99,6 @@ QUICK = Plan(rounds=9, requests=100, lookups=100, many=100_000)
 
 
 # -- timing --------------------------------------------------------------------------------
-def interleaved(cases: dict, number: int, rounds: int) -> dict[str, list[float]]:
-    """Each case's µs per call in every round; the cases take turns, one later each round."""
-    names = list(cases)
-    times: dict = {name: [] for name in names}
-    for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            gc.collect()
-            func = cases[name]
-            start = time.perf_counter()
-            for _ in range(number):
-                func()
-            times[name].append((time.perf_counter() - start) / number * 1e6)
-    return times
-
-
-def median(values) -> float:
-    return statistics.median(values)
-
-
-def per_round(op: Callable[[float, float], float], a: list[float], b: list[float]) -> float:
-    """The median over the rounds of ``op(a, b)``: immune to the machine's speed drifting."""
-    return median(op(x, y) for x, y in zip(a, b, strict=True))
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "MISS"
-
-
 # -- WSGI ----------------------------------------------------------------------------------
 def environ(path: str = "/", cookie: str | None = None) -> dict:
     return EnvironBuilder(path=path, headers={"Cookie": cookie} if cookie else {}).get_environ()
