@@ -52,6 +52,7 @@ import brotli
 import deflate
 import django
 import flask
+import harness
 from django.conf import settings
 from flask_compress import Compress
 from gunicorn.config import Config
@@ -126,21 +127,9 @@ def with_encoding(environ: dict, accept: str) -> dict:
 
 
 def serve(app: Callable, base: dict) -> tuple[str, dict[str, str], bytes]:
-    """One request as a server makes it: a fresh environ, start_response, the body iterated
-    and closed. Status, headers (lower-cased names) and body."""
-    response: list = []
-
-    def start_response(status, headers, exc_info=None):
-        response[:] = [status, headers]
-        return lambda data: None
-
-    result = app(dict(base), start_response)
-    try:
-        body = b"".join(result)
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    return response[0], {name.lower(): value for name, value in response[1]}, body
+    """One request as a server makes it; status, headers (lower-cased names) and body."""
+    status, headers, body = harness.serve(app, base)
+    return status, {name.lower(): value for name, value in headers}, body
 
 
 def body_app(body: bytes, content_type: str) -> Callable:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 import flask
+import harness
 import psycopg2
 import redis
 from flask_session import Session as FlaskSession
@@ -98,31 +99,17 @@ FULL = Plan(rounds=41, requests=300, lookups=500, many=1_000_000)
 QUICK = Plan(rounds=9, requests=100, lookups=100, many=100_000)
 
 
-# -- timing --------------------------------------------------------------------------------
 # -- WSGI ----------------------------------------------------------------------------------
 def environ(path: str = "/", cookie: str | None = None) -> dict:
     return EnvironBuilder(path=path, headers={"Cookie": cookie} if cookie else {}).get_environ()
 
 
 def serve(app: Callable, base: dict) -> list[tuple[str, str]]:
-    """One request as a WSGI server makes it (a fresh environ, the whole body, close());
-    the response headers."""
-    response: list = []
-
-    def start_response(status, headers, exc_info=None):
-        response[:] = [status, headers]
-        return lambda data: None
-
-    result = app(dict(base), start_response)
-    try:
-        for _ in result:
-            pass
-    finally:
-        if hasattr(result, "close"):
-            result.close()
-    if response[0] != "200 OK":
-        raise RuntimeError(f"{app!r} answered {response[0]}")
-    return response[1]
+    """One request as a WSGI server makes it; the response headers of its 200."""
+    status, headers, _ = harness.serve(app, base)
+    if status != "200 OK":
+        raise RuntimeError(f"{app!r} answered {status}")
+    return headers
 
 
 def set_cookie(headers: list[tuple[str, str]], name: str) -> str:

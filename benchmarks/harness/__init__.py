@@ -11,8 +11,9 @@ import gc
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
-__all__ = ["differences", "interleaved", "median", "per_round", "spread", "verdict"]
+__all__ = ["differences", "interleaved", "median", "per_round", "serve", "spread", "verdict"]
 
 
 def interleaved(
@@ -60,3 +61,21 @@ def spread(values: list[float]) -> str:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def serve(app: Callable, base: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+    """One request as a WSGI server makes it: a fresh copy of ``base``, ``start_response``,
+    the body iterated and closed. Its status, headers and body."""
+    response: list = []
+
+    def start_response(status, headers, exc_info=None):
+        response[:] = [status, headers]
+        return lambda data: None
+
+    result = app(dict(base), start_response)
+    try:
+        body = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return response[0], response[1], body
