@@ -44,7 +44,7 @@ from scalekit.frontend.responses import (
     status_code,
 )
 from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, VERSION_KEY
-from scalekit.wsgi.http import header_value
+from scalekit.wsgi.http import header_value, request_line
 from scalekit.wsgi.response import ClosingBody
 from scalekit.wsgi.views import per_view
 
@@ -296,8 +296,8 @@ class _Exchange:
         limit = self.frontend.limit
         try:
             raise ResponseTooLarge(
-                f"{self.environ.get('REQUEST_METHOD')} {self.environ.get('PATH_INFO')}: the "
-                f"response is {size} bytes, over max_response_size={limit}"
+                f"{request_line(self.environ)}: the response is {size} bytes, over "
+                f"max_response_size={limit}"
             )
         except ResponseTooLarge as exc:
             return self.failed(exc)
@@ -325,9 +325,8 @@ class _Exchange:
         """Log why the response cannot be finished, and abort it."""
         environ = self.environ
         self.status, self.dead = "500 Internal Server Error", True
-        log.error("%s %s: response aborted after %d bytes: %s (request %s)",
-                  environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"), self.sent_bytes,
-                  why, self.request)  # fmt: skip
+        log.error("%s: response aborted after %d bytes: %s (request %s)",
+                  request_line(environ), self.sent_bytes, why, self.request)  # fmt: skip
         abort(environ, self.request)
 
     # -- the end ----------------------------------------------------------------------

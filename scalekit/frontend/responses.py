@@ -32,6 +32,7 @@ from scalekit.core.errors import ScalekitError
 from scalekit.core.scrub import scrub_text
 from scalekit.wsgi.environ import TICKET_CAPTURE_KEY
 from scalekit.wsgi.headers import make_private, without_expiry
+from scalekit.wsgi.http import request_line
 from scalekit.wsgi.pages import HTML, NO_STORE, Page, internal_error, page
 
 __all__ = [
@@ -162,7 +163,7 @@ def report(exc: BaseException, environ: dict, request_id: str) -> str | None:
             ticket = capture(exc, environ, request_id)
         except Exception:  # a failing ticket store must not hide the error
             log.exception("writing the ticket failed (request %s)", request_id)
-    where = f"{environ.get('REQUEST_METHOD')} {environ.get('PATH_INFO')}"
+    where = request_line(environ)
     if ticket is not None:
         log.error("%s failed: %s (ticket %s, request %s)", where, type(exc).__name__, ticket,
                   request_id)  # fmt: skip

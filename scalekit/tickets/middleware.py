@@ -34,7 +34,7 @@ from scalekit.tickets.stores import DEFAULT_URL, TicketStore, open_store
 from scalekit.tickets.ticket import build, repeated, request_id, signature, versions
 from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, TICKET_CAPTURE_KEY, VERSION_KEY
 from scalekit.wsgi.environ import TICKET_KEY as ENVIRON_KEY
-from scalekit.wsgi.http import prefers_json
+from scalekit.wsgi.http import prefers_json, request_line
 from scalekit.wsgi.pages import HTML, NO_STORE, fill, page, read_template
 from scalekit.wsgi.pages import internal_error as error_body  # its public name here
 from scalekit.wsgi.proxies import client_address, networks
@@ -140,12 +140,8 @@ class TicketMiddleware:
                 self.store.save(ticket)
                 self._remember(failure, ticket)
         except Exception:
-            log.error(
-                "%s %s failed, and no ticket could be written:",
-                environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"),
-                exc_info=exc,
-            )
+            log.error("%s failed, and no ticket could be written:", request_line(environ),
+                      exc_info=exc)  # fmt: skip
             log.exception("writing the ticket failed:")
             return None
         environ[ENVIRON_KEY] = ticket["id"]
@@ -179,9 +175,8 @@ class TicketMiddleware:
         ticket = self.capture(exc, environ, request)
         if ticket is not None:
             log.error(
-                "%s %s failed: %s: %s (ticket %s)",
-                environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"),
+                "%s failed: %s: %s (ticket %s)",
+                request_line(environ),
                 type(exc).__name__,
                 scrub_text(str(exc)),
                 ticket,
@@ -238,10 +233,8 @@ class _Guarded(ClosingBody):
                 return
             ticket = self.middleware.capture(exc, environ, self.request)
             log.error(
-                "%s %s failed after its response started (ticket %s): %s: %s; "
-                "the response ends here",
-                environ.get("REQUEST_METHOD"),
-                environ.get("PATH_INFO"),
+                "%s failed after its response started (ticket %s): %s: %s; the response ends here",
+                request_line(environ),
                 ticket,
                 type(exc).__name__,
                 scrub_text(str(exc)),

@@ -1,5 +1,6 @@
 """HTTP rules the pieces share: which methods are safe, what content an error page takes,
-which configured values may go into a response header, and how ``If-None-Match`` reads."""
+which configured values may go into a response header, how ``If-None-Match`` reads, and how
+a request is named in a log line."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ __all__ = [
     "local_path",
     "parse_etags",
     "prefers_json",
+    "request_line",
 ]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CR, LF, NUL...: tab alone is allowed
 _LOCAL_PATH = re.compile(r"/|(?:/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)+/?")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+_LOGGED_PATH = 200  # characters of a path a log line shows
 _ETAG = re.compile(r'\s*((?:W/)?"[^"]*"|\*)\s*(?:,|$)')
 
 #: Methods that only read (RFC 9110 §9.2.1): they may go to a replica or pass maintenance.
@@ -93,3 +97,14 @@ def etag_matches(header: str, etag: str) -> bool:
     target = etag.removeprefix("W/")
     tags = parse_etags(header) or ()
     return any(tag == "*" or tag.removeprefix("W/") == target for tag in tags)
+
+
+def request_line(environ: dict) -> str:
+    """``METHOD /path`` for a log line: the path (the client's choice: servers decode ``%0A``
+    into it) cut at 200 characters and its control characters escaped, so that it cannot
+    forge a log line."""
+    method = str(environ.get("REQUEST_METHOD", "-"))[:16]
+    path = str(environ.get("PATH_INFO", ""))
+    if len(path) > _LOGGED_PATH:
+        path = path[:_LOGGED_PATH] + "..."
+    return _UNPRINTABLE.sub(lambda found: f"\\x{ord(found.group()):02x}", f"{method} {path}")

@@ -3,6 +3,7 @@ id, the instance facts, the access record, the size limit, an escaping exception
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import json
@@ -412,3 +413,27 @@ def test_bad_options_are_a_config_error(options):
         FrontendMiddleware(app, **options)
     with pytest.raises(ConfigError):
         with_frontend(**options)(app)
+
+
+@pytest.mark.parametrize("limited", [False, True])
+def test_a_path_with_a_line_break_cannot_forge_a_log_line(caplog, limited):
+    """A server decodes %0A into PATH_INFO: the error and abort lines escape it."""
+
+    def failing(environ, start_response):
+        raise RuntimeError("boom")
+
+    def streaming(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"x" * 10
+        yield b"x" * 100
+
+    path = "/a\nERROR scalekit.frontend: forged\r\x00"
+    frontend = FrontendMiddleware(streaming if limited else failing, max_response_size=50,
+                                  access_log=None, deadline=None)  # fmt: skip
+    raised = pytest.raises(ResponseAborted) if limited else contextlib.nullcontext()
+    with caplog.at_level(logging.ERROR, logger="scalekit.frontend"), raised:
+        call(frontend, path)
+    [record] = [r for r in caplog.records if r.name == "scalekit.frontend"]
+    first, *rest = record.getMessage().splitlines()  # the rest: a scrubbed traceback
+    assert first.startswith("GET /a\\x0aERROR scalekit.frontend: forged\\x0d\\x00")
+    assert not any("forged" in line for line in rest)
