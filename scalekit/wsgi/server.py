@@ -17,6 +17,7 @@ import threading
 from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from scalekit.wsgi.http import request_line
 from scalekit.wsgi.pages import NO_STORE, TEXT, page
 
 __all__ = ["open_server", "serve_until_signalled", "url_of"]
@@ -57,7 +58,7 @@ def open_server(
         try:
             return app(environ, start_response)
         except Exception as exc:  # noqa: BLE001 - one log line, no traceback to anyone
-            log.error("%s: %s failed: %s", name, environ.get("PATH_INFO"), type(exc).__name__)
+            log.error("%s: %s failed: %s", name, request_line(environ), type(exc).__name__)
             answer = page("500 Internal Server Error", TEXT, b"Internal error\n", NO_STORE)
             return answer.send(start_response)
 

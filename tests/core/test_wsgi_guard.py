@@ -125,5 +125,5 @@ def test_the_server_answers_a_failing_app_with_a_bare_500_and_one_log_line(caplo
         thread.join()
     assert failed.value.code == 500 and failed.value.read() == b"Internal error\n"
     messages = [record.getMessage() for record in caplog.records]
-    assert "GET /fine 200" in messages and "test viewer: /boom failed: RuntimeError" in messages
+    assert "GET /fine 200" in messages and "test viewer: GET /boom failed: RuntimeError" in messages
     assert not any("abc" in m or "secret detail" in m for m in messages)
