@@ -40,9 +40,14 @@ def test_remaining_is_infinite_outside_a_deadline_and_counts_down_inside():
 
 
 @pytest.fixture(scope="module")
-def tls_redis_url() -> Iterator[str]:
+def tls_redis() -> Iterator[TlsRedisServer]:
     with TlsRedisServer().running() as server:
-        yield server.url
+        yield server
+
+
+@pytest.fixture(scope="module")
+def tls_redis_url(tls_redis: TlsRedisServer) -> str:
+    return tls_redis.url
 
 
 @pytest.mark.parametrize("kind", ["tcp", "tls"])
@@ -90,3 +95,18 @@ def test_a_postgresql_statement_ends_at_the_deadline(postgres_url):
         assert time.monotonic() - started < 3
     finally:
         connection.close()
+
+
+def test_a_redis_py_link_timed_out_at_the_deadline_does_not_connect_again(tls_redis):
+    """Over TLS redis-py does the I/O and drops the socket on the timeout: putting the
+    link's own timeout back must not open a new connection (its TLS handshake to a frozen
+    server would wait the whole socket timeout, and its error replace the timeout's)."""
+    connector = open_redis(tls_redis.url + "&socket_timeout=3")
+    connector.call("SET", "test-remaining-tls", "v")
+    with tls_redis.frozen():
+        started = time.monotonic()
+        with deadline_in(0.3), pytest.raises(redis.TimeoutError, match="Timeout reading"):
+            connector.call("GET", "test-remaining-tls")
+        assert time.monotonic() - started < 1.5
+    assert connector.call("GET", "test-remaining-tls") == b"v"
+    connector.close()

@@ -108,10 +108,19 @@ class Link:
         try:
             return run(arg)
         finally:
-            self._set_timeout(self.timeout)
+            self._restore_timeout()
 
     def _set_timeout(self, seconds: float) -> None:
         _socket_of(self.connection).settimeout(seconds or None)
+
+    def _restore_timeout(self) -> None:
+        """The link's own timeout on its socket again, if it still has one: redis-py drops
+        the socket on a timeout or an error, and a restore must not connect again (a
+        handshake bounded by the socket timeout, not the deadline; its error would hide
+        the command's)."""
+        sock = self.connection._sock  # redis-py's, as in _socket_of
+        if sock is not None:
+            sock.settimeout(self.timeout or None)
 
     def _roundtrip(self, args: tuple) -> Any:
         self.connection.send_command(*args)
@@ -178,6 +187,9 @@ class SocketLink(Link):
         except OSError as exc:
             raise redis.ConnectionError(f"Redis at {self.where}: {exc}") from None
         return replies
+
+    def _restore_timeout(self) -> None:
+        self._set_timeout(self.timeout)
 
     def _set_timeout(self, seconds: float) -> None:
         """The socket's receive and send timeouts (``SO_RCVTIMEO``, ``SO_SNDTIMEO``; 0: none)."""
