@@ -15,7 +15,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextvars import Token
 from types import CodeType, FrameType
 
@@ -36,7 +36,7 @@ from scalekit.frontend.watchdog import (
     write_ticket,
 )
 from scalekit.wsgi.pages import page
-from scalekit.wsgi.response import close_body
+from scalekit.wsgi.response import ClosingBody, close_body
 
 __all__ = ["Deadline", "DeadlineExceeded", "remaining"]
 
@@ -100,39 +100,44 @@ class Deadline:
             context.deadline.reset(token)  # set above, in this context
             return body if answering else self._dropped(request, body, start_response)
         dog.leave(request, claim=False, done=False)
-        return self._steps(request, body, start_response, token)
+        context.deadline.reset(token)  # set again around each step of the body
+        return _Body(self, request, body, start_response)
 
-    def _steps(self, request: Request, body: Iterable[bytes], start_response: Callable,
-               token: Token) -> Iterator[bytes]:  # fmt: skip
-        """The app's body, each step of it under the deadline; the first step that ends
-        claims the answer; the request ends with it."""
+    def _steps(self, request: Request, body: Iterable[bytes], start_response: Callable
+               ) -> Iterator[bytes]:  # fmt: skip
+        """The app's body, each step of it under the deadline (the deadline the current
+        one during the step only); the first step that ends claims the answer; the request
+        ends with the body (and in any case when it is closed: :class:`_Body`)."""
         dog = watchdog.get()
-        try:
-            chunks = iter(body)
-            while True:
-                late = dog.enter(request)
+        chunks = None
+        while True:
+            token = context.deadline.set(request)
+            late = dog.enter(request)
+            try:
                 try:
                     if late:
                         raise DeadlineExceeded
+                    if chunks is None:
+                        chunks = iter(body)
                     chunk = next(chunks)
                     answering = dog.leave(request, claim=True, done=False)
-                except StopIteration:
-                    if not dog.leave(request, claim=True, done=False):
-                        yield from self._dropped(request, body, start_response)
-                    return
-                except DeadlineExceeded as exc:
-                    dog.leave(request, claim=False, done=False)
-                    yield from self._exceeded(request, exc, start_response)
-                    return
-                if not answering:
-                    yield from self._dropped(request, body, start_response)
-                    return
-                yield chunk
-        finally:
-            try:
-                close_body(body)
-            finally:
-                _end(request, token)
+                finally:
+                    context.deadline.reset(token)
+            except StopIteration:
+                if not dog.leave(request, claim=True, done=True):
+                    yield from self._dropped(request, [], start_response)
+                return
+            except DeadlineExceeded as exc:
+                dog.leave(request, claim=False, done=False)
+                yield from self._exceeded(request, exc, start_response)
+                return
+            except BaseException:
+                dog.leave(request, claim=False, done=True)
+                raise
+            if not answering:
+                yield from self._dropped(request, [], start_response)
+                return
+            yield chunk
 
     def _exceeded(self, request: Request, exc: DeadlineExceeded, start_response: Callable
                   ) -> list[bytes]:  # fmt: skip
@@ -184,10 +189,36 @@ class Deadline:
 Deadline.codes = frozenset({Deadline.__call__.__code__, Deadline._steps.__code__})
 
 
-def _end(request: Request, token: Token) -> None:
-    """The request is over: unwatched, its deadline no longer the current one."""
+class _Body(ClosingBody):
+    """The app's body (not a list) under the deadline: each step of its iteration is
+    (:meth:`Deadline._steps`); ``close()`` closes it and ends the request, also when the
+    server closes it without iterating it (or before its end)."""
+
+    def __init__(self, layer: Deadline, request: Request, body: Iterable[bytes],
+                 start_response: Callable):  # fmt: skip
+        super().__init__(body, lambda: _end(request))
+        self.layer, self.request, self.start_response = layer, request, start_response
+        self.steps: Generator[bytes, None, None] | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.steps is None:
+            self.steps = self.layer._steps(self.request, self.body, self.start_response)
+        return self.steps
+
+    def close(self) -> None:
+        try:
+            if self.steps is not None:
+                self.steps.close()
+        finally:
+            super().close()
+
+
+def _end(request: Request, token: Token | None = None) -> None:
+    """The request is over: unwatched, its deadline (set with ``token``) no longer the
+    current one."""
     watchdog.get().leave(request, claim=False, done=True)
-    context.reset(context.deadline, token)
+    if token is not None:
+        context.reset(context.deadline, token)
 
 
 def _sync_worker_timeout(frame: FrameType | None) -> float | None:

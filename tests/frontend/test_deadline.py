@@ -12,8 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from scalekit.core import context
 from scalekit.core.errors import ConfigError
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
+from scalekit.frontend.watchdog import watchdog
 from scalekit.tickets import FolderStore, TicketMiddleware
 
 
@@ -160,3 +162,54 @@ def test_under_load_only_the_late_requests_are_interrupted_and_nothing_escapes()
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda path: call(layer, path)[0][:3], paths))
     assert results == ["503" if path == "/late" else "200" for path in paths]
+
+
+def _open_request_state() -> tuple[object, int]:
+    """The deadline current on this thread and the requests the watchdog still watches."""
+    return context.deadline.get(), len(watchdog.get().requests)
+
+
+def test_a_body_closed_without_being_iterated_still_ends_the_request():
+    closed = []
+
+    class Body:
+        def __iter__(self):
+            yield b"never read"
+
+        def close(self):
+            closed.append(True)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    before = len(watchdog.get().requests)
+    body = Deadline(app, seconds=5)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
+                                    lambda status, headers, exc_info=None: None)  # fmt: skip
+    body.close()  # as a server does whose client went away
+    assert closed == [True]
+    assert _open_request_state() == (None, before)
+    assert remaining() == math.inf
+
+
+def test_the_deadline_is_current_during_each_step_of_a_body_only():
+    seen = []
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+
+        def body():
+            seen.append(remaining())
+            yield b"one"
+            seen.append(remaining())
+            yield b"two"
+
+        return body()
+
+    body = Deadline(app, seconds=5)({"REQUEST_METHOD": "GET", "PATH_INFO": "/"},
+                                    lambda status, headers, exc_info=None: None)  # fmt: skip
+    chunks = iter(body)
+    assert next(chunks) == b"one" and remaining() == math.inf  # between steps: none
+    assert next(chunks) == b"two" and remaining() == math.inf
+    body.close()
+    assert all(4 < left <= 5 for left in seen) and len(seen) == 2
