@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import time
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from scalekit.cache import Cache, CacheUnavailable
-from scalekit.connect.redis import open_redis
+from scalekit.connect.redis import RedisConnector, open_redis
 from scalekit.connect.sql.deadline import bounded_connection
 from scalekit.core import context
 from scalekit.core.context import Limit, remaining
@@ -109,4 +110,58 @@ def test_a_redis_py_link_timed_out_at_the_deadline_does_not_connect_again(tls_re
             connector.call("GET", "test-remaining-tls")
         assert time.monotonic() - started < 1.5
     assert connector.call("GET", "test-remaining-tls") == b"v"
+    connector.close()
+
+
+def test_no_time_left_keeps_the_connection_it_never_used(redis_url):
+    connector = open_redis(f"{redis_url}?socket_timeout=30")
+    first = connector.call("CLIENT", "ID")
+    for _ in range(3):
+        with deadline_in(-0.1), pytest.raises(redis.TimeoutError, match="deadline has passed"):
+            connector.call("GET", "test-remaining-key")
+    assert connector.call("CLIENT", "ID") == first
+    connector.close()
+
+
+def test_waiting_for_a_busy_connection_ends_at_the_deadline_and_says_so(redis_url):
+    connector = open_redis(f"{redis_url}?max_connections=1&socket_connect_timeout=5")
+    connector.call("PING")
+    slots = connector._server.get().links.slots
+    assert slots.take(0, [False])  # another thread's command holds the one connection
+    try:
+        with deadline_in(-0.1), pytest.raises(redis.TimeoutError, match="deadline passed"):
+            connector.call("PING")
+        started = time.monotonic()
+        with deadline_in(0.2), pytest.raises(redis.TimeoutError, match="deadline passed"):
+            connector.call("PING")
+        assert 0.2 <= time.monotonic() - started < 1
+    finally:
+        slots.give()
+    assert connector.call("PING") == b"PONG"
+    connector.close()
+
+
+def test_an_exception_right_after_taking_a_connection_slot_gives_the_slot_back(redis_url):
+    """The deadline's asynchronous exception lands where a call returns: one landing as the
+    slot taking returns (here raised there by a trace function) must not keep the slot."""
+    connector = open_redis(f"{redis_url}?max_connections=1&socket_connect_timeout=0.2")
+    connector.call("PING")
+
+    class Interrupted(Exception):
+        pass
+
+    def trace(frame, event, arg):
+        if frame.f_code is RedisConnector._take_slot.__code__:
+            if event == "return":
+                raise Interrupted
+            return trace
+        return None
+
+    sys.settrace(trace)
+    try:
+        with pytest.raises(Interrupted):
+            connector.call("PING")
+    finally:
+        sys.settrace(None)
+    assert connector.call("PING") == b"PONG"  # the one slot is free again
     connector.close()

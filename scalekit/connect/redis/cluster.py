@@ -32,6 +32,7 @@ from scalekit.connect.redis.connector import (
     Server,
     scan_keys,
 )
+from scalekit.connect.redis.lean import NoTimeLeft
 from scalekit.connect.redis.scripts import Script
 from scalekit.connect.redis.topology import Cluster, Node, key_of, slot_of
 from scalekit.core.process import PerProcess
@@ -67,6 +68,8 @@ class ClusterConnector(RedisConnector):
         server = self._server_of(self.topology.node_for(key))
         try:
             return server.reads.read(key.encode(), args, partial(self._on_node, server), max_age)
+        except NoTimeLeft:  # nothing was sent, nothing is wrong with the node
+            raise
         except MovedError as exc:
             self.topology.moved(exc.slot_id, exc.host, exc.port)
         except (*SETTLING, AskError):

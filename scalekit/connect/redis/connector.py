@@ -12,7 +12,6 @@ never shared with a forked child.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
@@ -30,7 +29,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from scalekit.connect.redis.lean import Link, LinkPool, open_link
+from scalekit.connect.redis.lean import Link, LinkPool, NoTimeLeft, Slots, open_link
 from scalekit.connect.redis.namespace import Namespace
 from scalekit.connect.redis.scripts import RELEASE_LEASE, Script
 from scalekit.connect.redis.topology import Node, Topology, key_of
@@ -136,7 +135,8 @@ class RedisConnector:
         A reply error leaves its connection clean for reuse; any other failure closes it.
         When a reused connection turns out dead (the server restarted or dropped idle
         clients), every idle connection goes and the command runs once more on a new one.
-        With ``max_connections``, a caller waits up to the connect timeout for a free one.
+        With ``max_connections``, a caller waits up to the connect timeout for a free one
+        (no longer than the request's time left: then :class:`~.lean.NoTimeLeft`).
         """
         try:
             return self._on(self._server.get(), args, redirect)
@@ -217,9 +217,10 @@ class RedisConnector:
         """Run ``args`` on one of ``server``'s links (see :meth:`call`)."""
         pool = server.links
         slots = pool.slots
-        if slots is not None:
-            self._take_slot(slots, server)
+        taken = [False]  # set as a slot is taken (see Slots.take): the finally gives it back
         try:
+            if slots is not None:
+                self._take_slot(slots, server, taken)
             try:
                 link = pool.idle.pop()
             except IndexError:
@@ -230,8 +231,8 @@ class RedisConnector:
                 pool.close()
                 return self._run(server, open_link(server.endpoint), args, redirect)
         finally:
-            if slots is not None:
-                slots.release()
+            if taken[0]:
+                slots.give()
 
     def _run(self, server: Server, link: Link, args: tuple, redirect: int | None) -> Any:
         pool = server.links
@@ -242,7 +243,7 @@ class RedisConnector:
                 link.redirect = redirect
                 server.reads.track(link)
             reply = link.execute(args)
-        except redis.ResponseError:
+        except (redis.ResponseError, NoTimeLeft):  # nothing unread left on the link
             link.busy = False
             pool.idle.append(link)
             raise
@@ -257,23 +258,28 @@ class RedisConnector:
         """The replies of ``commands`` written at once on one of ``server``'s links (error
         replies returned, not raised; ``wait``: seconds more the replies may take)."""
         pool = server.links
-        if pool.slots is not None:
-            self._take_slot(pool.slots, server)
+        slots = pool.slots
+        taken = [False]
         try:
+            if slots is not None:
+                self._take_slot(slots, server, taken)
             try:
                 link = pool.idle.pop()
             except IndexError:
                 link = open_link(server.endpoint)
             try:
                 replies = link.pipeline(commands, wait)
+            except NoTimeLeft:
+                pool.idle.append(link)
+                raise
             except BaseException:
                 link.close()
                 raise
             pool.idle.append(link)
             return replies
         finally:
-            if pool.slots is not None:
-                pool.slots.release()
+            if taken[0]:
+                slots.give()
 
     def _attempt(self, args: tuple, redirect: int | None, server: Server, asking: bool) -> Any:
         """Run ``args`` on ``server`` (after ``ASKING`` if ``asking``)."""
@@ -318,6 +324,8 @@ class RedisConnector:
         says the command did not run (a failover under way), after a pause, while the socket
         timeout lasts; after a lost connection, once and only if ``safe``. A lost or
         demoted node's links and cached reads go."""
+        if isinstance(error, NoTimeLeft):  # nothing was sent, nothing is wrong with the node
+            raise error
         topology = self.topology
         asking, redirections, lost = False, 0, False
         deadline = time.monotonic() + min(topology.socket_timeout, remaining())
@@ -358,6 +366,8 @@ class RedisConnector:
                 )
             try:
                 return attempt(self._server_of(node), asking)
+            except NoTimeLeft:
+                raise
             except FAILED as exc:
                 error = exc
 
@@ -389,13 +399,21 @@ class RedisConnector:
         """Load ``script`` where :meth:`run` runs it."""
         self.call("SCRIPT", "LOAD", script.source)
 
-    def _take_slot(self, slots: threading.BoundedSemaphore, server: Server) -> None:
-        wait = min(self.topology.socket_connect_timeout or 1.0, remaining())
-        if not slots.acquire(timeout=wait):
-            raise redis.ConnectionError(
-                f"all {self.topology.max_connections} connections to "
-                f"{server.endpoint.where} are busy"
+    def _take_slot(self, slots: Slots, server: Server, taken: list[bool]) -> None:
+        """Take one of ``slots`` (``taken[0]`` set as it is), waiting up to the connect
+        timeout and no longer than the request's time left; raises if none frees up."""
+        patience = self.topology.socket_connect_timeout or 1.0
+        left = remaining()
+        if slots.take(min(patience, left), taken):
+            return
+        if left < patience:
+            raise NoTimeLeft(
+                f"no time left for Redis at {server.endpoint.where}: the request's deadline "
+                f"passed while all {self.topology.max_connections} connections were busy"
             )
+        raise redis.ConnectionError(
+            f"all {self.topology.max_connections} connections to {server.endpoint.where} are busy"
+        )
 
 
 def replied(reply: Any) -> Any:

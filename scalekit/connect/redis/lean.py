@@ -10,7 +10,8 @@ this makes two system calls per command instead of four. Over TLS, or without hi
 Inside a request with a deadline (:data:`scalekit.core.context.deadline`) a command waits no
 longer than the time left (and :data:`LATE`): when that is shorter than the socket timeout,
 the timeout is lowered for that one command (and put back after it), and a command with no
-time left fails at once with the ``redis.TimeoutError`` a timeout raises. Outside one, that
+time left fails at once, before anything is sent, with :class:`NoTimeLeft` (a
+``redis.TimeoutError``; its connection is kept). Outside one, that
 costs a context variable read and a comparison per command.
 
 redis-py has no public API for two things this path needs; both are used here and only here:
@@ -44,7 +45,7 @@ from scalekit.core.context import Limit, deadline
 if TYPE_CHECKING:
     from scalekit.connect.redis.topology import Node, Topology
 
-__all__ = ["Link", "LinkPool", "SocketLink", "any_lost", "open_link"]
+__all__ = ["Link", "LinkPool", "NoTimeLeft", "Slots", "SocketLink", "any_lost", "open_link"]
 
 #: Seconds a command blocked at the request's deadline waits past it: the deadline's own
 #: interrupt (``DeadlineExceeded``, which a thread sees once the read returns) ends the
@@ -52,6 +53,12 @@ __all__ = ["Link", "LinkPool", "SocketLink", "any_lost", "open_link"]
 LATE = 0.1
 _limit_now = deadline.get  # the current request's time limit, or None
 _monotonic = time.monotonic
+
+
+class NoTimeLeft(redis.TimeoutError):
+    """A command refused before anything was sent: the request's deadline has passed (or
+    came while waiting for a free connection). Its connection is as good as before: it
+    stays open for the next command, and no failover follows."""
 
 
 def open_link(server: Topology | Node) -> Link:
@@ -94,10 +101,10 @@ class Link:
 
     def _left(self, limit: Limit) -> float:
         """The timeout of a command near the request's deadline (the seconds left, and
-        :data:`LATE`); ``redis.TimeoutError`` if it has passed."""
+        :data:`LATE`); :class:`NoTimeLeft` if it has passed."""
         left = limit.at - _monotonic()
         if left <= 0:
-            raise redis.TimeoutError(
+            raise NoTimeLeft(
                 f"no time left for Redis at {self.where}: the request's deadline has passed"
             )
         return left + LATE
@@ -249,6 +256,43 @@ def _socket_of(connection: redis.connection.AbstractConnection) -> socket.socket
     return connection._sock
 
 
+class Slots:
+    """``size`` slots, each held by one command at a time (``max_connections``).
+
+    :meth:`take` marks the caller's ``taken`` in the same step as it takes a slot, with no
+    call or loop between the two where an asynchronous exception (the deadline's
+    ``PyThreadState_SetAsyncExc``) could land: the caller's ``finally`` gives back exactly
+    what was taken. A semaphore's ``acquire`` returns its answer through a call, and an
+    exception landing as it returns would lose the slot for good."""
+
+    __slots__ = ("_changed", "free")
+
+    def __init__(self, size: int):
+        self.free = size
+        self._changed = threading.Condition(threading.Lock())
+
+    def take(self, timeout: float, taken: list[bool]) -> bool:
+        """Take a slot, waiting up to ``timeout`` seconds (0: only a look) for one to be
+        free; ``taken[0]`` is set as it is taken. Whether one was."""
+        with self._changed:
+            if not self.free:
+                until = _monotonic() + timeout
+                while not self.free:
+                    left = until - _monotonic()
+                    if left <= 0:
+                        return False
+                    self._changed.wait(left)
+            self.free -= 1
+            taken[0] = True
+        return True
+
+    def give(self) -> None:
+        """Give back a slot taken."""
+        with self._changed:
+            self.free += 1
+            self._changed.notify()
+
+
 class LinkPool:
     """One process's idle links, a LIFO taken and given back without a lock, and with
     ``max_connections`` the slots that bound how many are in use at once."""
@@ -257,7 +301,7 @@ class LinkPool:
 
     def __init__(self, max_connections: int | None):
         self.idle: deque[Link] = deque()
-        self.slots = threading.BoundedSemaphore(max_connections) if max_connections else None
+        self.slots = Slots(max_connections) if max_connections else None
 
     def close(self) -> None:
         """Close every idle link (one in use now goes with this pool when given back)."""
