@@ -165,3 +165,22 @@ def test_an_exception_right_after_taking_a_connection_slot_gives_the_slot_back(r
         sys.settrace(None)
     assert connector.call("PING") == b"PONG"  # the one slot is free again
     connector.close()
+
+
+def test_with_no_socket_timeout_a_command_waits_the_time_left_inside_a_deadline_only(
+    redis_server,
+):
+    """No socket timeout becomes the time left (and LATE) for a command inside a deadline;
+    outside one, the link waits as long as the reply takes again."""
+    connector = open_redis(redis_server.url, socket_timeout=None)
+    connector.call("SET", "test-remaining-none", "v")
+    with redis_server.frozen():
+        started = time.monotonic()
+        with deadline_in(0.3), pytest.raises(redis.TimeoutError, match="timeout"):
+            connector.call("GET", "test-remaining-none")
+        assert 0.3 <= time.monotonic() - started < 1
+    with deadline_in(10):
+        assert connector.call("GET", "test-remaining-none") == b"v"
+    # outside a deadline no timeout again: a BLPOP answers (nil) when it times out itself
+    assert connector.call("BLPOP", "test-remaining-empty", 0.5) is None
+    connector.close()

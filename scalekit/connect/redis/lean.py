@@ -78,7 +78,11 @@ class Link:
         self.redirect: int | None = None  # client id its key invalidations go to
         self.busy = False  # a command of the connector's is running on it
         self.timeout = connection.socket_timeout or 0  # 0: none
-        self.bound = (self.timeout or math.inf) - LATE  # a deadline nearer than this lowers it
+        # A command under a deadline whose time left is under ``bound`` waits the time left
+        # and LATE instead of the socket's timeout; with none, under any deadline (its
+        # time left is finite): a command never waits past it, at the cost of setting the
+        # timeout and putting it back (four setsockopt calls over a plain socket).
+        self.bound = self.timeout - LATE if self.timeout else math.inf
 
     def execute(self, args: tuple) -> Any:
         """The reply of the command ``args``; an error reply raised."""
@@ -93,7 +97,7 @@ class Link:
         socket timeout that the replies may take (a ``WAIT``)."""
         seconds = self.timeout + wait if self.timeout else 0  # 0: none
         limit = _limit_now()
-        if limit is not None and limit.at - _monotonic() + LATE < (seconds or math.inf):
+        if limit is not None and (not seconds or limit.at - _monotonic() + LATE < seconds):
             seconds = self._left(limit)
         if seconds == self.timeout:
             return self._replies(commands)
