@@ -64,6 +64,7 @@ SETTLING = (TryAgainError, ClusterDownError, ReadOnlyError, BusyLoadingError)
 #: What a failover may look like to a command: retried by :meth:`RedisConnector._retried`.
 FAILED = (redis.ResponseError, redis.ConnectionError, redis.TimeoutError)
 _ASKING = ("ASKING",)
+_NONE_TAKEN = [False]  # no slots to take (no max_connections): never set
 
 
 class NotReplicated(redis.RedisError):
@@ -217,9 +218,10 @@ class RedisConnector:
         """Run ``args`` on one of ``server``'s links (see :meth:`call`)."""
         pool = server.links
         slots = pool.slots
-        taken = [False]  # set as a slot is taken (see Slots.take): the finally gives it back
+        taken = _NONE_TAKEN
         try:
             if slots is not None:
+                taken = [False]  # set as a slot is taken (see Slots.take): given back below
                 self._take_slot(slots, server, taken)
             try:
                 link = pool.idle.pop()
@@ -259,9 +261,10 @@ class RedisConnector:
         replies returned, not raised; ``wait``: seconds more the replies may take)."""
         pool = server.links
         slots = pool.slots
-        taken = [False]
+        taken = _NONE_TAKEN
         try:
             if slots is not None:
+                taken = [False]
                 self._take_slot(slots, server, taken)
             try:
                 link = pool.idle.pop()
