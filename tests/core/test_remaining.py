@@ -184,3 +184,17 @@ def test_with_no_socket_timeout_a_command_waits_the_time_left_inside_a_deadline_
     # outside a deadline no timeout again: a BLPOP answers (nil) when it times out itself
     assert connector.call("BLPOP", "test-remaining-empty", 0.5) is None
     connector.close()
+
+
+def test_no_time_left_on_sentinel_is_no_failover(redis_sentinel, monkeypatch):
+    """A refusal made before anything was sent says nothing about the primary: its links
+    stay, and the topology is not asked where the primary went."""
+    connector = open_redis(redis_sentinel.url, socket_timeout=30)
+    first = connector.call("CLIENT", "ID", safe=True)
+    refreshed = []
+    monkeypatch.setattr(connector.topology, "refresh", lambda **kw: refreshed.append(kw))
+    with deadline_in(-0.1), pytest.raises(redis.TimeoutError, match="deadline has passed"):
+        connector.call("GET", "test-remaining-key", safe=True)
+    assert refreshed == []
+    assert connector.call("CLIENT", "ID", safe=True) == first
+    connector.close()
