@@ -84,23 +84,30 @@ class Deadline:
             dog.install_alarm()
         token = context.deadline.set(request)
         dog.requests.add(request)
+        body = None
         try:
             body = self.app(environ, request.start)
+            # an interrupt may still land here, as leave() is called: the same as in the app
+            if type(body) is list:  # a finished answer: the request is over
+                answering = dog.leave(request, claim=True, done=True)
+            else:
+                dog.leave(request, claim=False, done=False)
         except DeadlineExceeded as exc:
             dog.leave(request, claim=False, done=False)
             try:
+                close_body(body)  # (a body returned just before: not sent)
                 return self._exceeded(request, exc, start_response)
             finally:
                 _end(request, token)
         except BaseException:
-            _end(request, token)
+            try:
+                close_body(body)
+            finally:
+                _end(request, token)
             raise
-        if type(body) is list:  # a finished answer: the request is over
-            answering = dog.leave(request, claim=True, done=True)
-            context.deadline.reset(token)  # set above, in this context
+        context.deadline.reset(token)  # set above, in this context; for a body: again
+        if type(body) is list:  # around each step of it
             return body if answering else self._dropped(request, body, start_response)
-        dog.leave(request, claim=False, done=False)
-        context.deadline.reset(token)  # set again around each step of the body
         return _Body(self, request, body, start_response)
 
     def _steps(self, request: Request, body: Iterable[bytes], start_response: Callable

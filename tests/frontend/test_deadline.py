@@ -15,7 +15,7 @@ import pytest
 from scalekit.core import context
 from scalekit.core.errors import ConfigError
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
-from scalekit.frontend.watchdog import watchdog
+from scalekit.frontend.watchdog import Watchdog, watchdog
 from scalekit.tickets import FolderStore, TicketMiddleware
 
 
@@ -213,3 +213,31 @@ def test_the_deadline_is_current_during_each_step_of_a_body_only():
     assert next(chunks) == b"two" and remaining() == math.inf
     body.close()
     assert all(4 < left <= 5 for left in seen) and len(seen) == 2
+
+
+def test_an_interrupt_raised_as_the_app_returns_gets_the_503_and_ends_the_request(monkeypatch):
+    leave = Watchdog.leave
+    returned = []
+
+    def landing(self, request, claim, done):  # the interrupt lands as leave() is called
+        if returned:
+            returned.clear()
+            with self.lock:
+                request.pending = True  # as the watchdog's interrupt() leaves it
+            raise DeadlineExceeded
+        return leave(self, request, claim, done)
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        returned.append(True)
+        return [b"too late"]
+
+    def request() -> tuple[tuple[str, dict, bytes], tuple[object, int]]:
+        return call(Deadline(app, seconds=5), HTTP_ACCEPT="application/json"), _open_request_state()
+
+    monkeypatch.setattr(Watchdog, "leave", landing)
+    before = len(watchdog.get().requests)
+    with ThreadPoolExecutor(1) as pool:
+        (status, _, body), state = pool.submit(request).result(timeout=10)
+    assert status.startswith("503") and json.loads(body)["error"] == "service unavailable"
+    assert state == (None, before)
