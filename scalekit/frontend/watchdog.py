@@ -140,13 +140,14 @@ class Watchdog:
     def _expire(self, request: Request) -> None:
         """The deadline passed: the stack now, the interrupt, then the overtime thread."""
         request.due = math.inf
-        if request.done:  # ended since the copy of the requests was taken
-            return
-        frame = sys._current_frames().get(request.thread)
+        with self.lock:  # (the request cannot end meanwhile: its _end sets finished)
+            if request.done:  # ended since the copy of the requests was taken
+                return
+            request.ticketed, request.finished = threading.Event(), threading.Event()
+            frame = sys._current_frames().get(request.thread)  # still the request's stack
         error = DeadlineExceeded(
             f"the request ran past its deadline of {request.layer.seconds:g} s"
         ).with_traceback(None if frame is None else _traceback(frame, request.layer.codes))
-        request.ticketed, request.finished = threading.Event(), threading.Event()
         request.at = time.monotonic() + request.layer.grace
         self.interrupt(request)
         _thread.start_new_thread(self._overtime, (request, error))  # no wait for it to start

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -15,7 +17,7 @@ import pytest
 from scalekit.core import context
 from scalekit.core.errors import ConfigError
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
-from scalekit.frontend.watchdog import Watchdog, watchdog
+from scalekit.frontend.watchdog import Request, Watchdog, watchdog
 from scalekit.tickets import FolderStore, TicketMiddleware
 
 
@@ -241,3 +243,21 @@ def test_an_interrupt_raised_as_the_app_returns_gets_the_503_and_ends_the_reques
         (status, _, body), state = pool.submit(request).result(timeout=10)
     assert status.startswith("503") and json.loads(body)["error"] == "service unavailable"
     assert state == (None, before)
+
+
+def test_a_request_ending_as_its_deadline_is_enforced_is_seen_finished(monkeypatch):
+    dog = watchdog.get()
+    request = Request(time.monotonic(), 0, {"REQUEST_METHOD": "GET"}, Deadline(busy), None)
+    request.inside = False
+    frames = sys._current_frames
+    ends = threading.Thread(target=dog.leave, args=(request, False, True))
+
+    def ending_meanwhile():  # the request's thread ends it while its stack is taken
+        ends.start()
+        ends.join(0.2)
+        return frames()
+
+    monkeypatch.setattr(sys, "_current_frames", ending_meanwhile)
+    dog._expire(request)
+    ends.join(5)
+    assert request.done and request.finished.is_set()
