@@ -203,7 +203,7 @@ class Watchdog:
                     if request.pending:  # one may still wait in the thread: not any more
                         request.pending = False
                         if not self._by_signal(request):
-                            _async_raise(request.thread, None)
+                            _withdraw()
                     if claim and request.answer is None:
                         request.answer = APP
                     if done:
@@ -271,6 +271,28 @@ def _async_raise(thread: int, exc: type[BaseException] | None) -> None:
     """Raise ``exc`` in ``thread`` at its next bytecode (None: cancel one not raised yet)."""
     exc_object = ctypes.py_object(exc) if exc is not None else None
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), exc_object)
+
+
+class _Withdrawn(BaseException):
+    """Raised in place of an asynchronous exception withdrawn (see :func:`_withdraw`)."""
+
+
+def _withdraw() -> None:
+    """Withdraw an asynchronous exception not raised yet in this thread. Withdrawing it by
+    setting NULL leaves the interpreter's flag of a pending one set (CPython clears it only
+    as a thread raises one): every thread then takes the slow path at each check, and one
+    with a trace function set loops there forever. So it is replaced by one raised and
+    caught here."""
+    try:
+        _async_raise(threading.get_ident(), _Withdrawn)
+        while True:
+            _tick()
+    except _Withdrawn:
+        pass
+
+
+def _tick() -> None:
+    """A call: where the interpreter raises a pending asynchronous exception."""
 
 
 def _traceback(frame: FrameType, stops: frozenset[CodeType]) -> TracebackType | None:

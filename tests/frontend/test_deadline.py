@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import subprocess
 import sys
 import threading
 import time
@@ -261,3 +262,25 @@ def test_a_request_ending_as_its_deadline_is_enforced_is_seen_finished(monkeypat
     dog._expire(request)
     ends.join(5)
     assert request.done and request.finished.is_set()
+
+
+def test_an_interrupt_withdrawn_leaves_no_pending_flag_that_hangs_a_traced_thread():
+    script = (
+        "import sys\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from tests.frontend.test_deadline import Deadline, call, context, watchdog, answer\n"
+        "def app(environ, start_response):\n"
+        "    request = context.deadline.get()\n"
+        "    with watchdog.get().lock:\n"
+        "        request.pending = True\n"  # interrupted, not raised yet: leave() withdraws
+        "    return answer('ok', start_response)\n"
+        "with ThreadPoolExecutor(1) as pool:\n"
+        "    pool.submit(call, Deadline(app, seconds=5)).result()\n"
+        "sys.settrace(lambda frame, event, arg: None)\n"
+        "(lambda: None)()\n"
+        "sys.settrace(None)\n"
+        "print('traced')\n"
+    )
+    run = [sys.executable, "-c", script]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=10, check=False)
+    assert done.stdout == "traced\n", done.stderr
