@@ -108,6 +108,9 @@ class Deadline:
         context.deadline.reset(token)  # set above, in this context; for a body: again
         if type(body) is list:  # around each step of it
             return body if answering else self._dropped(request, body, start_response)
+        wrapper = environ.get("wsgi.file_wrapper")
+        if wrapper is not None and type(body) is wrapper and _passed(request, body):
+            return body  # as it is: the server may send it with sendfile
         return _Body(self, request, body, start_response)
 
     def _steps(self, request: Request, body: Iterable[bytes], start_response: Callable
@@ -218,6 +221,29 @@ class _Body(ClosingBody):
                 self.steps.close()
         finally:
             super().close()
+
+
+def _passed(request: Request, body: object) -> bool:
+    """Whether the server's ``wsgi.file_wrapper`` ``body`` is handed back as it is: its
+    answer claimed, its ``close()`` ending the request (its sending is the server's code:
+    not interrupted). False: it is iterated under the deadline instead."""
+    closing = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if closing is not None:
+                closing()
+        finally:
+            _end(request)
+
+    try:
+        body.close = close  # type: ignore[attr-defined]
+    except AttributeError:  # a wrapper class that takes no attribute
+        return False
+    if not watchdog.get().claim(request):  # the watchdog answered meanwhile
+        body.close = closing if closing is not None else (lambda: None)  # type: ignore
+        return False
+    return True
 
 
 def _end(request: Request, token: Token | None = None) -> None:

@@ -4,6 +4,7 @@ or log of a late request. (Under real gunicorn: test_deadline_gunicorn.)"""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import pytest
 
 from scalekit.core import context
 from scalekit.core.errors import ConfigError
+from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
 from scalekit.frontend.watchdog import Request, Watchdog, watchdog
 from scalekit.tickets import FolderStore, TicketMiddleware
@@ -284,3 +286,32 @@ def test_an_interrupt_withdrawn_leaves_no_pending_flag_that_hangs_a_traced_threa
     run = [sys.executable, "-c", script]
     done = subprocess.run(run, capture_output=True, text=True, timeout=10, check=False)
     assert done.stdout == "traced\n", done.stderr
+
+
+def test_a_file_wrapper_passes_through_the_front_end_under_a_deadline_as_it_is():
+    class FileWrapper:
+        def __init__(self, file, block_size=8192):
+            self.file = file
+
+        def __iter__(self):
+            return iter([self.file.read()])
+
+        def close(self):
+            self.file.close()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                                  ("Content-Length", "5")])  # fmt: skip
+        return environ["wsgi.file_wrapper"](io.BytesIO(b"hello"))
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/f", "REMOTE_ADDR": "10.0.0.1",
+               "wsgi.url_scheme": "http", "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "wsgi.file_wrapper": FileWrapper}  # fmt: skip
+    before = len(watchdog.get().requests)
+    layer = FrontendMiddleware(app, deadline=5, access_log=None)
+    body = layer(environ, lambda status, headers, exc_info=None: None)
+    assert type(body) is FileWrapper
+    file = body.file
+    assert b"".join(body) == b"hello"
+    body.close()
+    assert file.closed and _open_request_state() == (None, before)
