@@ -2,10 +2,12 @@
 may answer within a grace, and otherwise gets a 503 page and a ticket holding the stack
 where it was stuck (the watchdog that does it: :mod:`scalekit.frontend.watchdog`).
 
-The deadline covers the app's call and the iteration of its body. Under gunicorn's sync
-worker the arbiter kills a worker whose request outlasts ``--timeout`` (default 30 s; the
-client gets no answer and nobody a traceback): at the first request of each worker the
-deadline is cut, with one WARNING, to end in time. A gthread worker's timeout does not
+The deadline covers the app's call and each step of its body's iteration (not the body's
+``close()``, nor a ``wsgi.file_wrapper`` result: handed to the server as it is, it ends the
+request when the server closes it). Under gunicorn's sync worker the arbiter kills a
+worker whose request outlasts ``--timeout`` (default 30 s; the client gets no answer and
+nobody a traceback): at the first request of each worker the deadline is cut, with one
+WARNING, to end in time. A gthread worker's timeout does not
 bound requests (its main thread tells the arbiter it is alive while others serve).
 """
 
@@ -48,8 +50,8 @@ MARGIN = 1.0
 
 
 class Deadline:
-    """``app`` with a deadline of ``seconds`` per request (the call and its body's
-    iteration) and ``grace`` seconds to answer once :class:`DeadlineExceeded` is raised in
+    """``app`` with a deadline of ``seconds`` per request (the call and each step of
+    its body) and ``grace`` seconds to answer once :class:`DeadlineExceeded` is raised in
     it; a stuck request gets a 503 page. ``server_timeout``: the server's own limit on a
     request, which the deadline and its grace must end before (:class:`ConfigError`
     otherwise); under gunicorn's sync worker it is found at the first request."""
