@@ -36,7 +36,7 @@ from typing import Any, Protocol
 from scalekit.core.context import Limit
 from scalekit.core.process import PerProcess
 from scalekit.wsgi.environ import REQUEST_ID_KEY, TICKET_CAPTURE_KEY
-from scalekit.wsgi.pages import NO_STORE, negotiated
+from scalekit.wsgi.pages import NO_STORE, internal_error
 
 __all__ = [
     "APP",
@@ -333,23 +333,11 @@ def page_of(request: Request) -> tuple[str, bytes, list[tuple[str, str]]]:
     request_id = environ.get(REQUEST_ID_KEY)
     if not (isinstance(request_id, str) and request_id.isascii() and request_id.isprintable()):
         request_id = None
-    document = {"error": "service unavailable", "request_id": request_id, "ticket": ticket}
-    content_type, body = negotiated(environ.get("HTTP_ACCEPT", ""), document, lambda: _html(
-        request_id, ticket))  # fmt: skip
+    content_type, body = internal_error(environ.get("HTTP_ACCEPT", ""), ticket, request_id, "503")
     headers = [NO_STORE]
     headers += [("X-Request-ID", request_id)] if request_id else []
     headers += [("X-Ticket-ID", ticket)] if ticket else []
     return content_type, body, headers
-
-
-def _html(request_id: str | None, ticket: str | None) -> str:
-    named = (("Request", request_id), ("Ticket", ticket))
-    ids = "".join(f"<p>{name} <code>{value}</code></p>" for name, value in named if value)
-    return (
-        "<!doctype html><meta charset=utf-8><title>503 Service Unavailable</title>"
-        "<h1>Service unavailable</h1><p>The server took too long to answer this request. "
-        f"Please try again in a moment.</p>{ids}\n"
-    )
 
 
 def _answer_for(request: Request, claimed: bool) -> None:

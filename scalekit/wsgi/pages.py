@@ -71,24 +71,36 @@ def unavailable(what: str, retry_after: int) -> Page:
     return page("503 Service Unavailable", TEXT, body, ("Retry-After", str(retry_after)), NO_STORE)
 
 
-def internal_error(accept: str, ticket: str | None, request_id: str) -> tuple[str, bytes]:
-    """The 500 page's content type and bytes (HTML, or JSON when ``accept`` prefers it): the
-    ticket id (None: the error was only logged) and the request id, nothing of the error.
-    One page for every layer that answers a failure (tickets, the front end)."""
-    document = {"error": "internal server error", "ticket": ticket, "request_id": request_id}
-    return negotiated(accept, document, lambda: _internal_error_html(ticket, request_id))
+#: The error pages by status: the JSON ``error``, the HTML title and what the page says.
+_ERRORS = {
+    "500": ("internal server error", "Internal error", "Something went wrong on our side."),
+    "503": ("service unavailable", "Service unavailable",
+            "The server took too long to answer this request. Please try again in a moment."),
+}  # fmt: skip
 
 
-def _internal_error_html(ticket: str | None, request_id: str) -> str:
-    said = (
+def internal_error(accept: str, ticket: str | None, request_id: str | None, status: str = "500"
+                   ) -> tuple[str, bytes]:  # fmt: skip
+    """The error page's content type and bytes (HTML, or JSON when ``accept`` prefers it)
+    for ``status`` (``"500"``; ``"503"``: a request past its deadline): the ticket id (None:
+    the error was only logged) and the request id, nothing of the error. One page for every
+    layer that answers a failure (tickets, the front end, its deadline)."""
+    error, title, said = _ERRORS[status]
+    document = {"error": error, "ticket": ticket, "request_id": request_id}
+    return negotiated(accept, document, lambda: _error_html(title, said, ticket, request_id))
+
+
+def _error_html(title: str, said: str, ticket: str | None, request_id: str | None) -> str:
+    recorded = (
         f"<p>The error was recorded as ticket <code>{html.escape(ticket)}</code>.</p>"
         if ticket
         else "<p>The error was logged.</p>"
     )
+    request = f"<p>Request <code>{html.escape(request_id)}</code></p>" if request_id else ""
     return (
-        '<!doctype html><html><head><meta charset="utf-8"><title>Internal error</title>'
-        "</head><body><h1>Internal error</h1><p>Something went wrong on our side.</p>"
-        f"{said}<p>Request <code>{html.escape(request_id)}</code></p></body></html>"
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
+        f"</head><body><h1>{title}</h1><p>{said}</p>"
+        f"{recorded}{request}</body></html>"
     )
 
 

@@ -20,8 +20,9 @@ from scalekit.core import context
 from scalekit.core.errors import ConfigError
 from scalekit.frontend import FrontendMiddleware
 from scalekit.frontend.deadline import Deadline, DeadlineExceeded, remaining
-from scalekit.frontend.watchdog import Request, Watchdog, watchdog
+from scalekit.frontend.watchdog import Request, Watchdog, page_of, watchdog
 from scalekit.tickets import FolderStore, TicketMiddleware
+from scalekit.wsgi.environ import REQUEST_ID_KEY
 
 
 def call(app, path: str = "/", **environ) -> tuple[str, dict, bytes]:
@@ -315,3 +316,12 @@ def test_a_file_wrapper_passes_through_the_front_end_under_a_deadline_as_it_is()
     assert b"".join(body) == b"hello"
     body.close()
     assert file.closed and _open_request_state() == (None, before)
+
+
+def test_the_503_page_is_the_shared_error_page_with_its_ids_escaped():
+    environ = {"REQUEST_METHOD": "GET", REQUEST_ID_KEY: "<b>id"}
+    request = Request(0.0, 0, environ, Deadline(busy), None)
+    request.ticket = "t<i>"
+    content_type, body, _ = page_of(request)
+    assert content_type.startswith("text/html") and b"Service unavailable" in body
+    assert b"&lt;b&gt;id" in body and b"t&lt;i&gt;" in body and b"<b>" not in body
