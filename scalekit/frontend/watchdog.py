@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from scalekit.core.context import Limit
 from scalekit.core.process import PerProcess
 from scalekit.wsgi.environ import REQUEST_ID_KEY, TICKET_CAPTURE_KEY
+from scalekit.wsgi.http import request_line
 from scalekit.wsgi.pages import NO_STORE, internal_error
 
 __all__ = [
@@ -305,18 +306,14 @@ def _traceback(frame: FrameType, stops: frozenset[CodeType]) -> TracebackType | 
 
 
 def where(request: Request) -> str:
-    """The request's method and path for a log line (the path quoted: a client chose it)."""
-    return _where(request.environ)
-
-
-def _where(environ: dict) -> str:
-    return f"{str(environ.get('REQUEST_METHOD'))[:16]} {str(environ.get('PATH_INFO'))[:200]!r}"
+    """The request's method and path for a log line (a client chose the path: escaped)."""
+    return request_line(request.environ)
 
 
 def write_ticket(exc: BaseException, environ: dict) -> str | None:
     """The ticket of ``exc`` through the ticket middleware's hook, else an ERROR log."""
     capture = environ.get(TICKET_CAPTURE_KEY)
-    place = _where(environ)
+    place = request_line(environ)
     if capture is None:
         log.error("%s: deadline exceeded (no ticket middleware)", place, exc_info=exc)
         return None
