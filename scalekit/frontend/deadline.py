@@ -38,7 +38,7 @@ from scalekit.frontend.watchdog import (
     write_ticket,
 )
 from scalekit.wsgi.pages import page
-from scalekit.wsgi.response import ClosingBody, close_body
+from scalekit.wsgi.response import ClosingBody, chain_close, close_body
 
 __all__ = ["Deadline", "DeadlineExceeded", "remaining"]
 
@@ -229,21 +229,11 @@ def _passed(request: Request, body: object) -> bool:
     """Whether the server's ``wsgi.file_wrapper`` ``body`` is handed back as it is: its
     answer claimed, its ``close()`` ending the request (its sending is the server's code:
     not interrupted). False: it is iterated under the deadline instead."""
-    closing = getattr(body, "close", None)
-
-    def close() -> None:
-        try:
-            if closing is not None:
-                closing()
-        finally:
-            _end(request)
-
-    try:
-        body.close = close  # type: ignore[attr-defined]
-    except AttributeError:  # a wrapper class that takes no attribute
+    restore = chain_close(body, lambda: _end(request))
+    if restore is None:
         return False
     if not watchdog.get().claim(request):  # the watchdog answered meanwhile
-        body.close = closing if closing is not None else (lambda: None)  # type: ignore
+        restore()
         return False
     return True
 

@@ -45,7 +45,7 @@ from scalekit.frontend.responses import (
 )
 from scalekit.wsgi.environ import NODE_KEY, REQUEST_ID_KEY, VERSION_KEY
 from scalekit.wsgi.http import header_value, request_line
-from scalekit.wsgi.response import ClosingBody
+from scalekit.wsgi.response import ClosingBody, chain_close
 from scalekit.wsgi.views import per_view
 
 __all__ = ["MAX_RESPONSE_SIZE", "FrontendMiddleware", "with_frontend"]
@@ -211,18 +211,7 @@ class _Exchange:
         if self.encoder is not None or declared is None or declared > self.frontend.limit:
             self.encoder = None
             return None
-        closing = getattr(body, "close", None)
-
-        def close() -> None:
-            try:
-                if closing is not None:
-                    closing()
-            finally:
-                self.close()
-
-        try:
-            body.close = close
-        except AttributeError:  # a wrapper class that takes no attribute: streamed
+        if chain_close(body, self.close) is None:  # a wrapper that takes no attribute: streamed
             return None
         self.send(headers)
         self.produced = self.sent_bytes = 0 if self.head_or_bodiless() else declared

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-__all__ = ["ClosingBody", "HeldResponse", "close_body", "collect_response"]
+__all__ = ["ClosingBody", "HeldResponse", "chain_close", "close_body", "collect_response"]
 
 Headers = list[tuple[str, str]]
 
@@ -23,6 +23,31 @@ def close_body(body: Iterable[bytes]) -> None:
     close = getattr(body, "close", None)
     if close is not None:
         close()
+
+
+def chain_close(body: object, cleanup: Callable[[], None]) -> Callable[[], None] | None:
+    """Make ``body.close()`` run ``cleanup`` after it (also when closing raised), on the
+    object itself: the server's ``wsgi.file_wrapper`` must come back as the very object it
+    made, to be sent with ``sendfile``. Returns what puts the old ``close`` back, or None
+    when the object takes no attribute (wrap it in a :class:`ClosingBody` instead)."""
+    closing = getattr(body, "close", None)
+
+    def close() -> None:
+        try:
+            if closing is not None:
+                closing()
+        finally:
+            cleanup()
+
+    try:
+        body.close = close  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+
+    def restore() -> None:
+        body.close = closing if closing is not None else (lambda: None)  # type: ignore[attr-defined]
+
+    return restore
 
 
 class ClosingBody:
