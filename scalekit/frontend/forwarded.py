@@ -71,7 +71,7 @@ FORWARDING_HEADERS = frozenset(
 _UNBELIEVED_X = tuple(FORWARDING_HEADERS - set(_X_FORWARDED))
 _UNBELIEVED_FORWARDED = tuple(FORWARDING_HEADERS - {_FORWARDED})
 _ALL = tuple(FORWARDING_HEADERS)
-_SCHEMES = {"http": "http", "https": "https"}
+_SCHEMES = frozenset({"http", "https"})
 _PORTS = {"http": "80", "https": "443"}
 # host[:port]: a name (letters, digits, . _ -) or a bracketed IPv6 address; nothing else (no
 # space, /, @, \, comma): a forged host cannot smuggle a path or credentials into a URL.
@@ -138,8 +138,8 @@ class Forwarding:
         if index >= 0:
             environ["REMOTE_ADDR"] = str(address) if address is not None else _unknown(hops[index])
             environ.pop("REMOTE_PORT", None)  # the peer's, not the client's
-        scheme = _SCHEMES.get((proto or "").strip().lower())
-        if scheme:
+        scheme = (proto or "").strip().lower()
+        if scheme in _SCHEMES:
             environ["wsgi.url_scheme"] = scheme
         if host and _split_host(host):
             environ["HTTP_HOST"] = host
