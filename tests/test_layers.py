@@ -27,7 +27,7 @@ FLOORS = {
     "core": 0,
     "connect": 1, "wsgi": 1, "shim": 1,
     "sessions": 2, "cache": 2, "tickets": 2, "db": 2, "static": 2, "maintenance": 2,
-    "tasks": 2, "frontend": 2,
+    "tasks": 2, "frontend": 2, "uploads": 2,
     "cli": 3, "testing": 3,
     "scripts": 4, "__main__": 4,
 }  # fmt: skip
