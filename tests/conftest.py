@@ -1,5 +1,5 @@
 """Session-wide real servers: one redis-server, two memcached, one PostgreSQL cluster, one
-MariaDB server.
+MariaDB server, one S3-compatible server (moto).
 
 Each starts on first use on a free loopback port in its own temporary folder, and is stopped
 and removed at the end of the run, also when tests fail (pytest runs the code after
@@ -10,6 +10,7 @@ with the tail of its log.
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from typing import TypeVar
 
@@ -22,6 +23,7 @@ from tests.servers import (
     RedisCluster,
     RedisSentinelGroup,
     RedisServer,
+    S3Server,
     Server,
     ServerStartError,
 )
@@ -100,3 +102,17 @@ def mysql_server() -> Iterator[MariaDBServer]:
 def mysql_url(mysql_server: MariaDBServer) -> str:
     """``mysql://scalekit:...@127.0.0.1:<port>/scalekit_test`` of the private MariaDB."""
     return mysql_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3-compatible server: ``url(bucket, prefix)``, ``create_bucket``, ``client()``."""
+    with contextlib.ExitStack() as stack:
+        yield _running(stack, S3Server())
+
+
+@pytest.fixture
+def s3_url(s3_server: S3Server) -> str:
+    """``s3://KEY:SECRET@<bucket>/?endpoint_url=...&region=...`` of a fresh, empty bucket."""
+    bucket = s3_server.create_bucket(f"scalekit-{uuid.uuid4().hex[:16]}")
+    return s3_server.url(bucket)

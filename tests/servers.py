@@ -1,4 +1,4 @@
-"""Private redis-server, memcached, PostgreSQL and MariaDB processes for the tests.
+"""Private redis-server, memcached, PostgreSQL, MariaDB and S3 (moto) processes for the tests.
 
 Each server runs from a fresh temporary folder on a free loopback port. ``start()`` returns
 once the server answers a real request, or raises :class:`ServerStartError` carrying the tail
@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -1031,3 +1032,65 @@ class ApacheServer(_WebServer):
 
     def argv(self) -> list[str]:
         return [find_binary("apache2"), "-f", self.config_path, "-DFOREGROUND"]
+
+
+class S3Server(_ForegroundServer):
+    """moto's ``moto_server``: an S3-compatible server (in memory, large objects spooled to
+    files in its own folder) standing in for the real service; any key pair is accepted.
+
+    :meth:`url` names a bucket (and a prefix) on it for ``scalekit.uploads.open_store``;
+    :meth:`create_bucket` makes one, :meth:`client` is a boto3 client to look behind a store.
+    """
+
+    name = "moto-s3"
+    access_key = "scalekit-test"
+    secret_key = "moto-secret-key"
+    region = "us-east-1"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, bucket: str, prefix: str = "", **options: str) -> str:
+        """``s3://KEY:SECRET@bucket/prefix?endpoint_url=...&region=...`` (+ ``options``)."""
+        query = {"endpoint_url": self.endpoint_url, "region": self.region, **options}
+        return f"s3://{self.access_key}:{self.secret_key}@{bucket}/{prefix}?" + "&".join(
+            f"{name}={value}" for name, value in query.items()
+        )
+
+    def command(self) -> list[str]:
+        moto_server = os.path.join(os.path.dirname(sys.executable), "moto_server")
+        if not os.path.exists(moto_server):
+            moto_server = find_binary("moto_server")
+        return [moto_server, "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def _launch(self) -> None:
+        environment = {**os.environ, "TMPDIR": self.workdir}  # its spooled objects: ours
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                env=environment,
+            )  # fmt: skip
+
+    def client(self, timeout: float = 5):
+        """A boto3 S3 client of this server (path-style addressing, one attempt)."""
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
+            s3={"addressing_style": "path"},
+        )  # fmt: skip
+        return boto3.client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config,
+            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
+        )  # fmt: skip
+
+    def create_bucket(self, bucket: str) -> str:
+        """Make ``bucket`` (already there: fine); return its name."""
+        self.client().create_bucket(Bucket=bucket)
+        return bucket
+
+    def answers(self) -> bool:
+        self.client(timeout=1).list_buckets()
+        return True

@@ -17,6 +17,8 @@ Schemes::
     redis+cluster://[user:pw@]n1:7000,n2:7000 (seed nodes; database 0 only)
     valkey+sentinel://...   valkey+cluster://...   the same as redis+sentinel, redis+cluster
     memcache://h1:11211,h2:11211      memcached://...
+    s3://bucket[/prefix][?endpoint_url=http://127.0.0.1:9000&region=eu-west-1]
+    s3://KEY:SECRET@bucket/prefix     (no key pair: boto3's own chain, e.g. AWS_* variables)
 
 An alias gives the same settings as the scheme it stands for (``parse("valkey://h/1") ==
 parse("redis://h/1")``); ``url`` and ``masked`` keep the scheme the user wrote.
@@ -37,6 +39,7 @@ from urllib.parse import parse_qsl, quote, unquote, unquote_plus
 from scalekit.core.errors import ConfigError
 
 __all__ = [
+    "S3URL",
     "BackendURL",
     "ClusterURL",
     "DatabaseURL",
@@ -232,6 +235,23 @@ class MemcacheURL(BackendURL):
     kind = "memcache"
 
 
+@dataclass(frozen=True, repr=False)
+class S3URL(BackendURL):
+    """A bucket of an S3-compatible object store, and a key prefix in it (``""``: the whole
+    bucket; else without slashes at either end). No key pair (``access_key`` None): boto3
+    finds one itself (environment, config files, an instance role). ``endpoint_url``
+    None: AWS itself; ``region`` None: boto3's default."""
+
+    bucket: str = ""
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    kind = "s3"
+
+
 def parse(url: str, kinds: Iterable[str] | None = None) -> BackendURL:
     """Parse a backend URL; ``kinds`` (e.g. ``{"redis", "memcache"}``) limits what is accepted."""
     if not isinstance(url, str) or not url.strip():
@@ -292,10 +312,15 @@ class _Parts:
         return options
 
     def pop_password_option(self) -> str | None:
-        option = self.options.pop("password", None)
-        if option is not None and self.password is not None:
-            raise self.error("give the password once, either before '@' or as ?password=")
-        return self.password if option is None else option
+        return self.pop_secret("password")
+
+    def pop_secret(self, option: str) -> str | None:
+        """The password after ``user:``, or the ``option`` that may give it instead."""
+        given = self.options.pop(option, None)
+        if given is not None and self.password is not None:
+            raise self.error(f"give the {option.replace('_', ' ')} once, either before '@' "
+                             f"or as ?{option}=")  # fmt: skip
+        return self.password if given is None else given
 
     def host_port(self, text: str, default_port: int | None) -> tuple[str, int | None]:
         if text.startswith("["):
@@ -457,6 +482,43 @@ def _parse_memcache(parts: _Parts) -> MemcacheURL:
     return MemcacheURL(url=parts.url, options=_frozen(parts.options), servers=servers)
 
 
+#: S3's rule for bucket names: 3 to 63 lowercase letters, digits, dots and hyphens,
+#: starting and ending with a letter or digit
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _parse_s3(parts: _Parts) -> S3URL:
+    parts.reject_driver()
+    example = "s3://bucket/uploads?endpoint_url=https://s3.example.com&region=eu-west-1"
+    bucket = unquote(parts.hosts)
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        raise parts.error(f"{bucket!r:.70} is not a bucket name (3-63 of a-z 0-9 . -): {example}")
+    prefix = unquote(parts.path).strip("/")
+    if prefix and any(piece in ("", ".", "..") for piece in prefix.split("/")):
+        raise parts.error("the prefix cannot hold an empty, '.' or '..' folder")
+    access_key = parts.user or parts.options.pop("access_key", None)
+    secret_key = parts.pop_secret("secret_key")
+    if (access_key is None) != (secret_key is None):
+        raise parts.error("give both the access key and the secret key (KEY:SECRET@bucket), "
+                          "or neither to let boto3 find them")  # fmt: skip
+    endpoint_url = parts.options.pop("endpoint_url", None)
+    if endpoint_url is not None and not re.fullmatch(r"https?://[^/?#@\s]+/?", endpoint_url):
+        raise parts.error(f"endpoint_url must be http(s)://host[:port]: {example}")
+    region = parts.options.pop("region", None) or None
+    session_token = parts.options.pop("session_token", None)
+    return S3URL(
+        url=parts.url,
+        options=_frozen(parts.options),
+        bucket=bucket,
+        prefix=prefix,
+        endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
+        region=region,
+        access_key=access_key,
+        secret_key=secret_key,
+        session_token=session_token,
+    )
+
+
 def _frozen(options: dict[str, str]) -> Mapping[str, str]:
     return MappingProxyType(dict(options))
 
@@ -474,6 +536,7 @@ _PARSERS: dict[str, Callable[[_Parts], Any]] = {
     "redis+cluster": _parse_cluster,
     "memcache": _parse_memcache,
     "memcached": _parse_memcache,
+    "s3": _parse_s3,
 }
 #: Other names of a scheme: Valkey is a fork of Redis and speaks its protocol.
 _ALIASES = {
