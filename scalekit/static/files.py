@@ -23,9 +23,14 @@ from typing import BinaryIO
 from scalekit.core.errors import InvalidArgumentType, NotAFolder
 from scalekit.core.options import known_options
 from scalekit.static import manifest
-from scalekit.static.http import Unsatisfiable, http_date, parse_http_date, parse_range
+from scalekit.wsgi.conditional import (
+    Unsatisfiable,
+    http_date,
+    if_range_holds,
+    not_modified,
+    parse_range,
+)
 from scalekit.wsgi.encodings import choose_encoding
-from scalekit.wsgi.http import etag_matches
 from scalekit.wsgi.pages import TEXT, page
 from scalekit.wsgi.response import ClosingBody
 
@@ -192,7 +197,8 @@ class StaticFiles:
     def _respond(self, environ, start_response, source, st, versioned) -> Iterable[bytes]:
         digest = self._digest(source, st)
         range_header = environ.get("HTTP_RANGE")
-        if range_header and not _if_range_holds(environ, _etag(st, digest, st.st_size, None), st):
+        identity_etag = _etag(st, digest, st.st_size, None)
+        if range_header and not if_range_holds(environ, identity_etag, int(st.st_mtime)):
             range_header = None
         # A byte range applies to the identity representation: ask for no variant.
         accept = None if range_header else environ.get("HTTP_ACCEPT_ENCODING")
@@ -204,7 +210,7 @@ class StaticFiles:
         ]
         if file.vary:
             headers.append(("Vary", "Accept-Encoding"))
-        if _not_modified(environ, file):
+        if not_modified(environ, file.etag, file.mtime):
             start_response("304 Not Modified", headers)
             return []
         status, first, length = "200 OK", 0, file.size
@@ -256,26 +262,6 @@ def _etag(st: os.stat_result, digest: str | None, size: int, coding: str | None)
     same on every server with the same tree; else from the source's mtime (this server's)."""
     tag = digest or f"{st.st_mtime_ns:x}"
     return f'"{tag}-{size:x}' + (f"-{coding}" if coding else "") + '"'
-
-
-def _if_range_holds(environ: dict, identity_etag: str, st: os.stat_result) -> bool:
-    """``If-Range``: the range applies only if the file is the one the client has part of
-    (the identity representation's ETag, or the same Last-Modified date)."""
-    value = environ.get("HTTP_IF_RANGE")
-    if not value:
-        return True
-    if value.strip().startswith(('"', "W/")):
-        return value.strip() == identity_etag
-    return parse_http_date(value) == int(st.st_mtime)
-
-
-def _not_modified(environ: dict, file: _File) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match when present, else If-Modified-Since."""
-    if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-    if if_none_match is not None:
-        return etag_matches(if_none_match, file.etag)
-    since = parse_http_date(environ.get("HTTP_IF_MODIFIED_SINCE") or "")
-    return since is not None and file.mtime <= since
 
 
 def _content_type(path: str) -> str:
