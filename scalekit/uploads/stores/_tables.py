@@ -1,0 +1,97 @@
+"""The tables of :class:`~scalekit.uploads.stores.database.DatabaseStore` (their layout is in
+its module's docstring): fields, indexes, the statements run on them, and web2py's
+single-blob layouts named by the ``blobs`` option."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydal import DAL, Field
+from pydal.helpers.classes import SQLCustomType
+
+from scalekit.connect import sql
+from scalekit.connect.sql.tables import MAX_IDENTIFIER
+from scalekit.core.errors import ConfigError
+
+#: The longest upload name (one file system name), the length of the name columns.
+NAME_LENGTH = 255
+UPLOAD_INDEXES: tuple[sql.Index, ...] = (("name", ("name",), True),)
+CHUNK_INDEXES: tuple[sql.Index, ...] = (("name_seq", ("name", "seq"), True),)
+_BLOB = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*):([A-Za-z][A-Za-z0-9_]*)")
+
+
+def name_field(engine: str) -> Field:
+    """The ``name`` column: on MySQL/MariaDB ASCII compared byte for byte (its default
+    collation folds case, so ``A`` would find ``a``); elsewhere a plain string."""
+    if engine == "mysql":
+        native = f"VARCHAR({NAME_LENGTH}) CHARACTER SET ascii COLLATE ascii_bin"
+        return Field("name", SQLCustomType(type="string", native=native), length=NAME_LENGTH)
+    return Field("name", length=NAME_LENGTH)
+
+
+def upload_fields(engine: str) -> Callable[[], list[Field]]:
+    """The fields of the upload table, one row per complete upload."""
+    return lambda: [
+        name_field(engine),
+        Field("size", "bigint"),
+        Field("sha256", length=64),
+        Field("chunk_size", "integer"),
+        Field("created", "double"),
+    ]
+
+
+def chunk_fields(engine: str) -> Callable[[], list[Field]]:
+    """The fields of the chunk table, one row per ``chunk_size`` bytes of an upload."""
+    return lambda: [name_field(engine), Field("seq", "integer"), Field("data", "blob")]
+
+
+def parse_blobs(spec: str | dict[tuple[str, str], str], where: str) -> dict[tuple[str, str], str]:
+    """``person.image:image_data,doc.file:file_data`` as ``{(table, upload field): blob
+    field}``; :class:`ConfigError` naming ``where`` for anything else."""
+    if isinstance(spec, dict):
+        return dict(spec)
+    blobs: dict[tuple[str, str], str] = {}
+    for item in filter(None, (part.strip() for part in str(spec).split(","))):
+        match = _BLOB.fullmatch(item)
+        if match is None or any(len(part) > MAX_IDENTIFIER for part in match.groups()):
+            raise ConfigError(
+                f"{where}: blobs={item!r:.80} must be <table>.<upload field>:<blob field>, "
+                "e.g. blobs=person.image:image_data"
+            )
+        blobs[(match[1], match[2])] = match[3]
+    return blobs
+
+
+class Tables:
+    """One thread's DAL, the store's tables on it, and how to run SQL there."""
+
+    def __init__(self, db: DAL, upload: str, chunk: str):
+        self.db = db
+        adapter = db._adapter
+        self.sqlite = adapter.dbengine == "sqlite"
+        self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
+        self._quote = adapter.dialect.quote
+        self._names = {"upload": db[upload]._rname, "chunk": db[chunk]._rname}
+        self._statements: dict[str, str] = {}
+
+    def run(self, statement: str, *params: Any) -> Any:
+        """Run ``statement`` (``?`` marks its parameters, ``{upload}`` and ``{chunk}`` the
+        tables); the cursor."""
+        text = self._statements.get(statement)
+        if text is None:
+            text = statement.format(**self._names).replace("?", self._marker)
+            self._statements[statement] = text
+        adapter = self.db._adapter
+        adapter.execute(text, params)
+        return adapter.cursor
+
+    def run_on(self, statement: str, table: str, *columns: str, params: tuple = ()) -> Any:
+        """Run ``statement`` on an app's ``table`` (``{table}``, then ``{0}``, ``{1}``... the
+        ``columns``, quoted as pydal quotes them); the cursor."""
+        quoted = [self._quote(column) for column in columns]
+        text = statement.format(*quoted, table=self._quote(table)).replace("?", self._marker)
+        adapter = self.db._adapter
+        adapter.execute(text, params)
+        return adapter.cursor
