@@ -1,0 +1,187 @@
+"""Copy every upload of one store to another under the same name, each copy verified.
+
+``scalekit uploads migrate --from file:///old/uploads --to s3://bucket/uploads`` runs
+:func:`migrate`. The name stays the same, so the records that hold it need no change: point
+the app at the new store once the migration has run (and run it again after the switch,
+for the uploads that came in meanwhile).
+
+Each copy is verified: the destination is read back and its SHA-256 and size compared with
+the bytes read from the source (and with the checksum the source recorded, if it did). A
+copy that does not match is removed and counted as failed. A re-run skips what is already
+at the destination with the same size and checksum (the checksum the destination recorded,
+else its bytes hashed again; ``rehash`` hashes them always), so a migration that was killed
+or failed half-way is completed by running it again. The source is never changed unless
+``move`` is given; then an upload is deleted from the source only once its copy is
+verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from scalekit.core.errors import ScalekitError, StoreUnavailable
+from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
+from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
+
+__all__ = ["Migration", "migrate"]
+
+log = logging.getLogger("scalekit.uploads")
+
+
+@dataclass
+class Migration:
+    """What :func:`migrate` did: uploads copied, skipped (already there and verified), that
+    failed (each name with why), sources deleted (``move``), bytes copied, and why it
+    stopped early (a store that cannot be reached), if it did."""
+
+    copied: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deleted: int = 0
+    bytes: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    stopped: str | None = None
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def ok(self) -> bool:
+        """Every upload listed is at the destination, verified, and the run went to the end."""
+        return not self.failed and self.stopped is None
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    def summary(self) -> str:
+        """One line: copied, skipped, failed, (deleted,) bytes and seconds."""
+        moved = f", {self.deleted:,} deleted from the source" if self.deleted else ""
+        return (
+            f"{self.copied:,} copied, {self.skipped:,} skipped (already there), "
+            f"{self.failed:,} failed{moved}, {self.bytes:,} bytes in {self.seconds:.1f} s"
+        )
+
+
+def migrate(
+    source: UploadStore,
+    destination: UploadStore,
+    *,
+    prefix: str = "",
+    move: bool = False,
+    rehash: bool = False,
+    progress: Callable[[Migration], None] | None = None,
+) -> Migration:
+    """Copy every upload of ``source`` whose name starts with ``prefix`` to ``destination``
+    under the same name, verified; ``move``: delete each from the source once verified.
+    A failure of one upload (corrupt, vanished, refused) is counted and the run goes on; a
+    store that cannot be reached stops it (:attr:`Migration.stopped`). ``progress`` is
+    called with the running totals after each upload."""
+    if source.url == destination.url:
+        raise ValueError(f"{source.url}: the source and the destination are the same store")
+    done = Migration()
+    try:
+        for listed in source.names(prefix):
+            try:
+                copied = _migrate_one(source, destination, listed, rehash)
+                if move:
+                    done.deleted += source.delete(listed.name)
+            except StoreUnavailable:
+                raise
+            except (ScalekitError, OSError, ValueError) as exc:
+                done.failed += 1
+                done.failures.append((listed.name, str(exc)))
+                log.error("%s: not migrated: %s", listed.name, exc)
+            else:
+                done.copied += copied is not None
+                done.skipped += copied is None
+                done.bytes += copied or 0
+            if progress is not None:
+                progress(done)
+    except StoreUnavailable as exc:
+        done.stopped = str(exc)
+        log.error("migration stopped: %s", exc)
+    return done
+
+
+def _migrate_one(
+    source: UploadStore, destination: UploadStore, listed: UploadInfo, rehash: bool
+) -> int | None:
+    """Copy and verify one upload; the bytes copied, ``None`` when a verified copy was
+    there already."""
+    name = listed.name
+    if _verified_copy(source, destination, listed, rehash):
+        log.info("%s: already at %s, skipped", name, destination.url)
+        return None
+    chunks = source.read(name)
+    try:
+        read = Source(chunks)
+        destination.put(name, read)
+    finally:
+        _close(chunks)
+    try:
+        _check_source(source, listed, read)
+        there = _digest(destination, name)
+        if there != (read.sha256, read.size):
+            raise UploadCorrupt(
+                f"{destination.url}: {name}: the copy reads back as {there[1]} bytes with "
+                f"SHA-256 {there[0]}, not the {read.size} bytes with {read.sha256} written"
+            )
+    except BaseException:
+        destination.delete(name)  # a bad copy is worse than none: the next run copies again
+        raise
+    log.info("%s: copied to %s (%d bytes, verified)", name, destination.url, read.size)
+    return read.size
+
+
+def _verified_copy(
+    source: UploadStore, destination: UploadStore, listed: UploadInfo, rehash: bool
+) -> bool:
+    """Whether the destination holds the upload already with the source's size and SHA-256."""
+    try:
+        there = destination.info(listed.name)
+    except UploadNotFound:
+        return False
+    if there.size != listed.size:
+        return False
+    wanted = listed.sha256 or _digest(source, listed.name)[0]
+    if there.sha256 and not rehash:
+        return there.sha256 == wanted
+    try:
+        same = _digest(destination, listed.name) == (wanted, listed.size)
+    except UploadCorrupt:
+        same = False
+    if not same:
+        log.warning("%s: the copy at %s differs: copying it again", listed.name, destination.url)
+    return same
+
+
+def _check_source(source: UploadStore, listed: UploadInfo, read: Source) -> None:
+    """:class:`UploadCorrupt` unless the bytes read are the size (and SHA-256) listed."""
+    if read.size != listed.size or (listed.sha256 and listed.sha256 != read.sha256):
+        raise UploadCorrupt(
+            f"{source.url}: {listed.name}: read {read.size} bytes with SHA-256 {read.sha256}, "
+            f"the store lists {listed.size} bytes with {listed.sha256 or 'no checksum'}"
+        )
+
+
+def _digest(store: UploadStore, name: str) -> tuple[str, int]:
+    """The SHA-256 and size of an upload's bytes as the store reads them back."""
+    sha, size = hashlib.sha256(), 0
+    chunks = store.read(name)
+    try:
+        for chunk in chunks:
+            sha.update(chunk)
+            size += len(chunk)
+    finally:
+        _close(chunks)
+    return sha.hexdigest(), size
+
+
+def _close(chunks: Iterator[bytes]) -> None:
+    """Close a read's iterator (a cursor, a response) also when it was not read to the end."""
+    close = getattr(chunks, "close", None)
+    if close is not None:
+        close()

@@ -1,0 +1,225 @@
+"""``scalekit.uploads.migrate``: every upload copied under its name and verified, from a
+scalekit folder and from a web2py uploads folder, to SQLite, PostgreSQL and S3; re-runs
+skip what is verified, repair what is not, and complete a migration that was SIGKILLed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scalekit.uploads import UploadStore, open_store, original_filename
+from scalekit.uploads.migrate import migrate
+from scalekit.uploads.stores import CHUNK
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = {"empty.txt": 0, "small.png": 10, "edge.bin": CHUNK + 1, "é 🎉.txt": 3000}
+
+
+def payload(size: int, seed: str) -> bytes:
+    """``size`` bytes, different for each seed, the same on every run."""
+    block = hashlib.sha256(seed.encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def contents(store: UploadStore) -> dict[str, bytes]:
+    """Every upload of a store, by name (small test files only)."""
+    return {info.name: b"".join(store.read(info.name)) for info in store.names()}
+
+
+def filled(store: UploadStore, sizes: dict[str, int] = SIZES) -> dict[str, bytes]:
+    for filename, size in sizes.items():
+        store.save(payload(size, filename), filename, table="person", field="image")
+    return contents(store)
+
+
+@pytest.fixture
+def folder(tmp_path) -> UploadStore:
+    store = open_store(f"file://{tmp_path}/source", fsync=False)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def sqlite(tmp_path) -> UploadStore:
+    store = open_store(f"sqlite://{tmp_path}/uploads.sqlite")
+    yield store
+    store.close()
+
+
+def test_every_upload_is_copied_under_its_name_and_the_source_kept(folder, sqlite):
+    before = filled(folder)
+    done = migrate(folder, sqlite)
+    assert done.ok, done.failures
+    assert (done.copied, done.skipped, done.failed) == (len(SIZES), 0, 0)
+    assert done.bytes == sum(SIZES.values())
+    assert contents(sqlite) == before
+    assert contents(folder) == before
+    assert sorted(map(original_filename, before)) == sorted(n.replace(" ", "_") for n in SIZES)
+
+
+def test_a_second_run_skips_the_verified_copies(folder, sqlite):
+    filled(folder)
+    migrate(folder, sqlite)
+    again = migrate(folder, sqlite)
+    assert (again.copied, again.skipped, again.failed, again.bytes) == (0, len(SIZES), 0, 0)
+
+
+def test_prefix_copies_only_those_names(folder, sqlite):
+    filled(folder)
+    other = folder.save(b"other", "x.txt", table="thing", field="file")
+    done = migrate(folder, sqlite, prefix="thing.file.")
+    assert (done.copied, done.skipped) == (1, 0)
+    assert list(contents(sqlite)) == [other]
+
+
+def test_move_deletes_each_source_once_its_copy_is_verified(folder, sqlite):
+    before = filled(folder)
+    done = migrate(folder, sqlite, move=True)
+    assert done.ok and done.deleted == len(SIZES)
+    assert contents(folder) == {}
+    assert contents(sqlite) == before
+
+
+def test_move_after_a_copy_run_deletes_the_sources_already_copied(folder, sqlite):
+    before = filled(folder)
+    migrate(folder, sqlite)
+    done = migrate(folder, sqlite, move=True)
+    assert (done.copied, done.skipped, done.deleted) == (0, len(SIZES), len(SIZES))
+    assert contents(folder) == {} and contents(sqlite) == before
+
+
+def test_a_web2py_uploads_folder_is_a_source(tmp_path, sqlite):
+    """web2py's flat folder: ``<table>.<field>.<16 hex>.<base 16 file name>.<ext>``, and
+    ``uploadseparate``'s ``<table>.<field>/<key[:2]>/`` beside it."""
+    uploads = tmp_path / "web2py" / "applications" / "app" / "uploads"
+    uploads.mkdir(parents=True)
+    encoded = base64.b16encode("photo d'été.jpg".encode()).decode().lower()
+    flat = f"person.image.a1b2c3d4e5f60718.{encoded}.jpg"
+    (uploads / flat).write_bytes(payload(5000, "flat"))
+    separate = f"doc.file.0123456789abcdef.{base64.b16encode(b'cv.pdf').decode().lower()}.pdf"
+    (uploads / "doc.file" / "01").mkdir(parents=True)
+    (uploads / "doc.file" / "01" / separate).write_bytes(payload(CHUNK * 2 + 7, "sep"))
+    (uploads / "notes.txt").write_text("not an upload")  # no upload name: left alone
+    source = open_store(f"file://{uploads}")
+    done = migrate(source, sqlite)
+    assert done.ok and done.copied == 2
+    assert contents(sqlite) == {
+        flat: payload(5000, "flat"),
+        separate: payload(CHUNK * 2 + 7, "sep"),
+    }
+    assert original_filename(flat) == "photo_d_été.jpg"
+    assert (uploads / "notes.txt").exists() and (uploads / flat).exists()
+
+
+def test_a_copy_corrupted_at_the_destination_is_found_and_copied_again(folder, tmp_path):
+    """A folder destination records no checksum: a re-run hashes its copies again."""
+    before = filled(folder)
+    destination = open_store(f"file://{tmp_path}/destination")
+    migrate(folder, destination)
+    name = next(name for name, data in before.items() if len(data) == CHUNK + 1)
+    path = destination.local_path(name)
+    with open(path, "r+b") as file:  # same size, one byte changed
+        file.seek(CHUNK)
+        file.write(bytes([before[name][CHUNK] ^ 0xFF]))
+    again = migrate(folder, destination)
+    assert again.ok and (again.copied, again.skipped) == (1, len(SIZES) - 1)
+    assert contents(destination) == before
+
+
+def test_rehash_finds_a_corrupt_copy_whose_recorded_checksum_still_matches(folder, sqlite):
+    """SQLite records each upload's SHA-256: only ``rehash`` reads the bytes again."""
+    before = filled(folder)
+    migrate(folder, sqlite)
+    name = next(name for name, data in before.items() if len(data) == 3000)
+    _flip_a_stored_byte(sqlite, name)
+    assert b"".join(sqlite.read(name)) != before[name]
+    assert migrate(folder, sqlite).copied == 0  # the recorded checksum is trusted
+    again = migrate(folder, sqlite, rehash=True)
+    assert again.ok and (again.copied, again.skipped) == (1, len(SIZES) - 1)
+    assert contents(sqlite) == before
+
+
+def test_a_corrupt_source_is_not_copied_nor_moved(tmp_path, folder):
+    """A source that recorded a checksum its bytes no longer match: counted as failed,
+    nothing left at the destination, the source kept even with ``move``."""
+    source = open_store(f"sqlite://{tmp_path}/source.sqlite")
+    before = filled(source)
+    name = next(name for name, data in before.items() if len(data) == 3000)
+    _flip_a_stored_byte(source, name)
+    done = migrate(source, folder, move=True)
+    assert not done.ok and done.failed == 1 and done.failures[0][0] == name
+    assert "SHA-256" in done.failures[0][1]
+    assert name not in contents(folder)
+    assert name in {info.name for info in source.names()}
+    assert done.deleted == len(SIZES) - 1
+
+
+def test_the_same_store_is_refused(folder):
+    with pytest.raises(ValueError, match="the same store"):
+        migrate(folder, open_store(folder.url))
+
+
+def _flip_a_stored_byte(store: UploadStore, name: str) -> None:
+    """Change one byte of an upload's chunk row in a SQLite store, its size kept."""
+    import sqlite3
+
+    path = store.url.removeprefix("sqlite://")
+    with sqlite3.connect(path) as connection:
+        (table,) = [
+            row[0] for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%chunk'"
+            )
+        ]  # fmt: skip
+        rowid, data = connection.execute(
+            f"SELECT rowid, data FROM {table} WHERE name = ? ORDER BY seq LIMIT 1", (name,)
+        ).fetchone()
+        changed = _flipped(data)
+        connection.execute(f"UPDATE {table} SET data = ? WHERE rowid = ?", (changed, rowid))
+
+
+def _flipped(data: bytes | str) -> bytes | str:
+    """``data`` with its first byte changed (pydal may keep a blob base 64 encoded)."""
+    if isinstance(data, str):
+        raw = bytearray(base64.b64decode(data))
+        raw[0] ^= 0xFF
+        return base64.b64encode(bytes(raw)).decode()
+    return bytes([data[0] ^ 0xFF]) + data[1:]
+
+
+def test_a_sigkilled_migration_run_again_completes_every_upload_verified(folder, tmp_path):
+    """The CLI killed after a few copies (mid-write of the next): what the destination shows
+    is whole, and a second run copies the rest and exits 0."""
+    sizes = {f"f{number}.bin": CHUNK * 2 + number for number in range(24)}
+    before = filled(folder, sizes)
+    destination = f"sqlite://{tmp_path}/destination.sqlite"
+    command = [sys.executable, "-m", "scalekit", "uploads", "migrate", "-v",
+               "--from", folder.url, "--to", destination]  # fmt: skip
+    environ = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(command, env=environ, stderr=subprocess.PIPE, text=True)
+    copied = 0
+    for line in process.stderr:
+        copied += " copied to " in line
+        if copied == 5:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    process.stderr.close()
+    assert process.returncode == -signal.SIGKILL
+    store = open_store(destination)
+    shown = contents(store)
+    assert 5 <= len(shown) < len(sizes)
+    assert all(before[name] == data for name, data in shown.items())
+    again = subprocess.run(
+        command, env=environ, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"{len(sizes) - len(shown)} copied, {len(shown)} skipped" in again.stdout
+    assert contents(store) == before
+    store.close()
