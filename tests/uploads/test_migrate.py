@@ -10,9 +10,11 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
+from pydal import DAL, Field
 
 from scalekit.uploads import UploadStore, open_store, original_filename
 from scalekit.uploads.migrate import migrate
@@ -223,3 +225,48 @@ def test_a_sigkilled_migration_run_again_completes_every_upload_verified(folder,
     assert f"{len(sizes) - len(shown)} copied, {len(shown)} skipped" in again.stdout
     assert contents(store) == before
     store.close()
+
+
+@pytest.fixture(params=["postgres", "mysql", "s3"])
+def server_store(request) -> UploadStore:
+    """A fresh store on a real server: chunk tables of their own, or a fresh bucket."""
+    table = f"migrate_{uuid.uuid4().hex[:12]}"
+    if request.param == "s3":
+        store = open_store(request.getfixturevalue("s3_url"), part_size=5 * 1024 * 1024)
+    else:
+        store = open_store(request.getfixturevalue(f"{request.param}_url"), table=table)
+    yield store
+    store.close()
+
+
+def test_a_folder_migrated_to_a_server_store(folder, server_store):
+    """Also a file larger than an S3 part (a multipart upload), and a re-run that trusts
+    the checksums the server store recorded."""
+    before = filled(folder, {**SIZES, "big.bin": 5 * 1024 * 1024 + 3})
+    done = migrate(folder, server_store)
+    assert done.ok, done.failures
+    assert done.copied == len(SIZES) + 1
+    assert contents(server_store) == before
+    again = migrate(folder, server_store, move=True)
+    assert (again.copied, again.skipped, again.deleted) == (0, len(SIZES) + 1, len(SIZES) + 1)
+    assert contents(folder) == {}
+
+
+def test_web2py_single_blob_uploads_are_a_source(tmp_path, folder):
+    """web2py's ``Field("image", "upload", uploadfield="image_data")``: the file in a blob
+    of the record; read through ``blobs=``, copied to a folder, the record left alone."""
+    path = tmp_path / "storage.sqlite"
+    db = DAL(f"sqlite://{path}", folder=str(tmp_path))
+    db.define_table("person", Field("image", "upload", uploadfield="image_data"),
+                    Field("image_data", "blob"))  # fmt: skip
+    name = f"person.image.a1b2c3d4e5f60718.{base64.b16encode(b'me.png').decode().lower()}.png"
+    db.person.insert(image=name, image_data=payload(70_000, "blob"))
+    db.commit()
+    source = open_store(f"sqlite://{path}?blobs=person.image:image_data")
+    done = migrate(source, folder, move=True)
+    assert done.ok and done.copied == 1
+    assert contents(folder) == {name: payload(70_000, "blob")}
+    assert done.deleted == 0  # the app's table is never changed
+    assert db(db.person).count() == 1
+    db.close()
+    source.close()
