@@ -3,7 +3,8 @@ maintenance flags) writes them, leases them and locks them.
 
 * :func:`replace_atomically`: write ``<path>.tmp-<random>`` (:data:`TMP_INFIX`), fsync it,
   ``os.replace`` it onto ``path``: a reader sees the old content or the new, never part of
-  either. A temp file older than :data:`STALE_TEMP` is what a crashed write left behind.
+  either. The content is bytes or a stream of chunks (an upload, never whole in memory).
+  A temp file older than :data:`STALE_TEMP` is what a crashed write left behind.
 * :class:`Folder`: a piece's folder, where every ``OSError`` becomes the piece's
   :class:`~scalekit.core.errors.StoreUnavailable` naming the folder, the action and the fix;
   it writes, removes, and keeps lease files.
@@ -27,7 +28,7 @@ import secrets
 import stat
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 
 from scalekit.core.errors import NotAFolder, StoreNotFound, StoreUnavailable
 from scalekit.core.process import after_fork
@@ -58,35 +59,42 @@ _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 def replace_atomically(
     path: str,
-    content: bytes,
+    content: bytes | Iterable[bytes],
     *,
     tmp_prefix: str | None = None,
     mode: int = 0o600,
     sync: bool = True,
     make_folder: bool = False,
+    dir_fd: int | None = None,
 ) -> None:
-    """Write ``content`` to ``<tmp_prefix><random>`` (default ``<path>.tmp-``), fsync it
-    if ``sync``, then ``os.replace`` it onto ``path``. On any failure the temp file is
-    removed and the ``OSError`` raised; ``make_folder`` creates a missing folder first."""
+    """Write ``content`` (bytes, or chunks written as they come) to ``<tmp_prefix><random>``
+    (default ``<path>.tmp-``), fsync it if ``sync``, then ``os.replace`` it onto ``path``.
+    On any failure, also one raised by the chunks, the temp file is removed and the error
+    raised; ``make_folder`` creates a missing folder first. With ``dir_fd`` (an open folder)
+    both names are relative to it, and ``sync`` fsyncs the folder too, so that the rename
+    itself survives a crash."""
     tmp = (tmp_prefix or path + TMP_INFIX) + secrets.token_hex(6)
     try:
-        fd = os.open(tmp, _CREATE, mode)
+        fd = os.open(tmp, _CREATE, mode, dir_fd=dir_fd)
     except FileNotFoundError:
-        if not make_folder:
+        if not make_folder or dir_fd is not None:
             raise
         os.makedirs(os.path.dirname(tmp), mode=0o700, exist_ok=True)
         fd = os.open(tmp, _CREATE, mode)
     try:
         with os.fdopen(fd, "wb") as file:
-            file.write(content)
+            for chunk in (content,) if isinstance(content, bytes) else content:
+                file.write(chunk)
             if sync:
                 file.flush()
                 os.fsync(file.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
+    if sync and dir_fd is not None:
+        os.fsync(dir_fd)
 
 
 def remove_file(path: str) -> bool:
