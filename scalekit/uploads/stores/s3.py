@@ -1,0 +1,388 @@
+"""Uploads in an S3-compatible object store (AWS S3, MinIO, Ceph, R2...), one object each.
+
+``s3://KEY:SECRET@bucket/prefix?endpoint_url=https://s3.example.com&region=eu-west-1``
+keeps the upload ``<name>`` as the object ``<prefix>/<name>``. Without a key pair boto3
+finds one itself (``AWS_ACCESS_KEY_ID``..., a profile, an instance role).
+
+* **Writes stream.** An upload smaller than ``part_size`` is one PUT; a larger one a
+  multipart upload of ``part_size`` parts, one part in memory at a time. S3 shows an object
+  only once its upload completes, so a write that fails (its source raised, the limit was
+  passed, the server stopped) leaves nothing visible; its parts are aborted at once, or by
+  ``scalekit uploads gc`` (:meth:`S3Store.remove_leftovers`) when the server could not be
+  reached then.
+* **Checksums.** The SHA-256 of an upload is kept as the object's ``sha256`` metadata (one
+  PUT) or, for a multipart upload (whose metadata is fixed before its first byte), as its
+  ``sha256`` tag once complete.
+* **Reads** are ranged GETs streamed in chunks of :data:`~scalekit.uploads.stores.base.CHUNK`.
+* **Failures** are bounded: connect and read timeouts, a few attempts, then
+  :class:`~scalekit.core.errors.StoreUnavailable` naming the masked URL (never the secret key).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import urllib3.exceptions
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
+
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
+from scalekit.core.options import as_bool, merge_options
+from scalekit.core.process import PerProcess
+from scalekit.core.urls import MASK, S3URL, BackendURL
+from scalekit.uploads.errors import UploadNotFound, UploadTooLarge
+from scalekit.uploads.names import parse_name
+from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore
+
+__all__ = ["S3Store"]
+
+log = logging.getLogger("scalekit.uploads")
+
+#: S3's bounds on a multipart upload: parts of 5 MiB to 5 GiB (the last may be smaller),
+#: at most 10 000 of them
+MIN_PART, MAX_PART, MAX_PARTS = 5 << 20, 5 << 30, 10_000
+DEFAULT_PART = 8 << 20
+ADDRESSING_STYLES = ("auto", "path", "virtual")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+#: error codes of an object (or a bucket, on HEAD) that is not there
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+_REFUSED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
+#: what a connection that failed, timed out or was cut raises, beside botocore's own errors
+_UNREACHABLE = (BotoCoreError, urllib3.exceptions.HTTPError, OSError)
+
+OPTIONS = {
+    "part_size": int,
+    "connect_timeout": float,
+    "read_timeout": float,
+    "retries": int,
+    "create": as_bool,
+    "addressing_style": str,
+}
+
+
+class S3Store(UploadStore):
+    """One object per upload under a bucket's prefix; see the module's docstring."""
+
+    kind = "s3"
+
+    def __init__(
+        self,
+        settings: S3URL,
+        *,
+        part_size: int = DEFAULT_PART,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        retries: int = 2,
+        create: bool = False,
+        addressing_style: str | None = None,
+    ):
+        """``read_timeout``: the longest wait for one answer (also between two chunks of a
+        read); ``retries``: attempts after the first (a call gives up after ``(retries + 1)
+        * read_timeout`` at most); ``create``: make the bucket if missing (tests, dev);
+        ``addressing_style``: ``path`` by default with an ``endpoint_url``, else boto3's."""
+        super().__init__(settings.masked)
+        self.settings = settings
+        if isinstance(part_size, bool) or not isinstance(part_size, int):
+            raise ConfigError(f"{self.url}: part_size must be an int, not {part_size!r:.40}")
+        if not MIN_PART <= part_size <= MAX_PART:
+            raise ConfigError(f"{self.url}: part_size must be {MIN_PART} to {MAX_PART} bytes")
+        for what, seconds in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+                raise ConfigError(f"{self.url}: {what} must be 0 to 3600 seconds, not {seconds!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= 10:
+            raise ConfigError(f"{self.url}: retries must be an int from 0 to 10, not {retries!r}")
+        style = addressing_style or ("path" if settings.endpoint_url else "auto")
+        if style not in ADDRESSING_STYLES:
+            raise ConfigError(f"{self.url}: addressing_style must be one of {ADDRESSING_STYLES}")
+        self.part_size, self.create = part_size, bool(create)
+        self.bucket = settings.bucket
+        #: what every key of this store starts with (``""``: the whole bucket)
+        self.key_prefix = f"{settings.prefix}/" if settings.prefix else ""
+        self._config = Config(
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": retries + 1, "mode": "standard"},
+            s3={"addressing_style": style},
+        )
+        self._client = PerProcess(self._make_client, close=lambda client: client.close())
+
+    @classmethod
+    def from_url(cls, settings: BackendURL, **options: Any) -> S3Store:
+        if not isinstance(settings, S3URL):
+            raise ConfigError(f"{settings.masked}: an S3 upload store needs an s3:// URL")
+        return cls(settings, **merge_options(settings, OPTIONS, options))
+
+    # -- writes ---------------------------------------------------------------------------
+    def _write(self, name: str, source: Source) -> UploadInfo:
+        key = self._key(name)
+        blocks = _blocks(source, self.part_size)
+        first = next(blocks, b"")
+        if len(first) < self.part_size:  # the whole upload: one PUT
+            with self._failures("store", name):
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=key, Body=first, Metadata={"sha256": source.sha256}
+                )
+        else:
+            self._write_parts(name, key, itertools.chain([first], blocks), source)
+        return UploadInfo(name, source.size, time.time(), source.sha256)
+
+    def _write_parts(self, name: str, key: str, blocks: Iterator[bytes], source: Source) -> None:
+        """A multipart upload of ``blocks``, completed (then tagged with its SHA-256) once
+        all are stored, aborted on any failure."""
+        with self._failures("start storing", name):
+            upload = self._s3.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
+            )["UploadId"]
+        try:
+            parts = []
+            for number, block in enumerate(blocks, 1):
+                if number > MAX_PARTS:
+                    limit = MAX_PARTS * self.part_size
+                    raise UploadTooLarge(limit, f"{self.url}: {name} (raise part_size)")
+                with self._failures("store", name):
+                    stored = self._s3.upload_part(
+                        Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number,
+                        Body=block, ChecksumAlgorithm="CRC32",
+                    )  # fmt: skip
+                part = {"ETag": stored["ETag"], "PartNumber": number}
+                if "ChecksumCRC32" in stored:  # a server that checks it wants it back
+                    part["ChecksumCRC32"] = stored["ChecksumCRC32"]
+                parts.append(part)
+            with self._failures("complete storing", name):
+                self._s3.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+                )
+        except BaseException:
+            self._abort(key, upload)
+            raise
+        self._tag_sha256(name, key, source.sha256)
+
+    def _abort(self, key: str, upload: str) -> None:
+        """Drop a multipart upload's parts; a server that cannot be reached now keeps them
+        for :meth:`remove_leftovers` (logged, not raised: the write's own error is what
+        the caller needs)."""
+        try:
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+        except (ClientError, *_UNREACHABLE) as exc:
+            reason = self._scrub(exc)
+            log.warning(
+                "%s: the unfinished upload of %s was not aborted (%s); "
+                "`scalekit uploads gc` removes it",
+                self.url, key, reason,
+            )  # fmt: skip
+
+    def _tag_sha256(self, name: str, key: str, sha256: str) -> None:
+        """Record a completed multipart upload's SHA-256 as its tag; the upload is stored
+        whatever happens, so a failure here is logged (its checksum then unknown)."""
+        tags = {"TagSet": [{"Key": "sha256", "Value": sha256}]}
+        try:
+            self._s3.put_object_tagging(Bucket=self.bucket, Key=key, Tagging=tags)
+        except (ClientError, *_UNREACHABLE) as exc:
+            reason = self._scrub(exc)
+            log.warning("%s: %s is stored, its sha256 not recorded (%s)", self.url, name, reason)
+
+    def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Abort the multipart uploads under the prefix begun before ``older_than``
+        (seconds since the epoch) that never completed (their writer was killed, or the
+        server unreachable when it failed); how many (``dry_run``: counted only)."""
+        removed = 0
+        with self._failures("list unfinished uploads"):
+            pages = self._s3.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self.key_prefix
+            )
+            stale = [
+                upload
+                for page in pages
+                for upload in page.get("Uploads", ())
+                if parse_name(upload["Key"][len(self.key_prefix) :])
+                and upload["Initiated"].timestamp() < older_than
+            ]
+        for upload in stale:
+            if not dry_run:
+                self._abort(upload["Key"], upload["UploadId"])
+            removed += 1
+        return removed
+
+    # -- reads ----------------------------------------------------------------------------
+    def _info(self, name: str) -> UploadInfo:
+        key = self._key(name)
+        with self._failures("look up", name):
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        sha256 = _checksum(head.get("Metadata", {}).get("sha256"))
+        if sha256 is None and "-" in head.get("ETag", ""):  # a multipart upload: its tag
+            sha256 = self._tagged_sha256(name, key)
+        return UploadInfo(name, head["ContentLength"], head["LastModified"].timestamp(), sha256)
+
+    def _tagged_sha256(self, name: str, key: str) -> str | None:
+        with self._failures("look up", name):
+            try:
+                tags = self._s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
+            except ClientError as exc:
+                if _code(exc) in _MISSING:
+                    raise
+                return None  # a server without tags, or not allowed: unknown, not an error
+        return _checksum(next((t["Value"] for t in tags if t["Key"] == "sha256"), None))
+
+    def _read(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
+        if end is not None and end <= start:
+            self._info(name)  # nothing to read, but UploadNotFound if it is not there
+            return iter(())
+        span = {}
+        if start or end is not None:
+            span["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
+        with self._failures("read", name):
+            try:
+                body = self._s3.get_object(Bucket=self.bucket, Key=self._key(name), **span)["Body"]
+            except ClientError as exc:
+                if _code(exc) != "InvalidRange":
+                    raise
+                self._info(name)  # a span past the end: nothing, if the upload is there
+                return iter(())
+        return self._stream(name, body)
+
+    def _stream(self, name: str, body: Any) -> Iterator[bytes]:
+        """The chunks of a GET's body; a connection cut or stalled on the way is
+        StoreUnavailable (never a short read passed off as the whole)."""
+        try:
+            with self._failures("read", name):
+                yield from body.iter_chunks(CHUNK)
+        finally:
+            body.close()
+
+    def names(self, prefix: str = "") -> Iterator[UploadInfo]:
+        with self._failures("list uploads"):
+            pages = self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.key_prefix + prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = item["Key"][len(self.key_prefix) :]
+                    if parse_name(name) is not None:  # not another app's object
+                        yield UploadInfo(name, item["Size"], item["LastModified"].timestamp())
+
+    # -- deletes and the client -----------------------------------------------------------
+    def _delete(self, name: str) -> bool:
+        try:
+            self._info(name)
+        except UploadNotFound:
+            return False
+        with self._failures("delete", name):
+            self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+        return True
+
+    def close(self) -> None:
+        self._client.reset()
+
+    @property
+    def _s3(self) -> Any:
+        """This process's boto3 client (made on first use, again after a fork)."""
+        return self._client.get()
+
+    def _make_client(self) -> Any:
+        settings = self.settings
+        client = boto3.session.Session().client(  # a session of its own: thread-safe
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            region_name=settings.region,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            aws_session_token=settings.session_token,
+            config=self._config,
+        )
+        if self.create:
+            self._create_bucket(client)
+        return client
+
+    def _create_bucket(self, client: Any) -> None:
+        """Make the bucket if it is not there (``create=True``)."""
+        try:
+            client.head_bucket(Bucket=self.bucket)
+            return
+        except ClientError as exc:
+            if _code(exc) not in _MISSING:
+                raise
+        where = {}
+        if self.settings.region and self.settings.region != "us-east-1":
+            where = {"CreateBucketConfiguration": {"LocationConstraint": self.settings.region}}
+        try:
+            client.create_bucket(Bucket=self.bucket, **where)
+        except ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def _key(self, name: str) -> str:
+        return self.key_prefix + name
+
+    @contextlib.contextmanager
+    def _failures(self, doing: str, name: str | None = None) -> Iterator[None]:
+        """botocore's errors as scalekit's, each naming the masked URL and what to check."""
+        what = f"{doing} {name}" if name else doing
+        try:
+            yield
+        except ClientError as exc:
+            code = _code(exc)
+            if code in _MISSING and name is not None:
+                raise UploadNotFound(f"{self.url}: no upload {name}") from None
+            if code == "NoSuchBucket" or code in _MISSING:
+                problem = f"bucket {self.bucket!r} does not exist; create it (or create=true)"
+                raise StoreNotFound(f"{self.url}: {problem}") from None
+            if code in _REFUSED:
+                problem = f"refused to {what} ({code}): check the key pair and the bucket policy"
+                raise StoreUnavailable(f"{self.url}: the S3 server {problem}") from None
+            problem = f"failed to {what}: {self._scrub(exc)}"
+            raise StoreUnavailable(f"{self.url}: the S3 server {problem}") from None
+        except NoCredentialsError:
+            raise ConfigError(
+                f"{self.url}: no S3 key pair: write s3://KEY:SECRET@bucket/..., or give boto3 "
+                "one (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, a role)"
+            ) from None
+        except ReadTimeoutError:
+            problem = f"cannot {what}: no answer within read_timeout={self._config.read_timeout}s"
+            raise StoreUnavailable(
+                f"{self.url}: {problem}; check that the S3 server is up and not overloaded"
+            ) from None
+        except _UNREACHABLE as exc:
+            problem = f"cannot {what}: {self._scrub(exc)}"
+            raise StoreUnavailable(
+                f"{self.url}: {problem}; check that the S3 server is up and reachable"
+            ) from None
+
+    def _scrub(self, error: BaseException) -> str:
+        """An error's text, cut, with the secret key and session token (if ever in it)
+        hidden."""
+        text = str(error)[:300]
+        for secret in (self.settings.secret_key, self.settings.session_token):
+            if secret:
+                text = text.replace(secret, MASK)
+        return text
+
+
+def _blocks(source: Source, size: int) -> Iterator[bytes]:
+    """The bytes of ``source`` cut into blocks of exactly ``size`` bytes, the last one
+    shorter (none at all for an empty source)."""
+    buffer = bytearray()
+    for chunk in source:
+        buffer += chunk
+        while len(buffer) >= size:
+            with memoryview(buffer) as view:
+                block = bytes(view[:size])
+            del buffer[:size]
+            yield block
+    if buffer:
+        yield bytes(buffer)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _checksum(value: str | None) -> str | None:
+    """A recorded SHA-256 if it is one (64 hex digits), else ``None``."""
+    return value if value and _SHA256.fullmatch(value) else None
