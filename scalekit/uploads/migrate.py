@@ -23,8 +23,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from scalekit.core.errors import ScalekitError, StoreUnavailable
+from scalekit.core.errors import ConfigError, ScalekitError, StoreUnavailable
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
+from scalekit.uploads.names import new_name
 from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
 
 __all__ = ["Migration", "migrate"]
@@ -76,11 +77,16 @@ def migrate(
 ) -> Migration:
     """Copy every upload of ``source`` whose name starts with ``prefix`` to ``destination``
     under the same name, verified; ``move``: delete each from the source once verified.
+    Two URLs of one store are a :class:`ConfigError` (a probe written to the destination
+    shows in the source).
     A failure of one upload (corrupt, vanished, refused) is counted and the run goes on; a
     store that cannot be reached stops it (:attr:`Migration.stopped`). ``progress`` is
     called with the running totals after each upload."""
-    if source.url == destination.url:
-        raise ValueError(f"{source.url}: the source and the destination are the same store")
+    if source.url == destination.url or _same_store(source, destination):
+        raise ConfigError(
+            f"{source.url} and {destination.url} are the same store (a copy onto itself, and "
+            "--move would delete the only copy)"
+        )
     done = Migration()
     try:
         for listed in source.names(prefix):
@@ -104,6 +110,20 @@ def migrate(
         done.stopped = str(exc)
         log.error("migration stopped: %s", exc)
     return done
+
+
+def _same_store(source: UploadStore, destination: UploadStore) -> bool:
+    """Whether an upload written to the destination shows in the source: one folder, table
+    or bucket under two URLs (a trailing slash, a symlink, another host name)."""
+    probe = new_name("probe", table="scalekit", field="migrate")
+    destination.put(probe, b"")
+    try:
+        source.info(probe)
+    except UploadNotFound:
+        return False
+    finally:
+        destination.delete(probe)
+    return True
 
 
 def _migrate_one(

@@ -61,7 +61,6 @@ def test_a_destination_that_cannot_be_reached_is_exit_1_without_its_password(sou
     down = "postgres://app:s3cret-pw@127.0.0.1:1/app?connect_timeout=2"
     done = scalekit("migrate", "--from", source.url, "--to", down)
     assert done.returncode == 1
-    assert "stopped:" in done.stderr and "run it again" in done.stderr
     assert "postgres://app:***@127.0.0.1:1/app" in done.stderr
     assert "s3cret-pw" not in done.stderr + done.stdout
     assert len(list(source.names())) == 3

@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
+from scalekit.core.errors import ConfigError
 from scalekit.uploads import UploadStore, open_store, original_filename
 from scalekit.uploads.migrate import migrate
 from scalekit.uploads.stores import CHUNK
+from tests.servers import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"empty.txt": 0, "small.png": 10, "edge.bin": CHUNK + 1, "é 🎉.txt": 3000}
@@ -270,3 +272,39 @@ def test_web2py_single_blob_uploads_are_a_source(tmp_path, folder):
     assert db(db.person).count() == 1
     db.close()
     source.close()
+
+
+def test_one_folder_under_two_urls_is_refused_before_anything_is_moved(folder, tmp_path):
+    before = filled(folder)
+    os.symlink(tmp_path / "source", tmp_path / "alias")
+    alias = open_store(f"file://{tmp_path}/alias/")
+    with pytest.raises(ConfigError, match="the same store"):
+        migrate(folder, alias, move=True)
+    assert contents(folder) == before
+
+
+def test_a_destination_killed_mid_run_stops_it_and_a_rerun_completes(folder):
+    """A private S3 server killed after the second copy: the run stops (the sources of
+    the verified copies moved, the rest kept), and once it is back a re-run completes."""
+    before = filled(folder)
+    with S3Server().running() as server:
+        url = server.url(server.create_bucket("migrate-stop"), connect_timeout="2")
+        destination = open_store(url)
+
+        def kill_after_two(done):
+            if done.copied == 2:
+                server.kill()
+
+        done = migrate(folder, destination, move=True, progress=kill_after_two)
+        assert not done.ok and done.stopped is not None
+        assert "s3://scalekit-test:***@migrate-stop" in done.stopped
+        assert server.secret_key not in done.stopped
+        assert (done.copied, done.deleted, done.failed) == (2, 2, 0)
+        left = contents(folder)
+        assert len(left) == len(SIZES) - 2 and left.items() <= before.items()
+        server.restart()  # empty: moto keeps nothing
+        server.create_bucket("migrate-stop")
+        again = migrate(folder, destination, move=True)
+        assert again.ok and again.copied == len(SIZES) - 2
+        assert contents(destination) == left and contents(folder) == {}
+        destination.close()
