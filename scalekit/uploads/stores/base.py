@@ -179,6 +179,14 @@ class UploadStore(abc.ABC):
     def close(self) -> None:
         """Release connections and clients; the store opens them again if used after."""
 
+    def field_options(self, **options: Any) -> dict[str, Any]:
+        """The keywords of a pydal ``Field("image", "upload", **store.field_options())``
+        that keep the field's files in this store; ``options``: ``max_size``,
+        ``autodelete`` (see :func:`scalekit.uploads.fields.field_options`)."""
+        from scalekit.uploads.fields import field_options  # pydal loads when a model asks
+
+        return field_options(self, **options)
+
     def checked(self, name: str) -> str:
         """``name`` if well formed, else :class:`UploadNotFound` (no store has it)."""
         if parse_name(name) is None:

@@ -1,0 +1,183 @@
+"""pydal upload fields kept in a store (``Field("image", "upload", **store.field_options())``)
+on every backend: inserts from web2py's ``cgi.FieldStorage``, file objects and dicts,
+``field.store`` / ``field.retrieve`` (streamed), ``autodelete`` on delete and on a replacing
+update, ``authorize``, ``max_size``; records in SQLite and PostgreSQL; a py4web ``Form``."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+
+import pytest
+from pydal import DAL, Field
+from pydal.exceptions import NotAuthorizedException, NotFoundException
+from werkzeug.test import EnvironBuilder
+
+from scalekit.uploads import UploadNotFound, UploadTooLarge, parse_name
+from scalekit.uploads.stores import CHUNK
+
+with warnings.catch_warnings():  # deprecated since Python 3.11, what web2py still uses
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import cgi  # web2py's request.vars hold cgi.FieldStorage objects
+
+
+@pytest.fixture
+def store(make_store):
+    """An empty store of each backend (tests/uploads/conftest.py)."""
+    return make_store()
+
+
+@pytest.fixture
+def db(tmp_path):
+    """The app's own database (SQLite), where the records naming the uploads live."""
+    database = DAL(f"sqlite://{tmp_path}/app.sqlite", folder=str(tmp_path))
+    yield database
+    database.close()
+
+
+def stored(store) -> set[str]:
+    return {info.name for info in store.names()}
+
+
+def field_storage(data: bytes, filename: str, field: str = "image") -> cgi.FieldStorage:
+    """A ``cgi.FieldStorage`` of a file part, parsed from a real multipart body, as
+    web2py's ``request.vars.<field>`` holds it."""
+    environ = EnvironBuilder(
+        method="POST", data={field: (io.BytesIO(data), filename)}
+    ).get_environ()
+    form = cgi.FieldStorage(fp=environ["wsgi.input"], environ=environ)
+    return form[field]
+
+
+def test_an_insert_stores_a_web2py_field_storage_and_retrieve_streams_it(db, store):
+    db.define_table("person", Field("image", "upload", **store.field_options()))
+    data = os.urandom(CHUNK + 17)
+    record = db.person.insert(image=field_storage(data, "C:\\photos\\été 🎉.png"))
+    name = db.person(record).image
+    assert parse_name(name)[:2] == ("person", "image")
+    assert stored(store) == {name}
+
+    filename, stream = db.person.image.retrieve(name)
+    with stream:
+        assert filename == "été_🎉.png"
+        assert stream.read(5) == data[:5]
+        assert stream.read() == data[5:]
+    properties = db.person.image.retrieve_file_properties(name)
+    assert properties["filename"] == filename
+    local = store.local_path(name)
+    assert properties["path"] == (os.path.dirname(local) if local else None)
+
+
+def test_field_store_takes_files_field_storages_bytes_and_dicts(db, store, tmp_path):
+    db.define_table("doc", Field("file", "upload", **store.field_options()))
+    path = tmp_path / "report.pdf"
+    path.write_bytes(b"%PDF-1.7 report")
+    with open(path, "rb") as file:
+        from_file = db.doc.file.store(file)  # no file name given: the file's own
+    from_storage = db.doc.file.store(field_storage(b"<svg/>", "a.svg", "file"))
+    from_bytes = db.doc.file.store(b"raw bytes", "notes.txt")
+    record = db.doc.insert(file={"data": b"dict data", "filename": "d.csv"})
+    from_dict = db.doc(record).file
+    expected = {
+        from_file: ("report.pdf", b"%PDF-1.7 report"),
+        from_storage: ("a.svg", b"<svg/>"),
+        from_bytes: ("notes.txt", b"raw bytes"),
+        from_dict: ("d.csv", b"dict data"),
+    }
+    for name, (filename, data) in expected.items():
+        assert parse_name(name)[:2] == ("doc", "file")
+        got_name, stream = db.doc.file.retrieve(name)
+        with stream:
+            assert (got_name, stream.read()) == (filename, data)
+
+
+def test_a_retrieved_upload_is_read_lazily(db, store):
+    """A 24 MiB upload read through ``retrieve`` in 64 KiB reads: the process's peak memory
+    grows by far less than the upload."""
+    db.define_table("video", Field("clip", "upload", **store.field_options()))
+    block = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB
+    name = db.video.clip.store(iter([block] * 384), "clip.mp4")
+    expected = hashlib.sha256(block * 384).hexdigest()
+    _, stream = db.video.clip.retrieve(name)
+    before = _reset_peak()
+    digest = hashlib.sha256()
+    with stream:
+        while piece := stream.read(1 << 16):
+            digest.update(piece)
+    grown = _peak() - before
+    assert digest.hexdigest() == expected
+    assert grown < 12 << 20
+
+
+def _reset_peak() -> int:
+    with open("/proc/self/clear_refs", "w") as file:
+        file.write("5")
+    return _peak()
+
+
+def _peak() -> int:
+    with open("/proc/self/status") as file:
+        for line in file:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc/self/status")
+
+
+def test_autodelete_removes_the_file_of_a_deleted_or_replaced_record(db, store):
+    db.define_table("person", Field("image", "upload", **store.field_options(autodelete=True)))
+    first = db.person.insert(image=field_storage(b"one", "one.png"))
+    second = db.person.insert(image=field_storage(b"two", "two.png"))
+    old = db.person(first).image
+    db(db.person.id == first).update(image=field_storage(b"new", "new.png"))
+    new = db.person(first).image
+    assert new != old and stored(store) == {new, db.person(second).image}
+
+    db(db.person.id == first).update(image=new)  # the same name: the file stays
+    assert new in stored(store)
+    db(db.person.id > 0).delete()
+    assert stored(store) == set()
+
+
+def test_without_autodelete_deleting_a_record_keeps_its_file(db, store):
+    db.define_table("person", Field("image", "upload", **store.field_options()))
+    record = db.person.insert(image=field_storage(b"kept", "k.png"))
+    name = db.person(record).image
+    db(db.person.id == record).delete()
+    assert stored(store) == {name}
+
+
+def test_max_size_refuses_a_larger_file_and_stores_nothing(db, store):
+    db.define_table("person", Field("image", "upload", **store.field_options(max_size=1000)))
+    with pytest.raises(UploadTooLarge):
+        db.person.insert(image=field_storage(b"x" * 1001, "big.png"))
+    assert db(db.person).count() == 0 and stored(store) == set()
+    assert db.person(db.person.insert(image=field_storage(b"x" * 1000, "ok.png")))
+
+
+def test_retrieve_checks_the_fields_authorize_as_pydal_does(db, store):
+    allowed = {"yes"}
+    db.define_table("doc", Field("owner"),
+                    Field("file", "upload", authorize=lambda row: row.owner in allowed,
+                          **store.field_options()))  # fmt: skip
+    mine = db.doc(db.doc.insert(owner="yes", file=field_storage(b"mine", "m.txt", "file"))).file
+    theirs = db.doc(db.doc.insert(owner="no", file=field_storage(b"them", "t.txt", "file"))).file
+    assert db.doc.file.retrieve(mine)[1].read() == b"mine"
+    with pytest.raises(NotAuthorizedException):
+        db.doc.file.retrieve(theirs)
+    db(db.doc.owner == "yes").delete()  # no record names it any more
+    with pytest.raises(NotFoundException):
+        db.doc.file.retrieve(mine)
+
+
+@pytest.mark.parametrize("name", ["person.image.nokey.png", "../../etc/passwd", "a" * 300])
+def test_retrieving_a_missing_or_forged_name_is_not_found(db, store, name):
+    db.define_table("person", Field("image", "upload", **store.field_options()))
+    with pytest.raises(UploadNotFound):  # an IOError: web2py's and py4web's download 404
+        db.person.image.retrieve(name)
+
+
+def test_the_hooks_work_only_through_pydals_field(store):
+    with pytest.raises(TypeError, match=r"Field\.store"):
+        store.field_options()["custom_store"](io.BytesIO(b"x"), "x.png", None)
