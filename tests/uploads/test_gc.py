@@ -5,8 +5,12 @@ killed writes removed; the app's database on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from pydal import DAL, Field
@@ -160,3 +164,46 @@ def test_a_missing_sqlite_database_is_not_created(store, tmp_path):
     with pytest.raises(StoreNotFound):
         collect(store, f"sqlite://{tmp_path}/typo.sqlite")
     assert not (tmp_path / "typo.sqlite").exists()
+
+
+def test_a_writer_sigkilled_mid_upload_leaves_a_temp_file_that_gc_removes(store, app_db):
+    writer = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, store.root], env=ENVIRON)
+    try:
+        deadline = time.monotonic() + 30
+        while not _temp_files(store.root) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _temp_files(store.root), "the writer never started"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(timeout=30)
+    assert names(store) == set()  # nothing visible
+    done = collect(store, app_db, older_than=0)
+    assert done.leftovers == 1 and not _temp_files(store.root)
+
+
+KILLED_WRITER = """
+import itertools, sys
+from scalekit.uploads import open_store
+store = open_store("file://" + sys.argv[1])
+store.save(itertools.repeat(b"x" * 65536), "endless.bin", table="person", field="image")
+"""
+ENVIRON = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+
+def _temp_files(root: str) -> list[str]:
+    return [name for _, _, files in os.walk(root) for name in files if TMP_INFIX in name]
+
+
+def test_an_unfinished_s3_multipart_upload_is_aborted(s3_server, s3_url, app_db):
+    store = open_store(s3_url)
+    client = s3_server.client()
+    bucket = s3_url.partition("@")[2].partition("/")[0]
+    started = client.create_multipart_upload(Bucket=bucket, Key="person.image.k1.eA==.bin")
+    client.upload_part(Bucket=bucket, Key="person.image.k1.eA==.bin", PartNumber=1,
+                       UploadId=started["UploadId"], Body=b"x" * 1024)  # fmt: skip
+    try:
+        assert collect(store, app_db, older_than=0, dry_run=True).leftovers == 1
+        assert collect(store, app_db, older_than=0).leftovers == 1
+        assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    finally:
+        store.close()
