@@ -171,9 +171,11 @@ class FileStore(UploadStore):
                 continue  # not where a read looks: not an upload of this store
             if not parts and self._separate_exists(parsed, entry.name):
                 continue  # listed with its folder
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 found = entry.stat(follow_symlinks=False)
-                yield UploadInfo(entry.name, found.st_size, found.st_mtime)
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            yield UploadInfo(entry.name, found.st_size, found.st_mtime)
 
     def local_path(self, name: str) -> str | None:
         """The upload's file (no symlink below the root on the way), ``None`` if absent."""
@@ -218,16 +220,19 @@ class FileStore(UploadStore):
         opened ``O_NOFOLLOW`` in the one before; ``None`` when one is missing, a symlink or
         a file (``create``: made)."""
         with contextlib.ExitStack() as opened:
+            where = self.root
             try:
                 fd = os.open(self.root, _ROOT) if start is None else start
                 if start is None:
                     opened.callback(os.close, fd)
                 for part in parts:
+                    where = os.path.join(where, part)
                     fd = _subfolder(fd, part, create)
                     if fd is None:
                         break
                     opened.callback(os.close, fd)
             except OSError as exc:
+                exc.filename = exc.filename or where
                 raise self._files.unavailable(action, exc) from exc
             yield fd
 
@@ -306,8 +311,10 @@ def _subfolder(parent: int, part: str, create: bool) -> int | None:
         if not create:
             return None
     except OSError as exc:
-        if create or exc.errno not in _NOT_THERE:
+        if exc.errno not in _NOT_THERE:
             raise
+        if create:
+            raise NotADirectoryError(errno.ENOTDIR, "a symlink or a file: never followed") from exc
         return None
     with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
         os.mkdir(part, 0o700, dir_fd=parent)
