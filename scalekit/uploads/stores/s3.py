@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import boto3
 import urllib3.exceptions
@@ -111,7 +111,7 @@ class S3Store(UploadStore):
             retries={"total_max_attempts": retries + 1, "mode": "standard"},
             s3={"addressing_style": style},
         )
-        self._client = PerProcess(self._make_client, close=lambda client: client.close())
+        self._clients = PerProcess(self._make_clients, close=_Clients.close)
 
     @classmethod
     def from_url(cls, settings: BackendURL, **options: Any) -> S3Store:
@@ -136,10 +136,10 @@ class S3Store(UploadStore):
     def _write_parts(self, name: str, key: str, blocks: Iterator[bytes], source: Source) -> None:
         """A multipart upload of ``blocks``, completed (then tagged with its SHA-256) once
         all are stored, aborted on any failure."""
+        checksum = self._part_checksum
         with self._failures("start storing", name):
-            upload = self._s3.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32"
-            )["UploadId"]
+            started = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **checksum)
+        upload = started["UploadId"]
         try:
             parts = []
             for number, block in enumerate(blocks, 1):
@@ -149,7 +149,7 @@ class S3Store(UploadStore):
                 with self._failures("store", name):
                     stored = self._s3.upload_part(
                         Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number,
-                        Body=block, ChecksumAlgorithm="CRC32",
+                        Body=block, **checksum,
                     )  # fmt: skip
                 part = {"ETag": stored["ETag"], "PartNumber": number}
                 if "ChecksumCRC32" in stored:  # a server that checks it wants it back
@@ -165,11 +165,14 @@ class S3Store(UploadStore):
         self._tag_sha256(name, key, source.sha256)
 
     def _abort(self, key: str, upload: str) -> None:
-        """Drop a multipart upload's parts; a server that cannot be reached now keeps them
-        for :meth:`remove_leftovers` (logged, not raised: the write's own error is what
-        the caller needs)."""
+        """Drop a multipart upload's parts, in one attempt (after a failure that already
+        waited its retries); a server that cannot be reached now keeps them for
+        :meth:`remove_leftovers` (logged, not raised: the write's own error is what the
+        caller needs)."""
         try:
-            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            self._clients.get().once.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload
+            )
         except (ClientError, *_UNREACHABLE) as exc:
             reason = self._scrub(exc)
             log.warning(
@@ -245,16 +248,7 @@ class S3Store(UploadStore):
                     raise
                 self._info(name)  # a span past the end: nothing, if the upload is there
                 return iter(())
-        return self._stream(name, body)
-
-    def _stream(self, name: str, body: Any) -> Iterator[bytes]:
-        """The chunks of a GET's body; a connection cut or stalled on the way is
-        StoreUnavailable (never a short read passed off as the whole)."""
-        try:
-            with self._failures("read", name):
-                yield from body.iter_chunks(CHUNK)
-        finally:
-            body.close()
+        return _Chunks(self, name, body)
 
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
         with self._failures("list uploads"):
@@ -278,27 +272,41 @@ class S3Store(UploadStore):
         return True
 
     def close(self) -> None:
-        self._client.reset()
+        self._clients.reset()
 
     @property
     def _s3(self) -> Any:
         """This process's boto3 client (made on first use, again after a fork)."""
-        return self._client.get()
+        return self._clients.get().s3
 
-    def _make_client(self) -> Any:
+    @property
+    def _part_checksum(self) -> dict[str, str]:
+        """CRC32 checksums on a multipart upload's parts where boto3 adds them by default
+        (as boto3's own transfers do); none when ``AWS_REQUEST_CHECKSUM_CALCULATION`` is
+        ``when_required`` (a server that does not know them)."""
+        if self._s3.meta.config.request_checksum_calculation == "when_supported":
+            return {"ChecksumAlgorithm": "CRC32"}
+        return {}
+
+    def _make_clients(self) -> _Clients:
         settings = self.settings
-        client = boto3.session.Session().client(  # a session of its own: thread-safe
-            "s3",
-            endpoint_url=settings.endpoint_url,
-            region_name=settings.region,
-            aws_access_key_id=settings.access_key,
-            aws_secret_access_key=settings.secret_key,
-            aws_session_token=settings.session_token,
-            config=self._config,
+        session = boto3.session.Session()  # a session of its own: thread-safe
+        one_attempt = self._config.merge(Config(retries={"total_max_attempts": 1}))
+        s3, once = (
+            session.client(
+                "s3",
+                endpoint_url=settings.endpoint_url,
+                region_name=settings.region,
+                aws_access_key_id=settings.access_key,
+                aws_secret_access_key=settings.secret_key,
+                aws_session_token=settings.session_token,
+                config=config,
+            )
+            for config in (self._config, one_attempt)
         )
         if self.create:
-            self._create_bucket(client)
-        return client
+            self._create_bucket(s3)
+        return _Clients(s3, once)
 
     def _create_bucket(self, client: Any) -> None:
         """Make the bucket if it is not there (``create=True``)."""
@@ -362,6 +370,41 @@ class S3Store(UploadStore):
             if secret:
                 text = text.replace(secret, MASK)
         return text
+
+
+class _Clients(NamedTuple):
+    """A process's boto3 clients: ``s3`` for every call, ``once`` for a call that must
+    not retry (an abort after a failure)."""
+
+    s3: Any
+    once: Any
+
+    def close(self) -> None:
+        self.s3.close()
+        self.once.close()
+
+
+class _Chunks:
+    """The chunks of a GET's body as an iterator whose ``close()`` ends the connection,
+    also before the first chunk; a connection cut or stalled on the way is
+    StoreUnavailable, never a short read passed off as the whole."""
+
+    def __init__(self, store: S3Store, name: str, body: Any):
+        self._store, self._name, self._body = store, name, body
+
+    def __iter__(self) -> _Chunks:
+        return self
+
+    def __next__(self) -> bytes:
+        with self._store._failures("read", self._name):
+            chunk = self._body.read(CHUNK)  # at the end: checked against Content-Length
+        if not chunk:
+            self.close()
+            raise StopIteration
+        return chunk
+
+    def close(self) -> None:
+        self._body.close()
 
 
 def _blocks(source: Source, size: int) -> Iterator[bytes]:
