@@ -84,9 +84,10 @@ class S3Store(UploadStore):
         addressing_style: str | None = None,
     ):
         """``read_timeout``: the longest wait for one answer (also between two chunks of a
-        read); ``retries``: attempts after the first (a call gives up after ``(retries + 1)
-        * read_timeout`` at most); ``create``: make the bucket if missing (tests, dev);
-        ``addressing_style``: ``path`` by default with an ``endpoint_url``, else boto3's."""
+        read); ``retries``: attempts after the first (a stopped server fails a call after
+        about ``(retries + 1) * read_timeout``, a write one ``read_timeout`` more for the
+        abort); ``create``: make the bucket if missing (tests, dev); ``addressing_style``:
+        ``path`` by default with an ``endpoint_url``, else boto3's choice."""
         super().__init__(settings.masked)
         self.settings = settings
         if isinstance(part_size, bool) or not isinstance(part_size, int):
