@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import http.client
 import logging
 import os
 import shutil
@@ -26,13 +27,15 @@ from wsgiref.util import FileWrapper
 import pytest
 from pydal import DAL, Field
 
-from scalekit.core.errors import ConfigError
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.signing import Signer
 from scalekit.uploads import open_store
 from scalekit.uploads.downloads import Downloads, download
 from scalekit.uploads.signed import PURPOSE
+from scalekit.uploads.stores import CHUNK
 from scalekit.wsgi.conditional import http_date
 from tests.gunicorn import gunicorn
+from tests.servers import S3Server
 from tests.wsgi import Client
 
 SECRET = "a-secret-for-the-download-tests-0123456789"
@@ -91,7 +94,8 @@ def test_a_whole_upload_with_its_headers(store):
     assert response.header("Last-Modified") == http_date(store.info(name).modified)
     etag = response.header("ETag")
     assert etag.startswith('"') and etag.endswith(f'-{len(PNG):x}"')
-    again = request(Downloads(store, cache_control="public, max-age=60"), f"/download/{name}")
+    by_url = Downloads(store.url, cache_control="public, max-age=60")  # a URL opens the store
+    again = request(by_url, f"/download/{name}")
     assert again.header("ETag") == etag and again.header("Cache-Control") == "public, max-age=60"
 
 
@@ -271,6 +275,88 @@ def test_a_store_that_cannot_be_reached_is_a_503(store, caplog):
     assert b"upload store cannot be reached" in response.body
     assert b"Traceback" not in response.body and store.root.encode() not in response.body
     assert any(store.root in record.getMessage() for record in caplog.records)
+
+
+# ---- on other backends, and a store failing half-way ---------------------------------------
+
+
+@pytest.mark.parametrize("store_kind", ["file", "s3"])
+def test_the_same_answers_from_every_backend(make_store, store_kind):
+    store = make_store()
+    name = store.save(big_bytes(), "big.bin")
+    app = Downloads(store)
+    whole = request(app, f"/download/{name}", file_wrapper=True)
+    assert whole.status == 200 and whole.body == big_bytes()
+    assert whole.wrapped is (store_kind == "file")  # sendfile only for a file on this machine
+    span = {"Range": f"bytes={CHUNK - 1}-{2 * CHUNK}"}  # across the store's chunks
+    part = request(app, f"/download/{name}", headers=span)
+    assert part.status == 206 and part.body == big_bytes()[CHUNK - 1 : 2 * CHUNK + 1]
+    etag = whole.header("ETag")
+    assert request(app, f"/download/{name}", headers={"If-None-Match": etag}).status == 304
+    other = request(Downloads(make_store()), f"/download/{name}", method="HEAD")
+    assert other.header("ETag") == etag  # from the name and size: the same on every server
+    assert request(app, f"/download/{name}x", method="HEAD").status == 404
+
+
+@pytest.fixture(scope="module")
+def private_s3():
+    """An S3-compatible server of this module's own, to kill (never the session's)."""
+    with S3Server().running() as server:
+        yield server
+
+
+@pytest.fixture
+def fragile(private_s3):
+    """A store on the private server with short timeouts, holding a 32 MB upload (more than
+    the sockets' buffers: the server is still sending when it dies); restarted after."""
+    bucket = private_s3.create_bucket(f"fragile-{time.time_ns()}")
+    url = private_s3.url(bucket, "up", read_timeout="1", connect_timeout="1", retries="1")
+    store = open_store(url)
+    name = store.save(hashlib.sha256(b"x").digest() * (1 << 20), "long.bin")
+    yield store, name
+    store.close()
+    if private_s3.process.poll() is not None:
+        private_s3.restart()
+
+
+def test_a_store_dying_mid_download_cuts_the_body_and_says_so(private_s3, fragile, caplog):
+    store, name = fragile
+    response = []
+    body = Downloads(store)(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": f"/download/{name}"},
+        lambda status, headers: response.extend([status, dict(headers)]),
+    )
+    assert response[0] == "200 OK" and response[1]["Content-Length"] == str(32 << 20)
+    chunks = iter(body)
+    received = len(next(chunks))
+    private_s3.kill()
+    with caplog.at_level(logging.ERROR, "scalekit.uploads"), pytest.raises(StoreUnavailable):
+        for chunk in chunks:  # the server raises it out of the body: it drops the connection
+            received += len(chunk)
+    body.close()
+    assert received < 32 << 20
+    (line,) = [r.getMessage() for r in caplog.records if "download cut" in r.getMessage()]
+    assert f"GET /download/{name}: download cut after {received} of {32 << 20} bytes" in line
+    assert store.url in line and S3Server.secret_key not in line
+
+
+def test_under_gunicorn_a_cut_download_closes_the_connection(private_s3, fragile):
+    """A short body on a kept-alive connection would leave the client waiting: gunicorn
+    drops it, and the client sees an incomplete read."""
+    store, name = fragile
+    env = {STORE_URL: private_s3.url(store.bucket, "up", read_timeout="1", retries="1")}
+    with gunicorn("tests.uploads.test_downloads:application", env, workers=1,
+                  threads=4) as port:  # fmt: skip
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        connection.request("GET", f"/download/{name}")
+        answer = connection.getresponse()
+        assert answer.status == 200 and answer.getheader("Connection") != "close"
+        received = len(answer.read(1 << 20))
+        private_s3.kill()
+        with pytest.raises(http.client.IncompleteRead) as caught:
+            answer.read()
+        assert received + len(caught.value.partial) < 32 << 20
+        connection.close()
 
 
 # ---- who may download ----------------------------------------------------------------------
@@ -514,12 +600,12 @@ def test_curl_downloads_resumes_and_revalidates(site, tmp_path):
 
 
 def chromium_dom(profile, url: str) -> str:
-    """The DOM headless Chromium dumps for ``url`` once loaded (or 3 s in: a frame or a
+    """The DOM headless Chromium dumps for ``url`` once loaded (or 2 s in: a frame or a
     navigation that became a download never finishes loading). Chromium may stay up after
     printing (a download pending): it is killed once the DOM is read, or after 30 s."""
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
                "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", f"--user-data-dir={profile}", "--timeout=3000",
+               "--disable-sync", f"--user-data-dir={profile}", "--timeout=2000",
                "--dump-dom", url]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True, start_new_session=True,
