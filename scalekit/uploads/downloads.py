@@ -80,7 +80,8 @@ class Downloads:
 
     ``authorize(environ, name, record) -> bool`` decides who may download (False: 403);
     ``db``: the app's pydal DAL, to find the record holding the name (none: 404) and honour
-    its field's ``authorize``; ``secret``: signs the links :meth:`url` makes with
+    its field's ``authorize`` (a query that fails raises, as the app's own queries do, to
+    the middleware that answers those); ``secret``: signs the links :meth:`url` makes with
     ``expires_in``; ``cache_control``: the header of every download (``private``: a shared
     cache must not hand one user's upload to another).
     """

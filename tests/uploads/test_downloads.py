@@ -135,6 +135,17 @@ def test_ranges(store, header, status, span):
         assert response.body == PNG
 
 
+def test_an_empty_upload(store):
+    name = store.save(b"", "empty.txt")
+    app = Downloads(store)
+    for file_wrapper in (False, True):
+        response = request(app, f"/download/{name}", file_wrapper=file_wrapper)
+        assert response.status == 200 and response.body == b""
+        assert response.header("Content-Length") == "0"
+    ranged = request(app, f"/download/{name}", headers={"Range": "bytes=0-"})
+    assert ranged.status == 416 and ranged.header("Content-Range") == "bytes */0"
+
+
 def test_if_range_resumes_only_the_same_upload(store):
     name = store.save(PNG, "a.png")
     app = Downloads(store)
