@@ -1,7 +1,8 @@
 """``make cluster``: the demo on three gunicorn nodes behind haproxy, all on loopback.
 
 Shared services: Redis (sessions, cache, maintenance flag, deferred tasks), memcached (the
-cached page fragment), PostgreSQL (a primary and a streaming replica). With ``--redis
+cached page fragment), PostgreSQL (a primary and a streaming replica; the primary also keeps
+the guestbook's pictures, so every node serves each one). With ``--redis
 sentinel`` Redis is examples/sentinel/'s deploy on loopback: a primary (redis1), its replica
 (redis2) and three Sentinels; with ``--redis cluster`` examples/redis-cluster/'s six-node
 Redis Cluster (redis1..6), each started from those very files; every Redis user of the demo
@@ -9,8 +10,8 @@ gets the deploy's ``redis+sentinel://`` or ``redis+cluster://`` URL. Each node r
 worker beside gunicorn (``worker-node1``...: ``scalekit tasks worker``, as
 scalekit-worker.service does), so a receipt deferred through any node is written by any
 node's worker. The cron jobs run as loops in the background: sessions2trash on the shared
-store, tickets2db for each node's errors folder, the tasks' relay. Pids, ports and folders
-are kept in ``<state>/state.json``.
+store, tickets2db for each node's errors folder, the tasks' relay, uploads gc. Pids, ports
+and folders are kept in ``<state>/state.json``.
 
 Run from the repository root:
   python -m examples.cluster start [--sessions memcache] [--redis sentinel|cluster]
@@ -202,6 +203,7 @@ class Cluster:
             "SCALEKIT_MAINTENANCE_FLAG": redis_url,
             "SCALEKIT_TICKET_DB": primary.url,
             "SCALEKIT_TASKS": redis_url,
+            "SCALEKIT_UPLOADS": primary.url,  # the pictures: chunk rows every node reads
             "SCALEKIT_TASKS_SECRET": secrets.token_urlsafe(32),
             "SCALEKIT_TASK_WORKERS": "0",  # gunicorn only serves: each node's worker is apart
             "SCALEKIT_SECRET": secrets.token_urlsafe(32),
@@ -384,6 +386,11 @@ class Cluster:
         relay = f'"{scalekit}" tasks -v relay --db "$SCALEKIT_DB_PRIMARY"'
         self._spawn("tasks-relay", ["/bin/sh", "-c", f"while :; do {relay}; sleep {every}; done"],
                     env)  # fmt: skip
+        # Pictures no entry references (a signing that failed after its picture was stored,
+        # a node killed then), older than a day: as the crontab's daily line.
+        gc = f'"{scalekit}" uploads gc --store "$SCALEKIT_UPLOADS" --db "$SCALEKIT_DB_PRIMARY"'
+        self._spawn("uploads-gc", ["/bin/sh", "-c", f"while :; do {gc}; sleep {every}; done"],
+                    env)  # fmt: skip
 
     def _start_haproxy(self) -> None:
         """examples/haproxy.cfg on loopback ports, plain http only (no certificate here)."""
@@ -457,6 +464,8 @@ class Cluster:
             f"{env['SCALEKIT_DB_REPLICAS']}\n"
             f"  a task worker per node (worker-node1...), tasks on {env['SCALEKIT_TASKS']}; "
             f"sign the guestbook and see which node wrote the receipt\n"
+            f"  pictures in {env['SCALEKIT_UPLOADS']} (scalekit.uploads), served by every node "
+            f"at /download/\n"
             f"  X-Node names the node that served a response, X-Request-ID its line in that "
             f"node's access log ({self.state_dir}/node1/access.log...)\n"
             f"  logs and state in {self.state_dir}/; `python -m examples.cluster status`, "

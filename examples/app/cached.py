@@ -32,6 +32,6 @@ def _render(dal: DAL) -> list:
     pending = [r.created_on.timestamp() for r in rows if r.receipt_task and not r.receipt_on]
     html = templates.entries(
         [(r.id, r.author, r.created_on.strftime("%Y-%m-%d %H:%M"), r.body,
-          r.receipt_task, r.receipt_by) for r in rows]
+          r.receipt_task, r.receipt_by, r.picture) for r in rows]
     )  # fmt: skip
     return [html, min(pending, default=None)]

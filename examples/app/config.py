@@ -2,7 +2,7 @@
 
 With none set, everything lives under ``$SCALEKIT_DATA`` (default ``examples/app/data``):
 sqlite sessions, data and deferred tasks, a disk cache, a local tickets folder, a
-maintenance flag file, the receipts the tasks write.
+maintenance flag file, the receipts the tasks write, the guestbook's pictures.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ MIGRATE = os.environ.get("SCALEKIT_MIGRATE", "1") != "0"
 #: on a cluster. The receipts are files of the node whose worker wrote them.
 TASKS = _env("SCALEKIT_TASKS", f"sqlite://{DATA}/tasks.sqlite")
 RECEIPTS = os.path.join(DATA, "receipts")
+#: Where the guestbook's pictures are kept (scalekit.uploads): a folder on one machine; on
+#: a cluster a store every node reads (``make cluster``: PostgreSQL; an S3 bucket, a shared
+#: folder).
+UPLOADS = _env("SCALEKIT_UPLOADS", f"file://{DATA}/uploads")
+#: The largest picture taken, in bytes: a larger request is refused (413) while it is read.
+MAX_PICTURE = int(_env("SCALEKIT_MAX_PICTURE", str(5 * 1024 * 1024)))
 
 
 def session_secrets() -> list[str]:

@@ -11,6 +11,7 @@ import hmac
 import os
 
 import config
+import pictures
 from pydal import DAL, Field
 
 from scalekit import db
@@ -25,7 +26,8 @@ replicas = db.ReplicaSet(
 
 
 def define_tables(dal: DAL, migrate: bool = False) -> None:
-    """The users who signed in and their guestbook entries (with their receipts)."""
+    """The users who signed in and their guestbook entries (with their receipts and
+    pictures: the picture's file is in the upload store, the field holds its name)."""
     dal.define_table(
         "auth_user", Field("name", length=64, unique=True), Field("password_hash", length=128),
         migrate=migrate,
@@ -36,7 +38,10 @@ def define_tables(dal: DAL, migrate: bool = False) -> None:
         # its receipt (jobs.py): the task deferred when it was signed (None for entries
         # signed before receipts), then the node whose worker wrote it, and when
         Field("receipt_task", length=32), Field("receipt_by", length=64),
-        Field("receipt_on", "datetime"), migrate=migrate,
+        Field("receipt_on", "datetime"),
+        Field("picture", "upload", **pictures.store.field_options(
+            max_size=config.MAX_PICTURE, autodelete=True)),
+        migrate=migrate,
     )  # fmt: skip
 
 

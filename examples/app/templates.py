@@ -34,8 +34,10 @@ page(s) viewed since.</span>"""
 
 SIGNED_IN = """<div class="account">{who}
 <form method="post" action="/sign-out"><button>Sign out</button></form></div>
-<form method="post" action="/entries" class="sign">
+<form method="post" action="/entries" class="sign" enctype="multipart/form-data">
 <textarea name="body" required maxlength="500" placeholder="Leave a message"></textarea>
+<label>A picture (optional, {max_mb} MB at most): <input type="file" name="picture"
+accept="{accept}"></label>
 <button>Sign the guestbook</button>
 <button name="then" value="fail" title="the entry and its receipt's task are rolled back">Sign,
 then fail</button></form>"""
@@ -54,12 +56,16 @@ is a task worker running? <code>make demo</code> starts one beside gunicorn; els
 
 def page(*, node: str, worker: int, version: str, hits: int | str, entries: str, user: str | None,
          views: int, saved_by: str | None, flash: str | None, banner: str | None,
-         paused: bool, pending: float | None = None) -> str:  # fmt: skip
+         paused: bool, accept: str, max_picture: int,
+         pending: float | None = None) -> str:  # fmt: skip
     """The whole page; ``entries`` is already HTML (the cached fragment). ``paused``: the
-    site is read-only, so no form is offered (it would only be refused). ``pending``:
-    seconds the oldest pending receipt has waited, if too long."""
+    site is read-only, so no form is offered (it would only be refused). ``accept``: the
+    picture types the form offers, ``max_picture`` the largest picture (bytes).
+    ``pending``: seconds the oldest pending receipt has waited, if too long."""
     who = WHO.format(user=escape(user), views=views) if user else ""
-    account = (PAUSED if paused else SIGNED_IN if user else SIGN_IN).format(who=who)
+    account = (PAUSED if paused else SIGNED_IN if user else SIGN_IN).format(
+        who=who, accept=escape(accept), max_mb=f"{max_picture / (1024 * 1024):g}",
+    )  # fmt: skip
     return PAGE.format(
         banner=f'<p id="banner" class="banner">{escape(banner)}</p>' if banner else "",
         flash=f'<p id="flash" class="flash">{escape(flash)}</p>' if flash else "",
@@ -70,17 +76,24 @@ def page(*, node: str, worker: int, version: str, hits: int | str, entries: str,
     )  # fmt: skip
 
 
-def entries(rows: list[tuple[int, str, str, str, str | None, str | None]]) -> str:
-    """The list of ``(id, author, when, body, receipt's task id, node that wrote it)``,
-    newest first: the fragment the cache keeps."""
+def entries(rows: list[tuple[int, str, str, str, str | None, str | None, str | None]]) -> str:
+    """The list of ``(id, author, when, body, receipt's task id, node that wrote it,
+    picture's upload name)``, newest first: the fragment the cache keeps."""
     if not rows:
         return '<ul id="entries"></ul><p>Nobody has signed yet.</p>'
     items = "".join(
         f"<li><b>{escape(author)}</b> <time>{escape(when)}</time>"
-        f"{_receipt(id_, task, written_by) if task else ''}<p>{escape(body)}</p></li>"
-        for id_, author, when, body, task, written_by in rows
+        f"{_receipt(id_, task, written_by) if task else ''}<p>{escape(body)}</p>"
+        f"{_picture(id_, author, picture) if picture else ''}</li>"
+        for id_, author, when, body, task, written_by, picture in rows
     )
     return f'<ul id="entries">{items}</ul>'
+
+
+def _picture(entry_id: int, author: str, name: str) -> str:
+    """The entry's picture, served by the uploads' downloads (``/download/<name>``)."""
+    return (f'<img id="picture-{entry_id}" src="/download/{escape(name)}" '
+            f'alt="picture by {escape(author)}" loading="lazy">')  # fmt: skip
 
 
 def _receipt(entry_id: int, task: str, written_by: str | None) -> str:

@@ -1,4 +1,5 @@
-"""The guestbook's views: read and sign it, sign in and out; ``/fail`` and ``/healthz``.
+"""The guestbook's views: read and sign it (a picture too), sign in and out; pictures at
+``/download/<name>``; ``/fail`` and ``/healthz``.
 
 Each view finds its request's pieces through the middleware: ``sessions.current()`` and
 ``db.current()`` (a replica for GET, the primary for POST, committed when the view
@@ -16,14 +17,19 @@ from urllib.parse import parse_qs
 import cached
 import config
 import jobs
+import pictures
 import templates
 from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
-from scalekit.core.errors import CacheUnavailable
+from scalekit.core.errors import CacheUnavailable, InvalidArgument
 from scalekit.maintenance import READ_ONLY, State, format_time
+from scalekit.uploads import UploadTooLarge
+from scalekit.uploads.receive import limit_body, receive
 
 MAX_FORM = 16 * 1024
+#: The most bytes of a signing request: the picture and the form's text around it.
+MAX_SIGNING = config.MAX_PICTURE + MAX_FORM
 #: Seconds a receipt may stay pending before the page asks whether a task worker runs.
 RECEIPT_LATE = 5.0
 
@@ -56,6 +62,7 @@ def _page(environ: dict, start_response: Callable, session: sessions.Session) ->
         views=session.views or 0, saved_by=session.saved_by, flash=flash,
         banner=_banner(state) if state else None,
         paused=state is not None and state.mode == READ_ONLY,
+        accept=pictures.ACCEPT, max_picture=config.MAX_PICTURE,
     )  # fmt: skip
     return _respond(start_response, "200 OK", body, "text/html; charset=utf-8")
 
@@ -105,28 +112,65 @@ def sign_out(environ: dict, start_response: Callable) -> Iterable[bytes]:
     return _redirect(start_response)
 
 
+@limit_body(MAX_SIGNING)
 def sign(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """Add an entry and defer its receipt; the cached fragment is rebuilt from the primary
-    in this request, so no server caches a page rendered from a replica that has not caught
-    up yet. ``then=fail``: fail after all that, so that the entry and its task are rolled
-    back together (a 500 with its ticket; no entry, no task, no receipt)."""
-    form, session = _form(environ), sessions.current()
-    body = form.get("body", "").strip()[:500]
-    if not session.user:
+    """Add an entry, with its picture if one came, and defer its receipt; the cached
+    fragment is rebuilt from the primary in this request, so no server caches a page
+    rendered from a replica that has not caught up yet. ``then=fail``: fail after all that,
+    so that the entry and its task are rolled back together, and its picture removed (a 500
+    with its ticket; no entry, no task, no receipt, no picture).
+
+    The picture is streamed into the store as the body arrives (``receive``); a body over
+    :data:`MAX_SIGNING` is refused with a 413 (``limit_body``) and leaves nothing stored."""
+    session = sessions.current()
+    if not session.user:  # the body is not even read
         _save(session, flash="Sign in to sign the guestbook.")
-    elif body:
-        dal = db.current().db
-        entry_id = int(
-            dal.entry.insert(author=session.user, body=body, created_on=datetime.datetime.now())
-        )
-        # Written to the outbox in this transaction, enqueued once it has committed.
-        task_id = jobs.tasks.defer(jobs.write_receipt, entry_id, _transactional=True)
-        dal(dal.entry.id == entry_id).update(receipt_task=task_id)
-        if form.get("then") == "fail":
-            raise RuntimeError(f"signed, then failed on purpose, on {config.NODE}")
-        cached.entries(lambda: dal, refresh=True)
-        _save(session, flash="Thank you for signing.")
+        return _redirect(start_response)
+    try:
+        form, picture = _signing_form(environ)
+    except UploadTooLarge:
+        raise  # limit_body answers 413
+    except InvalidArgument as exc:  # a malformed form, or one cut short
+        return _respond(start_response, "400 Bad Request", f"{exc}\n", "text/plain")
+    kept = False
+    try:
+        kept = _sign(session, form, picture)
+    finally:
+        if picture and not kept:  # refused, or its entry rolled back: it goes too
+            pictures.store.delete(picture)
     return _redirect(start_response)
+
+
+def _signing_form(environ: dict) -> tuple[dict[str, str], str | None]:
+    """The signing form's text fields, and the name its picture was stored under (None:
+    no picture chosen). A form of the browser's default type (no picture) is read as ever."""
+    if not environ.get("CONTENT_TYPE", "").startswith("multipart/form-data"):
+        return _form(environ), None
+    received = receive(environ, pictures.store, max_size=MAX_SIGNING, fields=["picture"],
+                       table="entry")  # fmt: skip
+    return received.form, received.get("picture")
+
+
+def _sign(session: sessions.Session, form: dict[str, str], picture: str | None) -> bool:
+    """Insert the entry (see :func:`sign`); False if not signed (no text, or a "picture"
+    that is not one)."""
+    body = form.get("body", "").strip()[:500]
+    if picture and not pictures.is_picture(picture):
+        _save(session, flash="Not signed: a picture is a PNG, JPEG, GIF or WebP file.")
+        return False
+    if not body:
+        return False
+    dal = db.current().db
+    entry_id = int(dal.entry.insert(author=session.user, body=body, picture=picture,
+                                    created_on=datetime.datetime.now()))  # fmt: skip
+    # Written to the outbox in this transaction, enqueued once it has committed.
+    task_id = jobs.tasks.defer(jobs.write_receipt, entry_id, _transactional=True)
+    dal(dal.entry.id == entry_id).update(receipt_task=task_id)
+    if form.get("then") == "fail":
+        raise RuntimeError(f"signed, then failed on purpose, on {config.NODE}")
+    cached.entries(lambda: dal, refresh=True)
+    _save(session, flash="Thank you for signing.")
+    return True
 
 
 def fail(environ: dict, start_response: Callable) -> Iterable[bytes]:
@@ -151,8 +195,11 @@ ROUTES = {
 
 
 def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
-    """Route by method and path."""
-    view = ROUTES.get((environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"))
+    """Route by method and path; ``/download/...`` to the pictures' downloads."""
+    path = environ.get("PATH_INFO") or "/"
+    if path.startswith(pictures.PREFIX):
+        return pictures.downloads(environ, start_response)
+    view = ROUTES.get((environ["REQUEST_METHOD"], path))
     if view is None:
         return _respond(start_response, "404 Not Found", "not found\n", "text/plain")
     return view(environ, start_response)

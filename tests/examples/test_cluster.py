@@ -22,8 +22,9 @@ import uuid
 import pytest
 
 from examples.cluster import BIN, Cluster, main
-from scalekit import tickets
+from scalekit import tickets, uploads
 from tests.examples.browser import Browser, field
+from tests.examples.test_demo import curl_bytes, png, post_picture
 
 NODES = {"node1", "node2", "node3"}
 
@@ -194,6 +195,30 @@ def receipt_is_written_by_a_worker(cluster: Cluster) -> None:
     assert node in NODES
     with open(os.path.join(cluster.state_dir, node, "receipts", f"{entry}.txt")) as receipt:
         assert message in receipt.read()
+
+
+def test_a_picture_signed_through_one_node_is_served_by_each(cluster, tmp_path):
+    """The picture is kept in PostgreSQL (``SCALEKIT_UPLOADS``: chunk rows on the primary),
+    not in the folder of the node that took it: each node serves it, whole and in ranges."""
+    browser, _ = signed_in(cluster)
+    message, picture = f"picture {uuid.uuid4().hex}", tmp_path / "node1.png"
+    picture.write_bytes(png(9))
+    assert post_picture(browser, cluster.node_url(0), picture, message)[0] == 303
+    page = browser.get("/")[2]
+    name = re.search(rf'<p>{message}</p><img id="picture-\d+" src="/download/([^"]+)"', page)[1]
+    for index in range(3):
+        headers, data = curl_bytes(f"{cluster.node_url(index)}/download/{name}")
+        assert (headers["x-node"], headers["content-type"], data) == (
+            f"node{index + 1}", "image/png", png(9),
+        )  # fmt: skip
+        headers, data = curl_bytes(f"{cluster.node_url(index)}/download/{name}", "-r", "4-")
+        assert (headers["status"], data) == ("206", png(9)[4:])
+    store = uploads.open_store(cluster.env()["SCALEKIT_UPLOADS"])
+    try:
+        assert store.info(name).size == len(png(9))
+        assert not any(name in files for _, _, files in os.walk(cluster.state_dir))
+    finally:
+        store.close()
 
 
 def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):

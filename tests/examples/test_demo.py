@@ -9,11 +9,14 @@ import os
 import re
 import signal
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import pytest
 
@@ -142,13 +145,19 @@ def test_demo_tickets_name_the_request_node_and_client_behind_a_trusted_balancer
 
 def curl(url: str, *args: str) -> tuple[dict[str, str], str]:
     """The headers (lowercase names) and the decoded body curl got for ``url``."""
+    headers, body = curl_bytes(url, *args)
+    return headers, body.decode()
+
+
+def curl_bytes(url: str, *args: str) -> tuple[dict[str, str], bytes]:
+    """The headers curl got for ``url`` (lowercase names; ``status``: the status code) and
+    the body as it came."""
     done = subprocess.run(["curl", "-s", "-D", "-", *args, url], capture_output=True,
                           check=True, timeout=20)  # fmt: skip
     head, _, body = done.stdout.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")[1:]
-    return {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}, (
-        body.decode()
-    )
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {n.lower(): v.strip() for n, _, v in (line.partition(":") for line in lines)}
+    return {**headers, "status": status.split()[1]}, body
 
 
 def test_demo_page_arrives_compressed_and_chromium_renders_it(demo_url, tmp_path):
@@ -411,3 +420,140 @@ def _group(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] != "Z":
                 found.append(int(pid))
     return found
+
+
+# -- Pictures: the sign form takes an optional picture, stored through scalekit.uploads
+# (a folder under the data folder here) and served by its downloads at /download/<name>.
+
+
+def png(width: int = 2) -> bytes:
+    """A real PNG, ``width`` x 1 grey pixels (made here: no image library needed)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, 1, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(b"\0" + bytes(range(width)))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def post_picture(browser: Browser, url: str, path, body: str = "with a picture",
+                 kind: str = "image/png", *curl_args: str,
+                 **fields: str) -> tuple[int, str]:  # fmt: skip
+    """Sign as ``browser``'s user with the file at ``path`` as the picture, as a browser's
+    form does (curl -F: multipart/form-data, the file streamed); ``(status, body)``."""
+    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    form = [f"body={body}", *(f"{name}={value}" for name, value in fields.items())]
+    done = subprocess.run(
+        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", f"Cookie: {cookie}",
+         *(arg for field_ in form for arg in ("-F", field_)),
+         "-F", f"picture=@{path};type={kind}", *curl_args, url + "/entries"],
+        capture_output=True, check=False, timeout=30,
+    )  # fmt: skip
+    text, _, status = done.stdout.decode(errors="replace").rpartition("\n")
+    return int(status), text
+
+
+def pictures_in(data) -> list[str]:
+    """The names of the pictures stored in the demo's uploads folder (file://DATA/uploads)."""
+    return sorted(path.name for path in (data / "uploads").rglob("entry.picture.*")
+                  if path.is_file() and not path.name.startswith("."))  # fmt: skip
+
+
+def picture_of(page: str, entry_element: str = "picture-") -> str | None:
+    """The upload name in the newest entry's ``<img src="/download/<name>">``."""
+    found = re.search(rf'<img id="{entry_element}\d+" src="/download/([^"]+)"', page)
+    return found.group(1) if found else None
+
+
+def test_demo_signs_with_a_picture_that_downloads_serve(demo_url, demo_data, tmp_path):
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="jo", password="secret")
+    form = re.search(r'<form [^>]*action="/entries".*?</form>', browser.get("/")[2], re.DOTALL)[0]
+    assert 'enctype="multipart/form-data"' in form
+    assert re.search(r'name="picture"\s+accept="image/gif,image/jpeg,image/png,image/webp"', form)
+    picture = tmp_path / "été à la plage.png"
+    picture.write_bytes(png(7))
+    assert post_picture(browser, demo_url, picture, body="look")[0] == 303
+    page = browser.get("/")[2]
+    name = picture_of(page)
+    assert name.startswith("entry.picture.") and name.endswith(".png")
+    assert name in pictures_in(demo_data)  # under a name the store made, not the client's
+    headers, data = curl_bytes(f"{demo_url}/download/{name}")
+    assert data == png(7)
+    assert headers["content-type"] == "image/png" and headers["x-content-type-options"] == "nosniff"
+    assert headers["content-disposition"].startswith("inline;")  # shown, with its own name
+    assert "été_à_la_plage.png" in unquote(headers["content-disposition"])
+    headers, part = curl_bytes(f"{demo_url}/download/{name}", "-r", "1-3")
+    assert part == png(7)[1:4] and headers["content-range"] == f"bytes 1-3/{len(png(7))}"
+    etag = headers["etag"]
+    headers, _ = curl_bytes(f"{demo_url}/download/{name}", "-H", f"If-None-Match: {etag}")
+    assert headers["status"] == "304"
+    net_log = tmp_path / "net-log.json"  # Chromium shows it: the page's <img> loads it
+    done = chromium(tmp_path, f"--log-net-log={net_log}", "--dump-dom", demo_url + "/entries")
+    assert f'src="/download/{name}"' in done.stdout, done.stderr[-2000:]
+    log = net_log.read_text(errors="replace")
+    assert f"GET /download/{name} HTTP/1.1" in log and "Content-Type: image/png" in log
+
+
+def test_demo_refuses_a_file_that_is_not_a_picture_and_keeps_nothing(demo_url, demo_data,
+                                                                       tmp_path):  # fmt: skip
+    """The type is judged by the file's first bytes: an SVG, or an HTML page called .png,
+    is refused (no entry, nothing left in the store), whatever the browser said it was."""
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="kim", password="secret")
+    before = pictures_in(demo_data)
+    svg = tmp_path / "x.svg"
+    svg.write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>')
+    html = tmp_path / "x.png"
+    html.write_text("<html><script>alert(1)</script></html>")
+    for path, kind in ((svg, "image/svg+xml"), (html, "image/png")):
+        assert post_picture(browser, demo_url, path, body="sneaky", kind=kind)[0] == 303
+        page = browser.get("/")[2]
+        assert field(page, "flash") == "Not signed: a picture is a PNG, JPEG, GIF or WebP file."
+        assert "sneaky" not in page
+    assert pictures_in(demo_data) == before
+
+
+def test_demo_refuses_a_picture_over_the_limit_with_413_and_keeps_nothing(
+    demo_url, demo_data, tmp_path
+):
+    """5 MB at most (``$SCALEKIT_MAX_PICTURE``; the request: that and 16 KiB for the text):
+    a larger one is refused while it is read, announced (Content-Length) or not (chunked),
+    and nothing of it stays in the store."""
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="lou", password="secret")
+    before = pictures_in(demo_data)
+    big = tmp_path / "big.png"
+    big.write_bytes(png() + b"\0" * (5 * 1024 * 1024 + 16 * 1024))
+    for how in ([], ["-H", "Transfer-Encoding: chunked"]):
+        status, text = post_picture(browser, demo_url, big, "too big", "image/png", *how)
+        assert status == 413 and "Content too large" in text
+    assert pictures_in(demo_data) == before
+    assert "too big" not in browser.get("/")[2]
+
+
+def test_demo_signing_that_fails_removes_its_picture(demo_url, demo_data, tmp_path):
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="max", password="secret")
+    before = pictures_in(demo_data)
+    picture = tmp_path / "p.png"
+    picture.write_bytes(png())
+    status, _ = post_picture(browser, demo_url, picture, "gone again", "image/png",
+                             then="fail")  # fmt: skip
+    assert status == 500 and "gone again" not in browser.get("/")[2]
+    assert pictures_in(demo_data) == before
+
+
+def test_demo_downloads_refuse_what_is_no_upload_name(demo_url):
+    for path in (
+        "/download/",
+        "/download/../config.py",
+        "/download/entry.picture.x/../../a.png",
+        "/download/entry.picture.0123456789abcdef0123456789abcdef.eA==.png",
+    ):
+        assert Browser(demo_url).get(path)[0] == 404
