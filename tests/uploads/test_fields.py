@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import uuid
 import warnings
 
 import pytest
@@ -15,6 +16,7 @@ from pydal import DAL, Field
 from pydal.exceptions import NotAuthorizedException, NotFoundException
 from werkzeug.test import EnvironBuilder
 
+from scalekit.testing import fresh_app_name
 from scalekit.uploads import UploadNotFound, UploadTooLarge, parse_name
 from scalekit.uploads.stores import CHUNK
 
@@ -181,3 +183,84 @@ def test_retrieving_a_missing_or_forged_name_is_not_found(db, store, name):
 def test_the_hooks_work_only_through_pydals_field(store):
     with pytest.raises(TypeError, match=r"Field\.store"):
         store.field_options()["custom_store"](io.BytesIO(b"x"), "x.png", None)
+
+
+def test_records_in_postgresql_and_a_replacing_update(postgres_url, store):
+    """The app's records in PostgreSQL: a replacing update inside a transaction removes
+    the old file (autodelete) and names the new one, after the commit as before it."""
+    table = f"person_{uuid.uuid4().hex[:10]}"
+    database = DAL(postgres_url, folder=None)
+    try:
+        database.define_table(table, Field("image", "upload",
+                                           **store.field_options(autodelete=True)))  # fmt: skip
+        people = database[table]
+        record = people.insert(image=field_storage(b"old", "old.png"))
+        database.commit()
+        old = people(record).image
+        people(record).update_record(image=field_storage(b"new", "new.png"))
+        database.commit()
+        new = people(record).image
+        assert parse_name(new)[:2] == (table, "image")
+        assert stored(store) == {new}
+        assert people.image.retrieve(new)[1].read() == b"new"
+        assert old != new
+    finally:
+        database.rollback()
+        database[table].drop()
+        database.commit()
+        database.close()
+
+
+def test_a_py4web_form_stores_edits_and_clears_its_upload(store, tmp_path, monkeypatch):
+    from py4web import DAL as Py4webDAL
+    from py4web import action
+    from py4web.core import bottle
+    from py4web.utils.form import Form
+
+    app_name = fresh_app_name()
+    db = Py4webDAL(f"sqlite://{tmp_path}/py4web.sqlite", folder=str(tmp_path))
+    db.define_table("person", Field("name"),
+                    Field("image", "upload", **store.field_options(autodelete=True)))  # fmt: skip
+    db.commit()
+
+    def sign(record_id=None):
+        form = Form(db.person, record_id and int(record_id), csrf_protection=False)
+        return f"accepted {form.vars['id']}" if form.accepted else f"errors {form.errors}"
+
+    monkeypatch.setattr(action, "app_name", app_name)  # what py4web's app loader sets
+    view = action.uses(db)(sign)
+    view.__module__ = f"apps.{app_name}.controllers"  # where py4web looks for actions
+    action("sign", method=["POST"])(view)
+    action("sign/<record_id>", method=["POST"])(view)
+
+    def post(path, data):
+        environ = EnvironBuilder(method="POST", path=f"/{app_name}/{path}", data=data)
+        status, body = _call(bottle.default_app(), environ.get_environ())
+        assert status.startswith("200"), body
+        return body.decode()
+
+    answer = post("sign", {"_formname": "person", "name": "Zoë",
+                           "image": (io.BytesIO(b"first"), "zoë.png")})  # fmt: skip
+    record = int(answer.removeprefix("accepted "))
+    first = db.person(record).image
+    assert parse_name(first)[:2] == ("person", "image") and stored(store) == {first}
+    post(f"sign/{record}", {"_formname": "person", "id": str(record), "name": "Zoë",
+                            "image": (io.BytesIO(b"second"), "z2.png")})  # fmt: skip
+    second = db.person(record).image
+    assert second != first and stored(store) == {second}
+    assert db.person.image.retrieve(second)[1].read() == b"second"
+    post(f"sign/{record}", {"_formname": "person", "id": str(record), "name": "Zoë",
+                            "_delete_image": "ON"})  # fmt: skip
+    assert db.person(record).image is None and stored(store) == set()
+    db.close()
+
+
+def _call(app, environ) -> tuple[str, bytes]:
+    """Call a WSGI app as a server would (a browser's unquoted boundary); its status and body."""
+    environ["CONTENT_TYPE"] = environ["CONTENT_TYPE"].replace('"', "")
+    started = []
+    result = app(environ, lambda status, headers, exc_info=None: started.append(status))
+    try:
+        return started[-1], b"".join(result)
+    finally:
+        getattr(result, "close", lambda: None)()
