@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     migrate.add_argument("--rehash", action="store_true",
                          help="re-read the copies already there even where the destination "
                          "recorded a checksum (finds copies corrupted since)")  # fmt: skip
+    migrate.add_argument(
+        "-j", "--jobs", type=positive(int), default=1, metavar="N",
+        help="uploads copied at a time, a thread each (default 1; 8 or more for S3 or a "
+        "far server; SQLite takes one writer at a time)",
+    )  # fmt: skip
     _common(migrate)
     migrate.set_defaults(run_action=run_migrate)
     gc = actions.add_parser(
@@ -100,7 +105,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         stack.callback(live.clear)
         done = migrate(
             source, destination, prefix=args.prefix, move=args.move, rehash=args.rehash,
-            progress=live.show(_migrate_progress),
+            jobs=args.jobs, progress=live.show(_migrate_progress),
         )  # fmt: skip
     print(f"{NAME} migrate: {source.url} -> {destination.url}: {done.summary()}", flush=True)
     if done.stopped:

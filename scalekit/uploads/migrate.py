@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -73,43 +74,111 @@ def migrate(
     prefix: str = "",
     move: bool = False,
     rehash: bool = False,
+    jobs: int = 1,
     progress: Callable[[Migration], None] | None = None,
 ) -> Migration:
     """Copy every upload of ``source`` whose name starts with ``prefix`` to ``destination``
     under the same name, verified; ``move``: delete each from the source once verified.
     Two URLs of one store are a :class:`ConfigError` (a probe written to the destination
-    shows in the source).
-    A failure of one upload (corrupt, vanished, refused) is counted and the run goes on; a
-    store that cannot be reached stops it (:attr:`Migration.stopped`). ``progress`` is
-    called with the running totals after each upload."""
+    shows in the source). A failure of one upload (corrupt, vanished, refused) is counted
+    and the run goes on; a store that cannot be reached stops it
+    (:attr:`Migration.stopped`). ``jobs``: uploads copied at a time, each in a thread of
+    its own (for a server store far away; an SQLite destination takes one writer at a
+    time). ``progress`` is called with the running totals after each upload."""
+    if jobs < 1:
+        raise ConfigError(f"jobs must be 1 or more, not {jobs!r}")
     if source.url == destination.url or _same_store(source, destination):
         raise ConfigError(
             f"{source.url} and {destination.url} are the same store (a copy onto itself, and "
             "--move would delete the only copy)"
         )
-    done = Migration()
+    run = _Run(source, destination, source.names(prefix), move, rehash, progress)
+    if jobs == 1:
+        run.work()
+        return run.done
+    threads = [threading.Thread(target=run.work, args=(True,), daemon=True) for _ in range(jobs)]
+    for thread in threads:
+        thread.start()
     try:
-        for listed in source.names(prefix):
+        for thread in threads:
+            thread.join()
+    except BaseException:  # Ctrl-C: the threads end after the upload each is copying
+        run.stop("interrupted")
+        raise
+    return run.done
+
+
+class _Run:
+    """One migration: the listing the workers share, the totals they add to."""
+
+    def __init__(
+        self,
+        source: UploadStore,
+        destination: UploadStore,
+        listing: Iterator[UploadInfo],
+        move: bool,
+        rehash: bool,
+        progress: Callable[[Migration], None] | None,
+    ):
+        self.source, self.destination, self.listing = source, destination, listing
+        self.move, self.rehash, self.progress = move, rehash, progress
+        self.done = Migration()
+        self.lock = threading.Lock()
+
+    def work(self, threaded: bool = False) -> None:
+        """Migrate uploads until none is left or the run stops; a thread of its own closes
+        its connections at the end (only their thread may)."""
+        try:
+            while (listed := self._next()) is not None:
+                self._one(listed)
+        finally:
+            if threaded:
+                self.source.close()
+                self.destination.close()
+
+    def stop(self, why: str) -> None:
+        with self.lock:
+            if self.done.stopped is None:
+                self.done.stopped = why
+                log.error("migration stopped: %s", why)
+
+    def _next(self) -> UploadInfo | None:
+        with self.lock:
+            if self.done.stopped is not None:
+                return None
             try:
-                copied = _migrate_one(source, destination, listed, rehash)
-                if move:
-                    done.deleted += source.delete(listed.name)
-            except StoreUnavailable:
-                raise
-            except (ScalekitError, OSError, ValueError) as exc:
-                done.failed += 1
-                done.failures.append((listed.name, str(exc)))
-                log.error("%s: not migrated: %s", listed.name, exc)
-            else:
-                done.copied += copied is not None
-                done.skipped += copied is None
-                done.bytes += copied or 0
-            if progress is not None:
-                progress(done)
-    except StoreUnavailable as exc:
-        done.stopped = str(exc)
-        log.error("migration stopped: %s", exc)
-    return done
+                return next(self.listing, None)
+            except StoreUnavailable as exc:
+                self.done.stopped = str(exc)
+                log.error("migration stopped: %s", exc)
+                return None
+
+    def _one(self, listed: UploadInfo) -> None:
+        deleted = False
+        try:
+            copied = _migrate_one(self.source, self.destination, listed, self.rehash)
+            if self.move:
+                deleted = self.source.delete(listed.name)
+        except StoreUnavailable as exc:
+            self.stop(str(exc))
+            return
+        except (ScalekitError, OSError, ValueError) as exc:
+            log.error("%s: not migrated: %s", listed.name, exc)
+            with self.lock:
+                self.done.failed += 1
+                self.done.failures.append((listed.name, str(exc)))
+                self._report()
+            return
+        with self.lock:
+            self.done.copied += copied is not None
+            self.done.skipped += copied is None
+            self.done.bytes += copied or 0
+            self.done.deleted += deleted
+            self._report()
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(self.done)
 
 
 def _same_store(source: UploadStore, destination: UploadStore) -> bool:

@@ -48,8 +48,8 @@ def test_migrate_prints_a_summary_and_a_rerun_skips(source, tmp_path):
     assert "0 copied, 3 skipped (already there), 0 failed, 0 bytes" in again.stdout
 
 
-def test_migrate_move_and_verbose(source, tmp_path):
-    moved = scalekit("migrate", "-v", "--move", "--from", source.url,
+def test_migrate_move_verbose_and_jobs(source, tmp_path):
+    moved = scalekit("migrate", "-v", "-j", "2", "--move", "--from", source.url,
                      "--to", f"file://{tmp_path}/new")  # fmt: skip
     assert moved.returncode == 0, moved.stderr
     assert "3 deleted from the source" in moved.stdout
