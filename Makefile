@@ -16,7 +16,7 @@ BENCHES := $(VENV)/.extras-all,bench
 SYSDEPS_cluster := redis-server memcached postgresql=initdb haproxy
 SYSDEPS_test := $(SYSDEPS_cluster) mariadb-server=mariadbd nginx apache2 chromium openssl \
 	libnginx-mod-http-brotli-static=/usr/lib/nginx/modules/ngx_http_brotli_static_module.so
-SYSDEPS_bench := $(SYSDEPS_cluster) wrk npm
+SYSDEPS_bench := $(SYSDEPS_cluster) mariadb-server=mariadbd wrk npm
 
 .PHONY: demo cluster cluster-stop test bench lint format venv clean \
 	sysdeps sysdeps-cluster sysdeps-test sysdeps-bench

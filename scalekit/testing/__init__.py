@@ -10,7 +10,9 @@ a test module and giving one fixture:
 - :mod:`scalekit.testing.cache`: ``CacheBackendSuite`` (fixture ``make_backend``), and
   ``SharedCacheBackendSuite`` for a backend other processes see;
 - :mod:`scalekit.testing.tasks`: ``TaskEngineSuite`` (fixture ``make_engine``), and
-  ``SharedTaskEngineSuite`` for an engine other processes reach.
+  ``SharedTaskEngineSuite`` for an engine other processes reach;
+- :mod:`scalekit.testing.uploads`: ``UploadStoreSuite`` (fixture ``make_store``), and
+  ``SharedUploadStoreSuite`` for a store other processes reach.
 
 The smallest third-party session store running the suite::
 
@@ -34,7 +36,10 @@ import pytest
 
 # failed assertions in the suites show their operands, as in a test module
 pytest.register_assert_rewrite(
-    "scalekit.testing.cache", "scalekit.testing.sessions", "scalekit.testing.tasks"
+    "scalekit.testing.cache",
+    "scalekit.testing.sessions",
+    "scalekit.testing.tasks",
+    "scalekit.testing.uploads",
 )
 
 __all__ = ["fresh_app_name", "run_in_children"]

@@ -9,6 +9,8 @@
 - ``pages``: the 503 and error pages, HTML or JSON by ``Accept``, never a traceback;
 - ``http``: ``SAFE_METHODS``, ``prefers_json``, ``If-None-Match`` read (``parse_etags``,
   ``etag_matches``);
+- ``conditional``: dates, ``Range``/``If-Range``, 304s (``not_modified``) and
+  ``Content-Disposition`` for sending a file (static files, uploads' downloads);
 - ``encodings``: ``Accept-Encoding`` read and a coding chosen (static files' variants, the
   front end's compression);
 - ``environ``: the environ keys the pieces leave their objects under;

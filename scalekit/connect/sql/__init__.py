@@ -4,7 +4,8 @@ members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 - :mod:`~scalekit.connect.sql.dal`: a DAL opened from a URL (one attempt, the driver's
   connect timeout, each statement bounded even on a frozen server, a private folder for
   pydal's ``.table`` files), pools of its own in each process, SQLite's write lock taken
-  at once (:func:`begin_immediate`), closing, one-line driver errors without the password.
+  at once (:func:`begin_immediate`), its WAL mode (:func:`wal_mode`: readers never
+  wait for the writer), closing, one-line driver errors without the password.
 - :mod:`~scalekit.connect.sql.deadline`: the client's own deadline on PostgreSQL round
   trips, which a frozen server cannot enforce.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
@@ -35,6 +36,7 @@ from scalekit.connect.sql.dal import (
     positive_timeout,
     private_folder,
     server_uri,
+    wal_mode,
 )
 from scalekit.connect.sql.tables import (
     Index,
@@ -78,4 +80,5 @@ __all__ = [
     "require_table",
     "schema_lock",
     "server_uri",
+    "wal_mode",
 ]

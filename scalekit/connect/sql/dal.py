@@ -264,6 +264,20 @@ def begin_immediate(db: DAL) -> None:
         db.executesql(f"PRAGMA busy_timeout = {busy_ms};")
 
 
+def wal_mode(db: DAL) -> None:
+    """Put the SQLite file in WAL mode (it stays so), so that readers never wait for the
+    writer; while other connections keep the file busy (a new file opened by several at
+    once), retried every millisecond up to the connection's busy timeout."""
+    deadline = time.monotonic() + int(db.executesql("PRAGMA busy_timeout;")[0][0]) / 1000
+    while str(db.executesql("PRAGMA journal_mode;")[0][0]).lower() != "wal":
+        try:
+            db.executesql("PRAGMA journal_mode = WAL;")
+        except db._adapter.driver.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.001)
+
+
 def failure_reason(exc: BaseException, password: str | None) -> str:
     """One line saying why pydal or its driver failed, without the password (pydal's
     connect error quotes the driver's traceback: the last line it raised says why)."""

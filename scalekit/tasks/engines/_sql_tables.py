@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,20 +88,6 @@ SCHEMA = (
 _schema_lock = threading.Lock()
 #: (pydal URI hash, task table) whose tables this process has created or upgraded.
 _ready: set[tuple[str, str]] = set()
-
-
-def wal_mode(db: DAL) -> None:
-    """Put the SQLite file in WAL mode (it stays so), so that readers never wait for the
-    writer; while other connections keep the file busy (a new file opened by several at
-    once), retried every millisecond up to the connection's busy timeout."""
-    deadline = time.monotonic() + int(db.executesql("PRAGMA busy_timeout;")[0][0]) / 1000
-    while str(db.executesql("PRAGMA journal_mode;")[0][0]).lower() != "wal":
-        try:
-            db.executesql("PRAGMA journal_mode = WAL;")
-        except db._adapter.driver.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.001)
 
 
 def row_locks(db: DAL) -> str:

@@ -45,7 +45,7 @@ from scalekit.core.checks import check_app_name, check_lease
 from scalekit.core.errors import InvalidArgument, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options, parse_duration
 from scalekit.core.urls import BackendURL
-from scalekit.tasks.engines._sql_tables import LENGTHS, QUEUED, Tables, engine_tables, wal_mode
+from scalekit.tasks.engines._sql_tables import LENGTHS, QUEUED, Tables, engine_tables
 from scalekit.tasks.engines.base import (
     DEAD,
     DELAYED,
@@ -393,7 +393,7 @@ class SQLEngine(Engine):
         try:
             engine = db._adapter.dbengine
             if engine == "sqlite" and self.create:
-                wal_mode(db)
+                sql.wal_mode(db)
             elif engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
                 wait = max(1, round(self._statement_timeout))
                 db.executesql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;")

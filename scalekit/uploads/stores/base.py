@@ -32,7 +32,7 @@ from scalekit.core.urls import BackendURL
 from scalekit.uploads.errors import UploadNotFound, UploadTooLarge
 from scalekit.uploads.names import new_name, parse_name
 
-__all__ = ["CHUNK", "Source", "UploadInfo", "UploadStore", "chunks_of"]
+__all__ = ["CHUNK", "Source", "UploadInfo", "UploadStore", "blocks_of", "chunks_of"]
 
 #: The most bytes one read yields (and the block a write reads its source in).
 CHUNK = 1 << 20
@@ -66,6 +66,24 @@ def chunks_of(data: BinaryIO | bytes | Iterable[bytes], size: int = CHUNK) -> It
     for block in data:
         if block:
             yield bytes(block)
+
+
+def blocks_of(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The bytes of ``chunks`` cut again into blocks of exactly ``size`` bytes, the last
+    one shorter (none for no bytes): the rows of a database store, an S3 upload's parts.
+    One block is held at a time."""
+    held = bytearray()
+    for chunk in chunks:
+        held += chunk
+        if len(held) >= size:
+            view = memoryview(held)
+            whole = len(held) - len(held) % size
+            for start in range(0, whole, size):
+                yield bytes(view[start : start + size])
+            view.release()
+            del held[:whole]
+    if held:
+        yield bytes(held)
 
 
 class Source:
@@ -169,6 +187,13 @@ class UploadStore(abc.ABC):
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
         """Every complete upload whose name starts with ``prefix`` (``"person.image."``),
         in no set order; what a failed write left behind is not listed."""
+
+    def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Remove what writes that never finished left behind (a killed writer's temp file,
+        an unfinished multipart upload, orphan chunk rows), begun before ``older_than``
+        (seconds since the epoch); return how many (``dry_run``: counted, none removed).
+        This default is for a store whose writes leave nothing behind."""
+        return 0
 
     def local_path(self, name: str) -> str | None:
         """A file on this machine holding the upload (downloads then hand it to the
