@@ -291,7 +291,7 @@ def test_a_store_that_cannot_be_reached_is_a_503(store, caplog):
 # ---- on other backends, and a store failing half-way ---------------------------------------
 
 
-@pytest.mark.parametrize("store_kind", ["file", "s3"])
+@pytest.mark.parametrize("store_kind", ["file", "sqlite", "postgres", "mariadb", "s3"])
 def test_the_same_answers_from_every_backend(make_store, store_kind):
     store = make_store()
     name = store.save(big_bytes(), "big.bin")
