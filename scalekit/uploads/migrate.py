@@ -37,13 +37,15 @@ log = logging.getLogger("scalekit.uploads")
 @dataclass
 class Migration:
     """What :func:`migrate` did: uploads copied, skipped (already there and verified), that
-    failed (each name with why), sources deleted (``move``), bytes copied, and why it
-    stopped early (a store that cannot be reached), if it did."""
+    failed (each name with why), sources deleted (``move``) and those the source would not
+    delete (web2py's blob fields are the app's; deleted meanwhile), bytes copied, and why
+    it stopped early (a store that cannot be reached), if it did."""
 
     copied: int = 0
     skipped: int = 0
     failed: int = 0
     deleted: int = 0
+    undeleted: int = 0
     bytes: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
@@ -61,6 +63,8 @@ class Migration:
     def summary(self) -> str:
         """One line: copied, skipped, failed, (deleted,) bytes and seconds."""
         moved = f", {self.deleted:,} deleted from the source" if self.deleted else ""
+        if self.undeleted:
+            moved += f", {self.undeleted:,} left at the source (it did not delete them)"
         return (
             f"{self.copied:,} copied, {self.skipped:,} skipped (already there), "
             f"{self.failed:,} failed{moved}, {self.bytes:,} bytes in {self.seconds:.1f} s"
@@ -154,7 +158,7 @@ class _Run:
                 return None
 
     def _one(self, listed: UploadInfo) -> None:
-        deleted = False
+        deleted: bool | None = None
         try:
             copied = _migrate_one(self.source, self.destination, listed, self.rehash)
             if self.move:
@@ -173,7 +177,8 @@ class _Run:
             self.done.copied += copied is not None
             self.done.skipped += copied is None
             self.done.bytes += copied or 0
-            self.done.deleted += deleted
+            self.done.deleted += deleted is True
+            self.done.undeleted += deleted is False
             self._report()
 
     def _report(self) -> None:

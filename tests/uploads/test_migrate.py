@@ -268,7 +268,8 @@ def test_web2py_single_blob_uploads_are_a_source(tmp_path, folder):
     done = migrate(source, folder, move=True)
     assert done.ok and done.copied == 1
     assert contents(folder) == {name: payload(70_000, "blob")}
-    assert done.deleted == 0  # the app's table is never changed
+    assert (done.deleted, done.undeleted) == (0, 1)  # the app's table is never changed
+    assert "1 left at the source (it did not delete them)" in done.summary()
     assert db(db.person).count() == 1
     db.close()
     source.close()
