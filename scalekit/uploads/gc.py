@@ -124,9 +124,7 @@ def collect(
                 flush(key)
     for key in list(pending):
         flush(key)
-    remove_leftovers = getattr(store, "remove_leftovers", None)
-    if remove_leftovers is not None:
-        done.leftovers = remove_leftovers(cutoff, dry_run=dry_run)
+    done.leftovers = store.remove_leftovers(cutoff, dry_run=dry_run)
     return done
 
 
