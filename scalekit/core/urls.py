@@ -492,7 +492,10 @@ def _parse_s3(parts: _Parts) -> S3URL:
     example = "s3://bucket/uploads?endpoint_url=https://s3.example.com&region=eu-west-1"
     bucket = unquote(parts.hosts)
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
-        raise parts.error(f"{bucket!r:.70} is not a bucket name (3-63 of a-z 0-9 . -): {example}")
+        raise parts.error(  # the name not echoed: a secret key's unencoded '/' cuts it in it
+            "no bucket name before the path (3-63 of a-z 0-9 . -; write a '/' in the secret "
+            f"key as %2F): {example}"
+        )
     prefix = unquote(parts.path).strip("/")
     if prefix and any(piece in ("", ".", "..") for piece in prefix.split("/")):
         raise parts.error("the prefix cannot hold an empty, '.' or '..' folder")
