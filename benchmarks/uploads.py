@@ -27,6 +27,7 @@ import http.client
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import version
+from typing import Any
 
 from harness import interleaved, median, per_round, spread, verdict
 
@@ -44,7 +46,7 @@ sys.path.insert(0, ROOT)
 
 TARGET = 0.9  # the file store's throughput over the baseline's, at least
 TURN = 0.5  # seconds: a case's turn downloads the file as often as fits (at least once)
-NAME_FILE = "bench-download.bin"  # the client's file name the upload is saved under
+FILENAME = "bench-download.bin"  # the client's file name the upload is saved under
 STORE_VAR, PATH_VAR = "SCALEKIT_BENCH_STORE", "SCALEKIT_BENCH_FILE"  # what a worker serves
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
 MB = 1_000_000
@@ -114,7 +116,9 @@ class Case:
 BUFFER = memoryview(bytearray(1 << 20))
 
 
-def download(port: int, path: str, buffer: memoryview, digest=None) -> http.client.HTTPResponse:
+def download(
+    port: int, path: str, buffer: memoryview, digest: Any = None
+) -> http.client.HTTPResponse:
     """GET ``path`` whole, as a client saving it would read it (``readinto`` a buffer); the
     bytes fed to ``digest`` when given. Its response (read); a status other than 200 or a
     short body raise."""
@@ -195,8 +199,7 @@ def wait_for_worker(process: subprocess.Popen, port: int, log_path: str) -> int:
         children = f"/proc/{process.pid}/task/{process.pid}/children"
         with open(children) as found:
             workers = found.read().split()
-        with contextlib.suppress(OSError):
-            http.client.HTTPConnection("127.0.0.1", port, timeout=2).connect()
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 2):
             if workers:
                 return int(workers[0])
         time.sleep(0.1)
@@ -282,7 +285,7 @@ def fill(url: str, path: str) -> str:
     store = open_store(url)
     try:
         with open(path, "rb") as file:
-            return store.save(file, NAME_FILE, table="bench", field="file")
+            return store.save(file, FILENAME, table="bench", field="file")
     finally:
         store.close()
 
@@ -352,7 +355,7 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="scalekit-bench-"))
-        path = os.path.join(folder, NAME_FILE)
+        path = os.path.join(folder, FILENAME)
         digest = make_file(path, plan.size)
         found = stores(stack, chosen, folder)
         print(
@@ -379,6 +382,7 @@ def main() -> None:
             case.repeat = max(1, round(TURN / (time.perf_counter() - start)))
         times = interleaved(cases, number=1, rounds=plan.rounds)
         report(plan, cases, times)
+        print(f"   load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
