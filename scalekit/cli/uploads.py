@@ -110,6 +110,10 @@ def run_migrate(args: argparse.Namespace) -> int:
     print(f"{NAME} migrate: {source.url} -> {destination.url}: {done.summary()}", flush=True)
     if done.stopped:
         print(f"{NAME} migrate: stopped: {done.stopped}; run it again to go on", file=sys.stderr)
+    elif not done.copied + done.skipped + done.failed:
+        prefix = f" whose name starts with {args.prefix!r}" if args.prefix else ""
+        print(f"{NAME} migrate: no upload{prefix} in {source.url}: is it the right URL?",
+              file=sys.stderr)  # fmt: skip
     elif done.failed:
         print(f"{NAME} migrate: {done.failed:,} upload(s) not migrated (see above); the source "
               "keeps them", file=sys.stderr)  # fmt: skip

@@ -136,3 +136,10 @@ def test_progress_on_a_terminal_then_the_summary(source, tmp_path):
     assert "\r" in text and " copied, " in text.split("uploads migrate:")[0]
     assert text.rstrip().endswith(" s")
     assert "3 copied, 0 skipped" in text
+
+
+def test_an_empty_source_is_said_so(tmp_path):
+    done = scalekit("migrate", "--from", f"file://{tmp_path}/empty", "--to", f"file://{tmp_path}/b")
+    assert done.returncode == 0
+    assert "0 copied" in done.stdout
+    assert f"no upload in file://{tmp_path}/empty: is it the right URL?" in done.stderr
