@@ -68,16 +68,14 @@ class _Hooks:
 
     def store(self, file: Any, filename: str, path: str | None = None) -> str:
         """``custom_store``: save ``file`` (a file object, a ``FieldStorage``-like object
-        with ``.file`` and ``.filename``, or bytes) under a new name; the name."""
+        with ``.file`` and ``.filename``, werkzeug's ``FileStorage``, bytes) under a new
+        name; the name."""
         field = _calling_field(Field.store)
         if field is None:
             raise TypeError("an upload store's custom_store is called by pydal's Field.store")
+        filename = _client_filename(file, filename)
         if hasattr(file, "file") and hasattr(file, "filename"):  # field.store(FieldStorage)
-            if filename == _NO_FILENAME:
-                filename = file.filename or ""
             file = file.file
-        elif filename == _NO_FILENAME:
-            filename = os.path.basename(str(getattr(file, "name", "") or ""))
         return self.uploads.save(
             file, filename, table=field._tablename, field=field.name, max_size=self.max_size
         )
@@ -111,6 +109,20 @@ class _Hooks:
             self.uploads.delete(name)
         except OSError as exc:  # StoreUnavailable among them
             log.warning("upload %s not deleted, left for gc: %s", name, exc)
+
+
+def _client_filename(file: Any, given: str) -> str:
+    """The file name the client gave. pydal passes ``"None"`` when it was given none, and
+    the form field's name (``.name``) of an object it does not know as a form's file
+    (werkzeug's ``FileStorage``): such an object's own ``.filename`` then, else the base
+    name of a file's ``.name``."""
+    own = getattr(file, "filename", None)
+    name = getattr(file, "name", None)
+    if isinstance(own, str) and given in (_NO_FILENAME, name):
+        return own
+    if given == _NO_FILENAME:
+        return os.path.basename(str(name or ""))
+    return given
 
 
 def _calling_field(method: Any) -> Field | None:

@@ -54,7 +54,7 @@ _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "application/x-url
 
 def too_large(limit: int) -> Page:
     """The 413 page of a request body larger than ``limit`` bytes."""
-    body = f"Content too large: the request body is limited to {limit} bytes.\n".encode()
+    body = f"Content too large: the request is over a limit of {limit} bytes.\n".encode()
     return page("413 Content Too Large", TEXT, body, ("Cache-Control", "no-store"))
 
 
@@ -267,7 +267,7 @@ def _receive_form(chunks: Iterator[bytes], boundary: str, received: Received,
         name = event.name or ""
         if event.filename is None:  # a text field
             text = b"".join(_capped(payload, _TEXT_LIMIT, name))
-            received.form.setdefault(name, text.decode(event.charset or "utf-8", "replace"))
+            received.form.setdefault(name, _decoded(text, event.charset))
         elif event.filename and (fields is None or name in fields):
             if name in received:
                 raise InvalidArgument(f"more than one file for the form field {name!r:.80}")
@@ -307,6 +307,15 @@ def _capped(chunks: Iterator[bytes], limit: int, name: str) -> Iterator[bytes]:
         if total > limit:
             raise UploadTooLarge(limit, f"the form field {name!r:.80}")
         yield chunk
+
+
+def _decoded(data: bytes, charset: str | None) -> str:
+    """A text field's value in its part's charset; UTF-8 when it names none (a browser)
+    or one Python does not know."""
+    try:
+        return data.decode(charset or "utf-8", "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
 
 
 def _body_chunks(body: LimitedInput, length: int | None) -> Iterator[bytes]:

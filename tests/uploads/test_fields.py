@@ -17,7 +17,7 @@ from pydal.exceptions import NotAuthorizedException, NotFoundException
 from werkzeug.test import EnvironBuilder
 
 from scalekit.testing import fresh_app_name
-from scalekit.uploads import UploadNotFound, UploadTooLarge, parse_name
+from scalekit.uploads import UploadNotFound, UploadTooLarge, original_filename, parse_name
 from scalekit.uploads.stores import CHUNK
 
 with warnings.catch_warnings():  # deprecated since Python 3.11, what web2py still uses
@@ -264,3 +264,22 @@ def _call(app, environ) -> tuple[str, bytes]:
         return started[-1], b"".join(result)
     finally:
         getattr(result, "close", lambda: None)()
+
+
+def test_a_flask_app_inserts_werkzeugs_file_storage(db, store):
+    from flask import Flask, request
+
+    db.define_table("person", Field("image", "upload", **store.field_options()))
+    app = Flask(__name__)
+
+    @app.post("/sign")
+    def sign():
+        record = db.person.insert(image=request.files["picture"])
+        return db.person(record).image
+
+    environ = EnvironBuilder(method="POST", path="/sign",
+                             data={"picture": (io.BytesIO(b"flask"), "ünï.gif")})  # fmt: skip
+    status, name = _call(app.wsgi_app, environ.get_environ())
+    assert status.startswith("200")
+    assert original_filename(name.decode()) == "ünï.gif"
+    assert stored(store) == {name.decode()}

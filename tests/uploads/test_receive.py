@@ -240,6 +240,22 @@ def test_two_files_for_one_field_are_refused_and_nothing_is_kept(folder_store):
     assert stored(folder_store) == {}
 
 
+def text_form(value: bytes, content_type: str = "text/plain") -> dict:
+    body = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="t"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n").encode() + value + (
+            f"\r\n--{BOUNDARY}--\r\n").encode()  # fmt: skip
+    return {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": f"multipart/form-data; boundary={BOUNDARY}",
+            "wsgi.input": io.BytesIO(body)}  # fmt: skip
+
+
+def test_text_fields_in_an_unknown_charset_or_too_long(folder_store):
+    environ = text_form("hé".encode(), "text/plain; charset=no-such-charset")
+    assert receive(environ, folder_store, max_size=MB, field="a").form == {"t": "hé"}
+    with pytest.raises(UploadTooLarge, match="form field 't'"):
+        receive(text_form(b"x" * 65537), folder_store, max_size=MB, field="a")
+
+
 def test_the_client_never_picks_the_names_field(folder_store):
     with pytest.raises(InvalidArgument, match="field= or fields="):
         receive(form_environ({}), folder_store, max_size=MB)
@@ -269,7 +285,7 @@ def test_body_limit_refuses_an_announced_oversize_body_unread():
     environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/", "CONTENT_LENGTH": str(50 * MB),
                "wsgi.input": Untouchable()}  # fmt: skip
     status, body = call(BodyLimit(reading_app, MB), environ)
-    assert status == 413 and b"limited to 1048576 bytes" in body
+    assert status == 413 and b"limit of 1048576 bytes" in body
 
 
 def test_body_limit_counts_a_chunked_body_as_the_app_reads_it():
@@ -308,7 +324,7 @@ def test_a_lower_limit_of_the_app_is_a_413_too(folder_store):
         return [json.dumps(received).encode()]
 
     status, body = call(view, streamed_form(2 * MB, length=False))
-    assert (status, stored(folder_store)) == (413, {}) and b"limited to 1048576" in body
+    assert (status, stored(folder_store)) == (413, {}) and b"limit of 1048576 bytes" in body
     assert call(view, streamed_form(1000))[0] == 200 and len(stored(folder_store)) == 1
 
 
@@ -411,7 +427,7 @@ def test_gunicorn_refuses_an_announced_50mb_post_without_reading_it(served, fold
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
                "Content-Length": str(50 * MB)}  # fmt: skip
     status, sent, body = post(served, _blocks(50 * MB, chunked=False), headers)
-    assert status == 413 and b"limited to 1048576 bytes" in body
+    assert status == 413 and b"limit of 1048576 bytes" in body
     assert sent < 20 * MB  # what socket buffers took before the answer came
     assert stored(folder_store) == {}
 
