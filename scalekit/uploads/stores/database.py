@@ -38,7 +38,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -129,8 +128,6 @@ class DatabaseStore(UploadStore):
         )
         self._statement_timeout = statement_timeout or sql.STATEMENT_TIMEOUT
         self._password = getattr(settings, "password", None)
-        self._made = False  # tables created or upgraded by this store
-        self._making = threading.Lock()
         self._writers = sql.ThreadDAL(self._connect, self._prepare)
         self._readers = sql.ThreadDAL(self._connect, self._prepare)
 
@@ -342,9 +339,9 @@ class DatabaseStore(UploadStore):
             raise self._unavailable(exc) from None
 
     def _prepare(self, db: DAL) -> Tables:
-        """``db`` with the store's tables defined (created or upgraded first, once per
-        store, one process at a time), its session set for short row locks, and the
-        ``blobs`` layouts checked."""
+        """``db`` with the store's tables created or upgraded (one process at a time; on each
+        new connection, so that tables lost with a crashed server come back), its session
+        set for short row locks, and the ``blobs`` layouts checked."""
         try:
             engine = db._adapter.dbengine
             if engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
@@ -353,21 +350,11 @@ class DatabaseStore(UploadStore):
                 db.executesql(
                     f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
                 )
-            specs = (
-                (self.table, upload_fields(engine), UPLOAD_INDEXES),
-                (self.chunk_table, chunk_fields(engine), CHUNK_INDEXES),
-            )
-            with self._making:
-                if self._made:
-                    for name, fields, _ in specs:
-                        sql.define_table(db, name, fields(), migrate=False)
-                else:
-                    with sql.schema_lock(db, f"uploads:{self.table}"):
-                        for spec in specs:
-                            sql.migrate_table(db, *spec)
-                        db.commit()
-                    self._check_blobs(db)
-                    self._made = True
+            with sql.schema_lock(db, f"uploads:{self.table}"):
+                sql.migrate_table(db, self.table, upload_fields(engine), UPLOAD_INDEXES)
+                sql.migrate_table(db, self.chunk_table, chunk_fields(engine), CHUNK_INDEXES)
+                db.commit()
+            self._check_blobs(db)
             db.commit()
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
