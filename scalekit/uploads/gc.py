@@ -68,7 +68,7 @@ class Collection:
         if self.unchecked:
             fields = ", ".join(f"{name} ({n:,})" for name, n in sorted(self.unchecked.items()))
             line += f", {sum(self.unchecked.values()):,} kept: not in the database: {fields}"
-        line += f", {self.leftovers:,} leftover(s) of unfinished writes {verb}"
+        line += f", {verb} {self.leftovers:,} leftover(s) of unfinished writes"
         return f"{line} in {time.monotonic() - self.started:.1f} s"
 
 
