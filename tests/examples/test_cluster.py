@@ -219,6 +219,10 @@ def test_a_picture_signed_through_one_node_is_served_by_each(cluster, tmp_path):
         assert not any(name in files for _, _, files in os.walk(cluster.state_dir))
     finally:
         store.close()
+    with open(os.path.join(cluster.state_dir, "uploads-gc.log")) as log:  # each pass: a day's
+        passes = log.read()  # grace, so the new picture stays
+    assert "uploads gc: postgres://" in passes and "Traceback" not in passes
+    assert curl_bytes(f"{cluster.url}/download/{name}")[1] == png(9)  # through haproxy
 
 
 def test_killing_a_node_under_load_loses_no_session_update(cluster, capsys):
