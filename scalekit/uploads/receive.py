@@ -133,7 +133,7 @@ class BodyLimit:
         body = LimitedInput(environ["wsgi.input"], self.max_size)
         environ["wsgi.input"] = body
         response = HeldResponse(start_response)
-        refuse = _Refusal(environ, start_response, body)
+        refuse = _Refusal(environ, start_response, body, response)
         try:
             result = self.app(environ, response)
         except Exception as exc:
@@ -158,12 +158,17 @@ def limit_body(max_size: int) -> Callable[[Callable], Callable]:
 class _Refusal:
     """When a request's answer becomes the 413, and sending it."""
 
-    def __init__(self, environ: dict, start_response: Callable, body: LimitedInput):
-        self.environ, self.start_response, self.body = environ, start_response, body
+    def __init__(self, environ: dict, start_response: Callable, body: LimitedInput,
+                 response: HeldResponse):  # fmt: skip
+        self.environ, self.start_response = environ, start_response
+        self.body, self.response = body, response
         self.limit = body.max_size
 
     def due(self, exc: BaseException | None = None) -> bool:
-        """True if the body passed the limit, or ``exc`` says a lower limit was passed."""
+        """True if nothing of the app's answer went out yet and the body passed the limit,
+        or ``exc`` says a lower limit was passed."""
+        if self.response.sent:
+            return False
         if isinstance(exc, UploadTooLarge):
             self.limit = min(self.limit, exc.limit)
             return True
@@ -186,20 +191,19 @@ class _Body(ClosingBody):
     def __iter__(self) -> Iterator[bytes]:
         try:
             for chunk in self.body:
-                if self._refused():
+                if self.refuse.due():
                     break
                 self.response.send()
                 yield chunk
+            refused = self.refuse.due()
         except Exception as exc:
-            if self.response.sent or not self.refuse.due(exc):
+            refused = self.refuse.due(exc)
+            if not refused:
                 raise
-        if self._refused():
+        if refused:
             yield from self.refuse.send()
         else:
             self.response.send()
-
-    def _refused(self) -> bool:
-        return not self.response.sent and self.refuse.due()
 
 
 class Received(dict):

@@ -343,6 +343,20 @@ def test_a_streamed_answer_goes_out_as_the_app_makes_it():
     assert (response.status, response.body) == (200, b"0")
 
 
+def test_a_lower_limit_passed_while_the_body_streams_is_a_413(folder_store):
+    def app(environ, start_response):
+        def body():
+            received = receive(environ, folder_store, max_size=1000, field="picture")
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield json.dumps(received).encode()
+
+        return body()
+
+    status, body = call(BodyLimit(app, MB), streamed_form(5000, length=False))
+    assert status == 413 and b"limit of 1000 bytes" in body
+    assert stored(folder_store) == {}
+
+
 # -- under gunicorn --------------------------------------------------------------------
 
 
