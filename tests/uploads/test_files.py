@@ -13,7 +13,6 @@ import shutil
 import signal
 import stat
 import time
-from collections.abc import Iterator
 
 import pytest
 from pydal import DAL, Field
@@ -21,7 +20,7 @@ from pydal import DAL, Field
 from scalekit.connect.files import STALE_TEMP, TMP_INFIX
 from scalekit.core.errors import ConfigError, NotAFolder, StoreNotFound, StoreUnavailable
 from scalekit.testing import run_in_children
-from scalekit.testing.uploads import generated
+from scalekit.testing.uploads import generated, stalled_writer
 from scalekit.uploads import UploadCorrupt, UploadNotFound, new_name, open_store
 from scalekit.uploads.stores import CHUNK
 from scalekit.uploads.stores.files import FileStore
@@ -164,31 +163,9 @@ def test_a_fifo_or_a_folder_under_a_name_is_no_upload(store, root):
 
 
 # -- crashes and failures -----------------------------------------------------------------
-def stalled_writer(root: str, name: str) -> int:
-    """Fork a process writing ``name`` that stops after 3 chunks; its pid once it has."""
-    ready, told = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.close(ready)
-
-            def stalled() -> Iterator[bytes]:
-                yield from generated(3 * CHUNK)
-                os.write(told, b"!")
-                time.sleep(60)
-
-            FileStore(root).put(name, stalled())
-        finally:
-            os._exit(1)
-    os.close(told)
-    with contextlib.closing(os.fdopen(ready, "rb")) as pipe:
-        assert pipe.read(1) == b"!"
-    return pid
-
-
 def test_a_killed_writer_leaves_a_temp_file_that_remove_leftovers_removes(store, root):
     store.put(NAME, b"the old bytes")
-    pid = stalled_writer(root, NAME)
+    pid = stalled_writer(lambda: FileStore(root), NAME)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     assert b"".join(store.read(NAME)) == b"the old bytes"  # the replace never happened
