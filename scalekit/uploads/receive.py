@@ -16,6 +16,7 @@ the body is malformed or the client goes away, what this request stored is remov
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import urllib.parse
@@ -241,29 +242,35 @@ def receive(
         raise UploadTooLarge(max_size, "the request body")
     chunks = _body_chunks(LimitedInput(environ["wsgi.input"], max_size), length)
     kind, options = parse_options_header(environ.get("CONTENT_TYPE", ""))
+
+    def save(data: Iterable[bytes], filename: str, form_field: str) -> str:
+        return store.save(data, filename, table=table, field=field or form_field,
+                          max_size=max_size)  # fmt: skip
+
     received = Received()
     try:
         if kind == "multipart/form-data":
-            _receive_form(chunks, options.get("boundary", ""), received, store, max_size,
-                          fields, table, field)  # fmt: skip
+            _receive_form(_events(chunks, options.get("boundary", "")), fields, save, received)
         elif kind in _FORM_TYPES:
             raise InvalidArgument(f"a {kind} body holds no file: send multipart/form-data")
         else:
+            first = next(chunks, b"")
+            if not first:
+                raise InvalidArgument("the request has no body: no file to store")
             key = field or fields[0]  # type: ignore[index]
             filename = _header_filename(environ.get("HTTP_CONTENT_DISPOSITION", ""))
-            received[key] = store.save(chunks, filename, table=table, field=key,
-                                       max_size=max_size)  # fmt: skip
+            received[key] = save(itertools.chain([first], chunks), filename, key)
     except BaseException:
         _discard(store, received.values())
         raise
     return received
 
 
-def _receive_form(chunks: Iterator[bytes], boundary: str, received: Received,
-                  store: UploadStore, max_size: int, fields: Sequence[str] | None,
-                  table: str, field: str | None) -> None:  # fmt: skip
-    """Parse the multipart body and store each wanted file part as it comes."""
-    events = _events(chunks, boundary)
+def _receive_form(events: Iterator[Any], fields: Sequence[str] | None,
+                  save: Callable[[Iterable[bytes], str, str], str], received: Received
+                  ) -> None:  # fmt: skip
+    """Store each wanted file part of a multipart body as it comes (``save(chunks, file
+    name, form field)``), keep its text fields."""
     for event in events:
         if not isinstance(event, MultipartSegment):
             continue
@@ -275,8 +282,7 @@ def _receive_form(chunks: Iterator[bytes], boundary: str, received: Received,
         elif event.filename and (fields is None or name in fields):
             if name in received:
                 raise InvalidArgument(f"more than one file for the form field {name!r:.80}")
-            received[name] = store.save(payload, event.filename, table=table,
-                                        field=field or name, max_size=max_size)  # fmt: skip
+            received[name] = save(payload, event.filename, name)
         else:  # no file chosen (an empty file name), or a field not asked for
             for _ in payload:
                 pass

@@ -203,6 +203,13 @@ def test_a_raw_body_is_one_upload_named_by_its_content_disposition(folder_store)
     assert stored(folder_store) == {received["scan"]: data}
 
 
+def test_a_request_without_a_body_stores_nothing(folder_store):
+    environ = {"REQUEST_METHOD": "PUT", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO()}
+    with pytest.raises(InvalidArgument, match="no body"):
+        receive(environ, folder_store, max_size=MB, field="scan")
+    assert stored(folder_store) == {}
+
+
 def test_only_the_asked_fields_and_chosen_files_are_stored(folder_store):
     environ = form_environ({"picture": (io.BytesIO(b""), ""),  # no file chosen
                             "other": (io.BytesIO(b"not asked for"), "o.txt"),
