@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
 import struct
 import subprocess
@@ -459,9 +460,9 @@ def post_picture(browser: Browser, url: str, path, body: str = "with a picture",
 
 
 def pictures_in(data) -> list[str]:
-    """The names of the pictures stored in the demo's uploads folder (file://DATA/uploads)."""
-    return sorted(path.name for path in (data / "uploads").rglob("entry.picture.*")
-                  if path.is_file() and not path.name.startswith("."))  # fmt: skip
+    """Every file in the demo's uploads folder (file://DATA/uploads): the pictures, and any
+    temp file a write left."""
+    return sorted(path.name for path in (data / "uploads").rglob("*") if path.is_file())
 
 
 def picture_of(page: str, entry_element: str = "picture-") -> str | None:
@@ -547,6 +548,37 @@ def test_demo_signing_that_fails_removes_its_picture(demo_url, demo_data, tmp_pa
                              then="fail")  # fmt: skip
     assert status == 500 and "gone again" not in browser.get("/")[2]
     assert pictures_in(demo_data) == before
+
+
+def test_demo_reads_no_picture_of_a_signed_out_client_nor_a_bad_form(demo_url, demo_data,
+                                                                      tmp_path):  # fmt: skip
+    """Signed out: refused before the body is read. Two pictures in one form, or a form cut
+    short by a client that went away: a 400 (to a client still there), nothing stored."""
+    before = pictures_in(demo_data)
+    picture = tmp_path / "p.png"
+    picture.write_bytes(png())
+    assert post_picture(Browser(demo_url), demo_url, picture, "anonymous")[0] == 303
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="ned", password="secret")
+    status, text = post_picture(browser, demo_url, picture, "twice", "image/png", "-F",
+                                f"picture=@{picture};type=image/png")  # fmt: skip
+    assert status == 400 and "more than one file" in text
+    host, port = demo_url.removeprefix("http://").split(":")
+    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+    with socket.create_connection((host, int(port)), timeout=10) as client:
+        client.sendall(
+            b"POST /entries HTTP/1.1\r\nHost: demo\r\nCookie: " + cookie.encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nX-Request-ID: gone-away"
+            + b"\r\nContent-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: form-data; "
+            + b'name="picture"; filename="p.png"\r\n\r\n' + png() + b"\0" * 100_000
+        )  # fmt: skip
+    deadline = time.monotonic() + 10  # the request's access record: it has ended
+    while "gone-away" not in access_records(demo_data):
+        assert time.monotonic() < deadline, "the cut request never ended"
+        time.sleep(0.1)
+    assert access_records(demo_data)["gone-away"]["status"] == 400
+    assert pictures_in(demo_data) == before
+    assert "anonymous" not in browser.get("/")[2]
 
 
 def test_demo_downloads_refuse_what_is_no_upload_name(demo_url):
