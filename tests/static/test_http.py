@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scalekit.static.http import Unsatisfiable, http_date, parse_http_date, parse_range
+from scalekit.wsgi.conditional import Unsatisfiable, http_date, parse_http_date, parse_range
 from scalekit.wsgi.encodings import choose_encoding, parse_accept_encoding
 from scalekit.wsgi.http import etag_matches
 

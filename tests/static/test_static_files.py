@@ -12,7 +12,7 @@ import brotli
 import pytest
 
 from scalekit.static import Options, StaticFiles, precompress
-from scalekit.static.http import http_date
+from scalekit.wsgi.conditional import http_date
 from tests.static.conftest import make_tree, text, write
 from tests.wsgi import Client
 
