@@ -76,8 +76,9 @@ class _Hooks:
         filename = _client_filename(file, filename)
         if hasattr(file, "file") and hasattr(file, "filename"):  # field.store(FieldStorage)
             file = file.file
+        table = getattr(field, "tablename", "no_table")  # pydal's name for a field alone
         return self.uploads.save(
-            file, filename, table=field._tablename, field=field.name, max_size=self.max_size
+            file, filename, table=table, field=field.name, max_size=self.max_size
         )
 
     def retrieve(self, name: str, path: str | None = None) -> tuple[str, UploadReader]:
