@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
+import http.server
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -162,6 +165,46 @@ def test_empty_upload_and_spans_past_the_end(store):
             store.read(missing, *span)  # raised by the call, before any chunk
     with pytest.raises(UploadNotFound, match="no upload"):
         store.info(missing)
+
+
+@pytest.fixture
+def range_ignoring_proxy(s3_server):
+    """An HTTP proxy to the S3 server that drops the ``Range`` header of a GET (as a
+    misconfigured cache may): its endpoint URL."""
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            upstream = http.client.HTTPConnection("127.0.0.1", s3_server.port, timeout=5)
+            headers = {k: v for k, v in self.headers.items() if k.lower() != "range"}
+            upstream.request("GET", self.path, headers=headers)
+            answer = upstream.getresponse()
+            body = answer.read()
+            self.send_response(answer.status)
+            for header, value in answer.getheaders():
+                if header.lower() not in ("connection", "transfer-encoding", "date", "server"):
+                    self.send_header(header, value)
+            self.end_headers()
+            self.wfile.write(body)
+            upstream.close()
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{proxy.server_address[1]}"
+    proxy.shutdown()
+    proxy.server_close()
+
+
+def test_a_server_ignoring_range_is_an_error_not_the_wrong_bytes(
+    s3_server, s3_url, range_ignoring_proxy
+):
+    name = open_store(s3_url).save(b"0123456789", "digits.txt")
+    proxied = open_store(s3_url.replace(s3_server.endpoint_url, range_ignoring_proxy))
+    assert b"".join(proxied.read(name)) == b"0123456789"  # no Range asked: the whole
+    with pytest.raises(StoreUnavailable, match="answered the whole object to bytes=2-4"):
+        proxied.read(name, 2, 5)
 
 
 def test_prefixes_keep_stores_apart_and_other_objects_are_ignored(s3_server, s3, s3_url):

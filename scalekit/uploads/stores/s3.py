@@ -243,13 +243,17 @@ class S3Store(UploadStore):
             span["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
         with self._failures("read", name):
             try:
-                body = self._s3.get_object(Bucket=self.bucket, Key=self._key(name), **span)["Body"]
+                got = self._s3.get_object(Bucket=self.bucket, Key=self._key(name), **span)
             except ClientError as exc:
                 if _code(exc) != "InvalidRange":
                     raise
                 self._info(name)  # a span past the end: nothing, if the upload is there
                 return iter(())
-        return _Chunks(self, name, body)
+        if span and not got.get("ContentRange", "").startswith(f"bytes {start}-"):
+            got["Body"].close()  # a server (or a proxy) that ignored Range: not these bytes
+            problem = f"answered {got.get('ContentRange') or 'the whole object'} to {span['Range']}"
+            raise StoreUnavailable(f"{self.url}: cannot read {name}: the S3 server {problem}")
+        return _Chunks(self, name, got["Body"])
 
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
         with self._failures("list uploads"):
