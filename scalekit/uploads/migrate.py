@@ -23,26 +23,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError, ScalekitError, StoreUnavailable
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
 from scalekit.uploads.names import new_name
 from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
 
-__all__ = ["Migration", "migrate"]
+__all__ = ["KEPT_FAILURES", "Migration", "migrate"]
+
+_T = TypeVar("_T")
 
 log = logging.getLogger("scalekit.uploads")
+
+#: The failures a :class:`Migration` keeps with their reasons (all are counted and logged).
+KEPT_FAILURES = 1000
 
 
 @dataclass
 class Migration:
-    """What :func:`migrate` did: uploads copied, skipped (already there and verified), that
-    failed (each name with why), sources deleted (``move``) and those the source would not
+    """What :func:`migrate` did: uploads copied, skipped (already there and verified), gone
+    from the source before their turn came (deleted by the app meanwhile), that failed (the
+    first :data:`KEPT_FAILURES` with why), sources deleted (``move``) and those the source would not
     delete (web2py's blob fields are the app's; deleted meanwhile), bytes copied, and why
     it stopped early (a store that cannot be reached), if it did."""
 
     copied: int = 0
     skipped: int = 0
+    vanished: int = 0
     failed: int = 0
     deleted: int = 0
     undeleted: int = 0
@@ -50,6 +58,7 @@ class Migration:
     failures: list[tuple[str, str]] = field(default_factory=list)
     stopped: str | None = None
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -58,11 +67,13 @@ class Migration:
 
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        """How long the run took (so far, while it runs)."""
+        return (self.ended or time.monotonic()) - self.started
 
     def summary(self) -> str:
         """One line: copied, skipped, failed, (deleted,) bytes and seconds."""
-        moved = f", {self.deleted:,} deleted from the source" if self.deleted else ""
+        moved = f", {self.vanished:,} gone from the source" if self.vanished else ""
+        moved += f", {self.deleted:,} deleted from the source" if self.deleted else ""
         if self.undeleted:
             moved += f", {self.undeleted:,} left at the source (it did not delete them)"
         return (
@@ -84,8 +95,8 @@ def migrate(
     """Copy every upload of ``source`` whose name starts with ``prefix`` to ``destination``
     under the same name, verified; ``move``: delete each from the source once verified.
     Two URLs of one store are a :class:`ConfigError` (a probe written to the destination
-    shows in the source). A failure of one upload (corrupt, vanished, refused) is counted
-    and the run goes on; a store that cannot be reached stops it
+    shows in the source). A failure of one upload (corrupt, refused) is counted and the
+    run goes on; a store that cannot be reached stops it
     (:attr:`Migration.stopped`). ``jobs``: uploads copied at a time, each in a thread of
     its own (for a server store far away; an SQLite destination takes one writer at a
     time). ``progress`` is called with the running totals after each upload."""
@@ -99,7 +110,13 @@ def migrate(
     run = _Run(source, destination, source.names(prefix), move, rehash, progress)
     if jobs == 1:
         run.work()
-        return run.done
+    else:
+        _in_threads(run, jobs)
+    run.done.ended = time.monotonic()
+    return run.done
+
+
+def _in_threads(run: _Run, jobs: int) -> None:
     threads = [threading.Thread(target=run.work, args=(True,), daemon=True) for _ in range(jobs)]
     for thread in threads:
         thread.start()
@@ -109,7 +126,6 @@ def migrate(
     except BaseException:  # Ctrl-C: the threads end after the upload each is copying
         run.stop("interrupted")
         raise
-    return run.done
 
 
 class _Run:
@@ -166,11 +182,19 @@ class _Run:
         except StoreUnavailable as exc:
             self.stop(str(exc))
             return
+        except _Vanished:
+            log.info("%s: gone from %s before its turn: nothing to copy", listed.name,
+                     self.source.url)  # fmt: skip
+            with self.lock:
+                self.done.vanished += 1
+                self._report()
+            return
         except (ScalekitError, OSError, ValueError) as exc:
             log.error("%s: not migrated: %s", listed.name, exc)
             with self.lock:
                 self.done.failed += 1
-                self.done.failures.append((listed.name, str(exc)))
+                if len(self.done.failures) < KEPT_FAILURES:
+                    self.done.failures.append((listed.name, str(exc)))
                 self._report()
             return
         with self.lock:
@@ -209,7 +233,7 @@ def _migrate_one(
     if _verified_copy(source, destination, listed, rehash):
         log.info("%s: already at %s, skipped", name, destination.url)
         return None
-    chunks = source.read(name)
+    chunks = _from_source(source.read, name)
     try:
         read = Source(chunks)
         destination.put(name, read)
@@ -240,7 +264,7 @@ def _verified_copy(
         return False
     if there.size != listed.size:
         return False
-    wanted = listed.sha256 or _digest(source, listed.name)[0]
+    wanted = listed.sha256 or _from_source(_digest, source, listed.name)[0]
     if there.sha256 and not rehash:
         return there.sha256 == wanted
     try:
@@ -250,6 +274,18 @@ def _verified_copy(
     if not same:
         log.warning("%s: the copy at %s differs: copying it again", listed.name, destination.url)
     return same
+
+
+class _Vanished(Exception):
+    """The source no longer has an upload it listed."""
+
+
+def _from_source(call: Callable[..., _T], *args: Any) -> _T:
+    """``call(*args)`` on the source: its UploadNotFound is :class:`_Vanished`."""
+    try:
+        return call(*args)
+    except UploadNotFound:
+        raise _Vanished from None
 
 
 def _check_source(source: UploadStore, listed: UploadInfo, read: Source) -> None:
