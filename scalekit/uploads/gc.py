@@ -57,6 +57,7 @@ class Collection:
     unchecked: Counter[str] = field(default_factory=Counter)
     leftovers: int = 0
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
 
     def summary(self, dry_run: bool = False) -> str:
         """One line: examined, removed and bytes, kept (and why), leftovers, seconds."""
@@ -69,7 +70,8 @@ class Collection:
             fields = ", ".join(f"{name} ({n:,})" for name, n in sorted(self.unchecked.items()))
             line += f", {sum(self.unchecked.values()):,} kept: not in the database: {fields}"
         line += f", {verb} {self.leftovers:,} leftover(s) of unfinished writes"
-        return f"{line} in {time.monotonic() - self.started:.1f} s"
+        seconds = (self.ended or time.monotonic()) - self.started
+        return f"{line} in {seconds:.1f} s"
 
 
 def collect(
@@ -125,6 +127,7 @@ def collect(
     for key in list(pending):
         flush(key)
     done.leftovers = store.remove_leftovers(cutoff, dry_run=dry_run)
+    done.ended = time.monotonic()
     return done
 
 
