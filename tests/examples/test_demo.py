@@ -442,15 +442,19 @@ def png(width: int = 2) -> bytes:
     )
 
 
+def cookies(browser: Browser) -> str:
+    """The ``Cookie`` header ``browser`` sends."""
+    return "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
+
+
 def post_picture(browser: Browser, url: str, path, body: str = "with a picture",
                  kind: str = "image/png", *curl_args: str,
                  **fields: str) -> tuple[int, str]:  # fmt: skip
     """Sign as ``browser``'s user with the file at ``path`` as the picture, as a browser's
     form does (curl -F: multipart/form-data, the file streamed); ``(status, body)``."""
-    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
     form = [f"body={body}", *(f"{name}={value}" for name, value in fields.items())]
     done = subprocess.run(
-        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", f"Cookie: {cookie}",
+        ["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-H", f"Cookie: {cookies(browser)}",
          *(arg for field_ in form for arg in ("-F", field_)),
          "-F", f"picture=@{path};type={kind}", *curl_args, url + "/entries"],
         capture_output=True, check=False, timeout=30,
@@ -499,6 +503,29 @@ def test_demo_signs_with_a_picture_that_downloads_serve(demo_url, demo_data, tmp
     assert f'src="/download/{name}"' in done.stdout, done.stderr[-2000:]
     log = net_log.read_text(errors="replace")
     assert f"GET /download/{name} HTTP/1.1" in log and "Content-Type: image/png" in log
+
+
+def test_demo_signs_without_a_picture_as_a_browser_sends_the_form(demo_url, demo_data):
+    """No file chosen: the browser still sends the file part, with an empty file name and
+    no bytes. The entry is signed, with no picture and nothing stored."""
+    browser = Browser(demo_url)
+    browser.post("/sign-in", name="ole", password="secret")
+    before = pictures_in(demo_data)
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="body"\r\n\r\nno picture today\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="picture"; filename=""\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n\r\n--b--\r\n"
+    )  # fmt: skip
+    connection = http.client.HTTPConnection(*demo_url[7:].split(":"), timeout=10)
+    connection.request("POST", "/entries", body, {
+        "Cookie": cookies(browser), "Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    assert connection.getresponse().status == 303
+    connection.close()
+    page = browser.get("/")[2]
+    assert field(page, "flash") == "Thank you for signing."
+    newest = re.search(r"<li>.*?</li>", page)[0]
+    assert "no picture today" in newest and "<img" not in newest
+    assert pictures_in(demo_data) == before
 
 
 def test_demo_refuses_a_file_that_is_not_a_picture_and_keeps_nothing(demo_url, demo_data,
@@ -564,10 +591,9 @@ def test_demo_reads_no_picture_of_a_signed_out_client_nor_a_bad_form(demo_url, d
                                 f"picture=@{picture};type=image/png")  # fmt: skip
     assert status == 400 and "more than one file" in text
     host, port = demo_url.removeprefix("http://").split(":")
-    cookie = "; ".join(f"{name}={value}" for name, value in browser.cookies.items())
     with socket.create_connection((host, int(port)), timeout=10) as client:
         client.sendall(
-            b"POST /entries HTTP/1.1\r\nHost: demo\r\nCookie: " + cookie.encode()
+            b"POST /entries HTTP/1.1\r\nHost: demo\r\nCookie: " + cookies(browser).encode()
             + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nX-Request-ID: gone-away"
             + b"\r\nContent-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: form-data; "
             + b'name="picture"; filename="p.png"\r\n\r\n' + png() + b"\0" * 100_000
