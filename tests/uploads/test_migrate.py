@@ -328,3 +328,24 @@ def test_uploads_deleted_from_the_source_meanwhile_are_gone_not_failed(tmp_path,
     assert done.ok and (done.copied, done.vanished, done.failed) == (1, len(SIZES) - 1, 0)
     assert f"{len(SIZES) - 1} gone from the source" in done.summary()
     source.close()
+
+
+def test_a_large_upload_is_streamed_not_held_in_memory(folder, sqlite):
+    """128 MiB copied, read back and hashed twice: the process grows by less than half."""
+    block = payload(CHUNK, "large")
+    name = folder.save((block for _ in range(128)), "large.bin", table="doc", field="file")
+    with open("/proc/self/clear_refs", "w") as refs:  # peak RSS = current RSS from now
+        refs.write("5")
+    before = _memory("VmRSS")
+    done = migrate(folder, sqlite)
+    growth_mib = (_memory("VmHWM") - before) / 1024
+    assert done.ok and done.bytes == 128 * CHUNK
+    assert growth_mib < 64, f"grew by {growth_mib:.0f} MiB"
+    assert sqlite.info(name).sha256 == hashlib.sha256(block * 128).hexdigest()
+
+
+def _memory(field: str) -> int:
+    """A line of /proc/self/status in KiB."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith(field + ":"))
+    return int(line.split()[1])
