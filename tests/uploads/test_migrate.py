@@ -8,6 +8,7 @@ import base64
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -172,8 +173,6 @@ def test_the_same_store_is_refused(folder):
 
 def _flip_a_stored_byte(store: UploadStore, name: str) -> None:
     """Change one byte of an upload's chunk row in a SQLite store, its size kept."""
-    import sqlite3
-
     path = store.url.removeprefix("sqlite://")
     with sqlite3.connect(path) as connection:
         (table,) = [
@@ -349,3 +348,24 @@ def _memory(field: str) -> int:
     with open("/proc/self/status") as status:
         line = next(line for line in status if line.startswith(field + ":"))
     return int(line.split()[1])
+
+
+def test_a_destination_that_stores_other_bytes_is_caught_by_the_read_back(folder, sqlite):
+    """A faulty destination (a trigger replaces each chunk stored by random bytes of its
+    length: the checksum it records is still the one written): every such copy fails its
+    verification, is removed from the destination, and its source is kept under move."""
+    before = filled(folder)
+    sqlite.delete(sqlite.save(b"x", "x.txt"))  # the tables exist
+    path = sqlite.url.removeprefix("sqlite://")
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "CREATE TRIGGER faulty AFTER INSERT ON scalekit_upload_chunk BEGIN UPDATE "
+            "scalekit_upload_chunk SET data = randomblob(length(data)) WHERE rowid = NEW.rowid;"
+            " END;"
+        )
+    done = migrate(folder, sqlite, move=True)
+    empty = next(name for name, data in before.items() if not data)
+    assert (done.copied, done.failed, done.deleted) == (1, len(SIZES) - 1, 1)
+    assert all("the copy reads back as" in why for _, why in done.failures)
+    assert contents(sqlite) == {empty: b""}
+    assert contents(folder) == {k: v for k, v in before.items() if k != empty}
