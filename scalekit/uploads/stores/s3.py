@@ -20,26 +20,29 @@ finds one itself (``AWS_ACCESS_KEY_ID``..., a profile, an instance role).
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
-import boto3
-import urllib3.exceptions
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ReadTimeoutError
+from botocore.exceptions import ClientError
 
-from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
-from scalekit.core.process import PerProcess
-from scalekit.core.urls import MASK, S3URL, BackendURL
+from scalekit.core.urls import S3URL, BackendURL
 from scalekit.uploads.errors import UploadNotFound, UploadTooLarge
 from scalekit.uploads.names import parse_name
-from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore
+from scalekit.uploads.stores._s3_connection import (
+    MISSING,
+    UNREACHABLE,
+    Chunks,
+    S3Connection,
+    error_code,
+)
+from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
 
 __all__ = ["S3Store"]
 
@@ -51,11 +54,6 @@ MIN_PART, MAX_PART, MAX_PARTS = 5 << 20, 5 << 30, 10_000
 DEFAULT_PART = 8 << 20
 ADDRESSING_STYLES = ("auto", "path", "virtual")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-#: error codes of an object (or a bucket, on HEAD) that is not there
-_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-_REFUSED = frozenset({"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"})
-#: what a connection that failed, timed out or was cut raises, beside botocore's own errors
-_UNREACHABLE = (BotoCoreError, urllib3.exceptions.HTTPError, OSError)
 
 OPTIONS = {
     "part_size": int,
@@ -106,13 +104,13 @@ class S3Store(UploadStore):
         self.bucket = settings.bucket
         #: what every key of this store starts with (``""``: the whole bucket)
         self.key_prefix = f"{settings.prefix}/" if settings.prefix else ""
-        self._config = Config(
+        config = Config(
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             retries={"total_max_attempts": retries + 1, "mode": "standard"},
             s3={"addressing_style": style},
         )
-        self._clients = PerProcess(self._make_clients, close=_Clients.close)
+        self._connection = S3Connection(settings, config, create=self.create)
 
     @classmethod
     def from_url(cls, settings: BackendURL, **options: Any) -> S3Store:
@@ -126,7 +124,7 @@ class S3Store(UploadStore):
         blocks = _blocks(source, self.part_size)
         first = next(blocks, b"")
         if len(first) < self.part_size:  # the whole upload: one PUT
-            with self._failures("store", name):
+            with self._connection.failures("store", name):
                 self._s3.put_object(
                     Bucket=self.bucket, Key=key, Body=first, Metadata={"sha256": source.sha256}
                 )
@@ -137,8 +135,8 @@ class S3Store(UploadStore):
     def _write_parts(self, name: str, key: str, blocks: Iterator[bytes], source: Source) -> None:
         """A multipart upload of ``blocks``, completed (then tagged with its SHA-256) once
         all are stored, aborted on any failure."""
-        checksum = self._part_checksum
-        with self._failures("start storing", name):
+        checksum = self._connection.part_checksum
+        with self._connection.failures("start storing", name):
             started = self._s3.create_multipart_upload(Bucket=self.bucket, Key=key, **checksum)
         upload = started["UploadId"]
         try:
@@ -147,7 +145,7 @@ class S3Store(UploadStore):
                 if number > MAX_PARTS:
                     limit = MAX_PARTS * self.part_size
                     raise UploadTooLarge(limit, f"{self.url}: {name} (raise part_size)")
-                with self._failures("store", name):
+                with self._connection.failures("store", name):
                     stored = self._s3.upload_part(
                         Bucket=self.bucket, Key=key, UploadId=upload, PartNumber=number,
                         Body=block, **checksum,
@@ -156,7 +154,7 @@ class S3Store(UploadStore):
                 if "ChecksumCRC32" in stored:  # a server that checks it wants it back
                     part["ChecksumCRC32"] = stored["ChecksumCRC32"]
                 parts.append(part)
-            with self._failures("complete storing", name):
+            with self._connection.failures("complete storing", name):
                 self._s3.complete_multipart_upload(
                     Bucket=self.bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
                 )
@@ -171,11 +169,11 @@ class S3Store(UploadStore):
         :meth:`remove_leftovers` (logged, not raised: the write's own error is what the
         caller needs)."""
         try:
-            self._clients.get().once.abort_multipart_upload(
+            self._connection.once.abort_multipart_upload(
                 Bucket=self.bucket, Key=key, UploadId=upload
             )
-        except (ClientError, *_UNREACHABLE) as exc:
-            reason = self._scrub(exc)
+        except (ClientError, *UNREACHABLE) as exc:
+            reason = self._connection.scrub(exc)
             log.warning(
                 "%s: the unfinished upload of %s was not aborted (%s); "
                 "`scalekit uploads gc` removes it",
@@ -188,8 +186,8 @@ class S3Store(UploadStore):
         tags = {"TagSet": [{"Key": "sha256", "Value": sha256}]}
         try:
             self._s3.put_object_tagging(Bucket=self.bucket, Key=key, Tagging=tags)
-        except (ClientError, *_UNREACHABLE) as exc:
-            reason = self._scrub(exc)
+        except (ClientError, *UNREACHABLE) as exc:
+            reason = self._connection.scrub(exc)
             log.warning("%s: %s is stored, its sha256 not recorded (%s)", self.url, name, reason)
 
     def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> int:
@@ -197,7 +195,7 @@ class S3Store(UploadStore):
         (seconds since the epoch) that never completed (their writer was killed, or the
         server unreachable when it failed); how many (``dry_run``: counted only)."""
         removed = 0
-        with self._failures("list unfinished uploads"):
+        with self._connection.failures("list unfinished uploads"):
             pages = self._s3.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.bucket, Prefix=self.key_prefix
             )
@@ -210,14 +208,22 @@ class S3Store(UploadStore):
             ]
         for upload in stale:
             if not dry_run:
-                self._abort(upload["Key"], upload["UploadId"])
+                with self._connection.failures("abort an unfinished upload"):
+                    try:
+                        self._s3.abort_multipart_upload(
+                            Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                        )
+                    except ClientError as exc:
+                        if error_code(exc) != "NoSuchUpload":
+                            raise
+                        continue  # aborted meanwhile (by its writer, another gc)
             removed += 1
         return removed
 
     # -- reads ----------------------------------------------------------------------------
     def _info(self, name: str) -> UploadInfo:
         key = self._key(name)
-        with self._failures("look up", name):
+        with self._connection.failures("look up", name):
             head = self._s3.head_object(Bucket=self.bucket, Key=key)
         sha256 = _checksum(head.get("Metadata", {}).get("sha256"))
         if sha256 is None and "-" in head.get("ETag", ""):  # a multipart upload: its tag
@@ -225,11 +231,11 @@ class S3Store(UploadStore):
         return UploadInfo(name, head["ContentLength"], head["LastModified"].timestamp(), sha256)
 
     def _tagged_sha256(self, name: str, key: str) -> str | None:
-        with self._failures("look up", name):
+        with self._connection.failures("look up", name):
             try:
                 tags = self._s3.get_object_tagging(Bucket=self.bucket, Key=key)["TagSet"]
             except ClientError as exc:
-                if _code(exc) in _MISSING:
+                if error_code(exc) in MISSING:
                     raise
                 return None  # a server without tags, or not allowed: unknown, not an error
         return _checksum(next((t["Value"] for t in tags if t["Key"] == "sha256"), None))
@@ -241,11 +247,11 @@ class S3Store(UploadStore):
         span = {}
         if start or end is not None:
             span["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        with self._failures("read", name):
+        with self._connection.failures("read", name):
             try:
                 got = self._s3.get_object(Bucket=self.bucket, Key=self._key(name), **span)
             except ClientError as exc:
-                if _code(exc) != "InvalidRange":
+                if error_code(exc) != "InvalidRange":
                     raise
                 self._info(name)  # a span past the end: nothing, if the upload is there
                 return iter(())
@@ -253,10 +259,10 @@ class S3Store(UploadStore):
             got["Body"].close()  # a server (or a proxy) that ignored Range: not these bytes
             problem = f"answered {got.get('ContentRange') or 'the whole object'} to {span['Range']}"
             raise StoreUnavailable(f"{self.url}: cannot read {name}: the S3 server {problem}")
-        return _Chunks(self, name, got["Body"])
+        return Chunks(self._connection, name, got["Body"])
 
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
-        with self._failures("list uploads"):
+        with self._connection.failures("list uploads"):
             pages = self._s3.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self.key_prefix + prefix
             )
@@ -272,144 +278,20 @@ class S3Store(UploadStore):
             self._info(name)
         except UploadNotFound:
             return False
-        with self._failures("delete", name):
+        with self._connection.failures("delete", name):
             self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
         return True
 
     def close(self) -> None:
-        self._clients.reset()
+        self._connection.close()
 
     @property
     def _s3(self) -> Any:
         """This process's boto3 client (made on first use, again after a fork)."""
-        return self._clients.get().s3
-
-    @property
-    def _part_checksum(self) -> dict[str, str]:
-        """CRC32 checksums on a multipart upload's parts where boto3 adds them by default
-        (as boto3's own transfers do); none when ``AWS_REQUEST_CHECKSUM_CALCULATION`` is
-        ``when_required`` (a server that does not know them)."""
-        if self._s3.meta.config.request_checksum_calculation == "when_supported":
-            return {"ChecksumAlgorithm": "CRC32"}
-        return {}
-
-    def _make_clients(self) -> _Clients:
-        settings = self.settings
-        session = boto3.session.Session()  # a session of its own: thread-safe
-        one_attempt = self._config.merge(Config(retries={"total_max_attempts": 1}))
-        s3, once = (
-            session.client(
-                "s3",
-                endpoint_url=settings.endpoint_url,
-                region_name=settings.region,
-                aws_access_key_id=settings.access_key,
-                aws_secret_access_key=settings.secret_key,
-                aws_session_token=settings.session_token,
-                config=config,
-            )
-            for config in (self._config, one_attempt)
-        )
-        if self.create:
-            self._create_bucket(s3)
-        return _Clients(s3, once)
-
-    def _create_bucket(self, client: Any) -> None:
-        """Make the bucket if it is not there (``create=True``)."""
-        try:
-            client.head_bucket(Bucket=self.bucket)
-            return
-        except ClientError as exc:
-            if _code(exc) not in _MISSING:
-                raise
-        where = {}
-        if self.settings.region and self.settings.region != "us-east-1":
-            where = {"CreateBucketConfiguration": {"LocationConstraint": self.settings.region}}
-        try:
-            client.create_bucket(Bucket=self.bucket, **where)
-        except ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
-                raise
+        return self._connection.client
 
     def _key(self, name: str) -> str:
         return self.key_prefix + name
-
-    @contextlib.contextmanager
-    def _failures(self, doing: str, name: str | None = None) -> Iterator[None]:
-        """botocore's errors as scalekit's, each naming the masked URL and what to check."""
-        what = f"{doing} {name}" if name else doing
-        try:
-            yield
-        except ClientError as exc:
-            code = _code(exc)
-            if code in _MISSING and name is not None:
-                raise UploadNotFound(f"{self.url}: no upload {name}") from None
-            if code == "NoSuchBucket" or code in _MISSING:
-                problem = f"bucket {self.bucket!r} does not exist; create it (or create=true)"
-                raise StoreNotFound(f"{self.url}: {problem}") from None
-            if code in _REFUSED:
-                problem = f"refused to {what} ({code}): check the key pair and the bucket policy"
-                raise StoreUnavailable(f"{self.url}: the S3 server {problem}") from None
-            problem = f"failed to {what}: {self._scrub(exc)}"
-            raise StoreUnavailable(f"{self.url}: the S3 server {problem}") from None
-        except NoCredentialsError:
-            raise ConfigError(
-                f"{self.url}: no S3 key pair: write s3://KEY:SECRET@bucket/..., or give boto3 "
-                "one (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile, a role)"
-            ) from None
-        except ReadTimeoutError:
-            problem = f"cannot {what}: no answer within read_timeout={self._config.read_timeout}s"
-            raise StoreUnavailable(
-                f"{self.url}: {problem}; check that the S3 server is up and not overloaded"
-            ) from None
-        except _UNREACHABLE as exc:
-            problem = f"cannot {what}: {self._scrub(exc)}"
-            raise StoreUnavailable(
-                f"{self.url}: {problem}; check that the S3 server is up and reachable"
-            ) from None
-
-    def _scrub(self, error: BaseException) -> str:
-        """An error's text, cut, with the secret key and session token (if ever in it)
-        hidden."""
-        text = str(error)[:300]
-        for secret in (self.settings.secret_key, self.settings.session_token):
-            if secret:
-                text = text.replace(secret, MASK)
-        return text
-
-
-class _Clients(NamedTuple):
-    """A process's boto3 clients: ``s3`` for every call, ``once`` for a call that must
-    not retry (an abort after a failure)."""
-
-    s3: Any
-    once: Any
-
-    def close(self) -> None:
-        self.s3.close()
-        self.once.close()
-
-
-class _Chunks:
-    """The chunks of a GET's body as an iterator whose ``close()`` ends the connection,
-    also before the first chunk; a connection cut or stalled on the way is
-    StoreUnavailable, never a short read passed off as the whole."""
-
-    def __init__(self, store: S3Store, name: str, body: Any):
-        self._store, self._name, self._body = store, name, body
-
-    def __iter__(self) -> _Chunks:
-        return self
-
-    def __next__(self) -> bytes:
-        with self._store._failures("read", self._name):
-            chunk = self._body.read(CHUNK)  # at the end: checked against Content-Length
-        if not chunk:
-            self.close()
-            raise StopIteration
-        return chunk
-
-    def close(self) -> None:
-        self._body.close()
 
 
 def _blocks(source: Source, size: int) -> Iterator[bytes]:
@@ -425,10 +307,6 @@ def _blocks(source: Source, size: int) -> Iterator[bytes]:
             yield block
     if buffer:
         yield bytes(buffer)
-
-
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _checksum(value: str | None) -> str | None:
