@@ -395,7 +395,8 @@ class UploadStoreSuite:
 
 class SharedUploadStoreSuite(UploadStoreSuite):
     """A store other processes reach: two handles see one store, a write from another
-    process is read here, and a writer SIGKILLed half-way leaves nothing visible."""
+    process is read here and is invisible until its last byte is stored, and a writer
+    SIGKILLed half-way leaves nothing visible."""
 
     def test_two_handles_see_one_store(self, make_store):
         first, second = make_store(), make_store()
@@ -418,6 +419,44 @@ class SharedUploadStoreSuite(UploadStoreSuite):
 
         assert run_in_children(1, write) == [0]
         assert digest(store.read(name))[:2] == expected
+
+    def test_an_upload_is_invisible_to_another_process_until_complete(self, make_store):
+        store = make_store()
+        listed(store)  # connected before the fork
+        name, size = new_name("slow.bin"), 10 * CHUNK  # past an S3 part (8 MiB)
+        (from_writer, to_reader), (from_reader, to_writer) = os.pipe(), os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the writer: after each chunk, waits for the reader's look
+            code = 1
+            try:
+                os.close(from_writer)
+                os.close(to_writer)
+
+                def lockstep() -> Iterator[bytes]:
+                    for chunk in generated(size):
+                        yield chunk
+                        os.write(to_reader, b".")
+                        os.read(from_reader, 1)
+
+                make_store().put(name, lockstep())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(to_reader)
+        os.close(from_reader)
+        try:
+            for _ in generated(size):
+                assert os.read(from_writer, 1) == b".", "the writer died"
+                with pytest.raises(UploadNotFound):
+                    store.info(name)
+                assert listed(store) == {}
+                os.write(to_writer, b".")
+        finally:  # a writer left waiting sees its pipes closed, and ends
+            os.close(from_writer)
+            os.close(to_writer)
+            status = os.waitpid(pid, 0)[1]
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert digest(store.read(name))[:2] == digest(generated(size))[:2]
 
     def test_a_writer_killed_half_way_leaves_nothing_visible(self, make_store):
         store = make_store()
