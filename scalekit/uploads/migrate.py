@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,6 @@ from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError, ScalekitError, StoreUnavailable
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
-from scalekit.uploads.names import new_name
 from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
 
 __all__ = ["KEPT_FAILURES", "Migration", "migrate"]
@@ -212,8 +212,9 @@ class _Run:
 
 def _same_store(source: UploadStore, destination: UploadStore) -> bool:
     """Whether an upload written to the destination shows in the source: one folder, table
-    or bucket under two URLs (a trailing slash, a symlink, another host name)."""
-    probe = new_name("probe", table="scalekit", field="migrate")
+    or bucket under two URLs (a trailing slash, a symlink, another host name). The probes
+    of every run go to one folder of a folder store (``scalekit.migrate/00/``)."""
+    probe = f"scalekit.migrate.00{secrets.token_hex(15)}.probe"  # one folder: .../00/
     destination.put(probe, b"")
     try:
         source.info(probe)
