@@ -12,6 +12,8 @@ field's table and name (``person.image.<key>...``, what ``scalekit uploads gc`` 
 the store hook takes them from the ``Field.store`` call that called it. ``custom_retrieve``
 replaces pydal's whole ``retrieve``, its ``authorize`` check included: the retrieve hook
 makes that check itself, as pydal does, on the ``Field.retrieve`` call that called it.
+``autodelete`` removes a file only once the record's change has committed, when the request
+runs in a ``scalekit.db`` transaction (pydal asks before its SQL runs).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 from pydal.exceptions import NotAuthorizedException, NotFoundException
 from pydal.objects import Field
 
+from scalekit.core import context
+from scalekit.core.errors import MissingContext
 from scalekit.uploads.names import original_filename
 
 if TYPE_CHECKING:
@@ -46,7 +50,8 @@ def field_options(
     ``store``: new uploads named after the field, larger than ``max_size`` bytes refused
     (:class:`~scalekit.uploads.errors.UploadTooLarge` while reading, nothing stored),
     ``autodelete`` (when given) passed to the field: the store's file removed when its
-    record is deleted or its file replaced."""
+    record is deleted or its file replaced (after the commit, in a ``scalekit.db``
+    request)."""
     hooks = _Hooks(store, max_size)
     options: dict[str, Any] = {
         "custom_store": hooks.store,
@@ -103,9 +108,20 @@ class _Hooks:
                 "filename": original_filename(name)}  # fmt: skip
 
     def delete(self, name: str) -> None:
-        """``custom_delete`` (``autodelete``): remove the upload. A store that cannot be
-        reached leaves it (logged): the record's change goes on, and ``scalekit uploads
-        gc`` removes the file later, once no record names it."""
+        """``custom_delete`` (``autodelete``): remove the upload once the record's change
+        is durable. pydal calls this before its SQL ``DELETE``/``UPDATE``: inside a request
+        of ``scalekit.db`` (its transaction in :data:`scalekit.core.context.transaction`)
+        the file goes once that transaction has committed, and a rollback keeps it for the
+        record that still names it; elsewhere (no request transaction, a manual view) now,
+        as pydal does with files."""
+        try:
+            context.transaction.get().on_commit(lambda: self._remove(name))
+        except MissingContext:
+            self._remove(name)
+
+    def _remove(self, name: str) -> None:
+        """Delete the upload; a store that cannot be reached leaves it (logged) for
+        ``scalekit uploads gc``, which removes it once no record names it."""
         try:
             self.uploads.delete(name)
         except OSError as exc:  # StoreUnavailable among them

@@ -19,6 +19,7 @@ from werkzeug.test import EnvironBuilder
 from scalekit.testing import fresh_app_name
 from scalekit.uploads import UploadNotFound, UploadTooLarge, original_filename, parse_name
 from scalekit.uploads.stores import CHUNK
+from tests.wsgi import Client
 
 with warnings.catch_warnings():  # deprecated since Python 3.11, what web2py still uses
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -283,3 +284,44 @@ def test_a_flask_app_inserts_werkzeugs_file_storage(db, store):
     assert status.startswith("200")
     assert original_filename(name.decode()) == "ünï.gif"
     assert stored(store) == {name.decode()}
+
+
+class Boom(Exception):
+    pass
+
+
+def test_autodelete_in_a_request_waits_for_its_commit(store, tmp_path):
+    """In a ``scalekit.db`` request, a deleted record's file goes once the transaction has
+    committed; a rolled back request keeps the file its record still names."""
+    from scalekit.core import context
+    from scalekit.db import DBMiddleware, ReplicaSet
+
+    def define(database):
+        database.define_table("person", Field("image", "upload",
+                                              **store.field_options(autodelete=True)))  # fmt: skip
+
+    replicas = ReplicaSet(f"sqlite://{tmp_path}/app.sqlite", folder=str(tmp_path), pool_size=2)
+    database = replicas.connect(pool_size=0)
+    define(database)
+    ids = [database.person.insert(image=field_storage(data, "p.png")) for data in (b"1", b"2")]
+    names = [database.person(record).image for record in ids]
+    database.commit()
+    database.close()
+
+    def deleting(record, fail):
+        def view(environ, start_response):
+            writer = context.transaction.get().writer
+            writer(writer.person.id == record).delete()
+            assert stored(store) == set(names)  # not before the commit
+            if fail:
+                raise Boom
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"deleted"]
+
+        return DBMiddleware(view, replicas, define=define)
+
+    with pytest.raises(Boom):
+        Client(deleting(ids[0], fail=True)).request("/", method="POST")
+    assert stored(store) == set(names)
+    assert Client(deleting(ids[1], fail=False)).request("/", method="POST").status == 200
+    assert stored(store) == {names[0]}
