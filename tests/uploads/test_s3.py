@@ -259,6 +259,15 @@ def test_a_missing_bucket_says_so_and_create_makes_it(s3_server):
     assert b"".join(open_store(url).read(name)) == b"made"  # created once, seen by all
 
 
+def test_create_makes_the_bucket_in_the_urls_region(s3_server):
+    bucket = f"made-in-eu-{time.time_ns()}"
+    url = s3_server.url(bucket, region="eu-west-1", create="true")
+    open_store(url).save(b"x", "x.txt")
+    assert s3_server.client().get_bucket_location(Bucket=bucket)["LocationConstraint"] == (
+        "eu-west-1"
+    )
+
+
 @pytest.fixture
 def no_aws_config(monkeypatch, tmp_path):
     """No key pair anywhere boto3 looks, and no instance metadata service to ask."""
@@ -405,6 +414,7 @@ def test_server_down_before_a_call_is_unavailable(private_s3, fragile):
         (lambda: list(fragile.names()), "list uploads"),
         (lambda: fragile.delete(new_name("x.txt")), "look up"),
         (lambda: fragile.save(b"x", "x.txt"), "store"),
+        (lambda: fragile.remove_leftovers(time.time()), "list unfinished uploads"),
     ):
         with pytest.raises(StoreUnavailable) as caught:
             call()
