@@ -384,6 +384,17 @@ def _gunicorn_view(environ, start_response):
 
 
 gunicorn_app = BodyLimit(_gunicorn_view, MB)
+_flask_app = Flask(__name__)
+
+
+@_flask_app.post("/")
+def _flask_upload():
+    """Flask's own parser reads the form: werkzeug stops silently at the limit."""
+    picture = request.files.get("picture")
+    return ("no picture", 400) if picture is None else (f"{len(picture.read())}", 200)
+
+
+flask_gunicorn_app = BodyLimit(_flask_app.wsgi_app, MB)
 
 
 @pytest.fixture
@@ -461,6 +472,17 @@ def test_gunicorn_stops_a_chunked_50mb_post_at_the_limit(served, folder_store):
     status, sent, _ = post(served, body, headers)
     assert status == 413 and sent < 20 * MB
     assert stored(folder_store) == {}
+
+
+def test_gunicorn_flasks_parser_stopped_at_the_limit_gets_413():
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+               "Transfer-Encoding": "chunked"}  # fmt: skip
+    head = file_part("picture", "big.jpg")
+    with gunicorn("tests.uploads.test_receive:flask_gunicorn_app", {}, workers=1,
+                  threads=1) as port:  # fmt: skip
+        body = iter([b"%x\r\n%s\r\n" % (len(head), head), *_blocks(50 * MB, chunked=True)])
+        status, sent, answer = post(port, body, headers)
+    assert status == 413 and b"limit of 1048576 bytes" in answer and sent < 20 * MB
 
 
 def test_gunicorn_stores_a_form_under_the_limit(served, folder_store):
