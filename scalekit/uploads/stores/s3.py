@@ -42,7 +42,7 @@ from scalekit.uploads.stores._s3_connection import (
     S3Connection,
     error_code,
 )
-from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
+from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore, blocks_of
 
 __all__ = ["S3Store"]
 
@@ -121,7 +121,7 @@ class S3Store(UploadStore):
     # -- writes ---------------------------------------------------------------------------
     def _write(self, name: str, source: Source) -> UploadInfo:
         key = self._key(name)
-        blocks = _blocks(source, self.part_size)
+        blocks = blocks_of(source, self.part_size)
         first = next(blocks, b"")
         if len(first) < self.part_size:  # the whole upload: one PUT
             with self._connection.failures("store", name):
@@ -292,21 +292,6 @@ class S3Store(UploadStore):
 
     def _key(self, name: str) -> str:
         return self.key_prefix + name
-
-
-def _blocks(source: Source, size: int) -> Iterator[bytes]:
-    """The bytes of ``source`` cut into blocks of exactly ``size`` bytes, the last one
-    shorter (none at all for an empty source)."""
-    buffer = bytearray()
-    for chunk in source:
-        buffer += chunk
-        while len(buffer) >= size:
-            with memoryview(buffer) as view:
-                block = bytes(view[:size])
-            del buffer[:size]
-            yield block
-    if buffer:
-        yield bytes(buffer)
 
 
 def _checksum(value: str | None) -> str | None:
