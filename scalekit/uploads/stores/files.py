@@ -28,6 +28,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
@@ -49,6 +50,8 @@ _ROOT = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _FOLDER = _ROOT | os.O_NOFOLLOW
 # O_NONBLOCK: a FIFO planted under a name does not hang the open (it is then refused)
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+# the temp file of a write: <key>.tmp-<12 hex> (replace_atomically's random part)
+_TEMP = re.compile(r"[A-Za-z0-9_-]{1,64}" + re.escape(TMP_INFIX) + r"[0-9a-f]{12}")
 # what opening through a symlink or a file where a folder should be raises: not found here
 _NOT_THERE = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
 
@@ -192,8 +195,8 @@ class FileStore(UploadStore):
         but a stalled client may pause: keep ``older_than`` well before now."""
         count = 0
         for parts, folder, entry in self._regular_files(""):
-            if TMP_INFIX not in entry.name:
-                continue
+            if not (parts and _TEMP.fullmatch(entry.name)):
+                continue  # only this store's own temp files: a flat folder's others stay
             try:
                 if entry.stat(follow_symlinks=False).st_mtime >= older_than:
                     continue
