@@ -412,7 +412,7 @@ def test_server_down_before_a_call_is_unavailable(private_s3, fragile):
         (lambda: fragile.info(new_name("x.txt")), "look up"),
         (lambda: fragile.read(new_name("x.txt")), "read"),
         (lambda: list(fragile.names()), "list uploads"),
-        (lambda: fragile.delete(new_name("x.txt")), "look up"),
+        (lambda: fragile.delete(new_name("x.txt")), "delete"),
         (lambda: fragile.save(b"x", "x.txt"), "store"),
         (lambda: fragile.remove_leftovers(time.time()), "list unfinished uploads"),
     ):

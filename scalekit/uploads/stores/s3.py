@@ -274,12 +274,14 @@ class S3Store(UploadStore):
 
     # -- deletes and the client -----------------------------------------------------------
     def _delete(self, name: str) -> bool:
+        key = self._key(name)
         try:
-            self._info(name)
+            with self._connection.failures("delete", name):
+                self._s3.head_object(Bucket=self.bucket, Key=key)  # S3 deletes silently
         except UploadNotFound:
             return False
         with self._connection.failures("delete", name):
-            self._s3.delete_object(Bucket=self.bucket, Key=self._key(name))
+            self._s3.delete_object(Bucket=self.bucket, Key=key)
         return True
 
     def close(self) -> None:
