@@ -7,7 +7,9 @@ fixture ``make_store``: a function ``make_store()`` that opens an
 test's own (a folder, a table, a bucket prefix) that is empty when the test starts; every
 call in one test opens that same place again (a second handle, as a second server opens it),
 and what it opened is closed after the test. A store other processes reach (a server, a
-shared folder) subclasses :class:`SharedUploadStoreSuite`. Imports pytest: for tests only.
+shared folder) subclasses :class:`SharedUploadStoreSuite`, whose tests fork: ``make_store()``
+is also called in the child, as a forked worker opens its store. Imports pytest: for tests
+only.
 
 The big round trip streams :data:`BIG` bytes (200 MB) in and out, hashed on the fly, and
 checks that the test process's peak memory (``VmHWM``) grows less than :data:`MEMORY_BOUND`.
