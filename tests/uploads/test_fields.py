@@ -17,6 +17,7 @@ from pydal.exceptions import NotAuthorizedException, NotFoundException
 from werkzeug.test import EnvironBuilder
 
 from scalekit.testing import fresh_app_name
+from scalekit.testing.uploads import Watermark
 from scalekit.uploads import UploadNotFound, UploadTooLarge, original_filename, parse_name
 from scalekit.uploads.stores import CHUNK
 from tests.wsgi import Client
@@ -104,28 +105,12 @@ def test_a_retrieved_upload_is_read_lazily(db, store):
     name = db.video.clip.store(iter([block] * 384), "clip.mp4")
     expected = hashlib.sha256(block * 384).hexdigest()
     _, stream = db.video.clip.retrieve(name)
-    before = _reset_peak()
     digest = hashlib.sha256()
-    with stream:
+    with Watermark() as memory, stream:
         while piece := stream.read(1 << 16):
             digest.update(piece)
-    grown = _peak() - before
     assert digest.hexdigest() == expected
-    assert grown < 12 << 20
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as file:
-        file.write("5")
-    return _peak()
-
-
-def _peak() -> int:
-    with open("/proc/self/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+    assert memory.growth < 12 << 20
 
 
 def test_autodelete_removes_the_file_of_a_deleted_or_replaced_record(db, store):

@@ -17,6 +17,7 @@ from flask import Flask, request
 from werkzeug.test import EnvironBuilder
 
 from scalekit.core.errors import InvalidArgument
+from scalekit.testing.uploads import Watermark
 from scalekit.uploads import UploadTooLarge, open_store, original_filename, parse_name
 from scalekit.uploads.receive import BodyLimit, limit_body, receive
 from tests.wsgi import Client
@@ -148,29 +149,15 @@ def test_a_client_gone_mid_file_leaves_nothing_stored(store):
 
 def test_a_large_upload_is_streamed_not_held(folder_store):
     environ = streamed_form(64 * MB, length=False)
-    before = _reset_peak()
-    received = receive(environ, folder_store, max_size=100 * MB, table="guest", field="picture")
-    grown = _peak() - before
+    with Watermark() as memory:
+        received = receive(environ, folder_store, max_size=100 * MB, table="guest",
+                           field="picture")  # fmt: skip
     digest = hashlib.sha256()
     for chunk in folder_store.read(received["picture"]):
         digest.update(chunk)
     assert digest.hexdigest() == environ["wsgi.input"].sha256.hexdigest()
     assert received.form == {"title": "holiday"}
-    assert grown < 16 * MB
-
-
-def _reset_peak() -> int:
-    with open("/proc/self/clear_refs", "w") as file:
-        file.write("5")
-    return _peak()
-
-
-def _peak() -> int:
-    with open("/proc/self/status") as file:
-        for line in file:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+    assert memory.growth < 16 * MB
 
 
 class Untouchable:
