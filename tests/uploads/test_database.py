@@ -18,7 +18,7 @@ import pytest
 from pydal import DAL, Field
 
 from scalekit.connect import sql
-from scalekit.core.errors import ConfigError, StoreUnavailable
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.core.urls import parse
 from scalekit.uploads import (
     UploadCorrupt,
@@ -150,6 +150,57 @@ def test_a_read_can_feed_a_write_of_the_same_store(store):
     copy = new_name("a.bin")
     assert store.put(copy, store.read(first)).sha256 == hashlib.sha256(data).hexdigest()
     assert b"".join(store.read(copy)) == data
+
+
+def test_sqlite_serves_a_read_while_an_upload_is_written(tmp_path, table):
+    """WAL mode: the reader never waits for the writer's lock (held until it commits)."""
+    url = f"sqlite://{tmp_path}/wal.sqlite"
+    data = _data(3 * CHUNK)
+    with contextlib.closing(open_store(url, table=table)) as store:
+        kept = store.save(data, "kept.bin")
+        paused, go_on = threading.Event(), threading.Event()
+
+        def slow_source() -> Iterator[bytes]:
+            yield data  # more than SQLite's page cache: the writer has spilled to the file
+            paused.set()
+            go_on.wait(GUARD)
+            yield b"end"
+
+        writer = threading.Thread(target=store.save, args=(slow_source(), "slow.bin"))
+        writer.start()
+        try:
+            assert paused.wait(GUARD)
+            with contextlib.closing(open_store(url, table=table, connect_timeout=0.5)) as other:
+                assert b"".join(other.read(kept)) == data
+                assert {info.name for info in other.names()} == {kept}
+        finally:
+            go_on.set()
+            writer.join(GUARD)
+        assert len(list(store.names())) == 2
+
+
+# -- opening an existing store only ---------------------------------------------------------
+def test_without_create_a_missing_sqlite_file_is_not_found(tmp_path):
+    store = open_store(f"sqlite://{tmp_path}/none.sqlite?create=false")
+    with contextlib.closing(store), pytest.raises(StoreNotFound, match="does not exist"):
+        store.info(new_name("a.txt"))
+    assert not os.path.exists(tmp_path / "none.sqlite")
+
+
+def test_without_create_missing_tables_are_not_found_and_not_made(url, table, raw):
+    assert sql.columns(raw, table) is None  # the database (file) is there
+    store = open_store(url, table=table, create=False)
+    with contextlib.closing(store), pytest.raises(StoreNotFound, match=f"no tables {table}"):
+        list(store.names())
+    assert sql.columns(raw, table) is None and sql.columns(raw, f"{table}_chunk") is None
+
+
+def test_without_create_an_existing_store_is_read(url, table):
+    with contextlib.closing(open_store(url, table=table)) as store:
+        name = store.save(b"kept", "k.txt")
+    with contextlib.closing(open_store(url, table=table, create=False)) as store:
+        assert b"".join(store.read(name)) == b"kept"
+        assert store.delete(name)
 
 
 # -- all or nothing ---------------------------------------------------------------------------
@@ -302,6 +353,19 @@ def test_blobs_of_a_missing_table_or_column_are_a_config_error(url, table, web2p
             store.info(next(iter(files)))
 
 
+def test_without_create_blobs_are_read_with_no_tables_of_the_store(url, table, web2py_app, raw):
+    person, files = web2py_app
+    blobs = f"{person}.image:image_data"
+    with contextlib.closing(open_store(url, table=table, blobs=blobs, create=False)) as store:
+        assert {info.name for info in store.names()} == set(files)
+        name = next(iter(files))
+        assert b"".join(store.read(name)) == files[name]
+        assert store.delete(name) is False
+        with pytest.raises(StoreNotFound, match="create=true"):
+            store.save(b"x", "x.txt")
+    assert sql.columns(raw, table) is None
+
+
 @pytest.mark.parametrize(
     "blobs", ["person.image", "person:image_data", "a.b:c;drop", "1a.b:c", "a.b.c:d"]
 )
@@ -324,7 +388,7 @@ def test_options_come_from_the_url(tmp_path):
     url = f"sqlite://{tmp_path}/x.sqlite?table=files&chunk_size=4096&blobs=a.b:c"
     store = open_store(url)
     assert (store.table, store.chunk_table, store.chunk_size) == ("files", "files_chunk", 4096)
-    assert store.blobs == {("a", "b"): "c"}
+    assert store.blobs.layouts == {("a", "b"): "c"}
 
 
 # -- private servers stopped or killed --------------------------------------------------------

@@ -1,10 +1,8 @@
 """The tables of :class:`~scalekit.uploads.stores.database.DatabaseStore` (their layout is in
-its module's docstring): fields, indexes, the statements run on them, and web2py's
-single-blob layouts named by the ``blobs`` option."""
+its module's docstring): fields, indexes, and the statements run on them."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -12,14 +10,11 @@ from pydal import DAL, Field
 from pydal.helpers.classes import SQLCustomType
 
 from scalekit.connect import sql
-from scalekit.connect.sql.tables import MAX_IDENTIFIER
-from scalekit.core.errors import ConfigError
 
 #: The longest upload name (one file system name), the length of the name columns.
 NAME_LENGTH = 255
 UPLOAD_INDEXES: tuple[sql.Index, ...] = (("name", ("name",), True),)
 CHUNK_INDEXES: tuple[sql.Index, ...] = (("name_seq", ("name", "seq"), True),)
-_BLOB = re.compile(r"([A-Za-z][A-Za-z0-9_]*)\.([A-Za-z][A-Za-z0-9_]*):([A-Za-z][A-Za-z0-9_]*)")
 
 
 def name_field(engine: str) -> Field:
@@ -47,33 +42,23 @@ def chunk_fields(engine: str) -> Callable[[], list[Field]]:
     return lambda: [name_field(engine), Field("seq", "integer"), Field("data", "blob")]
 
 
-def parse_blobs(spec: str | dict[tuple[str, str], str], where: str) -> dict[tuple[str, str], str]:
-    """``person.image:image_data,doc.file:file_data`` as ``{(table, upload field): blob
-    field}``; :class:`ConfigError` naming ``where`` for anything else."""
-    if isinstance(spec, dict):
-        return dict(spec)
-    blobs: dict[tuple[str, str], str] = {}
-    for item in filter(None, (part.strip() for part in str(spec).split(","))):
-        match = _BLOB.fullmatch(item)
-        if match is None or any(len(part) > MAX_IDENTIFIER for part in match.groups()):
-            raise ConfigError(
-                f"{where}: blobs={item!r:.80} must be <table>.<upload field>:<blob field>, "
-                "e.g. blobs=person.image:image_data"
-            )
-        blobs[(match[1], match[2])] = match[3]
-    return blobs
+def like(prefix: str) -> str:
+    """A LIKE pattern (escape ``!``) for the values that start with ``prefix``."""
+    return "".join("!" + char if char in "!%_" else char for char in prefix) + "%"
 
 
 class Tables:
     """One thread's DAL, the store's tables on it, and how to run SQL there."""
 
-    def __init__(self, db: DAL, upload: str, chunk: str):
+    def __init__(self, db: DAL, upload: str, chunk: str, *, chunked: bool = True):
         self.db = db
         adapter = db._adapter
         self.sqlite = adapter.dbengine == "sqlite"
+        #: whether the upload and chunk tables exist (else only ``blobs`` are read)
+        self.chunked = chunked
         self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
         self._quote = adapter.dialect.quote
-        self._names = {"upload": db[upload]._rname, "chunk": db[chunk]._rname}
+        self._names = {"upload": self._quote(upload), "chunk": self._quote(chunk)}
         self._statements: dict[str, str] = {}
 
     def run(self, statement: str, *params: Any) -> Any:
@@ -86,6 +71,10 @@ class Tables:
         adapter = self.db._adapter
         adapter.execute(text, params)
         return adapter.cursor
+
+    def select(self, statement: str, *params: Any) -> list[tuple]:
+        """The rows of :meth:`run`'s ``statement``; none when the tables do not exist."""
+        return self.run(statement, *params).fetchall() if self.chunked else []
 
     def run_on(self, statement: str, table: str, *columns: str, params: tuple = ()) -> Any:
         """Run ``statement`` on an app's ``table`` (``{table}``, then ``{0}``, ``{1}``... the

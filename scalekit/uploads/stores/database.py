@@ -35,11 +35,10 @@ never deleted (:meth:`~DatabaseStore.delete` answers ``False``): the app's rows 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
+import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
@@ -47,20 +46,20 @@ from typing import Any
 from pydal import DAL
 
 from scalekit.connect import sql
-from scalekit.core.errors import ConfigError, StoreUnavailable
-from scalekit.core.options import merge_options
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
+from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
-from scalekit.uploads.names import parse_name
+from scalekit.uploads.stores._blobs import Blobs
 from scalekit.uploads.stores._tables import (
     CHUNK_INDEXES,
     UPLOAD_INDEXES,
     Tables,
     chunk_fields,
-    parse_blobs,
+    like,
     upload_fields,
 )
-from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore
+from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore, blocks_of
 
 __all__ = ["DatabaseStore"]
 
@@ -71,6 +70,8 @@ CHUNK_SIZE = 512 * 1024
 MAX_CHUNK_SIZE = 2 * 1024 * 1024
 #: Names listed per query by :meth:`DatabaseStore.names`.
 _PAGE = 500
+#: A prefix some name may start with: the characters of names (see ``names.NAME``).
+_PREFIX = re.compile(r"[A-Za-z0-9_.=-]{0,255}")
 _OPTIONS: dict[str, Callable[[str], Any]] = {
     "table": str,
     "chunk_size": int,
@@ -79,6 +80,7 @@ _OPTIONS: dict[str, Callable[[str], Any]] = {
     "pool_size": int,
     "connect_timeout": float,
     "statement_timeout": float,
+    "create": as_bool,
 }
 
 
@@ -96,7 +98,10 @@ class DatabaseStore(UploadStore):
     uploads, default 512 KiB, at most 2 MiB), ``blobs`` (web2py's single-blob layouts to
     read), and for the connections ``folder``, ``pool_size``, ``connect_timeout`` (default
     5 s; on SQLite how long to wait for the write lock) and ``statement_timeout`` (default
-    5 s), as :func:`scalekit.connect.sql.dal_options` reads them."""
+    5 s), as :func:`scalekit.connect.sql.dal_options` reads them. ``create=False`` opens
+    an existing store only, creating no file or table: a missing SQLite file or table is
+    :class:`~scalekit.core.errors.StoreNotFound` on first use (with ``blobs``, missing
+    tables hold no upload: only the blobs are read)."""
 
     kind = "database"
 
@@ -111,14 +116,16 @@ class DatabaseStore(UploadStore):
         pool_size: int | None = None,
         connect_timeout: float | None = None,
         statement_timeout: float | None = None,
+        create: bool = True,
     ):
         super().__init__(settings.masked)
+        self.create = bool(create)
         self.table = sql.check_table_name(table, self.url)
         self.chunk_table = sql.identifier(f"{table}_chunk")
         if isinstance(chunk_size, bool) or not 0 < int(chunk_size) <= MAX_CHUNK_SIZE:
             raise ConfigError(f"{self.url}: chunk_size must be 1 to {MAX_CHUNK_SIZE} bytes")
         self.chunk_size = int(chunk_size)
-        self.blobs = parse_blobs(blobs, self.url)
+        self.blobs = Blobs(blobs, self.url)
         self._dal_options = sql.dal_options(
             settings,
             folder=folder,
@@ -142,9 +149,11 @@ class DatabaseStore(UploadStore):
     # -- the protocol -------------------------------------------------------------------
     def _write(self, name: str, source: Source) -> UploadInfo:
         with self._transaction(self._writers, write=True) as tables:
+            if not tables.chunked:
+                raise self._no_tables()
             tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
             tables.run("DELETE FROM {upload} WHERE name = ?;", name)
-            for seq, block in enumerate(_blocks(source, self.chunk_size)):
+            for seq, block in enumerate(blocks_of(source, self.chunk_size)):
                 tables.run(
                     "INSERT INTO {chunk} (name, seq, data) VALUES (?, ?, ?);", name, seq, block
                 )
@@ -158,23 +167,23 @@ class DatabaseStore(UploadStore):
 
     def _info(self, name: str) -> UploadInfo:
         with self._transaction(self._readers) as tables:
-            rows = tables.run(
+            rows = tables.select(
                 "SELECT name, size, sha256, created FROM {upload} WHERE name = ?;", name
-            ).fetchall()
+            )
             found = next((_info(row) for row in rows if row[0] == name), None)
             if found is None:
-                found = self._blob_info(tables, name)
+                found = self.blobs.info(tables, name)
         if found is None:
             raise self._not_found(name)
         return found
 
     def _read(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
         with self._transaction(self._readers) as tables:
-            rows = tables.run(
+            rows = tables.select(
                 "SELECT name, size, chunk_size FROM {upload} WHERE name = ?;", name
-            ).fetchall()
+            )
             stored = [_Stored(int(size), int(each)) for key, size, each in rows if key == name]
-            blob = None if stored else self._blob(tables, name)
+            blob = None if stored else self.blobs.value(tables, name)
         if blob is not None:
             return _slices(blob, start, end)
         if not stored:
@@ -184,28 +193,31 @@ class DatabaseStore(UploadStore):
 
     def _delete(self, name: str) -> bool:
         with self._transaction(self._writers, write=True) as tables:
+            if not tables.chunked:
+                return False
             tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
             return tables.run("DELETE FROM {upload} WHERE name = ?;", name).rowcount > 0
 
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
         """The uploads of the chunk table, then those of the ``blobs`` layouts not in it,
-        a page of :data:`_PAGE` per query."""
-        pattern = _like(prefix)
+        a page of :data:`_PAGE` per query; none for a prefix no name starts with."""
+        if not _PREFIX.fullmatch(prefix):
+            return
+        pattern = like(prefix)
         after = ""
         while True:
             with self._transaction(self._readers) as tables:
-                rows = tables.run(
+                rows = tables.select(
                     "SELECT name, size, sha256, created FROM {upload} WHERE name > ? AND "
                     "name LIKE ? ESCAPE '!' ORDER BY name LIMIT ?;",
                     after, pattern, _PAGE,
-                ).fetchall()  # fmt: skip
+                )  # fmt: skip
             yield from (_info(row) for row in rows if row[0].startswith(prefix))
             if len(rows) < _PAGE:
                 break
             after = rows[-1][0]
-        for table, field in self.blobs:
-            if f"{table}.{field}.".startswith(prefix) or prefix.startswith(f"{table}.{field}."):
-                yield from self._blob_names(table, field, prefix)
+        for layout in self.blobs.under(prefix):
+            yield from self._blob_names(layout, prefix)
 
     def close(self) -> None:
         """Close this thread's connections; other threads reopen theirs on next use."""
@@ -239,7 +251,7 @@ class DatabaseStore(UploadStore):
         """:class:`UploadCorrupt` for chunk ``seq`` missing or cut, or
         :class:`UploadNotFound` when the upload was deleted while it was read."""
         with self._transaction(self._readers) as tables:
-            there = tables.run("SELECT name FROM {upload} WHERE name = ?;", name).fetchall()
+            there = tables.select("SELECT name FROM {upload} WHERE name = ?;", name)
         if not any(key == name for (key,) in there):
             return self._not_found(name, " (deleted while it was read)")
         return UploadCorrupt(
@@ -247,67 +259,24 @@ class DatabaseStore(UploadStore):
             f"table {self.chunk_table}"
         )
 
-    # -- web2py's single-blob layouts -----------------------------------------------------
-    def _blob(self, tables: Tables, name: str) -> bytes | None:
-        """The bytes of ``name`` in a ``blobs`` layout (pydal's base 64 decoded), or None."""
-        layout = self._layout(name)
-        if layout is None:
-            return None
-        table, field, blob = layout
-        rows = tables.run_on(
-            "SELECT {0}, {1} FROM {table} WHERE {0} = ?;", table, field, blob, params=(name,)
-        ).fetchall()
-        values = [value for key, value in rows if key == name and value is not None]
-        if not values:
-            return None
-        try:
-            return base64.b64decode(_bytes(values[0]), validate=True)
-        except (binascii.Error, ValueError):
-            raise UploadCorrupt(
-                f"{self.url}: upload {name}: {table}.{blob} does not hold base 64 "
-                "(pydal's encoding of a blob)"
-            ) from None
-
-    def _blob_info(self, tables: Tables, name: str) -> UploadInfo | None:
-        """:meth:`info` of ``name`` in a ``blobs`` layout, or None."""
-        layout = self._layout(name)
-        if layout is None:
-            return None
-        table, field, blob = layout
-        rows = tables.run_on(_BLOB_SIZES + "= ?;", table, field, blob, params=(name,))
-        found = _blob_infos(rows.fetchall(), f"{table}.{field}.")
-        return next((info for info in found if info.name == name), None)
-
-    def _blob_names(self, table: str, field: str, prefix: str) -> Iterator[UploadInfo]:
+    def _blob_names(self, layout: tuple[str, str], prefix: str) -> Iterator[UploadInfo]:
         """The names of a ``blobs`` layout starting with ``prefix``, but those in the
         chunk table (a copy made by ``scalekit uploads migrate`` is listed once)."""
-        blob, head = self.blobs[(table, field)], f"{table}.{field}."
         after = ""
         while True:
             with self._transaction(self._readers) as tables:
-                rows = tables.run_on(
-                    _BLOB_SIZES + "> ? AND {0} LIKE ? ESCAPE '!' ORDER BY {0} LIMIT ?;",
-                    table, field, blob, params=(after, _like(max(prefix, head, key=len)), _PAGE),
-                ).fetchall()  # fmt: skip
-                found = list(_blob_infos(rows, head))
+                found, after = self.blobs.page(tables, layout, prefix, after, _PAGE)
                 marks = ", ".join("?" * len(found))
                 copied = {
                     key
-                    for (key,) in tables.run(
+                    for (key,) in tables.select(
                         f"SELECT name FROM {{upload}} WHERE name IN ({marks});",
                         *(info.name for info in found),
-                    ).fetchall()
+                    )
                 } if found else set()  # fmt: skip
             yield from (info for info in found if info.name not in copied)
-            if len(rows) < _PAGE:
+            if after is None:
                 return
-            after = rows[-1][0]
-
-    def _layout(self, name: str) -> tuple[str, str, str] | None:
-        """(table, upload field, blob field) of the ``blobs`` layout ``name`` belongs to."""
-        parsed = parse_name(name)
-        blob = parsed and self.blobs.get((parsed.table, parsed.field))
-        return (parsed.table, parsed.field, blob) if blob else None
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
@@ -334,42 +303,56 @@ class DatabaseStore(UploadStore):
 
     def _connect(self) -> DAL:
         try:
-            return sql.open_dal(self._dal_options, self._where)
+            return sql.open_dal(self._dal_options, self._where, create=self.create)
         except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
             raise self._unavailable(exc) from None
 
     def _prepare(self, db: DAL) -> Tables:
-        """``db`` with the store's tables created or upgraded (one process at a time; on each
-        new connection, so that tables lost with a crashed server come back), its session
-        set for short row locks, and the ``blobs`` layouts checked."""
+        """``db`` with the store's tables made complete unless ``create`` is off (checked on
+        each new connection: tables lost with a crashed server come back), its session set
+        for short row locks, the ``blobs`` checked."""
         try:
             engine = db._adapter.dbengine
-            if engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
+            if engine == "sqlite" and self.create:
+                sql.wal_mode(db)  # a download never waits for an upload being written
+            elif engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
                 wait = max(1, round(self._statement_timeout))
                 db.executesql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;")
                 db.executesql(
                     f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
                 )
-            with sql.schema_lock(db, f"uploads:{self.table}"):
-                sql.migrate_table(db, self.table, upload_fields(engine), UPLOAD_INDEXES)
-                sql.migrate_table(db, self.chunk_table, chunk_fields(engine), CHUNK_INDEXES)
-                db.commit()
-            self._check_blobs(db)
+            if self.create:
+                self._make_tables(db, engine)
+            chunked = self.create or self._tables_exist(db)
+            self.blobs.check(db)
             db.commit()
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
-        return Tables(db, self.table, self.chunk_table)
+        return Tables(db, self.table, self.chunk_table, chunked=chunked)
 
-    def _check_blobs(self, db: DAL) -> None:
-        """:class:`ConfigError` for a ``blobs`` layout whose table or columns are missing."""
-        for (table, field), blob in self.blobs.items():
-            found = sql.columns(db, table) or set()
-            missing = [column for column in (field, blob) if column.lower() not in found]
-            if missing:
-                raise ConfigError(
-                    f"{self.url}: blobs={table}.{field}:{blob}: table {table} has no column "
-                    f"{', '.join(missing)} in this database"
-                )
+    def _make_tables(self, db: DAL, engine: str) -> None:
+        """Create the tables, or add what they lack, one connection at a time (a table is
+        complete once its maker lets go: its indexes too); nothing more than a catalog
+        query per table when they are complete: an index made again would wait for every
+        upload being written (PostgreSQL locks the table first)."""
+        specs = (
+            (self.table, upload_fields(engine), UPLOAD_INDEXES),
+            (self.chunk_table, chunk_fields(engine), CHUNK_INDEXES),
+        )
+        with sql.schema_lock(db, f"uploads:{self.table}"):
+            for name, fields, indexes in specs:
+                wanted = {field.name.lower() for field in fields()}
+                if not wanted <= (sql.columns(db, name) or set()):
+                    sql.migrate_table(db, name, fields, indexes)
+            db.commit()
+
+    def _tables_exist(self, db: DAL) -> bool:
+        """Whether the upload and chunk tables exist; without ``blobs`` to read, a missing
+        one is :class:`StoreNotFound`."""
+        missing = [name for name in (self.table, self.chunk_table) if not sql.columns(db, name)]
+        if missing and not self.blobs:
+            raise self._no_tables()
+        return not missing
 
     @property
     def _where(self) -> str:
@@ -377,6 +360,11 @@ class DatabaseStore(UploadStore):
 
     def _not_found(self, name: str, why: str = "") -> UploadNotFound:
         return UploadNotFound(f"{self.url}: no upload {name}{why}")
+
+    def _no_tables(self) -> StoreNotFound:
+        return StoreNotFound(
+            f"{self._where}: no tables {self.table}, {self.chunk_table} (create=true makes them)"
+        )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         reason = sql.failure_reason(exc, self._password)
@@ -386,38 +374,9 @@ class DatabaseStore(UploadStore):
         )
 
 
-#: The upload field, the blob's length and its last two bytes (its base 64 padding), of an
-#: app's table: ``WHERE {0} `` then a condition on the upload field follows.
-_BLOB_SIZES = (
-    "SELECT {0}, LENGTH({1}), SUBSTR({1}, LENGTH({1}) - 1, 2) FROM {table} "
-    "WHERE {1} IS NOT NULL AND {0} "
-)
-
-
-def _blob_infos(rows: Iterable[tuple], head: str) -> Iterator[UploadInfo]:
-    """:class:`UploadInfo` of the ``blobs`` rows whose name is well formed and starts with
-    ``head``: the size from the base 64's length and padding, no time (0)."""
-    for key, length, tail in rows:
-        if key.startswith(head) and parse_name(key):
-            padding = _bytes(tail or b"").count(b"=") if length else 0
-            yield UploadInfo(key, int(length) // 4 * 3 - padding, 0.0)
-
-
 def _info(row: tuple) -> UploadInfo:
     name, size, sha256, created = row
     return UploadInfo(name, int(size), float(created), sha256 or None)
-
-
-def _blocks(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """The bytes of ``chunks`` cut into blocks of exactly ``size`` (the last shorter)."""
-    pending = bytearray()
-    for chunk in chunks:
-        pending += chunk
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
 
 
 def _slices(data: Any, start: int, end: int | None) -> Iterator[bytes]:
@@ -425,13 +384,3 @@ def _slices(data: Any, start: int, end: int | None) -> Iterator[bytes]:
     view = memoryview(data)[start:end]
     for offset in range(0, len(view), CHUNK):
         yield bytes(view[offset : offset + CHUNK])
-
-
-def _bytes(value: Any) -> bytes:
-    """A blob value as the driver returned it (str, bytes, memoryview) as bytes."""
-    return value.encode("ascii") if isinstance(value, str) else bytes(value)
-
-
-def _like(prefix: str) -> str:
-    """A LIKE pattern (escape ``!``) for the names that start with ``prefix``."""
-    return "".join("!" + char if char in "!%_" else char for char in prefix) + "%"
