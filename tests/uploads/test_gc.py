@@ -1,6 +1,6 @@
 """``scalekit.uploads.gc``: the uploads no record holds, older than the grace, removed; the
 referenced, the young and those whose table or field the database lacks kept; leftovers of
-killed writes removed; the app's database on SQLite and PostgreSQL."""
+killed writes removed; the app's database on SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
+from scalekit.connect import sql
 from scalekit.connect.files import TMP_INFIX
 from scalekit.core import urls
 from scalekit.core.errors import StoreNotFound, StoreUnavailable
@@ -126,20 +127,24 @@ def test_leftovers_of_killed_writes_are_removed_once_stale(store, app_db):
     assert names(store) == {kept}
 
 
-def test_the_app_database_on_postgresql_and_its_store_too(postgres_url, tmp_path):
-    """The cluster's setup: the uploads in chunk tables of the app's PostgreSQL database."""
+@pytest.mark.parametrize("server", ["postgres", "mysql"])
+def test_the_app_database_on_a_server_and_its_store_too(server, request, tmp_path):
+    """The cluster's setup: the uploads in chunk tables of the app's own database (on
+    PostgreSQL, and on MariaDB whose identifiers are quoted otherwise)."""
+    url = request.getfixturevalue(f"{server}_url")
     suffix = uuid.uuid4().hex[:10]
     table = f"gc_person_{suffix}"
-    store = open_store(postgres_url, table=f"gc_uploads_{suffix}")
-    db = DAL(urls.parse(postgres_url).dal_uri, folder=str(tmp_path))
+    store = open_store(url, table=f"gc_uploads_{suffix}")
+    uri, decode = sql.server_uri(urls.parse(url))
+    db = DAL(uri, folder=str(tmp_path), decode_credentials=decode)
     try:
         db.define_table(table, Field("image", "upload"))
         held = store.save(b"x" * 1000, "a.png", table=table, field="image")
         orphan = store.save(b"y" * 2000, "b.png", table=table, field="image")
         db[table].insert(image=held)
         db.commit()
-        assert collect(store, postgres_url).removed == 0  # both younger than a day
-        done = collect(store, postgres_url, older_than=0)
+        assert collect(store, url).removed == 0  # both younger than a day
+        done = collect(store, url, older_than=0)
         assert (done.removed, done.referenced, done.bytes) == (1, 1, 2000)
         assert {info.name for info in store.names(f"{table}.")} == {held}
         assert orphan not in {info.name for info in store.names()}
