@@ -276,15 +276,17 @@ class FileStore(UploadStore):
             for entry in self._listed(root, folders=False):
                 yield (), root, entry
 
-    def _listed(self, folder: int | None, *, folders: bool) -> list[os.DirEntry[str]]:
-        """The folders (or regular files) in an open folder; none in ``None``."""
+    def _listed(self, folder: int | None, *, folders: bool) -> Iterator[os.DirEntry[str]]:
+        """The folders (or regular files) in an open folder, as read (a flat folder of a
+        million uploads is never one list); none in ``None``."""
         if folder is None:
-            return []
+            return
+        wanted = os.DirEntry.is_dir if folders else os.DirEntry.is_file
         try:
             with os.scandir(folder) as entries:
-                if folders:
-                    return [entry for entry in entries if entry.is_dir(follow_symlinks=False)]
-                return [entry for entry in entries if entry.is_file(follow_symlinks=False)]
+                for entry in entries:
+                    if wanted(entry, follow_symlinks=False):
+                        yield entry
         except OSError as exc:
             raise self._files.unavailable("list", exc) from exc
 
