@@ -235,7 +235,7 @@ class FileStore(UploadStore):
                         break
                     opened.callback(os.close, fd)
             except OSError as exc:
-                exc.filename = exc.filename or where
+                exc.filename = where  # the whole path, not the part opened
                 raise self._files.unavailable(action, exc) from exc
             yield fd
 
