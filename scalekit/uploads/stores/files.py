@@ -217,27 +217,28 @@ class FileStore(UploadStore):
     # -- finding files without following a symlink ----------------------------------------
     @contextlib.contextmanager
     def _folder(
-        self, parts: tuple[str, ...], action: str, *, create: bool = False, start: int | None = None
+        self, parts: tuple[str, ...], action: str, *, create: bool = False
     ) -> Iterator[int | None]:
-        """An open descriptor of ``<root>/<parts>`` (or of ``<start>/<parts>``), each part
-        opened ``O_NOFOLLOW`` in the one before; ``None`` when one is missing, a symlink or
-        a file (``create``: made)."""
+        """An open descriptor of ``<root>/<parts>``, each part opened ``O_NOFOLLOW`` in the
+        one before; ``None`` when one is missing, a symlink or a file (``create``: made)."""
         with contextlib.ExitStack() as opened:
-            where = self.root
+            where, found = self.root, None
             try:
-                fd = os.open(self.root, _ROOT) if start is None else start
-                if start is None:
-                    opened.callback(os.close, fd)
+                folder = os.open(self.root, _ROOT)
+                opened.callback(os.close, folder)
                 for part in parts:
                     where = os.path.join(where, part)
-                    fd = _subfolder(fd, part, create)
-                    if fd is None:
+                    inner = _subfolder(folder, part, create)
+                    if inner is None:
                         break
-                    opened.callback(os.close, fd)
+                    folder = inner
+                    opened.callback(os.close, folder)
+                else:
+                    found = folder
             except OSError as exc:
                 exc.filename = where  # the whole path, not the part opened
                 raise self._files.unavailable(action, exc) from exc
-            yield fd
+            yield found
 
     def _find(
         self, name: str, action: str, get: Callable[[int, str, Folder], _T | None]
@@ -268,11 +269,12 @@ class FileStore(UploadStore):
                     continue  # not a <table>.<field> folder
                 if not (head.startswith(prefix) or prefix.startswith(head)):
                     continue
-                with self._folder((table_field.name,), "list", start=root) as outer:
+                with self._folder((table_field.name,), "list") as outer:
                     for shard in self._listed(outer, folders=True):
-                        with self._folder((shard.name,), "list", start=outer) as folder:
+                        parts = (table_field.name, shard.name)
+                        with self._folder(parts, "list") as folder:
                             for entry in self._listed(folder, folders=False):
-                                yield (table_field.name, shard.name), folder, entry
+                                yield parts, folder, entry
             for entry in self._listed(root, folders=False):
                 yield (), root, entry
 
