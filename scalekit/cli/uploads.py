@@ -97,7 +97,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     if mask(args.source) == mask(args.destination):
         raise ConfigError(f"--from and --to are the same store: {mask(args.source)}")
     with contextlib.ExitStack() as stack:
-        source = open_store(args.source)
+        source = open_store(args.source, create=False)  # a mistyped source: exit 1
         stack.callback(source.close)
         destination = open_store(args.destination)
         stack.callback(destination.close)
@@ -112,8 +112,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         print(f"{NAME} migrate: stopped: {done.stopped}; run it again to go on", file=sys.stderr)
     elif not done.copied + done.skipped + done.failed:
         prefix = f" whose name starts with {args.prefix!r}" if args.prefix else ""
-        print(f"{NAME} migrate: no upload{prefix} in {source.url}: is it the right URL?",
-              file=sys.stderr)  # fmt: skip
+        print(f"{NAME} migrate: no upload{prefix} in {source.url}", file=sys.stderr)
     elif done.failed:
         print(f"{NAME} migrate: {done.failed:,} upload(s) not migrated (see above); the source "
               "keeps them", file=sys.stderr)  # fmt: skip
@@ -130,7 +129,7 @@ def run_gc(args: argparse.Namespace) -> int:
     from scalekit.uploads.gc import collect
 
     with contextlib.ExitStack() as stack:
-        store = open_store(args.store)
+        store = open_store(args.store, create=False)
         stack.callback(store.close)
         live = _Live(args.verbose)
         stack.callback(live.clear)

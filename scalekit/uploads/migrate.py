@@ -17,6 +17,7 @@ verified.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import secrets
@@ -126,6 +127,8 @@ def _in_threads(run: _Run, jobs: int) -> None:
     except BaseException:  # Ctrl-C: the threads end after the upload each is copying
         run.stop("interrupted")
         raise
+    if run.error is not None:  # what a thread raised (the source missing...): the caller's
+        raise run.error
 
 
 class _Run:
@@ -144,6 +147,8 @@ class _Run:
         self.move, self.rehash, self.progress = move, rehash, progress
         self.done = Migration()
         self.lock = threading.Lock()
+        #: what stopped a thread of its own (raised again by the caller's thread)
+        self.error: BaseException | None = None
 
     def work(self, threaded: bool = False) -> None:
         """Migrate uploads until none is left or the run stops; a thread of its own closes
@@ -151,6 +156,11 @@ class _Run:
         try:
             while (listed := self._next()) is not None:
                 self._one(listed)
+        except Exception as exc:
+            if not threaded:
+                raise
+            with self.lock:
+                self.error = self.error or exc
         finally:
             if threaded:
                 self.source.close()
@@ -164,7 +174,7 @@ class _Run:
 
     def _next(self) -> UploadInfo | None:
         with self.lock:
-            if self.done.stopped is not None:
+            if self.done.stopped is not None or self.error is not None:
                 return None
             try:
                 return next(self.listing, None)
@@ -215,6 +225,8 @@ def _same_store(source: UploadStore, destination: UploadStore) -> bool:
     or bucket under two URLs (a trailing slash, a symlink, another host name). The probes
     of every run go to one folder of a folder store (``scalekit.migrate/00/``)."""
     probe = f"scalekit.migrate.00{secrets.token_hex(15)}.probe"  # one folder: .../00/
+    with contextlib.suppress(UploadNotFound):  # a source missing stops here, nothing written
+        source.info(probe)
     destination.put(probe, b"")
     try:
         source.info(probe)

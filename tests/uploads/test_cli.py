@@ -139,7 +139,26 @@ def test_progress_on_a_terminal_then_the_summary(source, tmp_path):
 
 
 def test_an_empty_source_is_said_so(tmp_path):
+    (tmp_path / "empty").mkdir()
     done = scalekit("migrate", "--from", f"file://{tmp_path}/empty", "--to", f"file://{tmp_path}/b")
     assert done.returncode == 0
     assert "0 copied" in done.stdout
-    assert f"no upload in file://{tmp_path}/empty: is it the right URL?" in done.stderr
+    assert f"no upload in file://{tmp_path}/empty" in done.stderr
+
+
+@pytest.mark.parametrize("missing", ["file://{tmp}/typo", "sqlite://{tmp}/typo.sqlite"])
+@pytest.mark.parametrize("jobs", ["1", "3"])
+def test_a_missing_source_is_exit_1_and_nothing_is_created(missing, jobs, tmp_path):
+    source = missing.format(tmp=tmp_path)
+    done = scalekit("migrate", "-j", jobs, "--from", source, "--to", f"file://{tmp_path}/b")
+    assert done.returncode == 1, done
+    assert "typo" in done.stderr and "Traceback" not in done.stderr
+    assert not any(path.name.startswith("typo") for path in tmp_path.iterdir())
+
+
+def test_gc_on_a_missing_store_is_exit_1(tmp_path):
+    database = tmp_path / "storage.sqlite"
+    DAL(f"sqlite://{database}", folder=str(tmp_path)).close()
+    done = scalekit("gc", "--store", f"file://{tmp_path}/typo", "--db", f"sqlite://{database}")
+    assert done.returncode == 1 and "typo" in done.stderr
+    assert not (tmp_path / "typo").exists()
