@@ -242,10 +242,9 @@ def server_store(request) -> UploadStore:
 
 def test_a_folder_migrated_to_a_server_store(folder, server_store):
     """Also a file larger than an S3 part (a multipart upload), and a re-run that trusts
-    the checksums the server store recorded; to S3 three uploads copied at a time."""
+    the checksums the server store recorded; three uploads copied at a time."""
     before = filled(folder, {**SIZES, "big.bin": 5 * 1024 * 1024 + 3})
-    jobs = 3 if server_store.kind == "s3" else 1  # the database store's threads: requests22
-    done = migrate(folder, server_store, jobs=jobs)
+    done = migrate(folder, server_store, jobs=3)
     assert done.ok, done.failures
     assert done.copied == len(SIZES) + 1
     assert contents(server_store) == before
