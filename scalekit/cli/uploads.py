@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -110,7 +111,7 @@ def run_migrate(args: argparse.Namespace) -> int:
     print(f"{NAME} migrate: {source.url} -> {destination.url}: {done.summary()}", flush=True)
     if done.stopped:
         print(f"{NAME} migrate: stopped: {done.stopped}; run it again to go on", file=sys.stderr)
-    elif not done.copied + done.skipped + done.failed:
+    elif not done.copied + done.skipped + done.failed + done.vanished:
         prefix = f" whose name starts with {args.prefix!r}" if args.prefix else ""
         print(f"{NAME} migrate: no upload{prefix} in {source.url}", file=sys.stderr)
     elif done.failed:
@@ -135,7 +136,8 @@ def run_gc(args: argparse.Namespace) -> int:
         stack.callback(live.clear)
         done = collect(
             store, args.db, older_than=args.older_than, prefix=args.prefix,
-            dry_run=args.dry_run, batch=args.batch, progress=live.show(_gc_progress),
+            dry_run=args.dry_run, batch=args.batch,
+            progress=live.show(functools.partial(_gc_progress, dry_run=args.dry_run)),
         )  # fmt: skip
     print(f"{NAME} gc: {store.url}: {done.summary(args.dry_run)}", flush=True)
     return EXIT_OK
@@ -146,8 +148,9 @@ def _migrate_progress(done: Migration) -> str:
             f"{done.bytes / 1e6:,.1f} MB")  # fmt: skip
 
 
-def _gc_progress(done: Collection) -> str:
-    return f"examined {done.examined:,}, removed {done.removed:,}"
+def _gc_progress(done: Collection, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    return f"examined {done.examined:,}, {verb} {done.removed:,}"
 
 
 class _Live:
