@@ -45,7 +45,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 TARGET = 0.9  # the file store's throughput over the baseline's, at least
-TURN = 0.5  # seconds: a case's turn downloads the file as often as fits (at least once)
+TURN = 1.0  # seconds: a case's turn downloads the file as often as fits (at least once)
 FILENAME = "bench-download.bin"  # the client's file name the upload is saved under
 STORE_VAR, PATH_VAR = "SCALEKIT_BENCH_STORE", "SCALEKIT_BENCH_FILE"  # what a worker serves
 GUNICORN = os.path.join(os.path.dirname(sys.executable), "gunicorn")
@@ -58,7 +58,7 @@ class Plan:
     rounds: int
 
 
-FULL = Plan(size=100 * MB, rounds=15)
+FULL = Plan(size=100 * MB, rounds=21)
 QUICK = Plan(size=100 * MB, rounds=3)
 
 
