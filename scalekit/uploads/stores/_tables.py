@@ -56,6 +56,8 @@ class Tables:
         self.sqlite = adapter.dbengine == "sqlite"
         #: whether the upload and chunk tables exist (else only ``blobs`` are read)
         self.chunked = chunked
+        #: a write transaction is open (reads of this thread join it)
+        self.writing = False
         self._marker = "?" if adapter.driver.paramstyle == "qmark" else "%s"
         self._quote = adapter.dialect.quote
         self._names = {"upload": self._quote(upload), "chunk": self._quote(chunk)}

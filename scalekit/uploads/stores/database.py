@@ -21,10 +21,10 @@ transaction is rolled back (or dies with its connection). On SQLite the write ho
 database's write lock until it commits: one upload at a time per file.
 
 A read asks for a few chunks per query (about :data:`~scalekit.uploads.stores.base.CHUNK`
-bytes), each query its own short transaction on a second connection of the thread (never
-the writer's: a store's read can be another write's source); a range starts at chunk
-``start // chunk_size``. A chunk missing or of the wrong length is
-:class:`~scalekit.uploads.errors.UploadCorrupt`.
+bytes), each query its own short transaction (none held while a client is slow; inside a
+write of the same thread, as when a store's read is a write's source, the write's); a range
+starts at chunk ``start // chunk_size``. A chunk missing or of the wrong length is
+:class:`~scalekit.uploads.errors.UploadCorrupt`. One connection per thread and process.
 
 ``blobs=person.image:image_data,doc.file:file_data`` names web2py's single-blob layouts in
 the same database (``Field("image", "upload", uploadfield="image_data")``): a name not in the
@@ -135,8 +135,7 @@ class DatabaseStore(UploadStore):
         )
         self._statement_timeout = statement_timeout or sql.STATEMENT_TIMEOUT
         self._password = getattr(settings, "password", None)
-        self._writers = sql.ThreadDAL(self._connect, self._prepare)
-        self._readers = sql.ThreadDAL(self._connect, self._prepare)
+        self._dals = sql.ThreadDAL(self._connect, self._prepare)
 
     @classmethod
     def from_url(cls, settings: BackendURL, **options: Any) -> DatabaseStore:
@@ -148,7 +147,7 @@ class DatabaseStore(UploadStore):
 
     # -- the protocol -------------------------------------------------------------------
     def _write(self, name: str, source: Source) -> UploadInfo:
-        with self._transaction(self._writers, write=True) as tables:
+        with self._transaction(write=True) as tables:
             if not tables.chunked:
                 raise self._no_tables()
             tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
@@ -166,7 +165,7 @@ class DatabaseStore(UploadStore):
         return UploadInfo(name, source.size, created, source.sha256)
 
     def _info(self, name: str) -> UploadInfo:
-        with self._transaction(self._readers) as tables:
+        with self._transaction() as tables:
             rows = tables.select(
                 "SELECT name, size, sha256, created FROM {upload} WHERE name = ?;", name
             )
@@ -178,7 +177,7 @@ class DatabaseStore(UploadStore):
         return found
 
     def _read(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
-        with self._transaction(self._readers) as tables:
+        with self._transaction() as tables:
             rows = tables.select(
                 "SELECT name, size, chunk_size FROM {upload} WHERE name = ?;", name
             )
@@ -192,7 +191,7 @@ class DatabaseStore(UploadStore):
         return self._chunks(name, stored[0], start, end)
 
     def _delete(self, name: str) -> bool:
-        with self._transaction(self._writers, write=True) as tables:
+        with self._transaction(write=True) as tables:
             if not tables.chunked:
                 return False
             tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
@@ -206,7 +205,7 @@ class DatabaseStore(UploadStore):
         pattern = like(prefix)
         after = ""
         while True:
-            with self._transaction(self._readers) as tables:
+            with self._transaction() as tables:
                 rows = tables.select(
                     "SELECT name, size, sha256, created FROM {upload} WHERE name > ? AND "
                     "name LIKE ? ESCAPE '!' ORDER BY name LIMIT ?;",
@@ -220,9 +219,8 @@ class DatabaseStore(UploadStore):
             yield from self._blob_names(layout, prefix)
 
     def close(self) -> None:
-        """Close this thread's connections; other threads reopen theirs on next use."""
-        self._writers.close()
-        self._readers.close()
+        """Close this thread's connection; other threads reopen theirs on next use."""
+        self._dals.close()
 
     # -- reading ------------------------------------------------------------------------
     def _chunks(self, name: str, stored: _Stored, start: int, end: int) -> Iterator[bytes]:
@@ -234,7 +232,7 @@ class DatabaseStore(UploadStore):
         step = max(1, CHUNK // each)
         for low in range(first, last + 1, step):
             high = min(low + step, last + 1)
-            with self._transaction(self._readers) as tables:
+            with self._transaction() as tables:
                 rows = tables.run(
                     "SELECT seq, data FROM {chunk} WHERE name = ? AND seq >= ? AND seq < ? "
                     "ORDER BY seq;",
@@ -250,7 +248,7 @@ class DatabaseStore(UploadStore):
     def _damaged(self, name: str, seq: int) -> Exception:
         """:class:`UploadCorrupt` for chunk ``seq`` missing or cut, or
         :class:`UploadNotFound` when the upload was deleted while it was read."""
-        with self._transaction(self._readers) as tables:
+        with self._transaction() as tables:
             there = tables.select("SELECT name FROM {upload} WHERE name = ?;", name)
         if not any(key == name for (key,) in there):
             return self._not_found(name, " (deleted while it was read)")
@@ -264,7 +262,7 @@ class DatabaseStore(UploadStore):
         chunk table (a copy made by ``scalekit uploads migrate`` is listed once)."""
         after = ""
         while True:
-            with self._transaction(self._readers) as tables:
+            with self._transaction() as tables:
                 found, after = self.blobs.page(tables, layout, prefix, after, _PAGE)
                 marks = ", ".join("?" * len(found))
                 copied = {
@@ -280,26 +278,33 @@ class DatabaseStore(UploadStore):
 
     # -- connections --------------------------------------------------------------------
     @contextlib.contextmanager
-    def _transaction(self, dals: sql.ThreadDAL, write: bool = False) -> Iterator[Tables]:
-        """This thread's reader or writer tables in one transaction (on SQLite, a write
-        takes the lock first), committed after the block, rolled back on any exception;
-        driver errors become :class:`StoreUnavailable` (the connection dropped)."""
-        tables = dals.get()
+    def _transaction(self, write: bool = False) -> Iterator[Tables]:
+        """This thread's tables in one transaction (on SQLite, a write takes the lock
+        first), committed after the block, rolled back on any exception; driver errors
+        become :class:`StoreUnavailable` (the connection dropped). Inside this thread's
+        write (a read of the store feeding it), the block joins the write's transaction."""
+        tables = self._dals.get()
+        if tables.writing:
+            yield tables
+            return
         db = tables.db
         try:
             if write and tables.sqlite:
                 sql.begin_immediate(db)
+            tables.writing = write
             yield tables
             db.commit()
         except db._adapter.driver.Error as exc:
-            dals.drop()  # the connection may be gone: reconnect on next use
+            self._dals.drop()  # the connection may be gone: reconnect on next use
             raise self._unavailable(exc) from exc
         except BaseException:
             try:
                 db.rollback()
             except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
-                dals.drop()
+                self._dals.drop()
             raise
+        finally:
+            tables.writing = False
 
     def _connect(self) -> DAL:
         try:
