@@ -255,6 +255,16 @@ def test_a_cut_chunk_row_is_corrupt(store, raw, table):
         b"".join(store.read(name))
 
 
+def test_a_forged_upload_row_is_corrupt_and_a_bad_name_never_listed(store, raw, table):
+    name = store.save(_data(3 * SMALL), "c.bin")
+    run(raw, f"UPDATE {table} SET chunk_size = 0 WHERE name = ?;", name)
+    with pytest.raises(UploadCorrupt, match="chunk_size 0"):
+        store.read(name)
+    columns = "(name, size, sha256, chunk_size, created)"
+    run(raw, f"INSERT INTO {table} {columns} VALUES (?, 1, '', 1, 0);", "../../etc/passwd")
+    assert {info.name for info in store.names()} == {name}
+
+
 def test_an_upload_deleted_while_read_is_not_found(store):
     name = store.save(_data(4 * CHUNK), "d.bin")
     reading = store.read(name)

@@ -50,6 +50,7 @@ from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
+from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores._blobs import Blobs
 from scalekit.uploads.stores._tables import (
     CHUNK_INDEXES,
@@ -187,6 +188,11 @@ class DatabaseStore(UploadStore):
             return _slices(blob, start, end)
         if not stored:
             raise self._not_found(name)
+        if stored[0].size < 0 or stored[0].chunk_size <= 0:
+            raise UploadCorrupt(
+                f"{self.url}: upload {name}: its row in table {self.table} says size "
+                f"{stored[0].size}, chunk_size {stored[0].chunk_size}"
+            )
         end = stored[0].size if end is None else min(end, stored[0].size)
         return self._chunks(name, stored[0], start, end)
 
@@ -211,7 +217,9 @@ class DatabaseStore(UploadStore):
                     "name LIKE ? ESCAPE '!' ORDER BY name LIMIT ?;",
                     after, pattern, _PAGE,
                 )  # fmt: skip
-            yield from (_info(row) for row in rows if row[0].startswith(prefix))
+            yield from (
+                _info(row) for row in rows if row[0].startswith(prefix) and parse_name(row[0])
+            )
             if len(rows) < _PAGE:
                 break
             after = rows[-1][0]
