@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     migrate.add_argument("--rehash", action="store_true",
                          help="re-read the copies already there even where the destination "
                          "recorded a checksum (finds copies corrupted since)")  # fmt: skip
+    migrate.add_argument("--dry-run", action="store_true",
+                         help="copy and delete nothing: count what would be copied")  # fmt: skip
     migrate.add_argument(
         "-j", "--jobs", type=positive(int), default=1, metavar="N",
         help="uploads copied at a time, a thread each (default 1; 8 or more for S3 or a "
@@ -106,7 +108,7 @@ def run_migrate(args: argparse.Namespace) -> int:
         stack.callback(live.clear)
         done = migrate(
             source, destination, prefix=args.prefix, move=args.move, rehash=args.rehash,
-            jobs=args.jobs, progress=live.show(_migrate_progress),
+            dry_run=args.dry_run, jobs=args.jobs, progress=live.show(_migrate_progress),
         )  # fmt: skip
     print(f"{NAME} migrate: {source.url} -> {destination.url}: {done.summary()}", flush=True)
     if done.stopped:

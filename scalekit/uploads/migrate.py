@@ -60,6 +60,8 @@ class Migration:
     stopped: str | None = None
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
+    #: counted only: ``copied`` and ``bytes`` are what a real run would copy
+    dry_run: bool = False
 
     @property
     def ok(self) -> bool:
@@ -77,8 +79,9 @@ class Migration:
         moved += f", {self.deleted:,} deleted from the source" if self.deleted else ""
         if self.undeleted:
             moved += f", {self.undeleted:,} left at the source (it did not delete them)"
+        copied = "would be copied" if self.dry_run else "copied"
         return (
-            f"{self.copied:,} copied, {self.skipped:,} skipped (already there), "
+            f"{self.copied:,} {copied}, {self.skipped:,} skipped (already there), "
             f"{self.failed:,} failed{moved}, {self.bytes:,} bytes in {self.seconds:.1f} s"
         )
 
@@ -90,6 +93,7 @@ def migrate(
     prefix: str = "",
     move: bool = False,
     rehash: bool = False,
+    dry_run: bool = False,
     jobs: int = 1,
     progress: Callable[[Migration], None] | None = None,
 ) -> Migration:
@@ -100,15 +104,18 @@ def migrate(
     run goes on; a store that cannot be reached stops it
     (:attr:`Migration.stopped`). ``jobs``: uploads copied at a time, each in a thread of
     its own (for a server store far away; an SQLite destination takes one writer at a
-    time). ``progress`` is called with the running totals after each upload."""
+    time). ``dry_run``: copy and delete nothing, count what would be copied (the copies
+    already there are checked as a real run checks them; two URLs of one store are not
+    probed). ``progress`` is called with the running totals after each upload."""
     if jobs < 1:
         raise ConfigError(f"jobs must be 1 or more, not {jobs!r}")
-    if source.url == destination.url or _same_store(source, destination):
+    if source.url == destination.url or (not dry_run and _same_store(source, destination)):
         raise ConfigError(
             f"{source.url} and {destination.url} are the same store (a copy onto itself, and "
             "--move would delete the only copy)"
         )
-    run = _Run(source, destination, source.names(prefix), move, rehash, progress)
+    run = _Run(source, destination, source.names(prefix), move=move and not dry_run,
+               rehash=rehash, dry_run=dry_run, progress=progress)  # fmt: skip
     if jobs == 1:
         run.work()
     else:
@@ -139,13 +146,15 @@ class _Run:
         source: UploadStore,
         destination: UploadStore,
         listing: Iterator[UploadInfo],
+        *,
         move: bool,
         rehash: bool,
+        dry_run: bool,
         progress: Callable[[Migration], None] | None,
     ):
         self.source, self.destination, self.listing = source, destination, listing
-        self.move, self.rehash, self.progress = move, rehash, progress
-        self.done = Migration()
+        self.move, self.rehash, self.dry_run, self.progress = move, rehash, dry_run, progress
+        self.done = Migration(dry_run=dry_run)
         self.lock = threading.Lock()
         #: what stopped a thread of its own (raised again by the caller's thread)
         self.error: BaseException | None = None
@@ -186,7 +195,7 @@ class _Run:
     def _one(self, listed: UploadInfo) -> None:
         deleted: bool | None = None
         try:
-            copied = _migrate_one(self.source, self.destination, listed, self.rehash)
+            copied = _migrate_one(self.source, self.destination, listed, self.rehash, self.dry_run)
             if self.move:
                 deleted = self.source.delete(listed.name)
         except StoreUnavailable as exc:
@@ -238,14 +247,18 @@ def _same_store(source: UploadStore, destination: UploadStore) -> bool:
 
 
 def _migrate_one(
-    source: UploadStore, destination: UploadStore, listed: UploadInfo, rehash: bool
-) -> int | None:
-    """Copy and verify one upload; the bytes copied, ``None`` when a verified copy was
-    there already."""
+    source: UploadStore, destination: UploadStore, listed: UploadInfo, rehash: bool,
+    dry_run: bool,
+) -> int | None:  # fmt: skip
+    """Copy and verify one upload; the bytes copied (``dry_run``: to copy), ``None`` when
+    a verified copy was there already."""
     name = listed.name
     if _verified_copy(source, destination, listed, rehash):
         log.info("%s: already at %s, skipped", name, destination.url)
         return None
+    if dry_run:
+        log.info("%s: would be copied to %s (%d bytes)", name, destination.url, listed.size)
+        return listed.size
     chunks = _from_source(source.read, name)
     try:
         read = Source(chunks)

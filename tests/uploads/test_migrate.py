@@ -368,3 +368,15 @@ def test_a_destination_that_stores_other_bytes_is_caught_by_the_read_back(folder
     assert all("the copy reads back as" in why for _, why in done.failures)
     assert contents(sqlite) == {empty: b""}
     assert contents(folder) == {k: v for k, v in before.items() if k != empty}
+
+
+def test_a_dry_run_counts_what_would_be_copied_and_writes_nothing(folder, tmp_path):
+    before = filled(folder)
+    destination = open_store(f"file://{tmp_path}/destination")
+    name = next(iter(before))
+    destination.put(name, before[name])  # one already there
+    done = migrate(folder, destination, move=True, dry_run=True)
+    assert (done.copied, done.skipped, done.deleted) == (len(SIZES) - 1, 1, 0)
+    assert done.bytes == sum(SIZES.values()) - len(before[name])
+    assert f"{len(SIZES) - 1} would be copied, 1 skipped" in done.summary()
+    assert contents(destination) == {name: before[name]} and contents(folder) == before
