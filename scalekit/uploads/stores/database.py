@@ -18,7 +18,8 @@ A write is one transaction on the store's own connection: the old rows of the na
 (a replace), a chunk row inserted as each ``chunk_size`` bytes arrive, the upload row last,
 then the commit. A failing source, the size limit or a server that stops leaves nothing: the
 transaction is rolled back (or dies with its connection). On SQLite the write holds the
-database's write lock until it commits: one upload at a time per file.
+database's write lock until it commits: one upload at a time per file (in WAL mode, so reads
+never wait for it).
 
 A read asks for a few chunks per query (about :data:`~scalekit.uploads.stores.base.CHUNK`
 bytes), each query its own short transaction (none held while a client is slow; inside a
