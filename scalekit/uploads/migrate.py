@@ -177,9 +177,13 @@ class _Run:
 
     def stop(self, why: str) -> None:
         with self.lock:
-            if self.done.stopped is None:
-                self.done.stopped = why
-                log.error("migration stopped: %s", why)
+            self._halt(why)
+
+    def _halt(self, why: str) -> None:
+        """Stop the run (the first reason is kept); the caller holds the lock."""
+        if self.done.stopped is None:
+            self.done.stopped = why
+            log.error("migration stopped: %s", why)
 
     def _next(self) -> UploadInfo | None:
         with self.lock:
@@ -188,8 +192,7 @@ class _Run:
             try:
                 return next(self.listing, None)
             except StoreUnavailable as exc:
-                self.done.stopped = str(exc)
-                log.error("migration stopped: %s", exc)
+                self._halt(str(exc))
                 return None
 
     def _one(self, listed: UploadInfo) -> None:
