@@ -6,6 +6,7 @@ Only the primary is migrated, once per deploy; app servers start with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -46,13 +47,18 @@ def define_tables(dal: DAL, migrate: bool = False) -> None:
 
 
 def migrate() -> None:
-    """Create or alter the tables on the primary, then close the connection."""
+    """Create or alter the tables on the primary, then close the connection. The pictures'
+    store is made ready too: a database store makes its own tables when first used, and
+    ``scalekit uploads gc`` opens it without making anything (a mistyped URL is an error)."""
     dal = replicas.connect(pool_size=0)
     try:
         define_tables(dal, migrate=True)
         dal.commit()
     finally:
         dal.close()
+    with contextlib.closing(pictures.store.names()) as stored:  # its first use
+        next(stored, None)
+    pictures.store.close()
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:

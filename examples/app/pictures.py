@@ -15,7 +15,6 @@ import contextlib
 import config
 
 from scalekit import uploads
-from scalekit.uploads.downloads import Downloads
 
 store = uploads.open_store(config.UPLOADS)
 
@@ -37,7 +36,9 @@ _HEAD = 12
 PREFIX = "/download/"
 #: GET /download/<name>. Every picture of the guestbook is public, and the bytes under a
 #: name never change: browsers and shared caches may keep one for a year.
-downloads = Downloads(store, prefix=PREFIX, cache_control="public, max-age=31536000, immutable")
+downloads = uploads.Downloads(
+    store, prefix=PREFIX, cache_control="public, max-age=31536000, immutable"
+)
 
 
 def is_picture(name: str) -> bool:

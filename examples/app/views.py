@@ -24,8 +24,7 @@ from models import check_password, hash_password
 from scalekit import __version__, db, sessions
 from scalekit.core.errors import CacheUnavailable, InvalidArgument
 from scalekit.maintenance import READ_ONLY, State, format_time
-from scalekit.uploads import UploadTooLarge
-from scalekit.uploads.receive import limit_body, receive
+from scalekit.uploads import UploadTooLarge, limit_body, receive
 
 MAX_FORM = 16 * 1024
 #: The most bytes of a signing request: the picture and the form's text around it.
