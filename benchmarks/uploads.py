@@ -11,10 +11,13 @@ the service, ranged ``get_object`` through boto3).
 This process (the client) and the store servers run on one CPU, every gunicorn on another
 (``taskset``); the servers are private ones started here (``tests/servers.py``). The file is
 made from a fixed seed and stored once in each store; every case's first download is
-checked (SHA-256, headers) and untimed. The cases take turns in each round, one later each
-round; figures are medians over the rounds, a ratio is the median of the per-round ratios
-to the baseline, a spread the middle half of the per-round MB/s. The worker's CPU per
-download (user + system) shows what the server does for the bytes: sendfile costs little.
+checked (SHA-256, headers) and untimed. 1. the claim: the file store and the baseline alone,
+taking turns; 2. every store beside the baseline. The cases take turns in each round, one
+later each round, a turn downloading the file as often as fits in a second; figures are
+medians over the rounds, a ratio the median of the per-round ratios to the baseline, a
+spread the middle half of the per-round values. The worker's CPU per download (user +
+system) shows what the server does for the bytes (sendfile costs little), the store
+server's what the store costs.
 Run: ``.venv/bin/python benchmarks/uploads.py [--quick] [--cases file,s3]``
 """
 
@@ -29,6 +32,7 @@ import random
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,7 +42,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
 
-from harness import interleaved, median, per_round, spread, verdict
+from harness import interleaved, median, spread, verdict
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -55,11 +59,12 @@ MB = 1_000_000
 @dataclass(frozen=True)
 class Plan:
     size: int  # bytes of the file
-    rounds: int
+    claim_rounds: int  # 1.: the file store and the baseline alone
+    rounds: int  # 2.: every case
 
 
-FULL = Plan(size=100 * MB, rounds=21)
-QUICK = Plan(size=100 * MB, rounds=3)
+FULL = Plan(size=100 * MB, claim_rounds=31, rounds=21)
+QUICK = Plan(size=100 * MB, claim_rounds=5, rounds=3)
 
 
 # -- what each gunicorn serves (imported by the worker: ``uploads:served()``) ---------------
@@ -304,42 +309,43 @@ def checked(case: Case, digest: str, size: int) -> None:
 
 
 # -- the report ------------------------------------------------------------------------------
-def report(plan: Plan, cases: dict[str, Case], times: dict[str, list[float]]) -> None:
-    """The table: each case's MB/s, spread, ratio to the baseline, the worker's CPU."""
+def report(
+    title: str, size: int, cases: dict[str, Case], times: dict[str, list[float]], claim: bool
+) -> None:
+    """A table: each case's MB/s and spread, its ratio to the baseline (with the middle half
+    of the per-round ratios), the worker's and the store server's CPU per download; the
+    file store's verdict for the ``claim``."""
     speeds = {
-        name: [plan.size * case.repeat / MB / (us / 1e6) for us in times[name]]
+        name: [size * case.repeat / MB / (us / 1e6) for us in times[name]]
         for name, case in cases.items()
     }
+    print(f"\n{title} (median of {len(times['baseline'])} rounds)")
     print(
-        f"\nDownload of a {plan.size / MB:.0f} MB upload, whole (median of {plan.rounds} "
-        f"rounds; a turn: the downloads that fit in {TURN:g} s, at least one; spread: the "
-        "middle half of the per-round MB/s;\n   ratio: the median of the per-round MB/s over "
-        "the baseline's; CPU: user + system per download of the gunicorn worker and of the "
-        "store's server)"
-    )
-    print(
-        f"   {'case':<50}{'MB/s':>7}{'spread':>16}{'ratio':>8}{'worker CPU':>12}"
-        f"{'server CPU':>12}{'turn':>6}"
+        f"   {'case':<50}{'MB/s':>7}{'spread':>16}{'ratio':>8}{'ratio spread':>14}"
+        f"{'worker CPU':>12}{'server CPU':>12}{'turn':>6}"
     )
     for name, case in cases.items():
         mbs = speeds[name]
-        ratio = per_round(lambda c, b: c / b, mbs, speeds["baseline"])
+        ratios = [c / b for c, b in zip(mbs, speeds["baseline"], strict=True)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
         print(
             f"   {LABELS[name]:<50}{median(mbs):7.0f}{spread(mbs):>16}"
-            + (f"{'':8}" if name == "baseline" else f"{ratio:7.2f}x")
+            + (f"{'':22}" if name == "baseline" else f"{median(ratios):7.2f}x{q1:8.2f}..{q3:.2f}")
             + f"{median(case.cpu) * 1000:9.0f} ms"
             + (f"{median(case.server_cpu) * 1000:9.0f} ms" if case.server else f"{'-':>12}")
             + f"{case.repeat:5}x"
-            + (f"   target >= {TARGET:g}x {verdict(ratio >= TARGET)}" if name == "file" else "")
+            + (
+                f"   target >= {TARGET:g}x {verdict(median(ratios) >= TARGET)}"
+                if name == "file" and claim
+                else ""
+            )
         )
-    memory = (f"{name} {peak_rss(case.worker) / MB:.0f} MB" for name, case in cases.items())
-    print(f"   peak memory of each gunicorn worker (VmHWM): {', '.join(memory)}")
 
 
 # -- main ------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer rounds")
     every = ",".join(STORES)
     parser.add_argument("--cases", default=every, help=f"the stores measured (default: {every})")
     args = parser.parse_args()
@@ -380,8 +386,25 @@ def main() -> None:
             start = time.perf_counter()
             download(case.port, case.path, BUFFER)
             case.repeat = max(1, round(TURN / (time.perf_counter() - start)))
+        print(
+            f"\nA {plan.size / MB:.0f} MB upload downloaded whole, cases taking turns (a turn: "
+            f"the downloads that fit in {TURN:g} s, at least one); spread: the middle half of the "
+            "per-round MB/s;\nratio: the median of the per-round MB/s over the baseline's; CPU: "
+            "user + system per download of the gunicorn worker and of the store's server"
+        )
+        if "file" in cases:
+            claim = {name: cases[name] for name in ("baseline", "file")}
+            times = interleaved(claim, number=1, rounds=plan.claim_rounds)
+            report(
+                "1. The claim: the file store beside the baseline", plan.size, claim, times, True
+            )
+        for case in cases.values():
+            case.cpu.clear()
+            case.server_cpu.clear()
         times = interleaved(cases, number=1, rounds=plan.rounds)
-        report(plan, cases, times)
+        report("2. Every store beside the baseline", plan.size, cases, times, False)
+        memory = (f"{name} {peak_rss(case.worker) / MB:.0f} MB" for name, case in cases.items())
+        print(f"   peak memory of each gunicorn worker (VmHWM): {', '.join(memory)}")
         print(f"   load average at the end: {os.getloadavg()[0]:.1f}")
 
 
