@@ -179,6 +179,15 @@ def test_sqlite_serves_a_read_while_an_upload_is_written(tmp_path, table):
         assert len(list(store.names())) == 2
 
 
+def test_an_apps_table_is_never_taken_for_the_store(url, raw, table):
+    raw.define_table(table, Field("name"), Field("email"), migrate=True)
+    raw.commit()
+    store = open_store(url, table=table)
+    with contextlib.closing(store), pytest.raises(ConfigError, match="not an upload table"):
+        store.save(b"x", "x.txt")
+    assert sql.columns(raw, table) == {"id", "name", "email"}
+
+
 # -- opening an existing store only ---------------------------------------------------------
 def test_without_create_a_missing_sqlite_file_is_not_found(tmp_path):
     store = open_store(f"sqlite://{tmp_path}/none.sqlite?create=false")

@@ -357,8 +357,13 @@ class DatabaseStore(UploadStore):
         )
         with sql.schema_lock(db, f"uploads:{self.table}"):
             for name, fields, indexes in specs:
-                wanted = {field.name.lower() for field in fields()}
-                if not wanted <= (sql.columns(db, name) or set()):
+                wanted, found = {field.name.lower() for field in fields()}, sql.columns(db, name)
+                if found and not found & (wanted - {"name"}):  # never alter an app's table
+                    raise ConfigError(
+                        f"{self.url}: table {name} is not an upload table (it has none of "
+                        f"{', '.join(sorted(wanted - {'name'}))}); give table=<a free name>"
+                    )
+                if not wanted <= (found or set()):
                     sql.migrate_table(db, name, fields, indexes)
             db.commit()
 
