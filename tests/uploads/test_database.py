@@ -269,6 +269,9 @@ def test_a_forged_upload_row_is_corrupt_and_a_bad_name_never_listed(store, raw, 
     run(raw, f"UPDATE {table} SET chunk_size = 0 WHERE name = ?;", name)
     with pytest.raises(UploadCorrupt, match="chunk_size 0"):
         store.read(name)
+    run(raw, f"UPDATE {table} SET size = NULL, chunk_size = NULL WHERE name = ?;", name)
+    with pytest.raises(UploadCorrupt, match="size -1"):
+        store.read(name)
     columns = "(name, size, sha256, chunk_size, created)"
     run(raw, f"INSERT INTO {table} {columns} VALUES (?, 1, '', 1, 0);", "../../etc/passwd")
     assert {info.name for info in store.names()} == {name}

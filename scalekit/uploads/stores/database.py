@@ -185,7 +185,9 @@ class DatabaseStore(UploadStore):
             rows = tables.select(
                 "SELECT name, size, chunk_size FROM {upload} WHERE name = ?;", name
             )
-            stored = [_Stored(int(size), int(each)) for key, size, each in rows if key == name]
+            stored = [
+                _Stored(_whole(size), _whole(each)) for key, size, each in rows if key == name
+            ]
             blob = None if stored else self.blobs.value(tables, name)
         if blob is not None:
             return _slices(blob, start, end)
@@ -397,7 +399,12 @@ class DatabaseStore(UploadStore):
 
 def _info(row: tuple) -> UploadInfo:
     name, size, sha256, created = row
-    return UploadInfo(name, int(size), float(created), sha256 or None)
+    return UploadInfo(name, _whole(size), float(created or 0), sha256 or None)
+
+
+def _whole(value: Any) -> int:
+    """A size column's value; -1 for NULL (a row no write makes: a read calls it corrupt)."""
+    return -1 if value is None else int(value)
 
 
 def _slices(data: Any, start: int, end: int | None) -> Iterator[bytes]:
