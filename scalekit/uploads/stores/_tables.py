@@ -1,5 +1,5 @@
 """The tables of :class:`~scalekit.uploads.stores.database.DatabaseStore` (their layout is in
-its module's docstring): fields, indexes, and the statements run on them."""
+its module's docstring): fields, indexes, how they are made, and the statements run on them."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pydal import DAL, Field
 from pydal.helpers.classes import SQLCustomType
 
 from scalekit.connect import sql
+from scalekit.core.errors import ConfigError
 
 #: The longest upload name (one file system name), the length of the name columns.
 NAME_LENGTH = 255
@@ -40,6 +41,30 @@ def upload_fields(engine: str) -> Callable[[], list[Field]]:
 def chunk_fields(engine: str) -> Callable[[], list[Field]]:
     """The fields of the chunk table, one row per ``chunk_size`` bytes of an upload."""
     return lambda: [name_field(engine), Field("seq", "integer"), Field("data", "blob")]
+
+
+def make_tables(db: DAL, engine: str, upload: str, chunk: str, where: str) -> None:
+    """Create the ``upload`` and ``chunk`` tables, or add what they lack, one connection at
+    a time (a table is complete once its maker lets go: its indexes too); nothing more than
+    a catalog query per table when they are complete: an index made again would wait for
+    every upload being written (PostgreSQL locks the table first). A table that has none
+    of the store's columns is an app's: :class:`ConfigError` naming ``where``, unaltered."""
+    specs = (
+        (upload, upload_fields(engine), UPLOAD_INDEXES),
+        (chunk, chunk_fields(engine), CHUNK_INDEXES),
+    )
+    with sql.schema_lock(db, f"uploads:{upload}"):
+        for name, fields, indexes in specs:
+            wanted, found = {field.name.lower() for field in fields()}, sql.columns(db, name)
+            ours = wanted - {"name"}
+            if found and not found & ours:
+                raise ConfigError(
+                    f"{where}: table {name} is not an upload table (it has none of "
+                    f"{', '.join(sorted(ours))}); give table=<a free name>"
+                )
+            if not wanted <= (found or set()):
+                sql.migrate_table(db, name, fields, indexes)
+        db.commit()
 
 
 def like(prefix: str) -> str:

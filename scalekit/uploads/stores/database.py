@@ -53,14 +53,7 @@ from scalekit.core.urls import BackendURL
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
 from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores._blobs import Blobs
-from scalekit.uploads.stores._tables import (
-    CHUNK_INDEXES,
-    UPLOAD_INDEXES,
-    Tables,
-    chunk_fields,
-    like,
-    upload_fields,
-)
+from scalekit.uploads.stores._tables import Tables, like, make_tables
 from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore, blocks_of
 
 __all__ = ["DatabaseStore"]
@@ -340,34 +333,13 @@ class DatabaseStore(UploadStore):
                     f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
                 )
             if self.create:
-                self._make_tables(db, engine)
+                make_tables(db, engine, self.table, self.chunk_table, self.url)
             chunked = self.create or self._tables_exist(db)
             self.blobs.check(db)
             db.commit()
         except db._adapter.driver.Error as exc:
             raise self._unavailable(exc) from exc
         return Tables(db, self.table, self.chunk_table, chunked=chunked)
-
-    def _make_tables(self, db: DAL, engine: str) -> None:
-        """Create the tables, or add what they lack, one connection at a time (a table is
-        complete once its maker lets go: its indexes too); nothing more than a catalog
-        query per table when they are complete: an index made again would wait for every
-        upload being written (PostgreSQL locks the table first)."""
-        specs = (
-            (self.table, upload_fields(engine), UPLOAD_INDEXES),
-            (self.chunk_table, chunk_fields(engine), CHUNK_INDEXES),
-        )
-        with sql.schema_lock(db, f"uploads:{self.table}"):
-            for name, fields, indexes in specs:
-                wanted, found = {field.name.lower() for field in fields()}, sql.columns(db, name)
-                if found and not found & (wanted - {"name"}):  # never alter an app's table
-                    raise ConfigError(
-                        f"{self.url}: table {name} is not an upload table (it has none of "
-                        f"{', '.join(sorted(wanted - {'name'}))}); give table=<a free name>"
-                    )
-                if not wanted <= (found or set()):
-                    sql.migrate_table(db, name, fields, indexes)
-            db.commit()
 
     def _tables_exist(self, db: DAL) -> bool:
         """Whether the upload and chunk tables exist; without ``blobs`` to read, a missing
