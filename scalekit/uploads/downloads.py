@@ -46,7 +46,7 @@ from scalekit.wsgi.conditional import (
     parse_range,
 )
 from scalekit.wsgi.http import header_value, request_line
-from scalekit.wsgi.pages import TEXT, page, unavailable
+from scalekit.wsgi.pages import TEXT, Page, page, unavailable
 
 __all__ = ["INLINE_TYPES", "SECURITY_HEADERS", "Downloads", "download"]
 
@@ -142,7 +142,10 @@ class Downloads:
             return _error(start_response, "404 Not Found")
         except StoreUnavailable as exc:
             log.warning("%s: %s", request_line(environ), exc)
-            return unavailable("the upload store", _RETRY_AFTER).send(start_response)
+            busy = unavailable("the upload store", _RETRY_AFTER)
+            return Page(busy.status, [*busy.headers, *SECURITY_HEADERS], busy.body).send(
+                start_response
+            )
         except UploadCorrupt as exc:
             log.error("%s: %s", request_line(environ), exc)
             return _error(start_response, "500 Internal Server Error")

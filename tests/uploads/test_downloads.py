@@ -265,6 +265,8 @@ def test_a_store_that_cannot_be_reached_is_a_503(store, caplog):
     with caplog.at_level(logging.WARNING, "scalekit.uploads"):
         response = request(Downloads(store), f"/download/{name}")
     assert response.status == 503 and response.header("Retry-After")
+    assert response.header("X-Content-Type-Options") == "nosniff"
+    assert response.header("Content-Security-Policy").startswith("sandbox")
     assert b"upload store cannot be reached" in response.body
     assert b"Traceback" not in response.body and store.root.encode() not in response.body
     assert any(store.root in record.getMessage() for record in caplog.records)
