@@ -87,8 +87,7 @@ def served() -> Callable:
     app on ``SCALEKIT_BENCH_FILE``, or ``Downloads`` on the store ``SCALEKIT_BENCH_STORE``."""
     if PATH_VAR in os.environ:
         return plain_file(os.environ[PATH_VAR])
-    from scalekit.uploads import open_store
-    from scalekit.uploads.downloads import Downloads
+    from scalekit.uploads import Downloads, open_store
 
     return Downloads(open_store(os.environ[STORE_VAR]))
 
