@@ -138,16 +138,24 @@ class Server(_Runs):
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def _pids(self) -> list[int]:
+        """The processes that make up the server (one, unless a subclass says more)."""
+        return [self.process.pid]
+
     def freeze(self) -> None:
-        """Stop the process (SIGSTOP) and wait until every thread of it has stopped (the
-        signal takes effect asynchronously): connections stay open, nothing answers."""
-        self.process.send_signal(signal.SIGSTOP)
-        deadline, tasks = time.monotonic() + 5, f"/proc/{self.process.pid}/task"
+        """Stop every process of the server (SIGSTOP) and wait until each of their threads
+        has stopped (the signal takes effect asynchronously): connections stay open,
+        nothing answers."""
+        pids = self._pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             states = []
-            for task in os.listdir(tasks):
-                with open(f"{tasks}/{task}/stat") as stat:
-                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+            for pid in pids:
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/stat") as stat:
+                        states.append(stat.read().rsplit(")", 1)[1].split()[0])
             if all(state in "tT" for state in states):
                 return
             time.sleep(0.01)
@@ -159,8 +167,9 @@ class Server(_Runs):
         self.process.wait()
 
     def thaw(self) -> None:
-        """Let a frozen process run again (SIGCONT)."""
-        self.process.send_signal(signal.SIGCONT)
+        """Let a frozen server run again (SIGCONT)."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
 
     @contextlib.contextmanager
     def frozen(self) -> Iterator[None]:
@@ -728,6 +737,14 @@ class PostgresServer(Server):
             find_binary("pg_ctl"), "-D", self.datadir, "-l", self.log_path, "-o", settings,
             "-w", "-t", str(int(START_TIMEOUT)), "start",
         )  # fmt: skip
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (a backend per connection, background workers):
+        pg_ctl started them, so there is no process of ours to signal."""
+        with open(os.path.join(self.datadir, "postmaster.pid")) as pidfile:
+            postmaster = int(pidfile.readline())
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as children:
+            return [postmaster, *map(int, children.read().split())]
 
     def stop_cluster(self, check: bool = True) -> None:
         """``pg_ctl stop -m fast``: the data stays on disk for ``start_cluster``."""

@@ -6,8 +6,6 @@ StoreUnavailable, the request gets 503, and all is well once the server runs aga
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import threading
 import time
 
@@ -23,35 +21,6 @@ SECRET = "frozen-secret-0123456789abcdef-0123"
 BOUND = 1  # the statement timeout the tests set, in seconds
 #: the promised bound: the statement timeout, the driver's margin after it, and a slow VM
 DEADLINE = BOUND + 3
-
-
-def _cluster(server: PostgresServer) -> list[int]:
-    """The postmaster and its children (a backend per connection, the background workers)."""
-    with open(os.path.join(server.datadir, "postmaster.pid")) as pidfile:
-        postmaster = int(pidfile.readline())
-    with open(f"/proc/{postmaster}/task/{postmaster}/children") as children:
-        return [postmaster, *map(int, children.read().split())]
-
-
-@contextlib.contextmanager
-def frozen(server: PostgresServer):
-    pids = _cluster(server)
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    try:
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            states = []
-            for pid in pids:
-                with open(f"/proc/{pid}/stat") as stat:
-                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
-            if all(state in "tT" for state in states):
-                break
-            time.sleep(0.01)
-        yield
-    finally:
-        for pid in pids:
-            os.kill(pid, signal.SIGCONT)
 
 
 def within(seconds: float, call):
@@ -86,7 +55,7 @@ def test_a_frozen_server_fails_a_session_read_within_the_bound(postgres, app_nam
 
         def load_twice():  # in one thread: the second load reuses the first's connection
             assert store.load(SID).data == b"kept"
-            with frozen(postgres):
+            with postgres.frozen():
                 return store.load(SID)
 
         failure, took = within(DEADLINE + 1, load_twice)
@@ -109,7 +78,7 @@ def test_a_request_gets_503_within_the_bound(postgres, app_name):
 
         def requests():  # one thread, as a server's worker: its connection is open
             assert client.get("/set").text == "ann"
-            with frozen(postgres):
+            with postgres.frozen():
                 return client.get("/read")
 
         response, took = within(DEADLINE + 1, requests)

@@ -29,7 +29,6 @@ from scalekit.uploads import (
 )
 from scalekit.uploads.stores import CHUNK
 from tests.servers import MariaDBServer, PostgresServer
-from tests.sessions.test_frozen_database import frozen
 
 #: A short statement bound for the private servers: a frozen one fails a call in ~2 s.
 BOUND = 1
@@ -478,10 +477,9 @@ def private(request):
     on it with a short statement bound."""
     if request.param == "postgres":
         server = request.getfixturevalue("private_postgres")
-        freeze = lambda: frozen(server)  # noqa: E731 - every process of the cluster
     else:
         server = request.getfixturevalue("private_mariadb")
-        freeze = server.frozen
+    freeze = server.frozen
     url = f"{server.url}?statement_timeout={BOUND}"
     store = open_store(url, table=f"up_{uuid.uuid4().hex[:12]}", chunk_size=64 * 1024)
     yield freeze, store
