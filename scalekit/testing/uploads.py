@@ -288,7 +288,11 @@ class UploadStoreSuite:
 
     def test_hostile_prefixes_list_nothing(self, store):
         store.save(b"content", "x.txt")
-        for prefix in ["../", "/", "%", "_", "*", "upload.file.%", "\x00", "upload.file.."]:
+        hostile = [
+            "../", "/", "%", "_", "*", "upload.file.%", "\x00", "upload.file..", "!", "'",
+            "\\", "upload_file.", "upload.fil_.", "upload%", "[u]pload", "upload.*",
+        ]  # fmt: skip
+        for prefix in hostile:  # LIKE's wildcards and escapes, glob's, paths: taken as text
             assert listed(store, prefix) == {}, prefix
 
     # -- deletes and listing -----------------------------------------------------------
