@@ -10,12 +10,13 @@ gc`` (:mod:`scalekit.uploads.migrate`, :mod:`scalekit.uploads.gc`) operate on st
 from __future__ import annotations
 
 from scalekit.uploads.downloads import Downloads, download
-from scalekit.uploads.errors import UploadCorrupt, UploadNotFound, UploadTooLarge
+from scalekit.uploads.errors import BadUpload, UploadCorrupt, UploadNotFound, UploadTooLarge
 from scalekit.uploads.names import new_name, original_filename, parse_name
 from scalekit.uploads.receive import BodyLimit, Received, limit_body, receive
 from scalekit.uploads.stores import UploadInfo, UploadStore, open_store
 
 __all__ = [
+    "BadUpload",
     "BodyLimit",
     "Downloads",
     "Received",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scalekit.core.errors import CorruptData, InvalidArgument, StoreNotFound
 
-__all__ = ["UploadCorrupt", "UploadNotFound", "UploadTooLarge"]
+__all__ = ["BadUpload", "UploadCorrupt", "UploadNotFound", "UploadTooLarge"]
 
 
 class UploadNotFound(StoreNotFound):
@@ -19,6 +19,12 @@ class UploadTooLarge(InvalidArgument):
     def __init__(self, limit: int, what: str = "the upload"):
         super().__init__(f"{what} is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+class BadUpload(InvalidArgument):
+    """The client's request body is not an upload :func:`~scalekit.uploads.receive.receive`
+    can store: malformed, cut short, empty, not a form, two files for one field. The client's
+    fault: ``BodyLimit`` and ``limit_body`` answer it with a 400."""
 
 
 class UploadCorrupt(CorruptData):

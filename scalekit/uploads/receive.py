@@ -5,7 +5,9 @@ streamed part by part into a store.
 announced larger than the limit with a 413 before reading a byte of it, and counts a body of
 unknown length (chunked) as the app reads it: the read that passes the limit raises
 :class:`~scalekit.uploads.errors.UploadTooLarge`, and whatever the app or its framework's
-parser makes of that (an exception, a 400, an empty form), the client gets the 413 page.
+parser makes of that (an exception, a 400, an empty form), the client gets the 413 page. A
+:class:`~scalekit.uploads.errors.BadUpload` the app lets out (a body :func:`receive` cannot
+store: the client's fault) gets a 400 page.
 
 ``receive(environ, store, max_size=..., table=..., field=...)`` reads a
 ``multipart/form-data`` body with :class:`multipart.PushMultipartParser` and hands each file
@@ -32,10 +34,10 @@ from multipart import (
 )
 
 from scalekit.core.errors import InvalidArgument
-from scalekit.uploads.errors import UploadTooLarge
+from scalekit.uploads.errors import BadUpload, UploadTooLarge
 from scalekit.uploads.stores.base import UploadStore
 from scalekit.wsgi.http import request_line
-from scalekit.wsgi.pages import TEXT, Page, page
+from scalekit.wsgi.pages import NO_STORE, TEXT, Page, page
 from scalekit.wsgi.response import ClosingBody, HeldResponse, close_body
 from scalekit.wsgi.views import per_view
 
@@ -57,6 +59,15 @@ def too_large(limit: int) -> Page:
     """The 413 page of a request body larger than ``limit`` bytes."""
     body = f"Content too large: the request is over a limit of {limit} bytes.\n".encode()
     return page("413 Content Too Large", TEXT, body, ("Cache-Control", "no-store"))
+
+
+#: The 400 page of a body :func:`receive` cannot store: general terms, nothing of the client's.
+_BAD_UPLOAD = page(
+    "400 Bad Request",
+    TEXT,
+    b"Bad request: the upload's body is malformed or incomplete.\n",
+    NO_STORE,
+)
 
 
 def content_length(environ: dict) -> int | None:
@@ -117,7 +128,8 @@ class BodyLimit:
     """WSGI middleware: request bodies of at most ``max_size`` bytes; a larger one gets
     the 413 page, refused before it is read when its length is announced, else as soon as
     the app reads past the limit. An :class:`UploadTooLarge` the app lets out (a lower
-    limit of its own: :func:`receive`'s, a field's ``max_size``) is a 413 too."""
+    limit of its own: :func:`receive`'s, a field's ``max_size``) is a 413 too; a
+    :class:`BadUpload` it lets out is a 400, if nothing of its answer went out yet."""
 
     def __init__(self, app: Callable, max_size: int):
         if not isinstance(max_size, int) or max_size < 0:
@@ -157,33 +169,41 @@ def limit_body(max_size: int) -> Callable[[Callable], Callable]:
 
 
 class _Refusal:
-    """When a request's answer becomes the 413, and sending it."""
+    """When a request's answer becomes a refusal, and sending it: the 413 page of a body over
+    a limit, or the 400 page of one the app found is no upload (:class:`BadUpload`)."""
 
     def __init__(self, environ: dict, start_response: Callable, body: LimitedInput,
                  response: HeldResponse):  # fmt: skip
         self.environ, self.start_response = environ, start_response
         self.body, self.response = body, response
         self.limit = body.max_size
+        self.bad: BadUpload | None = None  # the refusal is this 400, not the 413
 
     def due(self, exc: BaseException | None = None) -> bool:
         """True if nothing of the app's answer went out yet and the body passed the limit,
-        or ``exc`` says a lower limit was passed."""
+        or ``exc`` says a lower limit was passed (413) or the body is no upload (400)."""
         if self.response.sent:
             return False
         if isinstance(exc, UploadTooLarge):
             self.limit = min(self.limit, exc.limit)
             return True
-        return self.body.exceeded
+        self.bad = exc if isinstance(exc, BadUpload) and not self.body.exceeded else None
+        return self.bad is not None or self.body.exceeded
 
     def send(self) -> list[bytes]:
-        log.info("%s: 413, body over the limit of %d bytes", request_line(self.environ),
-                 self.limit)  # fmt: skip
-        return too_large(self.limit).send(self.start_response)
+        """Log the refusal (a client's reason escaped: it cannot forge a line), send its page."""
+        if self.bad is None:
+            answer, reason = too_large(self.limit), f"body over the limit of {self.limit} bytes"
+        else:
+            answer, reason = _BAD_UPLOAD, repr(str(self.bad)[:200])
+        log.info("%s: %s, %s", request_line(self.environ), answer.status[:3], reason)
+        return answer.send(self.start_response)
 
 
 class _Body(ClosingBody):
-    """The app's streamed body, its held response sent with the first chunk; the 413 page
-    instead if the app read past the limit (or failed for it) before anything was sent."""
+    """The app's streamed body, its held response sent with the first chunk; the refusal's
+    page instead if the app read past the limit (or failed for it, or for a body that is no
+    upload) before anything was sent."""
 
     def __init__(self, body: Iterable[bytes], response: HeldResponse, refuse: _Refusal):
         super().__init__(body)
@@ -232,9 +252,10 @@ def receive(
     ``fields`` (the client never picks it). Returns form field -> upload name.
 
     :class:`UploadTooLarge` once the body passes ``max_size`` bytes (before reading it, when
-    announced larger); :class:`~scalekit.core.errors.InvalidArgument` for a malformed body,
-    one that ends early (the client went away) or a urlencoded form. Either way, and on any
-    failure of the store, nothing this request stored is left."""
+    announced larger); :class:`BadUpload` for a malformed body, one that ends early (the
+    client went away), an empty one, a urlencoded form or two files for one field.
+    :class:`BodyLimit` answers the first with a 413, the second with a 400. Either way, and
+    on any failure of the store, nothing this request stored is left."""
     if field is None and not fields:
         raise InvalidArgument("receive needs field= or fields=: the client never picks names")
     length = content_length(environ)
@@ -252,11 +273,11 @@ def receive(
         if kind == "multipart/form-data":
             _receive_form(_events(chunks, options.get("boundary", "")), fields, save, received)
         elif kind in _FORM_TYPES:
-            raise InvalidArgument(f"a {kind} body holds no file: send multipart/form-data")
+            raise BadUpload(f"a {kind} body holds no file: send multipart/form-data")
         else:
             first = next(chunks, b"")
             if not first:
-                raise InvalidArgument("the request has no body: no file to store")
+                raise BadUpload("the request has no body: no file to store")
             key = field or fields[0]  # type: ignore[index]
             filename = _header_filename(environ.get("HTTP_CONTENT_DISPOSITION", ""))
             received[key] = save(itertools.chain([first], chunks), filename, key)
@@ -281,7 +302,7 @@ def _receive_form(events: Iterator[Any], fields: Sequence[str] | None,
             received.form.setdefault(name, _decoded(text, event.charset))
         elif event.filename and (fields is None or name in fields):
             if name in received:
-                raise InvalidArgument(f"more than one file for the form field {name!r:.80}")
+                raise BadUpload(f"more than one file for the form field {name!r:.80}")
             received[name] = save(payload, event.filename, name)
         else:  # no file chosen (an empty file name), or a field not asked for
             for _ in payload:
@@ -290,7 +311,7 @@ def _receive_form(events: Iterator[Any], fields: Sequence[str] | None,
 
 def _events(chunks: Iterator[bytes], boundary: str) -> Iterator[Any]:
     """The parser's events over the body: segments, their payload chunks, ``None`` at each
-    segment's end; a malformed or incomplete body is an :class:`InvalidArgument`."""
+    segment's end; a malformed or incomplete body is a :class:`BadUpload`."""
     try:
         with PushMultipartParser(boundary, max_segment_count=_MAX_PARTS) as parser:
             for chunk in chunks:
@@ -298,7 +319,7 @@ def _events(chunks: Iterator[bytes], boundary: str) -> Iterator[Any]:
                 if parser.closed:
                     return
     except MultipartError as exc:
-        raise InvalidArgument(f"malformed multipart/form-data body: {exc}") from None
+        raise BadUpload(f"malformed multipart/form-data body: {exc}") from None
 
 
 def _payload(events: Iterator[Any]) -> Iterator[bytes]:
@@ -330,13 +351,13 @@ def _decoded(data: bytes, charset: str | None) -> str:
 
 def _body_chunks(body: LimitedInput, length: int | None) -> Iterator[bytes]:
     """The request body in blocks: ``length`` bytes when announced (fewer: the client went
-    away, an :class:`InvalidArgument`), else to its end."""
+    away, a :class:`BadUpload`), else to its end."""
     left = length
     while left is None or left > 0:
         block = body.read(_BLOCK if left is None else min(_BLOCK, left))
         if not block:
             if left:
-                raise InvalidArgument(f"the request body ended {left} bytes short of its length")
+                raise BadUpload(f"the request body ended {left} bytes short of its length")
             return
         if left is not None:
             left -= len(block)

@@ -1,7 +1,8 @@
 """Uploads in: ``receive`` streams a multipart form (or a raw body) into every store, the
 limit passed, a malformed body or a client gone leaves nothing stored; ``BodyLimit`` answers
 413 before reading an announced oversize body, and while reading one of unknown length,
-whatever the app's framework (Flask's parser) makes of it. Under a real gunicorn:
+whatever the app's framework (Flask's parser) makes of it; a malformed or cut-short body
+(``BadUpload``) is a 400, a programmer's error still raises. Under a real gunicorn:
 test_receive_served."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 from collections.abc import Iterator
 
@@ -18,7 +20,13 @@ from werkzeug.test import EnvironBuilder
 
 from scalekit.core.errors import InvalidArgument
 from scalekit.testing.uploads import Watermark
-from scalekit.uploads import UploadTooLarge, open_store, original_filename, parse_name
+from scalekit.uploads import (
+    BadUpload,
+    UploadTooLarge,
+    open_store,
+    original_filename,
+    parse_name,
+)
 from scalekit.uploads.receive import BodyLimit, limit_body, receive
 from tests.wsgi import Client
 
@@ -142,7 +150,7 @@ def test_a_body_past_the_limit_leaves_nothing_stored(store):
 def test_a_client_gone_mid_file_leaves_nothing_stored(store):
     first = file_part("a", "a.txt") + b"complete file\r\n"
     environ = streamed_form(3 * MB, stop_after=2 * MB, before=first)
-    with pytest.raises(InvalidArgument, match="short of its length"):
+    with pytest.raises(BadUpload, match="short of its length"):
         receive(environ, store, max_size=10 * MB, fields=["a", "picture"], table="guest")
     assert stored(store) == {}  # the complete first file removed too
 
@@ -189,7 +197,7 @@ def test_a_raw_body_is_one_upload_named_by_its_content_disposition(folder_store)
 
 def test_a_request_without_a_body_stores_nothing(folder_store):
     environ = {"REQUEST_METHOD": "PUT", "CONTENT_LENGTH": "0", "wsgi.input": io.BytesIO()}
-    with pytest.raises(InvalidArgument, match="no body"):
+    with pytest.raises(BadUpload, match="no body"):
         receive(environ, folder_store, max_size=MB, field="scan")
     assert stored(folder_store) == {}
 
@@ -214,8 +222,8 @@ def test_only_the_asked_fields_and_chosen_files_are_stored(folder_store):
          "holds no file"),
     ],
 )  # fmt: skip
-def test_a_malformed_body_is_an_invalid_argument(folder_store, environ, message):
-    with pytest.raises(InvalidArgument, match=message):
+def test_a_malformed_body_is_a_bad_upload(folder_store, environ, message):
+    with pytest.raises(BadUpload, match=message):
         receive(environ, folder_store, max_size=MB, field="a")
     assert stored(folder_store) == {}
 
@@ -226,7 +234,7 @@ def test_two_files_for_one_field_are_refused_and_nothing_is_kept(folder_store):
     environ = {"REQUEST_METHOD": "POST", "CONTENT_LENGTH": str(len(body)),
                "CONTENT_TYPE": f"multipart/form-data; boundary={BOUNDARY}",
                "wsgi.input": io.BytesIO(body)}  # fmt: skip
-    with pytest.raises(InvalidArgument, match="more than one file"):
+    with pytest.raises(BadUpload, match="more than one file"):
         receive(environ, folder_store, max_size=MB, field="a")
     assert stored(folder_store) == {}
 
@@ -248,8 +256,9 @@ def test_text_fields_in_an_unknown_charset_or_too_long(folder_store):
 
 
 def test_the_client_never_picks_the_names_field(folder_store):
-    with pytest.raises(InvalidArgument, match="field= or fields="):
+    with pytest.raises(InvalidArgument, match="field= or fields=") as raised:
         receive(form_environ({}), folder_store, max_size=MB)
+    assert not isinstance(raised.value, BadUpload)  # the programmer's error, not the client's
 
 
 # -- BodyLimit -------------------------------------------------------------------------
@@ -345,4 +354,61 @@ def test_a_lower_limit_passed_while_the_body_streams_is_a_413(folder_store):
 
     status, body = call(BodyLimit(app, MB), streamed_form(5000, length=False))
     assert status == 413 and b"limit of 1000 bytes" in body
+    assert stored(folder_store) == {}
+
+
+def cut_short() -> dict:
+    """A form whose client goes away mid-file, after a complete first file."""
+    first = file_part("a", "a.txt") + b"complete file\r\n"
+    return streamed_form(300_000, stop_after=200_000, before=first)
+
+
+def malformed() -> dict:
+    """A form whose second part's header is no header, after a complete first file."""
+    body = (file_part("a", "a.txt") + b"complete file\r\n"
+            + f"--{BOUNDARY}\r\n<script>alert(1)</script>\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()
+            )  # fmt: skip
+    return {"REQUEST_METHOD": "POST", "PATH_INFO": "/up", "CONTENT_LENGTH": str(len(body)),
+            "CONTENT_TYPE": f"multipart/form-data; boundary={BOUNDARY}",
+            "wsgi.input": io.BytesIO(body)}  # fmt: skip
+
+
+@pytest.mark.parametrize("make_environ", [cut_short, malformed])
+def test_body_limit_answers_a_bad_upload_400_and_nothing_is_stored(folder_store, make_environ,
+                                                                    caplog):  # fmt: skip
+    @limit_body(10 * MB)
+    def view(environ, start_response):
+        received = receive(environ, folder_store, max_size=MB, fields=["a", "picture"])
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps(received).encode()]
+
+    started = []
+    with caplog.at_level(logging.INFO, logger="scalekit.uploads"):
+        body = b"".join(view(make_environ(), lambda *args: started.append(args)))
+    ((status, headers, *_),) = started
+    assert status == "400 Bad Request" and stored(folder_store) == {}
+    assert body == b"Bad request: the upload's body is malformed or incomplete.\n"
+    assert ("Content-Type", "text/plain; charset=utf-8") in headers
+    assert ("Cache-Control", "no-store") in headers
+    assert ": 400, " in caplog.text and "POST /" in caplog.text
+
+
+def test_a_bad_upload_after_the_answer_started_or_a_programmers_error_is_raised(folder_store):
+    def streaming(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        yield b"storing..."
+        receive(environ, folder_store, max_size=MB, field="a")
+
+    with pytest.raises(BadUpload, match="short of its length"):
+        call(BodyLimit(streaming, MB), cut_short())
+
+    @limit_body(MB)
+    def unnamed(environ, start_response):
+        return receive(environ, folder_store, max_size=MB)
+
+    with pytest.raises(InvalidArgument, match="field= or fields=") as raised:
+        call(unnamed, malformed())
+    assert not isinstance(raised.value, BadUpload)
+    with pytest.raises(InvalidArgument, match="max_size must be a number"):
+        BodyLimit(reading_app, "1 MB")
     assert stored(folder_store) == {}

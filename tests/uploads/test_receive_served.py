@@ -1,7 +1,8 @@
 """Uploads in, under a real gunicorn (one sync worker): a 50 MB POST over a 1 MB limit is
 answered 413 without the server reading it (announced, or chunked and counted, also when
-Flask's own parser reads it); a form under the limit is stored; a client that goes away
-mid-form leaves nothing in the store."""
+Flask's own parser reads it); a form under the limit is stored; a malformed form, or one cut
+short by a client that stops sending, is answered 400 by ``BodyLimit`` and leaves nothing in
+the store."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, request
 
-from scalekit.core.errors import InvalidArgument
 from scalekit.uploads import open_store
 from scalekit.uploads.receive import BodyLimit, receive
 from tests.gunicorn import gunicorn
@@ -23,13 +23,11 @@ from tests.uploads.test_receive import BOUNDARY, MB, file_part, form_environ, st
 
 
 def _gunicorn_view(environ, start_response):
-    """Stores the picture of a form into the store named by ``UPLOADS_TEST_STORE``."""
+    """Stores the picture of a form into the store named by ``UPLOADS_TEST_STORE``; a bad
+    form is left to ``BodyLimit`` (a 400)."""
     store = open_store(os.environ["UPLOADS_TEST_STORE"])
     try:
         received = receive(environ, store, max_size=MB, table="guest", field="picture")
-    except InvalidArgument:
-        start_response("400 Bad Request", [("Content-Type", "text/plain")])
-        return [b"bad form"]
     finally:
         store.close()
     answer = json.dumps(received).encode()
@@ -160,15 +158,28 @@ def test_gunicorn_stores_a_form_under_the_limit(served, folder_store):
     assert stored(folder_store) == {name: data}
 
 
-def test_gunicorn_removes_what_a_client_gone_mid_form_stored(served, folder_store):
-    first = file_part("picture", "first.png") + b"a whole first file\r\n"
+FIRST = file_part("picture", "first.png") + b"a whole first file\r\n"
+BAD_FORM = b"Bad request: the upload's body is malformed or incomplete.\n"
+
+
+def test_gunicorn_answers_400_to_a_form_cut_short_and_keeps_nothing(served, folder_store):
     second = file_part("picture2", "second.png") + b"y" * 100_000
     headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
-               "Content-Length": str(len(first) + len(second) + 500_000)}  # fmt: skip
-    with socket.create_connection(("127.0.0.1", served)) as sock:
+               "Content-Length": str(len(FIRST) + len(second) + 500_000)}  # fmt: skip
+    with socket.create_connection(("127.0.0.1", served), timeout=20) as sock:
         head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-        sock.sendall(f"POST / HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode() + first + second)
-    # one sync worker: this request is answered only after the one cut short ended
+        sock.sendall(f"POST / HTTP/1.1\r\nHost: test\r\n{head}\r\n".encode() + FIRST + second)
+        sock.shutdown(socket.SHUT_WR)  # the client stops sending, still listens
+        response = _read_response(sock)
+    assert response.startswith(b"HTTP/1.1 400 ") and response.endswith(b"\r\n\r\n" + BAD_FORM)
+    assert stored(folder_store) == {}
     urlencoded = {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "0"}
-    status, _, _ = post(served, iter([]), urlencoded)
-    assert status == 400 and stored(folder_store) == {}
+    assert post(served, iter([]), urlencoded)[::2] == (400, BAD_FORM)
+
+
+def test_gunicorn_answers_400_to_a_malformed_form_and_keeps_nothing(served, folder_store):
+    body = FIRST + f"--{BOUNDARY}\r\n<b>no header</b>\r\n\r\nx\r\n--{BOUNDARY}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}",
+               "Content-Length": str(len(body))}  # fmt: skip
+    assert post(served, iter([body]), headers)[::2] == (400, BAD_FORM)
+    assert stored(folder_store) == {}
