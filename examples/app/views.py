@@ -22,9 +22,9 @@ import templates
 from models import check_password, hash_password
 
 from scalekit import __version__, db, sessions
-from scalekit.core.errors import CacheUnavailable, InvalidArgument
+from scalekit.core.errors import CacheUnavailable
 from scalekit.maintenance import READ_ONLY, State, format_time
-from scalekit.uploads import UploadTooLarge, limit_body, receive
+from scalekit.uploads import limit_body, receive
 
 MAX_FORM = 16 * 1024
 #: The most bytes of a signing request: the picture and the form's text around it.
@@ -125,12 +125,9 @@ def sign(environ: dict, start_response: Callable) -> Iterable[bytes]:
     if not session.user:  # the body is not even read
         _save(session, flash="Sign in to sign the guestbook.")
         return _redirect(start_response)
-    try:
-        form, picture = _signing_form(environ)
-    except UploadTooLarge:
-        raise  # limit_body answers 413
-    except InvalidArgument as exc:  # a malformed form, or one cut short
-        return _respond(start_response, "400 Bad Request", f"{exc}\n", "text/plain")
+    # Over the limit (UploadTooLarge), malformed or cut short (BadUpload): limit_body
+    # answers 413 or 400, and nothing of the body is left stored.
+    form, picture = _signing_form(environ)
     kept = False
     try:
         kept = _sign(session, form, picture)
