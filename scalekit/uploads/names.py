@@ -19,6 +19,8 @@ import secrets
 import unicodedata
 from typing import NamedTuple
 
+from scalekit.wsgi.conditional import shown_name
+
 __all__ = ["MAX_NAME", "NAME", "Parsed", "new_name", "original_filename", "parse_name"]
 
 #: The longest name made or read: one file system name.
@@ -70,14 +72,14 @@ def new_name(filename: str, table: str = "upload", field: str = "file") -> str:
 
 def original_filename(name: str) -> str:
     """The file name the client gave, read back from the name (base 64, or web2py's older
-    base 16), made safe to show: no path, quote, semicolon or control character, and ending
+    base 16), made safe to show: no path, quote, semicolon, control or bidi character, ending
     in the name's extension (a long name was cut); ``<table>.<extension>`` when nothing of
     it can be read."""
     parsed = parse_name(name)
     if parsed is None:
         raise ValueError(f"not an upload name: {name!r:.80}")
     decoded = _decode(parsed.encoded)
-    cleaned = _UNSAFE_IN_FILENAME.sub("_", decoded).strip("._ ") if decoded else ""
+    cleaned = shown_name(_UNSAFE_IN_FILENAME.sub("_", decoded)).strip("._ ") if decoded else ""
     if not cleaned:
         return f"{parsed.table}.{parsed.extension}"
     suffix = "." + parsed.extension

@@ -22,6 +22,7 @@ __all__ = [
     "not_modified",
     "parse_http_date",
     "parse_range",
+    "shown_name",
 ]
 
 _RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE)
@@ -32,7 +33,18 @@ _MAX_DIGITS = 19  # 10**19 bytes: more than any file
 _NOT_PLAIN = re.compile(r"[^A-Za-z0-9 !#$&'()*+,\-.:=?@\[\]^_`{|}~]")
 #: RFC 5987 ``attr-char`` besides letters, digits and ``-._~`` (which ``quote`` keeps).
 _ATTR_CHARS = "!#$&+^`|"
-_UNSAFE_IN_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")  # controls and path separators
+#: Unicode categories that show nothing of their own: controls (CR, LF, NUL...), format
+#: characters (the bidi overrides that make ``invoice<U+202E>gpj.exe`` show as
+#: "invoiceexe.jpg"), line and paragraph separators.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def shown_name(text: str) -> str:
+    """``text`` with each control, bidi or other invisible format character and each path
+    separator made ``_``: a file name shown to a person as it will be saved."""
+    return "".join(
+        "_" if char in "/\\" or unicodedata.category(char) in _INVISIBLE else char for char in text
+    )
 
 
 def http_date(timestamp: float) -> str:
@@ -108,10 +120,11 @@ def content_disposition(filename: str, inline: bool = False) -> str:
     """The ``Content-Disposition`` value (RFC 6266) for a file the client saves as
     ``filename``: ``attachment`` (or ``inline``), an ASCII ``filename="..."`` every client
     reads, and ``filename*=UTF-8''...`` (RFC 5987) when the name is not plain ASCII.
-    Control characters and path separators are dropped from the name (a CR or LF cannot end
-    the header, a ``/`` cannot name a folder); no name is sent when nothing is left."""
+    Control, bidi and other invisible characters and path separators become ``_`` (a CR or
+    LF cannot end the header, a ``/`` cannot name a folder, an override cannot disguise the
+    extension); no name is sent when nothing is left."""
     kind = "inline" if inline else "attachment"
-    name = _UNSAFE_IN_NAME.sub("_", unicodedata.normalize("NFC", filename or "")).strip()
+    name = shown_name(unicodedata.normalize("NFC", filename or "")).strip()
     if not name:
         return kind
     ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")

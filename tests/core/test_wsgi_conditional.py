@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import email.message
 import email.policy
+import unicodedata
 from urllib.parse import unquote
 
 import pytest
@@ -125,3 +126,17 @@ def test_content_disposition_without_a_name():
     assert content_disposition("🎉") == (
         "attachment; filename=\"download\"; filename*=UTF-8''%F0%9F%8E%89"
     )
+
+
+@pytest.mark.parametrize(
+    "filename",
+    ["invoice\u202egpj.exe", "a\u2066b\u2069.exe", "x\u200f.exe", "p\u2028q.exe", "r\u061c.exe"],
+)
+def test_content_disposition_shows_no_invisible_character(filename):
+    """A right-to-left override would show ``invoice<RLO>gpj.exe`` as "invoiceexe.jpg"."""
+    value = content_disposition(filename)
+    fallback = value.split('filename="', 1)[1].split('"', 1)[0]
+    full = unquote(value.split("filename*=UTF-8''", 1)[1]) if "filename*" in value else fallback
+    for saved in (fallback, full):
+        assert saved.endswith(".exe")
+        assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in saved)

@@ -197,6 +197,7 @@ def test_pictures_text_sound_and_video_are_inline(store, filename):
         ("C:\\a\\b.png", 'inline; filename="b.png"'),
         ("é 🎉.txt", "inline; filename=\"e_.txt\"; filename*=UTF-8''%C3%A9_%F0%9F%8E%89.txt"),
         ('x"\r\nSet-Cookie: a=b.txt', 'inline; filename="x_Set-Cookie:_a=b.txt"'),
+        ("invoice\u202egpj.exe", 'attachment; filename="invoice_gpj.exe"'),  # no RLO spoof
     ],
 )
 def test_the_clients_file_name_comes_back_safe(store, filename, disposition):
