@@ -47,6 +47,7 @@ from scalekit.wsgi.conditional import (
 )
 from scalekit.wsgi.http import header_value, request_line
 from scalekit.wsgi.pages import TEXT, Page, page, unavailable
+from scalekit.wsgi.response import ClosingBody
 
 __all__ = ["INLINE_TYPES", "SECURITY_HEADERS", "Downloads", "download"]
 
@@ -235,7 +236,9 @@ class Downloads:
                 return wrapper(handle, _FILE_BLOCK)
             handle.close()  # replaced since info(): stream what the store reads
         chunks = self.store.read(info.name, first, first + length)
-        return self._stream(chunks, environ, info.name, length)
+        # closed by the server also when it never iterates (a generator not started runs
+        # no finally): the store's file or S3 response is given back either way
+        return ClosingBody(self._stream(chunks, environ, info.name, length), _closer(chunks))
 
     def _stream(
         self, chunks: Iterator[bytes], environ: dict, name: str, length: int
@@ -254,9 +257,7 @@ class Downloads:
                       request_line(environ), sent, length, type(exc).__name__, exc)  # fmt: skip
             raise
         finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()
+            _closer(chunks)()
 
 
 @known_options(Downloads)
@@ -279,6 +280,11 @@ def download(store: UploadStore | str, **options: Any) -> Callable[[WSGIApp], WS
         return serve
 
     return decorate
+
+
+def _closer(chunks: Iterator[bytes]) -> Callable[[], None]:
+    """What closes a store's read: its ``close()``, or nothing for a plain iterator."""
+    return getattr(chunks, "close", None) or (lambda: None)
 
 
 def _etag(info: UploadInfo) -> str:

@@ -260,6 +260,22 @@ def test_a_symlink_planted_in_the_folder_is_not_served(store, tmp_path):
         assert response.status == 404 and b"root" not in response.body
 
 
+def open_files_under(folder: str) -> list[str]:
+    """The files under ``folder`` this process holds open."""
+    paths = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    return [path for path in paths if path.startswith(os.path.realpath(folder) + os.sep)]
+
+
+def test_a_body_closed_before_its_first_chunk_gives_the_stores_file_back(store):
+    """A server closes the body of a client that left before anything was sent."""
+    name = store.save(b"x" * 5000, "a.bin")
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/download/{name}", "HTTP_RANGE": "bytes=10-"}
+    body = Downloads(store)(environ, lambda status, headers, exc_info=None: None)
+    assert open_files_under(store.root)  # the store's read is open, nothing sent yet
+    body.close()
+    assert open_files_under(store.root) == []
+
+
 def test_a_store_that_cannot_be_reached_is_a_503(store, caplog):
     name = store.save(b"x", "a.txt")
     shutil.rmtree(store.root)  # the share unmounted
