@@ -5,10 +5,12 @@ Under gunicorn, on every backend and with a store failing half-way: test_downloa
 from __future__ import annotations
 
 import base64
+import gc
 import logging
 import os
 import shutil
 import time
+import warnings
 from wsgiref.util import FileWrapper
 
 import pytest
@@ -272,8 +274,12 @@ def test_a_body_closed_before_its_first_chunk_gives_the_stores_file_back(store):
     environ = {"REQUEST_METHOD": "GET", "PATH_INFO": f"/download/{name}", "HTTP_RANGE": "bytes=10-"}
     body = Downloads(store)(environ, lambda status, headers, exc_info=None: None)
     assert open_files_under(store.root)  # the store's read is open, nothing sent yet
-    body.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        body.close()  # closed, not left to the garbage collector ("unclosed file")
+        gc.collect()
     assert open_files_under(store.root) == []
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
 
 
 def test_a_store_that_cannot_be_reached_is_a_503(store, caplog):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -32,7 +32,7 @@ from scalekit.core.urls import BackendURL
 from scalekit.uploads.errors import UploadNotFound, UploadTooLarge
 from scalekit.uploads.names import new_name, parse_name
 
-__all__ = ["CHUNK", "Source", "UploadInfo", "UploadStore", "blocks_of", "chunks_of"]
+__all__ = ["CHUNK", "Reading", "Source", "UploadInfo", "UploadStore", "blocks_of", "chunks_of"]
 
 #: The most bytes one read yields (and the block a write reads its source in).
 CHUNK = 1 << 20
@@ -84,6 +84,25 @@ def blocks_of(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
             del held[:whole]
     if held:
         yield bytes(held)
+
+
+class Reading(Iterator[bytes]):
+    """A read's chunks with what holds them open (a file, a connection): ``close()``
+    releases it also before the first chunk, which a generator's own ``finally`` cannot."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]):
+        self._chunks, self._release = chunks, release
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._chunks, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._release()
 
 
 class Source:

@@ -39,7 +39,7 @@ from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL, FileURL
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
 from scalekit.uploads.names import Parsed, parse_name
-from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore
+from scalekit.uploads.stores.base import CHUNK, Reading, Source, UploadInfo, UploadStore
 
 __all__ = ["FileStore"]
 
@@ -131,7 +131,8 @@ class FileStore(UploadStore):
         parts, (fd, found) = self._find(name, "read", _open_regular)
         stop = found.st_size if end is None else min(end, found.st_size)
         path = os.path.join(self.root, *parts, name)
-        return self._chunks(os.fdopen(fd, "rb", buffering=0), start, stop, path)
+        file = os.fdopen(fd, "rb", buffering=0)
+        return Reading(self._chunks(file, start, stop, path), file.close)
 
     def _chunks(self, file: BinaryIO, start: int, stop: int, path: str) -> Iterator[bytes]:
         """The bytes ``start`` to ``stop`` of an open upload, closing it at the end."""
