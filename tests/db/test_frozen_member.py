@@ -9,7 +9,7 @@ import pytest
 from scalekit.db import ReplicaSet
 from scalekit.db.members import close
 from tests.servers import PostgresServer
-from tests.sessions.test_frozen_database import BOUND, DEADLINE, frozen, within
+from tests.sessions.test_frozen_database import BOUND, DEADLINE, within
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_a_statement_on_a_frozen_primary_fails_within_the_bound(postgres, tmp_pa
         db = replicas.connect()
         try:
             assert db.executesql("SELECT 1") == [(1,)]
-            with frozen(postgres):
+            with postgres.frozen():
                 return db.executesql("SELECT 1")
         finally:
             close(db, "rollback")
