@@ -2,8 +2,8 @@
 
 ``scalekit uploads migrate --from file:///old/uploads --to s3://bucket/uploads`` copies
 every upload under its name, verifies each copy by checksum, and can be run again to
-complete a migration that stopped (``--move``: each source deleted once its copy is
-verified). Cron, once a day:
+complete a migration that stopped (``--move``: each source deleted once its copy was read
+back and matched, also a copy already there). Cron, once a day:
 ``scalekit uploads gc --store $SCALEKIT_UPLOADS --db $SCALEKIT_DB_PRIMARY``.
 """
 
@@ -47,12 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     migrate.add_argument("--to", dest="destination", metavar="URL", required=True,
                          help="the store to copy to")  # fmt: skip
     migrate.add_argument("--move", action="store_true",
-                         help="delete each from the source once its copy is verified")  # fmt: skip
+                         help="delete each from the source once its copy was read back and "
+                         "matched (also the copies already there: each is read back)")  # fmt: skip
     migrate.add_argument("--rehash", action="store_true",
                          help="re-read the copies already there even where the destination "
                          "recorded a checksum (finds copies corrupted since)")  # fmt: skip
     migrate.add_argument("--dry-run", action="store_true",
-                         help="copy and delete nothing: count what would be copied")  # fmt: skip
+                         help="copy and delete nothing: count what would be copied (not "
+                         "checked: that the two URLs are not one store)")  # fmt: skip
     migrate.add_argument(
         "-j", "--jobs", type=positive(int), default=1, metavar="N",
         help="uploads copied at a time, a thread each (default 1; 8 or more for S3 or a "

@@ -11,14 +11,16 @@ copy that does not match is removed and counted as failed. A re-run skips what i
 at the destination with the same size and checksum (the checksum the destination recorded,
 else its bytes hashed again; ``rehash`` hashes them always), so a migration that was killed
 or failed half-way is completed by running it again. The source is never changed unless
-``move`` is given; then an upload is deleted from the source only once its copy is
-verified.
+``move`` is given; then an upload is deleted from the source only once its copy was read
+back and matched, also a copy already there: ``move`` reads every copy back, as
+``rehash`` does, because the checksum a store recorded is of the bytes it was given, not
+proof of the bytes it holds now.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import itertools
 import logging
 import secrets
 import threading
@@ -29,6 +31,7 @@ from typing import Any, TypeVar
 
 from scalekit.core.errors import ConfigError, ScalekitError, StoreUnavailable
 from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
+from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores.base import Source, UploadInfo, UploadStore
 
 __all__ = ["KEPT_FAILURES", "Migration", "migrate"]
@@ -39,6 +42,8 @@ log = logging.getLogger("scalekit.uploads")
 
 #: The failures a :class:`Migration` keeps with their reasons (all are counted and logged).
 KEPT_FAILURES = 1000
+#: In the key of a same-store probe: no store makes such a key (theirs are hex digits)
+_PROBE = "-scalekit-migrate-probe-"
 
 
 @dataclass
@@ -74,16 +79,20 @@ class Migration:
         return (self.ended or time.monotonic()) - self.started
 
     def summary(self) -> str:
-        """One line: copied, skipped, failed, (deleted,) bytes and seconds."""
+        """One line: copied, skipped, failed, (deleted,) bytes and seconds (a dry run: and
+        that the same-store check was not made)."""
         moved = f", {self.vanished:,} gone from the source" if self.vanished else ""
         moved += f", {self.deleted:,} deleted from the source" if self.deleted else ""
         if self.undeleted:
             moved += f", {self.undeleted:,} left at the source (it did not delete them)"
         copied = "would be copied" if self.dry_run else "copied"
-        return (
+        line = (
             f"{self.copied:,} {copied}, {self.skipped:,} skipped (already there), "
             f"{self.failed:,} failed{moved}, {self.bytes:,} bytes in {self.seconds:.1f} s"
         )
+        if self.dry_run:
+            line += "; not checked that the two URLs are two stores (a dry run writes no probe)"
+        return line
 
 
 def migrate(
@@ -98,24 +107,31 @@ def migrate(
     progress: Callable[[Migration], None] | None = None,
 ) -> Migration:
     """Copy every upload of ``source`` whose name starts with ``prefix`` to ``destination``
-    under the same name, verified; ``move``: delete each from the source once verified.
-    Two URLs of one store are a :class:`ConfigError` (a probe written to the destination
-    shows in the source). A failure of one upload (corrupt, refused) is counted and the
-    run goes on; a store that cannot be reached stops it
+    under the same name, verified; ``move``: delete each from the source once its copy was
+    read back and matched. Two URLs of one store are a :class:`ConfigError` (a probe
+    written to the destination shows in the source). A failure of one upload (corrupt,
+    refused) is counted and the run goes on; a store that cannot be reached stops it
     (:attr:`Migration.stopped`). ``jobs``: uploads copied at a time, each in a thread of
     its own (for a server store far away; an SQLite destination takes one writer at a
     time). ``dry_run``: copy and delete nothing, count what would be copied (the copies
-    already there are checked as a real run checks them; two URLs of one store are not
-    probed). ``progress`` is called with the running totals after each upload."""
+    already there are checked as a real run checks them; no probe is written, so two URLs
+    of one store are not found out, and the summary says so). ``progress`` is called with
+    the running totals after each upload."""
     if jobs < 1:
         raise ConfigError(f"jobs must be 1 or more, not {jobs!r}")
-    if source.url == destination.url or (not dry_run and _same_store(source, destination)):
+    listing = (info for info in source.names(prefix) if not _is_probe(info.name))
+    if source.url == destination.url or (
+        (first := next(listing, None)) is not None  # a source missing stops here
+        and not dry_run
+        and _same_store(source, destination, first.name)
+    ):
         raise ConfigError(
             f"{source.url} and {destination.url} are the same store (a copy onto itself, and "
             "--move would delete the only copy)"
         )
-    run = _Run(source, destination, source.names(prefix), move=move and not dry_run,
-               rehash=rehash, dry_run=dry_run, progress=progress)  # fmt: skip
+    listed = itertools.chain([first] if first is not None else [], listing)
+    run = _Run(source, destination, listed, move=move and not dry_run, rehash=rehash or move,
+               dry_run=dry_run, progress=progress)  # fmt: skip
     if jobs == 1:
         run.work()
     else:
@@ -125,7 +141,20 @@ def migrate(
 
 
 def _in_threads(run: _Run, jobs: int) -> None:
-    threads = [threading.Thread(target=run.work, args=(True,), daemon=True) for _ in range(jobs)]
+    """``run`` in ``jobs`` threads. Each closes the stores once every thread is done: a
+    database store's close ends this thread's connection (only its thread may), an S3
+    store's the clients all threads share (never while another is copying)."""
+    finished = threading.Barrier(jobs)
+
+    def work() -> None:
+        try:
+            run.work(threaded=True)
+        finally:
+            finished.wait()
+            run.source.close()
+            run.destination.close()
+
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(jobs)]
     for thread in threads:
         thread.start()
     try:
@@ -160,8 +189,8 @@ class _Run:
         self.error: BaseException | None = None
 
     def work(self, threaded: bool = False) -> None:
-        """Migrate uploads until none is left or the run stops; a thread of its own closes
-        its connections at the end (only their thread may)."""
+        """Migrate uploads until none is left or the run stops; in a thread of its own
+        (``threaded``), what stops it is kept for the caller's thread to raise."""
         try:
             while (listed := self._next()) is not None:
                 self._one(listed)
@@ -170,10 +199,6 @@ class _Run:
                 raise
             with self.lock:
                 self.error = self.error or exc
-        finally:
-            if threaded:
-                self.source.close()
-                self.destination.close()
 
     def stop(self, why: str) -> None:
         with self.lock:
@@ -232,13 +257,17 @@ class _Run:
             self.progress(self.done)
 
 
-def _same_store(source: UploadStore, destination: UploadStore) -> bool:
+def _same_store(source: UploadStore, destination: UploadStore, like: str) -> bool:
     """Whether an upload written to the destination shows in the source: one folder, table
-    or bucket under two URLs (a trailing slash, a symlink, another host name). The probes
-    of every run go to one folder of a folder store (``scalekit.migrate/00/``)."""
-    probe = f"scalekit.migrate.00{secrets.token_hex(15)}.probe"  # one folder: .../00/
-    with contextlib.suppress(UploadNotFound):  # a source missing stops here, nothing written
-        source.info(probe)
+    or bucket under two URLs (a trailing slash, a symlink, another host name). The probe is
+    named like ``like``, the first upload to copy: the same ``table.field`` and key's first
+    two characters (a folder store keeps it in the folder that upload's copy goes to, so it
+    makes no folder of its own), its key marked (:func:`_is_probe`: no migration copies
+    one). One a killed run left is an unreferenced upload that ``uploads gc`` removes."""
+    parsed = parse_name(like)
+    assert parsed is not None  # listed by a store
+    key = f"{parsed.key[:2]}{_PROBE}{secrets.token_hex(8)}"
+    probe = f"{parsed.table}.{parsed.field}.{key}.probe"
     destination.put(probe, b"")
     try:
         source.info(probe)
@@ -247,6 +276,12 @@ def _same_store(source: UploadStore, destination: UploadStore) -> bool:
     finally:
         destination.delete(probe)
     return True
+
+
+def _is_probe(name: str) -> bool:
+    """Whether ``name`` is a same-store probe (:func:`_same_store`), not an upload."""
+    parsed = parse_name(name)
+    return parsed is not None and _PROBE in parsed.key
 
 
 def _migrate_one(
@@ -286,7 +321,9 @@ def _migrate_one(
 def _verified_copy(
     source: UploadStore, destination: UploadStore, listed: UploadInfo, rehash: bool
 ) -> bool:
-    """Whether the destination holds the upload already with the source's size and SHA-256."""
+    """Whether the destination holds the upload already with the source's size and SHA-256:
+    the checksum the destination recorded is taken on trust unless ``rehash`` (``move``
+    sets it), else its bytes are read back and hashed."""
     try:
         there = destination.info(listed.name)
     except UploadNotFound:

@@ -17,31 +17,13 @@ from pathlib import Path
 import pytest
 from pydal import DAL, Field
 
-from scalekit.core.errors import ConfigError
 from scalekit.uploads import UploadStore, open_store, original_filename
 from scalekit.uploads.migrate import migrate
 from scalekit.uploads.stores import CHUNK
 from tests.servers import S3Server
+from tests.uploads.migrating import SIZES, contents, filled, payload
 
 ROOT = Path(__file__).resolve().parents[2]
-SIZES = {"empty.txt": 0, "small.png": 10, "edge.bin": CHUNK + 1, "é 🎉.txt": 3000}
-
-
-def payload(size: int, seed: str) -> bytes:
-    """``size`` bytes, different for each seed, the same on every run."""
-    block = hashlib.sha256(seed.encode()).digest()
-    return (block * (size // len(block) + 1))[:size]
-
-
-def contents(store: UploadStore) -> dict[str, bytes]:
-    """Every upload of a store, by name (small test files only)."""
-    return {info.name: b"".join(store.read(info.name)) for info in store.names()}
-
-
-def filled(store: UploadStore, sizes: dict[str, int] = SIZES) -> dict[str, bytes]:
-    for filename, size in sizes.items():
-        store.save(payload(size, filename), filename, table="person", field="image")
-    return contents(store)
 
 
 @pytest.fixture
@@ -93,11 +75,45 @@ def test_move_deletes_each_source_once_its_copy_is_verified(folder, sqlite):
 
 
 def test_move_after_a_copy_run_deletes_the_sources_already_copied(folder, sqlite):
+    """The copies already there are read back (not taken on the checksum SQLite recorded),
+    then their sources deleted."""
     before = filled(folder)
     migrate(folder, sqlite)
     done = migrate(folder, sqlite, move=True)
     assert (done.copied, done.skipped, done.deleted) == (0, len(SIZES), len(SIZES))
     assert contents(folder) == {} and contents(sqlite) == before
+
+
+def test_move_reads_back_a_copy_damaged_since_and_copies_it_again(folder, sqlite):
+    """A copy damaged after it was verified keeps the checksum its store recorded: a
+    ``move`` re-run reads it back, finds it differs, copies it again and deletes its
+    source only once that copy is read back and matched."""
+    before = filled(folder)
+    migrate(folder, sqlite)
+    name = next(name for name, data in before.items() if len(data) == 3000)
+    _flip_a_stored_byte(sqlite, name)
+    assert sqlite.info(name).sha256 == hashlib.sha256(before[name]).hexdigest()
+    done = migrate(folder, sqlite, move=True)
+    assert done.ok and (done.copied, done.skipped) == (1, len(SIZES) - 1)
+    assert done.deleted == len(SIZES) and done.bytes == 3000
+    assert contents(sqlite) == before and contents(folder) == {}
+
+
+def test_move_keeps_the_source_of_a_damaged_copy_it_cannot_copy_again(folder, sqlite):
+    """The same, the destination now faulty (it stores other bytes than it is given): the
+    damaged copy is not deleted on its recorded checksum, the copy made again fails its
+    read back, and the source is kept; the sound copies' sources are deleted."""
+    before = filled(folder)
+    migrate(folder, sqlite)
+    name = next(name for name, data in before.items() if len(data) == 3000)
+    _flip_a_stored_byte(sqlite, name)
+    _make_faulty(sqlite)
+    done = migrate(folder, sqlite, move=True)
+    assert not done.ok and (done.copied, done.skipped, done.failed) == (0, len(SIZES) - 1, 1)
+    assert done.failures[0][0] == name and "the copy reads back as" in done.failures[0][1]
+    assert done.deleted == len(SIZES) - 1
+    assert contents(folder) == {name: before[name]}
+    assert name not in contents(sqlite)
 
 
 def test_a_web2py_uploads_folder_is_a_source(tmp_path, sqlite):
@@ -166,25 +182,22 @@ def test_a_corrupt_source_is_not_copied_nor_moved(tmp_path, folder):
     assert done.deleted == len(SIZES) - 1
 
 
-def test_the_same_store_is_refused(folder):
-    with pytest.raises(ValueError, match="the same store"):
-        migrate(folder, open_store(folder.url))
-
-
 def _flip_a_stored_byte(store: UploadStore, name: str) -> None:
-    """Change one byte of an upload's chunk row in a SQLite store, its size kept."""
-    path = store.url.removeprefix("sqlite://")
-    with sqlite3.connect(path) as connection:
-        (table,) = [
-            row[0] for row in connection.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE '%chunk'"
-            )
-        ]  # fmt: skip
-        rowid, data = connection.execute(
-            f"SELECT rowid, data FROM {table} WHERE name = ? ORDER BY seq LIMIT 1", (name,)
+    """Change one byte of an upload's first chunk row in a SQLite store, its size kept (its
+    chunk rows keyed by its name, or by the id of its write)."""
+    with sqlite3.connect(store.url.removeprefix("sqlite://")) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(scalekit_upload_chunk)")}
+        key = "name" if "name" in columns else "write_id"
+        (value,) = connection.execute(
+            f"SELECT {key} FROM scalekit_upload WHERE name = ?", (name,)
         ).fetchone()
-        changed = _flipped(data)
-        connection.execute(f"UPDATE {table} SET data = ? WHERE rowid = ?", (changed, rowid))
+        rowid, data = connection.execute(
+            f"SELECT rowid, data FROM scalekit_upload_chunk WHERE {key} = ? ORDER BY seq LIMIT 1",
+            (value,),
+        ).fetchone()
+        connection.execute(
+            "UPDATE scalekit_upload_chunk SET data = ? WHERE rowid = ?", (_flipped(data), rowid)
+        )
 
 
 def _flipped(data: bytes | str) -> bytes | str:
@@ -241,8 +254,9 @@ def server_store(request) -> UploadStore:
 
 
 def test_a_folder_migrated_to_a_server_store(folder, server_store):
-    """Also a file larger than an S3 part (a multipart upload), and a re-run that trusts
-    the checksums the server store recorded; three uploads copied at a time."""
+    """Also a file larger than an S3 part (a multipart upload), three uploads copied at a
+    time; a ``move`` re-run reads each copy back (the server store's recorded checksum is
+    not enough to delete a source) and deletes the sources."""
     before = filled(folder, {**SIZES, "big.bin": 5 * 1024 * 1024 + 3})
     done = migrate(folder, server_store, jobs=3)
     assert done.ok, done.failures
@@ -272,15 +286,6 @@ def test_web2py_single_blob_uploads_are_a_source(tmp_path, folder):
     assert db(db.person).count() == 1
     db.close()
     source.close()
-
-
-def test_one_folder_under_two_urls_is_refused_before_anything_is_moved(folder, tmp_path):
-    before = filled(folder)
-    os.symlink(tmp_path / "source", tmp_path / "alias")
-    alias = open_store(f"file://{tmp_path}/alias/")
-    with pytest.raises(ConfigError, match="the same store"):
-        migrate(folder, alias, move=True)
-    assert contents(folder) == before
 
 
 def test_a_destination_killed_mid_run_stops_it_and_a_rerun_completes(folder):
@@ -355,13 +360,7 @@ def test_a_destination_that_stores_other_bytes_is_caught_by_the_read_back(folder
     verification, is removed from the destination, and its source is kept under move."""
     before = filled(folder)
     sqlite.delete(sqlite.save(b"x", "x.txt"))  # the tables exist
-    path = sqlite.url.removeprefix("sqlite://")
-    with sqlite3.connect(path) as connection:
-        connection.execute(
-            "CREATE TRIGGER faulty AFTER INSERT ON scalekit_upload_chunk BEGIN UPDATE "
-            "scalekit_upload_chunk SET data = randomblob(length(data)) WHERE rowid = NEW.rowid;"
-            " END;"
-        )
+    _make_faulty(sqlite)
     done = migrate(folder, sqlite, move=True)
     empty = next(name for name, data in before.items() if not data)
     assert (done.copied, done.failed, done.deleted) == (1, len(SIZES) - 1, 1)
@@ -370,13 +369,12 @@ def test_a_destination_that_stores_other_bytes_is_caught_by_the_read_back(folder
     assert contents(folder) == {k: v for k, v in before.items() if k != empty}
 
 
-def test_a_dry_run_counts_what_would_be_copied_and_writes_nothing(folder, tmp_path):
-    before = filled(folder)
-    destination = open_store(f"file://{tmp_path}/destination")
-    name = next(iter(before))
-    destination.put(name, before[name])  # one already there
-    done = migrate(folder, destination, move=True, dry_run=True)
-    assert (done.copied, done.skipped, done.deleted) == (len(SIZES) - 1, 1, 0)
-    assert done.bytes == sum(SIZES.values()) - len(before[name])
-    assert f"{len(SIZES) - 1} would be copied, 1 skipped" in done.summary()
-    assert contents(destination) == {name: before[name]} and contents(folder) == before
+def _make_faulty(store: UploadStore) -> None:
+    """A trigger in a SQLite store replacing each chunk stored by random bytes of its
+    length (the checksum recorded is still the one written)."""
+    with sqlite3.connect(store.url.removeprefix("sqlite://")) as connection:
+        connection.execute(
+            "CREATE TRIGGER faulty AFTER INSERT ON scalekit_upload_chunk BEGIN UPDATE "
+            "scalekit_upload_chunk SET data = randomblob(length(data)) WHERE rowid = NEW.rowid;"
+            " END;"
+        )
