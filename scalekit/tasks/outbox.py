@@ -44,8 +44,8 @@ from pydal import DAL, Field
 from pydal.objects import Table
 
 from scalekit.connect import sql
-from scalekit.core import context, urls
-from scalekit.core.errors import InvalidArgument, MissingContext, StoreUnavailable
+from scalekit.core import context
+from scalekit.core.errors import InvalidArgument, MissingContext
 from scalekit.tasks.engines.base import Engine
 from scalekit.tasks.errors import TaskAlreadyExists
 from scalekit.tasks.task import Task
@@ -142,24 +142,8 @@ def relay(
 
 def _relay_url(engine: Engine, url: str, **options: Any) -> int:
     """:func:`relay` from the database at ``url``, on a DAL of its own."""
-    settings = urls.parse(url, kinds={"database", "sqlite"})
-    where = f"outbox database {settings.masked}"
-    dal_options = sql.dal_options(settings, folder=None, timeout=None)
-    try:
-        db = sql.open_dal(dal_options, where, create=False)
-    except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
-        raise _unavailable(where, exc, settings) from None
-    try:
+    with sql.opened(url, "outbox database") as db:
         return relay(engine, db, **options)
-    except db._adapter.driver.Error as exc:
-        raise _unavailable(where, exc, settings) from exc
-    finally:
-        sql.close_quietly(db)
-
-
-def _unavailable(where: str, exc: BaseException, settings: urls.BackendURL) -> StoreUnavailable:
-    reason = sql.failure_reason(exc, getattr(settings, "password", None))
-    return StoreUnavailable(f"{where}: {reason}; check that the server is running")
 
 
 def _enqueue(engine: Engine, queue: str, task_id: str, payload: bytes, eta: float | None) -> bool:

@@ -20,18 +20,15 @@ lost: records take new uploads, which the grace period protects.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pydal import DAL
 
 from scalekit.connect import sql
-from scalekit.core import urls
-from scalekit.core.errors import StoreUnavailable
 from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores.base import UploadInfo, UploadStore
 
@@ -89,7 +86,7 @@ def collect(
     read-only: a database that fails is :class:`StoreUnavailable`, its URL masked) holds in
     the field their name names; ``dry_run``: count them, remove nothing."""
     if isinstance(db, str):
-        with _opened(db) as opened:
+        with sql.opened(db) as opened:
             return collect(store, opened, older_than=older_than, prefix=prefix,
                            dry_run=dry_run, batch=batch, progress=progress)  # fmt: skip
     cutoff = time.time() - older_than
@@ -150,26 +147,3 @@ class _Checker:
         listed = ", ".join(adapt(name) for name in names)  # names: [A-Za-z0-9_.=-] only
         query = f"SELECT {quote(column)} FROM {quote(table)} WHERE {quote(column)} IN ({listed});"
         return {str(row[0]) for row in self.db.executesql(query)}
-
-
-@contextlib.contextmanager
-def _opened(url: str) -> Iterator[DAL]:
-    """A DAL of its own on the database at ``url`` (nothing created), closed after; a driver
-    error in the block is :class:`StoreUnavailable` naming the masked URL."""
-    settings = urls.parse(url, kinds={"database", "sqlite"})
-    where = f"database {settings.masked}"
-    try:
-        db = sql.open_dal(sql.dal_options(settings, folder=None, timeout=None), where, create=False)
-    except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
-        raise _unavailable(where, exc, settings) from None
-    try:
-        yield db
-    except db._adapter.driver.Error as exc:
-        raise _unavailable(where, exc, settings) from exc
-    finally:
-        sql.close_quietly(db)
-
-
-def _unavailable(where: str, exc: BaseException, settings: urls.BackendURL) -> StoreUnavailable:
-    reason = sql.failure_reason(exc, getattr(settings, "password", None))
-    return StoreUnavailable(f"{where}: {reason}; check that the server is running")

@@ -9,7 +9,13 @@ members and what comes next), on SQLite, PostgreSQL and MySQL/MariaDB.
 - :mod:`~scalekit.connect.sql.deadline`: the client's own deadline on PostgreSQL round
   trips, which a frozen server cannot enforce.
 - :mod:`~scalekit.connect.sql.connections`: :class:`ThreadDAL`, one DAL per thread of each
-  process (fork-safe through :mod:`scalekit.core.process`).
+  process (fork-safe through :mod:`scalekit.core.process`), a block in one transaction of
+  it (:meth:`ThreadDAL.transaction`: driver errors as the caller's StoreUnavailable).
+- :mod:`~scalekit.connect.sql.guarded`: a connection failure as the caller's error
+  (:func:`connect`), a new connection's session set for short transactions
+  (:func:`session_defaults`), a DAL of its own from a URL for one command
+  (:func:`opened`), driver errors as :class:`StoreUnavailable` without the password
+  (:func:`unavailable`).
 - :mod:`~scalekit.connect.sql.tables`: table and index names, tables created or upgraded
   from the live database (one process at a time: :func:`schema_lock`), a table required
   to exist, indexes, insert-if-absent.
@@ -38,6 +44,13 @@ from scalekit.connect.sql.dal import (
     server_uri,
     wal_mode,
 )
+from scalekit.connect.sql.guarded import (
+    CHECK_SERVER,
+    connect,
+    opened,
+    session_defaults,
+    unavailable,
+)
 from scalekit.connect.sql.tables import (
     Index,
     check_table_name,
@@ -54,6 +67,7 @@ from scalekit.connect.sql.tables import (
 )
 
 __all__ = [
+    "CHECK_SERVER",
     "STATEMENT_TIMEOUT",
     "Index",
     "ThreadDAL",
@@ -63,6 +77,7 @@ __all__ = [
     "close",
     "close_quietly",
     "columns",
+    "connect",
     "connect_timeout_args",
     "create_index",
     "dal_options",
@@ -74,11 +89,14 @@ __all__ = [
     "insert_new_rows",
     "migrate_table",
     "open_dal",
+    "opened",
     "pool_per_process",
     "positive_timeout",
     "private_folder",
     "require_table",
     "schema_lock",
     "server_uri",
+    "session_defaults",
+    "unavailable",
     "wal_mode",
 ]

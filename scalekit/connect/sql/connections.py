@@ -3,17 +3,19 @@
 pydal's connections are thread-local, and a forked child must not use (or close) the
 connection of its parent. :class:`ThreadDAL` holds each thread's DAL in a
 :class:`~scalekit.core.process.PerThread`, so a child opens its own on first use, told by the
-fork generation without a ``getpid`` system call.
+fork generation without a ``getpid`` system call. :meth:`ThreadDAL.transaction` runs a block
+in one transaction of the thread's DAL.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from pydal import DAL
 
-from scalekit.connect.sql.dal import close_quietly
+from scalekit.connect.sql.dal import begin_immediate, close_quietly
 from scalekit.core.process import PerThread
 
 _T = TypeVar("_T")
@@ -60,6 +62,32 @@ class ThreadDAL(Generic[_T]):
             close_quietly(db)
             raise
         opened.db, opened.value, opened.epoch = db, value, epoch
+
+    @contextlib.contextmanager
+    def transaction(
+        self, unavailable: Callable[[BaseException], BaseException], *, write: bool = False
+    ) -> Iterator[_T]:
+        """This thread's ``prepare(db)`` in one transaction (on SQLite a ``write`` one
+        takes the write lock first: :func:`begin_immediate`), committed after the block,
+        rolled back on any exception. A driver error closes this thread's DAL (its
+        connection may be gone: the next use opens one) and is raised as
+        ``unavailable(exc)``."""
+        value = self.get()
+        db = self._opened.get().db
+        try:
+            if write and db._adapter.dbengine == "sqlite":
+                begin_immediate(db)
+            yield value
+            db.commit()
+        except db._adapter.driver.Error as exc:
+            self.drop()
+            raise unavailable(exc) from exc
+        except BaseException:
+            try:
+                db.rollback()
+            except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
+                self.drop()
+            raise
 
     def drop(self) -> None:
         """Close this thread's DAL (say, after its connection failed); the next :meth:`get`

@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydal import DAL
@@ -360,46 +360,21 @@ class SQLEngine(Engine):
             tables.run("DELETE FROM {name} WHERE app = ? AND expires <= ?;", self.app_name, now)
 
     # -- connections --------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Tables]:
+    def _transaction(self, write: bool = True) -> contextlib.AbstractContextManager[Tables]:
         """This thread's tables in one transaction (on SQLite, a write one takes the lock
         first), committed after the block; driver errors become :class:`StoreUnavailable`."""
-        tables = self._dals.get()
-        db = tables.db
-        try:
-            if write and tables.sqlite:
-                sql.begin_immediate(db)
-            yield tables
-            db.commit()
-        except db._adapter.driver.Error as exc:
-            self._dals.drop()  # the connection may be gone: reconnect on next use
-            raise self._unavailable(exc) from exc
-        except BaseException:
-            try:
-                db.rollback()
-            except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
-                self._dals.drop()
-            raise
+        return self._dals.transaction(self._unavailable, write=write)
 
     def _connect(self) -> DAL:
-        try:
-            return sql.open_dal(self._dal_options, self._where, create=self.create)
-        except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
-            raise self._unavailable(exc) from None
+        return sql.connect(
+            self._dal_options, self._where, create=self.create, unavailable=self._unavailable
+        )
 
     def _prepare(self, db: DAL) -> Tables:
         """``db`` with the engine's tables defined (created or upgraded first, once per
         process, with ``migrate``), and its session set up for queues."""
         try:
-            engine = db._adapter.dbengine
-            if engine == "sqlite" and self.create:
-                sql.wal_mode(db)
-            elif engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
-                wait = max(1, round(self._statement_timeout))
-                db.executesql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;")
-                db.executesql(
-                    f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
-                )
+            sql.session_defaults(db, self._statement_timeout, wal=self.create)
             if not self.create:
                 for table in (self.table, self.name_table, self.lease_table, self.queue_table):
                     sql.require_table(db, table, self._where)
@@ -415,11 +390,8 @@ class SQLEngine(Engine):
         return f"task database {self.masked}"
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        reason = sql.failure_reason(exc, self._password)
-        return StoreUnavailable(
-            f"{self._where}: {reason}; check that the server is running and table "
-            f"{self.table} is usable (migrate=true creates it)"
-        )
+        fix = f"{sql.CHECK_SERVER} and table {self.table} is usable (migrate=true creates it)"
+        return sql.unavailable(self._where, exc, self._password, fix)
 
 
 def _check(what: str, value: Any) -> str:

@@ -209,8 +209,9 @@ class UploadStore(abc.ABC):
 
     def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> int:
         """Remove what writes that never finished left behind (a killed writer's temp file,
-        an unfinished multipart upload, orphan chunk rows), begun before ``older_than``
-        (seconds since the epoch); return how many (``dry_run``: counted, none removed).
+        an unfinished multipart upload, a database write's chunk rows that no upload row
+        points at), begun (for chunk rows: last written) before ``older_than`` (seconds
+        since the epoch); return how many (``dry_run``: counted, none removed).
         This default is for a store whose writes leave nothing behind."""
         return 0
 

@@ -1,29 +1,25 @@
 """DatabaseStore: uploads kept in chunk rows of two tables of their own, through pydal
 (SQLite, PostgreSQL, MySQL/MariaDB); also reads web2py's single-blob ``uploadfield`` layout.
 
-Two tables (``table=`` names the first, default ``scalekit_upload``; the second adds
-``_chunk``)::
+Two tables: ``table=`` names the first (default ``scalekit_upload``: one row per complete
+upload), the second adds ``_chunk`` (the bytes of writes); their layout is in
+:mod:`~scalekit.uploads.stores._tables`.
 
-    scalekit_upload          one row per complete upload; UNIQUE (name)
-        name        string   the upload's name (on MySQL compared byte for byte)
-        size        bigint   its length in bytes
-        sha256      string   hex SHA-256 of its bytes, computed while they were written
-        chunk_size  integer  the length of every chunk row of it but the last
-        created     double   Unix time it was stored
-    scalekit_upload_chunk    its bytes; UNIQUE (name, seq)
-        name, seq   string, integer   chunk ``seq`` holds bytes ``seq * chunk_size`` on
-        data        blob     the raw bytes (bound parameters: not pydal's base 64)
-
-A write is one transaction on the store's own connection: the old rows of the name deleted
-(a replace), a chunk row inserted as each ``chunk_size`` bytes arrive, the upload row last,
-then the commit. A failing source, the size limit or a server that stops leaves nothing: the
-transaction is rolled back (or dies with its connection). On SQLite the write holds the
-database's write lock until it commits: one upload at a time per file (in WAL mode, so reads
-never wait for it).
+A write never holds a transaction while its source is slow (a client sending its body):
+it reads a few chunks from the source (about 2 MiB), then inserts them under its own
+``write_id`` in a short transaction of their own, and so on; those rows are no upload's,
+so nothing is visible yet. Once the source is done, one short transaction publishes it:
+the old upload row of the name goes (a replace) and the new one, pointing at the write's
+chunk rows, comes in. The replaced upload's chunk rows are deleted after that, a few rows
+per transaction. A failing source or the size limit deletes the write's own rows the same
+way; a stopped server, or a writer killed, leaves them for
+:meth:`~DatabaseStore.remove_leftovers` (``scalekit uploads gc``), which removes the rows
+of every write that no upload row points at and that wrote nothing since its cutoff. So
+on SQLite the database's write lock is held for a batch or a publish at a time, never
+for an upload's whole transfer (in WAL mode reads never wait for it).
 
 A read asks for about 2 MiB of chunk rows per query, each query its own short transaction
-(none held while a client is slow; inside a write of the same thread, as when a store's read
-is a write's source, the write's); a range starts at chunk ``start // chunk_size``. A chunk
+(none held while a client is slow); a range starts at chunk ``start // chunk_size``. A chunk
 missing or of the wrong length is :class:`~scalekit.uploads.errors.UploadCorrupt`. One
 connection per thread and process.
 
@@ -37,11 +33,13 @@ never deleted (:meth:`~DatabaseStore.delete` answers ``False``): the app's rows 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from itertools import zip_longest
+from itertools import islice, zip_longest
 from typing import Any
 
 from pydal import DAL
@@ -58,6 +56,8 @@ from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore,
 
 __all__ = ["DatabaseStore"]
 
+log = logging.getLogger("scalekit.uploads")
+
 #: Bytes per chunk row unless ``chunk_size`` says otherwise: a statement well under
 #: MySQL/MariaDB's ``max_allowed_packet`` (16 MiB by default, 4 MiB on older servers).
 CHUNK_SIZE = 512 * 1024
@@ -65,6 +65,10 @@ CHUNK_SIZE = 512 * 1024
 MAX_CHUNK_SIZE = 2 * 1024 * 1024
 #: Bytes of chunk rows a read asks for per query (MariaDB reads 40% faster than with 1 MiB).
 _PER_QUERY = 2 * CHUNK
+#: The most chunk rows a write inserts per transaction (fewer when they pass _PER_QUERY).
+_PER_BATCH = 8
+#: Chunk rows deleted per transaction (a replaced upload's, a failed write's, leftovers).
+_PER_DROP = 16
 #: Names listed per query by :meth:`DatabaseStore.names`.
 _PAGE = 500
 #: A prefix some name may start with: the characters of names (see ``names.NAME``).
@@ -87,6 +91,7 @@ class _Stored:
 
     size: int
     chunk_size: int
+    write_id: str
 
 
 class DatabaseStore(UploadStore):
@@ -144,22 +149,57 @@ class DatabaseStore(UploadStore):
 
     # -- the protocol -------------------------------------------------------------------
     def _write(self, name: str, source: Source) -> UploadInfo:
-        with self._transaction(write=True) as tables:
-            if not tables.chunked:
-                raise self._no_tables()
-            tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
-            tables.run("DELETE FROM {upload} WHERE name = ?;", name)
-            for seq, block in enumerate(blocks_of(source, self.chunk_size)):
-                tables.run(
-                    "INSERT INTO {chunk} (name, seq, data) VALUES (?, ?, ?);", name, seq, block
-                )
-            created = time.time()
-            tables.run(
-                "INSERT INTO {upload} (name, size, sha256, chunk_size, created) "
-                "VALUES (?, ?, ?, ?, ?);",
-                name, source.size, source.sha256, self.chunk_size, created,
-            )  # fmt: skip
+        write_id = secrets.token_hex(16)
+        try:
+            count = self._insert_chunks(write_id, source)
+            with self._transaction(write=True) as tables:
+                replaced, created = self._publish(tables, name, write_id, count, source)
+        except StoreUnavailable:
+            raise  # its rows are left for remove_leftovers: the server is not answering
+        except Exception:
+            self._drop_quietly(write_id)
+            raise
+        for old in replaced:
+            self._drop_quietly(old)
         return UploadInfo(name, source.size, created, source.sha256)
+
+    def _insert_chunks(self, write_id: str, source: Source) -> int:
+        """Store ``source`` in chunk rows of ``write_id``, a short transaction for each few
+        (the source is read between them, outside any); how many rows."""
+        blocks = blocks_of(source, self.chunk_size)
+        per = max(1, min(_PER_BATCH, _PER_QUERY // self.chunk_size))
+        count = 0
+        while batch := list(islice(blocks, per)):
+            with self._transaction(write=True) as tables:
+                if not tables.chunked:
+                    raise self._no_tables()
+                tables.insert_chunks(write_id, count, batch)
+            count += len(batch)
+        return count
+
+    def _publish(
+        self, tables: Tables, name: str, write_id: str, count: int, source: Source
+    ) -> tuple[list[str | None], float]:
+        """Make the write ``write_id`` of ``count`` chunk rows the upload ``name``, in the
+        caller's transaction: the old upload row of the name deleted, the new one inserted.
+        The write ids of the replaced rows (whose chunk rows are now no upload's) and the
+        upload's time."""
+        if not tables.chunked:
+            raise self._no_tables()
+        stored = tables.chunk_count(write_id)
+        if stored != count:  # removed as leftovers while its source stalled
+            raise UploadCorrupt(
+                f"{self.url}: upload {name}: {count - stored} of its {count} chunk rows "
+                f"were removed before it was complete (by remove_leftovers?); not stored"
+            )
+        old = tables.remove_upload(name)
+        created = time.time()
+        tables.run(
+            "INSERT INTO {upload} (name, size, sha256, chunk_size, created, write_id) "
+            "VALUES (?, ?, ?, ?, ?, ?);",
+            name, source.size, source.sha256, self.chunk_size, created, write_id,
+        )  # fmt: skip
+        return old, created
 
     def _info(self, name: str) -> UploadInfo:
         with self._transaction() as tables:
@@ -176,20 +216,23 @@ class DatabaseStore(UploadStore):
     def _read(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
         with self._transaction() as tables:
             rows = tables.select(
-                "SELECT name, size, chunk_size FROM {upload} WHERE name = ?;", name
+                "SELECT name, size, chunk_size, write_id FROM {upload} WHERE name = ?;", name
             )
             stored = [
-                _Stored(_whole(size), _whole(each)) for key, size, each in rows if key == name
+                _Stored(_whole(size), _whole(each), write_id or "")
+                for key, size, each, write_id in rows
+                if key == name
             ]
             blob = None if stored else self.blobs.value(tables, name)
         if blob is not None:
             return _slices(blob, start, end)
         if not stored:
             raise self._not_found(name)
-        if stored[0].size < 0 or stored[0].chunk_size <= 0:
+        if stored[0].size < 0 or stored[0].chunk_size <= 0 or not stored[0].write_id:
             raise UploadCorrupt(
                 f"{self.url}: upload {name}: its row in table {self.table} says size "
-                f"{stored[0].size}, chunk_size {stored[0].chunk_size}"
+                f"{stored[0].size}, chunk_size {stored[0].chunk_size}, write_id "
+                f"{stored[0].write_id or None}"
             )
         end = stored[0].size if end is None else min(end, stored[0].size)
         return self._chunks(name, stored[0], start, end)
@@ -198,8 +241,22 @@ class DatabaseStore(UploadStore):
         with self._transaction(write=True) as tables:
             if not tables.chunked:
                 return False
-            tables.run("DELETE FROM {chunk} WHERE name = ?;", name)
-            return tables.run("DELETE FROM {upload} WHERE name = ?;", name).rowcount > 0
+            old = tables.remove_upload(name)
+        for write_id in old:
+            self._drop_quietly(write_id)
+        return bool(old)
+
+    def remove_leftovers(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Delete the chunk rows of the writes no upload row points at (a writer killed or
+        cut from its server, a replaced upload's rows not yet deleted) that wrote nothing
+        since ``older_than`` (seconds since the epoch): a write still under way is young.
+        How many writes (``dry_run``: counted, none removed)."""
+        with self._transaction() as tables:
+            stale = tables.stale_writes(older_than)
+        if not dry_run:
+            for write_id in stale:
+                self._drop(write_id)
+        return len(stale)
 
     def names(self, prefix: str = "") -> Iterator[UploadInfo]:
         """The uploads of the chunk table, then those of the ``blobs`` layouts not in it,
@@ -240,22 +297,24 @@ class DatabaseStore(UploadStore):
             high = min(low + step, last + 1)
             with self._transaction() as tables:
                 rows = tables.run(
-                    "SELECT seq, data FROM {chunk} WHERE name = ? AND seq >= ? AND seq < ? "
+                    "SELECT seq, data FROM {chunk} WHERE write_id = ? AND seq >= ? AND seq < ? "
                     "ORDER BY seq;",
-                    name, low, high,
+                    stored.write_id, low, high,
                 ).fetchall()  # fmt: skip
             for seq, row in zip_longest(range(low, high), rows):
                 data = None if row is None or row[0] != seq else row[1]
                 offset = seq * each
                 if data is None or len(data) != min(each, size - offset):
-                    raise self._damaged(name, seq)
+                    raise self._damaged(name, stored.write_id, seq)
                 yield from _slices(data, max(start - offset, 0), end - offset)
 
-    def _damaged(self, name: str, seq: int) -> Exception:
+    def _damaged(self, name: str, write_id: str, seq: int) -> Exception:
         """:class:`UploadCorrupt` for chunk ``seq`` missing or cut, or
-        :class:`UploadNotFound` when the upload was deleted while it was read."""
+        :class:`UploadNotFound` when the upload was deleted (or replaced) while it was read."""
         with self._transaction() as tables:
-            there = tables.select("SELECT name FROM {upload} WHERE name = ?;", name)
+            there = tables.select(
+                "SELECT name FROM {upload} WHERE name = ? AND write_id = ?;", name, write_id
+            )
         if not any(key == name for (key,) in there):
             return self._not_found(name, " (deleted while it was read)")
         return UploadCorrupt(
@@ -282,58 +341,43 @@ class DatabaseStore(UploadStore):
             if after is None:
                 return
 
-    # -- connections --------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _transaction(self, write: bool = False) -> Iterator[Tables]:
-        """This thread's tables in one transaction (on SQLite, a write takes the lock
-        first), committed after the block, rolled back on any exception; driver errors
-        become :class:`StoreUnavailable` (the connection dropped). Inside this thread's
-        write (a read of the store feeding it), the block joins the write's transaction."""
-        tables = self._dals.get()
-        if tables.writing:
-            yield tables
-            return
-        db = tables.db
+    # -- chunk rows no upload points at -------------------------------------------------
+    def _drop(self, write_id: str) -> None:
+        """Delete the chunk rows of ``write_id``, :data:`_PER_DROP` rows per transaction,
+        unless an upload row points at them."""
+        with self._transaction() as tables:
+            top = tables.last_seq(write_id)
+        for low in range(0, -1 if top is None else top + 1, _PER_DROP):
+            with self._transaction(write=True) as tables:
+                tables.drop_chunks(write_id, low, low + _PER_DROP)
+
+    def _drop_quietly(self, write_id: str | None) -> None:
+        """:meth:`_drop`, a failure logged (not raised: the rows are leftovers then)."""
         try:
-            if write and tables.sqlite:
-                sql.begin_immediate(db)
-            tables.writing = write
-            yield tables
-            db.commit()
-        except db._adapter.driver.Error as exc:
-            self._dals.drop()  # the connection may be gone: reconnect on next use
-            raise self._unavailable(exc) from exc
-        except BaseException:
-            try:
-                db.rollback()
-            except Exception:  # noqa: BLE001 - the connection is gone: reopen on next use
-                self._dals.drop()
-            raise
-        finally:
-            tables.writing = False
+            if write_id:
+                self._drop(write_id)
+        except Exception as exc:  # noqa: BLE001 - remove_leftovers deletes them later
+            log.warning("%s: chunk rows of write %s left for remove_leftovers: %s",
+                        self.url, write_id, exc)  # fmt: skip
+
+    # -- connections --------------------------------------------------------------------
+    def _transaction(self, write: bool = False) -> contextlib.AbstractContextManager[Tables]:
+        """This thread's tables in one short transaction (see ``ThreadDAL.transaction``)."""
+        return self._dals.transaction(self._unavailable, write=write)
 
     def _connect(self) -> DAL:
-        try:
-            return sql.open_dal(self._dal_options, self._where, create=self.create)
-        except RuntimeError as exc:  # pydal's "Failure to connect, tried 1 times"
-            raise self._unavailable(exc) from None
+        return sql.connect(
+            self._dal_options, self._where, create=self.create, unavailable=self._unavailable
+        )
 
     def _prepare(self, db: DAL) -> Tables:
         """``db`` with the store's tables made complete unless ``create`` is off (checked on
         each new connection: tables lost with a crashed server come back), its session set
         for short row locks, the ``blobs`` checked."""
         try:
-            engine = db._adapter.dbengine
-            if engine == "sqlite" and self.create:
-                sql.wal_mode(db)  # a download never waits for an upload being written
-            elif engine == "mysql":  # no gap locks; a row lock waits no longer than a statement
-                wait = max(1, round(self._statement_timeout))
-                db.executesql("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED;")
-                db.executesql(
-                    f"SET SESSION innodb_lock_wait_timeout = {wait}, lock_wait_timeout = {wait};"
-                )
+            sql.session_defaults(db, self._statement_timeout, wal=self.create)
             if self.create:
-                make_tables(db, engine, self.table, self.chunk_table, self.url)
+                make_tables(db, db._adapter.dbengine, self.table, self.chunk_table, self.url)
             chunked = self.create or self._tables_exist(db)
             self.blobs.check(db)
             db.commit()
@@ -362,11 +406,8 @@ class DatabaseStore(UploadStore):
         )
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        reason = sql.failure_reason(exc, self._password)
-        return StoreUnavailable(
-            f"{self._where}: {reason}; check that the server is running and tables "
-            f"{self.table}, {self.chunk_table} are usable"
-        )
+        fix = f"{sql.CHECK_SERVER} and tables {self.table}, {self.chunk_table} are usable"
+        return sql.unavailable(self._where, exc, self._password, fix)
 
 
 def _info(row: tuple) -> UploadInfo:
