@@ -114,14 +114,20 @@ class Blobs:
         self, tables: Tables, layout: Layout, prefix: str, after: str, limit: int
     ) -> tuple[list[UploadInfo], str | None]:
         """Up to ``limit`` rows of ``layout`` whose name starts with ``prefix`` and sorts
-        after ``after``: their uploads, and where the next page starts (None: no more)."""
+        after ``after``: their uploads but those in the store's upload table (a copy made
+        by ``scalekit uploads migrate`` is listed once), and where the next page starts
+        (None: no more)."""
         (table, field), head = layout, f"{layout[0]}.{layout[1]}."
         rows = tables.run_on(
             _SIZES + "> ? AND {0} LIKE ? ESCAPE '!' ORDER BY {0} LIMIT ?;",
             table, field, self.layouts[layout],
             params=(after, like(max(prefix, head, key=len)), limit),
         ).fetchall()  # fmt: skip
-        return list(_infos(rows, head)), rows[-1][0] if len(rows) == limit else None
+        found = list(_infos(rows, head))
+        copied = tables.uploads_among([info.name for info in found])
+        return [info for info in found if info.name not in copied], (
+            rows[-1][0] if len(rows) == limit else None
+        )
 
     def _layout(self, name: str) -> tuple[str, str, str] | None:
         """(table, upload field, blob field) of the layout ``name`` belongs to."""

@@ -129,6 +129,29 @@ class Tables:
         """The rows of :meth:`run`'s ``statement``; none when the tables do not exist."""
         return self.run(statement, *params).fetchall() if self.chunked else []
 
+    def uploads_among(self, names: list[str]) -> set[str]:
+        """Those of ``names`` that have an upload row."""
+        if not names:
+            return set()
+        marks = ", ".join("?" * len(names))
+        statement = f"SELECT name FROM {{upload}} WHERE name IN ({marks});"
+        return {key for (key,) in self.select(statement, *names)}
+
+    def publishes(self, name: str, write_id: str) -> bool:
+        """Whether the upload row of ``name`` points at the chunk rows of ``write_id``."""
+        there = self.select(
+            "SELECT name FROM {upload} WHERE name = ? AND write_id = ?;", name, write_id
+        )
+        return any(key == name for (key,) in there)
+
+    def chunk_rows(self, write_id: str, low: int, high: int) -> list[tuple]:
+        """(seq, data) of the chunk rows ``low`` to ``high`` (exclusive) of ``write_id``."""
+        return self.select(
+            "SELECT seq, data FROM {chunk} WHERE write_id = ? AND seq >= ? AND seq < ? "
+            "ORDER BY seq;",
+            write_id, low, high,
+        )  # fmt: skip
+
     # -- the write side: chunk rows under a write id, published by an upload row --------
     def insert_chunks(self, write_id: str, first: int, blocks: list[bytes]) -> None:
         """Chunk rows ``first``, ``first + 1``... of ``write_id``, holding ``blocks``."""

@@ -5,18 +5,15 @@ Two tables: ``table=`` names the first (default ``scalekit_upload``: one row per
 upload), the second adds ``_chunk`` (the bytes of writes); their layout is in
 :mod:`~scalekit.uploads.stores._tables`.
 
-A write never holds a transaction while its source is slow (a client sending its body):
-it reads a few chunks from the source (about 2 MiB), then inserts them under its own
-``write_id`` in a short transaction of their own, and so on; those rows are no upload's,
-so nothing is visible yet. Once the source is done, one short transaction publishes it:
-the old upload row of the name goes (a replace) and the new one, pointing at the write's
-chunk rows, comes in. The replaced upload's chunk rows are deleted after that, a few rows
-per transaction. A failing source or the size limit deletes the write's own rows the same
-way; a stopped server, or a writer killed, leaves them for
-:meth:`~DatabaseStore.remove_leftovers` (``scalekit uploads gc``), which removes the rows
-of every write that no upload row points at and that wrote nothing since its cutoff. So
-on SQLite the database's write lock is held for a batch or a publish at a time, never
-for an upload's whole transfer (in WAL mode reads never wait for it).
+A write holds no transaction while its source is slow (a client sending its body): it
+reads about 2 MiB of chunks from the source, inserts them under its own ``write_id`` in a
+short transaction, and so on (rows no upload points at: invisible). Then one short
+transaction publishes it: the name's old upload row out (a replace), the new one, pointing
+at the write's rows, in. Rows no upload points at any more (a replaced upload's, a failed
+write's) are deleted a few per transaction; those a stopped server or a killed writer left
+go with :meth:`~DatabaseStore.remove_leftovers` (``scalekit uploads gc``) once stale. On
+SQLite the write lock is held for a batch or a publish, never for a whole transfer (in WAL
+mode reads never wait for it).
 
 A read asks for about 2 MiB of chunk rows per query, each query its own short transaction
 (none held while a client is slow); a range starts at chunk ``start // chunk_size``. A chunk
@@ -296,11 +293,7 @@ class DatabaseStore(UploadStore):
         for low in range(first, last + 1, step):
             high = min(low + step, last + 1)
             with self._transaction() as tables:
-                rows = tables.run(
-                    "SELECT seq, data FROM {chunk} WHERE write_id = ? AND seq >= ? AND seq < ? "
-                    "ORDER BY seq;",
-                    stored.write_id, low, high,
-                ).fetchall()  # fmt: skip
+                rows = tables.chunk_rows(stored.write_id, low, high)
             for seq, row in zip_longest(range(low, high), rows):
                 data = None if row is None or row[0] != seq else row[1]
                 offset = seq * each
@@ -312,10 +305,8 @@ class DatabaseStore(UploadStore):
         """:class:`UploadCorrupt` for chunk ``seq`` missing or cut, or
         :class:`UploadNotFound` when the upload was deleted (or replaced) while it was read."""
         with self._transaction() as tables:
-            there = tables.select(
-                "SELECT name FROM {upload} WHERE name = ? AND write_id = ?;", name, write_id
-            )
-        if not any(key == name for (key,) in there):
+            there = tables.publishes(name, write_id)
+        if not there:
             return self._not_found(name, " (deleted while it was read)")
         return UploadCorrupt(
             f"{self.url}: upload {name}: chunk {seq} is missing or not of its length in "
@@ -323,23 +314,12 @@ class DatabaseStore(UploadStore):
         )
 
     def _blob_names(self, layout: tuple[str, str], prefix: str) -> Iterator[UploadInfo]:
-        """The names of a ``blobs`` layout starting with ``prefix``, but those in the
-        chunk table (a copy made by ``scalekit uploads migrate`` is listed once)."""
-        after = ""
-        while True:
+        """The names of a ``blobs`` layout starting with ``prefix``, a page per query."""
+        after: str | None = ""
+        while after is not None:
             with self._transaction() as tables:
                 found, after = self.blobs.page(tables, layout, prefix, after, _PAGE)
-                marks = ", ".join("?" * len(found))
-                copied = {
-                    key
-                    for (key,) in tables.select(
-                        f"SELECT name FROM {{upload}} WHERE name IN ({marks});",
-                        *(info.name for info in found),
-                    )
-                } if found else set()  # fmt: skip
-            yield from (info for info in found if info.name not in copied)
-            if after is None:
-                return
+            yield from found
 
     # -- chunk rows no upload points at -------------------------------------------------
     def _drop(self, write_id: str) -> None:
