@@ -147,13 +147,11 @@ class DatabaseStore(UploadStore):
     # -- the protocol -------------------------------------------------------------------
     def _write(self, name: str, source: Source) -> UploadInfo:
         write_id = secrets.token_hex(16)
+        count = self._insert_chunks(write_id, source)
         try:
-            count = self._insert_chunks(write_id, source)
             with self._transaction(write=True) as tables:
                 replaced, created = self._publish(tables, name, write_id, count, source)
-        except StoreUnavailable:
-            raise  # its rows are left for remove_leftovers: the server is not answering
-        except Exception:
+        except UploadCorrupt:  # some of its rows went as leftovers: the others go too
             self._drop_quietly(write_id)
             raise
         for old in replaced:
@@ -162,17 +160,25 @@ class DatabaseStore(UploadStore):
 
     def _insert_chunks(self, write_id: str, source: Source) -> int:
         """Store ``source`` in chunk rows of ``write_id``, a short transaction for each few
-        (the source is read between them, outside any); how many rows."""
+        (the source is read between them, outside any); how many rows. A source that fails
+        (the size limit too) has the rows stored so far deleted; a failing server leaves
+        them for :meth:`remove_leftovers`."""
         blocks = blocks_of(source, self.chunk_size)
         per = max(1, min(_PER_BATCH, _PER_QUERY // self.chunk_size))
         count = 0
-        while batch := list(islice(blocks, per)):
+        while True:
+            try:
+                batch = list(islice(blocks, per))
+            except Exception:
+                self._drop_quietly(write_id)
+                raise
+            if not batch:
+                return count
             with self._transaction(write=True) as tables:
                 if not tables.chunked:
                     raise self._no_tables()
                 tables.insert_chunks(write_id, count, batch)
             count += len(batch)
-        return count
 
     def _publish(
         self, tables: Tables, name: str, write_id: str, count: int, source: Source

@@ -18,7 +18,7 @@ import pytest
 from pydal import Field
 
 from scalekit.connect import sql
-from scalekit.core.errors import ConfigError, StoreNotFound
+from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.testing.uploads import stalled_writer
 from scalekit.uploads import UploadCorrupt, UploadNotFound, UploadTooLarge, new_name, open_store
 from scalekit.uploads.stores import CHUNK
@@ -155,16 +155,20 @@ def test_without_create_an_existing_store_is_read(url, table):
 
 
 # -- all or nothing ---------------------------------------------------------------------------
-def _failing(data: bytes, after: int) -> Iterator[bytes]:
+def _failing(data: bytes, after: int, error: Exception | None = None) -> Iterator[bytes]:
     yield data[:after]
-    raise OSError("the client went away")
+    raise error or OSError("the client went away")
 
 
-def test_a_failing_source_leaves_nothing(store, raw, table):
-    """Its first batches of chunk rows were committed (no upload's): it deletes them."""
+@pytest.mark.parametrize(
+    "error", [OSError("the client went away"), StoreUnavailable("the source store went away")]
+)
+def test_a_failing_source_leaves_nothing(store, raw, table, error):
+    """Its first batches of chunk rows were committed (no upload's): it deletes them, also
+    when the source is a store that stopped (this store's server answers)."""
     name = new_name("half.bin")
-    with pytest.raises(OSError, match="went away"):
-        store.put(name, _failing(_data(30 * SMALL), 20 * SMALL))
+    with pytest.raises(type(error), match="went away"):
+        store.put(name, _failing(_data(30 * SMALL), 20 * SMALL, error))
     with pytest.raises(UploadNotFound):
         store.info(name)
     assert all_chunk_rows(raw, table) == 0
