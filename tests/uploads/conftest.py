@@ -17,9 +17,6 @@ import pytest
 
 from scalekit.uploads import UploadStore, open_store
 
-# failed assertions in the suite show their operands, as in a test module
-pytest.register_assert_rewrite("scalekit.testing.uploads")
-
 #: Every backend the conformance suite runs on.
 STORE_KINDS = ["file", "sqlite", "postgres", "mariadb", "s3"]
 
