@@ -71,17 +71,15 @@ def chunks_of(data: BinaryIO | bytes | Iterable[bytes], size: int = CHUNK) -> It
 def blocks_of(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """The bytes of ``chunks`` cut again into blocks of exactly ``size`` bytes, the last
     one shorter (none for no bytes): the rows of a database store, an S3 upload's parts.
-    One block is held at a time."""
+    While a block is out, only it and the less than ``size`` bytes after it are held."""
     held = bytearray()
     for chunk in chunks:
         held += chunk
-        if len(held) >= size:
-            view = memoryview(held)
-            whole = len(held) - len(held) % size
-            for start in range(0, whole, size):
-                yield bytes(view[start : start + size])
-            view.release()
-            del held[:whole]
+        while len(held) >= size:
+            with memoryview(held) as view:
+                block, rest = bytes(view[:size]), bytearray(view[size:])
+            held = rest  # the block's bytes are let go before it is handed out
+            yield block
     if held:
         yield bytes(held)
 
