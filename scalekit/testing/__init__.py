@@ -29,6 +29,7 @@ The smallest third-party session store running the suite::
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable
 
@@ -42,7 +43,7 @@ pytest.register_assert_rewrite(
     "scalekit.testing.uploads",
 )
 
-__all__ = ["fresh_app_name", "run_in_children"]
+__all__ = ["fresh_app_name", "run_in_children", "run_threads"]
 
 
 def fresh_app_name() -> str:
@@ -65,3 +66,23 @@ def run_in_children(count: int, work: Callable[[int], object]) -> list[int]:
                 os._exit(code)
         pids.append(pid)
     return [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in pids]
+
+
+def run_threads(count: int, work: Callable[[int], None]) -> None:
+    """Run ``work(index)`` in ``count`` threads; re-raise the first error one raised."""
+    errors: list[BaseException] = []
+
+    def guarded(index: int) -> None:
+        try:
+            work(index)
+        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
+    if errors:
+        raise errors[0]

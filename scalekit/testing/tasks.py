@@ -24,7 +24,7 @@ import pytest
 from scalekit.core.errors import ConfigError, StoreUnavailable
 from scalekit.tasks.engines.base import DEAD, DELAYED, RUNNING, STATES, WAITING, Engine
 from scalekit.tasks.errors import TaskAlreadyExists
-from scalekit.testing import fresh_app_name, run_in_children
+from scalekit.testing import fresh_app_name, run_in_children, run_threads
 
 __all__ = ["LEASE", "Q", "SharedTaskEngineSuite", "TaskEngineSuite"]
 
@@ -61,26 +61,6 @@ def timed(call: Callable[[], object]) -> tuple[object, float]:
     start = time.monotonic()
     result = call()
     return result, time.monotonic() - start
-
-
-def run_threads(count: int, work: Callable[[int], None]) -> None:
-    """Run ``work(index)`` in ``count`` threads; re-raise the first error one raised."""
-    errors: list[BaseException] = []
-
-    def guarded(index: int) -> None:
-        try:
-            work(index)
-        except BaseException as exc:  # noqa: BLE001 (re-raised in the test's thread)
-            errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(index,)) for index in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a thread is stuck"
-    if errors:
-        raise errors[0]
 
 
 class TaskEngineSuite:

@@ -28,8 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 
-from scalekit.testing import run_in_children
-from scalekit.testing.tasks import run_threads
+from scalekit.testing import run_in_children, run_threads
 from scalekit.uploads.errors import UploadNotFound, UploadTooLarge
 from scalekit.uploads.names import new_name, original_filename, parse_name
 from scalekit.uploads.stores.base import CHUNK, Source, UploadStore

@@ -63,13 +63,6 @@ def test_the_same_answers_from_every_backend(make_store, store_kind):
     assert request(app, f"/download/{name}x", method="HEAD").status == 404
 
 
-@pytest.fixture(scope="module")
-def private_s3():
-    """An S3-compatible server of this module's own, to kill (never the session's)."""
-    with S3Server().running() as server:
-        yield server
-
-
 @pytest.fixture
 def fragile(private_s3):
     """A store on the private server with short timeouts, holding a 32 MB upload (more than

@@ -321,13 +321,6 @@ def test_remove_leftovers_aborts_only_old_unfinished_uploads_of_the_store(s3_ser
 
 
 # -- a server stopped or killed mid-transfer ----------------------------------------------
-@pytest.fixture(scope="module")
-def private_s3():
-    """A server of this module's own, to freeze and kill (never the session's)."""
-    with S3Server().running() as server:
-        yield server
-
-
 @pytest.fixture
 def fragile(private_s3):
     """A store on the private server with short timeouts; the server runs again after."""
