@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from scalekit.core.errors import StoreUnavailable
 from scalekit.uploads import UploadNotFound, new_name, open_store
 from scalekit.uploads.stores import CHUNK
 from tests.servers import MariaDBServer, PostgresServer
+from tests.sessions.test_frozen_database import within
 from tests.uploads.database.rows import GUARD
 from tests.uploads.database.rows import data as _data
 
@@ -25,23 +25,6 @@ BOUND = 1
 
 
 # -- private servers stopped or killed --------------------------------------------------------
-def _within(call):
-    """``call()``'s result or exception, from a thread given :data:`GUARD` seconds."""
-    outcome: list = []
-
-    def target():
-        try:
-            outcome.append(call())
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            outcome.append(exc)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(GUARD)
-    assert outcome, f"still waiting after {GUARD} s"
-    return outcome[0]
-
-
 def _interrupted(data: bytes, after: int, stop) -> Iterator[bytes]:
     """``data`` in two blocks, ``stop()`` called between them."""
     yield data[:after]
@@ -110,7 +93,7 @@ def test_a_server_frozen_mid_write_fails_it_and_keeps_nothing(private):
     name, data = new_name("frozen.bin"), _data(CHUNK)
     with contextlib.ExitStack() as stack:
         stop = lambda: stack.enter_context(freeze())  # noqa: E731 - thawed as the block ends
-        failure = _within(lambda: store.put(name, _interrupted(data, 300_000, stop)))
+        failure = within(GUARD, lambda: store.put(name, _interrupted(data, 300_000, stop)))[0]
     assert isinstance(failure, StoreUnavailable), failure
     assert store.url in str(failure) and "secret" not in str(failure)
     _nothing_left(store, name)
@@ -124,7 +107,7 @@ def test_a_server_frozen_mid_read_fails_the_read(private):
     with contextlib.closing(store.read(name)) as reading:
         first = next(reading)
         with freeze():
-            failure = _within(lambda: b"".join(reading))
+            failure = within(GUARD, lambda: b"".join(reading))[0]
     assert first == data[: len(first)]
     assert isinstance(failure, StoreUnavailable), failure
     assert b"".join(store.read(name)) == data
@@ -151,7 +134,7 @@ def test_a_mariadb_killed_mid_read_fails_the_read(private_mariadb):
         next(reading)
         private_mariadb.kill()
         try:
-            failure = _within(lambda: b"".join(reading))
+            failure = within(GUARD, lambda: b"".join(reading))[0]
             assert isinstance(failure, StoreUnavailable), failure
             assert "maria-secret" not in str(failure)
         finally:
