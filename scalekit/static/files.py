@@ -197,8 +197,9 @@ class StaticFiles:
     def _respond(self, environ, start_response, source, st, versioned) -> Iterable[bytes]:
         digest = self._digest(source, st)
         range_header = environ.get("HTTP_RANGE")
-        identity_etag = _etag(st, digest, st.st_size, None)
-        if range_header and not if_range_holds(environ, identity_etag, int(st.st_mtime)):
+        if range_header and not if_range_holds(
+            environ, _etag(st, digest, st.st_size, None), int(st.st_mtime)
+        ):
             range_header = None
         # A byte range applies to the identity representation: ask for no variant.
         accept = None if range_header else environ.get("HTTP_ACCEPT_ENCODING")
