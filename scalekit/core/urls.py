@@ -311,9 +311,6 @@ class _Parts:
             options[name] = value
         return options
 
-    def pop_password_option(self) -> str | None:
-        return self.pop_secret("password")
-
     def pop_secret(self, option: str) -> str | None:
         """The password after ``user:``, or the ``option`` that may give it instead."""
         given = self.options.pop(option, None)
@@ -388,7 +385,7 @@ def _parse_database(parts: _Parts) -> DatabaseURL:
 
 def _parse_redis(parts: _Parts) -> RedisURL:
     parts.reject_driver()
-    password = parts.pop_password_option()
+    password = parts.pop_secret("password")
     db_option = parts.options.pop("db", None)
     if parts.scheme == "unix":
         if parts.hosts:
@@ -422,7 +419,7 @@ def _parse_redis(parts: _Parts) -> RedisURL:
 def _parse_sentinel(parts: _Parts) -> SentinelURL:
     parts.reject_driver()
     example = "redis+sentinel://s1:26379,s2:26379,s3:26379/service/0"
-    password = parts.pop_password_option()
+    password = parts.pop_secret("password")
     sentinel_password = parts.options.pop("sentinel_password", None)
     service, _, db_text = parts.path.strip("/").partition("/")
     if not service or "/" in db_text:
@@ -444,7 +441,7 @@ def _parse_sentinel(parts: _Parts) -> SentinelURL:
 def _parse_cluster(parts: _Parts) -> ClusterURL:
     parts.reject_driver()
     example = "redis+cluster://n1:7000,n2:7000,n3:7000"
-    password = parts.pop_password_option()
+    password = parts.pop_secret("password")
     for db_text in (parts.path.strip("/"), parts.options.pop("db", "")):
         if db_text not in ("", "0"):
             raise parts.error(f"a Redis Cluster has database 0 only, not {db_text!r}")

@@ -58,7 +58,7 @@ _FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "application/x-url
 def too_large(limit: int) -> Page:
     """The 413 page of a request body larger than ``limit`` bytes."""
     body = f"Content too large: the request is over a limit of {limit} bytes.\n".encode()
-    return page("413 Content Too Large", TEXT, body, ("Cache-Control", "no-store"))
+    return page("413 Content Too Large", TEXT, body, NO_STORE)
 
 
 #: The 400 page of a body :func:`receive` cannot store: general terms, nothing of the client's.
