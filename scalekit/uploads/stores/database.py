@@ -49,7 +49,14 @@ from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
 from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores._blobs import Blobs
 from scalekit.uploads.stores._tables import Tables, like, make_tables
-from scalekit.uploads.stores.base import CHUNK, Source, UploadInfo, UploadStore, blocks_of
+from scalekit.uploads.stores.base import (
+    CHUNK,
+    Source,
+    UploadInfo,
+    UploadStore,
+    blocks_of,
+    chunks_of,
+)
 
 __all__ = ["DatabaseStore"]
 
@@ -221,24 +228,27 @@ class DatabaseStore(UploadStore):
             rows = tables.select(
                 "SELECT name, size, chunk_size, write_id FROM {upload} WHERE name = ?;", name
             )
-            stored = [
-                _Stored(_whole(size), _whole(each), write_id or "")
-                for key, size, each, write_id in rows
-                if key == name
-            ]
-            blob = None if stored else self.blobs.value(tables, name)
+            stored = next(
+                (
+                    _Stored(_whole(size), _whole(each), write_id or "")
+                    for key, size, each, write_id in rows
+                    if key == name
+                ),
+                None,
+            )
+            blob = None if stored is not None else self.blobs.value(tables, name)
         if blob is not None:
-            return _slices(blob, start, end)
-        if not stored:
+            return chunks_of(memoryview(blob)[start:end])
+        if stored is None:
             raise self._not_found(name)
-        if stored[0].size < 0 or stored[0].chunk_size <= 0 or not stored[0].write_id:
+        if stored.size < 0 or stored.chunk_size <= 0 or not stored.write_id:
             raise UploadCorrupt(
                 f"{self.url}: upload {name}: its row in table {self.table} says size "
-                f"{stored[0].size}, chunk_size {stored[0].chunk_size}, write_id "
-                f"{stored[0].write_id or None}"
+                f"{stored.size}, chunk_size {stored.chunk_size}, write_id "
+                f"{stored.write_id or None}"
             )
-        end = stored[0].size if end is None else min(end, stored[0].size)
-        return self._chunks(name, stored[0], start, end)
+        end = stored.size if end is None else min(end, stored.size)
+        return self._chunks(name, stored, start, end)
 
     def _delete(self, name: str) -> bool:
         with self._transaction(write=True) as tables:
@@ -305,7 +315,7 @@ class DatabaseStore(UploadStore):
                 offset = seq * each
                 if data is None or len(data) != min(each, size - offset):
                     raise self._damaged(name, stored.write_id, seq)
-                yield from _slices(data, max(start - offset, 0), end - offset)
+                yield from chunks_of(memoryview(data)[max(start - offset, 0) : end - offset])
 
     def _damaged(self, name: str, write_id: str, seq: int) -> Exception:
         """:class:`UploadCorrupt` for chunk ``seq`` missing or cut, or
@@ -404,10 +414,3 @@ def _info(row: tuple) -> UploadInfo:
 def _whole(value: Any) -> int:
     """A size column's value; -1 for NULL (a row no write makes: a read calls it corrupt)."""
     return -1 if value is None else int(value)
-
-
-def _slices(data: Any, start: int, end: int | None) -> Iterator[bytes]:
-    """Bytes ``start`` to ``end`` of one value, in pieces of at most :data:`CHUNK`."""
-    view = memoryview(data)[start:end]
-    for offset in range(0, len(view), CHUNK):
-        yield bytes(view[offset : offset + CHUNK])
