@@ -230,6 +230,10 @@ class UploadStore(abc.ABC):
 
         return field_options(self, **options)
 
+    def not_found(self, name: str, why: str = "") -> UploadNotFound:
+        """The error for a well-formed name the store does not hold (``why``: more said)."""
+        return UploadNotFound(f"{self.url}: no upload {name}{why}")
+
     def checked(self, name: str) -> str:
         """``name`` if well formed, else :class:`UploadNotFound` (no store has it)."""
         if parse_name(name) is None:

@@ -45,7 +45,7 @@ from scalekit.connect import sql
 from scalekit.core.errors import ConfigError, StoreNotFound, StoreUnavailable
 from scalekit.core.options import as_bool, merge_options
 from scalekit.core.urls import BackendURL
-from scalekit.uploads.errors import UploadCorrupt, UploadNotFound
+from scalekit.uploads.errors import UploadCorrupt
 from scalekit.uploads.names import parse_name
 from scalekit.uploads.stores._blobs import Blobs
 from scalekit.uploads.stores._tables import Tables, like, make_tables
@@ -220,7 +220,7 @@ class DatabaseStore(UploadStore):
             if found is None:
                 found = self.blobs.info(tables, name)
         if found is None:
-            raise self._not_found(name)
+            raise self.not_found(name)
         return found
 
     def _read(self, name: str, start: int, end: int | None) -> Iterator[bytes]:
@@ -240,7 +240,7 @@ class DatabaseStore(UploadStore):
         if blob is not None:
             return chunks_of(memoryview(blob)[start:end])
         if stored is None:
-            raise self._not_found(name)
+            raise self.not_found(name)
         if stored.size < 0 or stored.chunk_size <= 0 or not stored.write_id:
             raise UploadCorrupt(
                 f"{self.url}: upload {name}: its row in table {self.table} says size "
@@ -323,7 +323,7 @@ class DatabaseStore(UploadStore):
         with self._transaction() as tables:
             there = tables.publishes(name, write_id)
         if not there:
-            return self._not_found(name, " (deleted while it was read)")
+            return self.not_found(name, " (deleted while it was read)")
         return UploadCorrupt(
             f"{self.url}: upload {name}: chunk {seq} is missing or not of its length in "
             f"table {self.chunk_table}"
@@ -392,9 +392,6 @@ class DatabaseStore(UploadStore):
     @property
     def _where(self) -> str:
         return f"upload database {self.url}"
-
-    def _not_found(self, name: str, why: str = "") -> UploadNotFound:
-        return UploadNotFound(f"{self.url}: no upload {name}{why}")
 
     def _no_tables(self) -> StoreNotFound:
         return StoreNotFound(

@@ -251,7 +251,7 @@ class FileStore(UploadStore):
                 found = None if folder is None else get(folder, name, self._files)
             if found is not None:
                 return parts, found
-        raise UploadNotFound(f"{self.url}: no upload {name}")
+        raise self.not_found(name)
 
     def _separate_exists(self, parsed: Parsed, name: str) -> bool:
         with self._folder(_separate(parsed), "list") as folder:
